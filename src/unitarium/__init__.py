@@ -1,0 +1,71 @@
+"""unitarium: datasets of quantum circuits and their unitaries, generated on every core
+into one SQLite file, deduplicated up to global phase, and served back as numpy arrays.
+
+>>> import unitarium
+>>> spec = unitarium.make_spec(gates="clifford+t", qubits=2, count=1000, length=12, seed=7)
+>>> unitarium.generate("data.db", spec)                     # doctest: +SKIP
+>>> ds = unitarium.open("data.db"); ds[42].circuit          # doctest: +SKIP
+"""
+
+from ._circuit import Circuit, Record
+from ._dataset import Dataset, VerifyReport, open
+from ._engine import Progress, Summary, generate
+from ._errors import (
+    DatasetBusyError,
+    DatasetError,
+    DatasetMissingError,
+    GateFileError,
+    Interrupted,
+    MissingOptionalLibraryError,
+    NotADatasetError,
+    RecordIndexError,
+    SchemaVersionError,
+    SpecError,
+    SpecMismatchError,
+    StorageError,
+    UnitariumError,
+    WorkerError,
+)
+from ._gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_gate, parse_gates
+from ._gateset import GateSet, Move
+from ._spec import Enumeration, RandomSource, Spec, make_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "STANDARD_GATES",
+    "Circuit",
+    "Dataset",
+    "DatasetBusyError",
+    "DatasetError",
+    "DatasetMissingError",
+    "Enumeration",
+    "Gate",
+    "GateFileError",
+    "GateSet",
+    "Interrupted",
+    "MissingOptionalLibraryError",
+    "Move",
+    "NotADatasetError",
+    "Progress",
+    "RandomSource",
+    "Record",
+    "RecordIndexError",
+    "SchemaVersionError",
+    "Spec",
+    "SpecError",
+    "SpecMismatchError",
+    "StorageError",
+    "Summary",
+    "UnitariumError",
+    "VerifyReport",
+    "WorkerError",
+    "__version__",
+    "generate",
+    "load_gate_file",
+    "make_spec",
+    "open",
+    "parse_gate",
+    "parse_gates",
+]

@@ -1,0 +1,305 @@
+"""Reading datasets: records by id, batches as numpy arrays, iteration, lookup, verify.
+
+A :class:`Dataset` is a read-only view; it works while a writer is adding records
+(WAL readers see the last committed state; records only ever get appended, in id
+order, whole tasks at a time). Connections are per process: a dataset handle pickles
+as its path and reconnects after a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._canonical import LOOKUP, equal_up_to_phase
+from ._circuit import Circuit, Record
+from ._errors import DatasetError, RecordIndexError, SpecError
+from ._gateset import GateSet
+from ._kernels import ProductTable
+from ._spec import Spec
+from ._store import open_readonly, read_meta, storage_error
+
+__all__ = ["Dataset", "VerifyReport", "open"]
+
+_BLOCKS_FROM = (
+    "SELECT first_id, count, {cols} FROM blocks "
+    "WHERE first_id >= (SELECT coalesce(max(first_id), 0) FROM blocks WHERE first_id <= ?) "
+    "AND first_id < ? ORDER BY first_id"
+)
+
+
+def open(path: str | os.PathLike[str]) -> Dataset:  # noqa: A001 - the public name is unitarium.open
+    """Open a dataset for reading (also while it is being generated)."""
+    return Dataset(path)
+
+
+@dataclass
+class VerifyReport:
+    """What :meth:`Dataset.verify` checked and found."""
+
+    records: int
+    checked: int
+    max_error: float
+    integrity: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Dataset:
+    """A dataset file, read-only. ``len(ds)``, ``ds[i]``, ``ds.unitaries(a, b)``,
+    ``for rec in ds``, ``ds.lookup(U)``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._connection()  # fail early on a missing or foreign file
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (type(self), (str(self.path),))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = open_readonly(self.path)
+            self._pid = os.getpid()
+        return self._conn
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._connection().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "reading") from exc
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata ------------------------------------------------------------------------
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        try:
+            return read_meta(self._connection())
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "reading") from exc
+
+    @cached_property
+    def spec(self) -> Spec:
+        """The spec the dataset was generated from."""
+        return Spec.from_json(self.meta["spec"])
+
+    @property
+    def gateset(self) -> GateSet:
+        return self.spec.gateset
+
+    @cached_property
+    def _dtypes(self) -> tuple[np.dtype, np.dtype, int]:
+        fmt = self.meta["format"]
+        d = int(fmt["dim"])
+        return np.dtype(fmt["unitary_dtype"]).newbyteorder("<"), np.dtype(fmt["code_dtype"]).newbyteorder("<"), d
+
+    @property
+    def complete(self) -> bool:
+        """Whether the generating run finished (re-read from the file each time)."""
+        import json
+
+        row = self._query("SELECT value FROM meta WHERE key = 'state'")
+        return bool(json.loads(row[0][0]).get("complete")) if row else False
+
+    def __len__(self) -> int:
+        row = self._query("SELECT first_id + count FROM blocks ORDER BY first_id DESC LIMIT 1")
+        return int(row[0][0]) if row else 0
+
+    def __repr__(self) -> str:
+        return f"<unitarium.Dataset {str(self.path)!r}: {len(self)} records, {self.spec.describe()}>"
+
+    # -- records -------------------------------------------------------------------------
+
+    def _check_id(self, i: int) -> int:
+        if isinstance(i, bool) or not isinstance(i, int | np.integer):
+            raise TypeError(f"record ids are integers, not {type(i).__name__}")
+        n = len(self)
+        j = int(i) + n if i < 0 else int(i)
+        if not 0 <= j < n:
+            raise RecordIndexError(f"record id {i} is out of range: the dataset has {n} records (0..{n - 1})")
+        return j
+
+    def __getitem__(self, i: int) -> Record:
+        """Record ``i`` (negative ids count from the end), read without loading its block."""
+        i = self._check_id(i)
+        udt, cdt, d = self._dtypes
+        row = self._query("SELECT first_id FROM blocks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1", (i,))
+        first = int(row[0][0])
+        j = i - first
+        try:
+            conn = self._connection()
+            with conn.blobopen("blocks", "offsets", first, readonly=True) as b:
+                b.seek(4 * j)
+                lo, hi = np.frombuffer(b.read(8), dtype="<u4")
+            with conn.blobopen("blocks", "codes", first, readonly=True) as b:
+                b.seek(int(lo) * cdt.itemsize)
+                codes = np.frombuffer(b.read(int(hi - lo) * cdt.itemsize), dtype=cdt)
+            size = d * d * udt.itemsize
+            with conn.blobopen("blocks", "unitaries", first, readonly=True) as b:
+                b.seek(j * size)
+                u = np.frombuffer(b.read(size), dtype=udt).reshape(d, d)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "reading") from exc
+        return Record(i, Circuit(codes.astype(np.int64), self.gateset), u.astype(udt.newbyteorder("=")))
+
+    def _range(self, start: int, stop: int | None) -> tuple[int, int]:
+        n = len(self)
+        stop = n if stop is None else stop
+        if not (isinstance(start, int | np.integer) and isinstance(stop, int | np.integer)) or not 0 <= start <= stop <= n:
+            raise RecordIndexError(f"range {start}:{stop} is outside the dataset's {n} records")
+        return int(start), int(stop)
+
+    def _blocks(self, start: int, stop: int, cols: str) -> list[Any]:
+        return self._query(_BLOCKS_FROM.format(cols=cols), (start, stop))
+
+    def unitaries(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Unitaries of records ``start .. stop-1`` as one ``(n, d, d)`` array."""
+        start, stop = self._range(start, stop)
+        udt, _, d = self._dtypes
+        out = np.empty((stop - start, d, d), dtype=udt.newbyteorder("="))
+        for first, count, blob in self._blocks(start, stop, "unitaries"):
+            lo, hi = max(start, first), min(stop, first + count)
+            if lo < hi:
+                block = np.frombuffer(blob, dtype=udt).reshape(count, d, d)
+                out[lo - start : hi - start] = block[lo - first : hi - first]
+        return out
+
+    def _circuit_parts(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per block: (codes, offsets) restricted to ``[start, stop)``, offsets rebased."""
+        _, cdt, _ = self._dtypes
+        for first, count, offsets, codes in self._blocks(start, stop, "offsets, codes"):
+            lo, hi = max(start, first) - first, min(stop, first + count) - first
+            if lo < hi:
+                off = np.frombuffer(offsets, dtype="<u4").astype(np.int64)
+                yield np.frombuffer(codes, dtype=cdt)[off[lo] : off[hi]].astype(np.int64), off[lo : hi + 1] - off[lo]
+
+    def circuits(self, start: int = 0, stop: int | None = None) -> list[Circuit]:
+        """Circuits of records ``start .. stop-1``."""
+        start, stop = self._range(start, stop)
+        gs = self.gateset
+        return [Circuit(codes[a:b], gs) for codes, off in self._circuit_parts(start, stop) for a, b in zip(off[:-1], off[1:], strict=True)]
+
+    def lengths(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Circuit lengths of records ``start .. stop-1``."""
+        start, stop = self._range(start, stop)
+        parts = [np.diff(off) for _, off in self._circuit_parts(start, stop)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def circuit_array(self, start: int, stop: int, length: int) -> np.ndarray:
+        """Circuits ``start .. stop-1``, all of length ``length``, as ``(n, length)`` codes."""
+        start, stop = self._range(start, stop)
+        parts = [codes.reshape(-1, length) for codes, _ in self._circuit_parts(start, stop)]
+        return np.concatenate(parts) if parts else np.zeros((0, length), dtype=np.int64)
+
+    def __iter__(self) -> Iterator[Record]:
+        """Records in id order, a block at a time."""
+        n, step = len(self), 4096
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            for k, (c, u) in enumerate(zip(self.circuits(a, b), self.unitaries(a, b), strict=True)):
+                yield Record(a + k, c, u)
+
+    # -- lookup & verification -------------------------------------------------------------
+
+    def lookup(self, unitary: np.ndarray, *, atol: float = 1e-5) -> list[Record]:
+        """Records whose unitary equals ``unitary`` up to global phase (entrywise ``atol``),
+        found through the lookup index (datasets generated with ``unique``)."""
+        d = self.gateset.dim
+        u = np.asarray(unitary)
+        if u.shape != (d, d) or not np.all(np.isfinite(u)):
+            raise SpecError(f"lookup needs a finite {d}x{d} matrix, got shape {u.shape}")
+        if not self.spec.unique:
+            raise DatasetError(f"{str(self.path)!r} has no lookup index: only --unique datasets have one")
+        probes = LOOKUP.probes(u)
+        marks = ",".join("?" * len(probes))
+        ids = sorted({int(i) for (i,) in self._query(f"SELECT id FROM lookup WHERE key IN ({marks})", tuple(probes))})
+        found = [self[i] for i in ids]
+        return [r for r in found if equal_up_to_phase(r.unitary, u, atol=atol)]
+
+    def verify(self, *, sample: int | None = 1000, seed: int = 0) -> VerifyReport:
+        """Check SQLite integrity, the task/block structure, and recompute the unitaries
+        of ``sample`` random records (all when ``sample`` is None) in complex128."""
+        integrity = str(self._query("PRAGMA integrity_check")[0][0])
+        problems = [] if integrity == "ok" else [f"integrity_check: {integrity}"]
+        problems += self._structure_problems()
+        n = len(self)
+        ids = np.arange(n) if sample is None or sample >= n else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+        table = ProductTable(self.gateset.move_matrices, np.complex128)
+        worst = 0.0
+        for chunk in np.array_split(ids, max(1, len(ids) // 4096)):
+            worst = max(worst, self._max_error(chunk, table))
+        tol = 1e-4 if self._dtypes[0].itemsize == 8 else 1e-9
+        if worst > tol:
+            problems.append(f"a stored unitary differs from its circuit's product by {worst:.3g} > {tol:g}")
+        return VerifyReport(n, len(ids), worst, integrity, problems)
+
+    def _max_error(self, ids: np.ndarray, table: ProductTable) -> float:
+        if not len(ids):
+            return 0.0
+        a, b = int(ids[0]), int(ids[-1]) + 1
+        circuits = self.circuits(a, b)
+        stored = self.unitaries(a, b)[ids - a]
+        picked = [circuits[i - a].codes for i in ids]
+        width = max(len(c) for c in picked)
+        seqs = np.full((len(picked), width), table.num_moves, dtype=np.int64)
+        for r, c in enumerate(picked):
+            seqs[r, : len(c)] = c
+        return float(np.abs(table.unitaries(seqs) - stored).max())
+
+    def _structure_problems(self) -> list[str]:
+        problems = []
+        tasks = self._query("SELECT task_id, first_id, count FROM tasks ORDER BY task_id")
+        expect = 0
+        for k, (task_id, first, count) in enumerate(tasks):
+            if task_id != k or first != expect:
+                problems.append(f"task {task_id} breaks the committed prefix (expected task {k} at id {expect})")
+                break
+            expect += count
+        blocks = self._query("SELECT first_id, count FROM blocks ORDER BY first_id")
+        total = sum(c for _, c in blocks)
+        if total != expect or any(f != s for (f, _), s in zip(blocks, np.cumsum([0] + [c for _, c in blocks]), strict=False)):
+            problems.append(f"blocks hold {total} records in a non-contiguous layout; tasks account for {expect}")
+        return problems
+
+    def info(self) -> dict[str, Any]:
+        """Summary: spec, record and task counts, length histogram, sizes."""
+        n = len(self)
+        lengths = self.lengths()
+        hist = {int(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True), strict=True)}
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        tasks, candidates = self._query("SELECT count(*), coalesce(sum(candidates), 0) FROM tasks")[0]
+        return {
+            "path": str(self.path),
+            "spec": self.meta["spec"],
+            "description": self.spec.describe(),
+            "records": n,
+            "tasks_done": int(tasks),
+            "candidates": int(candidates),
+            "complete": self.complete,
+            "moves": [m.text for m in self.gateset.moves],
+            "length_histogram": hist,
+            "file_bytes": size,
+            "bytes_per_record": size / n if n else None,
+        }
