@@ -87,18 +87,25 @@ class KeyScheme:
     def _projection(self, d: int) -> tuple[np.ndarray, np.ndarray]:
         return _projection(self.name, self.dims, d)
 
-    def cells(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For ``(batch, d, d)`` unitaries: integer cells ``(batch, dims)``, the
-        neighbouring cell of each coordinate, and the near mask."""
+    def project(self, u: np.ndarray) -> np.ndarray:
+        """``(batch, dims)`` coordinates of ``(batch, d, d)`` unitaries, in grid units."""
         v = canonical_phase(u)
         flat = np.concatenate([v.real, v.imag], axis=-1).reshape(len(v), -1)
         proj, _ = self._projection(v.shape[-1])
-        y = (flat @ proj) / self.delta
+        return (flat @ proj) / self.delta
+
+    def grid(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Integer cells of coordinates ``y`` (grid units), the neighbouring cell of
+        each coordinate across its nearer boundary, and the near mask."""
         cells = np.floor(y + 0.5)
-        frac = y + 0.5 - cells  # in [0, 1): distance to the lower boundary, in cells
+        frac = y + 0.5 - cells  # in [0, 1): position inside the cell
         near = np.minimum(frac, 1 - frac) < self.eta / self.delta
         neighbour = np.where(frac < 0.5, cells - 1, cells + 1)
         return cells.astype(np.int64), neighbour.astype(np.int64), near
+
+    def cells(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`grid` of :meth:`project`: cells, neighbours and near mask of unitaries."""
+        return self.grid(self.project(u))
 
     def _mix(self, cells: np.ndarray, d: int) -> np.ndarray:
         _, salt = self._projection(d)
@@ -106,14 +113,27 @@ class KeyScheme:
             acc = (cells.astype(np.uint64) * salt).sum(axis=-1, dtype=np.uint64)
         return _splitmix(acc).view(np.int64)
 
+    def primary(self, u: np.ndarray) -> np.ndarray:
+        """Primary keys ``(batch,)`` int64 of ``(batch, d, d)`` unitaries."""
+        return self._mix(self.cells(u)[0], np.shape(u)[-1])
+
     def keys(self, u: np.ndarray) -> tuple[np.ndarray, dict[int, list[int]]]:
         """Primary keys ``(batch,)`` int64 and, for rows with near coordinates, their
         alternate keys (every non-empty subset of near coordinates moved across)."""
-        cells, neighbour, near = self.cells(u)
-        d = np.shape(u)[-1]
+        return self.keys_of_cells(*self.cells(u), np.shape(u)[-1])
+
+    def keys_of_cells(
+        self, cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray, d: int
+    ) -> tuple[np.ndarray, dict[int, list[int]]]:
+        """:meth:`keys` from the output of :meth:`grid` (``d`` selects the salts)."""
         primary = self._mix(cells, d)
-        alternates = {}
-        for row in np.flatnonzero(near.any(axis=1)):
+        counts = near.sum(axis=1)
+        single = np.flatnonzero(counts == 1)
+        moved = cells[single].copy()
+        col = near[single].argmax(axis=1)
+        moved[np.arange(len(single)), col] = neighbour[single, col]
+        alternates = {int(r): [int(k)] for r, k in zip(single, self._mix(moved, d), strict=True)}
+        for row in np.flatnonzero(counts > 1):
             alternates[int(row)] = self._alternates(cells[row], neighbour[row], near[row], d)
         return primary, alternates
 

@@ -210,7 +210,7 @@ class Dataset:
     def circuit_array(self, start: int, stop: int, length: int) -> np.ndarray:
         """Circuits ``start .. stop-1``, all of length ``length``, as ``(n, length)`` codes."""
         start, stop = self._range(start, stop)
-        parts = [codes.reshape(-1, length) for codes, _ in self._circuit_parts(start, stop)]
+        parts = [codes.reshape(len(off) - 1, length) for codes, off in self._circuit_parts(start, stop)]
         return np.concatenate(parts) if parts else np.zeros((0, length), dtype=np.int64)
 
     def __iter__(self) -> Iterator[Record]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ._errors import Interrupted, WorkerError
+from ._errors import Interrupted, UnitariumError, WorkerError
 from ._keyset import KeySet
 from ._sources import Task, TaskContext, run_task
 from ._spec import Enumeration, RandomSource, Spec
@@ -196,7 +196,13 @@ class _Run:
             if task is _BARRIER:
                 self.flush()
                 continue
-            self.accept(run_task(ctx, task))
+            try:
+                result = run_task(ctx, task)
+            except UnitariumError:
+                raise
+            except Exception as exc:
+                raise self._failed(task, exc) from exc
+            self.accept(result)
             self.flush()
         self.flush()
 
@@ -229,6 +235,12 @@ class _Run:
             for child in ours:
                 child.join(5)
 
+    def _failed(self, task: Task, exc: Exception) -> WorkerError:
+        return WorkerError(
+            f"task {task.task_id} failed: {type(exc).__name__}: {exc}; "
+            f"{self.records} records are committed: re-run the same command to resume"
+        )
+
     def _take(self, window: deque[tuple[Task, Future[TaskResult]]]) -> None:
         task, future = window[0]
         while True:
@@ -245,10 +257,7 @@ class _Run:
                     f"{self.records} records are committed: re-run the same command to resume"
                 ) from None
             except Exception as exc:
-                raise WorkerError(
-                    f"task {task.task_id} failed in a worker: {type(exc).__name__}: {exc}; "
-                    f"{self.records} records are committed: re-run the same command to resume"
-                ) from exc
+                raise self._failed(task, exc) from exc
         window.popleft()
         self.accept(result)
 

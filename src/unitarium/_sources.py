@@ -71,7 +71,7 @@ class TaskContext:
         result = TaskResult(task.task_id, task.level, candidates, seqs[valid], offsets, u)
         if self.spec.unique:
             result.dedup, result.alternates = DEDUP.keys(u)
-            result.lookup, _ = LOOKUP.keys(u)
+            result.lookup = LOOKUP.primary(u)
         return result
 
 

@@ -1,0 +1,115 @@
+"""Canonical phase, grid keys with alternates, and the numpy key set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qiskit.quantum_info import random_unitary
+
+from unitarium._canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
+from unitarium._keyset import KeySet
+
+
+def haar(n: int, d: int, seed: int) -> np.ndarray:
+    return np.array([random_unitary(d, seed=seed * 1000 + i).data for i in range(n)])
+
+
+def phases(n: int, seed: int) -> np.ndarray:
+    return np.exp(2j * np.pi * np.random.default_rng(seed).random(n))[:, None, None]
+
+
+@pytest.mark.parametrize("d", [2, 4, 8])
+def test_canonical_phase_removes_global_phase(d: int):
+    u = haar(50, d, d)
+    v = canonical_phase(u)
+    w = canonical_phase(u * phases(50, d))
+    assert np.abs(v - w).max() < 1e-12
+    assert np.allclose(canonical_phase(v), v, atol=1e-13)  # idempotent
+
+
+def test_canonical_phase_is_blind_to_negative_zero():
+    u = np.eye(4, dtype=np.complex128)[None]
+    flipped = u.copy()
+    flipped[0, 0, 1] = complex(-0.0, -0.0)
+    assert DEDUP.primary(u)[0] == DEDUP.primary(flipped)[0]
+    assert LOOKUP.primary(u)[0] == LOOKUP.primary(flipped)[0]
+
+
+@pytest.mark.parametrize("scheme", [DEDUP, LOOKUP], ids=lambda s: s.name)
+def test_phase_and_noise_never_hide_a_duplicate(scheme: KeyScheme):
+    """Two noisy copies of one unitary: one's primary is among the other's probes."""
+    rng = np.random.default_rng(0)
+    u = haar(400, 4, 1)
+    noise = 1e-13 if scheme is DEDUP else 1e-6
+    a = u * phases(400, 2)
+    b = u * phases(400, 3) + noise * (rng.normal(size=u.shape) + 1j * rng.normal(size=u.shape))
+    pa, alt_a = scheme.keys(a)
+    pb, alt_b = scheme.keys(b)
+    for i in range(len(u)):
+        assert pa[i] == pb[i] or pa[i] in alt_b.get(i, []), i
+        assert pb[i] == pa[i] or pb[i] in alt_a.get(i, []), i
+
+
+@pytest.mark.parametrize("boundary", [0.5, -0.5, 1234.5, -77.5])
+def test_coordinates_straddling_a_cell_boundary_know_each_other(boundary: float):
+    scheme = DEDUP
+    eps = 1e-3 * scheme.eta / scheme.delta  # noise far below eta, in grid units
+    rng = np.random.default_rng(int(boundary * 2) % 1000)
+    base = rng.normal(size=(1, scheme.dims)) * 1000
+    base = np.floor(base) + 0.25  # every coordinate well inside its cell
+    below, above = base.copy(), base.copy()
+    below[0, 3] = boundary - eps
+    above[0, 3] = boundary + eps
+    (p0, alt0), (p1, alt1) = (scheme.keys_of_cells(*scheme.grid(y), 4) for y in (below, above))
+    assert p0[0] != p1[0]  # the two copies fall in different cells...
+    assert alt0 == {0: [int(p1[0])]} and alt1 == {0: [int(p0[0])]}  # ...and each knows the other's
+    inside, _ = scheme.keys_of_cells(*scheme.grid(base), 4)
+    assert scheme.keys_of_cells(*scheme.grid(base), 4)[1] == {}  # nothing near: no alternates
+    two = below.copy()
+    two[0, 5] = 0.5 + eps
+    _, alts = scheme.keys_of_cells(*scheme.grid(two), 4)
+    assert len(alts[0]) == 3  # two near coordinates: three alternates
+    assert inside[0] not in alts[0]
+
+
+def test_distinct_unitaries_get_distinct_keys():
+    u = haar(2000, 4, 5)
+    assert len(set(DEDUP.primary(u).tolist())) == 2000
+    # Unitaries 1e-4 apart (far above complex128 noise) stay apart.
+    close = u * np.exp(1e-4j * np.arange(4))[None, None, :]
+    assert not set(DEDUP.primary(close).tolist()) & set(DEDUP.primary(u).tolist())
+
+
+def test_equal_up_to_phase():
+    u = haar(1, 8, 9)[0]
+    assert equal_up_to_phase(u, -1j * u)
+    assert not equal_up_to_phase(u, haar(1, 8, 10)[0])
+    assert not equal_up_to_phase(u, u[:4, :4])
+    assert equal_up_to_phase(u, u + 1e-7, atol=1e-6)
+    assert not equal_up_to_phase(u, u + 1e-3, atol=1e-6)
+
+
+def test_keyset_membership_and_merging():
+    rng = np.random.default_rng(3)
+    keys = KeySet()
+    seen: set[int] = set()
+    for _ in range(40):
+        batch = rng.integers(-(2**63), 2**63 - 1, size=int(rng.integers(1, 500)), dtype=np.int64)
+        batch = np.concatenate([batch, rng.choice(np.array(sorted(seen) or [0], dtype=np.int64), 20)])
+        new = np.unique(batch[~keys.contains(batch)])
+        keys.add(new)
+        seen.update(new.tolist())
+        probe = np.concatenate([batch, rng.integers(-(2**63), 2**63 - 1, size=50, dtype=np.int64)])
+        assert keys.contains(probe).tolist() == [int(k) in seen for k in probe]
+    assert len(keys) == len(seen)
+    assert keys.nbytes == 8 * len(seen)
+    assert len(keys._runs) <= 64 - int(np.log2(len(seen))) + 2
+
+
+def test_select_new_keeps_first_occurrences_and_honours_alternates():
+    ks = KeySet(np.array([10, 20], dtype=np.int64))
+    primary = np.array([10, 30, 30, 40, 50, 60], dtype=np.int64)
+    alternates = {3: [20], 4: [30], 5: [99]}
+    keep = ks.select_new(primary, alternates)
+    # 10 stored; first 30 kept, second dropped; 40's alternate 20 stored; 50's alternate 30 kept earlier
+    assert keep.tolist() == [False, True, False, False, False, True]
