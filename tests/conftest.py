@@ -47,3 +47,10 @@ def small_dataset(tmp_path: Path, small_spec: unitarium.Spec) -> Path:
     path = tmp_path / "small.db"
     unitarium.generate(path, small_spec, workers=1)
     return path
+
+
+ALL_GATES = (
+    "i,x,y,z,h,s,sdg,t,tdg,sx,sxdg,rx(pi/4),ry(pi/3),rz(pi/4),p(0.3),u(pi/2,0.1,-2pi/3),"
+    "cx,cy,cz,ch,swap,iswap,ecr,ccx,cswap"
+)
+"""Every standard gate (parametric ones with fixed angles), as a --gates value."""

@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from ._dataset import Dataset
-from ._engine import Progress, default_workers, generate
+from ._engine import Progress, generate
 from ._errors import Interrupted, SpecError, UnitariumError
 from ._spec import DTYPES, make_spec
 
@@ -117,7 +117,7 @@ def generate_cmd(path: Path, gates: str, gate_file: Path | None, qubits: int, co
                      prune=not no_prune, coupling=coupling, gate_file=gate_file, dtype=dtype, seed=seed)
     update, close = _progress_printer(quiet)
     try:
-        summary = generate(path, spec, workers=workers or default_workers(), progress=update)
+        summary = generate(path, spec, workers=workers, progress=update)
     finally:
         close()
     rate = summary.new_records / summary.seconds if summary.seconds else 0.0
@@ -156,7 +156,7 @@ def info_cmd(path: Path, as_json: bool) -> None:
         _print_info(info)
 
 
-@main.command("show")
+@main.command("show", context_settings={"ignore_unknown_options": True})  # RECORD_ID may be negative: -1
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("record_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

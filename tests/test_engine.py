@@ -1,0 +1,330 @@
+"""The engine end to end: Qiskit as the oracle, determinism, golden pin, resume, kill -9, concurrent readers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qiskit.quantum_info import Operator
+
+import unitarium
+from conftest import ALL_GATES, cli, content
+from unitarium import SpecMismatchError
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.005):
+    """Poll ``predicate`` until it returns a truthy value (not a timing assertion: a hang guard)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def committed(path: Path) -> int:
+    """Records committed in ``path`` so far (0 while the file does not exist or is being created)."""
+    try:
+        with unitarium.open(path) as ds:
+            return len(ds)
+    except unitarium.DatasetError:
+        return 0
+
+
+# -- Qiskit as the oracle -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_acceptance_every_stored_unitary_equals_qiskit_operator(tmp_path: Path) -> None:
+    """3 qubits, every standard gate, lengths 1-24, 2 workers: each record against Operator(circuit.to_qiskit())."""
+    spec = unitarium.make_spec(gates=ALL_GATES, qubits=3, count=3000, length="1:24", seed=11)
+    assert len(spec.gateset.gates) == 25 and -(-3000 // spec.task_size) >= 3  # several tasks
+    path = tmp_path / "all-gates.db"
+    summary = unitarium.generate(path, spec, workers=2)
+    assert summary.records == summary.new_records == 3000 and summary.complete
+    ds = unitarium.open(path)
+    assert len(ds) == 3000
+    used = set()
+    worst = 0.0
+    for rec in ds:
+        expected = Operator(rec.circuit.to_qiskit()).data
+        worst = max(worst, float(np.abs(rec.unitary - expected).max()))
+        used.update(ds.gateset.gates[ds.gateset.moves[int(c)].gate].name for c in rec.circuit.codes)
+    assert worst < 1e-5, f"a stored unitary differs from Qiskit's Operator by {worst:.3g}"
+    assert used == {g.name for g in spec.gateset.gates}
+    assert set(ds.lengths().tolist()) == set(range(1, 25))
+
+
+def test_complex128_records_equal_qiskit_operator(tmp_path: Path) -> None:
+    spec = unitarium.make_spec(gates=ALL_GATES, qubits=3, count=300, length="0:16", dtype="complex128", seed=5)
+    path = tmp_path / "c128.db"
+    unitarium.generate(path, spec, workers=1)
+    ds = unitarium.open(path)
+    assert ds.unitaries().dtype == np.complex128
+    for rec in ds:
+        np.testing.assert_allclose(rec.unitary, Operator(rec.circuit.to_qiskit()).data, rtol=0, atol=1e-10)
+    assert 0 in ds.lengths()
+
+
+# -- determinism ------------------------------------------------------------------------------
+
+DETERMINISM = ["--gates", ALL_GATES, "--qubits", "3", "--count", "4500", "--length", "0:24", "--seed", "9"]
+
+
+def determinism_spec(dtype: str = "complex64") -> unitarium.Spec:
+    return unitarium.make_spec(gates=ALL_GATES, qubits=3, count=4500, length="0:24", seed=9, dtype=dtype)
+
+
+def test_same_content_for_one_and_two_workers_and_the_cli(tmp_path: Path) -> None:
+    spec = determinism_spec()
+    assert -(-4500 // spec.task_size) == 5
+    one, two, by_cli = tmp_path / "one.db", tmp_path / "two.db", tmp_path / "cli.db"
+    unitarium.generate(one, spec, workers=1)
+    unitarium.generate(two, spec, workers=2)
+    cli("generate", by_cli, *DETERMINISM, "--workers", "2", "--quiet")
+    reference = content(one)
+    assert len(reference) == 4500
+    assert content(two) == reference
+    assert content(by_cli) == reference
+    assert unitarium.open(by_cli).spec.canonical_json() == spec.canonical_json()
+
+
+def test_same_content_in_complex128_and_another_seed_differs(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "c.db"
+    unitarium.generate(a, determinism_spec("complex128"), workers=2)
+    unitarium.generate(b, determinism_spec("complex128"), workers=1)
+    assert content(a) == content(b)
+    other = unitarium.make_spec(gates=ALL_GATES, qubits=3, count=4500, length="0:24", seed=10, dtype="complex128")
+    unitarium.generate(c, other, workers=1)
+    assert [t for t, _ in content(c)] != [t for t, _ in content(a)]
+
+
+def test_golden_record(tmp_path: Path) -> None:
+    """Pins seed 7 to an exact circuit and unitary: fails on any change of the RNG stream, the
+    move order or the kernels' bits. If such a change is intended, bump KERNEL_VERSION and re-pin."""
+    path = tmp_path / "golden.db"
+    spec = unitarium.make_spec(gates="clifford+t", qubits=2, count=100, length=12, seed=7)
+    unitarium.generate(path, spec, workers=1)
+    with unitarium.open(path) as ds:
+        rec = ds[42]
+        assert str(rec.circuit) == "tdg 1; cx 0 1; cx 0 1; h 0; t 1; h 1; t 1; tdg 1; h 0; tdg 0; t 1; cx 1 0"
+        digest = hashlib.sha256(rec.unitary.astype("<c8").tobytes()).hexdigest()
+        assert digest == "53aa508de7cf82dcc0df05a79f8eb7a401b3219d1a568a716270ee090227f9d1"
+        np.testing.assert_allclose(rec.unitary, Operator(rec.circuit.to_qiskit()).data, atol=1e-6)
+
+
+# -- resume -----------------------------------------------------------------------------------
+
+
+def test_rerun_on_a_complete_file_adds_nothing(tmp_path: Path) -> None:
+    spec = determinism_spec()
+    path = tmp_path / "done.db"
+    unitarium.generate(path, spec, workers=2)
+    before = content(path)
+    summary = unitarium.generate(path, spec, workers=1)
+    assert (summary.records, summary.new_records, summary.tasks, summary.complete) == (4500, 0, 0, True)
+    assert content(path) == before
+    proc = cli("generate", path, *DETERMINISM, "--workers", "2", "--quiet")
+    assert "4,500 records (0 new)" in proc.stdout
+    assert content(path) == before
+    assert unitarium.open(path).verify().ok
+
+
+def test_resume_after_a_failure_mid_run_with_another_worker_count(tmp_path: Path) -> None:
+    """A run that dies after some commits (here: its progress callback raises) resumes to the same content."""
+    spec = determinism_spec()
+    reference, partial = tmp_path / "reference.db", tmp_path / "partial.db"
+    unitarium.generate(reference, spec, workers=1)
+    seen: list[unitarium.Progress] = []
+
+    def explode(p: unitarium.Progress) -> None:
+        seen.append(p)
+        if len(seen) == 2:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        unitarium.generate(partial, spec, workers=1, progress=explode)
+    ds = unitarium.open(partial)
+    assert not ds.complete
+    assert len(ds) == seen[-1].records == 2 * spec.task_size
+    assert content(partial) == content(reference)[: len(ds)]
+    summary = unitarium.generate(partial, spec, workers=2)
+    assert summary.new_records == 4500 - 2 * spec.task_size and summary.tasks == 3
+    assert content(partial) == content(reference)
+    assert unitarium.open(partial).complete
+
+
+def test_progress_reports(tmp_path: Path) -> None:
+    spec = determinism_spec()
+    seen: list[unitarium.Progress] = []
+    summary = unitarium.generate(tmp_path / "p.db", spec, workers=2, progress=seen.append)
+    assert seen and seen[-1].records == seen[-1].candidates == 4500
+    assert all(p.total == 4500 for p in seen)
+    assert [p.records for p in seen] == sorted(p.records for p in seen)
+    assert summary.path == str(tmp_path / "p.db") and summary.tasks == 5 and summary.seconds >= 0
+
+
+def test_a_different_spec_is_refused_and_the_file_is_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "data.db"
+    unitarium.generate(path, determinism_spec(), workers=1)
+    before = sha256(path)
+    for other in [
+        unitarium.make_spec(gates=ALL_GATES, qubits=3, count=4500, length="0:24", seed=8),
+        unitarium.make_spec(gates=ALL_GATES, qubits=3, count=4501, length="0:24", seed=9),
+        unitarium.make_spec(gates="h,cx", qubits=3, count=4500, length="0:24", seed=9),
+        determinism_spec("complex128"),
+    ]:
+        with pytest.raises(SpecMismatchError, match="another spec"):
+            unitarium.generate(path, other, workers=1)
+        assert sha256(path) == before
+    proc = cli("generate", path, *DETERMINISM[:-1], "10", "--quiet", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("unitarium: error:") and proc.stderr.count("\n") == 1
+    assert "another spec" in proc.stderr and "seed" in proc.stderr and "Traceback" not in proc.stderr
+    assert sha256(path) == before
+    wal = path.with_name(path.name + "-wal")  # readers may leave an empty WAL beside the file, never frames
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert unitarium.open(path).verify().ok
+
+
+def test_workers_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(unitarium.SpecError, match="workers"):
+        unitarium.generate(tmp_path / "x.db", determinism_spec(), workers=0)
+    assert not (tmp_path / "x.db").exists()
+
+
+# -- kill -9 and concurrent readers ----------------------------------------------------------
+
+# Slow enough per record that a kill lands mid-run: 4 qubits, 256 records per task, ~40 tasks.
+KILL_COUNT = 10_000
+KILL_ARGS = ["--gates", "clifford+t", "--qubits", "4", "--count", str(KILL_COUNT), "--length", "150:250", "--seed", "4"]
+
+
+def start_generate(path: Path, workers: int) -> subprocess.Popen:
+    """``python -m unitarium generate`` in its own session (its workers share its process group)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "unitarium", "generate", str(path), *KILL_ARGS, "--workers", str(workers), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the whole process group and wait until none of it is left."""
+    pgid = os.getpgid(proc.pid)
+    os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    def gone() -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, timeout=30, what=f"process group {pgid} to exit")
+
+
+@pytest.fixture(scope="module")
+def kill_reference(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
+    path = tmp_path_factory.mktemp("kill") / "reference.db"
+    cli("generate", path, *KILL_ARGS, "--workers", "2", "--quiet")
+    return content(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_acceptance_kill_9_then_resume_with_another_worker_count(
+    tmp_path: Path, kill_reference: list[tuple[str, bytes]], trial: int
+) -> None:
+    delay = random.Random(trial).uniform(0.0, 0.6)
+    path = tmp_path / "killed.db"
+    proc = start_generate(path, workers=2)
+    try:
+        wait_for(lambda: committed(path) > 0, timeout=120, what="the first commit")
+        time.sleep(delay)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+
+    ds = unitarium.open(path)
+    n = len(ds)
+    assert 0 < n < KILL_COUNT and not ds.complete, f"the kill (after {delay:.2f} s) did not land mid-run: {n} records"
+    assert n % 256 == 0  # whole tasks only
+    assert content(path) == kill_reference[:n]  # a prefix of the final content
+    assert ds.verify(sample=200).ok
+    ds.close()
+
+    proc = cli("generate", path, *KILL_ARGS, "--workers", "1", "--quiet")
+    assert f"{KILL_COUNT:,} records ({KILL_COUNT - n:,} new)" in proc.stdout
+    assert content(path) == kill_reference
+    report = unitarium.open(path).verify(sample=500)
+    assert report.ok and report.integrity == "ok"
+    assert unitarium.open(path).complete
+
+
+READER = r"""
+import json, sys, time
+import unitarium
+
+path = sys.argv[1]
+ds = unitarium.open(path)
+seen = []
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    complete = ds.complete
+    n = len(ds)
+    fresh = len(unitarium.open(path))
+    assert fresh >= n, (fresh, n)
+    if n:
+        rec = ds[n - 1]
+        assert rec.id == n - 1 and rec.unitary.shape == (16, 16), rec
+        assert len(rec.circuit) >= 150
+    seen.append(n)
+    if complete:
+        break
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+def test_acceptance_reader_during_a_run_sees_non_decreasing_lengths(tmp_path: Path) -> None:
+    path = tmp_path / "live.db"
+    writer = start_generate(path, workers=2)
+    try:
+        wait_for(lambda: _is_dataset(path), timeout=60, what="the dataset file")
+        reader = subprocess.run(
+            [sys.executable, "-c", READER, str(path)], capture_output=True, text=True, timeout=180, check=False
+        )
+        assert writer.wait(timeout=180) == 0, writer.stderr.read().decode() if writer.stderr else ""
+    finally:
+        if writer.poll() is None:
+            kill_group(writer)
+    assert reader.returncode == 0 and reader.stderr == "", reader.stderr
+    seen = json.loads(reader.stdout)
+    assert seen == sorted(seen), "a reader saw the record count decrease"
+    assert seen[-1] == KILL_COUNT
+    assert len(set(seen)) >= 3, f"the reader did not observe the run in progress: {sorted(set(seen))}"
+
+
+def _is_dataset(path: Path) -> bool:
+    try:
+        unitarium.open(path).close()
+    except unitarium.DatasetError:
+        return False
+    return True
