@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -213,22 +214,49 @@ class Writer:
     def __init__(self, path: str | Path, spec: Spec) -> None:
         self.path = Path(path)
         self.spec = spec
-        self._fd = self._lock()
+        fd = self._create() if not self.path.exists() else None
+        self._fd = self._lock_existing() if fd is None else fd
         try:
             self.conn = self._open()
         except BaseException:
             os.close(self._fd)
             raise
 
-    def _lock(self) -> int:
+    def _create(self) -> int | None:
+        """Build a new dataset beside ``path`` and hard-link it into place, holding its
+        lock: readers never see a half-made file, a failure leaves nothing behind, and of
+        two racing creators one wins. None when ``path`` appeared meanwhile."""
         parent = self.path.absolute().parent
         if not parent.is_dir():
             raise StorageError(f"cannot create {str(self.path)!r}: directory {str(parent)!r} does not exist")
-        existed = self.path.exists()
-        if existed and not self.path.is_file():
+        tmp = parent / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create {str(self.path)!r}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._initialise(tmp)
+            os.link(tmp, self.path)
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(f"cannot create {str(self.path)!r}: {exc.strerror or exc}") from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return fd
+
+    def _lock_existing(self) -> int:
+        if not self.path.is_file():
             raise NotADatasetError(f"{str(self.path)!r} is not a regular file")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR)
         except OSError as exc:
             raise StorageError(f"cannot open {str(self.path)!r} for writing: {exc.strerror}") from exc
         try:
@@ -238,12 +266,9 @@ class Writer:
             raise DatasetBusyError(
                 f"another unitarium process is writing {str(self.path)!r}: wait for it to finish or use another file"
             ) from None
-        self._created = not existed or os.fstat(fd).st_size == 0
         return fd
 
     def _open(self) -> sqlite3.Connection:
-        if self._created:
-            return self._initialise()
         check_file(self.path)
         conn = connect(self.path, readonly=True)
         try:
@@ -257,19 +282,21 @@ class Writer:
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "opening") from exc
 
-    def _initialise(self) -> sqlite3.Connection:
+    def _initialise(self, path: Path) -> None:
+        """Schema, header rows and settings into the new (still private) file ``path``."""
         try:
-            conn = connect(self.path, readonly=False)
-            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            with atomic(conn):
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)
-                self._write_header(conn)
-            return conn
+            conn = connect(path, readonly=False)
+            try:
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                with atomic(conn):
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(statement)
+                    self._write_header(conn)
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
         except sqlite3.Error as exc:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
             raise storage_error(exc, self.path, "creating") from exc
 
     def _write_header(self, conn: sqlite3.Connection) -> None:
