@@ -15,6 +15,7 @@ import ast
 import json
 import math
 import operator
+import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -148,7 +149,7 @@ def parse_angle(text: str) -> float:
 
 
 def _eval_angle(node: ast.expr) -> float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         return float(node.value)
     if isinstance(node, ast.Name) and node.id == "pi":
         return math.pi
@@ -249,7 +250,7 @@ def _complex_entry(entry: object) -> complex:
     raise TypeError(repr(entry))
 
 
-def load_gate_file(path: str | Path) -> dict[str, Gate]:
+def load_gate_file(path: str | os.PathLike[str]) -> dict[str, Gate]:
     """Read custom gates from a JSON or TOML file.
 
     The file holds a table ``gates`` mapping each name to ``{"matrix": [[...], ...]}``

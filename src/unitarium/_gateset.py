@@ -89,6 +89,7 @@ class GateSet:
             return {(a, a + 1) for a in range(n - 1)}
         if self.coupling == "ring":
             return {(a, a + 1) for a in range(n - 1)} | ({(0, n - 1)} if n > 2 else set())
+        assert not isinstance(self.coupling, str), f"unknown coupling {self.coupling!r}"
         return set(self.coupling)
 
     def _allowed(self, qubits: Sequence[int], edges: set[tuple[int, int]]) -> bool:

@@ -161,7 +161,7 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
 def le_bytes(array: np.ndarray) -> memoryview:
     """A contiguous little-endian byte view of ``array`` for a BLOB."""
     arr = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return memoryview(arr).cast("B")
+    return memoryview(arr).cast("B")  # type: ignore[arg-type]  # ndarray implements the buffer protocol
 
 
 def code_dtype(num_moves: int) -> np.dtype:
