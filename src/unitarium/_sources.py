@@ -31,7 +31,7 @@ import numpy as np
 from ._canonical import DEDUP, LOOKUP
 from ._kernels import ProductTable
 from ._spec import Enumeration, RandomSource, Spec
-from ._store import TaskResult
+from ._store import TaskResult, code_dtype
 
 __all__ = ["Task", "TaskContext", "run_task"]
 
@@ -68,7 +68,8 @@ class TaskContext:
         """Pack padded sequences and unitaries into a result (with keys in unique mode)."""
         valid = np.arange(seqs.shape[1])[None, :] < lengths[:, None]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
-        result = TaskResult(task.task_id, task.level, candidates, seqs[valid], offsets, u)
+        codes = seqs[valid].astype(code_dtype(self.num_moves))
+        result = TaskResult(task.task_id, task.level, candidates, codes, offsets, u)
         if self.spec.unique:
             result.dedup, result.alternates = DEDUP.keys(u)
             result.lookup = LOOKUP.primary(u)
