@@ -49,11 +49,16 @@ def solovay_kitaev(depths: list[int], repeat: int) -> list[dict]:
             qiskit_times.append(time.perf_counter() - t0)
         spec = unitarium.make_spec(gates="h,t,tdg", qubits=1, max_length=depth, unique=True)
         ours, summary, _ = timed_generate(spec, 2, repeat)
-        rows.append({
-            "depth": depth, "qiskit_sequences": len(found), "unitarium_records": summary.records,
-            "qiskit_s": statistics.median(qiskit_times), "unitarium_s": ours,
-            "speedup": statistics.median(qiskit_times) / ours,
-        })
+        rows.append(
+            {
+                "depth": depth,
+                "qiskit_sequences": len(found),
+                "unitarium_records": summary.records,
+                "qiskit_s": statistics.median(qiskit_times),
+                "unitarium_s": ours,
+                "speedup": statistics.median(qiskit_times) / ours,
+            }
+        )
     return rows
 
 
@@ -62,8 +67,14 @@ def store_absorb_rate(records: int, repeat: int) -> float:
     spec = unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, count=records, length=8)
     rng = np.random.default_rng(0)
     n = spec.task_size
-    block = TaskResult(0, 0, n, rng.integers(0, 8, size=n * 8), np.arange(0, 8 * n + 1, 8, dtype=np.uint32),
-                       rng.normal(size=(n, 4, 4)).astype(np.complex64))
+    block = TaskResult(
+        0,
+        0,
+        n,
+        rng.integers(0, 8, size=n * 8),
+        np.arange(0, 8 * n + 1, 8, dtype=np.uint32),
+        rng.normal(size=(n, 4, 4)).astype(np.complex64),
+    )
     rates = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp, Writer(Path(tmp) / "s.db", spec) as writer:
@@ -81,32 +92,60 @@ def main() -> None:
     args = parser.parse_args()
     repeat = 1 if args.quick else args.repeat
     cases = [
-        ("h,t,tdg,cx 2q, every pruned sequence <= 7", unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, max_length=5 if args.quick else 7)),
-        ("h,s,cx 2q unique (Clifford group)", unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=14, unique=True)),
-        ("clifford+t 2q unique <= 9", unitarium.make_spec(gates="clifford+t", qubits=2, max_length=6 if args.quick else 9, unique=True)),
+        (
+            "h,t,tdg,cx 2q, every pruned sequence <= 7",
+            unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, max_length=5 if args.quick else 7),
+        ),
+        (
+            "h,s,cx 2q unique (Clifford group)",
+            unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=14, unique=True),
+        ),
+        (
+            "clifford+t 2q unique <= 9",
+            unitarium.make_spec(gates="clifford+t", qubits=2, max_length=6 if args.quick else 9, unique=True),
+        ),
     ]
     rows = []
     for name, spec in cases:
         for workers in (1, 2):
             seconds, summary, candidates = timed_generate(spec, workers, repeat)
-            rows.append({"case": name, "workers": workers, "records": summary.records, "candidates": candidates,
-                         "seconds": seconds, "candidates_per_s": candidates / seconds,
-                         "records_per_s": summary.records / seconds})
+            rows.append(
+                {
+                    "case": name,
+                    "workers": workers,
+                    "records": summary.records,
+                    "candidates": candidates,
+                    "seconds": seconds,
+                    "candidates_per_s": candidates / seconds,
+                    "records_per_s": summary.records / seconds,
+                }
+            )
     absorb = store_absorb_rate(200_000 if args.quick else 2_000_000, repeat)
     sk = solovay_kitaev([12, 16] if args.quick else [16, 20, 24, 28], repeat)
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
-    (out / "enumerate.json").write_text(json.dumps({"enumeration": rows, "store_absorb_per_s": absorb, "sk": sk}, indent=2))
+    (out / "enumerate.json").write_text(
+        json.dumps({"enumeration": rows, "store_absorb_per_s": absorb, "sk": sk}, indent=2)
+    )
     print(f"median of {repeat} run(s)\n")
-    print("| case | workers | records | candidates | seconds | candidates/s | records/s |\n|---|---|---|---|---|---|---|")
+    print(
+        "| case | workers | records | candidates | seconds | candidates/s | records/s |\n|---|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['case']} | {r['workers']} | {r['records']:,} | {r['candidates']:,} | {r['seconds']:.2f} | "
-              f"{r['candidates_per_s']:,.0f} | {r['records_per_s']:,.0f} |")
+        print(
+            f"| {r['case']} | {r['workers']} | {r['records']:,} | {r['candidates']:,} | {r['seconds']:.2f} | "
+            f"{r['candidates_per_s']:,.0f} | {r['records_per_s']:,.0f} |"
+        )
     print(f"\nstore absorb rate (writer only, 2q complex64, length 8): {absorb:,.0f} records/s")
-    print("\n| depth | Qiskit sequences | unitarium records | Qiskit s | unitarium s (2 workers) | speedup |\n|---|---|---|---|---|---|")
+    print(
+        "\n| depth | Qiskit sequences | unitarium records | Qiskit s | unitarium s (2 workers) | speedup |\n"
+        "|---|---|---|---|---|---|"
+    )
     for r in sk:
-        print(f"| {r['depth']} | {r['qiskit_sequences']:,} | {r['unitarium_records']:,} | {r['qiskit_s']:.3f} | "
-              f"{r['unitarium_s']:.3f} | {r['speedup']:.2f}x |")
+        print(
+            f"| {r['depth']} | {r['qiskit_sequences']:,} | {r['unitarium_records']:,} | {r['qiskit_s']:.3f} | "
+            f"{r['unitarium_s']:.3f} | {r['speedup']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,13 @@ def run(n: int, batch: int = 4096) -> dict[str, float]:
     seconds = time.perf_counter() - t0
     steady, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"keys": len(keys), "seconds": seconds, "ns_per_key": seconds / len(keys) * 1e9,
-            "steady_bytes_per_key": steady / len(keys), "peak_bytes_per_key": peak / len(keys)}
+    return {
+        "keys": len(keys),
+        "seconds": seconds,
+        "ns_per_key": seconds / len(keys) * 1e9,
+        "steady_bytes_per_key": steady / len(keys),
+        "peak_bytes_per_key": peak / len(keys),
+    }
 
 
 def main() -> None:
@@ -44,8 +49,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for n in sizes:
         r = run(n)
-        print(f"| {r['keys']:,} | {r['seconds']:.1f} | {r['ns_per_key']:.0f} | {r['steady_bytes_per_key']:.1f} | "
-              f"{r['peak_bytes_per_key']:.1f} | {r['peak_bytes_per_key'] * r['keys'] / 2**30:.2f} GiB |")
+        print(
+            f"| {r['keys']:,} | {r['seconds']:.1f} | {r['ns_per_key']:.0f} | {r['steady_bytes_per_key']:.1f} | "
+            f"{r['peak_bytes_per_key']:.1f} | {r['peak_bytes_per_key'] * r['keys'] / 2**30:.2f} GiB |"
+        )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import unitarium
@@ -14,7 +21,9 @@ import unitarium
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str | os.PathLike[str], check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def cli(
+    *args: str | os.PathLike[str], check: bool = True, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
     """Run ``python -m unitarium ARGS`` (the real CLI, in its own process)."""
     proc = subprocess.run(
         [sys.executable, "-m", "unitarium", *map(str, args)],
@@ -54,3 +63,155 @@ ALL_GATES = (
     "cx,cy,cz,ch,swap,iswap,ecr,ccx,cswap"
 )
 """Every standard gate (parametric ones with fixed angles), as a --gates value."""
+
+
+# -- helpers for the reliability tests (crash, signals, concurrency, disk full, bad input) --------------------
+
+
+def start_cli(*args: str | os.PathLike[str], **kwargs) -> subprocess.Popen:
+    """Start ``python -m unitarium ARGS`` in its own session (so ``os.killpg(proc.pid, ...)`` reaches it and its
+    workers, like Ctrl-C in a terminal), stdout discarded, stderr captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "unitarium", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+
+
+def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.005):
+    """Poll ``predicate`` until it returns something truthy; a hang guard, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def records_in(path: str | os.PathLike[str]) -> int:
+    """Records committed in ``path`` so far (0 while there is no dataset there yet)."""
+    try:
+        with unitarium.open(path) as ds:
+            return len(ds)
+    except unitarium.DatasetMissingError:
+        return 0
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The worker processes (multiprocessing ``spawn`` children) of process ``pid``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmdline:
+                found.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def group_gone(pgid: int) -> bool:
+    """Whether no live process is left in process group ``pgid`` (orphaned zombies do not count)."""
+    return not group_members(pgid)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started by :func:`start_cli` and everything in its group; reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_until(lambda: group_gone(proc.pid), timeout=60, what=f"process group {proc.pid} to disappear")
+
+
+def one_error_line(stderr: str) -> str:
+    """Assert ``stderr`` is exactly one ``unitarium: error: ...`` line (no traceback) and return it."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unitarium: error: "), f"not one error line:\n{stderr}"
+    assert "Traceback" not in stderr and "database is locked" not in stderr, stderr
+    return lines[0]
+
+
+def file_digests(path: str | os.PathLike[str]) -> dict[str, str]:
+    """sha256 of a dataset file and of its ``-wal`` when that holds anything: equal before and after means
+    unchanged (an empty ``-wal`` comes and goes with connections and holds nothing)."""
+    out = {}
+    for p in (Path(path), Path(f"{path}-wal")):
+        if p.exists() and (p == Path(path) or p.stat().st_size):
+            out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def integrity(path: str | os.PathLike[str]) -> str:
+    """``PRAGMA integrity_check`` through a plain read-only sqlite3 connection."""
+    conn = sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)
+    try:
+        return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+    finally:
+        conn.close()
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """A dataset's records through the public API: unitaries ``(n, d, d)``, circuit lengths, all codes."""
+
+    unitaries: np.ndarray
+    lengths: np.ndarray
+    codes: np.ndarray
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> Snapshot:
+        with unitarium.open(path) as ds:
+            circuits = ds.circuits()
+            codes = [c.codes for c in circuits]
+            return cls(
+                ds.unitaries(),
+                np.array([len(c) for c in codes], dtype=np.int64),
+                np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64),
+            )
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def is_prefix_of(self, other: Snapshot) -> bool:
+        """Whether these records are the first ``len(self)`` records of ``other``, bit for bit."""
+        n = len(self)
+        return (
+            n <= len(other)
+            and np.array_equal(self.lengths, other.lengths[:n])
+            and np.array_equal(self.codes, other.codes[: len(self.codes)])
+            and self.unitaries.tobytes() == other.unitaries[:n].tobytes()
+        )
+
+    def equals(self, other: Snapshot) -> bool:
+        return len(self) == len(other) and self.is_prefix_of(other)

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from qiskit.quantum_info import Operator
 
 import unitarium
-from conftest import ALL_GATES
 from unitarium import Circuit, SpecError
+
+from conftest import ALL_GATES
 
 GS3 = unitarium.make_spec(gates=ALL_GATES, qubits=3, count=1, length=1).gateset
 

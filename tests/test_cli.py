@@ -12,6 +12,7 @@ import qiskit.qasm2
 from qiskit.quantum_info import Operator
 
 import unitarium
+
 from conftest import cli, content
 
 GOLDEN = ["--gates", "clifford+t", "--qubits", "2", "--count", "100", "--length", "12", "--seed", "7"]

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, content
 from qiskit.quantum_info import Operator, random_unitary
 
 import unitarium
 from unitarium._canonical import DEDUP
+
+from conftest import cli, content
 
 
 def enumerate_unique(tmp_path: Path, gates: str, qubits: int, max_length: int, *, workers: int = 1, **kw) -> Path:
@@ -59,8 +60,21 @@ def test_unique_enumeration_reaches_the_group_order_and_stops(tmp_path: Path, ga
 
 def test_two_qubit_clifford_from_the_cli_records_are_correct(tmp_path: Path):
     path = tmp_path / "cliff.db"
-    cli("generate", path, "--gates", "h,s,cx", "--qubits", 2, "--enumerate", "--max-length", 14, "--unique",
-        "--workers", 2, "-q")
+    cli(
+        "generate",
+        path,
+        "--gates",
+        "h,s,cx",
+        "--qubits",
+        2,
+        "--enumerate",
+        "--max-length",
+        14,
+        "--unique",
+        "--workers",
+        2,
+        "-q",
+    )
     ds = unitarium.open(path)
     assert len(ds) == 11520
     rng = np.random.default_rng(0)
@@ -86,7 +100,9 @@ def test_unique_records_are_pairwise_distinct_and_shortest(tmp_path: Path):
     assert [first_length[k] for k in keys] == ds.lengths().tolist()
 
 
-@pytest.mark.parametrize(("gates", "qubits", "max_length"), [("h,s,cx", 2, 14), ("h,t,tdg,cx", 2, 5), ("h,t,ccx,cswap", 3, 3)])
+@pytest.mark.parametrize(
+    ("gates", "qubits", "max_length"), [("h,s,cx", 2, 14), ("h,t,tdg,cx", 2, 5), ("h,t,ccx,cswap", 3, 3)]
+)
 def test_pruning_never_loses_a_unitary_in_unique_mode(tmp_path: Path, gates: str, qubits: int, max_length: int):
     pruned = unitarium.open(enumerate_unique(tmp_path, gates, qubits, max_length))
     full = unitarium.open(enumerate_unique(tmp_path, gates, qubits, max_length, prune=False))
@@ -176,7 +192,9 @@ def test_lookup_uses_the_index(tmp_path: Path):
     import sqlite3
 
     path = enumerate_unique(tmp_path, "h,s", 1, 10)
-    plan = sqlite3.connect(path).execute("EXPLAIN QUERY PLAN SELECT id FROM lookup WHERE key IN (?, ?)", (1, 2)).fetchall()
+    plan = (
+        sqlite3.connect(path).execute("EXPLAIN QUERY PLAN SELECT id FROM lookup WHERE key IN (?, ?)", (1, 2)).fetchall()
+    )
     assert "SCAN" not in " ".join(str(row) for row in plan)
 
 

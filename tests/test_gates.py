@@ -14,9 +14,10 @@ from qiskit.circuit import library as lib
 from qiskit.quantum_info import Operator
 
 import unitarium
-from conftest import ALL_GATES
 from unitarium import GateFileError, SpecError, load_gate_file, parse_gate, parse_gates
 from unitarium._gates import parse_angle, split_gate_list
+
+from conftest import ALL_GATES
 
 PI = math.pi
 

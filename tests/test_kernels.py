@@ -9,10 +9,11 @@ from qiskit.circuit import library as lib
 from qiskit.quantum_info import Operator, random_unitary
 
 import unitarium
-from conftest import ALL_GATES
 from unitarium import Circuit
 from unitarium._gates import split_gate_list
 from unitarium._kernels import ProductTable, apply_moves, embed, table_depth
+
+from conftest import ALL_GATES
 
 
 def gateset(qubits: int, gates: str = ALL_GATES) -> unitarium.GateSet:

@@ -143,4 +143,6 @@ class Record:
     unitary: np.ndarray
 
     def __repr__(self) -> str:
-        return f"Record(id={self.id}, circuit={str(self.circuit)!r}, unitary=<{self.unitary.shape} {self.unitary.dtype}>)"
+        return (
+            f"Record(id={self.id}, circuit={str(self.circuit)!r}, unitary=<{self.unitary.shape} {self.unitary.dtype}>)"
+        )

@@ -8,6 +8,7 @@ as its path and reconnects after a fork.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import numpy as np
 
 from ._canonical import LOOKUP, equal_up_to_phase
 from ._circuit import Circuit, Record
-from ._errors import DatasetError, RecordIndexError, SpecError
+from ._errors import DatasetError, NotADatasetError, RecordIndexError, SpecError, UnitariumError
 from ._gateset import GateSet
 from ._kernels import ProductTable
 from ._spec import Spec
@@ -35,7 +36,7 @@ _BLOCKS_FROM = (
 )
 
 
-def open(path: str | os.PathLike[str]) -> Dataset:  # noqa: A001 - the public name is unitarium.open
+def open(path: str | os.PathLike[str]) -> Dataset:
     """Open a dataset for reading (also while it is being generated)."""
     return Dataset(path)
 
@@ -96,14 +97,23 @@ class Dataset:
     @cached_property
     def meta(self) -> dict[str, Any]:
         try:
-            return read_meta(self._connection())
+            meta = read_meta(self._connection())
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "reading") from exc
+        except ValueError as exc:  # not JSON
+            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: {exc}") from exc
+        if not all(isinstance(meta.get(key), dict) for key in ("spec", "format", "state")):
+            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: no 'spec', 'format' or 'state'")
+        return meta
 
     @cached_property
     def spec(self) -> Spec:
         """The spec the dataset was generated from."""
-        return Spec.from_json(self.meta["spec"])
+        try:
+            return Spec.from_json(self.meta["spec"])
+        except (UnitariumError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            detail = str(exc) if isinstance(exc, UnitariumError) else f"{type(exc).__name__}: {exc}"
+            raise NotADatasetError(f"{str(self.path)!r} holds a spec this unitarium cannot use ({detail})") from exc
 
     @property
     def gateset(self) -> GateSet:
@@ -167,7 +177,10 @@ class Dataset:
     def _range(self, start: int, stop: int | None) -> tuple[int, int]:
         n = len(self)
         stop = n if stop is None else stop
-        if not (isinstance(start, int | np.integer) and isinstance(stop, int | np.integer)) or not 0 <= start <= stop <= n:
+        if (
+            not (isinstance(start, int | np.integer) and isinstance(stop, int | np.integer))
+            or not 0 <= start <= stop <= n
+        ):
             raise RecordIndexError(f"range {start}:{stop} is outside the dataset's {n} records")
         return int(start), int(stop)
 
@@ -199,7 +212,11 @@ class Dataset:
         """Circuits of records ``start .. stop-1``."""
         start, stop = self._range(start, stop)
         gs = self.gateset
-        return [Circuit(codes[a:b], gs) for codes, off in self._circuit_parts(start, stop) for a, b in zip(off[:-1], off[1:], strict=True)]
+        return [
+            Circuit(codes[a:b], gs)
+            for codes, off in self._circuit_parts(start, stop)
+            for a, b in itertools.pairwise(off)
+        ]
 
     def lengths(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Circuit lengths of records ``start .. stop-1``."""
@@ -245,7 +262,11 @@ class Dataset:
         problems = [] if integrity == "ok" else [f"integrity_check: {integrity}"]
         problems += self._structure_problems()
         n = len(self)
-        ids = np.arange(n) if sample is None or sample >= n else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+        ids = (
+            np.arange(n)
+            if sample is None or sample >= n
+            else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+        )
         table = ProductTable(self.gateset.move_matrices, np.complex128)
         worst = 0.0
         for chunk in np.array_split(ids, max(1, len(ids) // 4096)):
@@ -279,7 +300,9 @@ class Dataset:
             expect += count
         blocks = self._query("SELECT first_id, count FROM blocks ORDER BY first_id")
         total = sum(c for _, c in blocks)
-        if total != expect or any(f != s for (f, _), s in zip(blocks, np.cumsum([0] + [c for _, c in blocks]), strict=False)):
+        if total != expect or any(
+            f != s for (f, _), s in zip(blocks, np.cumsum([0] + [c for _, c in blocks]), strict=False)
+        ):
             problems.append(f"blocks hold {total} records in a non-contiguous layout; tasks account for {expect}")
         return problems
 

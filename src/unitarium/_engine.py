@@ -9,6 +9,11 @@ everything before it (:class:`KeySet`), in the same order.
 
 SIGINT and SIGTERM stop the run at the next safe point (within a task's time): the
 workers are terminated, nothing half-written remains, :class:`Interrupted` is raised.
+
+Each worker talks to the writer over its own pipe (:class:`_Pool`), not a shared queue:
+a worker that dies, even halfway through sending a result, shows up as end-of-file on
+its pipe (a clean :class:`WorkerError`, never a hang), and a worker whose writer dies
+sees end-of-file and exits (no orphans).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,7 +35,7 @@ from typing import Any
 from ._errors import Interrupted, UnitariumError, WorkerError
 from ._keyset import KeySet
 from ._sources import Task, TaskContext, run_task
-from ._spec import Enumeration, RandomSource, Spec
+from ._spec import RandomSource, Spec
 from ._store import TaskResult, Writer
 
 __all__ = ["Progress", "Summary", "generate"]
@@ -38,6 +43,7 @@ __all__ = ["Progress", "Summary", "generate"]
 _BARRIER = None
 _COMMIT_BYTES = 32 << 20
 _POLL_S = 0.2
+_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,8 @@ _CONTEXT: TaskContext | None = None
 
 def _init_worker(spec_json: dict[str, Any], path: str) -> None:
     global _CONTEXT
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the writer decides
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _Pool while it started us
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     _CONTEXT = TaskContext(Spec.from_json(spec_json), path)
@@ -107,6 +114,106 @@ def _init_worker(spec_json: dict[str, Any], path: str) -> None:
 def _work(task: Task) -> TaskResult:
     assert _CONTEXT is not None, "worker not initialised"
     return run_task(_CONTEXT, task)
+
+
+def _serve(conn: Connection, spec_json: dict[str, Any], path: str) -> None:
+    """A worker process: receive tasks, send back ``(task_id, result, error)``; return at
+    end-of-file (the writer closed its end, or died). ``error`` is ``"Type: message"``."""
+    try:
+        _init_worker(spec_json, path)
+    except Exception as exc:
+        _reply(conn, (None, None, f"{type(exc).__name__}: {exc}"))
+        return
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        reply: tuple[int | None, TaskResult | None, str | None]
+        try:
+            reply = (task.task_id, _work(task), None)
+        except Exception as exc:
+            reply = (task.task_id, None, f"{type(exc).__name__}: {exc}")
+        if not _reply(conn, reply):
+            return
+
+
+def _reply(conn: Connection, reply: tuple[int | None, TaskResult | None, str | None]) -> bool:
+    try:
+        conn.send(reply)
+        return True
+    except OSError:  # the writer is gone
+        return False
+
+
+class _WorkerFailed(Exception):
+    """Raised by :class:`_Pool`: ``args = (task_id or None, error or None)``; no error: it died."""
+
+
+class _Pool:
+    """Worker processes (``spawn``), each on its own pipe, at most :data:`_PER_WORKER`
+    tasks outstanding per worker; results are kept by task id until taken."""
+
+    def __init__(self, workers: int, spec_json: dict[str, Any], path: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.outstanding: dict[Connection, deque[int]] = {}
+        self.results: dict[int, TaskResult] = {}
+        resource_tracker.ensure_running()  # now: starting it later would unblock SIGINT (below)
+        try:
+            for _ in range(workers):
+                ours, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(theirs, spec_json, path), daemon=True)
+                # A Ctrl-C while a worker imports would print its traceback: it starts with SIGINT blocked.
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    proc.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                    theirs.close()
+                self.procs.append(proc)
+                self.outstanding[ours] = deque()
+        except BaseException:
+            self.close(graceful=False)
+            raise
+
+    def has_room(self) -> bool:
+        return any(len(q) < _PER_WORKER for q in self.outstanding.values())
+
+    def submit(self, task: Task) -> None:
+        conn = min(self.outstanding, key=lambda c: len(self.outstanding[c]))
+        try:
+            conn.send(task)
+        except OSError:
+            raise _WorkerFailed(task.task_id, None) from None
+        self.outstanding[conn].append(task.task_id)
+
+    def poll(self, timeout: float) -> None:
+        """Receive what arrives within ``timeout``; raises :class:`_WorkerFailed`."""
+        for conn in wait(list(self.outstanding), timeout):
+            assert isinstance(conn, Connection)
+            queue = self.outstanding[conn]
+            try:
+                task_id, result, error = conn.recv()
+            except (EOFError, OSError):  # died, maybe halfway through a message
+                raise _WorkerFailed(queue[0] if queue else None, None) from None
+            if error is not None:
+                raise _WorkerFailed(task_id, error)
+            queue.popleft()
+            self.results[task_id] = result
+
+    def close(self, *, graceful: bool) -> None:
+        """Close the pipes (idle workers exit), terminate the rest unless ``graceful``."""
+        for conn in self.outstanding:
+            conn.close()
+        for proc in self.procs:
+            if not graceful:
+                proc.terminate()
+        for proc in self.procs:
+            proc.join(5)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
 
 
 class _Stop:
@@ -207,59 +314,65 @@ class _Run:
         self.flush()
 
     def run_pool(self, tasks: Iterator[Task | None]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        others = set(multiprocessing.active_children())
-        args = (self.spec.to_json(), str(self.writer.path))
-        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=args)
-        window: deque[tuple[Task, Future[TaskResult]]] = deque()
+        pool = _Pool(self.workers, self.spec.to_json(), str(self.writer.path))
+        window: deque[Task] = deque()  # submitted and not yet accepted, in task order
         try:
             for task in tasks:
                 if task is _BARRIER:
                     while window:
-                        self._take(window)
+                        self._take(pool, window)
                     self.flush()
                     continue
-                window.append((task, pool.submit(_work, task)))
-                while len(window) >= 2 * self.workers + 2 or (window and window[0][1].done()):
-                    self._take(window)
-                    if not (window and window[0][1].done()):
+                self._submit(pool, task)
+                window.append(task)
+                self._poll(pool, 0)
+                while window and (
+                    len(window) >= 2 * self.workers + 2 or not pool.has_room() or window[0].task_id in pool.results
+                ):
+                    self._take(pool, window)
+                    if not (window and window[0].task_id in pool.results):
                         self.flush()
             while window:
-                self._take(window)
+                self._take(pool, window)
             self.flush()
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-            ours = set(multiprocessing.active_children()) - others
-            for child in ours:
-                child.terminate()
-            for child in ours:
-                child.join(5)
+        except BaseException:
+            pool.close(graceful=False)
+            raise
+        pool.close(graceful=True)
 
     def _failed(self, task: Task, exc: Exception) -> WorkerError:
-        return WorkerError(
-            f"task {task.task_id} failed: {type(exc).__name__}: {exc}; "
-            f"{self.records} records are committed: re-run the same command to resume"
-        )
+        return self._worker_error(task.task_id, f"{type(exc).__name__}: {exc}")
 
-    def _take(self, window: deque[tuple[Task, Future[TaskResult]]]) -> None:
-        task, future = window[0]
-        while True:
+    def _worker_error(self, task_id: int | None, error: str | None) -> WorkerError:
+        committed = f"{self.records} records are committed: re-run the same command to resume"
+        if error is None:
+            during = "" if task_id is None else f" while computing task {task_id}"
+            return WorkerError(f"a worker process died{during} (killed, or out of memory?); {committed}")
+        if task_id is None:
+            return WorkerError(f"a worker process could not start: {error}; {committed}")
+        return WorkerError(f"task {task_id} failed: {error}; {committed}")
+
+    def _submit(self, pool: _Pool, task: Task) -> None:
+        try:
+            pool.submit(task)
+        except _WorkerFailed as exc:
             self.check_stop()
-            try:
-                result = future.result(timeout=_POLL_S)
-                break
-            except TimeoutError:
-                continue
-            except BrokenProcessPool:
-                self.check_stop()
-                raise WorkerError(
-                    f"a worker process died while computing task {task.task_id} (killed, or out of memory?); "
-                    f"{self.records} records are committed: re-run the same command to resume"
-                ) from None
-            except Exception as exc:
-                raise self._failed(task, exc) from exc
+            raise self._worker_error(*exc.args) from None
+
+    def _poll(self, pool: _Pool, timeout: float) -> None:
+        try:
+            pool.poll(timeout)
+        except _WorkerFailed as exc:
+            self.check_stop()  # workers killed by the same signal: report the signal
+            raise self._worker_error(*exc.args) from None
+
+    def _take(self, pool: _Pool, window: deque[Task]) -> None:
+        task = window[0]
+        while task.task_id not in pool.results:
+            self.check_stop()
+            self._poll(pool, _POLL_S)
         window.popleft()
-        self.accept(result)
+        self.accept(pool.results.pop(task.task_id))
 
 
 def generate(
@@ -268,12 +381,15 @@ def generate(
     *,
     workers: int | None = None,
     progress: Callable[[Progress], None] | None = None,
+    journal: str = "wal",
 ) -> Summary:
     """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``.
 
     ``workers`` processes compute tasks (default: all cores; 1 computes in this
     process). The content depends only on ``spec``. Raises :class:`Interrupted` on
     SIGINT/SIGTERM, :class:`WorkerError` if a worker fails; both leave the file resumable.
+    ``journal="delete"`` writes with a rollback journal instead of WAL, for network
+    filesystems (where WAL is refused); it is not part of the spec.
     """
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -281,7 +397,7 @@ def generate(
 
         raise SpecError(f"--workers {workers} must be at least 1")
     t0 = time.monotonic()
-    with _Stop() as stop, Writer(Path(path), spec) as writer:
+    with _Stop() as stop, Writer(Path(path), spec, journal=journal) as writer:
         run = _Run(writer, workers, progress, stop)
         done = writer.tasks_done()
         tasks = (t for t in _plan(spec, writer) if t is _BARRIER or t.task_id >= done)

@@ -98,9 +98,6 @@ class MissingOptionalLibraryError(UnitariumError, ImportError):
     """A feature needs an optional library that is not installed."""
 
     def __init__(self, library: str, feature: str, extra: str) -> None:
-        super().__init__(
-            f"{feature} needs {library}, which is not installed: "
-            f"pip install 'unitarium[{extra}]'"
-        )
+        super().__init__(f"{feature} needs {library}, which is not installed: pip install 'unitarium[{extra}]'")
         self.library = library
         self.extra = extra

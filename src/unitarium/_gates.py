@@ -64,9 +64,7 @@ def _controlled(u: np.ndarray) -> np.ndarray:
 
 def _u(theta: float, phi: float, lam: float) -> np.ndarray:
     c, s = math.cos(theta / 2), math.sin(theta / 2)
-    return np.array(
-        [[c, -np.exp(1j * lam) * s], [np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c]]
-    )
+    return np.array([[c, -np.exp(1j * lam) * s], [np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c]])
 
 
 def _fixed() -> dict[str, np.ndarray]:
@@ -141,7 +139,8 @@ def parse_angle(text: str) -> float:
     src = _IMPLICIT_MUL.sub(r"\1*\2", text.strip())
     try:
         value = _eval_angle(ast.parse(src, mode="eval").body)
-    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError) as exc:
+    # ArithmeticError: 1/0, a 400-digit integer; MemoryError: the parser on "-" * 10**5 + "1"
+    except (SyntaxError, ValueError, ArithmeticError, RecursionError, MemoryError) as exc:
         raise SpecError(f"malformed angle {text!r}: use numbers, pi, + - * / and ( )") from exc
     if not math.isfinite(value):
         raise SpecError(f"angle {text!r} is not a finite number")
@@ -210,7 +209,7 @@ def parse_gates(names: Iterable[str], custom: dict[str, Gate] | None = None) -> 
     gates: dict[str, Gate] = {}
     for item in names:
         key = item.strip().lower()
-        expanded = PRESETS[key] if key in PRESETS else (item,)
+        expanded = PRESETS.get(key, (item,))
         for name in expanded:
             gate = parse_gate(name, custom)
             gates.setdefault(gate.name, gate)

@@ -72,7 +72,9 @@ class GateSet:
                     f"gate {gate.name!r} acts on {gate.num_qubits} qubits but the register has "
                     f"{self.num_qubits}: raise --qubits or drop the gate"
                 )
-        if not self.moves:
+        edges = self.edges()  # check the qubit tuples, not self.moves: 12-qubit move matrices take GiBs
+        tuples = (q for g in self.gates for q in itertools.permutations(range(self.num_qubits), g.num_qubits))
+        if not any(self._allowed(q, edges) for q in tuples):
             raise SpecError("the gate set has no move allowed by the coupling")
 
     @property

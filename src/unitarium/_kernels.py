@@ -8,19 +8,33 @@ Conventions:
   its unitary is ``M[s_{L-1}] @ ... @ M[s_1] @ M[s_0]``.
 - Move index ``m`` (one past the last real move) is the identity, used to pad
   circuits of different lengths to one array: multiplying by it is exact.
+
+Performance: ``np.matmul`` on a stack of tiny matrices makes one BLAS call per matrix, and
+for 2x2 and 4x4 matrices that call overhead is most of a task's time. :class:`ProductTable`
+therefore multiplies tiny matrices (at most 128 bytes each: complex64 up to 4x4, complex128
+up to 2x2) in a "batch-last" layout ``(d, d, batch)``, where each of the ``d`` steps of a
+product is one vectorised multiply-add over the whole batch. Larger matrices keep
+``np.matmul``. Measurements: BENCHMARKS.md, "Kernel".
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 import numpy as np
 
 __all__ = ["ProductTable", "apply_moves", "embed", "table_depth"]
 
-KERNEL_VERSION = 1
+KERNEL_VERSION = 2
 """Bumped whenever a change alters the bits a kernel produces; stored in datasets so a
-resume never mixes records of two kernel versions."""
+resume never mixes records of two kernel versions. 2: batch-last products of tiny matrices."""
 
 _TABLE_BYTES = 16 << 20
+_BATCH_LAST_MAX_BYTES = 128
+"""Largest matrix (``d * d * itemsize`` bytes) multiplied in the batch-last layout: measured
+faster than ``np.matmul`` for complex64 4x4 and complex128 2x2, slower for complex128 4x4 and 8x8."""
+_BATCH_LAST_BLOCK_BYTES = 256 << 10
+"""Sub-batch size of the batch-last products, in bytes of one ``(d, d, sub)`` array (fits in L2)."""
 
 
 def embed(matrix: np.ndarray, qubits: tuple[int, ...], num_qubits: int) -> np.ndarray:
@@ -70,21 +84,64 @@ class ProductTable:
 
     def unitaries(self, seqs: np.ndarray) -> np.ndarray:
         """Unitaries of a batch of padded move sequences ``(batch, L)`` (pad = ``num_moves``)
-        as a ``(batch, d, d)`` array of the table's dtype."""
+        as a ``(batch, d, d)`` array of the table's dtype.
+
+        The product is ``T[i_{c-1}] @ ... @ T[i_1] @ T[i_0]`` with ``i_j`` the table index
+        of chunk ``j`` (moves ``j*depth .. (j+1)*depth - 1``), formed right to left."""
+        batch = seqs.shape[0]
+        d = self.table.shape[1]
+        index = self.chunk_index(seqs)
+        if index.shape[1] == 0:
+            return np.broadcast_to(np.eye(d, dtype=self.dtype), (batch, d, d)).copy()
+        if d * d * self.dtype.itemsize > _BATCH_LAST_MAX_BYTES:
+            out = self.table[index[:, 0]]
+            for c in range(1, index.shape[1]):
+                out = self.table[index[:, c]] @ out
+            return out
+        out = np.empty((batch, d, d), dtype=self.dtype)
+        step = max(1, _BATCH_LAST_BLOCK_BYTES // (d * d * self.dtype.itemsize))
+        for a in range(0, batch, step):
+            out[a : a + step] = self._batch_last(index[a : a + step]).transpose(2, 0, 1)
+        return out
+
+    def chunk_index(self, seqs: np.ndarray) -> np.ndarray:
+        """``(batch, chunks)`` table indices of the padded sequences ``(batch, L)``: chunk
+        ``c`` covers moves ``c*depth ..`` (missing moves pad with the identity)."""
         batch, length = seqs.shape
         k = self.depth
         chunks = -(-length // k)
-        padded = np.full((batch, chunks * k), self.num_moves, dtype=np.int64)
-        padded[:, :length] = seqs
-        weights = self.radix ** np.arange(k, dtype=np.int64)
-        index = padded.reshape(batch, chunks, k) @ weights
-        d = self.table.shape[1]
-        if chunks == 0:
-            return np.broadcast_to(np.eye(d, dtype=self.dtype), (batch, d, d)).copy()
-        out = self.table[index[:, 0]]
-        for c in range(1, chunks):
-            out = self.table[index[:, c]] @ out
+        if chunks * k != length:
+            pad = np.full((batch, chunks * k - length), self.num_moves, dtype=seqs.dtype)
+            seqs = np.concatenate([seqs, pad], axis=1)
+        digits = seqs.reshape(batch, chunks, k)
+        index = digits[:, :, k - 1].astype(np.intp)
+        for j in range(k - 2, -1, -1):  # Horner: a_0 is the fastest digit
+            index *= self.radix
+            index += digits[:, :, j]
+        return index
+
+    @cached_property
+    def _table_batch_last(self) -> np.ndarray:
+        return np.ascontiguousarray(self.table.transpose(1, 2, 0))
+
+    def _batch_last(self, index: np.ndarray) -> np.ndarray:
+        """Products for ``index`` ``(sub, chunks)`` in the batch-last layout ``(d, d, sub)``."""
+        table = self._table_batch_last
+        out = np.take(table, index[:, 0], axis=2)
+        for c in range(1, index.shape[1]):
+            out = _matmul_batch_last(np.take(table, index[:, c], axis=2), out)
         return out
+
+
+def _matmul_batch_last(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for stacks in the batch-last layout ``(d, d, batch)``:
+    ``out[i, k] = sum_j a[i, j] * b[j, k]``, summed in ascending ``j``."""
+    out = a[:, 0, None, :] * b[None, 0, :, :]
+    term = np.empty_like(out)
+    for j in range(1, a.shape[0]):
+        np.multiply(a[:, j, None, :], b[None, j, :, :], out=term)
+        out += term
+    return out
 
 
 def apply_moves(unitaries: np.ndarray, moves: np.ndarray, which: np.ndarray) -> np.ndarray:

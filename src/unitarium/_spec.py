@@ -7,9 +7,12 @@ and such are *not* part of the spec: they never change the content.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,14 +134,11 @@ class Spec:
 
     def check_memory(self) -> None:
         need = self.memory_estimate()
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return
-        if need > total // 2:
+        total = memory_limit()
+        if total is not None and need > total // 2:
             raise SpecError(
                 f"{self.gateset.num_qubits} qubits need about {need / 2**30:.1f} GiB per worker, more than half "
-                f"of this machine's {total / 2**30:.1f} GiB: use fewer qubits"
+                f"of the {total / 2**30:.1f} GiB this machine allows (RAM, cgroup or ulimit -v): use fewer qubits"
             )
 
     def to_json(self) -> dict[str, Any]:
@@ -171,7 +171,7 @@ class Spec:
         from ._gates import matrix_from_json
 
         custom = {
-            name: Gate(name, int(len(m)).bit_length() - 1, matrix_from_json(m, name), custom=True)
+            name: Gate(name, len(m).bit_length() - 1, matrix_from_json(m, name), custom=True)
             for name, m in data.get("custom_gates", {}).items()
         }
         gates = tuple(parse_gate(name, custom) for name in data["gates"])
@@ -207,6 +207,20 @@ class Spec:
             f"{what}{' unique' if self.unique else ''} dtype={self.dtype} seed={self.seed}"
         )
 
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: physical memory, lowered by ``RLIMIT_AS`` and by a
+    cgroup limit (in a container, physical memory is the host's); None if unknown."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):  # absent, or "max"
+            limits.append(int(Path(name).read_text()))
+    return min(limits) if limits else None
 
 
 def make_spec(

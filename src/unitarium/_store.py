@@ -24,6 +24,12 @@ drop the last commits but never corrupts), 64 KiB pages, a busy timeout, and wri
 ``BEGIN IMMEDIATE`` transactions through :func:`atomic`. Exactly one process writes a
 file at a time: the writer holds an exclusive ``flock`` on the database file for the
 whole run, so a second writer is refused at once instead of meeting "database is locked".
+
+WAL needs memory shared by all processes that open the file, which network filesystems
+(NFS, SMB, sshfs...) do not provide: there the writer refuses WAL and asks for the
+``delete`` journal (:data:`JOURNAL_MODES`), and locks ``<file>-lock`` instead of the
+file itself (over NFS, ``flock`` becomes a whole-file POSIX lock that would block
+SQLite's own locks). The journal mode is not part of the spec: either mode resumes the other's file.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import resource
 import secrets
+import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,17 +57,46 @@ from ._errors import (
     DatasetMissingError,
     NotADatasetError,
     SchemaVersionError,
+    SpecError,
     SpecMismatchError,
     StorageError,
 )
 from ._spec import Spec
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "TaskResult", "Writer", "atomic", "connect", "open_readonly"]
+__all__ = [
+    "APPLICATION_ID",
+    "JOURNAL_MODES",
+    "NETWORK_FILESYSTEMS",
+    "SCHEMA_VERSION",
+    "TaskResult",
+    "Writer",
+    "atomic",
+    "connect",
+    "filesystem_type",
+    "open_readonly",
+    "parse_mountinfo",
+]
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x556E6974  # "Unit"
 BUSY_TIMEOUT_S = 30.0
 PAGE_SIZE = 65536
+JOURNAL_MODES = ("wal", "delete")
+"""``wal`` (default): readers never wait, ``synchronous=NORMAL``; local filesystems only.
+``delete``: a rollback journal with ``synchronous=FULL``, for network filesystems; readers
+wait while a transaction commits."""
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        *("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs"),
+        *("beegfs", "davfs", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse"),
+        *("fuse.rclone", "fuse.davfs2"),
+    }
+)
+"""Filesystem types (as in ``/proc/self/mountinfo``) where WAL is refused."""
+_NO_SPACE = (
+    *("SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_TRUNCATE"),
+    *("SQLITE_IOERR_SHMOPEN", "SQLITE_IOERR_SHMSIZE"),
+)
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -78,26 +116,103 @@ CREATE TABLE lookup (key INTEGER NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (key
 def storage_error(exc: sqlite3.Error, path: str | Path, action: str) -> DatasetError:
     """Map an sqlite3 error to unitarium's tree (use as ``raise storage_error(...) from exc``)."""
     name = getattr(exc, "sqlite_errorname", "")
-    if name == "SQLITE_FULL":
-        return StorageError(f"disk full while {action} {str(path)!r}: free space and re-run to resume")
+    if name in _NO_SPACE:
+        return _no_space(name, Path(path), action)
     if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
         return DatasetBusyError(f"{str(path)!r} stayed locked by another process while {action} it: try again")
     if name == "SQLITE_NOTADB":
         return NotADatasetError(f"{str(path)!r} is not an SQLite database")
-    if name.startswith("SQLITE_READONLY") or name.startswith("SQLITE_CANTOPEN") or name.startswith("SQLITE_PERM"):
-        return StorageError(f"cannot write {str(path)!r} while {action} it: check permissions ({exc})")
+    if name == "SQLITE_READONLY_DIRECTORY" and action != "writing":
+        return StorageError(
+            f"cannot read {str(path)!r} here: readers of a WAL dataset create {Path(path).name}-shm beside it, and "
+            "this directory is not writable: make it writable, or convert the dataset once by re-running its "
+            "generate command with --journal delete (such datasets read from read-only places)"
+        )
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        flags = os.O_RDONLY if name.startswith("SQLITE_CANTOPEN") else os.O_RDWR
+        reason = _os_reason(Path(path), flags) or f"{exc}: check the permissions of it, its -wal/-shm and its directory"
+        return StorageError(f"cannot open {str(path)!r} while {action} it: {reason}")
     return StorageError(f"storage error while {action} {str(path)!r}: {exc}")
 
 
-def connect(path: str | Path, *, readonly: bool) -> sqlite3.Connection:
-    """Open a connection with the project's settings (autocommit; use :func:`atomic`)."""
+def _os_reason(path: Path, flags: int) -> str | None:
+    """Why the OS refuses to open ``path`` (SQLite's errors do not say): "Permission denied",
+    "Too many open files"...; None if it opens."""
+    try:
+        os.close(os.open(path, flags))
+    except OSError as exc:
+        return exc.strerror
+    return None
+
+
+def _no_space(name: str, path: Path, action: str) -> StorageError:
+    """SQLite reports a full disk (ENOSPC) as SQLITE_FULL but a quota or file-size limit
+    (EDQUOT, EFBIG) as a write error: name what may be full, and what was kept."""
+    facts = []
+    with contextlib.suppress(OSError):
+        facts.append(f"{shutil.disk_usage(path.absolute().parent).free / 2**20:,.1f} MiB free")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        facts.append(f"file size limit {limit:,} bytes, see ulimit -f")
+    if name == "SQLITE_FULL":
+        what = "the disk is full"
+    elif name.startswith("SQLITE_IOERR_SHM"):
+        what = f"cannot set up its shared-memory file {path.name}-shm (no space, file size limit or permissions)"
+    else:
+        what = "no space (disk full, quota, file size limit) or I/O error"
+    then = (
+        "nothing was created: make room and try again"
+        if action == "creating"
+        else "everything committed is kept: make room and re-run the same command to resume"
+    )
+    return StorageError(f"{action} {str(path)!r} failed: {what} ({'; '.join(facts)}); {then}")
+
+
+def connect(path: str | Path, *, readonly: bool, journal: str = "wal") -> sqlite3.Connection:
+    """Open a connection with the project's settings (autocommit; use :func:`atomic`).
+    A writable one also sets the page size (new files), ``journal`` and its ``synchronous``."""
     mode = "ro" if readonly else "rw"
     uri = f"file:{quote(str(Path(path).absolute()))}?mode={mode}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     if not readonly:
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode=WAL" if journal == "wal" else "PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA synchronous=NORMAL" if journal == "wal" else "PRAGMA synchronous=FULL")
         conn.execute("PRAGMA cache_size=-65536")
     return conn
+
+
+def parse_mountinfo(text: str) -> list[tuple[str, str]]:
+    """``(mount point, filesystem type)`` for each line of ``/proc/self/mountinfo``, in order.
+
+    A line reads ``ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - TYPE SOURCE
+    SUPER_OPTIONS``; octal escapes (``\\040`` for a space) are decoded."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 7 and "-" in fields[6:-1]:
+            kind = fields[fields.index("-", 6) + 1]
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            mounts.append((point, kind))
+    return mounts
+
+
+def filesystem_type(path: str | Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem holding ``path`` (``"ext4"``, ``"nfs4"``...): that of
+    the last-mounted, longest mount point containing it. ``mountinfo`` defaults to
+    ``/proc/self/mountinfo``; None where there is none (not Linux)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, found = -1, None
+    for point, kind in parse_mountinfo(mountinfo):
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            best, found = len(point), kind
+    return found
 
 
 @contextlib.contextmanager
@@ -139,7 +254,8 @@ def check_file(path: Path) -> None:
         raise NotADatasetError(f"{str(path)!r} is an SQLite database but not a unitarium dataset")
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
-            f"{str(path)!r} has schema version {version}, newer than this unitarium's {SCHEMA_VERSION}: upgrade unitarium"
+            f"{str(path)!r} has schema version {version}, newer than this unitarium's {SCHEMA_VERSION}: "
+            "upgrade unitarium"
         )
 
 
@@ -192,7 +308,9 @@ class TaskResult:
         """The same task with only the rows where ``keep`` is true."""
         lengths = np.diff(self.offsets)[keep]
         starts = self.offsets[:-1][keep]
-        codes = np.concatenate([self.codes[s : s + n] for s, n in zip(starts, lengths, strict=True)] or [self.codes[:0]])
+        codes = np.concatenate(
+            [self.codes[s : s + n] for s, n in zip(starts, lengths, strict=True)] or [self.codes[:0]]
+        )
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
         return TaskResult(
             self.task_id,
@@ -211,16 +329,67 @@ class Writer:
     """The single writer of a dataset file. Creates or validates the file, holds its
     write lock until :meth:`close`, and commits whole tasks atomically."""
 
-    def __init__(self, path: str | Path, spec: Spec) -> None:
+    def __init__(self, path: str | Path, spec: Spec, *, journal: str = "wal") -> None:
         self.path = Path(path)
         self.spec = spec
-        fd = self._create() if not self.path.exists() else None
-        self._fd = self._lock_existing() if fd is None else fd
+        self.journal = journal
+        self._sidecar = self._lock_sidecar() if self._on_network_filesystem() else None
+        try:
+            fd = self._create() if not self._exists() else None
+            self._fd = self._lock_existing() if fd is None else fd
+        except BaseException:
+            self._unlock_sidecar()
+            raise
         try:
             self.conn = self._open()
         except BaseException:
             os.close(self._fd)
+            self._unlock_sidecar()
             raise
+
+    def _exists(self) -> bool:
+        try:
+            return self.path.exists()
+        except OSError as exc:  # e.g. a directory on the way that we may not enter
+            raise StorageError(f"cannot access {str(self.path)!r}: {exc.strerror}") from exc
+
+    def _on_network_filesystem(self) -> bool:
+        """Check ``journal`` against the filesystem: WAL is refused on a network one."""
+        if self.journal not in JOURNAL_MODES:
+            raise SpecError(f"journal mode {self.journal!r} is not supported: use {' or '.join(JOURNAL_MODES)}")
+        kind = filesystem_type(self.path.absolute().parent)
+        if kind not in NETWORK_FILESYSTEMS:
+            return False
+        if self.journal == "wal":
+            raise StorageError(
+                f"{str(self.path)!r} is on a network filesystem ({kind}): SQLite's WAL mode needs memory shared "
+                "between processes, which it cannot provide there; use --journal delete (a rollback journal: "
+                "safe there, but readers wait while a task commits)"
+            )
+        return True
+
+    def _lock_sidecar(self) -> int:
+        """On a network filesystem: hold ``<path>-lock`` rather than ``flock`` the database."""
+        try:
+            fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create the lock file {str(self.path)!r}-lock: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._busy() from None
+        return fd
+
+    def _unlock_sidecar(self) -> None:
+        if self._sidecar is not None:
+            os.close(self._sidecar)
+            self._sidecar = None
+
+    def _busy(self) -> DatasetBusyError:
+        return DatasetBusyError(
+            f"another unitarium process is writing {str(self.path)!r}: wait for it to finish or use another file"
+        )
 
     def _create(self) -> int | None:
         """Build a new dataset beside ``path`` and hard-link it into place, holding its
@@ -228,19 +397,23 @@ class Writer:
         two racing creators one wins. None when ``path`` appeared meanwhile."""
         parent = self.path.absolute().parent
         if not parent.is_dir():
-            raise StorageError(f"cannot create {str(self.path)!r}: directory {str(parent)!r} does not exist")
+            raise StorageError(f"cannot create {str(self.path)!r}: {str(parent)!r} is not an existing directory")
         tmp = parent / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise StorageError(f"cannot create {str(self.path)!r}: {exc.strerror}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._sidecar is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             self._initialise(tmp)
             os.link(tmp, self.path)
         except FileExistsError:
             os.close(fd)
             return None
+        except StorageError:
+            os.close(fd)
+            raise
         except OSError as exc:
             os.close(fd)
             raise StorageError(f"cannot create {str(self.path)!r}: {exc.strerror or exc}") from exc
@@ -260,35 +433,37 @@ class Writer:
         except OSError as exc:
             raise StorageError(f"cannot open {str(self.path)!r} for writing: {exc.strerror}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if self._sidecar is None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DatasetBusyError(
-                f"another unitarium process is writing {str(self.path)!r}: wait for it to finish or use another file"
-            ) from None
+            raise self._busy() from None
         return fd
 
     def _open(self) -> sqlite3.Connection:
         check_file(self.path)
-        conn = connect(self.path, readonly=True)
         try:
-            stored = read_meta(conn).get("spec")
-        finally:
-            conn.close()
+            conn = connect(self.path, readonly=True)
+            try:
+                stored = read_meta(conn).get("spec")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "opening") from exc
+        except ValueError as exc:  # not JSON
+            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: {exc}") from exc
         if stored != self.spec.to_json():
             raise SpecMismatchError(_mismatch_message(self.path, stored or {}, self.spec.to_json()))
         try:
-            return connect(self.path, readonly=False)
+            return connect(self.path, readonly=False, journal=self.journal)
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "opening") from exc
 
     def _initialise(self, path: Path) -> None:
         """Schema, header rows and settings into the new (still private) file ``path``."""
         try:
-            conn = connect(path, readonly=False)
+            conn = connect(path, readonly=False, journal=self.journal)
             try:
-                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-                conn.execute("PRAGMA journal_mode=WAL")
                 with atomic(conn):
                     for statement in filter(str.strip, _SCHEMA.split(";")):
                         conn.execute(statement)
@@ -342,7 +517,9 @@ class Writer:
 
     def stored_dedup_keys(self) -> np.ndarray:
         """All dedup keys of committed records (to rebuild the key set on resume)."""
-        parts = [np.frombuffer(b, dtype="<i8") for (b,) in self.conn.execute("SELECT keys FROM blocks ORDER BY first_id")]
+        parts = [
+            np.frombuffer(b, dtype="<i8") for (b,) in self.conn.execute("SELECT keys FROM blocks ORDER BY first_id")
+        ]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
     # -- writes ------------------------------------------------------------------------
@@ -359,9 +536,7 @@ class Writer:
             raise storage_error(exc, self.path, "writing") from exc
 
     def _insert(self, conn: sqlite3.Connection, r: TaskResult, first: int) -> None:
-        conn.execute(
-            "INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", (r.task_id, r.level, first, r.count, r.candidates)
-        )
+        conn.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", (r.task_id, r.level, first, r.count, r.candidates))
         if not r.count:
             return
         conn.execute(
@@ -396,6 +571,7 @@ class Writer:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self.conn.close()
         os.close(self._fd)
+        self._unlock_sidecar()
 
     def __enter__(self) -> Writer:
         return self

@@ -21,6 +21,7 @@ from ._dataset import Dataset
 from ._engine import Progress, generate
 from ._errors import Interrupted, SpecError, UnitariumError
 from ._spec import DTYPES, make_spec
+from ._store import JOURNAL_MODES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -31,7 +32,7 @@ class _Group(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
@@ -44,6 +45,12 @@ class _Group(click.Group):
             _fail(str(exc), EXIT_USAGE)
         except KeyboardInterrupt:
             _fail("interrupted; committed records are kept", EXIT_INTERRUPTED)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # a second Ctrl-C; left to click, it would print an extra empty line
+            raise Interrupted("interrupted; committed records are kept: re-run the same command to resume") from None
 
 
 def _fail(message: str, code: int) -> None:
@@ -61,11 +68,17 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
     if quiet:
         return None, lambda: None
     if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
 
         bar = Bar(
-            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+            TextColumn("[bold]generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
         )
         bar.start()
         task = bar.add_task("generate", total=None, rate="")
@@ -85,15 +98,20 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
         if now - last[0] >= 2.0:
             last[0] = now
             of = f"/{p.total:,}" if p.total else f" (level {p.level})"
-            click.echo(f"progress: {p.candidates:,}{of} candidates, {p.records:,} records, "
-                       f"{p.candidates / max(now - t0, 1e-9):,.0f}/s", err=True)
+            click.echo(
+                f"progress: {p.candidates:,}{of} candidates, {p.records:,} records, "
+                f"{p.candidates / max(now - t0, 1e-9):,.0f}/s",
+                err=True,
+            )
 
     return plain, lambda: None
 
 
 @main.command("generate")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--gates", default="", help="Gates or presets, comma-separated: clifford, clifford+t, h,t,cx, rz(pi/4)...")
+@click.option(
+    "--gates", default="", help="Gates or presets, comma-separated: clifford, clifford+t, h,t,cx, rz(pi/4)..."
+)
 @click.option("--gate-file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/TOML file of custom gates.")
 @click.option("--qubits", type=int, required=True, help="Number of qubits.")
 @click.option("--coupling", default="full", show_default=True, help="full, linear, ring, or edges like 0-1,1-2.")
@@ -107,40 +125,78 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, help="Worker processes (default: all cores).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def generate_cmd(path: Path, gates: str, gate_file: Path | None, qubits: int, coupling: str, count: int | None,
-                 length: str | None, enumerate_: bool, max_length: int | None, no_prune: bool, unique: bool,
-                 dtype: str, seed: int, workers: int | None, quiet: bool) -> None:
+@click.option(
+    "--journal",
+    type=click.Choice(JOURNAL_MODES),
+    default="wal",
+    show_default=True,
+    help="SQLite journal: wal, or delete for network filesystems (readers then wait while it commits).",
+)
+def generate_cmd(
+    path: Path,
+    gates: str,
+    gate_file: Path | None,
+    qubits: int,
+    coupling: str,
+    count: int | None,
+    length: str | None,
+    enumerate_: bool,
+    max_length: int | None,
+    no_prune: bool,
+    unique: bool,
+    dtype: str,
+    seed: int,
+    workers: int | None,
+    quiet: bool,
+    journal: str,
+) -> None:
     """Generate (or resume) a dataset into the SQLite file PATH."""
     if enumerate_ != (max_length is not None):
         raise SpecError("--enumerate and --max-length go together")
-    spec = make_spec(gates=gates, qubits=qubits, count=count, length=length, max_length=max_length, unique=unique,
-                     prune=not no_prune, coupling=coupling, gate_file=gate_file, dtype=dtype, seed=seed)
+    spec = make_spec(
+        gates=gates,
+        qubits=qubits,
+        count=count,
+        length=length,
+        max_length=max_length,
+        unique=unique,
+        prune=not no_prune,
+        coupling=coupling,
+        gate_file=gate_file,
+        dtype=dtype,
+        seed=seed,
+    )
     update, close = _progress_printer(quiet)
     try:
-        summary = generate(path, spec, workers=workers, progress=update)
+        summary = generate(path, spec, workers=workers, progress=update, journal=journal)
     finally:
         close()
     rate = summary.new_records / summary.seconds if summary.seconds else 0.0
-    click.echo(f"{summary.path}: {summary.records:,} records ({summary.new_records:,} new) in "
-               f"{summary.seconds:.2f} s, {rate:,.0f} records/s; complete")
+    click.echo(
+        f"{summary.path}: {summary.records:,} records ({summary.new_records:,} new) in "
+        f"{summary.seconds:.2f} s, {rate:,.0f} records/s; complete"
+    )
     if not quiet:
         _print_info(Dataset(path).info())
 
 
 def _print_info(info: dict[str, Any]) -> None:
     hist = info["length_histogram"]
-    lengths = ", ".join(f"{k}: {v:,}" for k, v in hist.items()) if len(hist) <= 12 else (
-        f"{min(hist)}..{max(hist)} (mean {sum(k * v for k, v in hist.items()) / max(1, info['records']):.1f})")
+    lengths = (
+        ", ".join(f"{k}: {v:,}" for k, v in hist.items())
+        if len(hist) <= 12
+        else (f"{min(hist)}..{max(hist)} (mean {sum(k * v for k, v in hist.items()) / max(1, info['records']):.1f})")
+    )
     bpr = info["bytes_per_record"]
+    more = ", ..." if len(info["moves"]) > 8 else ""
     click.echo(
         f"path:        {info['path']}\n"
         f"spec:        {info['description']}\n"
         f"records:     {info['records']:,} ({info['candidates']:,} candidates, {info['tasks_done']:,} tasks)\n"
         f"complete:    {'yes' if info['complete'] else 'no (re-run the same generate command to resume)'}\n"
-        f"moves:       {len(info['moves'])} ({', '.join(info['moves'][:8])}{', ...' if len(info['moves']) > 8 else ''})\n"
+        f"moves:       {len(info['moves'])} ({', '.join(info['moves'][:8])}{more})\n"
         f"lengths:     {lengths}\n"
-        f"file size:   {info['file_bytes'] / 2**20:,.1f} MiB"
-        + (f" ({bpr:,.1f} bytes/record)" if bpr else "")
+        f"file size:   {info['file_bytes'] / 2**20:,.1f} MiB" + (f" ({bpr:,.1f} bytes/record)" if bpr else "")
     )
 
 
@@ -165,23 +221,36 @@ def show_cmd(path: Path, record_id: int, as_json: bool) -> None:
     rec = Dataset(path)[record_id]
     if as_json:
         u = rec.unitary
-        click.echo(json.dumps({"id": rec.id, "circuit": str(rec.circuit), "qasm": rec.circuit.to_qasm(),
-                               "unitary": {"real": u.real.tolist(), "imag": u.imag.tolist()}}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "id": rec.id,
+                    "circuit": str(rec.circuit),
+                    "qasm": rec.circuit.to_qasm(),
+                    "unitary": {"real": u.real.tolist(), "imag": u.imag.tolist()},
+                },
+                indent=2,
+            )
+        )
         return
     with np.printoptions(precision=4, suppress=True, linewidth=160):
-        click.echo(f"record {rec.id} ({len(rec.circuit)} gates)\ncircuit: {rec.circuit}\n\n"
-                   f"{rec.circuit.to_qasm()}\nunitary ({rec.unitary.dtype}, qubit 0 least significant):\n{rec.unitary}")
+        click.echo(
+            f"record {rec.id} ({len(rec.circuit)} gates)\ncircuit: {rec.circuit}\n\n"
+            f"{rec.circuit.to_qasm()}\nunitary ({rec.unitary.dtype}, qubit 0 least significant):\n{rec.unitary}"
+        )
 
 
 @main.command("verify")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--all", "check_all", is_flag=True, help="Recompute every record, not a sample.")
-@click.option("--sample", type=int, default=1000, show_default=True, help="Records to recompute.")
+@click.option("--sample", type=click.IntRange(min=0), default=1000, show_default=True, help="Records to recompute.")
 def verify_cmd(path: Path, check_all: bool, sample: int) -> None:
     """Check integrity and recompute stored unitaries from their circuits."""
     report = Dataset(path).verify(sample=None if check_all else sample)
-    click.echo(f"integrity_check: {report.integrity}; recomputed {report.checked:,} of {report.records:,} "
-               f"records, max error {report.max_error:.3g}")
+    click.echo(
+        f"integrity_check: {report.integrity}; recomputed {report.checked:,} of {report.records:,} "
+        f"records, max error {report.max_error:.3g}"
+    )
     if not report.ok:
         for problem in report.problems:
             click.echo(f"problem: {problem}", err=True)
