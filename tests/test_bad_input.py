@@ -191,8 +191,8 @@ CASES = [
     Case("id before the start", ("show", "{ds}", "-100000"), ("record id -100000 is out of range",)),
     Case("id not a number", ("show", "{ds}", "abc"), ("'abc' is not a valid integer",)),
     Case("negative sample", ("verify", "{ds}", "--sample", "-1"), ("--sample",)),
-    Case("lookup NaN matrix", ("lookup", "{ds}", "--matrix", "{dir}/nan.npy"), ("finite 4x4 matrix",)),
-    Case("lookup 3x3 matrix", ("lookup", "{ds}", "--matrix", "{dir}/three.npy"), ("finite 4x4 matrix",)),
+    Case("lookup NaN matrix", ("lookup", "{ds}", "--matrix", "{dir}/nan.npy"), ("NaN or infinite",)),
+    Case("lookup 3x3 matrix", ("lookup", "{ds}", "--matrix", "{dir}/three.npy"), ("4x4 matrix, got shape (3, 3)",)),
     Case(
         "lookup text as .npy",
         ("lookup", "{ds}", "--matrix", "{dir}/g.json"),

@@ -161,10 +161,12 @@ def test_resume_after_a_failure_mid_run_with_another_worker_count(tmp_path: Path
         unitarium.generate(partial, spec, workers=1, progress=explode)
     ds = unitarium.open(partial)
     assert not ds.complete
-    assert len(ds) == seen[-1].records == 2 * spec.task_size
-    assert content(partial) == content(reference)[: len(ds)]
+    # Commits are pipelined: the group in flight when the callback raised is committed too.
+    n = len(ds)
+    assert 0 < seen[-1].records <= n < 4500 and n % spec.task_size == 0
+    assert content(partial) == content(reference)[:n]
     summary = unitarium.generate(partial, spec, workers=2)
-    assert summary.new_records == 4500 - 2 * spec.task_size and summary.tasks == 3
+    assert summary.new_records == 4500 - n and summary.tasks == 5 - n // spec.task_size
     assert content(partial) == content(reference)
     assert unitarium.open(partial).complete
 
@@ -330,3 +332,37 @@ def _is_dataset(path: Path) -> bool:
     except unitarium.DatasetError:
         return False
     return True
+
+
+def test_worker_messages_round_trip_and_a_cut_message_is_end_of_file() -> None:
+    """Results travel from workers as pickle protocol 5 with the arrays out of band (_engine.send_message)."""
+    import threading
+
+    from unitarium._engine import recv_message, send_message
+    from unitarium._store import TaskResult
+
+    rng = np.random.default_rng(0)
+    result = TaskResult(
+        7, 2, 300, rng.integers(0, 9, 3000).astype(np.uint8), np.arange(0, 3001, 10, dtype=np.uint32),
+        (rng.normal(size=(300, 8, 8)) + 1j).astype(np.complex64), rng.integers(-(2**62), 2**62, 300), {3: [1, 2]},
+    )  # fmt: skip
+    r, w = os.pipe()
+    try:
+        sender = threading.Thread(target=send_message, args=(w, (7, result, None)))
+        sender.start()  # the message is larger than the pipe: send while receiving
+        task_id, got, error = recv_message(r)
+        sender.join()
+        assert (task_id, error) == (7, None)
+        assert (got.task_id, got.level, got.candidates, got.alternates) == (7, 2, 300, {3: [1, 2]})
+        for name in ("codes", "offsets", "unitaries", "dedup"):
+            a, b = getattr(result, name), getattr(got, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+        os.write(w, b"\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" + b"partial")  # 16 bytes announced, 7 sent
+        os.close(w)
+        w = -1
+        with pytest.raises(EOFError):
+            recv_message(r)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

@@ -226,3 +226,19 @@ def test_non_unique_enumeration_counts(tmp_path: Path):
     assert [str(c) for c in ds.circuits(1, 9)] == [m.text for m in ds.gateset.moves]
     with pytest.raises(unitarium.DatasetError, match="no lookup index"):
         ds.lookup(np.eye(4))
+
+
+@pytest.mark.parametrize("depth", [6, 12])
+def test_unique_counts_match_qiskit_solovay_kitaev_basic_approximations(tmp_path: Path, depth: int) -> None:
+    """Qiskit's Solovay-Kitaev preprocessing runs the same search on one qubit (every sequence over h, t, tdg up
+    to ``depth``, one kept per distinct SO(3) rotation, i.e. per unitary up to phase): an independent oracle
+    for the count (its sequences expose no gates or matrices to compare further)."""
+    import warnings
+
+    from qiskit.synthesis import generate_basic_approximations
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        theirs = generate_basic_approximations(["h", "t", "tdg"], depth)
+    with unitarium.open(enumerate_unique(tmp_path, "h,t,tdg", 1, depth)) as ds:
+        assert len(ds) == len(theirs)

@@ -25,7 +25,7 @@ from ._errors import DatasetError, NotADatasetError, RecordIndexError, SpecError
 from ._gateset import GateSet
 from ._kernels import ProductTable
 from ._spec import Spec
-from ._store import open_readonly, read_meta, storage_error
+from ._store import code_dtype, load_json, open_readonly, read_meta, storage_error
 
 __all__ = ["Dataset", "VerifyReport", "open"]
 
@@ -121,17 +121,34 @@ class Dataset:
 
     @cached_property
     def _dtypes(self) -> tuple[np.dtype, np.dtype, int]:
-        fmt = self.meta["format"]
-        d = int(fmt["dim"])
-        return np.dtype(fmt["unitary_dtype"]).newbyteorder("<"), np.dtype(fmt["code_dtype"]).newbyteorder("<"), d
+        fmt, spec = self.meta["format"], self.spec
+        expected = {
+            "dim": spec.gateset.dim,
+            "unitary_dtype": np.dtype(spec.np_dtype).newbyteorder("<").str,
+            "code_dtype": code_dtype(len(spec.gateset.moves)).newbyteorder("<").str,
+        }
+        for key, want in expected.items():
+            value = fmt.get(key)
+            try:
+                ok = value == want if key == "dim" else np.dtype(value).newbyteorder("<").str == want
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise NotADatasetError(
+                    f"{str(self.path)!r} has a damaged meta table: format {key} {value!r} disagrees with its spec"
+                )
+        udt = np.dtype(spec.np_dtype).newbyteorder("<")
+        return udt, code_dtype(len(spec.gateset.moves)).newbyteorder("<"), spec.gateset.dim
 
     @property
     def complete(self) -> bool:
         """Whether the generating run finished (re-read from the file each time)."""
-        import json
-
         row = self._query("SELECT value FROM meta WHERE key = 'state'")
-        return bool(json.loads(row[0][0]).get("complete")) if row else False
+        try:
+            state = load_json(row[0][0]) if row else {}
+        except ValueError as exc:
+            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: {exc}") from exc
+        return bool(state.get("complete")) if isinstance(state, dict) else False
 
     def __len__(self) -> int:
         row = self._query("SELECT first_id + count FROM blocks ORDER BY first_id DESC LIMIT 1")
@@ -158,21 +175,43 @@ class Dataset:
         row = self._query("SELECT first_id FROM blocks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1", (i,))
         first = int(row[0][0])
         j = i - first
+        size = d * d * udt.itemsize
         try:
             conn = self._connection()
             with conn.blobopen("blocks", "offsets", first, readonly=True) as b:
                 b.seek(4 * j)
-                lo, hi = np.frombuffer(b.read(8), dtype="<u4")
+                lo, hi = self._exact(b.read(8), 8, first, "offsets", "<u4")
+            if hi < lo:
+                raise self._damaged(first, "offsets decrease")
             with conn.blobopen("blocks", "codes", first, readonly=True) as b:
                 b.seek(int(lo) * cdt.itemsize)
-                codes = np.frombuffer(b.read(int(hi - lo) * cdt.itemsize), dtype=cdt)
-            size = d * d * udt.itemsize
+                n = int(hi - lo) * cdt.itemsize
+                codes = self._check_codes(self._exact(b.read(n), n, first, "codes", cdt), first)
             with conn.blobopen("blocks", "unitaries", first, readonly=True) as b:
                 b.seek(j * size)
-                u = np.frombuffer(b.read(size), dtype=udt).reshape(d, d)
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "reading") from exc
-        return Record(i, Circuit(codes.astype(np.int64), self.gateset), u.astype(udt.newbyteorder("=")))
+                u = self._exact(b.read(size), size, first, "unitaries", udt).reshape(d, d)
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: seek past the end, not a BLOB
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.DataError | sqlite3.OperationalError):
+                raise storage_error(exc, self.path, "reading") from exc
+            raise self._damaged(first, f"cannot read record {i}: {exc}") from exc
+        return Record(i, Circuit(codes, self.gateset), u.astype(udt.newbyteorder("=")))
+
+    # -- damaged files ----------------------------------------------------------------------
+
+    def _damaged(self, first: int, what: str) -> NotADatasetError:
+        return NotADatasetError(f"{str(self.path)!r} has a damaged block (records from id {first}): {what}")
+
+    def _exact(self, data: object, size: int, first: int, column: str, dtype: Any) -> np.ndarray:
+        """``data`` (a BLOB or part of one) as an array, if it is exactly ``size`` bytes."""
+        if not isinstance(data, bytes) or len(data) != size:
+            got = f"{len(data)} bytes" if isinstance(data, bytes) else type(data).__name__
+            raise self._damaged(first, f"its {column} hold {got}, expected {size} bytes")
+        return np.frombuffer(data, dtype=dtype)
+
+    def _check_codes(self, codes: np.ndarray, first: int) -> np.ndarray:
+        if codes.size and int(codes.max()) >= len(self.gateset.moves):
+            raise self._damaged(first, f"move code {int(codes.max())} is past the last move")
+        return codes.astype(np.int64)
 
     def _range(self, start: int, stop: int | None) -> tuple[int, int]:
         n = len(self)
@@ -185,7 +224,11 @@ class Dataset:
         return int(start), int(stop)
 
     def _blocks(self, start: int, stop: int, cols: str) -> list[Any]:
-        return self._query(_BLOCKS_FROM.format(cols=cols), (start, stop))
+        rows = self._query(_BLOCKS_FROM.format(cols=cols), (start, stop))
+        for row in rows:
+            if not (isinstance(row[0], int) and isinstance(row[1], int) and row[1] >= 0):
+                raise self._damaged(row[0], f"its first id and count are {row[0]!r}, {row[1]!r}")
+        return rows
 
     def unitaries(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Unitaries of records ``start .. stop-1`` as one ``(n, d, d)`` array."""
@@ -195,7 +238,7 @@ class Dataset:
         for first, count, blob in self._blocks(start, stop, "unitaries"):
             lo, hi = max(start, first), min(stop, first + count)
             if lo < hi:
-                block = np.frombuffer(blob, dtype=udt).reshape(count, d, d)
+                block = self._exact(blob, count * d * d * udt.itemsize, first, "unitaries", udt).reshape(count, d, d)
                 out[lo - start : hi - start] = block[lo - first : hi - first]
         return out
 
@@ -205,8 +248,11 @@ class Dataset:
         for first, count, offsets, codes in self._blocks(start, stop, "offsets, codes"):
             lo, hi = max(start, first) - first, min(stop, first + count) - first
             if lo < hi:
-                off = np.frombuffer(offsets, dtype="<u4").astype(np.int64)
-                yield np.frombuffer(codes, dtype=cdt)[off[lo] : off[hi]].astype(np.int64), off[lo : hi + 1] - off[lo]
+                off = self._exact(offsets, 4 * (count + 1), first, "offsets", "<u4").astype(np.int64)
+                if off[0] != 0 or np.any(np.diff(off) < 0):
+                    raise self._damaged(first, "its offsets do not start at 0 and grow")
+                block = self._exact(codes, int(off[-1]) * cdt.itemsize, first, "codes", cdt)
+                yield self._check_codes(block[off[lo] : off[hi]], first), off[lo : hi + 1] - off[lo]
 
     def circuits(self, start: int = 0, stop: int | None = None) -> list[Circuit]:
         """Circuits of records ``start .. stop-1``."""
@@ -245,8 +291,10 @@ class Dataset:
         found through the lookup index (datasets generated with ``unique``)."""
         d = self.gateset.dim
         u = np.asarray(unitary)
-        if u.shape != (d, d) or not np.all(np.isfinite(u)):
-            raise SpecError(f"lookup needs a finite {d}x{d} matrix, got shape {u.shape}")
+        if u.shape != (d, d):
+            raise SpecError(f"lookup needs a {d}x{d} matrix, got shape {u.shape}")
+        if not np.all(np.isfinite(u)):
+            raise SpecError(f"lookup needs a finite {d}x{d} matrix: this one has NaN or infinite entries")
         if not self.spec.unique:
             raise DatasetError(f"{str(self.path)!r} has no lookup index: only --unique datasets have one")
         probes = LOOKUP.probes(u)

@@ -10,6 +10,10 @@ everything before it (:class:`KeySet`), in the same order.
 SIGINT and SIGTERM stop the run at the next safe point (within a task's time): the
 workers are terminated, nothing half-written remains, :class:`Interrupted` is raised.
 
+Commits run in a background thread of the writer process (:class:`_Run`), one group at a
+time and in order: sqlite3 releases the GIL while SQLite writes, so results keep arriving
+and workers keep computing meanwhile (measured in BENCHMARKS.md, "Pipelined commits").
+
 Each worker talks to the writer over its own pipe (:class:`_Pool`), not a shared queue:
 a worker that dies, even halfway through sending a result, shows up as end-of-file on
 its pipe (a clean :class:`WorkerError`, never a hang), and a worker whose writer dies
@@ -19,12 +23,16 @@ sees end-of-file and exits (no orphans).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing
 import os
+import pickle
 import signal
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
@@ -44,6 +52,7 @@ _BARRIER = None
 _COMMIT_BYTES = 32 << 20
 _POLL_S = 0.2
 _PER_WORKER = 2
+_PIPE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -70,11 +79,16 @@ class Summary:
 
 
 def default_workers() -> int:
-    """All cores this process may use."""
+    """One less than the cores this process may use (at least 1): the writer needs a core of
+    its own (receiving results and committing them costs about as much CPU per record as
+    computing a 2-qubit circuit). With one worker the writer computes in-process and commits
+    in a background thread, which keeps two cores busy without moving results between
+    processes (measured: BENCHMARKS.md, "Workers")."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def _plan(spec: Spec, writer: Writer) -> Iterator[Task | None]:
@@ -116,17 +130,17 @@ def _work(task: Task) -> TaskResult:
     return run_task(_CONTEXT, task)
 
 
-def _serve(conn: Connection, spec_json: dict[str, Any], path: str) -> None:
+def _serve(tasks: Connection, results: Connection, spec_json: dict[str, Any], path: str) -> None:
     """A worker process: receive tasks, send back ``(task_id, result, error)``; return at
     end-of-file (the writer closed its end, or died). ``error`` is ``"Type: message"``."""
     try:
         _init_worker(spec_json, path)
     except Exception as exc:
-        _reply(conn, (None, None, f"{type(exc).__name__}: {exc}"))
+        _reply(results, (None, None, f"{type(exc).__name__}: {exc}"))
         return
     while True:
         try:
-            task = conn.recv()
+            task = tasks.recv()
         except (EOFError, OSError):
             return
         reply: tuple[int | None, TaskResult | None, str | None]
@@ -134,45 +148,97 @@ def _serve(conn: Connection, spec_json: dict[str, Any], path: str) -> None:
             reply = (task.task_id, _work(task), None)
         except Exception as exc:
             reply = (task.task_id, None, f"{type(exc).__name__}: {exc}")
-        if not _reply(conn, reply):
+        if not _reply(results, reply):
             return
 
 
 def _reply(conn: Connection, reply: tuple[int | None, TaskResult | None, str | None]) -> bool:
     try:
-        conn.send(reply)
+        send_message(conn.fileno(), reply)
         return True
     except OSError:  # the writer is gone
         return False
+
+
+_HEADER = struct.Struct("<QI")  # pickle bytes, out-of-band buffers
+
+
+def send_message(fd: int, obj: object) -> None:
+    """Write ``obj`` to the pipe ``fd``: pickle protocol 5 with its numpy arrays out of band,
+    as raw bytes after the pickle, so they are copied once (into the pipe), not four times
+    (pickled, framed, read into a buffer, unpickled). Between our own processes only:
+    nothing stored is ever pickled."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    head = _HEADER.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws))
+    parts: list[bytes | memoryview] = [head + data, *raws]
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def recv_message(fd: int) -> Any:
+    """Read one :func:`send_message` message from ``fd``; EOFError if the writer of the pipe
+    closed it (or died), even halfway through a message."""
+    size, count = _HEADER.unpack(_read_exact(fd, _HEADER.size))
+    sizes = struct.unpack(f"<{count}Q", _read_exact(fd, 8 * count))
+    data = _read_exact(fd, size)
+    return pickle.loads(data, buffers=[_read_exact(fd, n) for n in sizes])
+
+
+def _read_exact(fd: int, size: int) -> bytearray:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    while view:
+        n = os.readv(fd, [view])
+        if n == 0:
+            raise EOFError("the pipe was closed halfway through a message")
+        view = view[n:]
+    return buf
 
 
 class _WorkerFailed(Exception):
     """Raised by :class:`_Pool`: ``args = (task_id or None, error or None)``; no error: it died."""
 
 
+def _grow_pipe(conn: Connection) -> None:
+    """Let a result pipe hold a whole result (1 MiB, Linux's default ceiling for a user):
+    a worker's send then completes at once instead of in 64 KiB steps, each waiting for
+    the writer to read (measured: BENCHMARKS.md, "Pipelined commits")."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or above the ceiling: keep the default
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 class _Pool:
-    """Worker processes (``spawn``), each on its own pipe, at most :data:`_PER_WORKER`
-    tasks outstanding per worker; results are kept by task id until taken."""
+    """Worker processes (``spawn``), each with a task pipe and a result pipe, at most
+    :data:`_PER_WORKER` tasks outstanding per worker; results are kept by task id until taken."""
 
     def __init__(self, workers: int, spec_json: dict[str, Any], path: str) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[multiprocessing.process.BaseProcess] = []
-        self.outstanding: dict[Connection, deque[int]] = {}
+        self.outstanding: dict[Connection, deque[int]] = {}  # by result pipe
+        self.senders: dict[Connection, Connection] = {}  # result pipe -> task pipe
         self.results: dict[int, TaskResult] = {}
         resource_tracker.ensure_running()  # now: starting it later would unblock SIGINT (below)
         try:
             for _ in range(workers):
-                ours, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(theirs, spec_json, path), daemon=True)
+                task_r, task_w = ctx.Pipe(duplex=False)
+                result_r, result_w = ctx.Pipe(duplex=False)
+                _grow_pipe(result_r)
+                proc = ctx.Process(target=_serve, args=(task_r, result_w, spec_json, path), daemon=True)
                 # A Ctrl-C while a worker imports would print its traceback: it starts with SIGINT blocked.
                 old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
                 try:
                     proc.start()
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                    theirs.close()
+                    task_r.close()
+                    result_w.close()
                 self.procs.append(proc)
-                self.outstanding[ours] = deque()
+                self.outstanding[result_r] = deque()
+                self.senders[result_r] = task_w
         except BaseException:
             self.close(graceful=False)
             raise
@@ -183,7 +249,7 @@ class _Pool:
     def submit(self, task: Task) -> None:
         conn = min(self.outstanding, key=lambda c: len(self.outstanding[c]))
         try:
-            conn.send(task)
+            self.senders[conn].send(task)
         except OSError:
             raise _WorkerFailed(task.task_id, None) from None
         self.outstanding[conn].append(task.task_id)
@@ -194,7 +260,7 @@ class _Pool:
             assert isinstance(conn, Connection)
             queue = self.outstanding[conn]
             try:
-                task_id, result, error = conn.recv()
+                task_id, result, error = recv_message(conn.fileno())
             except (EOFError, OSError):  # died, maybe halfway through a message
                 raise _WorkerFailed(queue[0] if queue else None, None) from None
             if error is not None:
@@ -204,7 +270,7 @@ class _Pool:
 
     def close(self, *, graceful: bool) -> None:
         """Close the pipes (idle workers exit), terminate the rest unless ``graceful``."""
-        for conn in self.outstanding:
+        for conn in (*self.outstanding, *self.senders.values()):
             conn.close()
         for proc in self.procs:
             if not graceful:
@@ -256,6 +322,8 @@ class _Run:
         self.level = 0
         self._batch: list[TaskResult] = []
         self._batch_bytes = 0
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="unitarium-commit")
+        self._pending: tuple[Future[None], list[TaskResult]] | None = None
 
     def _candidates_done(self) -> int:
         row = self.writer.conn.execute("SELECT coalesce(sum(candidates), 0) FROM tasks").fetchone()
@@ -277,20 +345,52 @@ class _Run:
         if self._batch_bytes >= _COMMIT_BYTES:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, eager: bool = False) -> None:
+        """Start committing the accepted results in the background, after the commit in
+        flight (waiting for it, unless ``eager``: then an unfinished one lets the batch grow)."""
         if not self._batch:
             return
-        self.writer.commit(self._batch)
-        for r in self._batch:
+        if self._pending is not None:
+            if eager and not self._pending[0].done():
+                return
+            self._settle()
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._pending = (self._committer.submit(self.writer.commit, batch), batch)
+
+    def sync(self) -> None:
+        """Commit everything accepted and wait until it is committed."""
+        self.flush()
+        self._settle()
+
+    def _settle(self, *, quiet: bool = False) -> None:
+        """Wait for the commit in flight and count it; its error is raised unless ``quiet``
+        (another error is being reported; what failed to commit is simply not counted)."""
+        if self._pending is None:
+            return
+        future, batch = self._pending
+        self._pending = None
+        try:
+            future.result()
+        except Exception:
+            if quiet:
+                return
+            raise
+        for r in batch:
             self.records += r.count
             self.candidates += r.candidates
             self.tasks += 1
-        self._batch, self._batch_bytes = [], 0
         if self.progress:
             self.progress(Progress(self.records, self.candidates, self.total(), self.level))
 
+    def close(self) -> None:
+        """Wait for the commit in flight (the writer's connection must outlive it)."""
+        with contextlib.suppress(Exception):
+            self._settle(quiet=True)
+        self._committer.shutdown(wait=True)
+
     def check_stop(self) -> None:
         if self.stop.requested:
+            self._settle(quiet=True)
             raise Interrupted(
                 f"stopped by signal; {self.records} records are committed in {str(self.writer.path)!r}: "
                 "re-run the same command to resume"
@@ -301,7 +401,7 @@ class _Run:
         for task in tasks:
             self.check_stop()
             if task is _BARRIER:
-                self.flush()
+                self.sync()
                 continue
             try:
                 result = run_task(ctx, task)
@@ -310,8 +410,8 @@ class _Run:
             except Exception as exc:
                 raise self._failed(task, exc) from exc
             self.accept(result)
-            self.flush()
-        self.flush()
+            self.flush(eager=True)
+        self.sync()
 
     def run_pool(self, tasks: Iterator[Task | None]) -> None:
         pool = _Pool(self.workers, self.spec.to_json(), str(self.writer.path))
@@ -321,7 +421,7 @@ class _Run:
                 if task is _BARRIER:
                     while window:
                         self._take(pool, window)
-                    self.flush()
+                    self.sync()
                     continue
                 self._submit(pool, task)
                 window.append(task)
@@ -331,10 +431,10 @@ class _Run:
                 ):
                     self._take(pool, window)
                     if not (window and window[0].task_id in pool.results):
-                        self.flush()
+                        self.flush(eager=True)
             while window:
                 self._take(pool, window)
-            self.flush()
+            self.sync()
         except BaseException:
             pool.close(graceful=False)
             raise
@@ -344,6 +444,7 @@ class _Run:
         return self._worker_error(task.task_id, f"{type(exc).__name__}: {exc}")
 
     def _worker_error(self, task_id: int | None, error: str | None) -> WorkerError:
+        self._settle(quiet=True)
         committed = f"{self.records} records are committed: re-run the same command to resume"
         if error is None:
             during = "" if task_id is None else f" while computing task {task_id}"
@@ -385,7 +486,7 @@ def generate(
 ) -> Summary:
     """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``.
 
-    ``workers`` processes compute tasks (default: all cores; 1 computes in this
+    ``workers`` processes compute tasks (default: cores - 1; 1 computes in this
     process). The content depends only on ``spec``. Raises :class:`Interrupted` on
     SIGINT/SIGTERM, :class:`WorkerError` if a worker fails; both leave the file resumable.
     ``journal="delete"`` writes with a rollback journal instead of WAL, for network
@@ -401,10 +502,13 @@ def generate(
         run = _Run(writer, workers, progress, stop)
         done = writer.tasks_done()
         tasks = (t for t in _plan(spec, writer) if t is _BARRIER or t.task_id >= done)
-        if workers == 1:
-            run.run_inline(tasks)
-        else:
-            run.run_pool(tasks)
+        try:
+            if workers == 1:
+                run.run_inline(tasks)
+            else:
+                run.run_pool(tasks)
+        finally:
+            run.close()
         run.check_stop()
         writer.set_state(complete=True)
         return Summary(str(path), run.records, run.records - run.start_records, run.tasks, time.monotonic() - t0, True)

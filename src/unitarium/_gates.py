@@ -128,6 +128,7 @@ _BINOPS: dict[type, Callable[[float, float], float]] = {
 
 
 _IMPLICIT_MUL = re.compile(r"(\d)\s*(pi)\b")
+_ANGLE_TEXT = re.compile(r"[0-9A-Za-z_.+\-*/()\s]*")  # Python's parser would also skip a "# comment"
 
 
 def parse_angle(text: str) -> float:
@@ -138,6 +139,8 @@ def parse_angle(text: str) -> float:
     """
     src = _IMPLICIT_MUL.sub(r"\1*\2", text.strip())
     try:
+        if not _ANGLE_TEXT.fullmatch(src):
+            raise ValueError("characters outside arithmetic")
         value = _eval_angle(ast.parse(src, mode="eval").body)
     # ArithmeticError: 1/0, a 400-digit integer; MemoryError: the parser on "-" * 10**5 + "1"
     except (SyntaxError, ValueError, ArithmeticError, RecursionError, MemoryError) as exc:
@@ -261,15 +264,20 @@ def load_gate_file(path: str | os.PathLike[str]) -> dict[str, Gate]:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except OSError as exc:
         raise GateFileError(f"cannot read gate file {str(path)!r}: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GateFileError(f"gate file {str(path)!r} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from exc
+    # ValueError: invalid JSON/TOML, a 5000-digit integer; RecursionError: nested 100000 deep
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise GateFileError(f"gate file {str(path)!r} is not valid {path.suffix[1:] or 'JSON'}: {reason}") from exc
     table = data.get("gates") if isinstance(data, dict) else None
     if not isinstance(table, dict) or not table:
         raise GateFileError(f"gate file {str(path)!r} must hold a non-empty table 'gates'")
-    return {name: _custom_gate(name, body) for name, body in table.items()}
+    return {name: custom_gate(name, body) for name, body in table.items()}
 
 
-def _custom_gate(name: str, body: object) -> Gate:
+def custom_gate(name: str, body: object) -> Gate:
+    """A custom gate from its name and ``{"matrix": ...}``, both checked (gate files, stored specs)."""
+    if not isinstance(name, str):
+        raise GateFileError(f"custom gate name {name!r} must be a string")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,31}", name):
         raise GateFileError(f"custom gate name {name!r} must be an identifier of at most 32 characters")
     if name.lower() in STANDARD_GATES or name.lower() in _PARAMETRIC or name.lower() in PRESETS:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import SpecError
-from ._gates import Gate, parse_gate
+from ._gates import custom_gate, parse_gate
 from ._gateset import GateSet
 from ._kernels import KERNEL_VERSION
 
@@ -168,12 +168,7 @@ class Spec:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Spec:
         """Rebuild a spec from :meth:`to_json` output (as stored in a dataset)."""
-        from ._gates import matrix_from_json
-
-        custom = {
-            name: Gate(name, len(m).bit_length() - 1, matrix_from_json(m, name), custom=True)
-            for name, m in data.get("custom_gates", {}).items()
-        }
+        custom = {name: custom_gate(name, {"matrix": m}) for name, m in data.get("custom_gates", {}).items()}
         gates = tuple(parse_gate(name, custom) for name in data["gates"])
         coupling = data["coupling"]
         if not isinstance(coupling, str):

@@ -270,8 +270,18 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
-    """All ``meta`` entries, JSON-decoded."""
-    return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+    """All ``meta`` entries, JSON-decoded; ValueError if one is not JSON (or absurdly nested)."""
+    return {k: load_json(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+
+
+def load_json(text: object) -> Any:
+    """``json.loads`` for what a file holds: ValueError for anything but sane JSON text."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected JSON text, found {type(text).__name__}")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def le_bytes(array: np.ndarray) -> memoryview:
@@ -566,11 +576,14 @@ class Writer:
             raise storage_error(exc, self.path, "writing") from exc
 
     def close(self) -> None:
-        """Checkpoint, close the connection, then release the write lock."""
+        """Checkpoint, close the connection, then release the write lock (idempotent)."""
+        if self._fd < 0:
+            return
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self.conn.close()
         os.close(self._fd)
+        self._fd = -1
         self._unlock_sidecar()
 
     def __enter__(self) -> Writer:

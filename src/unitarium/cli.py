@@ -123,7 +123,7 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
 @click.option("--unique", is_flag=True, help="Keep one record per distinct unitary up to global phase.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="complex64", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, help="Worker processes (default: all cores).")
+@click.option("--workers", type=int, help="Worker processes (default: cores - 1, at least 1; the writer uses one).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option(
     "--journal",
@@ -273,8 +273,12 @@ def lookup_cmd(path: Path, matrix: Path | None, circuit: str | None, atol: float
     if matrix is not None:
         try:
             u = np.load(matrix, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"cannot read {str(matrix)!r} as a .npy matrix: {exc}") from exc
+        except OSError as exc:
+            raise SpecError(f"cannot read {str(matrix)!r}: {exc.strerror or exc}") from exc
+        except ValueError as exc:  # not .npy, or an object array (never unpickled)
+            raise SpecError(
+                f"cannot read {str(matrix)!r} as a .npy matrix: not a .npy file of numbers (save one with np.save)"
+            ) from exc
     else:
         u = Circuit.from_text(circuit or "", ds.gateset).unitary()
     found = ds.lookup(u, atol=atol)
