@@ -138,23 +138,35 @@ def _ignores_sigint(pid: int) -> bool:
     return bool(ignored & (1 << (signal.SIGINT - 1)))
 
 
+def _loading_numpy(pid: int) -> bool:
+    try:
+        return "_multiarray_umath" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def test_a_worker_that_raises_stops_the_run_and_leaves_it_resumable(tmp_path: Path, enum_reference: Snapshot) -> None:
-    """A real fault, no test hook: enumeration workers read their parent records from the file; with the
-    writer paused, the workers' open-files limit drops to 3 (prlimit), so the next task's open() fails with
-    EMFILE inside the worker."""
+    """A real fault, no test hook: enumeration workers open the dataset when their first task needs parent
+    records (level 1). The writer is paused while its workers import numpy (so level 0 cannot be committed
+    yet), their open-files limit drops to 3 (prlimit) once they are initialised, and the writer resumes:
+    the first level-1 task fails inside a worker with EMFILE."""
     path = tmp_path / "enum.db"
     proc = start_cli("generate", path, *ENUM_ARGS, "--workers", "2", "--quiet")
     try:
-        workers = wait_until(
-            lambda: len(w := worker_pids(proc.pid)) == 2 and all(map(_ignores_sigint, w)) and w,
+        wait_until(
+            lambda: len(w := worker_pids(proc.pid)) == 2 and all(map(_loading_numpy, w)),
             timeout=60,
-            what="two initialised workers",
+            what="two workers importing numpy (they have what the writer sends at start-up)",
+            interval=0.001,
         )
-        wait_until(lambda: records_in(path) >= 1, timeout=60, what="level 0 to be committed")
         os.kill(proc.pid, signal.SIGSTOP)
         try:
-            with unitarium.open(path) as ds:
-                assert not ds.complete, "the run finished before the fault could be injected"
+            workers = wait_until(
+                lambda: len(w := worker_pids(proc.pid)) == 2 and all(map(_ignores_sigint, w)) and w,
+                timeout=60,
+                what="two initialised workers",
+            )
+            assert records_in(path) == 0, "level 0 was committed before the writer could be paused"
             for pid in workers:
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, 3))
         finally:

@@ -199,7 +199,7 @@ def test_angles_that_are_not_arithmetic_are_refused(text: str, tmp_path: Path, m
 
 
 SQL_CALLS = {"execute", "executemany", "executescript", "_query"}
-SQL_CONSTANTS = {"PAGE_SIZE", "APPLICATION_ID", "SCHEMA_VERSION"}
+SQL_CONSTANTS = {"PAGE_SIZE", "APPLICATION_ID", "SCHEMA_VERSION", "READER_MMAP_BYTES"}
 """Module-level integer constants of _store.py that PRAGMAs interpolate (PRAGMA values cannot be bound)."""
 SQL_EXCEPTIONS = {
     ("_store.py", "_initialise", "statement"): "the statements of the module constant _SCHEMA, split at ';'",

@@ -159,6 +159,19 @@ class Dataset:
 
     # -- records -------------------------------------------------------------------------
 
+    def _locate(self, i: int) -> tuple[int, int]:
+        """``(first_id, j)``: record ``i`` is the ``j``-th of the block starting at ``first_id``
+        (one query; the dataset's length only for negative ids or a miss)."""
+        if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
+            i = self._check_id(i)
+        row = self._query(
+            "SELECT first_id, count FROM blocks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1", (int(i),)
+        )
+        if not row or not (isinstance(row[0][0], int) and isinstance(row[0][1], int)) or i >= row[0][0] + row[0][1]:
+            self._check_id(i)  # raises for ids past the end
+            raise self._damaged(row[0][0] if row else 0, f"no block holds record {i}")
+        return row[0][0], int(i) - row[0][0]
+
     def _check_id(self, i: int) -> int:
         if isinstance(i, bool) or not isinstance(i, int | np.integer):
             raise TypeError(f"record ids are integers, not {type(i).__name__}")
@@ -170,11 +183,9 @@ class Dataset:
 
     def __getitem__(self, i: int) -> Record:
         """Record ``i`` (negative ids count from the end), read without loading its block."""
-        i = self._check_id(i)
+        first, j = self._locate(i)
+        i = first + j
         udt, cdt, d = self._dtypes
-        row = self._query("SELECT first_id FROM blocks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1", (i,))
-        first = int(row[0][0])
-        j = i - first
         size = d * d * udt.itemsize
         try:
             conn = self._connection()

@@ -136,12 +136,15 @@ def _serve(tasks: Connection, results: Connection, spec_json: dict[str, Any], pa
     try:
         _init_worker(spec_json, path)
     except Exception as exc:
-        _reply(results, (None, None, f"{type(exc).__name__}: {exc}"))
+        _reply(results, (None, None, f"could not start: {type(exc).__name__}: {exc}"))
         return
     while True:
         try:
             task = tasks.recv()
         except (EOFError, OSError):
+            return  # the writer closed the task pipe, or is gone
+        except Exception as exc:  # e.g. MemoryError: reported, never a worker's traceback
+            _reply(results, (None, None, f"{type(exc).__name__}: {exc}"))
             return
         reply: tuple[int | None, TaskResult | None, str | None]
         try:
@@ -450,7 +453,7 @@ class _Run:
             during = "" if task_id is None else f" while computing task {task_id}"
             return WorkerError(f"a worker process died{during} (killed, or out of memory?); {committed}")
         if task_id is None:
-            return WorkerError(f"a worker process could not start: {error}; {committed}")
+            return WorkerError(f"a worker process failed: {error}; {committed}")
         return WorkerError(f"task {task_id} failed: {error}; {committed}")
 
     def _submit(self, pool: _Pool, task: Task) -> None:

@@ -25,9 +25,10 @@ import numpy as np
 
 __all__ = ["ProductTable", "apply_moves", "embed", "table_depth"]
 
-KERNEL_VERSION = 2
+KERNEL_VERSION = 3
 """Bumped whenever a change alters the bits a kernel produces; stored in datasets so a
-resume never mixes records of two kernel versions. 2: batch-last products of tiny matrices."""
+resume never mixes records of two kernel versions. 2: batch-last products of tiny matrices;
+3: the same for enumeration's one-move extensions (:func:`apply_moves`)."""
 
 _TABLE_BYTES = 16 << 20
 _BATCH_LAST_MAX_BYTES = 128
@@ -147,7 +148,17 @@ def _matmul_batch_last(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def apply_moves(unitaries: np.ndarray, moves: np.ndarray, which: np.ndarray) -> np.ndarray:
     """Left-multiply each unitary by one move: ``out[i] = moves[which[i]] @ unitaries[i]``.
 
-    ``unitaries`` is ``(batch, d, d)``, ``moves`` the ``(m, d, d)`` stack, ``which`` a
-    ``(batch,)`` integer array. Used by enumeration to extend parents by one gate.
+    ``unitaries`` is ``(batch, d, d)``, ``moves`` the ``(m, d, d)`` stack (same dtype), ``which``
+    a ``(batch,)`` integer array. Used by enumeration to extend parents by one gate. Tiny
+    matrices go through the batch-last layout, like :meth:`ProductTable.unitaries`.
     """
-    return np.matmul(moves[which], unitaries)
+    batch, d, _ = unitaries.shape
+    if d * d * unitaries.dtype.itemsize > _BATCH_LAST_MAX_BYTES:
+        return np.matmul(moves[which], unitaries)
+    table = np.ascontiguousarray(moves.transpose(1, 2, 0))
+    out = np.empty_like(unitaries)
+    step = max(1, _BATCH_LAST_BLOCK_BYTES // (d * d * unitaries.dtype.itemsize))
+    for a in range(0, batch, step):
+        right = np.ascontiguousarray(unitaries[a : a + step].transpose(1, 2, 0))
+        out[a : a + step] = _matmul_batch_last(np.take(table, which[a : a + step], axis=2), right).transpose(2, 0, 1)
+    return out

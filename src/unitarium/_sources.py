@@ -25,13 +25,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._canonical import DEDUP, LOOKUP
-from ._kernels import ProductTable
+from ._kernels import ProductTable, apply_moves
 from ._spec import Enumeration, RandomSource, Spec
 from ._store import TaskResult, code_dtype
+
+if TYPE_CHECKING:
+    from ._dataset import Dataset
 
 __all__ = ["Task", "TaskContext", "run_task"]
 
@@ -63,6 +67,14 @@ class TaskContext:
     @cached_property
     def moves(self) -> np.ndarray:
         return self.spec.gateset.move_matrices.astype(self.compute_dtype)
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The dataset being written, opened once per worker (enumeration reads its parents;
+        a handle per task cost a connection and a gate-set expansion each: 20% of the time)."""
+        from ._dataset import Dataset
+
+        return Dataset(self.path)
 
     def finish(self, task: Task, candidates: int, seqs: np.ndarray, lengths: np.ndarray, u: np.ndarray) -> TaskResult:
         """Pack padded sequences and unitaries into a result (with keys in unique mode)."""
@@ -97,11 +109,9 @@ def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
     if task.level == 0:
         empty = np.zeros((1, 0), dtype=np.int64)
         return ctx.finish(task, 1, empty, np.zeros(1, dtype=np.int64), np.eye(d, dtype=ctx.compute_dtype)[None])
-    from ._dataset import Dataset
-
-    parents = Dataset(ctx.path).circuit_array(task.start, task.stop, task.level - 1)
+    parents = ctx.dataset.circuit_array(task.start, task.stop, task.level - 1)
     if ctx.compute_dtype == ctx.spec.np_dtype:
-        pu = Dataset(ctx.path).unitaries(task.start, task.stop)
+        pu = ctx.dataset.unitaries(task.start, task.stop)
     else:  # complex128 keys from complex64 storage: recompute the parents exactly
         pu = ctx.table.unitaries(parents)
     allowed = np.ones((len(parents), ctx.num_moves), dtype=bool)
@@ -109,7 +119,7 @@ def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
         allowed &= _pruning_mask(ctx, parents[:, -1])
     parent_idx, move_idx = np.nonzero(allowed)
     seqs = np.concatenate([parents[parent_idx], move_idx[:, None]], axis=1)
-    u = np.matmul(ctx.moves[move_idx], pu[parent_idx].astype(ctx.compute_dtype, copy=False))
+    u = apply_moves(pu[parent_idx].astype(ctx.compute_dtype, copy=False), ctx.moves, move_idx)
     lengths = np.full(len(seqs), task.level, dtype=np.int64)
     return ctx.finish(task, len(seqs), seqs, lengths, u)
 

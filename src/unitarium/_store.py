@@ -81,6 +81,8 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x556E6974  # "Unit"
 BUSY_TIMEOUT_S = 30.0
 PAGE_SIZE = 65536
+READER_MMAP_BYTES = 1_099_511_627_776  # 1 TiB
+"""Memory-map limit for readers (SQLite caps it at its build's maximum, 2 GiB by default)."""
 JOURNAL_MODES = ("wal", "delete")
 """``wal`` (default): readers never wait, ``synchronous=NORMAL``; local filesystems only.
 ``delete``: a rollback journal with ``synchronous=FULL``, for network filesystems; readers
@@ -174,7 +176,12 @@ def connect(path: str | Path, *, readonly: bool, journal: str = "wal") -> sqlite
     mode = "ro" if readonly else "rw"
     uri = f"file:{quote(str(Path(path).absolute()))}?mode={mode}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-    if not readonly:
+    if readonly:
+        # Readers map the file (pages come from the OS page cache, shared by every reader, no
+        # copy per process): random ds[i] ~2x faster than through SQLite's 2 MB default cache.
+        # Safe here because the writer never shrinks the file (no VACUUM, no truncation).
+        conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
+    else:
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL" if journal == "wal" else "PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=NORMAL" if journal == "wal" else "PRAGMA synchronous=FULL")
