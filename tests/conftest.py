@@ -67,6 +67,14 @@ ALL_GATES = (
 
 # -- helpers for the reliability tests (crash, signals, concurrency, disk full, bad input) --------------------
 
+IS_ROOT = os.geteuid() == 0
+DROP_ROOT_POWERS = [
+    *("setpriv", "--bounding-set", "-dac_override,-dac_read_search"),
+    *("--inh-caps", "-dac_override,-dac_read_search", "--"),
+]
+"""As root, file modes are not enforced (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): prefix a command with this to
+run it without those capabilities, so modes apply to it as to any user (util-linux's setpriv, in every Debian)."""
+
 
 def start_cli(*args: str | os.PathLike[str], **kwargs) -> subprocess.Popen:
     """Start ``python -m unitarium ARGS`` in its own session (so ``os.killpg(proc.pid, ...)`` reaches it and its

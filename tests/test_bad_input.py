@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
 import shutil
 import sqlite3
@@ -21,19 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, one_error_line
+from conftest import DROP_ROOT_POWERS, IS_ROOT, cli, one_error_line
 
-IS_ROOT = os.geteuid() == 0
-DROP_ROOT_POWERS = [
-    "setpriv",
-    "--bounding-set",
-    "-dac_override,-dac_read_search",
-    "--inh-caps",
-    "-dac_override,-dac_read_search",
-    "--",
-]
-"""As root, permission checks are skipped (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): run the command without those
-capabilities, so a directory's mode applies to it as to any user (util-linux's setpriv, part of every Debian)."""
 RANDOM = ("--count", "10", "--length", "3")
 
 

@@ -19,31 +19,11 @@ from qiskit.quantum_info import Operator
 import unitarium
 from unitarium import SpecMismatchError
 
-from conftest import ALL_GATES, cli, content
+from conftest import ALL_GATES, cli, content, kill_group, records_in, wait_until
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.005):
-    """Poll ``predicate`` until it returns a truthy value (not a timing assertion: a hang guard)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def committed(path: Path) -> int:
-    """Records committed in ``path`` so far (0 while the file does not exist or is being created)."""
-    try:
-        with unitarium.open(path) as ds:
-            return len(ds)
-    except unitarium.DatasetError:
-        return 0
 
 
 # -- Qiskit as the oracle -------------------------------------------------------------------
@@ -227,22 +207,6 @@ def start_generate(path: Path, workers: int) -> subprocess.Popen:
     )
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the whole process group and wait until none of it is left."""
-    pgid = os.getpgid(proc.pid)
-    os.killpg(pgid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-    def gone() -> bool:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    wait_for(gone, timeout=30, what=f"process group {pgid} to exit")
-
-
 @pytest.fixture(scope="module")
 def kill_reference(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
     path = tmp_path_factory.mktemp("kill") / "reference.db"
@@ -260,7 +224,7 @@ def test_acceptance_kill_9_then_resume_with_another_worker_count(
     path = tmp_path / "killed.db"
     proc = start_generate(path, workers=2)
     try:
-        wait_for(lambda: committed(path) >= threshold, timeout=120, what=f"{threshold} committed records")
+        wait_until(lambda: records_in(path) >= threshold, timeout=120, what=f"{threshold} committed records")
         time.sleep(rng.uniform(0, 0.02))  # anywhere between two commits
     finally:
         kill_group(proc)
@@ -311,7 +275,7 @@ def test_acceptance_reader_during_a_run_sees_non_decreasing_lengths(tmp_path: Pa
     path = tmp_path / "live.db"
     writer = start_generate(path, workers=2)
     try:
-        wait_for(lambda: _is_dataset(path), timeout=60, what="the dataset file")
+        wait_until(lambda: _is_dataset(path), timeout=60, what="the dataset file")
         reader = subprocess.run(
             [sys.executable, "-c", READER, str(path)], capture_output=True, text=True, timeout=180, check=False
         )

@@ -28,7 +28,7 @@ import pytest
 
 import unitarium
 
-from conftest import REPO, cli, file_digests, one_error_line
+from conftest import DROP_ROOT_POWERS, IS_ROOT, REPO, cli, file_digests, one_error_line
 
 SRC = REPO / "src" / "unitarium"
 TREES = {path.name: ast.parse(path.read_text(encoding="utf-8"), str(path)) for path in sorted(SRC.glob("*.py"))}
@@ -36,17 +36,6 @@ SPEC = ("--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "3"
 MARKER = "pwned"
 CODE = f"__import__('os').system('touch {MARKER}')"
 """A Python payload: evaluated anywhere, it creates ``pwned`` in the working directory."""
-IS_ROOT = os.geteuid() == 0
-DROP_ROOT_POWERS = [
-    "setpriv",
-    "--bounding-set",
-    "-dac_override,-dac_read_search",
-    "--inh-caps",
-    "-dac_override,-dac_read_search",
-    "--",
-]
-"""As root, file modes are not enforced: run a command without the capabilities that skip them (as in
-test_bad_input)."""
 
 
 class _Payload:
@@ -643,8 +632,6 @@ def test_lookup_never_unpickles_a_matrix_file(kind: str, source: Path, tmp_path:
 
 def _unprivileged(*argv: str | os.PathLike[str]) -> subprocess.CompletedProcess:
     """Run ``argv`` where file modes apply (as root: without the capabilities that skip them)."""
-    if IS_ROOT and shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: file modes cannot be enforced")
     prefix = DROP_ROOT_POWERS if IS_ROOT else []
     return subprocess.run([*prefix, *map(str, argv)], capture_output=True, text=True, timeout=120)
 
