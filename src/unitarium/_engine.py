@@ -12,7 +12,7 @@ workers are terminated, nothing half-written remains, :class:`Interrupted` is ra
 
 Commits run in a background thread of the writer process (:class:`_Run`), one group at a
 time and in order: sqlite3 releases the GIL while SQLite writes, so results keep arriving
-and workers keep computing meanwhile (measured in BENCHMARKS.md, "Pipelined commits").
+and workers keep computing meanwhile (measured in BENCHMARKS.md, "Workers").
 
 Each worker talks to the writer over its own pipe (:class:`_Pool`), not a shared queue:
 a worker that dies, even halfway through sending a result, shows up as end-of-file on
@@ -209,7 +209,7 @@ class _WorkerFailed(Exception):
 def _grow_pipe(conn: Connection) -> None:
     """Let a result pipe hold a whole result (1 MiB, Linux's default ceiling for a user):
     a worker's send then completes at once instead of in 64 KiB steps, each waiting for
-    the writer to read (measured: BENCHMARKS.md, "Pipelined commits")."""
+    the writer to read (measured: BENCHMARKS.md, "Workers")."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux, or above the ceiling: keep the default
         fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
