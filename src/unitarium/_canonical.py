@@ -119,7 +119,9 @@ class KeyScheme:
 
     def keys(self, u: np.ndarray) -> tuple[np.ndarray, dict[int, list[int]]]:
         """Primary keys ``(batch,)`` int64 and, for rows with near coordinates, their
-        alternate keys (every non-empty subset of near coordinates moved across)."""
+        alternate keys (every non-empty subset of near coordinates moved across; of the
+        first 12 near ones if there are more: for dedup keys a coordinate is near with
+        probability ``2 eta / delta = 2**-11``, so 13 of 16 at once has probability < 1e-40)."""
         return self.keys_of_cells(*self.cells(u), np.shape(u)[-1])
 
     def keys_of_cells(
