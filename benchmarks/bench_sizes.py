@@ -1,6 +1,6 @@
 """Generation rates for 3, 4 and 5 qubits at lengths 12, 50 and 100 (clifford+t), 1 and 2 workers.
 
-    .venv/bin/python benchmarks/bench_sizes.py            # 9 shapes x {1, 2} workers, 3 rounds (~4 min)
+    .venv/bin/python benchmarks/bench_sizes.py            # 9 shapes x {1, 2} workers, 3 rounds (~7 min)
     .venv/bin/python benchmarks/bench_sizes.py --quick    # 3 shapes, 1 round, short runs
 
 Calls the library (``unitarium.generate`` in this process; workers are spawned as usual), timing
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0, help="target duration of one 2-worker run")
+    parser.add_argument("--seconds", type=float, default=6.0, help="target duration of one 2-worker run")
     parser.add_argument("--tmpdir")
     args = parser.parse_args()
     shapes = [(3, 12), (4, 50), (5, 100)] if args.quick else SHAPES

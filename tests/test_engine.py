@@ -330,3 +330,19 @@ def test_worker_messages_round_trip_and_a_cut_message_is_end_of_file() -> None:
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def test_workers_start_with_one_blas_thread(tmp_path: Path) -> None:
+    """BLAS reads its thread count when numpy loads, so it must be in a worker's starting environment."""
+    from conftest import start_cli, worker_pids
+
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    proc = start_cli("generate", tmp_path / "b.db", *KILL_ARGS, "--workers", "2", "--quiet", env=env)
+    try:
+        workers = wait_until(lambda: len(w := worker_pids(proc.pid)) == 2 and w, timeout=60, what="two workers")
+        for pid in workers:  # /proc/PID/environ: the environment the process started with
+            assert b"OPENBLAS_NUM_THREADS=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    finally:
+        kill_group(proc)

@@ -120,8 +120,6 @@ def _init_worker(spec_json: dict[str, Any], path: str) -> None:
     global _CONTEXT
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the writer decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _Pool while it started us
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
     _CONTEXT = TaskContext(Spec.from_json(spec_json), path)
 
 
@@ -214,6 +212,23 @@ def _grow_pipe(conn: Connection) -> None:
         fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """One BLAS thread per worker (the workers are the parallelism), unless the user set it:
+    BLAS reads these when numpy loads, so they must be in the environment a worker starts
+    with; this process's own environment is restored afterwards."""
+    added = [var for var in _BLAS_THREADS if var not in os.environ]
+    os.environ.update(dict.fromkeys(added, "1"))
+    try:
+        yield
+    finally:
+        for var in added:
+            os.environ.pop(var, None)
+
+
 class _Pool:
     """Worker processes (``spawn``), each with a task pipe and a result pipe, at most
     :data:`_PER_WORKER` tasks outstanding per worker; results are kept by task id until taken."""
@@ -234,7 +249,8 @@ class _Pool:
                 # A Ctrl-C while a worker imports would print its traceback: it starts with SIGINT blocked.
                 old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
                 try:
-                    proc.start()
+                    with _single_threaded_blas():
+                        proc.start()
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, old)
                     task_r.close()
