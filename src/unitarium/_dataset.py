@@ -25,7 +25,7 @@ from ._errors import DatasetError, NotADatasetError, RecordIndexError, SpecError
 from ._gateset import GateSet
 from ._kernels import ProductTable
 from ._spec import Spec
-from ._store import code_dtype, load_json, open_readonly, read_meta, storage_error
+from ._store import code_dtype, damaged_meta, load_json, open_readonly, read_meta, storage_error
 
 __all__ = ["Dataset", "VerifyReport", "open"]
 
@@ -101,9 +101,9 @@ class Dataset:
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "reading") from exc
         except ValueError as exc:  # not JSON
-            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: {exc}") from exc
+            raise damaged_meta(self.path, exc) from exc
         if not all(isinstance(meta.get(key), dict) for key in ("spec", "format", "state")):
-            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: no 'spec', 'format' or 'state'")
+            raise damaged_meta(self.path, "no 'spec', 'format' or 'state'")
         return meta
 
     @cached_property
@@ -121,24 +121,17 @@ class Dataset:
 
     @cached_property
     def _dtypes(self) -> tuple[np.dtype, np.dtype, int]:
-        fmt, spec = self.meta["format"], self.spec
-        expected = {
-            "dim": spec.gateset.dim,
-            "unitary_dtype": np.dtype(spec.np_dtype).newbyteorder("<").str,
-            "code_dtype": code_dtype(len(spec.gateset.moves)).newbyteorder("<").str,
-        }
-        for key, want in expected.items():
+        fmt, gs = self.meta["format"], self.spec.gateset
+        udt, cdt = np.dtype(self.spec.np_dtype).newbyteorder("<"), code_dtype(len(gs.moves)).newbyteorder("<")
+        for key, want in (("dim", gs.dim), ("unitary_dtype", udt), ("code_dtype", cdt)):
             value = fmt.get(key)
             try:
-                ok = value == want if key == "dim" else np.dtype(value).newbyteorder("<").str == want
+                ok = value == want if key == "dim" else np.dtype(value).newbyteorder("<") == want
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise NotADatasetError(
-                    f"{str(self.path)!r} has a damaged meta table: format {key} {value!r} disagrees with its spec"
-                )
-        udt = np.dtype(spec.np_dtype).newbyteorder("<")
-        return udt, code_dtype(len(spec.gateset.moves)).newbyteorder("<"), spec.gateset.dim
+                raise damaged_meta(self.path, f"format {key} {value!r} disagrees with its spec")
+        return udt, cdt, gs.dim
 
     @property
     def complete(self) -> bool:
@@ -147,7 +140,7 @@ class Dataset:
         try:
             state = load_json(row[0][0]) if row else {}
         except ValueError as exc:
-            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: {exc}") from exc
+            raise damaged_meta(self.path, exc) from exc
         return bool(state.get("complete")) if isinstance(state, dict) else False
 
     def __len__(self) -> int:
@@ -201,10 +194,10 @@ class Dataset:
             with conn.blobopen("blocks", "unitaries", first, readonly=True) as b:
                 b.seek(j * size)
                 u = self._exact(b.read(size), size, first, "unitaries", udt).reshape(d, d)
-        except (sqlite3.Error, ValueError) as exc:  # ValueError: seek past the end, not a BLOB
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.DataError | sqlite3.OperationalError):
-                raise storage_error(exc, self.path, "reading") from exc
+        except (sqlite3.DataError, sqlite3.OperationalError, ValueError) as exc:  # not a BLOB, seek past its end
             raise self._damaged(first, f"cannot read record {i}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "reading") from exc
         return Record(i, Circuit(codes, self.gateset), u.astype(udt.newbyteorder("=")))
 
     # -- damaged files ----------------------------------------------------------------------

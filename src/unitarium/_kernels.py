@@ -38,6 +38,13 @@ _BATCH_LAST_BLOCK_BYTES = 256 << 10
 """Sub-batch size of the batch-last products, in bytes of one ``(d, d, sub)`` array (fits in L2)."""
 
 
+def _batch_last_step(d: int, dtype: np.dtype) -> int | None:
+    """Rows per sub-batch for batch-last products of ``d x d`` matrices of ``dtype``; None
+    where the matrices are too large for that layout to pay (use ``np.matmul``)."""
+    size = d * d * dtype.itemsize
+    return None if size > _BATCH_LAST_MAX_BYTES else max(1, _BATCH_LAST_BLOCK_BYTES // size)
+
+
 def embed(matrix: np.ndarray, qubits: tuple[int, ...], num_qubits: int) -> np.ndarray:
     """The ``(d, d)`` matrix of a k-qubit gate ``matrix`` applied to ``qubits`` of an
     n-qubit register (``qubits[0]`` is the gate's least significant qubit)."""
@@ -94,13 +101,13 @@ class ProductTable:
         index = self.chunk_index(seqs)
         if index.shape[1] == 0:
             return np.broadcast_to(np.eye(d, dtype=self.dtype), (batch, d, d)).copy()
-        if d * d * self.dtype.itemsize > _BATCH_LAST_MAX_BYTES:
+        step = _batch_last_step(d, self.dtype)
+        if step is None:
             out = self.table[index[:, 0]]
             for c in range(1, index.shape[1]):
                 out = self.table[index[:, c]] @ out
             return out
         out = np.empty((batch, d, d), dtype=self.dtype)
-        step = max(1, _BATCH_LAST_BLOCK_BYTES // (d * d * self.dtype.itemsize))
         for a in range(0, batch, step):
             out[a : a + step] = self._batch_last(index[a : a + step]).transpose(2, 0, 1)
         return out
@@ -153,11 +160,11 @@ def apply_moves(unitaries: np.ndarray, moves: np.ndarray, which: np.ndarray) -> 
     matrices go through the batch-last layout, like :meth:`ProductTable.unitaries`.
     """
     batch, d, _ = unitaries.shape
-    if d * d * unitaries.dtype.itemsize > _BATCH_LAST_MAX_BYTES:
+    step = _batch_last_step(d, unitaries.dtype)
+    if step is None:
         return np.matmul(moves[which], unitaries)
     table = np.ascontiguousarray(moves.transpose(1, 2, 0))
     out = np.empty_like(unitaries)
-    step = max(1, _BATCH_LAST_BLOCK_BYTES // (d * d * unitaries.dtype.itemsize))
     for a in range(0, batch, step):
         right = np.ascontiguousarray(unitaries[a : a + step].transpose(1, 2, 0))
         out[a : a + step] = _matmul_batch_last(np.take(table, which[a : a + step], axis=2), right).transpose(2, 0, 1)

@@ -281,6 +281,11 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
     return {k: load_json(v) for k, v in conn.execute("SELECT key, value FROM meta")}
 
 
+def damaged_meta(path: str | Path, detail: object) -> NotADatasetError:
+    """The error for a dataset whose ``meta`` table cannot be used."""
+    return NotADatasetError(f"{str(path)!r} has a damaged meta table: {detail}")
+
+
 def load_json(text: object) -> Any:
     """``json.loads`` for what a file holds: ValueError for anything but sane JSON text."""
     if not isinstance(text, str):
@@ -468,7 +473,7 @@ class Writer:
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "opening") from exc
         except ValueError as exc:  # not JSON
-            raise NotADatasetError(f"{str(self.path)!r} has a damaged meta table: {exc}") from exc
+            raise damaged_meta(self.path, exc) from exc
         if stored != self.spec.to_json():
             raise SpecMismatchError(_mismatch_message(self.path, stored or {}, self.spec.to_json()))
         try:
