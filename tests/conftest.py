@@ -189,6 +189,13 @@ def integrity(path: str | os.PathLike[str]) -> str:
         conn.close()
 
 
+def uninterrupted(factory: pytest.TempPathFactory, name: str, args: list[str]) -> Path:
+    """The dataset of an uninterrupted one-worker ``generate ARGS`` (any worker count gives the same content)."""
+    path = factory.mktemp("reference") / name
+    cli("generate", path, *args, "--workers", "1", "--quiet")
+    return path
+
+
 @dataclasses.dataclass
 class Snapshot:
     """A dataset's records through the public API: unitaries ``(n, d, d)``, circuit lengths, all codes."""

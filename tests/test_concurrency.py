@@ -17,15 +17,7 @@ import pytest
 
 import unitarium
 
-from conftest import (
-    Snapshot,
-    cli,
-    kill_group,
-    one_error_line,
-    records_in,
-    start_cli,
-    wait_until,
-)
+from conftest import Snapshot, cli, kill_group, one_error_line, records_in, start_cli, uninterrupted, wait_until
 
 COUNT = 40_000
 ARGS = ["--gates", "clifford+t", "--qubits", "3", "--count", str(COUNT), "--length", "1:30", "--seed", "13"]
@@ -63,8 +55,7 @@ print(json.dumps(seen))
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Snapshot, Path]:
-    path = tmp_path_factory.mktemp("reference") / "concurrency.db"
-    cli("generate", path, *ARGS, "--workers", "1", "--quiet")
+    path = uninterrupted(tmp_path_factory, "concurrency.db", ARGS)
     return Snapshot.of(path), path
 
 

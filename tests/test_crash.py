@@ -24,6 +24,7 @@ from conftest import (
     one_error_line,
     records_in,
     start_cli,
+    uninterrupted,
     wait_until,
     worker_pids,
 )
@@ -38,17 +39,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
-    """The uninterrupted run of RANDOM_ARGS (any worker count gives the same content)."""
-    path = tmp_path_factory.mktemp("reference") / "random.db"
-    cli("generate", path, *RANDOM_ARGS, "--workers", "1", "--quiet")
-    return Snapshot.of(path)
+    return Snapshot.of(uninterrupted(tmp_path_factory, "random.db", RANDOM_ARGS))
 
 
 @pytest.fixture(scope="module")
 def enum_reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
-    path = tmp_path_factory.mktemp("reference") / "enum.db"
-    cli("generate", path, *ENUM_ARGS, "--workers", "1", "--quiet")
-    return Snapshot.of(path)
+    return Snapshot.of(uninterrupted(tmp_path_factory, "enum.db", ENUM_ARGS))
 
 
 def check_partial(path: Path, reference: Snapshot) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Snapshot, cli, file_digests, integrity, one_error_line
+from conftest import Snapshot, cli, file_digests, integrity, one_error_line, uninterrupted
 
 COUNT = 30_000
 ARGS = ["--gates", "clifford+t", "--qubits", "3", "--count", str(COUNT), "--length", "1:30", "--seed", "14"]
@@ -22,9 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
-    path = tmp_path_factory.mktemp("reference") / "full.db"
-    cli("generate", path, *ARGS, "--workers", "1", "--quiet")
-    return Snapshot.of(path)
+    return Snapshot.of(uninterrupted(tmp_path_factory, "full.db", ARGS))
 
 
 def generate_with_file_size_limit(path: Path, limit: int, workers: int) -> subprocess.CompletedProcess:

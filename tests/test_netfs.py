@@ -19,7 +19,17 @@ import pytest
 import unitarium
 from unitarium._store import NETWORK_FILESYSTEMS, filesystem_type, parse_mountinfo
 
-from conftest import Snapshot, cli, integrity, kill_group, one_error_line, records_in, start_cli, wait_until
+from conftest import (
+    Snapshot,
+    cli,
+    integrity,
+    kill_group,
+    one_error_line,
+    records_in,
+    start_cli,
+    uninterrupted,
+    wait_until,
+)
 
 # A workstation: local root, NFS home with a local tmpfs inside it, an SMB share whose name has a space
 # (escaped as \040), sshfs, an ext4 disk over-mounted by NFS, and /mnt/nfsdata beside /mnt/nfs.
@@ -83,9 +93,7 @@ def test_filesystem_type_on_this_machine(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
-    path = tmp_path_factory.mktemp("reference") / "wal.db"
-    cli("generate", path, *ARGS, "--workers", "1", "--quiet")
-    return Snapshot.of(path)
+    return Snapshot.of(uninterrupted(tmp_path_factory, "wal.db", ARGS))
 
 
 def journal_mode(path: Path) -> str:

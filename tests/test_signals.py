@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from conftest import (
     one_error_line,
     records_in,
     start_cli,
+    uninterrupted,
     wait_until,
     worker_pids,
 )
@@ -35,18 +38,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
-    path = tmp_path_factory.mktemp("reference") / "signals.db"
-    cli("generate", path, *ARGS, "--workers", "1", "--quiet")
-    return Snapshot.of(path)
+    return Snapshot.of(uninterrupted(tmp_path_factory, "signals.db", ARGS))
 
 
-def interrupt(path: Path, how: str, *, threshold: int, delay: float = 0.0) -> tuple[int, str]:
-    """Start a two-worker run; once ``threshold`` records are committed (and ``delay`` later), send the
-    signal ``how`` describes; return the exit status and stderr, after checking nothing is left running."""
+def signal_run(path: Path, how: str, ready: Callable[[subprocess.Popen], object], delay: float) -> tuple[int, str]:
+    """Start a two-worker run, wait until ``ready(proc)`` returns, ``delay`` later send the signal ``how``
+    describes; return the exit status and stderr, after checking nothing of the run is left running."""
     proc = start_cli("generate", path, *ARGS, "--workers", "2", "--quiet")
     try:
-        wait_until(lambda: len(worker_pids(proc.pid)) == 2, timeout=60, what="two workers")
-        wait_until(lambda: records_in(path) >= threshold, timeout=120, what=f"{threshold} committed records")
+        ready(proc)
         time.sleep(delay)
         send(proc.pid, how)
         _, stderr = proc.communicate(timeout=STOP_TIMEOUT_S)
@@ -55,6 +55,16 @@ def interrupt(path: Path, how: str, *, threshold: int, delay: float = 0.0) -> tu
         if proc.poll() is None:
             kill_group(proc)
     return proc.returncode, stderr
+
+
+def interrupt(path: Path, how: str, *, threshold: int, delay: float = 0.0) -> tuple[int, str]:
+    """Send the signal ``how`` describes once ``threshold`` records are committed (and ``delay`` later)."""
+
+    def ready(proc: subprocess.Popen) -> None:
+        wait_until(lambda: len(worker_pids(proc.pid)) == 2, timeout=60, what="two workers")
+        wait_until(lambda: records_in(path) >= threshold, timeout=120, what=f"{threshold} committed records")
+
+    return signal_run(path, how, ready, delay)
 
 
 def send(pid: int, how: str) -> None:
@@ -107,17 +117,12 @@ def test_a_second_ctrl_c_still_exits_cleanly(tmp_path: Path, reference: Snapshot
 
 
 def ctrl_c_at_first_worker(path: Path, delay: float) -> tuple[int, str]:
-    proc = start_cli("generate", path, *ARGS, "--workers", "2", "--quiet")
-    try:
+    """Ctrl-C ``delay`` after the first worker appears (it is still importing numpy and unitarium)."""
+
+    def ready(proc: subprocess.Popen) -> None:
         wait_until(lambda: worker_pids(proc.pid), timeout=60, what="a worker process", interval=0.001)
-        time.sleep(delay)  # the worker is still importing numpy and unitarium
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=STOP_TIMEOUT_S)
-        wait_until(lambda: group_gone(proc.pid), timeout=STOP_TIMEOUT_S, what="the workers to exit")
-    finally:
-        if proc.poll() is None:
-            kill_group(proc)
-    return proc.returncode, stderr
+
+    return signal_run(path, "SIGINT to the group", ready, delay)
 
 
 def test_ctrl_c_while_workers_are_still_starting(tmp_path: Path, reference: Snapshot) -> None:
