@@ -87,7 +87,8 @@ def naive_cmd(path: Path, count: int, workers: int) -> list[str]:
 def run_unitarium(tmp: Path, count: int, workers: int) -> dict[str, Any]:
     path = tmp / f"u{workers}.db"
     t = run_timed(generate_cmd(path, count, workers))
-    records = len(unitarium.open(path))
+    with unitarium.open(path) as ds:  # closed before the file is removed (see bench_enumerate)
+        records = len(ds)
     if records != count:
         raise RuntimeError(f"{path}: {records} records, expected {count}")
     rm_dataset(path)

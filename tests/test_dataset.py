@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import pickle
+import re
 import sqlite3
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from qiskit.quantum_info import Operator
 
 import unitarium
-from unitarium import Circuit, RecordIndexError
+from unitarium import Circuit, NotADatasetError, RecordIndexError
 
 # -- records and batches ----------------------------------------------------------------------
 
@@ -58,7 +59,10 @@ def test_non_integer_ids(small_dataset: Path, bad: object) -> None:
         unitarium.open(small_dataset)[bad]  # type: ignore[index]
 
 
-@pytest.mark.parametrize(("a", "b"), [(0, 10_000), (0, 0), (4090, 4100), (4096, 8192), (8191, 8193), (9_999, 10_000)])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [(0, 10_000), (0, 0), (100, 117), (4090, 4100), (4096, 8192), (4100, 8000), (8191, 8193), (9_999, 10_000)],
+)
 def test_unitaries_equal_stacked_records(small_dataset: Path, a: int, b: int) -> None:
     ds = unitarium.open(small_dataset)
     batch = ds.unitaries(a, b)
@@ -72,6 +76,21 @@ def test_unitaries_equal_stacked_records(small_dataset: Path, a: int, b: int) ->
     assert [len(c) for c in circuits] == lengths.tolist()
     for i in ids:
         assert str(circuits[i - a]) == str(ds[i].circuit)
+
+
+@pytest.mark.parametrize(
+    ("column", "damage"),
+    [("unitaries", "unitaries || x'00'"), ("offsets", "substr(offsets, 1, 8)"), ("codes", "substr(codes, 1, 8)")],
+)
+def test_a_partial_read_of_a_damaged_block_is_refused(small_dataset: Path, column: str, damage: str) -> None:
+    """A range inside one block reads only its part of the BLOBs, yet what it reads is checked (unitaries and
+    offsets: the whole BLOB's size; codes: the part must be there)."""
+    with sqlite3.connect(small_dataset) as conn:
+        conn.execute(f"UPDATE blocks SET {column} = {damage} WHERE first_id = 4096")
+    with unitarium.open(small_dataset) as ds:
+        with pytest.raises(NotADatasetError, match=re.escape("damaged block (records from id 4096)")):
+            ds.unitaries(4100, 4110) if column == "unitaries" else ds.circuits(4100, 4110)
+        assert ds.unitaries(0, 10).shape == (10, 4, 4) and len(ds.circuits(0, 10)) == 10  # other blocks still read
 
 
 def test_batches_default_to_everything(small_dataset: Path) -> None:

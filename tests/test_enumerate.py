@@ -242,3 +242,14 @@ def test_unique_counts_match_qiskit_solovay_kitaev_basic_approximations(tmp_path
         theirs = generate_basic_approximations(["h", "t", "tdg"], depth)
     with unitarium.open(enumerate_unique(tmp_path, "h,t,tdg", 1, depth)) as ds:
         assert len(ds) == len(theirs)
+
+
+def test_generate_leaves_no_handle_on_the_file_open(tmp_path: Path) -> None:
+    """Enumeration reads its parents back through a dataset handle; an in-process run must
+    close it (a leaked handle kept the file mapped and slowed later runs in the process)."""
+    path = tmp_path / "closed.db"
+    unitarium.generate(path, unitarium.make_spec(gates="h,t,cx", qubits=2, max_length=4), workers=1)
+    names = {str(path), f"{path}-wal", f"{path}-shm"}
+    fds = {str(fd.resolve()) for fd in Path("/proc/self/fd").iterdir() if fd.exists()}
+    mapped = {line.split(maxsplit=5)[-1].strip() for line in Path("/proc/self/maps").read_text().splitlines()}
+    assert not names & (fds | mapped)

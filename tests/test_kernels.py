@@ -1,4 +1,4 @@
-"""Kernels: ProductTable and embed against the gate-by-gate reference and Qiskit's Operator."""
+"""Kernels: ProductTable, extend and embed against the gate-by-gate reference and Qiskit's Operator."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from qiskit.circuit import library as lib
 from qiskit.quantum_info import Operator, random_unitary
 
 import unitarium
-from unitarium import Circuit
+from unitarium import Circuit, _kernels
 from unitarium._gates import split_gate_list
-from unitarium._kernels import ProductTable, apply_moves, embed, table_depth
+from unitarium._kernels import ProductTable, embed, extend, table_depth
 
 from conftest import ALL_GATES
 
@@ -99,14 +99,29 @@ def test_table_depth_fits_the_budget() -> None:
         assert k == 4 or (moves + 1) ** (k + 1) * d * d * itemsize > 16 << 20
 
 
-def test_apply_moves() -> None:
+def test_extend_gives_the_allowed_children_in_parent_major_move_minor_order() -> None:
     gs = gateset(3)
+    m = len(gs.moves)
     rng = np.random.default_rng(11)
     base = np.array([random_unitary(8, seed=s).data for s in range(20)])
-    which = rng.integers(0, len(gs.moves), 20)
-    out = apply_moves(base, gs.move_matrices, which)
-    for u, b, w in zip(out, base, which, strict=True):
-        np.testing.assert_allclose(u, gs.move_matrices[w] @ b, atol=1e-12)
+    allowed = rng.random((20, m)) < 0.6
+    allowed[3] = False  # a parent without children
+    out = extend(base, gs.move_matrices, allowed)
+    expected = [gs.move_matrices[k] @ base[p] for p in range(20) for k in range(m) if allowed[p, k]]
+    assert out.shape == (allowed.sum(), 8, 8)
+    np.testing.assert_allclose(out, np.array(expected), rtol=0, atol=1e-12)
+    assert extend(base, gs.move_matrices, np.zeros_like(allowed)).shape == (0, 8, 8)
+
+
+def test_extend_sub_batches_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    gs = gateset(2)
+    rng = np.random.default_rng(5)
+    parents = ProductTable(gs.move_matrices, np.complex64).unitaries(rng.integers(0, len(gs.moves) + 1, (999, 12)))
+    allowed = rng.random((999, len(gs.moves))) < 0.6
+    whole = extend(parents, gs.move_matrices.astype(np.complex64), allowed)
+    one_product = len(gs.moves) * 4 * 4 * 8
+    monkeypatch.setattr(_kernels, "_EXTEND_BYTES", 7 * one_product)  # sub-batches of 7 parents
+    assert extend(parents, gs.move_matrices.astype(np.complex64), allowed).tobytes() == whole.tobytes()
 
 
 # -- embed ----------------------------------------------------------------------------------

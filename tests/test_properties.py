@@ -23,7 +23,7 @@ from qiskit.quantum_info import Operator
 import unitarium
 from unitarium._canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
 from unitarium._gates import parse_angle
-from unitarium._kernels import ProductTable, apply_moves, embed
+from unitarium._kernels import ProductTable, embed, extend
 
 SOME = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MANY = settings(max_examples=400, deadline=None)
@@ -141,15 +141,20 @@ def test_a_records_bits_do_not_depend_on_its_batch(
 
 @SOME
 @given(batches(max_width=6), st.data())
-def test_apply_moves_extends_a_product_by_one_move(batch: Batch, data: st.DataObject) -> None:
-    which = data.draw(hnp.arrays(np.int64, len(batch.seqs), elements=st.integers(0, batch.pad - 1)), label="which")
+def test_extend_adds_one_move_and_its_bits_do_not_depend_on_the_batch(batch: Batch, data: st.DataObject) -> None:
+    m = batch.pad
+    allowed = data.draw(hnp.arrays(np.bool_, (len(batch.seqs), m)), label="allowed")
     table = ProductTable(batch.moves, np.complex128, batch.depth)
     parents = table.unitaries(batch.seqs)
-    children = apply_moves(parents, batch.moves, which)
-    for u, p, w in zip(children, parents, which, strict=True):
-        np.testing.assert_allclose(u, batch.moves[w] @ p, rtol=0, atol=1e-14)
-    longer = table.unitaries(np.concatenate([batch.seqs, which[:, None]], axis=1))
+    children = extend(parents, batch.moves, allowed)
+    parent_idx, move_idx = np.nonzero(allowed)
+    for u, p, k in zip(children, parents[parent_idx], move_idx, strict=True):
+        np.testing.assert_allclose(u, batch.moves[k] @ p, rtol=0, atol=1e-14)
+    longer = table.unitaries(np.concatenate([batch.seqs[parent_idx], move_idx[:, None]], axis=1))
     np.testing.assert_allclose(children, longer, rtol=0, atol=1e-12)
+    cut = data.draw(st.integers(0, len(parents)), label="cut")
+    parts = [extend(parents[:cut], batch.moves, allowed[:cut]), extend(parents[cut:], batch.moves, allowed[cut:])]
+    assert np.concatenate(parts).tobytes() == children.tobytes()
 
 
 @st.composite

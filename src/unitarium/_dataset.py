@@ -29,12 +29,6 @@ from ._store import code_dtype, damaged_meta, load_json, open_readonly, read_met
 
 __all__ = ["Dataset", "VerifyReport", "open"]
 
-_BLOCKS_FROM = (
-    "SELECT first_id, count, {cols} FROM blocks "
-    "WHERE first_id >= (SELECT coalesce(max(first_id), 0) FROM blocks WHERE first_id <= ?) "
-    "AND first_id < ? ORDER BY first_id"
-)
-
 
 def open(path: str | os.PathLike[str]) -> Dataset:
     """Open a dataset for reading (also while it is being generated)."""
@@ -227,36 +221,65 @@ class Dataset:
             raise RecordIndexError(f"range {start}:{stop} is outside the dataset's {n} records")
         return int(start), int(stop)
 
-    def _blocks(self, start: int, stop: int, cols: str) -> list[Any]:
-        rows = self._query(_BLOCKS_FROM.format(cols=cols), (start, stop))
-        for row in rows:
-            if not (isinstance(row[0], int) and isinstance(row[1], int) and row[1] >= 0):
-                raise self._damaged(row[0], f"its first id and count are {row[0]!r}, {row[1]!r}")
-        return rows
+    def _spans(self, start: int, stop: int) -> list[tuple[int, int, int, int]]:
+        """``(first, count, lo, hi)`` for each block holding records of ``[start, stop)``: the
+        block starting at record ``first`` holds ``count`` records, of which ``lo .. hi-1`` are wanted."""
+        spans = []
+        rows = self._query(
+            "SELECT first_id, count FROM blocks "
+            "WHERE first_id >= (SELECT coalesce(max(first_id), 0) FROM blocks WHERE first_id <= ?) "
+            "AND first_id < ? ORDER BY first_id",
+            (start, stop),
+        )
+        for first, count in rows:
+            if not (isinstance(first, int) and isinstance(count, int) and count >= 0):
+                raise self._damaged(first, f"its first id and count are {first!r}, {count!r}")
+            lo, hi = max(start, first) - first, min(stop, first + count) - first
+            if lo < hi:
+                spans.append((first, count, lo, hi))
+        return spans
+
+    def _part(self, first: int, column: str, total: int | None, at: int, size: int, dtype: Any) -> np.ndarray:
+        """Bytes ``at .. at+size-1`` of the ``column`` BLOB of block ``first`` as an array, read
+        without loading the rest; the BLOB must hold ``total`` bytes (unless None)."""
+        try:
+            with self._connection().blobopen("blocks", column, first, readonly=True) as blob:
+                if total is not None and len(blob) != total:
+                    raise self._damaged(first, f"its {column} hold {len(blob)} bytes, expected {total} bytes")
+                if at > len(blob):
+                    raise self._damaged(first, f"its {column} end before byte {at}")
+                blob.seek(at)
+                return self._exact(blob.read(size), size, first, column, dtype)
+        except (sqlite3.DataError, sqlite3.OperationalError) as exc:  # not a BLOB, no such block
+            raise self._damaged(first, f"cannot read its {column}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "reading") from exc
 
     def unitaries(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Unitaries of records ``start .. stop-1`` as one ``(n, d, d)`` array."""
+        """Unitaries of records ``start .. stop-1`` as one ``(n, d, d)`` array (only the bytes
+        of the wanted records are read, also from a block that holds others)."""
         start, stop = self._range(start, stop)
         udt, _, d = self._dtypes
+        size = d * d * udt.itemsize
         out = np.empty((stop - start, d, d), dtype=udt.newbyteorder("="))
-        for first, count, blob in self._blocks(start, stop, "unitaries"):
-            lo, hi = max(start, first), min(stop, first + count)
-            if lo < hi:
-                block = self._exact(blob, count * d * d * udt.itemsize, first, "unitaries", udt).reshape(count, d, d)
-                out[lo - start : hi - start] = block[lo - first : hi - first]
+        for first, count, lo, hi in self._spans(start, stop):
+            part = self._part(first, "unitaries", count * size, lo * size, (hi - lo) * size, udt)
+            out[first + lo - start : first + hi - start] = part.reshape(-1, d, d)
         return out
 
     def _circuit_parts(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Per block: (codes, offsets) restricted to ``[start, stop)``, offsets rebased."""
         _, cdt, _ = self._dtypes
-        for first, count, offsets, codes in self._blocks(start, stop, "offsets, codes"):
-            lo, hi = max(start, first) - first, min(stop, first + count) - first
-            if lo < hi:
-                off = self._exact(offsets, 4 * (count + 1), first, "offsets", "<u4").astype(np.int64)
-                if off[0] != 0 or np.any(np.diff(off) < 0):
-                    raise self._damaged(first, "its offsets do not start at 0 and grow")
-                block = self._exact(codes, int(off[-1]) * cdt.itemsize, first, "codes", cdt)
-                yield self._check_codes(block[off[lo] : off[hi]], first), off[lo : hi + 1] - off[lo]
+        for first, count, lo, hi in self._spans(start, stop):
+            off = self._part(first, "offsets", 4 * (count + 1), 4 * lo, 4 * (hi - lo + 1), "<u4").astype(np.int64)
+            if (lo == 0 and off[0] != 0) or np.any(np.diff(off) < 0):
+                raise self._damaged(first, "its offsets do not start at 0 and grow")
+            total = (
+                int(off[-1]) * cdt.itemsize if hi == count else None
+            )  # the codes' size is known from the last offset
+            at, n = int(off[0]) * cdt.itemsize, int(off[-1] - off[0]) * cdt.itemsize
+            codes = self._part(first, "codes", total, at, n, cdt)
+            yield self._check_codes(codes, first), off - off[0]
 
     def circuits(self, start: int = 0, stop: int | None = None) -> list[Circuit]:
         """Circuits of records ``start .. stop-1``."""

@@ -417,20 +417,25 @@ class _Run:
 
     def run_inline(self, tasks: Iterator[Task | None]) -> None:
         ctx = TaskContext(self.spec, str(self.writer.path))
-        for task in tasks:
-            self.check_stop()
-            if task is _BARRIER:
-                self.sync()
-                continue
-            try:
-                result = run_task(ctx, task)
-            except UnitariumError:
-                raise
-            except Exception as exc:
-                raise self._failed(task, exc) from exc
-            self.accept(result)
-            self.flush(eager=True)
-        self.sync()
+        try:
+            for task in tasks:
+                self.check_stop()
+                if task is _BARRIER:
+                    self.sync()
+                    continue
+                self.accept(self._compute(ctx, task))
+                self.flush(eager=True)
+            self.sync()
+        finally:
+            ctx.close()
+
+    def _compute(self, ctx: TaskContext, task: Task) -> TaskResult:
+        try:
+            return run_task(ctx, task)
+        except UnitariumError:
+            raise
+        except Exception as exc:
+            raise self._failed(task, exc) from exc
 
     def run_pool(self, tasks: Iterator[Task | None]) -> None:
         pool = _Pool(self.workers, self.spec.to_json(), str(self.writer.path))

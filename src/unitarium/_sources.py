@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._canonical import DEDUP, LOOKUP
-from ._kernels import ProductTable, apply_moves
+from ._kernels import ProductTable, extend
 from ._spec import Enumeration, RandomSource, Spec
 from ._store import TaskResult, code_dtype
 
@@ -59,6 +59,7 @@ class TaskContext:
         self.path = path
         self.num_moves = len(spec.gateset.moves)
         self.compute_dtype = np.dtype(np.complex128) if spec.unique else spec.np_dtype
+        self.code_dtype = code_dtype(self.num_moves)
 
     @cached_property
     def table(self) -> ProductTable:
@@ -76,11 +77,19 @@ class TaskContext:
 
         return Dataset(self.path)
 
+    def close(self) -> None:
+        """Close the dataset handle, if one was opened (its connection maps the file)."""
+        if "dataset" in self.__dict__:
+            self.dataset.close()
+
     def finish(self, task: Task, candidates: int, seqs: np.ndarray, lengths: np.ndarray, u: np.ndarray) -> TaskResult:
         """Pack padded sequences and unitaries into a result (with keys in unique mode)."""
         valid = np.arange(seqs.shape[1])[None, :] < lengths[:, None]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
-        codes = seqs[valid].astype(code_dtype(self.num_moves))
+        return self.pack(task, candidates, seqs[valid].astype(self.code_dtype), offsets, u)
+
+    def pack(self, task: Task, candidates: int, codes: np.ndarray, offsets: np.ndarray, u: np.ndarray) -> TaskResult:
+        """A result from stored-form circuits (with keys in unique mode)."""
         result = TaskResult(task.task_id, task.level, candidates, codes, offsets, u)
         if self.spec.unique:
             result.dedup, result.alternates = DEDUP.keys(u)
@@ -105,23 +114,25 @@ def _random(ctx: TaskContext, src: RandomSource, task: Task) -> TaskResult:
 
 
 def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
-    d = ctx.spec.gateset.dim
     if task.level == 0:
-        empty = np.zeros((1, 0), dtype=np.int64)
-        return ctx.finish(task, 1, empty, np.zeros(1, dtype=np.int64), np.eye(d, dtype=ctx.compute_dtype)[None])
+        identity = np.eye(ctx.spec.gateset.dim, dtype=ctx.compute_dtype)[None]
+        return ctx.pack(task, 1, np.zeros(0, ctx.code_dtype), np.zeros(2, np.uint32), identity)
     parents = ctx.dataset.circuit_array(task.start, task.stop, task.level - 1)
     if ctx.compute_dtype == ctx.spec.np_dtype:
         pu = ctx.dataset.unitaries(task.start, task.stop)
     else:  # complex128 keys from complex64 storage: recompute the parents exactly
         pu = ctx.table.unitaries(parents)
-    allowed = np.ones((len(parents), ctx.num_moves), dtype=bool)
     if src.prune and task.level > 1:
-        allowed &= _pruning_mask(ctx, parents[:, -1])
+        allowed = _pruning_mask(ctx, parents[:, -1])
+    else:
+        allowed = np.ones((len(parents), ctx.num_moves), dtype=bool)
     parent_idx, move_idx = np.nonzero(allowed)
-    seqs = np.concatenate([parents[parent_idx], move_idx[:, None]], axis=1)
-    u = apply_moves(pu[parent_idx].astype(ctx.compute_dtype, copy=False), ctx.moves, move_idx)
-    lengths = np.full(len(seqs), task.level, dtype=np.int64)
-    return ctx.finish(task, len(seqs), seqs, lengths, u)
+    codes = np.empty((len(parent_idx), task.level), dtype=ctx.code_dtype)
+    codes[:, :-1] = parents.astype(ctx.code_dtype)[parent_idx]
+    codes[:, -1] = move_idx
+    u = extend(pu.astype(ctx.compute_dtype, copy=False), ctx.moves, allowed)
+    offsets = np.arange(0, codes.size + 1, task.level, dtype=np.uint32)
+    return ctx.pack(task, len(codes), codes.reshape(-1), offsets, u)
 
 
 def _pruning_mask(ctx: TaskContext, last: np.ndarray) -> np.ndarray:
