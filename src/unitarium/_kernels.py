@@ -14,7 +14,9 @@ for 2x2 and 4x4 matrices that call overhead is most of a task's time. :class:`Pr
 therefore multiplies tiny matrices (at most 128 bytes each: complex64 up to 4x4, complex128
 up to 2x2) in a "batch-last" layout ``(d, d, batch)``, where each of the ``d`` steps of a
 product is one vectorised multiply-add over the whole batch. Larger matrices keep
-``np.matmul``. Measurements: BENCHMARKS.md, "Kernels".
+``np.matmul``. Enumeration's one-move extensions (:func:`extend`) instead multiply each parent
+by all moves at once, a ``(m * d, d)`` by ``(d, d)`` product: one call per parent, not per
+child. Measurements: BENCHMARKS.md, "Kernels" and "Workers".
 """
 
 from __future__ import annotations
