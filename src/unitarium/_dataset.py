@@ -174,24 +174,12 @@ class Dataset:
         i = first + j
         udt, cdt, d = self._dtypes
         size = d * d * udt.itemsize
-        try:
-            conn = self._connection()
-            with conn.blobopen("blocks", "offsets", first, readonly=True) as b:
-                b.seek(4 * j)
-                lo, hi = self._exact(b.read(8), 8, first, "offsets", "<u4")
-            if hi < lo:
-                raise self._damaged(first, "offsets decrease")
-            with conn.blobopen("blocks", "codes", first, readonly=True) as b:
-                b.seek(int(lo) * cdt.itemsize)
-                n = int(hi - lo) * cdt.itemsize
-                codes = self._check_codes(self._exact(b.read(n), n, first, "codes", cdt), first)
-            with conn.blobopen("blocks", "unitaries", first, readonly=True) as b:
-                b.seek(j * size)
-                u = self._exact(b.read(size), size, first, "unitaries", udt).reshape(d, d)
-        except (sqlite3.DataError, sqlite3.OperationalError, ValueError) as exc:  # not a BLOB, seek past its end
-            raise self._damaged(first, f"cannot read record {i}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "reading") from exc
+        lo, hi = self._part(first, "offsets", None, 4 * j, 8, "<u4")
+        if hi < lo:
+            raise self._damaged(first, "offsets decrease")
+        n = int(hi - lo) * cdt.itemsize
+        codes = self._check_codes(self._part(first, "codes", None, int(lo) * cdt.itemsize, n, cdt), first)
+        u = self._part(first, "unitaries", None, j * size, size, udt).reshape(d, d)
         return Record(i, Circuit(codes, self.gateset), u.astype(udt.newbyteorder("=")))
 
     # -- damaged files ----------------------------------------------------------------------
@@ -274,9 +262,8 @@ class Dataset:
             off = self._part(first, "offsets", 4 * (count + 1), 4 * lo, 4 * (hi - lo + 1), "<u4").astype(np.int64)
             if (lo == 0 and off[0] != 0) or np.any(np.diff(off) < 0):
                 raise self._damaged(first, "its offsets do not start at 0 and grow")
-            total = (
-                int(off[-1]) * cdt.itemsize if hi == count else None
-            )  # the codes' size is known from the last offset
+            # the codes BLOB's size is known when the last offset was read
+            total = int(off[-1]) * cdt.itemsize if hi == count else None
             at, n = int(off[0]) * cdt.itemsize, int(off[-1] - off[0]) * cdt.itemsize
             codes = self._part(first, "codes", total, at, n, cdt)
             yield self._check_codes(codes, first), off - off[0]
