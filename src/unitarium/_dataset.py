@@ -229,7 +229,8 @@ class Dataset:
 
     def _part(self, first: int, column: str, total: int | None, at: int, size: int, dtype: Any) -> np.ndarray:
         """Bytes ``at .. at+size-1`` of the ``column`` BLOB of block ``first`` as an array, read
-        without loading the rest; the BLOB must hold ``total`` bytes (unless None)."""
+        without loading the rest; the BLOB must hold ``total`` bytes (unless None). Each call
+        reads in its own transaction, which is safe because a committed block never changes."""
         try:
             with self._connection().blobopen("blocks", column, first, readonly=True) as blob:
                 if total is not None and len(blob) != total:
