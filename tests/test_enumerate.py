@@ -141,6 +141,19 @@ def test_worker_count_does_not_change_a_unique_dataset(tmp_path: Path):
     assert len(unitarium.open(a)) < 30_000  # short random circuits do repeat
 
 
+@pytest.mark.parametrize("unique", [False, True])
+def test_worker_count_does_not_change_a_5_qubit_enumeration(tmp_path: Path, unique: bool) -> None:
+    """On 5 qubits each parent's extension is a BLAS product big enough for OpenBLAS to use
+    threads in the writer process (1 worker), while workers run it single-threaded."""
+    spec = unitarium.make_spec(gates="clifford+t", qubits=5, max_length=2, unique=unique)
+    one, two = tmp_path / "one.db", tmp_path / "two.db"
+    unitarium.generate(one, spec, workers=1)
+    unitarium.generate(two, spec, workers=2)
+    with unitarium.open(one) as ds:
+        assert len(ds) > 1000
+    assert content(one) == content(two)
+
+
 def test_random_unique_keeps_first_occurrences(tmp_path: Path):
     spec_all = unitarium.make_spec(gates="h,s,cx", qubits=2, count=5_000, length="1:6", seed=9)
     spec_unique = unitarium.make_spec(gates="h,s,cx", qubits=2, count=5_000, length="1:6", seed=9, unique=True)
