@@ -25,6 +25,8 @@ from ._errors import DatasetError, NotADatasetError, RecordIndexError, SpecError
 from ._gateset import GateSet
 from ._kernels import ProductTable
 from ._spec import Spec
+from ._split import SplitMixin
+from .search import SearchMixin
 from ._store import code_dtype, damaged_meta, load_json, open_readonly, read_meta, storage_error
 
 __all__ = ["Dataset", "VerifyReport", "open"]
@@ -50,7 +52,7 @@ class VerifyReport:
         return not self.problems
 
 
-class Dataset:
+class Dataset(SplitMixin, SearchMixin):
     """A dataset file, read-only. ``len(ds)``, ``ds[i]``, ``ds.unitaries(a, b)``,
     ``for rec in ds``, ``ds.lookup(U)``."""
 

@@ -1,0 +1,1 @@
+"""Interoperability with other libraries and formats (optional extras, imported lazily)."""
