@@ -26,8 +26,8 @@ from ._gateset import GateSet
 from ._kernels import ProductTable
 from ._spec import Spec
 from ._split import SplitMixin
-from .search import SearchMixin
 from ._store import code_dtype, damaged_meta, load_json, open_readonly, read_meta, storage_error
+from .search import SearchMixin
 
 __all__ = ["Dataset", "VerifyReport", "open"]
 
