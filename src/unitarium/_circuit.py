@@ -1,34 +1,24 @@
-"""Circuits: a sequence of moves of a gate set, with text, OpenQASM 2 and Qiskit forms.
+"""Circuits: a sequence of moves of a gate set, with text, OpenQASM 2/3, Qiskit and Cirq forms.
 
 Stored circuits are arrays of move codes (indices into ``GateSet.moves``). The text
 form is ``"h 0; cx 0 1; t 1"``: gates separated by ``;``, each a gate name followed by
-its qubits (first qubit = the gate's least significant, as in Qiskit).
+its qubits (first qubit = the gate's least significant, as in Qiskit). The conversions
+to and from other libraries live in :mod:`unitarium.interop` (imported lazily).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._errors import MissingOptionalLibraryError, SpecError
+from ._errors import SpecError
 from ._gateset import GateSet
 from ._kernels import embed
 
 __all__ = ["Circuit", "Record"]
-
-# Gates OpenQASM 2's qelib1.inc lacks, defined the way Qiskit's exporter defines them.
-_QASM_DEFS = {
-    "iswap": "gate iswap q0,q1 { s q0; s q1; h q0; cx q0,q1; cx q1,q0; h q1; }",
-    "ecr": (
-        "gate rzx(param0) q0,q1 { h q1; cx q0,q1; rz(param0) q1; cx q0,q1; h q1; }\n"
-        "gate ecr q0,q1 { rzx(pi/4) q0,q1; x q0; rzx(-pi/4) q0,q1; }"
-    ),
-}
-_QASM_NAMES = {"i": "id", "p": "u1", "u": "u3"}
-_QISKIT_NAMES = {"i": "id"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,40 +68,50 @@ class Circuit:
             u = self.gateset.move_matrices[int(c)] @ u
         return u
 
-    def to_qasm(self) -> str:
-        """OpenQASM 2.0 text; custom gates appear as ``opaque`` declarations."""
-        gates = self.gateset.gates
-        used = sorted({self.gateset.moves[int(c)].gate for c in self.codes})
-        header = ["OPENQASM 2.0;", 'include "qelib1.inc";']
-        for g in used:
-            gate = gates[g]
-            if gate.base in _QASM_DEFS:
-                header.append(_QASM_DEFS[gate.base])
-            elif gate.custom:
-                header.append(f"opaque {gate.name} {','.join(f'q{j}' for j in range(gate.num_qubits))};")
-        lines = [*header, f"qreg q[{self.gateset.num_qubits}];"]
-        for c in self.codes:
-            move = self.gateset.moves[int(c)]
-            gate = gates[move.gate]
-            name = _QASM_NAMES.get(gate.base, gate.base) + gate.name[len(gate.base) :]
-            lines.append(f"{name} {','.join(f'q[{q}]' for q in move.qubits)};")
-        return "\n".join(lines) + "\n"
+    def to_qasm(self, version: int = 2) -> str:
+        """OpenQASM ``version`` (2 or 3) text that Qiskit's, Cirq's and pytket's readers parse
+        with their default settings: gates outside the standard include file, custom gates
+        too, are defined in the file (up to global phase). See :mod:`unitarium.interop.qasm`."""
+        from .interop.qasm import to_qasm
+
+        return to_qasm(self, version=version)
+
+    @classmethod
+    def from_qasm(cls, text: str, gateset: GateSet) -> Circuit:
+        """Parse OpenQASM 2 or 3 into moves of ``gateset``, each gate matched by matrix (exact,
+        else up to global phase). Raises :class:`SpecError` on malformed text or a gate not in the set."""
+        from .interop.qasm import from_qasm
+
+        return from_qasm(text, gateset)
 
     def to_qiskit(self) -> Any:
-        """A ``qiskit.QuantumCircuit``; ``Operator`` of it equals :meth:`unitary`."""
-        try:
-            from qiskit import QuantumCircuit
-        except ImportError as exc:
-            raise MissingOptionalLibraryError("qiskit", "Circuit.to_qiskit", "qiskit") from exc
-        qc = QuantumCircuit(self.gateset.num_qubits)
-        for c in self.codes:
-            move = self.gateset.moves[int(c)]
-            gate = self.gateset.gates[move.gate]
-            if gate.custom:
-                qc.unitary(gate.matrix, list(move.qubits), label=gate.name)
-            else:
-                getattr(qc, _QISKIT_NAMES.get(gate.base, gate.base))(*gate.params, *move.qubits)
-        return qc
+        """A ``qiskit.QuantumCircuit``; ``Operator`` of it equals :meth:`unitary` exactly."""
+        from .interop.qiskit import to_qiskit
+
+        return to_qiskit(self)
+
+    @classmethod
+    def from_qiskit(cls, qc: Any, gateset: GateSet) -> Circuit:
+        """The moves of ``gateset`` that a ``qiskit.QuantumCircuit`` on ``gateset.num_qubits``
+        qubits is (matched by matrix). Raises :class:`SpecError` for a gate not in the set."""
+        from .interop.qiskit import from_qiskit
+
+        return from_qiskit(qc, gateset)
+
+    def to_cirq(self) -> Any:
+        """A ``cirq.Circuit`` on ``LineQubit(0..n-1)`` (qubit ``j`` is ``LineQubit(j)``; Cirq's
+        matrices are big-endian: see :mod:`unitarium.interop.cirq`)."""
+        from .interop.cirq import to_cirq
+
+        return to_cirq(self)
+
+    @classmethod
+    def from_cirq(cls, circuit: Any, gateset: GateSet, *, qubits: Sequence[Any] | None = None) -> Circuit:
+        """The moves of ``gateset`` that a ``cirq.Circuit`` is (matched by matrix); ``qubits``
+        lists the Cirq qubit of each unitarium qubit (default: ``LineQubit(j)`` is ``j``)."""
+        from .interop.cirq import from_cirq
+
+        return from_cirq(circuit, gateset, qubits=qubits)
 
 
 def _find_move(item: str, gateset: GateSet) -> int:
