@@ -287,3 +287,8 @@ def lookup_cmd(path: Path, matrix: Path | None, circuit: str | None, atol: float
     if not found:
         click.echo("no record implements this unitary", err=True)
         sys.exit(1)
+
+
+from .search.cli import synth_cmd  # noqa: E402
+
+main.add_command(synth_cmd)

@@ -1,9 +1,144 @@
-"""Synthesis on top of the data: meet-in-the-middle and nearest unitaries."""
+"""Synthesis on top of the data: meet-in-the-middle and nearest unitaries.
+
+- :meth:`SearchMixin.synthesize` / :meth:`~SearchMixin.synthesize_many`: a shortest circuit
+  equal to ``U`` up to global phase, of length at most ``2 L`` (``L`` the max length of a
+  unique enumerated dataset), or None when none exists (:mod:`.mitm` says why it is shortest).
+- :meth:`SearchMixin.nearest`: the ``k`` records nearest to ``U`` in the phase-invariant
+  distance ``sqrt(2 d - 2 |tr(U^dag V)|)``, exact (:mod:`.nearest`).
+- :meth:`SearchMixin.approximate`: the circuit of length at most ``max_length <= 2 L``
+  nearest to ``U``, over all such circuits (meet in the middle over the nearest search).
+
+The tables are loaded into memory once per dataset handle (about ``N * d^2 * 16`` bytes
+for ``N`` records); nothing is written beside the dataset.
+"""
 
 from __future__ import annotations
 
-__all__ = ["SearchMixin"]
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._circuit import Circuit, Record
+from .._errors import SpecError
+from .._spec import Enumeration
+from ._table import as_targets, table_of
+
+if TYPE_CHECKING:
+    from .._dataset import Dataset
+
+__all__ = ["Approximation", "Match", "SearchMixin"]
+
+_CACHE_BYTES = 1 << 29
+"""Stored unitaries of datasets up to this size are kept in memory between ``nearest`` calls."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """A record and its distance ``sqrt(2 d - 2 |tr(U^dag V)|)`` to the query."""
+
+    record: Record
+    distance: float
+
+
+@dataclass(frozen=True)
+class Approximation:
+    """A circuit and the distance of its unitary to the target (same formula as :class:`Match`)."""
+
+    circuit: Circuit
+    distance: float
 
 
 class SearchMixin:
     """Methods of :class:`~unitarium.Dataset` that search the data (synthesis, nearest)."""
+
+    def synthesize(self, unitary: Any, *, atol: float = 1e-5) -> Circuit | None:
+        """A shortest circuit whose unitary equals ``unitary`` ``(d, d)`` up to global phase
+        (entrywise within ``atol``, at most ``1e-4``), or None when no circuit of at most
+        ``2 L`` moves does, ``L`` being the max length of this unique enumerated dataset.
+
+        Meet in the middle: ``U = B A`` with ``A`` and ``B`` records. Shortest because halves
+        of a shortest circuit are shortest circuits, hence table records of exactly their
+        lengths, and prefixes are tried by increasing length (proof in
+        :mod:`unitarium.search.mitm`). The first call loads the table and its hash index."""
+        return self.synthesize_many(_one(unitary, self._ds, "synthesize"), atol=atol)[0]
+
+    def synthesize_many(self, unitaries: Any, *, atol: float = 1e-5) -> list[Circuit | None]:
+        """:meth:`synthesize` for a ``(n, d, d)`` stack, batched (one list entry per target)."""
+        from .mitm import synthesize_many
+
+        table = table_of(self._ds, "synthesize")
+        targets, _ = as_targets(unitaries, table.dim, "synthesize")
+        return synthesize_many(table, targets, atol=atol)
+
+    def nearest(self, unitary: Any, k: int = 1) -> list[Match] | list[list[Match]]:
+        """The ``k`` records nearest to ``unitary`` in ``D = sqrt(2 d - 2 |tr(U^dag V)|)``, nearest
+        first, ties to the lower id; exact (brute force over every record). A ``(n, d, d)``
+        stack gives one list per target. Distances are to the stored unitaries; on a unique
+        enumerated dataset, to the circuits' exact unitaries (recomputed in complex128)."""
+        from .nearest import nearest_ids
+
+        ds = self._ds
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise SpecError(f"nearest needs k >= 1 (a whole number), got {k!r}")
+        targets, single = as_targets(unitary, ds.gateset.dim, "nearest")
+        ids, dists = nearest_ids(targets, _blocks(ds), int(k))
+        out = [
+            [Match(ds[int(i)], float(x)) for i, x in zip(row, drow, strict=True)]
+            for row, drow in zip(ids, dists, strict=True)
+        ]
+        return out[0] if single else out
+
+    def approximate(self, unitary: Any, *, max_length: int | None = None) -> Approximation:
+        """The circuit of at most ``max_length`` moves (default and limit ``2 L``) nearest to
+        ``unitary``, with its distance: the best over *all* such circuits, found by meeting
+        in the middle (``B A`` with ``A``, ``B`` records, see
+        :func:`unitarium.search.nearest.approximate_many`). Costs about
+        ``sum_a N_a (N_{a-1} + N_a)`` scores, ``N_a`` the records of length ``a``."""
+        return self.approximate_many(_one(unitary, self._ds, "approximate"), max_length=max_length)[0]
+
+    def approximate_many(self, unitaries: Any, *, max_length: int | None = None) -> list[Approximation]:
+        """:meth:`approximate` for a ``(n, d, d)`` stack."""
+        from .nearest import approximate_many
+
+        table = table_of(self._ds, "approximate")
+        top = 2 * table.max_length
+        budget = top if max_length is None else max_length
+        if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or not 0 <= budget <= top:
+            raise SpecError(f"max_length {max_length!r} is out of range for this dataset: use 0 to {top} (2 L)")
+        targets, _ = as_targets(unitaries, table.dim, "approximate")
+        return [Approximation(table.circuit(i, j), x) for i, j, x in approximate_many(table, targets, int(budget))]
+
+    @property
+    def _ds(self) -> Dataset:
+        return self  # type: ignore[return-value]
+
+
+def _one(unitary: Any, ds: Dataset, what: str) -> np.ndarray:
+    """A single ``(d, d)`` target as a stack of one (refusing stacks: use the ``_many`` form)."""
+    u = np.asarray(unitary)
+    if u.ndim == 3:
+        raise SpecError(f"{what} takes one {ds.gateset.dim}x{ds.gateset.dim} matrix: use {what}_many for a stack")
+    return u[None] if u.ndim == 2 else u
+
+
+def _blocks(ds: Dataset) -> Iterator[tuple[int, np.ndarray]]:
+    """Every record's unitary as ``(first id, (b, d, d) complex128)`` blocks: the exact search
+    table of a complete unique enumeration, else the stored unitaries (kept in memory when small)."""
+    spec = ds.spec
+    if isinstance(spec.source, Enumeration) and spec.unique and ds.complete:
+        yield 0, table_of(ds, "nearest").unitaries
+        return
+    cached = ds.__dict__.get("_search_stored")
+    n, d = len(ds), ds.gateset.dim
+    if cached is not None and len(cached) == n:
+        yield 0, cached
+        return
+    if n * d * d * 16 <= _CACHE_BYTES:
+        ds.__dict__["_search_stored"] = ds.unitaries(0, n).astype(np.complex128)
+        yield 0, ds.__dict__["_search_stored"]
+        return
+    step = max(1, _CACHE_BYTES // (d * d * 16))
+    for a in range(0, n, step):
+        yield a, ds.unitaries(a, min(n, a + step)).astype(np.complex128)

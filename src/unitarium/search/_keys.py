@@ -1,0 +1,108 @@
+"""An in-memory hash index of unitaries up to global phase, for batched exact matching.
+
+The scheme is :mod:`unitarium._canonical`'s (smooth phase fixing, random projections
+rounded to a grid, neighbouring cells near a boundary), with its own coarse grid: cells
+of ``DELTA = 2**-5`` and a margin ``ETA = 2**-9`` (about 2e-3, ten to a hundred times what
+an error of ``1e-5`` per entry moves a coordinate). The *table* side stores each
+entry under its primary key and every alternate key (each subset of its near coordinates
+moved to the neighbouring cell); a *query* then needs its primary key only: a query
+within ``ETA`` of an entry in every coordinate has its cells either equal to the entry's
+or, where they differ, the entry's coordinate lies within ``ETA`` of that boundary and
+so is near, and the alternate moving exactly those coordinates is the query's key.
+Candidates are always verified, so collisions cost time, never correctness.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ETA", "KeyIndex", "primary_keys"]
+
+DIMS = 8
+DELTA = 2.0**-5
+ETA = 2.0**-9
+
+
+@functools.cache
+def _scheme(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phase weights ``(d, d)``, projections ``(2 d^2, DIMS)`` and odd salts ``(DIMS,)`` for dimension ``d``."""
+    rng = np.random.default_rng(np.random.SeedSequence(0x5EA4C4, spawn_key=(d,)))
+    weights = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
+    proj = rng.normal(size=(2 * d * d, DIMS))
+    proj /= np.linalg.norm(proj, axis=0)
+    salt = rng.integers(1, 2**62, size=DIMS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    return weights, proj, salt
+
+
+def _coordinates(u: np.ndarray) -> np.ndarray:
+    """``(n, DIMS)`` grid coordinates of ``(n, d, d)`` unitaries with their phase fixed
+    (the phase of ``sum(W * U)`` rotated to zero)."""
+    weights, proj, _ = _scheme(u.shape[-1])
+    s = np.einsum("ij,nij->n", weights, u)
+    mag = np.abs(s)
+    phase = np.where(mag > 0, np.conj(s) / np.where(mag > 0, mag, 1), 1)
+    v = u * phase[:, None, None]
+    flat = np.concatenate([v.real, v.imag], axis=-1).reshape(len(v), -1)
+    return (flat @ proj) / DELTA
+
+
+def _mix(cells: np.ndarray, d: int) -> np.ndarray:
+    """One int64 key per row of ``(n, DIMS)`` integer cells (salted sum, splitmix64 finaliser)."""
+    salt = _scheme(d)[2]
+    with np.errstate(over="ignore"):
+        x = (cells.astype(np.uint64) * salt).sum(axis=-1, dtype=np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (x ^ (x >> np.uint64(31))).view(np.int64)
+
+
+def primary_keys(u: np.ndarray) -> np.ndarray:
+    """``(n,)`` int64 keys of ``(n, d, d)`` unitaries (the cell each lies in)."""
+    return _mix(np.floor(_coordinates(u) + 0.5).astype(np.int64), u.shape[-1])
+
+
+def _all_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every key (primary and alternates) of each unitary: ``(keys, rows)``, flat."""
+    y = _coordinates(u) + 0.5
+    cells = np.floor(y)
+    frac = y - cells
+    near = np.minimum(frac, 1 - frac) < ETA / DELTA
+    neighbour = np.where(frac < 0.5, cells - 1, cells + 1)
+    rows = np.arange(len(u))
+    variants = cells.astype(np.int64)
+    for k in range(DIMS):  # double the variants of rows near in coordinate k
+        pick = np.flatnonzero(near[rows, k])
+        moved = variants[pick].copy()
+        moved[:, k] = neighbour[rows[pick], k]
+        variants = np.concatenate([variants, moved])
+        rows = np.concatenate([rows, rows[pick]])
+    return _mix(variants, u.shape[-1]), rows
+
+
+@dataclass(frozen=True, eq=False)
+class KeyIndex:
+    """Sorted keys of a stack of unitaries: ``find`` returns, for query keys, the rows whose
+    cell (or neighbouring cell) matches, as ``(query, row)`` pairs."""
+
+    keys: np.ndarray
+    rows: np.ndarray
+
+    @classmethod
+    def build(cls, u: np.ndarray) -> KeyIndex:
+        keys, rows = _all_keys(u)
+        order = np.lexsort((rows, keys))
+        keys, rows = keys[order], rows[order]
+        keep = np.concatenate([[True], (keys[1:] != keys[:-1]) | (rows[1:] != rows[:-1])])
+        return cls(keys[keep], rows[keep])
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, rows)``: query ``q[j]`` matched table row ``rows[j]``; rows ascend per query."""
+        lo = np.searchsorted(self.keys, keys, side="left")
+        hi = np.searchsorted(self.keys, keys, side="right")
+        count = hi - lo
+        q = np.repeat(np.arange(len(keys)), count)
+        first = np.repeat(lo - np.concatenate([[0], np.cumsum(count)[:-1]]), count)
+        return q, self.rows[first + np.arange(len(q))]
