@@ -281,3 +281,17 @@ def test_cli_synth_not_found_and_bad_input(cliff3, tmp):
         assert proc.stderr.startswith("unitarium: error: ") and proc.stderr.count("\n") == 1
     proc = cli("synth", rnd.path, "--circuit", "h 0", check=False)
     assert proc.returncode == 2 and "unique enumerated" in proc.stderr
+
+
+def test_approximate_kd_tree_and_brute_force_agree(ht8):
+    """One qubit goes through SciPy's k-d tree; the matrix-product path must give the same distances."""
+    from unitarium.search import nearest
+    from unitarium.search._table import table_of
+
+    table = table_of(ht8, "approximate")
+    for s in range(15):
+        u = random_unitary(2, seed=300 + s).data
+        for budget in (16, 9):
+            kd = nearest._approximate_one(table, u, budget, kd=True)
+            brute = nearest._approximate_one(table, u, budget, kd=False)
+            assert kd[2] == pytest.approx(brute[2], abs=1e-9)

@@ -14,6 +14,7 @@ exact, not approximate: an index library only pays where it may miss neighbours
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -78,48 +79,99 @@ def approximate_many(table: SearchTable, targets: np.ndarray, max_length: int) -
 
     Every unitary with a circuit of length ``l <= max_length`` is such a product with
     ``len(A) = ceil(l / 2)`` and ``len(B) = floor(l / 2)`` (halves of a shortest circuit are
-    shortest, hence in the table), so only those pairs are scored (``len(B)`` is
-    ``len(A) - 1`` or ``len(A)``) and the result is the best over *all* circuits of length
-    ``<= max_length``. Ties within ``1e-10 d`` go to the shorter circuit, then lower ids."""
-    return [_approximate_one(table, u, max_length) for u in targets]
+    shortest, hence in the table), so only those pairs are scored, one pair of levels per
+    ``l``, and the result is the best over *all* circuits of length ``<= max_length``. Lengths
+    are tried in increasing order and a pair replaces the best only when nearer by more than
+    ``1e-10 d``: of near-ties, the shorter circuit wins.
+
+    One qubit (``d = 2``) with SciPy: each suffix level is a ``cKDTree`` over the embedding
+    ``V -> vec(V) vec(V)^dag`` (16 reals; ``||E(U) - E(V)||^2 = 2 d^2 - 2 |tr(U^dag V)|^2``, a
+    monotone function of ``D``, so Euclidean neighbours are exact ``D`` neighbours), queried
+    with the best distance so far as the bound. Otherwise brute force on matrix products."""
+    kd = table.dim == 2 and _scipy()
+    return [_approximate_one(table, u, max_length, kd=kd) for u in targets]
 
 
-def _pairs(table: SearchTable, max_length: int) -> list[tuple[int, slice]]:
-    """``(a, ids of B)`` for each prefix level ``a``: suffixes of length ``a - 1`` and ``a``
-    within the budget (levels are contiguous id ranges, so two levels are one slice)."""
+def _scipy() -> bool:
+    try:
+        import scipy.spatial  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _splits(table: SearchTable, max_length: int) -> list[tuple[slice, slice]]:
+    """``(ids of A, ids of B)`` for ``l = 0 .. max_length``: the levels ``ceil(l/2)`` and ``floor(l/2)``."""
     out = []
-    for a in range(min(table.max_length, (max_length + 1) // 2) + 1):
-        top = min(a, max_length - a)
-        if top >= 0:
-            out.append((a, slice(table.level(max(a - 1, 0)).start, table.level(top).stop)))
+    for length in range(max_length + 1):
+        a, b = (length + 1) // 2, length // 2
+        if a <= table.max_length:
+            out.append((table.level(a), table.level(b)))
     return out
 
 
-def _approximate_one(table: SearchTable, u: np.ndarray, max_length: int) -> tuple[int, int, float]:
+def _approximate_one(table: SearchTable, u: np.ndarray, max_length: int, *, kd: bool) -> tuple[int, int, float]:
     d, tol = table.dim, 1e-10 * table.dim
-    best = -1.0
-    cands: list[np.ndarray] = []  # rows (score, length, i, j) within tol of the best so far
-    for a, suffix in _pairs(table, max_length):
-        level = table.level(a)
-        if level.stop == level.start or suffix.stop == suffix.start:
+    n = table.upto(min(max_length, table.max_length))
+    scores = np.abs(np.conj(table.unitaries[:n]).reshape(n, -1) @ u.reshape(-1))
+    # a bound that the nearest record (A = identity) passes when its own split comes
+    best, pick = float(scores.max()) - 2 * tol, (0, int(np.argmax(scores)))
+    for prefixes, suffixes in _splits(table, max_length):
+        if prefixes.start == prefixes.stop or suffixes.start == suffixes.stop:
             continue
-        # |tr((B A)^dag U)| = |<B, U A^dag>|: rows are prefixes, columns suffixes
-        queries = (u[None] @ np.conj(np.swapaxes(table.unitaries[level], 1, 2))).reshape(-1, d * d)
-        cols = np.conj(table.unitaries[suffix]).reshape(-1, d * d).T
-        step = max(1, _ENTRIES // cols.shape[1])
-        for lo in range(0, len(queries), step):
-            scores = np.abs(queries[lo : lo + step] @ cols)
-            top = float(scores.max())
-            if top < best - tol:
-                continue
-            best = max(best, top)
-            r, c = np.nonzero(scores >= best - tol)
-            i, j = level.start + lo + r, suffix.start + c
-            length = table.lengths[i] + table.lengths[j]
-            cands.append(np.stack([scores[r, c], length, i, j], axis=1))
-    rows = np.concatenate(cands)
-    rows = rows[rows[:, 0] >= best - tol]
-    pick = rows[np.lexsort((rows[:, 3], rows[:, 2], rows[:, 1]))[0]]
-    i, j = int(pick[2]), int(pick[3])
+        queries = u[None] @ np.conj(np.swapaxes(table.unitaries[prefixes], 1, 2))  # U A^dag
+        found = _best_kd(table, queries, suffixes, best) if kd else _best_brute(table, queries, suffixes)
+        if found is not None and found[0] > best + tol:
+            best, pick = found[0], (prefixes.start + found[1], suffixes.start + found[2])
+    i, j = pick
     exact = abs(np.vdot(table.unitaries[j] @ table.unitaries[i], u))
     return i, j, float(distance(exact, d))
+
+
+def _best_brute(table: SearchTable, queries: np.ndarray, suffixes: slice) -> tuple[float, int, int] | None:
+    """The highest ``|<B, Q>|`` over queries ``Q`` and suffixes ``B``: ``(score, row, column)``."""
+    d = table.dim
+    cols = np.conj(table.unitaries[suffixes]).reshape(-1, d * d).T
+    flat = queries.reshape(len(queries), -1)
+    best: tuple[float, int, int] | None = None
+    step = max(1, _ENTRIES // cols.shape[1])
+    for lo in range(0, len(flat), step):
+        scores = np.abs(flat[lo : lo + step] @ cols)
+        r, c = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if best is None or scores[r, c] > best[0]:
+            best = (float(scores[r, c]), lo + int(r), int(c))
+    return best
+
+
+def _embed(u: np.ndarray) -> np.ndarray:
+    """``(n, d^4)`` reals: the independent entries of ``vec(U) vec(U)^dag`` (off-diagonal ones
+    times sqrt 2, so that Euclidean distances are Frobenius distances)."""
+    v = u.reshape(len(u), -1)
+    outer = v[:, :, None] * np.conj(v[:, None, :])
+    upper = np.triu_indices(v.shape[1], 1)
+    off = outer[:, upper[0], upper[1]] * np.sqrt(2)
+    return np.concatenate([np.einsum("nii->ni", outer).real, off.real, off.imag], axis=1)
+
+
+def _best_kd(table: SearchTable, queries: np.ndarray, suffixes: slice, bound: float) -> tuple[float, int, int] | None:
+    """As :func:`_best_brute`, through a k-d tree, among suffixes scoring above ``bound`` only."""
+    d = table.dim
+    tree = _tree(table, suffixes)
+    limit = np.sqrt(max(0.0, 2.0 * d * d - 2.0 * max(bound, 0.0) ** 2)) * (1 + 1e-9) + 1e-12
+    dist, idx = tree.query(_embed(queries), k=1, distance_upper_bound=limit)
+    r = int(np.argmin(dist))
+    if not np.isfinite(dist[r]):
+        return None
+    c = int(idx[r])
+    return float(abs(np.vdot(table.unitaries[suffixes.start + c], queries[r]))), r, c
+
+
+def _tree(table: SearchTable, suffixes: slice) -> Any:
+    """The k-d tree over the embedded unitaries of ids ``suffixes`` (built once per table)."""
+    from scipy.spatial import cKDTree
+
+    trees = table.__dict__.setdefault("_trees", {})
+    key = (suffixes.start, suffixes.stop)
+    if key not in trees:
+        trees[key] = cKDTree(_embed(table.unitaries[suffixes]))
+    return trees[key]
