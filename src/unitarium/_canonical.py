@@ -107,11 +107,15 @@ class KeyScheme:
         """:meth:`grid` of :meth:`project`: cells, neighbours and near mask of unitaries."""
         return self.grid(self.project(u))
 
-    def _mix(self, cells: np.ndarray, d: int) -> np.ndarray:
-        _, salt = self._projection(d)
+    def _mix(self, cells: np.ndarray, d: int, word: int = 0) -> np.ndarray:
+        salt = _projection(self.name, self.dims, d)[1] if word == 0 else _second_salt(self.name, self.dims, d)
         with np.errstate(over="ignore"):
             acc = (cells.astype(np.uint64) * salt).sum(axis=-1, dtype=np.uint64)
         return _splitmix(acc).view(np.int64)
+
+    def _wide(self, cells: np.ndarray, d: int) -> np.ndarray:
+        """``(..., 2)`` int64: the 64-bit key and a second, independent 64-bit word (128 bits)."""
+        return np.stack([self._mix(cells, d), self._mix(cells, d, 1)], axis=-1)
 
     def primary(self, u: np.ndarray) -> np.ndarray:
         """Primary keys ``(batch,)`` int64 of ``(batch, d, d)`` unitaries."""
@@ -124,22 +128,34 @@ class KeyScheme:
         probability ``2 eta / delta = 2**-11``, so 13 of 16 at once has probability < 1e-40)."""
         return self.keys_of_cells(*self.cells(u), np.shape(u)[-1])
 
+    def wide_keys(self, u: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """:meth:`keys` as 128-bit keys: primary ``(batch, 2)`` int64 and, per row with near
+        coordinates, its alternates ``(k, 2)``. Two distinct cells collide with probability
+        ~2**-128 (64-bit keys: n**2 / 2**65, ~2,400 pairs among 3e11 unitaries)."""
+        cells, neighbour, near = self.cells(u)
+        d = np.shape(u)[-1]
+        return self._wide(cells, d), {r: self._wide(m, d) for r, m in self._moved(cells, neighbour, near).items()}
+
     def keys_of_cells(
         self, cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray, d: int
     ) -> tuple[np.ndarray, dict[int, list[int]]]:
         """:meth:`keys` from the output of :meth:`grid` (``d`` selects the salts)."""
-        primary = self._mix(cells, d)
+        moved = self._moved(cells, neighbour, near)
+        return self._mix(cells, d), {r: self._mix(m, d).tolist() for r, m in moved.items()}
+
+    def _moved(self, cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray) -> dict[int, np.ndarray]:
+        """For each row with near coordinates, the ``(k, dims)`` cells of its alternates."""
         counts = near.sum(axis=1)
         single = np.flatnonzero(counts == 1)
         moved = cells[single].copy()
         col = near[single].argmax(axis=1)
         moved[np.arange(len(single)), col] = neighbour[single, col]
-        alternates = {int(r): [int(k)] for r, k in zip(single, self._mix(moved, d), strict=True)}
+        out = {int(r): moved[k : k + 1] for k, r in enumerate(single)}
         for row in np.flatnonzero(counts > 1):
-            alternates[int(row)] = self._alternates(cells[row], neighbour[row], near[row], d)
-        return primary, alternates
+            out[int(row)] = self._variants(cells[row], neighbour[row], near[row])
+        return out
 
-    def _alternates(self, cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray, d: int) -> list[int]:
+    def _variants(self, cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray) -> np.ndarray:
         idx = np.flatnonzero(near)[:12]
         variants = []
         for size in range(1, len(idx) + 1):
@@ -147,7 +163,7 @@ class KeyScheme:
                 moved = cells.copy()
                 moved[list(subset)] = neighbour[list(subset)]
                 variants.append(moved)
-        return self._mix(np.array(variants), d).tolist()
+        return np.array(variants)
 
     def probes(self, u: np.ndarray) -> list[int]:
         """Every key a unitary within noise of ``u`` (``(d, d)``) may have been stored under."""
@@ -163,6 +179,13 @@ def _projection(name: str, dims: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     proj /= np.linalg.norm(proj, axis=0)
     salt = rng.integers(1, 2**63, size=dims, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     return proj, salt
+
+
+@functools.cache
+def _second_salt(name: str, dims: int, d: int) -> np.ndarray:
+    """Salts of the second key word (:meth:`KeyScheme.wide_keys`), independent of the first."""
+    rng = np.random.default_rng(np.random.SeedSequence(0xC0FFEE, spawn_key=(d, dims, sum(map(ord, name)), 2)))
+    return rng.integers(1, 2**63, size=dims, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
 DEDUP = KeyScheme("dedup", dims=16, delta=2.0**-20, eta=2.0**-32)

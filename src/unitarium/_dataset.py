@@ -1,17 +1,18 @@
 """Reading datasets: records by id, batches as numpy arrays, iteration, lookup, verify.
 
-A :class:`Dataset` is a read-only view; it works while a writer is adding records
-(WAL readers see the last committed state; records only ever get appended, in id
-order, whole tasks at a time). Connections are per process: a dataset handle pickles
-as its path and reconnects after a fork.
+A :class:`Dataset` is a read-only view of a dataset file or directory (:class:`._blockstore.BlockStore`);
+it works while a writer is adding records (readers see the last committed state; records only
+ever get appended, in id order, whole tasks at a time). Every read checks the checksums of the
+pages it touches: damage raises, it is never served. With ``--unitaries computed`` the unitaries
+are recomputed from the circuits on read (:func:`._sources.recompute`: the bits a stored dataset
+holds). Connections are per process: a dataset handle pickles as its path and reconnects after a fork.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,21 +20,27 @@ from typing import Any
 
 import numpy as np
 
+from ._blockstore import BlockStore, Span
 from ._canonical import LOOKUP, equal_up_to_phase
 from ._circuit import Circuit, Record
+from ._codec import Block, BlockFormat
 from ._errors import DatasetError, NotADatasetError, RecordIndexError, SpecError, UnitariumError
 from ._gateset import GateSet
 from ._kernels import ProductTable
-from ._spec import Spec
+from ._sources import TaskContext, recompute
+from ._spec import Enumeration, RandomSource, Spec
 from ._split import SplitMixin
-from ._store import code_dtype, damaged_meta, load_json, open_readonly, read_meta, storage_error
+from ._store import block_format, damaged_meta, load_json, path_text, read_meta
 from .search import SearchMixin
 
 __all__ = ["Dataset", "VerifyReport", "open"]
 
+_READ_RECORDS = 1 << 16
+"""Records per piece when a large range is read (bounds the temporaries of computed unitaries)."""
+
 
 def open(path: str | os.PathLike[str]) -> Dataset:
-    """Open a dataset for reading (also while it is being generated)."""
+    """Open a dataset file or directory for reading (also while it is being generated)."""
     return Dataset(path)
 
 
@@ -53,34 +60,22 @@ class VerifyReport:
 
 
 class Dataset(SplitMixin, SearchMixin):
-    """A dataset file, read-only. ``len(ds)``, ``ds[i]``, ``ds.unitaries(a, b)``,
-    ``for rec in ds``, ``ds.lookup(U)``."""
+    """A dataset (file or directory), read-only. ``len(ds)``, ``ds[i]``, ``ds[a:b]``,
+    ``ds[[i, j]]``, ``ds.unitaries(a, b)`` or ``ds.unitaries(ids)``, ``for rec in ds``, ``ds.lookup(U)``."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._pid = -1
-        self._conn: sqlite3.Connection | None = None
-        self._connection()  # fail early on a missing or foreign file
+        self._store = BlockStore(self.path)
+        self._store.connection()  # fail early on a missing or foreign dataset
 
     def __reduce__(self) -> tuple[type, tuple[str]]:
-        return (type(self), (str(self.path),))
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            self._conn = open_readonly(self.path)
-            self._pid = os.getpid()
-        return self._conn
+        return (type(self), (os.fspath(self.path),))
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        try:
-            return self._connection().execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "reading") from exc
+        return self._store.query(sql, args)
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
+        self._store.close()
 
     def __enter__(self) -> Dataset:
         return self
@@ -93,13 +88,15 @@ class Dataset(SplitMixin, SearchMixin):
     @cached_property
     def meta(self) -> dict[str, Any]:
         try:
-            meta = read_meta(self._connection())
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "reading") from exc
+            meta = read_meta(self._store.connection())
         except ValueError as exc:  # not JSON
             raise damaged_meta(self.path, exc) from exc
-        if not all(isinstance(meta.get(key), dict) for key in ("spec", "format", "state")):
-            raise damaged_meta(self.path, "no 'spec', 'format' or 'state'")
+        except Exception as exc:
+            if isinstance(exc, UnitariumError):
+                raise
+            raise self._store.damaged(None, f"its meta table cannot be read: {exc}") from exc
+        if not all(isinstance(meta.get(key), dict) for key in ("spec", "format", "state", "summary")):
+            raise damaged_meta(self.path, "no 'spec', 'format', 'state' or 'summary'")
         return meta
 
     @cached_property
@@ -109,285 +106,418 @@ class Dataset(SplitMixin, SearchMixin):
             return Spec.from_json(self.meta["spec"])
         except (UnitariumError, LookupError, TypeError, ValueError, AttributeError) as exc:
             detail = str(exc) if isinstance(exc, UnitariumError) else f"{type(exc).__name__}: {exc}"
-            raise NotADatasetError(f"{str(self.path)!r} holds a spec this unitarium cannot use ({detail})") from exc
+            raise NotADatasetError(f"{path_text(self.path)} holds a spec this unitarium cannot use ({detail})") from exc
 
     @property
     def gateset(self) -> GateSet:
         return self.spec.gateset
 
     @cached_property
-    def _dtypes(self) -> tuple[np.dtype, np.dtype, int]:
-        fmt, gs = self.meta["format"], self.spec.gateset
-        udt, cdt = np.dtype(self.spec.np_dtype).newbyteorder("<"), code_dtype(len(gs.moves)).newbyteorder("<")
-        for key, want in (("dim", gs.dim), ("unitary_dtype", udt), ("code_dtype", cdt)):
-            value = fmt.get(key)
-            try:
-                ok = value == want if key == "dim" else np.dtype(value).newbyteorder("<") == want
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise damaged_meta(self.path, f"format {key} {value!r} disagrees with its spec")
-        return udt, cdt, gs.dim
+    def format(self) -> BlockFormat:
+        """The block layout, checked against what the spec implies."""
+        fmt, want = self.meta["format"], block_format(self.spec)
+        checks = {
+            "dim": want.dim,
+            "unitary_dtype": want.unitary_dtype.name,
+            "code_dtype": want.code_dtype.name,
+            "unitaries": "stored" if want.stored_unitaries else "computed",
+            "page_records": want.page,
+        }
+        for key, value in checks.items():
+            if fmt.get(key) != value:
+                raise damaged_meta(self.path, f"format {key} {fmt.get(key)!r} disagrees with its spec")
+        return want
+
+    @cached_property
+    def _context(self) -> TaskContext:
+        return TaskContext(self.spec)
+
+    def _state(self, key: str) -> dict[str, Any]:
+        row = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        try:
+            value = load_json(row[0][0]) if row else {}
+        except ValueError as exc:
+            raise damaged_meta(self.path, exc) from exc
+        return value if isinstance(value, dict) else {}
 
     @property
     def complete(self) -> bool:
-        """Whether the generating run finished (re-read from the file each time)."""
-        row = self._query("SELECT value FROM meta WHERE key = 'state'")
-        try:
-            state = load_json(row[0][0]) if row else {}
-        except ValueError as exc:
-            raise damaged_meta(self.path, exc) from exc
-        return bool(state.get("complete")) if isinstance(state, dict) else False
+        """Whether the generating run finished (re-read from the dataset each time)."""
+        return bool(self._state("state").get("complete"))
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Records, tasks, candidates and the length histogram, as committed (kept with every commit)."""
+        return self._state("summary")
 
     def __len__(self) -> int:
-        row = self._query("SELECT first_id + count FROM blocks ORDER BY first_id DESC LIMIT 1")
-        return int(row[0][0]) if row else 0
+        row = self._query("SELECT max(first_id + count) FROM tasks WHERE first_id = (SELECT max(first_id) FROM tasks)")
+        value = row[0][0] if row else None
+        if value is not None and not isinstance(value, int):
+            raise self._store.damaged(None, f"the tasks table says {value!r} records")
+        return int(value or 0)
 
     def __repr__(self) -> str:
         return f"<unitarium.Dataset {str(self.path)!r}: {len(self)} records, {self.spec.describe()}>"
 
-    # -- records -------------------------------------------------------------------------
+    # -- locating records ------------------------------------------------------------------
 
-    def _locate(self, i: int) -> tuple[int, int]:
-        """``(first_id, j)``: record ``i`` is the ``j``-th of the block starting at ``first_id``
-        (one query; the dataset's length only for negative ids or a miss)."""
-        if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
-            i = self._check_id(i)
-        row = self._query(
-            "SELECT first_id, count FROM blocks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1", (int(i),)
-        )
-        if not row or not (isinstance(row[0][0], int) and isinstance(row[0][1], int)) or i >= row[0][0] + row[0][1]:
-            self._check_id(i)  # raises for ids past the end
-            raise self._damaged(row[0][0] if row else 0, f"no block holds record {i}")
-        return row[0][0], int(i) - row[0][0]
-
-    def _check_id(self, i: int) -> int:
+    def _check_id(self, i: object, n: int | None = None) -> int:
         if isinstance(i, bool) or not isinstance(i, int | np.integer):
             raise TypeError(f"record ids are integers, not {type(i).__name__}")
-        n = len(self)
+        n = len(self) if n is None else n
         j = int(i) + n if i < 0 else int(i)
         if not 0 <= j < n:
             raise RecordIndexError(f"record id {i} is out of range: the dataset has {n} records (0..{n - 1})")
         return j
 
-    def __getitem__(self, i: int) -> Record:
-        """Record ``i`` (negative ids count from the end), read without loading its block."""
-        first, j = self._locate(i)
-        i = first + j
-        udt, cdt, d = self._dtypes
-        size = d * d * udt.itemsize
-        lo, hi = self._part(first, "offsets", None, 4 * j, 8, "<u4")
-        if hi < lo:
-            raise self._damaged(first, "offsets decrease")
-        n = int(hi - lo) * cdt.itemsize
-        codes = self._check_codes(self._part(first, "codes", None, int(lo) * cdt.itemsize, n, cdt), first)
-        u = self._part(first, "unitaries", None, j * size, size, udt).reshape(d, d)
-        return Record(i, Circuit(codes, self.gateset), u.astype(udt.newbyteorder("=")))
-
-    # -- damaged files ----------------------------------------------------------------------
-
-    def _damaged(self, first: int, what: str) -> NotADatasetError:
-        return NotADatasetError(f"{str(self.path)!r} has a damaged block (records from id {first}): {what}")
-
-    def _exact(self, data: object, size: int, first: int, column: str, dtype: Any) -> np.ndarray:
-        """``data`` (a BLOB or part of one) as an array, if it is exactly ``size`` bytes."""
-        if not isinstance(data, bytes) or len(data) != size:
-            got = f"{len(data)} bytes" if isinstance(data, bytes) else type(data).__name__
-            raise self._damaged(first, f"its {column} hold {got}, expected {size} bytes")
-        return np.frombuffer(data, dtype=dtype)
-
-    def _check_codes(self, codes: np.ndarray, first: int) -> np.ndarray:
-        if codes.size and int(codes.max()) >= len(self.gateset.moves):
-            raise self._damaged(first, f"move code {int(codes.max())} is past the last move")
-        return codes.astype(np.int64)
-
-    def _range(self, start: int, stop: int | None) -> tuple[int, int]:
+    def _range(self, start: object, stop: object) -> tuple[int, int]:
         n = len(self)
         stop = n if stop is None else stop
-        if (
-            not (isinstance(start, int | np.integer) and isinstance(stop, int | np.integer))
-            or not 0 <= start <= stop <= n
-        ):
+        if not (isinstance(start, int | np.integer) and isinstance(stop, int | np.integer)) or isinstance(start, bool):
+            raise RecordIndexError(f"range {start!r}:{stop!r} must be two integers (or pass an array of ids)")
+        if not 0 <= start <= stop <= n:
             raise RecordIndexError(f"range {start}:{stop} is outside the dataset's {n} records")
         return int(start), int(stop)
 
-    def _spans(self, start: int, stop: int) -> list[tuple[int, int, int, int]]:
-        """``(first, count, lo, hi)`` for each block holding records of ``[start, stop)``: the
-        block starting at record ``first`` holds ``count`` records, of which ``lo .. hi-1`` are wanted."""
-        spans = []
+    def _spans(self, start: int, stop: int) -> list[Span]:
+        """The task blocks holding records ``[start, stop)``, and which rows of each."""
         rows = self._query(
-            "SELECT first_id, count FROM blocks "
-            "WHERE first_id >= (SELECT coalesce(max(first_id), 0) FROM blocks WHERE first_id <= ?) "
-            "AND first_id < ? ORDER BY first_id",
-            (start, stop),
+            "SELECT task_id, shard, first_id, count FROM tasks WHERE count > 0 AND first_id < ? AND first_id >= "
+            "(SELECT coalesce(max(first_id), 0) FROM tasks WHERE first_id <= ? AND count > 0) ORDER BY first_id",
+            (stop, start),
         )
-        for first, count in rows:
-            if not (isinstance(first, int) and isinstance(count, int) and count >= 0):
-                raise self._damaged(first, f"its first id and count are {first!r}, {count!r}")
+        spans = []
+        for task_id, shard, first, count in rows:
+            if not all(isinstance(v, int) for v in (task_id, shard, first, count)) or count < 0:
+                raise self._store.damaged(None, f"task {task_id!r} has a malformed row")
             lo, hi = max(start, first) - first, min(stop, first + count) - first
             if lo < hi:
-                spans.append((first, count, lo, hi))
+                spans.append((task_id, shard, first, count, lo, hi))
+        if sum(s[5] - s[4] for s in spans) != stop - start:
+            raise self._store.damaged((start, stop), "the tasks table does not cover these records")
         return spans
 
-    def _part(self, first: int, column: str, total: int | None, at: int, size: int, dtype: Any) -> np.ndarray:
-        """Bytes ``at .. at+size-1`` of the ``column`` BLOB of block ``first`` as an array, read
-        without loading the rest; the BLOB must hold ``total`` bytes (unless None). Each call
-        reads in its own transaction, which is safe because a committed block never changes."""
-        try:
-            with self._connection().blobopen("blocks", column, first, readonly=True) as blob:
-                if total is not None and len(blob) != total:
-                    raise self._damaged(first, f"its {column} hold {len(blob)} bytes, expected {total} bytes")
-                if at > len(blob):
-                    raise self._damaged(first, f"its {column} end before byte {at}")
-                blob.seek(at)
-                return self._exact(blob.read(size), size, first, column, dtype)
-        except (sqlite3.DataError, sqlite3.OperationalError) as exc:  # not a BLOB, no such block
-            raise self._damaged(first, f"cannot read its {column}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "reading") from exc
+    def _blocks(self, start: int, stop: int) -> Iterator[tuple[int, Block]]:
+        """``(first id, block part)`` for the records ``[start, stop)``, in order, checked."""
+        fmt = self.format
+        for span in self._spans(start, stop):
+            yield span[2] + span[4], self._store.read(fmt, span)
 
-    def unitaries(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Unitaries of records ``start .. stop-1`` as one ``(n, d, d)`` array (only the bytes
-        of the wanted records are read, also from a block that holds others)."""
-        start, stop = self._range(start, stop)
-        udt, _, d = self._dtypes
-        size = d * d * udt.itemsize
-        out = np.empty((stop - start, d, d), dtype=udt.newbyteorder("="))
-        for first, count, lo, hi in self._spans(start, stop):
-            part = self._part(first, "unitaries", count * size, lo * size, (hi - lo) * size, udt)
-            out[first + lo - start : first + hi - start] = part.reshape(-1, d, d)
+    def _unitaries_of(self, block: Block) -> np.ndarray:
+        if block.unitaries is not None:
+            return block.unitaries.astype(self.format.unitary_dtype.newbyteorder("="))
+        return recompute(self._context, block.codes.astype(np.int64), block.offsets)
+
+    def _check_codes(self, block: Block, first: int) -> Block:
+        if block.codes.size and int(block.codes.max()) >= len(self.gateset.moves):
+            raise self._store.damaged(
+                (first, first + block.count), f"move code {int(block.codes.max())} is past the last move"
+            )
+        return block
+
+    # -- records -------------------------------------------------------------------------
+
+    def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> Any:
+        """Record ``i`` (negative ids count from the end); a slice or a list/array of ids gives
+        a list of records (read a block at a time)."""
+        if isinstance(key, slice):
+            return self._records(np.arange(*key.indices(len(self))))
+        if isinstance(key, list | tuple | np.ndarray):
+            return self._records(self._ids(key))
+        i = (
+            self._check_id(key)
+            if isinstance(key, bool) or not isinstance(key, int | np.integer) or key < 0
+            else int(key)
+        )
+        found = self._query(
+            "SELECT task_id, shard, first_id, count FROM tasks WHERE first_id <= ? AND count > 0 "
+            "ORDER BY first_id DESC LIMIT 1",
+            (i,),
+        )
+        if not found or i >= found[0][2] + found[0][3]:
+            self._check_id(i)  # raises for ids past the end
+            raise self._store.damaged((i, i + 1), "no task holds this record")
+        task_id, shard, first, count = found[0]
+        block = self._check_codes(
+            self._store.read(self.format, (task_id, shard, first, count, i - first, i - first + 1)), i
+        )
+        return Record(i, Circuit(block.codes.astype(np.int64), self.gateset), self._unitaries_of(block)[0])
+
+    def _ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``ids`` as a checked int64 array (negative ids count from the end)."""
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+            raise RecordIndexError(
+                f"record ids must be a 1-D sequence of integers, got {arr.dtype} of shape {arr.shape}"
+            )
+        arr = arr.astype(np.int64)
+        n = len(self)
+        arr = np.where(arr < 0, arr + n, arr)
+        bad = (arr < 0) | (arr >= n)
+        if bad.any():
+            raise RecordIndexError(
+                f"record id {int(np.asarray(ids)[bad][0])} is out of range: the dataset has {n} records"
+            )
+        return arr
+
+    def _gather(self, ids: np.ndarray, *, unitaries: bool = True) -> tuple[list[Block], list[np.ndarray], np.ndarray]:
+        """For sorted unique ``ids``: the block parts holding them, the ids' rows in each, and
+        where each block part's records go."""
+        parts, rows = [], []
+        k = 0
+        while k < len(ids):
+            a = int(ids[k])
+            span = self._spans(a, a + 1)[0]
+            task_id, shard, first, count, _, _ = span
+            end = int(np.searchsorted(ids, first + count))
+            want = ids[k:end] - first
+            block = self._store.read(self.format, (task_id, shard, first, count, int(want[0]), int(want[-1]) + 1))
+            parts.append(self._check_codes(block, first))
+            rows.append(want - want[0])
+            k = end
+        del unitaries
+        return parts, rows, ids
+
+    def _records(self, ids: np.ndarray) -> list[Record]:
+        order = np.unique(ids)
+        parts, rows, _ = self._gather(order)
+        by_id: dict[int, Record] = {}
+        k = 0
+        for block, want in zip(parts, rows, strict=True):
+            u = self._unitaries_of(block)
+            for r in want:
+                a, b = int(block.offsets[r]), int(block.offsets[r + 1])
+                rid = int(order[k])
+                by_id[rid] = Record(rid, Circuit(block.codes[a:b].astype(np.int64), self.gateset), u[r])
+                k += 1
+        return [by_id[int(i)] for i in ids]
+
+    def unitaries(self, start: int | Sequence[int] | np.ndarray = 0, stop: int | None = None) -> np.ndarray:
+        """Unitaries ``(n, d, d)`` of records ``start .. stop-1``, or of the ids in an array
+        ``start`` (any order, repeats allowed); only the pages holding them are read."""
+        d = self.gateset.dim
+        dtype = self.format.unitary_dtype.newbyteorder("=")
+        if isinstance(start, list | tuple | np.ndarray):
+            ids = self._ids(start)
+            order, inverse = np.unique(ids, return_inverse=True)
+            parts, rows, _ = self._gather(order)
+            found = [self._unitaries_of(b)[r] for b, r in zip(parts, rows, strict=True)]
+            stacked = np.concatenate(found) if found else np.zeros((0, d, d), dtype=dtype)
+            return stacked[inverse]
+        a, b = self._range(start, stop)
+        out = np.empty((b - a, d, d), dtype=dtype)
+        for first, block in self._blocks(a, b):
+            out[first - a : first - a + block.count] = self._unitaries_of(block)
         return out
 
-    def _circuit_parts(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Per block: (codes, offsets) restricted to ``[start, stop)``, offsets rebased."""
-        _, cdt, _ = self._dtypes
-        for first, count, lo, hi in self._spans(start, stop):
-            off = self._part(first, "offsets", 4 * (count + 1), 4 * lo, 4 * (hi - lo + 1), "<u4").astype(np.int64)
-            if (lo == 0 and off[0] != 0) or np.any(np.diff(off) < 0):
-                raise self._damaged(first, "its offsets do not start at 0 and grow")
-            # the codes BLOB's size is known when the last offset was read
-            total = int(off[-1]) * cdt.itemsize if hi == count else None
-            at, n = int(off[0]) * cdt.itemsize, int(off[-1] - off[0]) * cdt.itemsize
-            codes = self._part(first, "codes", total, at, n, cdt)
-            yield self._check_codes(codes, first), off - off[0]
+    def codes(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Circuits of records ``start .. stop-1`` as move codes: ``(codes, offsets)``, record
+        ``k`` being ``codes[offsets[k]:offsets[k+1]]`` (``offsets`` int64, n + 1, from 0)."""
+        a, b = self._range(start, stop)
+        codes, offsets, base = [], [np.zeros(1, np.int64)], 0
+        for first, block in self._blocks(a, b):
+            self._check_codes(block, first)
+            codes.append(block.codes.astype(np.int64))
+            offsets.append(block.offsets[1:] + base)
+            base += int(block.offsets[-1])
+        return (np.concatenate(codes) if codes else np.zeros(0, np.int64)), np.concatenate(offsets)
 
     def circuits(self, start: int = 0, stop: int | None = None) -> list[Circuit]:
         """Circuits of records ``start .. stop-1``."""
-        start, stop = self._range(start, stop)
+        codes, off = self.codes(start, stop)
         gs = self.gateset
-        return [
-            Circuit(codes[a:b], gs)
-            for codes, off in self._circuit_parts(start, stop)
-            for a, b in itertools.pairwise(off)
-        ]
+        return [Circuit(codes[a:b], gs) for a, b in itertools.pairwise(off.tolist())]
 
     def lengths(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Circuit lengths of records ``start .. stop-1``."""
-        start, stop = self._range(start, stop)
-        parts = [np.diff(off) for _, off in self._circuit_parts(start, stop)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return np.diff(self.codes(start, stop)[1])
+
+    def tokens(self, start: int = 0, stop: int | None = None, *, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Circuits of records ``start .. stop-1`` as a padded ``(n, longest)`` int64 array of move
+        codes (``pad`` after each circuit's end) and their lengths ``(n,)``."""
+        codes, off = self.codes(start, stop)
+        lengths = np.diff(off)
+        out = np.full((len(lengths), int(lengths.max(initial=0))), pad, dtype=np.int64)
+        out[np.arange(out.shape[1])[None, :] < lengths[:, None]] = codes
+        return out, lengths
 
     def circuit_array(self, start: int, stop: int, length: int) -> np.ndarray:
         """Circuits ``start .. stop-1``, all of length ``length``, as ``(n, length)`` codes."""
-        start, stop = self._range(start, stop)
-        parts = [codes.reshape(len(off) - 1, length) for codes, off in self._circuit_parts(start, stop)]
-        return np.concatenate(parts) if parts else np.zeros((0, length), dtype=np.int64)
+        codes, off = self.codes(start, stop)
+        if np.any(np.diff(off) != length):
+            raise SpecError(f"records {start}..{stop - 1} are not all of length {length}: use tokens() for padding")
+        return codes.reshape(len(off) - 1, length)
 
     def __iter__(self) -> Iterator[Record]:
         """Records in id order, a block at a time."""
-        n, step = len(self), 4096
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            for k, (c, u) in enumerate(zip(self.circuits(a, b), self.unitaries(a, b), strict=True)):
-                yield Record(a + k, c, u)
+        n = len(self)
+        for a in range(0, n, _READ_RECORDS):
+            for first, block in self._blocks(a, min(n, a + _READ_RECORDS)):
+                self._check_codes(block, first)
+                u = self._unitaries_of(block)
+                codes = block.codes.astype(np.int64)
+                for k in range(block.count):
+                    c = Circuit(codes[block.offsets[k] : block.offsets[k + 1]], self.gateset)
+                    yield Record(first + k, c, u[k])
+
+    def dedup_keys(self) -> np.ndarray:
+        """The 128-bit dedup keys ``(n, 2)`` of every record (unique datasets; to resume one)."""
+        parts = [b.keys for _, b in self._blocks(0, len(self)) if b.keys is not None]
+        return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
 
     # -- lookup & verification -------------------------------------------------------------
 
-    def lookup(self, unitary: np.ndarray, *, atol: float = 1e-5) -> list[Record]:
+    def lookup(self, unitary: Any, *, atol: float = 1e-5) -> list[Record]:
         """Records whose unitary equals ``unitary`` up to global phase (entrywise ``atol``),
-        found through the lookup index (datasets generated with ``unique``)."""
-        d = self.gateset.dim
-        u = np.asarray(unitary)
-        if u.shape != (d, d):
-            raise SpecError(f"lookup needs a {d}x{d} matrix, got shape {u.shape}")
-        if not np.all(np.isfinite(u)):
-            raise SpecError(f"lookup needs a finite {d}x{d} matrix: this one has NaN or infinite entries")
+        found through the lookup index (datasets generated with ``unique``). ``unitary`` is a
+        ``(d, d)`` matrix (or anything :func:`unitarium.interop.as_unitary` takes)."""
+        u = self._target(unitary)
+        if not (isinstance(atol, int | float) and 0 <= atol < float("inf")):
+            raise SpecError(f"atol {atol!r} must be a finite number >= 0")
         if not self.spec.unique:
-            raise DatasetError(f"{str(self.path)!r} has no lookup index: only --unique datasets have one")
+            raise DatasetError(f"{path_text(self.path)} has no lookup index: only --unique datasets have one")
         probes = LOOKUP.probes(u)
         marks = ",".join("?" * len(probes))
-        ids = sorted({int(i) for (i,) in self._query(f"SELECT id FROM lookup WHERE key IN ({marks})", tuple(probes))})
-        found = [self[i] for i in ids]
-        return [r for r in found if equal_up_to_phase(r.unitary, u, atol=atol)]
+        hits: set[tuple[int, int]] = set()
+        shards = [0] if self._store.directory is None else [s for s, _ in self._store.segments()]
+        for shard in shards:
+            conn = self._store.shard(shard)
+            try:
+                rows = conn.execute(f"SELECT task_id, row FROM lookup WHERE key IN ({marks})", tuple(probes)).fetchall()
+            except Exception as exc:
+                raise self._store.damaged(None, f"its lookup index cannot be read: {exc}") from exc
+            hits.update((int(t), int(r)) for t, r in rows)
+        ids = []
+        for task_id, row in sorted(hits):
+            found = self._query("SELECT first_id, count FROM tasks WHERE task_id = ?", (task_id,))
+            if found and 0 <= row < found[0][1]:  # tasks the manifest does not list are ignored
+                ids.append(found[0][0] + row)
+        records = self._records(np.array(sorted(ids), dtype=np.int64)) if ids else []
+        return [r for r in records if equal_up_to_phase(r.unitary, u, atol=atol)]
+
+    def _target(self, unitary: Any) -> np.ndarray:
+        """A lookup target as a finite ``(d, d)`` complex128 matrix, or a clear SpecError."""
+        d = self.gateset.dim
+        try:
+            from .interop import as_unitary
+        except ImportError:  # pragma: no cover - interop always ships
+            as_unitary = None
+        u = as_unitary(unitary, self.gateset) if as_unitary is not None else unitary
+        arr = np.asarray(u)
+        if arr.dtype.kind not in "biufc":
+            raise SpecError(f"lookup needs a {d}x{d} matrix of numbers, got an array of {arr.dtype}")
+        if arr.shape != (d, d):
+            raise SpecError(f"lookup needs a {d}x{d} matrix, got shape {arr.shape}")
+        arr = arr.astype(np.complex128)
+        if not np.all(np.isfinite(arr)):
+            raise SpecError(f"lookup needs a finite {d}x{d} matrix: this one has NaN or infinite entries")
+        return arr
 
     def verify(self, *, sample: int | None = 1000, seed: int = 0) -> VerifyReport:
-        """Check SQLite integrity, the task/block structure, and recompute the unitaries
-        of ``sample`` random records (all when ``sample`` is None) in complex128."""
-        integrity = str(self._query("PRAGMA integrity_check")[0][0])
+        """Check SQLite integrity, the task structure and counts, every checksum of the pages
+        read, the lookup index of the records read, and recompute the unitaries of ``sample``
+        random records (all when ``sample`` is None) in complex128. Time and memory depend on
+        ``sample``, not on the dataset's size (``sample=None`` reads everything)."""
+        integrity = self._integrity(full=sample is None)
         problems = [] if integrity == "ok" else [f"integrity_check: {integrity}"]
         problems += self._structure_problems()
         n = len(self)
-        ids = (
-            np.arange(n)
-            if sample is None or sample >= n
-            else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-        )
+        if sample is None or sample >= n:
+            pieces = [np.arange(a, min(n, a + _READ_RECORDS)) for a in range(0, n, _READ_RECORDS)]
+        else:
+            pieces = [np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))]
         table = ProductTable(self.gateset.move_matrices, np.complex128)
-        worst = 0.0
-        for chunk in np.array_split(ids, max(1, len(ids) // 4096)):
-            worst = max(worst, self._max_error(chunk, table))
-        tol = 1e-4 if self._dtypes[0].itemsize == 8 else 1e-9
-        if worst > tol:
+        worst, checked = 0.0, 0
+        for ids in pieces:
+            try:
+                error = self._max_error(ids, table)
+            except NotADatasetError as exc:
+                problems.append(str(exc))
+                break
+            checked += len(ids)
+            worst = error if not error <= worst else worst  # NaN is kept: it is never <=
+        tol = 1e-4 if self.format.unitary_dtype.itemsize == 8 else 1e-9
+        if not worst <= tol:
             problems.append(f"a stored unitary differs from its circuit's product by {worst:.3g} > {tol:g}")
-        return VerifyReport(n, len(ids), worst, integrity, problems)
+        return VerifyReport(n, checked, worst, integrity, problems)
+
+    def _integrity(self, *, full: bool) -> str:
+        results = [str(self._query("PRAGMA integrity_check")[0][0])]
+        if full:
+            for shard, path in self._store.segments():
+                conn = self._store.shard(shard)
+                outcome = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+                results.append(outcome if outcome == "ok" else f"{path.name}: {outcome}")
+        bad = [r for r in results if r != "ok"]
+        return "ok" if not bad else "; ".join(bad)
 
     def _max_error(self, ids: np.ndarray, table: ProductTable) -> float:
         if not len(ids):
             return 0.0
-        a, b = int(ids[0]), int(ids[-1]) + 1
-        circuits = self.circuits(a, b)
-        stored = self.unitaries(a, b)[ids - a]
-        picked = [circuits[i - a].codes for i in ids]
-        width = max(len(c) for c in picked)
-        seqs = np.full((len(picked), width), table.num_moves, dtype=np.int64)
-        for r, c in enumerate(picked):
-            seqs[r, : len(c)] = c
-        return float(np.abs(table.unitaries(seqs) - stored).max())
+        parts, rows, _ = self._gather(ids)
+        worst = 0.0
+        for block, want in zip(parts, rows, strict=True):
+            stored = self._unitaries_of(block)[want]
+            lengths = np.diff(block.offsets)[want]
+            seqs = np.full((len(want), int(lengths.max(initial=0))), table.num_moves, dtype=np.int64)
+            for k, r in enumerate(want):
+                seqs[k, : lengths[k]] = block.codes[block.offsets[r] : block.offsets[r + 1]]
+            error = float(np.abs(table.unitaries(seqs) - stored).max(initial=0.0))
+            worst = error if not error <= worst else worst
+            if self.spec.unique and block.keys is not None:
+                self._check_lookup_rows(stored)
+        return worst
+
+    def _check_lookup_rows(self, unitaries: np.ndarray) -> None:
+        """Each record read must be found by lookup (the index is complete for what it holds)."""
+        for u in unitaries[:4]:
+            if not self.lookup(u, atol=1e-4):
+                raise self._store.damaged(None, "its lookup index misses a record")
 
     def _structure_problems(self) -> list[str]:
         problems = []
-        tasks = self._query("SELECT task_id, first_id, count FROM tasks ORDER BY task_id")
-        expect = 0
-        for k, (task_id, first, count) in enumerate(tasks):
+        rows = self._query("SELECT task_id, first_id, count, candidates FROM tasks ORDER BY task_id")
+        expect = candidates = 0
+        for k, (task_id, first, count, cand) in enumerate(rows):
             if task_id != k or first != expect:
                 problems.append(f"task {task_id} breaks the committed prefix (expected task {k} at id {expect})")
                 break
             expect += count
-        blocks = self._query("SELECT first_id, count FROM blocks ORDER BY first_id")
-        total = sum(c for _, c in blocks)
-        if total != expect or any(
-            f != s for (f, _), s in zip(blocks, np.cumsum([0] + [c for _, c in blocks]), strict=False)
-        ):
-            problems.append(f"blocks hold {total} records in a non-contiguous layout; tasks account for {expect}")
+            candidates += cand
+        summary = self.summary
+        if summary.get("records") != expect or summary.get("tasks") != len(rows):
+            problems.append(f"the summary says {summary.get('records')} records, the tasks {expect}")
+        src = self.spec.source
+        if self.complete and isinstance(src, RandomSource):
+            got = candidates if self.spec.unique else expect
+            if got != src.count:
+                problems.append(f"the dataset is complete but holds {got} of the spec's {src.count} circuits")
+        if self.complete and isinstance(src, Enumeration) and not rows:
+            problems.append("the dataset is complete but holds no task")
         return problems
 
     def info(self) -> dict[str, Any]:
-        """Summary: spec, record and task counts, length histogram, sizes."""
-        n = len(self)
-        lengths = self.lengths()
-        hist = {int(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True), strict=True)}
-        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-        tasks, candidates = self._query("SELECT count(*), coalesce(sum(candidates), 0) FROM tasks")[0]
+        """Summary: spec, record and task counts, length histogram, sizes (from the committed
+        summary: time and memory independent of the record count)."""
+        summary = self.summary
+        n = int(summary.get("records", 0))
+        hist = {int(k): int(v) for k, v in sorted(summary.get("lengths", {}).items(), key=lambda kv: int(kv[0]))}
+        files = [self._store.manifest, Path(f"{self._store.manifest}-wal")]
+        files += [p for _, p in self._store.segments()]
+        size = sum(p.stat().st_size for p in files if p.exists())
         return {
-            "path": str(self.path),
+            "path": os.fsdecode(self.path),
+            "layout": "directory" if self._store.directory is not None else "file",
             "spec": self.meta["spec"],
             "description": self.spec.describe(),
             "records": n,
-            "tasks_done": int(tasks),
-            "candidates": int(candidates),
+            "tasks_done": int(summary.get("tasks", 0)),
+            "candidates": int(summary.get("candidates", 0)),
             "complete": self.complete,
             "moves": [m.text for m in self.gateset.moves],
             "length_histogram": hist,
+            "shards": len(files) - 2,
             "file_bytes": size,
             "bytes_per_record": size / n if n else None,
         }

@@ -40,11 +40,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ._errors import Interrupted, UnitariumError, WorkerError
+import numpy as np
+
+from ._dataset import Dataset
+from ._errors import Interrupted, SpecError, UnitariumError, WorkerError
 from ._keyset import KeySet
-from ._sources import Task, TaskContext, run_task
-from ._spec import RandomSource, Spec
-from ._store import TaskResult, Writer
+from ._shards import is_directory_path
+from ._sources import Task, TaskContext, TaskResult, run_task
+from ._spec import RandomSource, Spec, memory_limit
+from ._store import Writer
 
 __all__ = ["Progress", "Summary", "generate"]
 
@@ -53,6 +57,7 @@ _COMMIT_BYTES = 32 << 20
 _POLL_S = 0.2
 _PER_WORKER = 2
 _PIPE_BYTES = 1 << 20
+_MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True)
@@ -91,26 +96,31 @@ def default_workers() -> int:
     return max(1, cores - 1)
 
 
-def _plan(spec: Spec, writer: Writer) -> Iterator[Task | None]:
-    """Tasks in order; ``None`` marks a barrier (everything before must be committed)."""
+def _plan(spec: Spec, writer: Writer, done: int, *, reader_path: Path | None = None) -> Iterator[Task | None]:
+    """Tasks from task ``done`` on, in order; ``None`` marks a barrier (everything before must be
+    committed). Enumeration tasks carry their parents' circuits, read from the committed records."""
     size = spec.task_size
     src = spec.source
     if isinstance(src, RandomSource):
-        for t in range(-(-src.count // size)):
+        for t in range(done, -(-src.count // size)):
             yield Task(t, 0, t * size, min(src.count, (t + 1) * size))
         return
-    yield Task(0, 0, 0, 1)
+    if done == 0:
+        yield Task(0, 0, 0, 1)
     yield _BARRIER
     task_id = 1
     per_task = max(1, size // len(spec.gateset.moves))
-    for level in range(1, src.max_length + 1):
-        parents = writer.level_range(level - 1)
-        if parents is None or parents[0] == parents[1]:
-            return
-        for start in range(parents[0], parents[1], per_task):
-            yield Task(task_id, level, start, min(parents[1], start + per_task))
-            task_id += 1
-        yield _BARRIER
+    with Dataset(reader_path or writer.path) as reader:
+        for level in range(1, src.max_length + 1):
+            parents = writer.level_range(level - 1)
+            if parents is None or parents[0] == parents[1]:
+                return
+            for start in range(parents[0], parents[1], per_task):
+                stop = min(parents[1], start + per_task)
+                if task_id >= done:
+                    yield Task(task_id, level, start, stop, reader.circuit_array(start, stop, level - 1))
+                task_id += 1
+            yield _BARRIER
 
 
 _CONTEXT: TaskContext | None = None
@@ -120,7 +130,8 @@ def _init_worker(spec_json: dict[str, Any], path: str) -> None:
     global _CONTEXT
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the writer decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _Pool while it started us
-    _CONTEXT = TaskContext(Spec.from_json(spec_json), path)
+    _CONTEXT = TaskContext(Spec.from_json(spec_json))
+    del path
 
 
 def _work(task: Task) -> TaskResult:
@@ -198,6 +209,18 @@ def _read_exact(fd: int, size: int) -> bytearray:
             raise EOFError("the pipe was closed halfway through a message")
         view = view[n:]
     return buf
+
+
+def result_bytes(result: TaskResult) -> int:
+    """About how many bytes a result holds (for batching commits)."""
+    size = result.codes.nbytes + result.offsets.nbytes + 1024
+    return size + (0 if result.unitaries is None else result.unitaries.nbytes)
+
+
+def _stored_keys(path: Path) -> np.ndarray:
+    """The dedup keys of everything committed (to rebuild the key set on resume)."""
+    with Dataset(path) as ds:
+        return ds.dedup_keys()
 
 
 class _WorkerFailed(Exception):
@@ -333,7 +356,7 @@ class _Run:
         self.workers = workers
         self.progress = progress
         self.stop = stop
-        self.keys = KeySet(writer.stored_dedup_keys()) if self.spec.unique else None
+        self.keys = KeySet(_stored_keys(writer.path)) if self.spec.unique else None
         self.records = writer.next_id()
         self.start_records = self.records
         self.candidates = self._candidates_done()
@@ -345,8 +368,7 @@ class _Run:
         self._pending: tuple[Future[None], list[TaskResult]] | None = None
 
     def _candidates_done(self) -> int:
-        row = self.writer.conn.execute("SELECT coalesce(sum(candidates), 0) FROM tasks").fetchone()
-        return int(row[0])
+        return self.writer.candidates_done()
 
     def total(self) -> int | None:
         src = self.spec.source
@@ -359,7 +381,7 @@ class _Run:
             result = result.select(keep)
             self.keys.add(result.dedup)  # type: ignore[arg-type]
         self._batch.append(result)
-        self._batch_bytes += result.unitaries.nbytes + 1024
+        self._batch_bytes += result_bytes(result)
         self.level = result.level
         if self._batch_bytes >= _COMMIT_BYTES:
             self.flush()
@@ -416,18 +438,15 @@ class _Run:
             )
 
     def run_inline(self, tasks: Iterator[Task | None]) -> None:
-        ctx = TaskContext(self.spec, str(self.writer.path))
-        try:
-            for task in tasks:
-                self.check_stop()
-                if task is _BARRIER:
-                    self.sync()
-                    continue
-                self.accept(self._compute(ctx, task))
-                self.flush(eager=True)
-            self.sync()
-        finally:
-            ctx.close()
+        ctx = TaskContext(self.spec)
+        for task in tasks:
+            self.check_stop()
+            if task is _BARRIER:
+                self.sync()
+                continue
+            self.accept(self._compute(ctx, task))
+            self.flush(eager=True)
+        self.sync()
 
     def _compute(self, ctx: TaskContext, task: Task) -> TaskResult:
         try:
@@ -500,6 +519,30 @@ class _Run:
         self.accept(pool.results.pop(task.task_id))
 
 
+def task_count(spec: Spec) -> int | None:
+    """How many tasks a random spec has (None for enumeration: it depends on the levels)."""
+    src = spec.source
+    return -(-src.count // spec.task_size) if isinstance(src, RandomSource) else None
+
+
+def check_workers(spec: Spec, workers: int) -> int:
+    """``workers`` if this machine can run that many (each needs its memory estimate and the
+    processes are for cores to share), capped at the tasks that exist; else a clear SpecError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"--workers {workers} must be at least 1")
+    cores = default_workers() + 1
+    memory = memory_limit()
+    fit = memory // max(1, spec.memory_estimate() + (64 << 20)) if memory else None
+    most = max(1, min(4 * cores, fit if fit is not None else 4 * cores, _MAX_WORKERS))
+    if workers > most:
+        raise SpecError(
+            f"--workers {workers} is more than this machine can run: at most {most} "
+            f"({cores} cores; each worker needs about {spec.memory_estimate() / 2**20:,.0f} MiB)"
+        )
+    tasks = task_count(spec)
+    return workers if tasks is None else max(1, min(workers, tasks))
+
+
 def generate(
     path: str | os.PathLike[str],
     spec: Spec,
@@ -508,24 +551,30 @@ def generate(
     progress: Callable[[Progress], None] | None = None,
     journal: str = "wal",
 ) -> Summary:
-    """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``.
+    """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``, or into the
+    sharded dataset directory ``path`` (a path ending in ``/``, or an existing directory).
 
-    ``workers`` processes compute tasks (default: cores - 1; 1 computes in this
-    process). The content depends only on ``spec``. Raises :class:`Interrupted` on
+    ``workers`` processes compute tasks (default: a file: cores - 1, the writer takes the last;
+    a directory: one per core, each writing its own segments; 1 computes in this process).
+    The content depends only on ``spec``, and is the same in a file and in a directory. Raises :class:`Interrupted` on
     SIGINT/SIGTERM, :class:`WorkerError` if a worker fails; both leave the file resumable.
     ``journal="delete"`` writes with a rollback journal instead of WAL, for network
     filesystems (where WAL is refused); it is not part of the spec.
     """
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
-        from ._errors import SpecError
-
-        raise SpecError(f"--workers {workers} must be at least 1")
+    directory = is_directory_path(path)
+    workers = check_workers(spec, (default_workers() + directory) if workers is None else workers)
     t0 = time.monotonic()
+    if directory:
+        from ._dirrun import run_directory
+
+        with _Stop() as stop:
+            records, new, tasks, _ = run_directory(
+                path, spec, workers=workers, progress=progress, journal=journal, stop=stop
+            )
+        return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
     with _Stop() as stop, Writer(Path(path), spec, journal=journal) as writer:
         run = _Run(writer, workers, progress, stop)
-        done = writer.tasks_done()
-        tasks = (t for t in _plan(spec, writer) if t is _BARRIER or t.task_id >= done)
+        tasks = _plan(spec, writer, writer.tasks_done())
         try:
             if workers == 1:
                 run.run_inline(tasks)

@@ -27,11 +27,13 @@ import numpy as np
 
 __all__ = ["ProductTable", "embed", "extend", "table_depth"]
 
-KERNEL_VERSION = 4
+KERNEL_VERSION = 5
 """Bumped whenever a change alters the bits a kernel produces; stored in datasets so a
 resume never mixes records of two kernel versions. 2: batch-last products of tiny matrices;
 3: the same for enumeration's one-move extensions; 4: enumeration extends each parent by all
-moves in one product (:func:`extend`)."""
+moves in one product (:func:`extend`); 5: enumeration recomputes its parents from their circuits with
+the product table (tasks carry their input and never read the dataset being written), so that a
+record's unitary is a function of its circuit alone and can be recomputed on read."""
 
 _TABLE_BYTES = 16 << 20
 _BATCH_LAST_MAX_BYTES = 128

@@ -1,9 +1,11 @@
-"""A set of 64-bit keys held as sorted numpy arrays (no Python object per key).
+"""A set of 128-bit keys held as sorted numpy arrays (no Python object per key).
 
-Keys live in a few sorted runs whose sizes at least double from newest to oldest
-(a log-structured merge): adding ``k`` keys costs an ``O(k log k)`` sort plus amortised
-linear merges, a membership query ``O(log^2 n)``. Memory is 8 bytes per key, plus a
-transient copy of the largest run while it merges.
+A key is a pair of int64 words ``(hi, lo)`` (``KeyScheme.wide_keys``): 64-bit keys alone would
+collide (~2,400 pairs among 3e11 unitaries), and a collision would drop a distinct unitary;
+with 128 bits the chance is ~1e-16 at that scale. Keys live in a few runs sorted by ``hi``
+(``lo`` alongside) whose sizes at least double from newest to oldest (a log-structured merge):
+adding ``k`` keys costs an ``O(k log k)`` sort plus amortised linear merges, a membership query
+``O(log^2 n)``. Memory is 16 bytes per key, plus a transient copy of the largest run while it merges.
 """
 
 from __future__ import annotations
@@ -13,58 +15,78 @@ import numpy as np
 __all__ = ["KeySet"]
 
 
+def _pairs(keys: np.ndarray) -> np.ndarray:
+    return np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+
+
 class KeySet:
-    """Membership of int64 keys, for deduplication in the writer."""
+    """Membership of 128-bit keys ``(n, 2)`` int64, for deduplication in the driver."""
 
     def __init__(self, keys: np.ndarray | None = None) -> None:
-        self._runs: list[np.ndarray] = []
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
         if keys is not None and len(keys):
-            self.add(np.unique(np.asarray(keys, dtype=np.int64)))
+            self.add(np.unique(_pairs(keys), axis=0))
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self._runs)
+        return sum(len(hi) for hi, _ in self._runs)
 
     @property
     def nbytes(self) -> int:
-        return sum(r.nbytes for r in self._runs)
+        return sum(hi.nbytes + lo.nbytes for hi, lo in self._runs)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
-        """Boolean mask: which of ``keys`` are in the set."""
-        keys = np.asarray(keys, dtype=np.int64)
+        """Boolean mask: which of the ``(n, 2)`` keys are in the set."""
+        keys = _pairs(keys)
+        hi, lo = keys[:, 0], keys[:, 1]
         found = np.zeros(len(keys), dtype=bool)
-        for run in self._runs:
-            idx = np.minimum(np.searchsorted(run, keys), len(run) - 1)
-            found |= run[idx] == keys
+        for run_hi, run_lo in self._runs:
+            left = np.searchsorted(run_hi, hi, side="left")
+            right = np.searchsorted(run_hi, hi, side="right")
+            one = right - left == 1
+            found[one] |= run_lo[left[one]] == lo[one]
+            for r in np.flatnonzero(right - left > 1):  # equal first words: ~never
+                found[r] |= bool(np.any(run_lo[left[r] : right[r]] == lo[r]))
         return found
 
     def add(self, keys: np.ndarray) -> None:
         """Add keys not yet in the set (the caller filters; duplicates waste space only)."""
+        keys = _pairs(keys)
         if not len(keys):
             return
-        self._runs.append(np.sort(np.asarray(keys, dtype=np.int64)))
-        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
-            newest = self._runs.pop()
-            merged = np.concatenate([self._runs.pop(), newest])
-            merged.sort(kind="stable")
-            self._runs.append(merged)
+        order = np.argsort(keys[:, 0], kind="stable")
+        self._runs.append((keys[order, 0].copy(), keys[order, 1].copy()))
+        while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
+            new_hi, new_lo = self._runs.pop()
+            old_hi, old_lo = self._runs.pop()
+            hi, lo = np.concatenate([old_hi, new_hi]), np.concatenate([old_lo, new_lo])
+            order = np.argsort(hi, kind="stable")
+            self._runs.append((hi[order], lo[order]))
 
-    def select_new(self, primary: np.ndarray, alternates: dict[int, list[int]]) -> np.ndarray:
+    def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new: not in the set, and not equal to an earlier
         row of the batch, under their primary key or any alternate key.
 
-        ``primary`` is ``(batch,)`` int64; ``alternates`` maps a row to its alternate
-        keys (rows near a grid boundary). Earlier rows win, so order decides ties.
+        ``primary`` is ``(batch, 2)`` int64; ``alternates`` maps a row to its ``(k, 2)``
+        alternate keys (rows near a grid boundary). Earlier rows win, so order decides ties.
         """
+        primary = _pairs(primary)
         keep = ~self.contains(primary)
-        _, first = np.unique(primary, return_index=True)
+        _, first = np.unique(primary, axis=0, return_index=True)
         first_mask = np.zeros(len(primary), dtype=bool)
         first_mask[first] = True
         keep &= first_mask
         for row in sorted(alternates):
             if not keep[row]:
                 continue
-            alts = np.asarray(alternates[row], dtype=np.int64)
+            alts = _pairs(alternates[row])
             earlier = primary[:row][keep[:row]]
-            if self.contains(alts).any() or np.isin(alts, earlier).any():
+            if self.contains(alts).any() or _rows_in(alts, earlier).any():
                 keep[row] = False
         return keep
+
+
+def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Which rows of ``rows`` ``(k, 2)`` occur in ``table`` ``(m, 2)``."""
+    if not len(table):
+        return np.zeros(len(rows), dtype=bool)
+    return (rows[:, None, :] == table[None, :, :]).all(axis=2).any(axis=1)

@@ -19,47 +19,97 @@
 
 In unique mode the products are formed in complex128 (the dedup keys need it); the
 stored unitaries are then cast to the dataset's dtype.
+
+**A record's unitary is a function of its circuit alone** (:func:`recompute`): a random
+circuit's is the product table's over the circuit padded to the spec's maximum length; an
+enumerated circuit's is its parent's (the product table's over all moves but the last), times
+the last move by :func:`extend`. Generation computes exactly that, so ``--unitaries computed``
+datasets recompute on read the bits a ``stored`` one holds. Tasks carry their input
+(enumeration: the parents' circuits) and never read the dataset being written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._canonical import DEDUP, LOOKUP
+from ._codec import code_dtype
 from ._kernels import ProductTable, extend
 from ._spec import Enumeration, RandomSource, Spec
-from ._store import TaskResult, code_dtype
 
-if TYPE_CHECKING:
-    from ._dataset import Dataset
-
-__all__ = ["Task", "TaskContext", "run_task"]
+__all__ = ["Task", "TaskContext", "TaskResult", "recompute", "run_task"]
 
 
 @dataclass(frozen=True)
 class Task:
     """Task ``task_id``: random candidates ``[start, stop)``, or the children of level
-    ``level - 1`` records ``[start, stop)``."""
+    ``level - 1`` records ``[start, stop)``, whose circuits are ``parents`` ``(n, level - 1)``."""
 
     task_id: int
     level: int
     start: int
     stop: int
+    parents: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass
+class TaskResult:
+    """What a task produces. ``codes``/``offsets`` describe the circuits as stored;
+    ``unitaries`` are in the stored dtype (None with ``--unitaries computed``); ``dedup``
+    ``(n, 2)`` and its ``alternates``, and ``lookup`` ``(n,)``, are the keys of unique mode."""
+
+    task_id: int
+    level: int
+    candidates: int
+    codes: np.ndarray
+    offsets: np.ndarray
+    unitaries: np.ndarray | None
+    dedup: np.ndarray | None = None
+    alternates: dict[int, np.ndarray] | None = None
+    lookup: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets) - 1
+
+    def select(self, keep: np.ndarray) -> TaskResult:
+        """The same task with only the rows where ``keep`` is true."""
+        lengths = np.diff(self.offsets)[keep]
+        starts = self.offsets[:-1][keep]
+        codes = np.concatenate(
+            [self.codes[s : s + n] for s, n in zip(starts, lengths, strict=True)] or [self.codes[:0]]
+        )
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+        return TaskResult(
+            self.task_id,
+            self.level,
+            self.candidates,
+            codes,
+            offsets,
+            None if self.unitaries is None else self.unitaries[keep],
+            None if self.dedup is None else self.dedup[keep],
+            None,
+            None if self.lookup is None else self.lookup[keep],
+        )
+
+    def length_counts(self) -> dict[int, int]:
+        """``{circuit length: records}`` of this task."""
+        values, counts = np.unique(np.diff(self.offsets.astype(np.int64)), return_counts=True)
+        return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
 
 
 class TaskContext:
-    """What workers derive once per spec: move matrices, product table, dataset path."""
+    """What a process derives once per spec: move matrices and the product table."""
 
-    def __init__(self, spec: Spec, path: str) -> None:
+    def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self.path = path
         self.num_moves = len(spec.gateset.moves)
-        self.compute_dtype = np.dtype(np.complex128) if spec.unique else spec.np_dtype
+        self.compute_dtype = spec.compute_dtype
         self.code_dtype = code_dtype(self.num_moves)
+        self.need_unitaries = spec.stored_unitaries or spec.unique
 
     @cached_property
     def table(self) -> ProductTable:
@@ -69,36 +119,23 @@ class TaskContext:
     def moves(self) -> np.ndarray:
         return self.spec.gateset.move_matrices.astype(self.compute_dtype)
 
-    @cached_property
-    def dataset(self) -> Dataset:
-        """The dataset being written, opened once per worker (enumeration reads its parents;
-        a handle per task cost a connection and a gate-set expansion each: 20% of the time)."""
-        from ._dataset import Dataset
-
-        return Dataset(self.path)
-
-    def close(self) -> None:
-        """Close the dataset handle, if one was opened (its connection maps the file)."""
-        if "dataset" in self.__dict__:
-            self.dataset.close()
-
-    def finish(self, task: Task, candidates: int, seqs: np.ndarray, lengths: np.ndarray, u: np.ndarray) -> TaskResult:
-        """Pack padded sequences and unitaries into a result (with keys in unique mode)."""
-        valid = np.arange(seqs.shape[1])[None, :] < lengths[:, None]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
-        return self.pack(task, candidates, seqs[valid].astype(self.code_dtype), offsets, u)
-
-    def pack(self, task: Task, candidates: int, codes: np.ndarray, offsets: np.ndarray, u: np.ndarray) -> TaskResult:
-        """A result from stored-form circuits (with keys in unique mode)."""
-        result = TaskResult(task.task_id, task.level, candidates, codes, offsets, u)
+    def pack(
+        self, task: Task, candidates: int, codes: np.ndarray, offsets: np.ndarray, u: np.ndarray | None
+    ) -> TaskResult:
+        """A result from stored-form circuits and their unitaries in the compute dtype (keys
+        in unique mode; unitaries cast to the stored dtype, or dropped when computed on read)."""
+        result = TaskResult(task.task_id, task.level, candidates, codes, offsets, None)
         if self.spec.unique:
-            result.dedup, result.alternates = DEDUP.keys(u)
+            assert u is not None
+            result.dedup, result.alternates = DEDUP.wide_keys(u)
             result.lookup = LOOKUP.primary(u)
+        if self.spec.stored_unitaries and u is not None:
+            result.unitaries = u.astype(self.spec.np_dtype, copy=False)
         return result
 
 
 def run_task(ctx: TaskContext, task: Task) -> TaskResult:
-    """Compute one task (pure given the spec; enumeration reads its parents)."""
+    """Compute one task: pure, given the spec and the task (which carries its input)."""
     if isinstance(ctx.spec.source, RandomSource):
         return _random(ctx, ctx.spec.source, task)
     return _enumerate(ctx, ctx.spec.source, task)
@@ -109,19 +146,20 @@ def _random(ctx: TaskContext, src: RandomSource, task: Task) -> TaskResult:
     rng = np.random.default_rng(np.random.SeedSequence(ctx.spec.seed, spawn_key=(task.task_id,)))
     lengths = rng.integers(src.min_length, src.max_length, endpoint=True, size=n)
     seqs = rng.integers(0, ctx.num_moves, size=(n, src.max_length))
-    seqs[np.arange(src.max_length)[None, :] >= lengths[:, None]] = ctx.num_moves
-    return ctx.finish(task, n, seqs, lengths, ctx.table.unitaries(seqs))
+    valid = np.arange(src.max_length)[None, :] < lengths[:, None]
+    seqs[~valid] = ctx.num_moves
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+    u = ctx.table.unitaries(seqs) if ctx.need_unitaries else None
+    return ctx.pack(task, n, seqs[valid].astype(ctx.code_dtype), offsets, u)
 
 
 def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
     if task.level == 0:
         identity = np.eye(ctx.spec.gateset.dim, dtype=ctx.compute_dtype)[None]
         return ctx.pack(task, 1, np.zeros(0, ctx.code_dtype), np.zeros(2, np.uint32), identity)
-    parents = ctx.dataset.circuit_array(task.start, task.stop, task.level - 1)
-    if ctx.compute_dtype == ctx.spec.np_dtype:
-        pu = ctx.dataset.unitaries(task.start, task.stop)
-    else:  # complex128 keys from complex64 storage: recompute the parents exactly
-        pu = ctx.table.unitaries(parents)
+    if task.parents is None or task.parents.shape != (task.stop - task.start, task.level - 1):
+        raise ValueError(f"task {task.task_id} carries no parents of level {task.level - 1}")
+    parents = task.parents
     if src.prune and task.level > 1:
         allowed = _pruning_mask(ctx, parents[:, -1])
     else:
@@ -130,7 +168,7 @@ def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
     codes = np.empty((len(parent_idx), task.level), dtype=ctx.code_dtype)
     codes[:, :-1] = parents.astype(ctx.code_dtype)[parent_idx]
     codes[:, -1] = move_idx
-    u = extend(pu.astype(ctx.compute_dtype, copy=False), ctx.moves, allowed)
+    u = extend(ctx.table.unitaries(parents), ctx.moves, allowed) if ctx.need_unitaries else None
     offsets = np.arange(0, codes.size + 1, task.level, dtype=np.uint32)
     return ctx.pack(task, len(codes), codes.reshape(-1), offsets, u)
 
@@ -142,3 +180,29 @@ def _pruning_mask(ctx: TaskContext, last: np.ndarray) -> np.ndarray:
     undoes = gs.inverse_moves[last][:, None] == moves[None, :]
     reordered = gs.disjoint_moves[last] & (moves[None, :] < last[:, None])
     return ~(undoes | reordered)
+
+
+def recompute(ctx: TaskContext, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The unitaries ``(n, d, d)`` (stored dtype) of circuits ``codes``/``offsets`` (``n + 1``,
+    starting at 0), bit for bit what generation computes for them (see the module docstring)."""
+    spec = ctx.spec
+    lengths = np.diff(offsets.astype(np.int64))
+    n, width = len(lengths), int(lengths.max(initial=0))
+    if isinstance(spec.source, RandomSource):
+        width = spec.source.max_length
+    seqs = np.full((n, width), ctx.num_moves, dtype=np.int64)
+    seqs[np.arange(width)[None, :] < lengths[:, None]] = codes
+    if isinstance(spec.source, RandomSource):
+        return ctx.table.unitaries(seqs).astype(spec.np_dtype, copy=False)
+    d = spec.gateset.dim
+    out = np.empty((n, d, d), dtype=spec.np_dtype)
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        if length == 0:
+            out[rows] = np.eye(d)
+            continue
+        last = seqs[rows, length - 1]
+        allowed = np.zeros((len(rows), ctx.num_moves), dtype=bool)
+        allowed[np.arange(len(rows)), last] = True
+        out[rows] = extend(ctx.table.unitaries(seqs[rows, : length - 1]), ctx.moves, allowed)
+    return out

@@ -22,9 +22,12 @@ from ._gates import custom_gate, parse_gate
 from ._gateset import GateSet
 from ._kernels import KERNEL_VERSION
 
-__all__ = ["DTYPES", "Enumeration", "RandomSource", "Spec", "make_spec"]
+__all__ = ["DTYPES", "UNITARIES", "Enumeration", "RandomSource", "Spec", "make_spec"]
 
 DTYPES = ("complex64", "complex128")
+UNITARIES = ("stored", "computed")
+"""``stored``: each record's unitary is written to disk. ``computed``: only circuits are stored; a
+unitary is recomputed when read, by the same kernel, to the same bits."""
 MAX_LENGTH = 10_000
 
 
@@ -107,11 +110,14 @@ class Spec:
     dtype: str = "complex64"
     seed: int = 0
     task_size: int = 0
+    unitaries: str = "stored"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise SpecError(f"--dtype {self.dtype!r} is not supported: use {' or '.join(DTYPES)}")
+        if self.unitaries not in UNITARIES:
+            raise SpecError(f"--unitaries {self.unitaries!r} is not supported: use {' or '.join(UNITARIES)}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise SpecError(f"--seed {self.seed!r} must be a non-negative integer")
         if self.task_size == 0:
@@ -123,6 +129,16 @@ class Spec:
     @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        """The dtype products are formed in: complex128 in unique mode (the dedup keys need it),
+        else the stored dtype. Stored unitaries are cast from it to :attr:`np_dtype`."""
+        return np.dtype(np.complex128) if self.unique else self.np_dtype
+
+    @property
+    def stored_unitaries(self) -> bool:
+        return self.unitaries == "stored"
 
     def memory_estimate(self) -> int:
         """Bytes a worker needs at peak: move matrices, product table and a task's batch."""
@@ -158,6 +174,7 @@ class Spec:
             "dtype": self.dtype,
             "seed": self.seed,
             "task_size": self.task_size,
+            "unitaries": self.unitaries,
             "kernel_version": KERNEL_VERSION,
         }
 
@@ -186,6 +203,7 @@ class Spec:
             dtype=data["dtype"],
             seed=data["seed"],
             task_size=data["task_size"],
+            unitaries=data.get("unitaries", "stored"),
         )
 
     def describe(self) -> str:
@@ -200,6 +218,7 @@ class Spec:
         return (
             f"gates={gates} qubits={self.gateset.num_qubits} coupling={self.to_json()['coupling']} "
             f"{what}{' unique' if self.unique else ''} dtype={self.dtype} seed={self.seed}"
+            + ("" if self.stored_unitaries else " unitaries=computed")
         )
 
 
@@ -231,10 +250,11 @@ def make_spec(
     gate_file: str | os.PathLike[str] | None = None,
     dtype: str = "complex64",
     seed: int = 0,
+    unitaries: str = "stored",
 ) -> Spec:
     """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
     either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
-    ``max_length`` for exhaustive enumeration."""
+    ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only."""
     from ._gates import load_gate_file, parse_gates, split_gate_list
     from ._gateset import parse_coupling
 
@@ -255,4 +275,4 @@ def make_spec(
             raise SpecError("random circuits need --count and --length (or use --enumerate --max-length)")
         lo, hi = parse_length(str(length))
         source = RandomSource(count, lo, hi)
-    return Spec(gateset, source, unique=unique, dtype=dtype, seed=seed)
+    return Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries)

@@ -1,29 +1,31 @@
-"""The SQLite store: schema, connection settings, the transaction helper, and the writer.
+"""The SQLite store: schema, connection settings, the transaction helper, and the file writer.
 
 Schema (version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``; ``PRAGMA
 application_id`` is :data:`APPLICATION_ID` so a foreign SQLite file is never mistaken
-for a dataset)::
+for a dataset). A *dataset file* and the *manifest* of a sharded directory share it::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)          JSON values: spec, format, state
+    meta(key TEXT PRIMARY KEY, value TEXT)          JSON values: spec, format, state, summary
     gates(gate INTEGER PRIMARY KEY, name TEXT, qubits INTEGER, matrix BLOB)
     moves(code INTEGER PRIMARY KEY, text TEXT, gate INTEGER, qubits TEXT)
     tasks(task_id INTEGER PRIMARY KEY, level INTEGER, first_id INTEGER,
-          count INTEGER, candidates INTEGER)        one row per finished task
-    blocks(first_id INTEGER PRIMARY KEY, count INTEGER, task_id INTEGER,
-           offsets BLOB, codes BLOB, unitaries BLOB, keys BLOB)
-    lookup(key INTEGER, id INTEGER, PRIMARY KEY (key, id)) WITHOUT ROWID
+          count INTEGER, candidates INTEGER, shard INTEGER)   one row per committed task
+    shards(shard INTEGER PRIMARY KEY, name TEXT UNIQUE, bytes INTEGER)
+    blocks(task_id INTEGER PRIMARY KEY, count INTEGER, offsets BLOB, codes BLOB,
+           unitaries BLOB, keys BLOB, checks BLOB)
+    lookup(key INTEGER, task_id INTEGER, row INTEGER, PRIMARY KEY (key, task_id, row)) WITHOUT ROWID
 
-A block holds the records ``first_id .. first_id + count - 1`` of one task. Record
-``first_id + j`` has circuit ``codes[offsets[j]:offsets[j+1]]`` (move codes, see
-``moves``) and unitary ``unitaries[j]``. All arrays are raw little-endian: offsets
-``uint32`` (count + 1 of them), codes ``uint8`` or ``uint16`` (meta ``format``),
-unitaries ``complex64`` or ``complex128`` of shape ``(count, d, d)``, row-major.
+Task ``t`` holds records ``first_id .. first_id + count - 1``; its block (layout and checksums:
+:mod:`._codec`) is the row ``task_id = t`` of ``blocks`` in shard ``shard``: 0 is the file itself
+(a dataset file), any other the segment file ``shards/<name>.db`` of a directory
+(:mod:`._shards`), which holds ``blocks`` and ``lookup`` only. ``lookup`` maps a coarse key to
+row ``row`` of task ``task_id`` (unique datasets).
 
 Settings (one place, :func:`connect`): WAL, ``synchronous=NORMAL`` (a power cut may
 drop the last commits but never corrupts), 64 KiB pages, a busy timeout, and writes in
 ``BEGIN IMMEDIATE`` transactions through :func:`atomic`. Exactly one process writes a
-file at a time: the writer holds an exclusive ``flock`` on the database file for the
-whole run, so a second writer is refused at once instead of meeting "database is locked".
+dataset at a time: the writer holds an exclusive ``flock`` on the database file (a directory:
+on ``<dir>/lock``) for the whole run, so a second writer is refused at once instead of
+meeting "database is locked".
 
 WAL needs memory shared by all processes that open the file, which network filesystems
 (NFS, SMB, sshfs...) do not provide: there the writer refuses WAL and asks for the
@@ -43,14 +45,13 @@ import resource
 import secrets
 import shutil
 import sqlite3
+import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
-
+from ._codec import BlockFormat, code_dtype, encode, page_records
 from ._errors import (
     DatasetBusyError,
     DatasetError,
@@ -61,6 +62,7 @@ from ._errors import (
     SpecMismatchError,
     StorageError,
 )
+from ._sources import TaskResult
 from ._spec import Spec
 
 __all__ = [
@@ -68,7 +70,6 @@ __all__ = [
     "JOURNAL_MODES",
     "NETWORK_FILESYSTEMS",
     "SCHEMA_VERSION",
-    "TaskResult",
     "Writer",
     "atomic",
     "connect",
@@ -77,7 +78,7 @@ __all__ = [
     "parse_mountinfo",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x556E6974  # "Unit"
 BUSY_TIMEOUT_S = 30.0
 PAGE_SIZE = 65536
@@ -107,11 +108,16 @@ CREATE TABLE gates (gate INTEGER PRIMARY KEY, name TEXT NOT NULL, qubits INTEGER
 CREATE TABLE moves (code INTEGER PRIMARY KEY, text TEXT NOT NULL, gate INTEGER NOT NULL, qubits TEXT NOT NULL);
 CREATE TABLE tasks (
     task_id INTEGER PRIMARY KEY, level INTEGER NOT NULL, first_id INTEGER NOT NULL,
-    count INTEGER NOT NULL, candidates INTEGER NOT NULL);
+    count INTEGER NOT NULL, candidates INTEGER NOT NULL, shard INTEGER NOT NULL);
+CREATE INDEX tasks_by_first_id ON tasks (first_id);
+CREATE TABLE shards (shard INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, bytes INTEGER NOT NULL);
+"""
+_BLOCK_SCHEMA = """
 CREATE TABLE blocks (
-    first_id INTEGER PRIMARY KEY, count INTEGER NOT NULL, task_id INTEGER NOT NULL,
-    offsets BLOB NOT NULL, codes BLOB NOT NULL, unitaries BLOB NOT NULL, keys BLOB);
-CREATE TABLE lookup (key INTEGER NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (key, id)) WITHOUT ROWID;
+    task_id INTEGER PRIMARY KEY, count INTEGER NOT NULL, offsets BLOB NOT NULL, codes BLOB NOT NULL,
+    unitaries BLOB, keys BLOB, checks BLOB NOT NULL);
+CREATE TABLE lookup (key INTEGER NOT NULL, task_id INTEGER NOT NULL, row INTEGER NOT NULL,
+    PRIMARY KEY (key, task_id, row)) WITHOUT ROWID;
 """
 
 
@@ -121,20 +127,20 @@ def storage_error(exc: sqlite3.Error, path: str | Path, action: str) -> DatasetE
     if name in _NO_SPACE:
         return _no_space(name, Path(path), action)
     if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
-        return DatasetBusyError(f"{str(path)!r} stayed locked by another process while {action} it: try again")
+        return DatasetBusyError(f"{path_text(path)} stayed locked by another process while {action} it: try again")
     if name == "SQLITE_NOTADB":
-        return NotADatasetError(f"{str(path)!r} is not an SQLite database")
+        return NotADatasetError(f"{path_text(path)} is not an SQLite database")
     if name == "SQLITE_READONLY_DIRECTORY" and action != "writing":
         return StorageError(
-            f"cannot read {str(path)!r} here: readers of a WAL dataset create {Path(path).name}-shm beside it, and "
+            f"cannot read {path_text(path)} here: readers of a WAL dataset create {Path(path).name}-shm beside it, and "
             "this directory is not writable: make it writable, or convert the dataset once by re-running its "
             "generate command with --journal delete (such datasets read from read-only places)"
         )
     if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
         flags = os.O_RDONLY if name.startswith("SQLITE_CANTOPEN") else os.O_RDWR
         reason = _os_reason(Path(path), flags) or f"{exc}: check the permissions of it, its -wal/-shm and its directory"
-        return StorageError(f"cannot open {str(path)!r} while {action} it: {reason}")
-    return StorageError(f"storage error while {action} {str(path)!r}: {exc}")
+        return StorageError(f"cannot open {path_text(path)} while {action} it: {reason}")
+    return StorageError(f"storage error while {action} {path_text(path)}: {exc}")
 
 
 def _os_reason(path: Path, flags: int) -> str | None:
@@ -167,15 +173,26 @@ def _no_space(name: str, path: Path, action: str) -> StorageError:
         if action == "creating"
         else "everything committed is kept: make room and re-run the same command to resume"
     )
-    return StorageError(f"{action} {str(path)!r} failed: {what} ({'; '.join(facts)}); {then}")
+    return StorageError(f"{action} {path_text(path)} failed: {what} ({'; '.join(facts)}); {then}")
 
 
-def connect(path: str | Path, *, readonly: bool, journal: str = "wal") -> sqlite3.Connection:
+def uri(path: str | Path, mode: str, *, immutable: bool = False) -> str:
+    """The ``file:`` URI of ``path`` (any bytes: paths need not be UTF-8 on Linux)."""
+    raw = os.fsencode(Path(path).absolute())
+    return f"file:{quote(raw)}?mode={mode}" + ("&immutable=1" if immutable else "")
+
+
+def connect(path: str | Path, *, readonly: bool, journal: str = "wal", immutable: bool = False) -> sqlite3.Connection:
     """Open a connection with the project's settings (autocommit; use :func:`atomic`).
-    A writable one also sets the page size (new files), ``journal`` and its ``synchronous``."""
-    mode = "ro" if readonly else "rw"
-    uri = f"file:{quote(str(Path(path).absolute()))}?mode={mode}"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    A writable one also sets the page size (new files), ``journal`` and its ``synchronous``.
+    ``immutable`` (read-only): a file that never changes again (a finished shard): no locks."""
+    conn = sqlite3.connect(
+        uri(path, "ro" if readonly else "rw", immutable=immutable),
+        uri=True,
+        isolation_level=None,
+        timeout=BUSY_TIMEOUT_S,
+        check_same_thread=False,
+    )
     if readonly:
         # Readers map the file (pages come from the OS page cache, shared by every reader, no
         # copy per process): random ds[i] ~2x faster than through SQLite's 2 MB default cache.
@@ -235,19 +252,38 @@ def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def check_regular(path: Path) -> None:
+    """Refuse what is not a regular file before anything opens it (a FIFO would hang every
+    reader, a device or socket is never a dataset)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise DatasetMissingError(f"{path_text(path)} is a symbolic link to nothing: check the path") from None
+        raise DatasetMissingError(f"no dataset at {path_text(path)}: check the path") from None
+    except OSError as exc:
+        raise StorageError(f"cannot access {path_text(path)}: {exc.strerror}") from exc
+    if stat.S_ISDIR(mode):
+        raise NotADatasetError(f"{path_text(path)} is a directory, not a dataset file")
+    if not stat.S_ISREG(mode):
+        raise NotADatasetError(f"{path_text(path)} is not a regular file (a FIFO, device or socket)")
+
+
+def path_text(path: str | Path) -> str:
+    """``path`` quoted for a message (bytes that are not UTF-8 shown escaped, never an error)."""
+    return repr(os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def check_file(path: Path) -> None:
-    """Refuse a missing file, a non-SQLite file, a foreign SQLite file or a newer schema."""
+    """Refuse a missing or irregular file, a non-SQLite file, a foreign SQLite file, or another schema."""
+    check_regular(path)
     try:
         with path.open("rb") as f:
             header = f.read(16)
-    except FileNotFoundError:
-        raise DatasetMissingError(f"no dataset at {str(path)!r}: check the path") from None
-    except IsADirectoryError:
-        raise NotADatasetError(f"{str(path)!r} is a directory, not a dataset file") from None
     except OSError as exc:
-        raise StorageError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+        raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
     if header != _SQLITE_HEADER:
-        raise NotADatasetError(f"{str(path)!r} is not a unitarium dataset (not an SQLite file)")
+        raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
     try:
         conn = connect(path, readonly=True)
         try:
@@ -258,11 +294,17 @@ def check_file(path: Path) -> None:
     except sqlite3.Error as exc:
         raise storage_error(exc, path, "opening") from exc
     if app_id != APPLICATION_ID:
-        raise NotADatasetError(f"{str(path)!r} is an SQLite database but not a unitarium dataset")
+        raise NotADatasetError(f"{path_text(path)} is an SQLite database but not a unitarium dataset")
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
-            f"{str(path)!r} has schema version {version}, newer than this unitarium's {SCHEMA_VERSION}: "
+            f"{path_text(path)} has schema version {version}, newer than this unitarium's {SCHEMA_VERSION}: "
             "upgrade unitarium"
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path_text(path)} has schema version {version} (unitarium 0.1: no block checksums), which this "
+            f"unitarium (schema {SCHEMA_VERSION}) no longer reads: re-run its generate command into a new path "
+            "to rebuild it (or read it with unitarium 0.1)"
         )
 
 
@@ -283,7 +325,7 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def damaged_meta(path: str | Path, detail: object) -> NotADatasetError:
     """The error for a dataset whose ``meta`` table cannot be used."""
-    return NotADatasetError(f"{str(path)!r} has a damaged meta table: {detail}")
+    return NotADatasetError(f"{path_text(path)} has a damaged meta table: {detail}")
 
 
 def load_json(text: object) -> Any:
@@ -296,65 +338,138 @@ def load_json(text: object) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def le_bytes(array: np.ndarray) -> memoryview:
-    """A contiguous little-endian byte view of ``array`` for a BLOB."""
-    arr = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return memoryview(arr).cast("B")  # type: ignore[arg-type]  # ndarray implements the buffer protocol
+def block_format(spec: Spec) -> BlockFormat:
+    """The block layout of a dataset of ``spec``."""
+    udt = spec.np_dtype.newbyteorder("<")
+    u_bytes = spec.gateset.dim**2 * udt.itemsize if spec.stored_unitaries else 0
+    return BlockFormat(
+        dim=spec.gateset.dim,
+        unitary_dtype=udt,
+        code_dtype=code_dtype(len(spec.gateset.moves)),
+        stored_unitaries=spec.stored_unitaries,
+        keyed=spec.unique,
+        page=page_records(u_bytes, spec.unique),
+    )
 
 
-def code_dtype(num_moves: int) -> np.dtype:
-    """``uint8`` codes while there are at most 256 moves, else ``uint16``."""
-    return np.dtype("<u1") if num_moves <= 256 else np.dtype("<u2")
+def format_json(fmt: BlockFormat, layout: str) -> dict[str, Any]:
+    """``meta.format``: everything a reader needs to decode blocks without unitarium's code."""
+    return {
+        "layout": layout,
+        "dim": fmt.dim,
+        "unitary_dtype": fmt.unitary_dtype.name,
+        "unitaries": "stored" if fmt.stored_unitaries else "computed",
+        "code_dtype": fmt.code_dtype.name,
+        "offset_dtype": "uint32",
+        "keys": "dedup128" if fmt.keyed else None,
+        "page_records": fmt.page,
+        "checksum": "crc32 per page",
+        "byte_order": "little",
+        "qubit_order": "qiskit (little-endian: qubit 0 is the least significant bit)",
+    }
 
 
-@dataclass
-class TaskResult:
-    """What a worker hands the writer for one task. ``codes``/``offsets`` describe the
-    circuits as stored; ``dedup``/``lookup`` are the canonical keys (unique mode)."""
+def create_tables(conn: sqlite3.Connection, *, blocks: bool, manifest: bool) -> None:
+    """The schema's tables: the manifest's (meta, gates, moves, tasks, shards) and/or the blocks'."""
+    text = (_SCHEMA if manifest else "") + (_BLOCK_SCHEMA if blocks else "")
+    for statement in filter(str.strip, text.split(";")):
+        conn.execute(statement)
 
-    task_id: int
-    level: int
-    candidates: int
-    codes: np.ndarray
-    offsets: np.ndarray
-    unitaries: np.ndarray
-    dedup: np.ndarray | None = None
-    alternates: dict[int, list[int]] | None = None
-    lookup: np.ndarray | None = None
 
-    @property
-    def count(self) -> int:
-        return len(self.unitaries)
+def write_header(conn: sqlite3.Connection, spec: Spec, layout: str) -> None:
+    """The header rows of a new dataset file or manifest: pragmas, meta, gates and moves."""
+    gs = spec.gateset
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    rows = [
+        ("spec", spec.to_json()),
+        ("format", format_json(block_format(spec), layout)),
+        ("state", {"complete": False, "runs": 0}),
+        ("summary", {"records": 0, "tasks": 0, "candidates": 0, "lengths": {}}),
+    ]
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows])
+    conn.executemany(
+        "INSERT INTO gates VALUES (?, ?, ?, ?)",
+        [(i, g.name, g.num_qubits, g.matrix.astype("<c16").tobytes()) for i, g in enumerate(gs.gates)],
+    )
+    conn.executemany(
+        "INSERT INTO moves VALUES (?, ?, ?, ?)",
+        [(i, m.text, m.gate, " ".join(map(str, m.qubits))) for i, m in enumerate(gs.moves)],
+    )
 
-    def select(self, keep: np.ndarray) -> TaskResult:
-        """The same task with only the rows where ``keep`` is true."""
-        lengths = np.diff(self.offsets)[keep]
-        starts = self.offsets[:-1][keep]
-        codes = np.concatenate(
-            [self.codes[s : s + n] for s, n in zip(starts, lengths, strict=True)] or [self.codes[:0]]
-        )
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
-        return TaskResult(
-            self.task_id,
-            self.level,
-            self.candidates,
-            codes,
-            offsets,
-            self.unitaries[keep],
-            None if self.dedup is None else self.dedup[keep],
-            None,
-            None if self.lookup is None else self.lookup[keep],
-        )
+
+def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult) -> None:
+    """Task ``r``'s block (and lookup rows, in unique mode) into ``conn``'s ``blocks`` table."""
+    if not r.count:
+        return
+    blobs = encode(fmt, r.offsets, r.codes, r.unitaries, r.dedup)
+    conn.execute(
+        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (r.task_id, r.count, blobs["offsets"], blobs["codes"], blobs["unitaries"], blobs["keys"], blobs["checks"]),
+    )
+    if r.lookup is not None:
+        rows = ((key, r.task_id, j) for j, key in enumerate(r.lookup.tolist()))
+        conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", rows)
+
+
+def update_summary(conn: sqlite3.Connection, entries: Sequence[tuple[int, int, dict[int, int]]]) -> int:
+    """Add committed tasks ``(records, candidates, length counts)`` to ``meta.summary`` (in the
+    caller's transaction); returns the number of records before them (the next first id)."""
+    (text,) = conn.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
+    summary = json.loads(text)
+    before = int(summary["records"])
+    lengths = summary["lengths"]
+    for records, candidates, counts in entries:
+        summary["records"] += records
+        summary["candidates"] += candidates
+        summary["tasks"] += 1
+        for length, n in counts.items():
+            lengths[str(length)] = lengths.get(str(length), 0) + n
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'summary'", (json.dumps(summary),))
+    return before
+
+
+def merge_state(conn: sqlite3.Connection, **state: Any) -> dict[str, Any]:
+    """Merge ``state`` into ``meta.state`` (in the caller's transaction); returns the new state."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
+    merged = {**json.loads(row[0]), **state}
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'state'", (json.dumps(merged),))
+    return merged
+
+
+def remove_stale_temporaries(directory: Path, name: str) -> None:
+    """Delete ``.<name>.<pid>.<hex>.tmp`` files left by creators that died (kill -9 while
+    creating): only those whose process no longer exists."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and not _alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Writer:
     """The single writer of a dataset file. Creates or validates the file, holds its
     write lock until :meth:`close`, and commits whole tasks atomically."""
 
-    def __init__(self, path: str | Path, spec: Spec, *, journal: str = "wal") -> None:
+    def __init__(self, path: str | Path, spec: Spec, *, journal: str = "wal", layout: str = "file") -> None:
         self.path = Path(path)
         self.spec = spec
+        self.fmt = block_format(spec)
         self.journal = journal
+        self.layout = layout
+        self.network = False
         self._sidecar = self._lock_sidecar() if self._on_network_filesystem() else None
         try:
             fd = self._create() if not self._exists() else None
@@ -373,7 +488,7 @@ class Writer:
         try:
             return self.path.exists()
         except OSError as exc:  # e.g. a directory on the way that we may not enter
-            raise StorageError(f"cannot access {str(self.path)!r}: {exc.strerror}") from exc
+            raise StorageError(f"cannot access {path_text(self.path)}: {exc.strerror}") from exc
 
     def _on_network_filesystem(self) -> bool:
         """Check ``journal`` against the filesystem: WAL is refused on a network one."""
@@ -382,9 +497,10 @@ class Writer:
         kind = filesystem_type(self.path.absolute().parent)
         if kind not in NETWORK_FILESYSTEMS:
             return False
+        self.network = True
         if self.journal == "wal":
             raise StorageError(
-                f"{str(self.path)!r} is on a network filesystem ({kind}): SQLite's WAL mode needs memory shared "
+                f"{path_text(self.path)} is on a network filesystem ({kind}): SQLite's WAL mode needs memory shared "
                 "between processes, which it cannot provide there; use --journal delete (a rollback journal: "
                 "safe there, but readers wait while a task commits)"
             )
@@ -395,7 +511,7 @@ class Writer:
         try:
             fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StorageError(f"cannot create the lock file {str(self.path)!r}-lock: {exc.strerror}") from exc
+            raise StorageError(f"cannot create the lock file {path_text(self.path)}-lock: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -410,7 +526,7 @@ class Writer:
 
     def _busy(self) -> DatasetBusyError:
         return DatasetBusyError(
-            f"another unitarium process is writing {str(self.path)!r}: wait for it to finish or use another file"
+            f"another unitarium process is writing {path_text(self.path)}: wait for it to finish or use another file"
         )
 
     def _create(self) -> int | None:
@@ -419,12 +535,15 @@ class Writer:
         two racing creators one wins. None when ``path`` appeared meanwhile."""
         parent = self.path.absolute().parent
         if not parent.is_dir():
-            raise StorageError(f"cannot create {str(self.path)!r}: {str(parent)!r} is not an existing directory")
+            raise StorageError(
+                f"cannot create {path_text(self.path)}: {path_text(parent)} is not an existing directory"
+            )
+        remove_stale_temporaries(parent, self.path.name)
         tmp = parent / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
-            raise StorageError(f"cannot create {str(self.path)!r}: {exc.strerror}") from exc
+            raise StorageError(f"cannot create {path_text(self.path)}: {exc.strerror}") from exc
         try:
             if self._sidecar is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -438,7 +557,7 @@ class Writer:
             raise
         except OSError as exc:
             os.close(fd)
-            raise StorageError(f"cannot create {str(self.path)!r}: {exc.strerror or exc}") from exc
+            raise StorageError(f"cannot create {path_text(self.path)}: {exc.strerror or exc}") from exc
         except BaseException:
             os.close(fd)
             raise
@@ -448,12 +567,11 @@ class Writer:
         return fd
 
     def _lock_existing(self) -> int:
-        if not self.path.is_file():
-            raise NotADatasetError(f"{str(self.path)!r} is not a regular file")
+        check_regular(self.path)
         try:
             fd = os.open(self.path, os.O_RDWR)
         except OSError as exc:
-            raise StorageError(f"cannot open {str(self.path)!r} for writing: {exc.strerror}") from exc
+            raise StorageError(f"cannot open {path_text(self.path)} for writing: {exc.strerror}") from exc
         try:
             if self._sidecar is None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -475,7 +593,7 @@ class Writer:
         except ValueError as exc:  # not JSON
             raise damaged_meta(self.path, exc) from exc
         if stored != self.spec.to_json():
-            raise SpecMismatchError(_mismatch_message(self.path, stored or {}, self.spec.to_json()))
+            raise SpecMismatchError(mismatch_message(self.path, stored or {}, self.spec.to_json()))
         try:
             return connect(self.path, readonly=False, journal=self.journal)
         except sqlite3.Error as exc:
@@ -487,37 +605,13 @@ class Writer:
             conn = connect(path, readonly=False, journal=self.journal)
             try:
                 with atomic(conn):
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
-                        conn.execute(statement)
-                    self._write_header(conn)
+                    create_tables(conn, blocks=True, manifest=True)
+                    write_header(conn, self.spec, self.layout)
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "creating") from exc
-
-    def _write_header(self, conn: sqlite3.Connection) -> None:
-        gs = self.spec.gateset
-        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        fmt = {
-            "dim": gs.dim,
-            "unitary_dtype": self.spec.dtype,
-            "code_dtype": code_dtype(len(gs.moves)).name,
-            "offset_dtype": "uint32",
-            "byte_order": "little",
-            "qubit_order": "qiskit (little-endian: qubit 0 is the least significant bit)",
-        }
-        rows = [("spec", self.spec.to_json()), ("format", fmt), ("state", {"complete": False})]
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows])
-        conn.executemany(
-            "INSERT INTO gates VALUES (?, ?, ?, ?)",
-            [(i, g.name, g.num_qubits, le_bytes(g.matrix)) for i, g in enumerate(gs.gates)],
-        )
-        conn.executemany(
-            "INSERT INTO moves VALUES (?, ?, ?, ?)",
-            [(i, m.text, m.gate, " ".join(map(str, m.qubits))) for i, m in enumerate(gs.moves)],
-        )
 
     # -- state -------------------------------------------------------------------------
 
@@ -527,8 +621,11 @@ class Writer:
 
     def next_id(self) -> int:
         """The id the next committed record gets (= the number of records)."""
-        row = self.conn.execute("SELECT first_id + count FROM blocks ORDER BY first_id DESC LIMIT 1").fetchone()
-        return int(row[0]) if row else 0
+        row = self.conn.execute("SELECT max(first_id + count) FROM tasks").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def candidates_done(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(sum(candidates), 0) FROM tasks").fetchone()[0])
 
     def level_range(self, level: int) -> tuple[int, int] | None:
         """``(first_id, end_id)`` of the records of enumeration level ``level``, or None."""
@@ -537,53 +634,28 @@ class Writer:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row[2] else None
 
-    def stored_dedup_keys(self) -> np.ndarray:
-        """All dedup keys of committed records (to rebuild the key set on resume)."""
-        parts = [
-            np.frombuffer(b, dtype="<i8") for (b,) in self.conn.execute("SELECT keys FROM blocks ORDER BY first_id")
-        ]
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-
     # -- writes ------------------------------------------------------------------------
 
     def commit(self, results: Sequence[TaskResult]) -> None:
-        """Commit whole tasks (their rows and done-marks) in one transaction."""
+        """Commit whole tasks (their blocks, rows and summary) in one transaction."""
         try:
             with atomic(self.conn) as conn:
-                first = self.next_id()
+                first = update_summary(conn, [(r.count, r.candidates, r.length_counts()) for r in results])
                 for r in results:
-                    self._insert(conn, r, first)
+                    conn.execute(
+                        "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, 0)",
+                        (r.task_id, r.level, first, r.count, r.candidates),
+                    )
+                    insert_block(conn, self.fmt, r)
                     first += r.count
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "writing") from exc
-
-    def _insert(self, conn: sqlite3.Connection, r: TaskResult, first: int) -> None:
-        conn.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", (r.task_id, r.level, first, r.count, r.candidates))
-        if not r.count:
-            return
-        conn.execute(
-            "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                first,
-                r.count,
-                r.task_id,
-                le_bytes(r.offsets.astype(np.uint32, copy=False)),
-                le_bytes(r.codes.astype(code_dtype(len(self.spec.gateset.moves)), copy=False)),
-                le_bytes(r.unitaries.astype(self.spec.np_dtype, copy=False)),
-                None if r.dedup is None else le_bytes(r.dedup.astype(np.int64)),
-            ),
-        )
-        if r.lookup is not None:
-            ids = range(first, first + r.count)
-            conn.executemany("INSERT INTO lookup VALUES (?, ?)", zip(r.lookup.tolist(), ids, strict=True))
 
     def set_state(self, **state: Any) -> None:
         """Update the ``state`` meta entry (e.g. ``complete=True``)."""
         try:
             with atomic(self.conn) as conn:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
-                merged = {**json.loads(row[0]), **state}
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'state'", (json.dumps(merged),))
+                merge_state(conn, **state)
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "writing") from exc
 
@@ -605,10 +677,10 @@ class Writer:
         self.close()
 
 
-def _mismatch_message(path: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+def mismatch_message(path: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
     diffs = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
     parts = [f"{k}: file has {json.dumps(stored.get(k))}, asked {json.dumps(wanted.get(k))}" for k in diffs[:3]]
     return (
-        f"{str(path)!r} holds a dataset of another spec ({'; '.join(parts)}): "
+        f"{path_text(path)} holds a dataset of another spec ({'; '.join(parts)}): "
         "re-run with the file's options to resume, or write to a new file"
     )

@@ -1,0 +1,151 @@
+"""Where a dataset's blocks live: one :class:`BlockStore` for a file and for a directory.
+
+A dataset file is its own manifest and its only shard (shard 0). A directory has a manifest
+(``manifest.db``) whose ``tasks`` rows name the segment (``shards/<name>.db``) holding each
+task's block. Readers find blocks through the manifest only (see :mod:`._shards`), read them in
+BLOB pieces (incremental BLOB I/O, a page at a time) and check every piece's checksum
+(:func:`._codec.read_rows`). Connections are per process; a store reconnects after a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from ._codec import Block, BlockFormat, Damage, Reader, read_rows
+from ._errors import DatasetMissingError, NotADatasetError
+from ._shards import MANIFEST, SHARDS
+from ._store import check_file, connect, path_text, storage_error
+
+__all__ = ["BlockStore", "Span"]
+
+_OPEN_SHARDS = 64
+"""Segment connections kept open per process (least recently used are closed)."""
+
+Span = tuple[int, int, int, int, int, int]
+"""``(task_id, shard, first_id, count, lo, hi)``: rows ``lo .. hi - 1`` of that task's block."""
+
+
+class BlockStore:
+    """The manifest and shards of a dataset at ``path`` (a file, or a directory)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.directory = self.path if os.path.isdir(self.path) else None
+        self.manifest = self.path / MANIFEST if self.directory is not None else self.path
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._shards: OrderedDict[int, sqlite3.Connection] = OrderedDict()
+        self._names: dict[int, str] = {}
+
+    def connection(self) -> sqlite3.Connection:
+        """The manifest's read-only connection in this process (checked when first opened)."""
+        if self._conn is None or self._pid != os.getpid():
+            self._shards.clear()
+            if self.directory is not None and not self.manifest.exists() and not self.manifest.is_symlink():
+                raise DatasetMissingError(
+                    f"{path_text(self.path)} is a directory without a {MANIFEST}: not a unitarium dataset directory"
+                )
+            check_file(self.manifest)
+            try:
+                self._conn = connect(self.manifest, readonly=True)
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.manifest, "opening") from exc
+            self._pid = os.getpid()
+        return self._conn
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a read query on the manifest (errors mapped to unitarium's)."""
+        try:
+            return self.connection().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.manifest, "reading") from exc
+
+    def shard(self, shard: int) -> sqlite3.Connection:
+        """The connection holding the blocks of ``shard`` (0: the dataset file itself)."""
+        conn = self.connection()
+        if shard == 0:
+            return conn
+        if shard in self._shards:
+            self._shards.move_to_end(shard)
+            return self._shards[shard]
+        path = self.segment_path(shard)
+        try:
+            if not path.is_file():
+                raise self.damaged(None, f"its segment {path.name} is missing")
+            segment = connect(path, readonly=True, immutable=True)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, path, "opening") from exc
+        self._shards[shard] = segment
+        if len(self._shards) > _OPEN_SHARDS:
+            self._shards.popitem(last=False)[1].close()
+        return segment
+
+    def segment_path(self, shard: int) -> Path:
+        """The file of segment ``shard`` (a directory's)."""
+        if shard not in self._names:
+            rows = self.query("SELECT name FROM shards WHERE shard = ?", (shard,))
+            if not rows or not isinstance(rows[0][0], str) or "/" in rows[0][0]:
+                raise self.damaged(None, f"the manifest lists no valid segment {shard}")
+            self._names[shard] = rows[0][0]
+        assert self.directory is not None, "a dataset file has no segments"
+        return self.directory / SHARDS / f"{self._names[shard]}.db"
+
+    def segments(self) -> list[tuple[int, Path]]:
+        """Every listed segment ``(shard, path)`` (none for a file)."""
+        if self.directory is None:
+            return []
+        rows = self.query("SELECT shard, name FROM shards ORDER BY shard")
+        return [(int(s), self.directory / SHARDS / f"{n}.db") for s, n in rows]
+
+    def damaged(self, records: tuple[int, int] | None, detail: str) -> NotADatasetError:
+        """The error for a damaged block (``records``: the affected ids ``[a, b)``)."""
+        where = "" if records is None else f" (records {records[0]}..{records[1] - 1})"
+        return NotADatasetError(f"{path_text(self.path)} has a damaged block{where}: {detail}")
+
+    def read(self, fmt: BlockFormat, span: Span) -> Block:
+        """Rows ``lo .. hi - 1`` of a task's block, checked."""
+        task_id, shard, first, count, lo, hi = span
+        try:
+            return read_rows(fmt, count, lo, hi, self._reader(shard, task_id))
+        except Damage as exc:
+            rows = (first, first + count) if exc.rows is None else (first + exc.rows[0], first + exc.rows[1])
+            raise self.damaged(rows, f"task {task_id}: {exc.detail}") from None
+
+    def _reader(self, shard: int, task_id: int) -> Reader:
+        conn = self.shard(shard)
+
+        def read(column: str, at: int, size: int, total: int | None) -> bytes:
+            try:
+                with conn.blobopen("blocks", column, task_id, readonly=True) as blob:
+                    length = len(blob)
+                    if total is not None and length != total:
+                        raise Damage(f"its {column} hold {length} bytes, expected {total}")
+                    if at + size > length:
+                        raise Damage(f"its {column} end at byte {length}, before byte {at + size}")
+                    blob.seek(at)
+                    data = blob.read(size)
+            except (sqlite3.DataError, sqlite3.OperationalError) as exc:
+                if "no such" in str(exc) or "cannot open value of type" in str(exc):
+                    raise Damage(f"its {column} cannot be read ({exc})") from exc
+                raise storage_error(exc, self.path, "reading") from exc
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.path, "reading") from exc
+            if len(data) != size:
+                raise Damage(f"its {column} gave {len(data)} bytes, expected {size}")
+            return data
+
+        return read
+
+    def close(self) -> None:
+        """Close this process's connections (idempotent)."""
+        if self._pid == os.getpid():
+            for conn in self._shards.values():
+                conn.close()
+            if self._conn is not None:
+                self._conn.close()
+        self._shards.clear()
+        self._conn = None

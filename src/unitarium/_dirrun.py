@@ -1,0 +1,423 @@
+"""The local engine for sharded datasets: every worker computes and writes its own segments.
+
+The driver (this process) plans tasks, hands them to workers, decides deduplication in task
+order (unique mode: the one ordered authority; only keys travel, 16 bytes per candidate), and
+is the only writer of the manifest, the commit point (:mod:`._shards`). Workers compute a
+task, append its block to their open segment, and *publish* the segment (durably, atomically)
+when it is :data:`SEGMENT_BYTES` big, :data:`SEGMENT_SECONDS` old, or asked to (at a level
+barrier or the end). Nothing but small messages crosses processes: task descriptions
+(enumeration: the parents' circuits), keys and keep-masks (unique mode), and the list of tasks
+in each published segment. The driver lists published tasks in the manifest in task order, so
+the manifest always describes a prefix of the final dataset, identical to the file engine's
+(same ids, circuits and unitaries) whatever the worker count or interruptions.
+
+With one worker everything runs in this process (no pipes). SIGINT/SIGTERM stop the run at the
+next safe point: workers are terminated, their unpublished segments deleted; everything listed
+in the manifest is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._dataset import Dataset
+from ._errors import Interrupted, UnitariumError, WorkerError
+from ._keyset import KeySet
+from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
+from ._sources import Task, TaskContext, TaskResult, run_task
+from ._spec import RandomSource, Spec
+
+__all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
+
+SEGMENT_BYTES = 256 << 20
+"""A worker publishes its segment once it holds this many bytes of records..."""
+SEGMENT_SECONDS = 2.0
+"""...or once its first block is this old: what a crash can lose, and how fresh readers are."""
+_QUEUED = 2
+"""Tasks sent to a worker and not yet computed."""
+_UNDECIDED = 4
+"""Unique mode: computed tasks per worker awaiting their keep-mask (bounds workers' memory)."""
+_UNCOMMITTED = 1 << 16
+"""Tasks submitted but not yet listed in the manifest (bounds the driver's memory)."""
+_POLL_S = 0.2
+
+
+class _Segments:
+    """A worker's current segment, published by size, age or request."""
+
+    def __init__(self, directory: Path, spec: Spec, namer: Callable[[int], str], network: bool) -> None:
+        from ._store import block_format
+
+        self.directory, self.fmt, self.namer, self.network = directory, block_format(spec), namer, network
+        self.seq = 0
+        self.current = SegmentWriter(directory, namer(0), self.fmt, network=network)
+        self.opened: float | None = None
+
+    def add(self, result: TaskResult) -> list[Published]:
+        self.current.add(result)
+        if self.opened is None:
+            self.opened = time.monotonic()
+        return self.publish() if self.current.nbytes >= SEGMENT_BYTES else []
+
+    def due(self) -> float | None:
+        """Seconds until the segment must be published (None: nothing in it)."""
+        return None if self.opened is None else max(0.0, self.opened + SEGMENT_SECONDS - time.monotonic())
+
+    def publish(self) -> list[Published]:
+        """Publish the segment (if it holds any block, its name is used up: the next gets a new one)."""
+        wrote = self.current.conn is not None
+        published = self.current.publish()
+        if wrote:
+            self.seq += 1
+            self.current = SegmentWriter(self.directory, self.namer(self.seq), self.fmt, network=self.network)
+        self.opened = None
+        return published
+
+    def discard(self) -> None:
+        self.current.discard()
+
+
+# -- worker processes ---------------------------------------------------------------------------
+
+
+def _serve(
+    tasks: Connection,
+    results: Connection,
+    spec_json: dict[str, Any],
+    directory: str,
+    worker: int,
+    run: int,
+    network: bool,
+) -> None:
+    """A worker: compute tasks, write segments, report; return at end-of-file on ``tasks``."""
+    from ._engine import send_message
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    segments = None
+    try:
+        spec = Spec.from_json(spec_json)
+        ctx = TaskContext(spec)
+        segments = _Segments(Path(directory), spec, lambda seq: segment_name(run, worker, seq), network)
+        _loop(tasks, results, ctx, segments)
+    except Exception as exc:  # reported as one line by the driver, never a worker's traceback
+        with contextlib.suppress(OSError):
+            send_message(results.fileno(), ("error", None, f"{type(exc).__name__}: {exc}"))
+    finally:
+        if segments is not None:
+            segments.discard()
+
+
+def _loop(tasks: Connection, results: Connection, ctx: TaskContext, segments: _Segments) -> None:
+    from ._engine import recv_message, send_message
+
+    pending: dict[int, TaskResult] = {}
+    fd = results.fileno()
+    while True:
+        due = segments.due()
+        if due == 0.0 or not tasks.poll(due):
+            send_message(fd, ("published", segments.publish()))
+            continue
+        try:
+            message = recv_message(tasks.fileno())
+        except EOFError:
+            return
+        kind = message[0]
+        published: list[Published] = []
+        if kind == "task":
+            task: Task = message[1]
+            try:
+                result = run_task(ctx, task)
+            except Exception as exc:
+                send_message(fd, ("error", task.task_id, f"{type(exc).__name__}: {exc}"))
+                return
+            if ctx.spec.unique:
+                pending[task.task_id] = result
+                send_message(fd, ("computed", task.task_id, (result.dedup, result.alternates)))
+            else:
+                send_message(fd, ("computed", task.task_id, None))
+                published = segments.add(result)
+        elif kind == "keep":
+            published = segments.add(pending.pop(message[1]).select(message[2]))
+        elif kind == "flush":
+            published = segments.publish()
+        if published:
+            send_message(fd, ("published", published))
+
+
+class _Workers:
+    """Worker processes (``spawn``) with a task pipe and a result pipe each."""
+
+    def __init__(self, count: int, writer: DirectoryWriter) -> None:
+        from ._engine import _grow_pipe, _single_threaded_blas
+
+        ctx = multiprocessing.get_context("spawn")
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.send: list[Connection] = []
+        self.recv: list[Connection] = []
+        self.queued = [0] * count
+        resource_tracker.ensure_running()
+        spec_json = writer.spec.to_json()
+        try:
+            for w in range(count):
+                task_r, task_w = ctx.Pipe(duplex=False)
+                result_r, result_w = ctx.Pipe(duplex=False)
+                _grow_pipe(result_r)
+                _grow_pipe(task_w)
+                args = (task_r, result_w, spec_json, str(writer.directory), w, writer.run, writer.network)
+                proc = ctx.Process(target=_serve, args=args, daemon=True)
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    with _single_threaded_blas():
+                        proc.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                    task_r.close()
+                    result_w.close()
+                self.procs.append(proc)
+                self.send.append(task_w)
+                self.recv.append(result_r)
+        except BaseException:
+            self.close(graceful=False)
+            raise
+
+    def post(self, worker: int, message: tuple[Any, ...]) -> None:
+        from ._engine import send_message
+
+        try:
+            send_message(self.send[worker].fileno(), message)
+        except OSError:
+            raise _Died(worker) from None
+
+    def close(self, *, graceful: bool) -> None:
+        for conn in (*self.send, *self.recv):
+            conn.close()
+        for proc in self.procs:
+            if not graceful:
+                proc.terminate()
+        for proc in self.procs:
+            proc.join(10)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+
+
+class _Died(Exception):
+    """A worker's pipe closed (``args = (worker,)``)."""
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+
+class _Driver:
+    """Plans, dedups in order, and commits published tasks in order to the manifest."""
+
+    def __init__(self, writer: DirectoryWriter, progress: Callable[[Any], None] | None, stop: Any) -> None:
+        self.writer, self.spec, self.progress, self.stop = writer, writer.spec, progress, stop
+        with Dataset(writer.directory) as reader:
+            self.keys = KeySet(reader.dedup_keys()) if self.spec.unique else None
+        self.next_commit = writer.tasks_done()
+        self.next_dedup = self.next_commit
+        self.records = writer.next_id()
+        self.start_records = self.records
+        self.candidates = writer.candidates_done()
+        self.tasks = 0
+        self.level = 0
+        self.published: dict[int, Published] = {}
+        self.undecided: dict[int, tuple[int, Any]] = {}
+
+    def decide(self, task_id: int, keys: Any) -> np.ndarray:
+        assert self.keys is not None
+        primary, alternates = keys
+        keep = self.keys.select_new(primary, alternates or {})
+        self.keys.add(primary[keep])
+        return keep
+
+    def add_published(self, published: list[Published]) -> None:
+        for p in published:
+            self.published[p.task_id] = p
+        batch = []
+        while self.next_commit in self.published:
+            batch.append(self.published.pop(self.next_commit))
+            self.next_commit += 1
+        if batch:
+            self.writer.commit_published(batch)
+            for p in batch:
+                self.records += p.count
+                self.candidates += p.candidates
+                self.tasks += 1
+                self.level = p.level
+            if self.progress:
+                from ._engine import Progress
+
+                total = self.spec.source.count if isinstance(self.spec.source, RandomSource) else None
+                self.progress(Progress(self.records, self.candidates, total, self.level))
+
+    def check_stop(self) -> None:
+        if self.stop.requested:
+            raise Interrupted(
+                f"stopped by signal; {self.records} records are committed in {str(self.writer.directory)!r}: "
+                "re-run the same command to resume"
+            )
+
+    def failed(self, task_id: int | None, error: str | None) -> WorkerError:
+        committed = f"{self.records} records are committed: re-run the same command to resume"
+        if error is None:
+            return WorkerError(f"a worker process died (killed, or out of memory?); {committed}")
+        if task_id is None:
+            return WorkerError(f"a worker process failed: {error}; {committed}")
+        return WorkerError(f"task {task_id} failed: {error}; {committed}")
+
+    # -- one process ----------------------------------------------------------------------------
+
+    def run_inline(self, tasks: Iterator[Task | None]) -> None:
+        ctx = TaskContext(self.spec)
+        run = self.writer.run
+        segments = _Segments(
+            self.writer.directory, self.spec, lambda seq: segment_name(run, 0, seq), self.writer.network
+        )
+        try:
+            for task in tasks:
+                self.check_stop()
+                if task is None:
+                    self.add_published(segments.publish())
+                    continue
+                try:
+                    result = run_task(ctx, task)
+                except UnitariumError:
+                    raise
+                except Exception as exc:
+                    raise self.failed(task.task_id, f"{type(exc).__name__}: {exc}") from exc
+                if self.keys is not None:
+                    result = result.select(self.decide(task.task_id, (result.dedup, result.alternates)))
+                published = segments.add(result)
+                if not published and segments.due() == 0.0:
+                    published = segments.publish()
+                self.add_published(published)
+            self.add_published(segments.publish())
+        finally:
+            segments.discard()
+
+    # -- worker processes --------------------------------------------------------------------------
+
+    def run_pool(self, tasks: Iterator[Task | None], count: int) -> None:
+        from ._engine import recv_message
+
+        pool = _Workers(count, self.writer)
+        owner: dict[int, int] = {}
+        submitted = self.next_commit
+
+        def pump(timeout: float) -> None:
+            for conn in wait(pool.recv, timeout):
+                assert isinstance(conn, Connection)
+                w = pool.recv.index(conn)
+                try:
+                    message = recv_message(conn.fileno())
+                except (EOFError, OSError):
+                    self.check_stop()
+                    raise self.failed(None, None) from None
+                self._handle(pool, w, message, owner)
+
+        def wait_until(condition: Callable[[], bool]) -> None:
+            while not condition():
+                self.check_stop()
+                pump(_POLL_S)
+
+        try:
+            for task in tasks:
+                self.check_stop()
+                if task is None:  # a barrier: everything so far listed in the manifest
+                    for w in range(count):
+                        pool.post(w, ("flush",))
+                    wait_until(lambda s=submitted: self.next_commit >= s)  # type: ignore[misc]
+                    continue
+                wait_until(lambda s=submitted: self._room(pool, s))  # type: ignore[misc]
+                w = min(range(count), key=lambda k: pool.queued[k])
+                pool.post(w, ("task", task))
+                pool.queued[w] += 1
+                owner[task.task_id] = w
+                submitted = task.task_id + 1
+                pump(0)
+            for w in range(count):
+                pool.post(w, ("flush",))
+            wait_until(lambda: self.next_commit >= submitted)
+        except _Died:
+            self.check_stop()
+            pool.close(graceful=False)
+            raise self.failed(None, None) from None
+        except BaseException:
+            pool.close(graceful=False)
+            raise
+        finally:
+            _remove_run_temporaries(self.writer)
+        pool.close(graceful=True)
+
+    def _room(self, pool: _Workers, submitted: int) -> bool:
+        if min(pool.queued) >= _QUEUED:
+            return False
+        if self.keys is not None and submitted - self.next_dedup >= _UNDECIDED * len(pool.queued):
+            return False
+        return submitted - self.next_commit < _UNCOMMITTED
+
+    def _handle(self, pool: _Workers, w: int, message: tuple[Any, ...], owner: dict[int, int]) -> None:
+        kind = message[0]
+        if kind == "error":
+            self.check_stop()
+            raise self.failed(message[1], message[2])
+        if kind == "computed":
+            pool.queued[w] -= 1
+            if self.keys is not None:
+                self.undecided[message[1]] = (w, message[2])
+                while self.next_dedup in self.undecided:
+                    worker, keys = self.undecided.pop(self.next_dedup)
+                    pool.post(worker, ("keep", self.next_dedup, self.decide(self.next_dedup, keys)))
+                    owner.pop(self.next_dedup, None)
+                    self.next_dedup += 1
+        elif kind == "published":
+            self.add_published(message[1])
+
+
+def _remove_run_temporaries(writer: DirectoryWriter) -> None:
+    """Unpublished segments of this run (workers stopped or died): never listed, never read."""
+    prefix = f".r{writer.run:04d}-"
+    with contextlib.suppress(OSError):
+        for entry in (writer.directory / SHARDS).iterdir():
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def run_directory(
+    directory: str | os.PathLike[str],
+    spec: Spec,
+    *,
+    workers: int,
+    progress: Callable[[Any], None] | None,
+    journal: str,
+    stop: Any,
+) -> tuple[int, int, int, str]:
+    """Generate (or resume) ``spec`` into the dataset directory; returns ``(records, new
+    records, tasks, path)``. Raises :class:`Interrupted` or :class:`WorkerError` (resumable)."""
+    from ._engine import _plan
+
+    with DirectoryWriter(directory, spec, journal=journal) as writer:
+        driver = _Driver(writer, progress, stop)
+        tasks = _plan(spec, writer, writer.tasks_done(), reader_path=writer.directory)
+        if workers == 1:
+            driver.run_inline(tasks)
+        else:
+            driver.run_pool(tasks, workers)
+        driver.check_stop()
+        writer.set_state(complete=True)
+        return driver.records, driver.records - driver.start_records, driver.tasks, str(directory)
