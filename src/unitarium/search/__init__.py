@@ -84,8 +84,10 @@ class SearchMixin:
             raise SpecError(f"nearest needs k >= 1 (a whole number), got {k!r}")
         targets, single = as_targets(unitary, ds.gateset.dim, "nearest")
         ids, dists = nearest_ids(targets, _blocks(ds), int(k))
+        table = ds.__dict__.get("_search_table")
+        record = ds.__getitem__ if table is None else table.record
         out = [
-            [Match(ds[int(i)], float(x)) for i, x in zip(row, drow, strict=True)]
+            [Match(record(int(i)), float(x)) for i, x in zip(row, drow, strict=True)]
             for row, drow in zip(ids, dists, strict=True)
         ]
         return out[0] if single else out

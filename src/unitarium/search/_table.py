@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._circuit import Circuit
+from .._circuit import Circuit, Record
 from .._errors import DatasetError, SpecError
 from .._kernels import ProductTable
 from .._spec import Enumeration
@@ -39,7 +39,7 @@ class SearchTable:
 
     ``unitaries`` ``(N, d, d)`` complex128 (recomputed from the circuits), ``lengths`` ``(N,)``,
     ``codes`` ``(N, max_length)`` padded with ``-1``, ``starts`` ``(max_length + 2,)``: level
-    ``l`` is ids ``starts[l] .. starts[l + 1] - 1``."""
+    ``l`` is ids ``starts[l] .. starts[l + 1] - 1``; ``stored``: the unitaries as stored."""
 
     gateset: GateSet
     max_length: int
@@ -47,6 +47,7 @@ class SearchTable:
     lengths: np.ndarray
     codes: np.ndarray
     starts: np.ndarray
+    stored: np.ndarray
 
     @cached_property
     def index(self) -> KeyIndex:
@@ -67,6 +68,10 @@ class SearchTable:
     def upto(self, length: int) -> int:
         """How many records have at most ``length`` moves (they are ids ``0 .. upto - 1``)."""
         return int(self.starts[min(max(length, -1), self.max_length) + 1])
+
+    def record(self, i: int) -> Record:
+        """Record ``i`` as ``ds[i]`` returns it (stored unitary), without a read."""
+        return Record(i, self.circuit(i), self.stored[i])
 
     def circuit(self, *ids: int) -> Circuit:
         """The circuit of records ``ids`` applied one after the other (first id first)."""
@@ -114,7 +119,7 @@ def _load(ds: Dataset) -> SearchTable:
             codes[a:b, :length] = ds.circuit_array(a, b, length)
     moves = ds.gateset.move_matrices
     unitaries = ProductTable(moves, np.complex128).unitaries(np.where(codes < 0, len(moves), codes))
-    return SearchTable(ds.gateset, big, unitaries, lengths, codes, starts)
+    return SearchTable(ds.gateset, big, unitaries, lengths, codes, starts, ds.unitaries(0, len(lengths)))
 
 
 def as_targets(unitary: object, d: int, what: str) -> tuple[np.ndarray, bool]:

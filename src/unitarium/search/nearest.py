@@ -44,10 +44,14 @@ def nearest_ids(targets: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], k
         for lo in range(0, len(block), max(1, _ENTRIES // max(q, 1))):
             part = cols[:, lo : lo + _ENTRIES // max(q, 1)]
             scores = np.abs(flat @ part)
-            ids = np.broadcast_to(np.arange(first + lo, first + lo + part.shape[1]), scores.shape)
-            best_ids, best_scores = _top(
-                np.concatenate([best_ids, ids], axis=1), np.concatenate([best_scores, scores], axis=1), k
-            )
+            if k == 1:  # argmax: the first (lowest id) of equal maxima
+                col = np.argmax(scores, axis=1)[:, None]
+                ids, scores = first + lo + col, np.take_along_axis(scores, col, axis=1)
+            else:
+                ids = np.broadcast_to(np.arange(first + lo, first + lo + part.shape[1]), scores.shape)
+            if best_ids.shape[1]:
+                ids, scores = np.concatenate([best_ids, ids], axis=1), np.concatenate([best_scores, scores], axis=1)
+            best_ids, best_scores = _top(ids, scores, k)
     return best_ids, distance(best_scores, d)
 
 
