@@ -267,6 +267,7 @@ def test_as_unitary_accepts_every_form(tmp_path: Path) -> None:
     np.testing.assert_allclose(as_unitary(qc, GS3), Operator(qc).data, rtol=0, atol=1e-12)
     np.testing.assert_allclose(as_unitary(circuit.to_cirq(), GS3), u, rtol=0, atol=1e-10)
     assert as_unitary(u.tolist(), GS3).dtype == np.complex128
+    np.testing.assert_allclose(as_unitary(u.astype(np.complex64), GS3), u, atol=1e-6)  # stored data passes the check
     for version in (2, 3):
         assert equal_up_to_phase(as_unitary(circuit.to_qasm(version), GS3), u)
     path = tmp_path / "c.qasm"
@@ -348,7 +349,7 @@ BAD: list[tuple[str, Callable[[], Any], str]] = [
     ),
     ("cirq: not a circuit", lambda: Circuit.from_cirq([cirq.H(cirq.LineQubit(0))], CLIFFORD2), "needs a cirq.Circuit"),
     ("to_qasm version", lambda: Circuit.from_text("h 0", CLIFFORD2).to_qasm(version=4), "use 2 or 3"),
-    ("matrix shape", lambda: as_unitary(np.eye(2), CLIFFORD2), "shape (2, 2) but 2 qubit(s) need (4, 4)"),
+    ("matrix shape", lambda: as_unitary(np.eye(2), CLIFFORD2), "2 qubit(s) need a 4x4 matrix, got shape (2, 2)"),
     ("matrix not unitary", lambda: as_unitary(np.ones((4, 4)), CLIFFORD2), "is not unitary"),
     ("matrix NaN", lambda: as_unitary(np.full((4, 4), np.nan), CLIFFORD2), "NaN"),
     ("not a unitary at all", lambda: as_unitary({"h": 0}, CLIFFORD2), "cannot use a dict as a unitary"),

@@ -22,11 +22,12 @@ from ._match import check_unitary
 __all__ = ["as_unitary", "unitary_from_qasm_file"]
 
 
-def as_unitary(x: Any, gateset: GateSet | int, *, atol: float = 1e-5) -> np.ndarray:
+def as_unitary(x: Any, gateset: GateSet | int, *, atol: float = 1e-4) -> np.ndarray:
     """The ``(d, d)`` complex128 unitary named by ``x``, ``d = 2**n`` for the gate set's (or
     the given) ``n`` qubits.
 
-    ``x``: an array-like ``(d, d)`` matrix (checked finite and unitary within ``atol``), a
+    ``x``: an array-like ``(d, d)`` matrix (checked finite and unitary: ``|U^dag U - I| <= atol``
+    entrywise; loose enough for complex64 data and small noise), a
     unitarium ``Circuit`` on ``n`` qubits, a ``qiskit.QuantumCircuit`` on ``n`` qubits
     (``Operator(x).data``), a ``cirq.Circuit`` (``LineQubit(j)`` is qubit ``j``), or OpenQASM
     2/3 text (a ``str`` starting with its ``OPENQASM`` line). Raises :class:`SpecError` for
@@ -63,7 +64,7 @@ def _matrix(x: Any, n: int, *, atol: float) -> np.ndarray:
             "a Qiskit or Cirq circuit, or OpenQASM text"
         ) from exc
     if u.shape != (d, d):
-        raise SpecError(f"the matrix has shape {u.shape} but {n} qubit(s) need ({d}, {d})")
+        raise SpecError(f"{n} qubit(s) need a {d}x{d} matrix, got shape {u.shape}")
     check_unitary(u, "the matrix", atol=atol)
     return u
 
