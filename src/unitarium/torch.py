@@ -1,0 +1,287 @@
+"""PyTorch datasets over a unitarium dataset or view (``pip install 'unitarium[torch]'``).
+
+Two ways in, both taking a :class:`~unitarium.Dataset` or a :class:`~unitarium.DatasetView`
+(a split part, a sample):
+
+- :class:`ShuffledBatches`, the fast one: an ``IterableDataset`` of whole batches, read a block
+  range at a time and shuffled through a buffer. Use it with ``DataLoader(sb, batch_size=None,
+  num_workers=k)``; call ``sb.set_epoch(e)`` before each epoch for a new order.
+- :class:`UnitaryDataset`: a map-style ``Dataset`` (any sampler); its ``__getitems__`` reads a
+  whole batch of ids in a few range reads. Use ``collate_fn=UnitaryDataset.collate``.
+
+A batch is a dict of tensors (``B`` records, ``d = 2**qubits``, ``L`` = the longest circuit the
+dataset's spec allows):
+
+==========  ===================  =======================================================
+key         dtype, shape         meaning
+==========  ===================  =======================================================
+``id``      int64 ``(B,)``       record ids in the dataset (not positions in a view)
+``unitary`` complex64 ``(B,d,d)``  the unitary, qubit 0 least significant (Qiskit's order)
+``tokens``  int64 ``(B, L)``     move codes (``ds.gateset.moves[c]``), then padding
+``length``  int64 ``(B,)``       circuit length: ``tokens[b, :length[b]]`` are the moves
+==========  ===================  =======================================================
+
+Padding is :data:`pad` = the number of moves (one past the last move code), so
+``torch.nn.Embedding(num_moves + 1, dim, padding_idx=num_moves)`` takes ``tokens`` as they are.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ._errors import MissingOptionalLibraryError, SpecError
+from ._split import as_source, max_length, read_positions
+
+try:
+    import torch
+    from torch.utils.data import Dataset as _TorchDataset
+    from torch.utils.data import IterableDataset as _TorchIterable
+    from torch.utils.data import get_worker_info
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise MissingOptionalLibraryError("torch", "unitarium.torch", "torch") from exc
+
+__all__ = ["ShuffledBatches", "UnitaryDataset", "pad_tokens", "pad_value"]
+
+_WINDOW_BYTES = 8 << 20  # unitary bytes in the shuffle buffer (larger windows leave the CPU caches: slower)
+_CHUNK_BYTES = 512 << 10  # unitary bytes per chunk (about one stored block)
+
+
+def pad_value(source: Any) -> int:
+    """The padding token of a dataset or view: its number of moves (one past the last move code)."""
+    ds, _ = as_source(source)
+    return len(ds.gateset.moves)
+
+
+def pad_tokens(codes: np.ndarray, offsets: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Ragged circuits ``(codes, offsets)`` as an ``(n, width)`` int64 array padded with ``pad``."""
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    out = np.full((n, width), pad, dtype=np.int64)
+    if n and lengths.min() == lengths.max():
+        out[:, : int(lengths[0])] = codes.reshape(n, -1)
+        return out
+    rows = np.repeat(np.arange(n), lengths)
+    cols = np.arange(len(codes)) - np.repeat(offsets[:-1], lengths)
+    out[rows, cols] = codes
+    return out
+
+
+def _columns(source: Any, start: int, stop: int, width: int, pad: int) -> dict[str, np.ndarray]:
+    """Positions ``start .. stop-1`` of ``source`` as numpy batch columns (see the module docstring)."""
+    ids, u, c = read_positions(source, start, stop)
+    assert u is not None and c is not None
+    codes, offsets = c
+    return {
+        "id": np.array(ids, dtype=np.int64),
+        "unitary": u.astype(np.complex64, copy=False),
+        "tokens": pad_tokens(codes, offsets, width, pad),
+        "length": np.diff(offsets),
+    }
+
+
+def _tensors(cols: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in cols.items()}
+
+
+def _positive(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise SpecError(f"{what} {value!r} must be a positive integer")
+    return int(value)
+
+
+class _Samples(list):  # type: ignore[type-arg]
+    """Per-record dicts of one ``__getitems__`` read, carrying the stacked batch for :meth:`UnitaryDataset.collate`."""
+
+    batch: dict[str, torch.Tensor]
+
+
+class UnitaryDataset(_TorchDataset):  # type: ignore[type-arg]
+    """Map-style dataset: item ``k`` is the record at position ``k`` of a dataset or view, as a dict
+    of tensors (``id``, ``unitary`` ``(d, d)`` complex64, ``tokens`` ``(L,)`` padded, ``length``).
+
+    ``__getitems__`` (used by ``DataLoader`` for a batch of indices) reads the batch in a few range
+    reads; pass ``collate_fn=UnitaryDataset.collate`` to get it as one batch dict without copying it
+    record by record (``torch.utils.data.default_collate`` works too, more slowly)."""
+
+    def __init__(self, source: Any) -> None:
+        as_source(source)  # type check
+        self.source = source
+        self.pad = pad_value(source)
+        self.width = max_length(source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _positions(self, indices: Any) -> np.ndarray:
+        pos = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        pos = np.where(pos < 0, pos + n, pos)
+        if len(pos) and (pos.min() < 0 or pos.max() >= n):
+            raise IndexError(f"index out of range for a dataset of {n} records: {np.asarray(indices).tolist()}")
+        return pos
+
+    def _batch(self, indices: Any) -> dict[str, np.ndarray]:
+        """One bulk read (``ds[ids]``: each block touched once) of the records at ``indices``."""
+        pos = self._positions(indices)
+        ds, ids = as_source(self.source)
+        records = ds[(pos if ids is None else ids[pos]).tolist()]
+        lengths = np.array([len(r.circuit) for r in records], dtype=np.int64)
+        offsets = np.zeros(len(records) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        codes = np.concatenate([r.circuit.codes for r in records]) if records else np.zeros(0, np.int64)
+        d = ds.gateset.dim
+        u = np.stack([r.unitary for r in records]) if records else np.zeros((0, d, d))
+        return {
+            "id": np.array([r.id for r in records], dtype=np.int64),
+            "unitary": u.astype(np.complex64),
+            "tokens": pad_tokens(codes.astype(np.int64), offsets, self.width, self.pad),
+            "length": lengths,
+        }
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        cols = self._batch([index])
+        return {k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in cols.items()}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        batch = _tensors(self._batch(indices))
+        samples = _Samples({k: v[i] for k, v in batch.items()} for i in range(len(indices)))
+        samples.batch = batch
+        return samples
+
+    @staticmethod
+    def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Stack per-record dicts into a batch dict (free for the output of ``__getitems__``)."""
+        if isinstance(samples, _Samples):
+            return samples.batch
+        return {k: torch.stack([s[k] for s in samples]) for k in samples[0]} if samples else {}
+
+
+class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
+    """Shuffled batches of a dataset or view, every record exactly once per epoch.
+
+    The records (positions ``0 .. n-1``) are cut into chunks of contiguous positions (about one stored
+    block each). Each epoch, the chunk order is drawn from ``SeedSequence(seed, spawn_key=(epoch,))`` and
+    the chunk sequence cut into ``world_size * num_workers`` consecutive pieces of equal record count
+    (differing by at most one): piece ``rank * num_workers + worker`` is read by that DataLoader worker of
+    that rank, a window of ``buffer_size`` records at a time, shuffled within the window (the leftover of
+    a window that does not fill a batch joins the next). Nothing is shared or skipped between pieces.
+
+    ``rank`` and ``world_size`` default to ``torch.distributed``'s when it is initialised, else 0 and 1.
+    ``set_epoch(e)`` selects the epoch (call it before creating the epoch's iterator; with
+    ``persistent_workers=True`` workers keep the value they started with). ``drop_last`` drops each
+    worker's final short batch. Batches are dicts as in the module docstring; iterate through
+    ``DataLoader(sb, batch_size=None, num_workers=k)``.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        drop_last: bool = False,
+        buffer_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        ds, _ = as_source(source)
+        self.source = source
+        self.batch_size = _positive(batch_size, "batch_size")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise SpecError(f"seed {seed!r} must be a non-negative integer")
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        unitary_bytes = ds.gateset.dim**2 * 8
+        self.chunk = max(1, _CHUNK_BYTES // unitary_bytes)
+        default_buffer = max(self.batch_size, _WINDOW_BYTES // unitary_bytes)
+        self.buffer_size = default_buffer if buffer_size is None else _positive(buffer_size, "buffer_size")
+        self.rank, self.world_size = _distributed(rank, world_size)
+        self.pad = pad_value(source)
+        self.width = max_length(source)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order from the next iterator on."""
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise SpecError(f"epoch {epoch!r} must be a non-negative integer")
+        self.epoch = int(epoch)
+
+    def pieces(self, shards: int) -> list[list[tuple[int, int]]]:
+        """This epoch's position ranges for each of ``shards`` readers (see the class docstring)."""
+        n = len(self.source)
+        starts = np.arange(0, n, self.chunk, dtype=np.int64)
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch,)))
+        starts = starts[rng.permutation(len(starts))]
+        stops = np.minimum(starts + self.chunk, n)
+        ends = np.cumsum(stops - starts)
+        cuts = [n * s // shards for s in range(shards + 1)]
+        out: list[list[tuple[int, int]]] = []
+        for lo, hi in itertools.pairwise(cuts):
+            ranges = []
+            for k in range(int(np.searchsorted(ends, lo, side="right")), len(starts)):
+                begin = int(ends[k] - (stops[k] - starts[k]))  # records before chunk k
+                if begin >= hi:
+                    break
+                a, b = max(lo, begin), min(hi, int(ends[k]))
+                ranges.append((int(starts[k]) + a - begin, int(starts[k]) + b - begin))
+            out.append(ranges)
+        return out
+
+    def _shard(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        shard, shards = self._shard()
+        ranges = self.pieces(shards)[shard]
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch, shard, shards)))
+        left: dict[str, np.ndarray] | None = None
+        for window in _windows(ranges, self.buffer_size):
+            parts = [_columns(self.source, a, b, self.width, self.pad) for a, b in window]
+            if left is not None:
+                parts.insert(0, left)
+            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            perm = rng.permutation(len(cols["id"]))
+            cols = {k: v[perm] for k, v in cols.items()}
+            full = len(perm) // self.batch_size * self.batch_size
+            for a in range(0, full, self.batch_size):
+                yield _tensors({k: v[a : a + self.batch_size] for k, v in cols.items()})
+            left = {k: v[full:] for k, v in cols.items()}
+        if left is not None and len(left["id"]) and not self.drop_last:
+            yield _tensors(left)
+
+
+def _windows(ranges: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    """Group position ranges into windows of about ``size`` records (a range is split if needed)."""
+    window: list[tuple[int, int]] = []
+    held = 0
+    for a, b in ranges:
+        while a < b:
+            take = min(b - a, size - held)
+            window.append((a, a + take))
+            held += take
+            a += take
+            if held == size:
+                yield window
+                window, held = [], 0
+    if window:
+        yield window
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``: as given, else ``torch.distributed``'s when initialised, else ``(0, 1)``."""
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if initialised else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if initialised else 0
+    world_size = _positive(world_size, "world_size")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < world_size:
+        raise SpecError(f"rank {rank!r} must be an integer from 0 to world_size - 1 = {world_size - 1}")
+    return int(rank), world_size
