@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,6 +149,20 @@ def _concat_ragged(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
     return codes, offsets
 
 
+def pad_tokens(codes: np.ndarray, offsets: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Ragged circuits ``(codes, offsets)`` as an ``(n, width)`` int64 array padded with ``pad``."""
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    out = np.full((n, width), pad, dtype=np.int64)
+    if n and lengths.min() == lengths.max():
+        out[:, : int(lengths[0])] = codes.reshape(n, -1)
+        return out
+    rows = np.repeat(np.arange(n), lengths)
+    cols = np.arange(len(codes)) - np.repeat(offsets[:-1], lengths)
+    out[rows, cols] = codes
+    return out
+
+
 # -- sources: a dataset or a view, read by position ------------------------------------------------------
 
 
@@ -251,14 +265,20 @@ def group_keys(obj: Any) -> np.ndarray:
     whose unitaries are equal up to global phase (within ``SPLIT_KEYS.eta``) share it."""
     ds, _ = as_source(obj)
     total, step = len(obj), _chunk_records(ds)
+    chunks = (read_positions(obj, a, min(total, a + step), codes=False)[1] for a in range(0, total, step))
+    return group_keys_of(chunks, total)  # type: ignore[arg-type]
+
+
+def group_keys_of(chunks: Iterable[np.ndarray], total: int) -> np.ndarray:
+    """:func:`group_keys` of unitaries given as ``(n_k, d, d)`` chunks, ``total`` rows in all."""
     primary = np.empty(total, dtype=np.int64)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
-    for a in range(0, total, step):
-        b = min(total, a + step)
-        _, u, _ = read_positions(obj, a, b, codes=False)
+    a = 0
+    for u in chunks:
         keys, alternates = SPLIT_KEYS.keys(u)
-        primary[a:b] = keys
+        primary[a : a + len(u)] = keys
+        a += len(u)
         for row, alts in alternates.items():
             src.append(np.full(len(alts), keys[row], dtype=np.int64))
             dst.append(np.asarray(alts, dtype=np.int64))

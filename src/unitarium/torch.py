@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import MissingOptionalLibraryError, SpecError
-from ._split import as_source, max_length, read_positions
+from ._split import as_source, max_length, pad_tokens, read_positions
 
 try:
     import torch
@@ -55,20 +55,6 @@ def pad_value(source: Any) -> int:
     """The padding token of a dataset or view: its number of moves (one past the last move code)."""
     ds, _ = as_source(source)
     return len(ds.gateset.moves)
-
-
-def pad_tokens(codes: np.ndarray, offsets: np.ndarray, width: int, pad: int) -> np.ndarray:
-    """Ragged circuits ``(codes, offsets)`` as an ``(n, width)`` int64 array padded with ``pad``."""
-    n = len(offsets) - 1
-    lengths = np.diff(offsets)
-    out = np.full((n, width), pad, dtype=np.int64)
-    if n and lengths.min() == lengths.max():
-        out[:, : int(lengths[0])] = codes.reshape(n, -1)
-        return out
-    rows = np.repeat(np.arange(n), lengths)
-    cols = np.arange(len(codes)) - np.repeat(offsets[:-1], lengths)
-    out[rows, cols] = codes
-    return out
 
 
 def _columns(source: Any, start: int, stop: int, width: int, pad: int) -> dict[str, np.ndarray]:

@@ -1,0 +1,228 @@
+"""Export a dataset (or a view) to a directory other tools read without unitarium.
+
+``export(ds, "out", format="parquet", split={"train": 0.8, "test": 0.2}, seed=0)`` writes
+
+- ``parquet``: ``out/data/<split>-00000-of-000NN.parquet`` (see :mod:`unitarium.interop.parquet`),
+  the layout of a Hugging Face dataset repository;
+- ``npz`` (small sets, loaded whole by ``numpy.load``): ``out/data/<split>.npz`` with arrays ``id``
+  (int64), ``circuit`` (unicode), ``tokens`` (int64 ``(n, L)``, padded with the number of moves),
+  ``length`` (int64), ``unitary`` (complex64 ``(n, d, d)``) and ``moves`` (unicode);
+
+and ``out/README.md``, a dataset card: YAML ``configs`` naming each split's files, the columns, the
+conventions and the spec. Without ``split`` everything is one split, ``train``.
+
+The directory is built under a temporary name beside ``out`` and renamed into place when complete:
+``out`` must not exist or be an empty directory, and a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import SpecError, StorageError
+from .._split import as_source, max_length, pad_tokens, parse_fractions, read_positions, split_source
+
+__all__ = ["FORMATS", "NPZ_MAX_BYTES", "export"]
+
+FORMATS = ("parquet", "npz")
+NPZ_MAX_BYTES = 1 << 30
+"""``npz`` holds everything in memory: larger exports are refused (use Parquet)."""
+
+
+def export(
+    source: Any,
+    out: str | os.PathLike[str],
+    *,
+    format: str = "parquet",
+    split: Mapping[str, float] | str | None = None,
+    seed: int = 0,
+    stratify_by_length: bool = False,
+) -> dict[str, int]:
+    """Write ``source`` (a :class:`~unitarium.Dataset` or view) to directory ``out``; returns
+    ``{split name: records}``. ``split`` takes fractions as :meth:`~unitarium.Dataset.split` does.
+    Raises :class:`SpecError` for a bad format, fractions, or an ``out`` that exists and is not empty
+    (nothing is changed then)."""
+    if format not in FORMATS:
+        raise SpecError(f"export format {format!r} is not supported: use {' or '.join(FORMATS)}")
+    as_source(source)
+    if split is not None:
+        parse_fractions(split)
+    target = _check_target(Path(out))
+    if format == "npz":
+        _check_npz_size(source)
+    parts = (
+        {"train": source}
+        if split is None
+        else split_source(source, split, seed=seed, stratify_by_length=stratify_by_length)
+    )
+    tmp = target.parent / f".{target.name}.unitarium-export-{os.getpid()}"
+    try:
+        _write(parts, tmp, format, source)
+        if target.exists():
+            target.rmdir()  # empty (checked); rename cannot replace it everywhere
+        os.rename(tmp, target)
+    except OSError as exc:
+        raise _storage_error(exc, target) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {name: len(view) for name, view in parts.items()}
+
+
+def _check_target(target: Path) -> Path:
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        what = "a file" if not target.is_dir() else "a directory that is not empty"
+        raise SpecError(f"export target {str(target)!r} is {what}: choose a new directory (nothing was written)")
+    if not target.parent.is_dir():
+        raise SpecError(f"cannot export to {str(target)!r}: {str(target.parent)!r} is not an existing directory")
+    return target
+
+
+def _check_npz_size(source: Any) -> None:
+    from .parquet import record_bytes
+
+    size = len(source) * record_bytes(source)
+    if size > NPZ_MAX_BYTES:
+        raise SpecError(
+            f"--format npz is for small sets: {len(source):,} records take about {size / 2**30:.1f} GiB in memory "
+            f"(limit {NPZ_MAX_BYTES / 2**30:.0f} GiB): use --format parquet"
+        )
+
+
+def _storage_error(exc: OSError, target: Path) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = "no space (disk full, quota or file size limit)"
+    else:
+        why = exc.strerror or str(exc)
+    return StorageError(f"exporting to {str(target)!r} failed: {why}; nothing was written")
+
+
+def _write(parts: dict[str, Any], tmp: Path, format: str, source: Any) -> None:
+    (tmp / "data").mkdir(parents=True)
+    files: dict[str, list[str]] = {}
+    for name, view in parts.items():
+        if format == "parquet":
+            from .parquet import write_split
+
+            files[name] = [p.name for p in write_split(view, tmp / "data", name)]
+        else:
+            _write_npz(view, tmp / "data" / f"{name}.npz")
+            files[name] = [f"{name}.npz"]
+    (tmp / "README.md").write_text(card(source, parts, files, format))
+    for path in [*tmp.rglob("*"), tmp]:
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+    with contextlib.suppress(OSError):
+        fd = os.open(tmp / "data", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_npz(view: Any, path: Path) -> None:
+    ds, _ = as_source(view)
+    moves = [m.text for m in ds.gateset.moves]
+    ids, u, c = read_positions(view, 0, len(view))
+    assert u is not None and c is not None
+    codes, offsets = c
+    words = np.array(moves, dtype=str)[codes] if len(codes) else np.zeros(0, dtype=str)
+    circuit = np.array(["; ".join(words[a:b]) for a, b in itertools.pairwise(offsets.tolist())], dtype=str)
+    np.savez_compressed(
+        path,
+        id=ids,
+        circuit=circuit,
+        tokens=pad_tokens(codes, offsets, max_length(view), len(moves)),
+        length=np.diff(offsets),
+        unitary=u.astype(np.complex64),
+        moves=np.array(moves, dtype=str),
+    )
+
+
+_COLUMNS = {
+    "parquet": """| column | type | meaning |
+|---|---|---|
+| `id` | int64 | record id in the source dataset |
+| `circuit` | string | the circuit as text, e.g. `h 0; cx 0 1` (gates applied left to right) |
+| `tokens` | list of int32 | move codes: `tokens[k]` is move `moves[tokens[k]]` below |
+| `length` | int32 | number of moves |
+| `unitary` | fixed-size list of {n} float32 | the unitary, row-major, re/im interleaved (below) |
+
+`U[r, c] = x[2 * (r * {d} + c)] + 1j * x[2 * (r * {d} + c) + 1]`:
+
+```python
+import numpy as np
+u = np.asarray(row["unitary"], dtype=np.float32).view(np.complex64).reshape({d}, {d})
+```""",
+    "npz": """Each `data/<split>.npz` holds arrays `id` (int64), `circuit` (text), `tokens` (int64, `(n, {L})`, padded
+with {pad}, the number of moves), `length` (int64), `unitary` (complex64, `(n, {d}, {d})`) and `moves` (text).
+
+```python
+import numpy as np
+z = np.load("data/train.npz")   # no pickle needed
+z["unitary"][0], z["circuit"][0]
+```""",
+}
+
+
+def card(source: Any, parts: dict[str, Any], files: dict[str, list[str]], format: str) -> str:
+    """The dataset card (``README.md``): YAML ``configs`` front matter, columns, conventions, spec."""
+    ds, _ = as_source(source)
+    d, moves = ds.gateset.dim, [m.text for m in ds.gateset.moves]
+    yaml_files = "\n".join(f"  - split: {name}\n    path: data/{name}-*" for name in parts)
+    if format == "npz":
+        yaml_files = "\n".join(f"  - split: {name}\n    path: data/{name}.npz" for name in parts)
+    sizes = "\n".join(f"| {name} | {len(view):,} | {', '.join(files[name])} |" for name, view in parts.items())
+    columns = _COLUMNS[format].format(n=2 * d * d, d=d, L=max_length(source), pad=len(moves))
+    spec = json.dumps(ds.spec.to_json(), indent=2)
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+{yaml_files}
+tags:
+- quantum-computing
+- quantum-circuits
+- unitary
+---
+
+# {ds.path.name}: {ds.spec.describe()}
+
+Quantum circuits and the unitaries they implement, exported by
+[unitarium](https://pypi.org/project/unitarium/) from `{ds.path.name}` ({len(source):,} records).
+
+| split | records | files |
+|---|---|---|
+{sizes}
+
+## Columns
+
+{columns}
+
+Moves (`tokens` values, in order): {", ".join(f"`{k}`={t}" for k, t in enumerate(moves))}.
+
+## Conventions
+
+- **Qubit order: Qiskit's.** Qubit 0 is the least significant bit of the basis index; a gate's first
+  qubit is its least significant (`cx 0 1`: control 0, target 1). Qiskit's `Operator` of the circuit
+  equals `unitary`; Cirq and pytket order qubits the other way (big-endian).
+- Gates apply left to right: the unitary of `g0; g1; g2` is `M2 @ M1 @ M0`.
+- Unitaries are stored as computed (complex64 here), global phase included. Splits never share a unitary
+  (up to global phase) between them.
+
+## Spec
+
+```json
+{spec}
+```
+"""

@@ -1,0 +1,26 @@
+"""The ``unitarium export`` command (registered at the end of ``unitarium.cli``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .._dataset import Dataset
+from .export import FORMATS, export
+
+__all__ = ["export_cmd"]
+
+
+@click.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True)
+@click.option("--split", "split", default=None, help="Parts and fractions, e.g. train=0.8,val=0.1,test=0.1.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the split.")
+@click.option("--stratify-by-length", is_flag=True, help="Give each split its fraction of every circuit length.")
+def export_cmd(path: Path, out: Path, fmt: str, split: str | None, seed: int, stratify_by_length: bool) -> None:
+    """Write the dataset at PATH to directory OUT as Parquet shards (Hugging Face layout) or npz, with a card."""
+    sizes = export(Dataset(path), out, format=fmt, split=split, seed=seed, stratify_by_length=stratify_by_length)
+    parts = ", ".join(f"{name} {count:,}" for name, count in sizes.items())
+    click.echo(f"wrote {sum(sizes.values()):,} records to {out} ({fmt}: {parts}); card: {out / 'README.md'}")
