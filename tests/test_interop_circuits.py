@@ -26,6 +26,7 @@ from qiskit.quantum_info import Operator
 
 import unitarium
 from unitarium import Circuit, MissingOptionalLibraryError, SpecError
+from unitarium._gates import Gate
 from unitarium.interop.convert import as_unitary, unitary_from_qasm_file
 
 from conftest import ALL_GATES
@@ -355,8 +356,15 @@ BAD: list[tuple[str, Callable[[], Any], str]] = [
     ("not a unitary at all", lambda: as_unitary({"h": 0}, CLIFFORD2), "cannot use a dict as a unitary"),
     ("QASM text, wrong size", lambda: as_unitary(QASM2.replace("[2]", "[3]"), CLIFFORD2), "has 3 qubit(s)"),
     ("circuit, wrong size", lambda: as_unitary(Circuit.from_text("h 0", GS3), CLIFFORD2), "on 3 qubit(s)"),
+    ("hostile custom gate name", lambda: _hostile_name(), "is not an identifier: it cannot be written as OpenQASM"),
     ("qasm file missing", lambda: unitary_from_qasm_file("/nonexistent/c.qasm", CLIFFORD2), "cannot read OpenQASM"),
 ]
+
+
+def _hostile_name() -> str:
+    """A stored custom gate name that would write its own OpenQASM line (gate files refuse it; a tampered file)."""
+    gate = Gate("v q[0];\nmeasure q[0] -> c[0];\nv", 1, np.eye(2, dtype=complex), custom=True)
+    return Circuit(np.array([0]), unitarium.GateSet((gate,), 1)).to_qasm()
 
 
 def _t() -> QuantumCircuit:

@@ -98,6 +98,8 @@ def _custom_names(gates: list[Gate]) -> dict[str, str]:
     names: dict[str, str] = {}
     taken = set(_RESERVED) | {g.name for g in gates if not g.custom}
     for gate in (g for g in gates if g.custom):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", gate.name):  # gate files allow no other; never write it
+            raise SpecError(f"custom gate name {gate.name!r} is not an identifier: it cannot be written as OpenQASM")
         name = gate.name if re.fullmatch(r"[a-z][A-Za-z0-9_]*", gate.name) else "g_" + gate.name
         while name in taken or name.lower() in _RESERVED:
             name += "_"
