@@ -151,7 +151,7 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     """Shuffled batches of a dataset or view, every record exactly once per epoch.
 
     The records (positions ``0 .. n-1``) are cut into chunks of contiguous positions (about one stored
-    block each). Each epoch, the chunk order is drawn from ``SeedSequence(seed, spawn_key=(epoch,))`` and
+    block each, at most 1/16 of ``buffer_size``). Each epoch, the chunk order is drawn from ``SeedSequence(seed, spawn_key=(epoch,))`` and
     the chunk sequence cut into ``world_size * num_workers`` consecutive pieces of equal record count
     (differing by at most one): piece ``rank * num_workers + worker`` is read by that DataLoader worker of
     that rank, a window of ``buffer_size`` records at a time, shuffled within the window (the leftover of
@@ -183,9 +183,9 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         unitary_bytes = ds.gateset.dim**2 * 8
-        self.chunk = max(1, _CHUNK_BYTES // unitary_bytes)
         default_buffer = max(self.batch_size, _WINDOW_BYTES // unitary_bytes)
         self.buffer_size = default_buffer if buffer_size is None else _positive(buffer_size, "buffer_size")
+        self.chunk = max(1, min(_CHUNK_BYTES // unitary_bytes, self.buffer_size // 16))  # >= 16 chunks a window
         self.rank, self.world_size = _distributed(rank, world_size)
         self.pad = pad_value(source)
         self.width = max_length(source)
