@@ -151,8 +151,8 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     """Shuffled batches of a dataset or view, every record exactly once per epoch.
 
     The records (positions ``0 .. n-1``) are cut into chunks of contiguous positions (about one stored
-    block each, at most 1/16 of ``buffer_size``). Each epoch, the chunk order is drawn from ``SeedSequence(seed, spawn_key=(epoch,))`` and
-    the chunk sequence cut into ``world_size * num_workers`` consecutive pieces of equal record count
+    block each, at most 1/16 of ``buffer_size``). Each epoch, the chunk order is drawn from
+    ``SeedSequence(seed, spawn_key=(epoch,))`` and the chunk sequence cut into ``world_size * num_workers`` consecutive pieces of equal record count
     (differing by at most one): piece ``rank * num_workers + worker`` is read by that DataLoader worker of
     that rank, a window of ``buffer_size`` records at a time, shuffled within the window (the leftover of
     a window that does not fill a batch joins the next). Nothing is shared or skipped between pieces.
@@ -163,6 +163,18 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     worker's final short batch. Batches are dicts as in the module docstring; iterate through
     ``DataLoader(sb, batch_size=None, num_workers=k)``.
     """
+
+    source: Any
+    batch_size: int
+    seed: int
+    drop_last: bool
+    buffer_size: int
+    chunk: int
+    rank: int
+    world_size: int
+    pad: int
+    width: int
+    epoch: int
 
     def __init__(
         self,
