@@ -150,12 +150,13 @@ class UnitaryDataset(_TorchDataset):  # type: ignore[type-arg]
 class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     """Shuffled batches of a dataset or view, every record exactly once per epoch.
 
-    The records (positions ``0 .. n-1``) are cut into chunks of contiguous positions (about one stored
-    block each, at most 1/16 of ``buffer_size``). Each epoch, the chunk order is drawn from
-    ``SeedSequence(seed, spawn_key=(epoch,))`` and the chunk sequence cut into ``world_size * num_workers`` consecutive pieces of equal record count
-    (differing by at most one): piece ``rank * num_workers + worker`` is read by that DataLoader worker of
-    that rank, a window of ``buffer_size`` records at a time, shuffled within the window (the leftover of
-    a window that does not fill a batch joins the next). Nothing is shared or skipped between pieces.
+    The records (positions ``0 .. n-1``) are cut into chunks of contiguous positions (about one
+    stored block each, at most 1/16 of ``buffer_size``). Each epoch, the chunk order is drawn from
+    ``SeedSequence(seed, spawn_key=(epoch,))`` and the chunk sequence cut into
+    ``world_size * num_workers`` consecutive pieces of equal record count (differing by at most one):
+    piece ``rank * num_workers + worker`` is read by that DataLoader worker of that rank, a window of
+    ``buffer_size`` records at a time, shuffled within the window (the leftover of a window that does
+    not fill a batch joins the next). Nothing is shared or skipped between pieces.
 
     ``rank`` and ``world_size`` default to ``torch.distributed``'s when it is initialised, else 0 and 1.
     ``set_epoch(e)`` selects the epoch (call it before creating the epoch's iterator; with
