@@ -314,7 +314,11 @@ def _measured() -> QuantumCircuit:
 
 BAD: list[tuple[str, Callable[[], Any], str]] = [
     ("malformed QASM 2", lambda: Circuit.from_qasm(QASM2 + "h q[0]\ncx q[0],q[1];", CLIFFORD2), "malformed OpenQASM 2"),
-    ("malformed QASM 3", lambda: Circuit.from_qasm(QASM3 + "h q[0] q[1];", CLIFFORD2), "malformed OpenQASM 3"),
+    (
+        "malformed QASM 3",
+        lambda: Circuit.from_qasm(QASM3 + "h q[0] q[1];", CLIFFORD2),
+        "malformed OpenQASM 3: 4,7: syntax error at 'q'",
+    ),
     ("unknown gate", lambda: Circuit.from_qasm(QASM2 + "foo q[0];", CLIFFORD2), "'foo'"),
     ("no header", lambda: Circuit.from_qasm("h q[0];", CLIFFORD2), "not OpenQASM"),
     ("version 4", lambda: Circuit.from_qasm("OPENQASM 4.0;\nqubit q;", CLIFFORD2), "OpenQASM 4 is not supported"),
@@ -355,7 +359,11 @@ BAD: list[tuple[str, Callable[[], Any], str]] = [
     ("matrix NaN", lambda: as_unitary(np.full((4, 4), np.nan), CLIFFORD2), "NaN"),
     ("not a unitary at all", lambda: as_unitary({"h": 0}, CLIFFORD2), "cannot use a dict as a unitary"),
     ("QASM text, wrong size", lambda: as_unitary(QASM2.replace("[2]", "[3]"), CLIFFORD2), "has 3 qubit(s)"),
-    ("circuit, wrong size", lambda: as_unitary(Circuit.from_text("h 0", GS3), CLIFFORD2), "on 3 qubit(s)"),
+    (
+        "circuit, wrong size",
+        lambda: as_unitary(Circuit.from_text("h 0", GS3), CLIFFORD2),
+        "on 3 qubit(s) but the gate set has 2",
+    ),
     ("hostile custom gate name", lambda: _hostile_name(), "is not an identifier: it cannot be written as OpenQASM"),
     ("qasm file missing", lambda: unitary_from_qasm_file("/nonexistent/c.qasm", CLIFFORD2), "cannot read OpenQASM"),
 ]

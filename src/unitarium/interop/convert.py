@@ -41,7 +41,9 @@ def as_unitary(x: Any, gateset: GateSet | int, *, atol: float = 1e-4) -> np.ndar
     n = gateset if isinstance(gateset, int) else gateset.num_qubits
     if isinstance(x, Circuit):
         if x.gateset.num_qubits != n:
-            raise SpecError(f"the circuit is on {x.gateset.num_qubits} qubit(s), the dataset on {n}")
+            raise SpecError(
+                f"the circuit is on {x.gateset.num_qubits} qubit(s) but the gate set has {n}: use one on its register"
+            )
         return x.unitary()
     if isinstance(x, str):
         return qasm_unitary(x, n)

@@ -221,7 +221,25 @@ def load_qasm(text: str) -> Any:
         return qasm3.loads(text)
     # the importer raises its own, openqasm3's and ANTLR's error types: any is a malformed text
     except Exception as exc:
-        raise SpecError(f"malformed OpenQASM 3: {_one_line(exc)}") from exc
+        raise SpecError(f"malformed OpenQASM 3: {_qasm3_reason(exc)}") from exc
+
+
+def _qasm3_reason(exc: BaseException) -> str:
+    """One line from the importer's error: openqasm3's syntax errors carry no message, only
+    an ANTLR exception (in the cause chain) holding the offending token."""
+    seen: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending:
+        x = pending.pop(0)
+        if not isinstance(x, BaseException) or x in seen:
+            continue
+        seen.append(x)
+        token = getattr(x, "offendingToken", None)
+        if token is not None and getattr(token, "line", None) is not None:
+            return f"{token.line},{token.column}: syntax error at {token.text!r}"
+        pending.extend([x.__cause__, x.__context__, *x.args])
+    messages = [m for m in (_one_line(x) for x in seen) if m not in ("None", type(x).__name__)]
+    return messages[0] if messages else "syntax error"
 
 
 def from_qasm(text: str, gateset: GateSet) -> Circuit:
