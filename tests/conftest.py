@@ -181,12 +181,19 @@ def file_digests(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def integrity(path: str | os.PathLike[str]) -> str:
-    """``PRAGMA integrity_check`` through a plain read-only sqlite3 connection."""
-    conn = sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)
-    try:
-        return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
-    finally:
-        conn.close()
+    """``PRAGMA integrity_check`` through plain read-only sqlite3 connections: of a dataset file, or of a
+    directory's manifest and every segment file in it ("ok" when all are)."""
+    path = Path(path)
+    files = [path / "manifest.db", *sorted((path / "shards").glob("*.db"))] if path.is_dir() else [path]
+    results = []
+    for file in files:
+        conn = sqlite3.connect(f"file:{file.absolute()}?mode=ro", uri=True)
+        try:
+            results.append("; ".join(row[0] for row in conn.execute("PRAGMA integrity_check")))
+        finally:
+            conn.close()
+    bad = [r for r in results if r != "ok"]
+    return "; ".join(bad) if bad else "ok"
 
 
 def uninterrupted(factory: pytest.TempPathFactory, name: str, args: list[str]) -> Path:

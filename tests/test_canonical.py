@@ -92,24 +92,41 @@ def test_equal_up_to_phase():
 def test_keyset_membership_and_merging():
     rng = np.random.default_rng(3)
     keys = KeySet()
-    seen: set[int] = set()
+    seen: set[tuple[int, int]] = set()
+
+    def pairs(n: int) -> np.ndarray:
+        return rng.integers(-(2**63), 2**63 - 1, size=(n, 2), dtype=np.int64)
+
     for _ in range(40):
-        batch = rng.integers(-(2**63), 2**63 - 1, size=int(rng.integers(1, 500)), dtype=np.int64)
-        batch = np.concatenate([batch, rng.choice(np.array(sorted(seen) or [0], dtype=np.int64), 20)])
-        new = np.unique(batch[~keys.contains(batch)])
+        batch = pairs(int(rng.integers(1, 500)))
+        old = np.array(sorted(seen) or [(0, 0)], dtype=np.int64)
+        batch = np.concatenate([batch, old[rng.integers(0, len(old), 20)]])
+        new = np.unique(batch[~keys.contains(batch)], axis=0)
         keys.add(new)
-        seen.update(new.tolist())
-        probe = np.concatenate([batch, rng.integers(-(2**63), 2**63 - 1, size=50, dtype=np.int64)])
-        assert keys.contains(probe).tolist() == [int(k) in seen for k in probe]
+        seen.update(map(tuple, new.tolist()))
+        probe = np.concatenate([batch, pairs(50)])
+        assert keys.contains(probe).tolist() == [tuple(k) in seen for k in probe.tolist()]
     assert len(keys) == len(seen)
-    assert keys.nbytes == 8 * len(seen)
+    assert keys.nbytes == 16 * len(seen)
     assert len(keys._runs) <= 64 - int(np.log2(len(seen))) + 2
 
 
+def test_a_64_bit_collision_never_drops_a_distinct_unitary():
+    """Keys equal in their first 64 bits but not the second word are different keys (128-bit keys)."""
+    ks = KeySet(np.array([[7, 1], [7, 2], [8, 1]], dtype=np.int64))
+    probe = np.array([[7, 1], [7, 2], [7, 3], [8, 2], [9, 1]], dtype=np.int64)
+    assert ks.contains(probe).tolist() == [True, True, False, False, False]
+    keep = ks.select_new(np.array([[7, 3], [7, 3], [7, 4]], dtype=np.int64), {})
+    assert keep.tolist() == [True, False, True]
+
+
 def test_select_new_keeps_first_occurrences_and_honours_alternates():
-    ks = KeySet(np.array([10, 20], dtype=np.int64))
-    primary = np.array([10, 30, 30, 40, 50, 60], dtype=np.int64)
-    alternates = {3: [20], 4: [30], 5: [99]}
+    def k(*values: int) -> np.ndarray:
+        return np.array([[v, -v] for v in values], dtype=np.int64)
+
+    ks = KeySet(k(10, 20))
+    primary = k(10, 30, 30, 40, 50, 60)
+    alternates = {3: k(20), 4: k(30), 5: k(99)}
     keep = ks.select_new(primary, alternates)
     # 10 stored; first 30 kept, second dropped; 40's alternate 20 stored; 50's alternate 30 kept earlier
     assert keep.tolist() == [False, True, False, False, False, True]

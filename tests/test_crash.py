@@ -47,9 +47,9 @@ def enum_reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
     return Snapshot.of(uninterrupted(tmp_path_factory, "enum.db", ENUM_ARGS))
 
 
-def check_partial(path: Path, reference: Snapshot) -> int:
-    """The file after a crash: intact, a prefix of the uninterrupted run. Returns its record count."""
-    if not path.exists():  # killed before the (atomic) creation finished: nothing to check
+def check_partial(path: str | Path, reference: Snapshot) -> int:
+    """The dataset after a crash: intact, a prefix of the uninterrupted run. Returns its record count."""
+    if records_in(path) == 0:  # killed before the (atomic) creation finished: nothing to check
         return 0
     assert integrity(path) == "ok"
     partial = Snapshot.of(path)
@@ -57,7 +57,7 @@ def check_partial(path: Path, reference: Snapshot) -> int:
     return len(partial)
 
 
-def resume_and_compare(path: Path, args: list[str], reference: Snapshot) -> None:
+def resume_and_compare(path: str | Path, args: list[str], reference: Snapshot) -> None:
     cli("generate", path, *args, "--workers", "2", "--quiet")
     assert integrity(path) == "ok"
     assert Snapshot.of(path).equals(reference), "resumed content differs from the uninterrupted run"
@@ -142,11 +142,11 @@ def _loading_numpy(pid: int) -> bool:
 
 
 def test_a_worker_that_raises_stops_the_run_and_leaves_it_resumable(tmp_path: Path, enum_reference: Snapshot) -> None:
-    """A real fault, no test hook: enumeration workers open the dataset when their first task needs parent
-    records (level 1). The writer is paused while its workers import numpy (so level 0 cannot be committed
-    yet), their open-files limit drops to 3 (prlimit) once they are initialised, and the writer resumes:
-    the first level-1 task fails inside a worker with EMFILE."""
-    path = tmp_path / "enum.db"
+    """A real fault, no test hook: in a sharded dataset each worker writes its own segment files. The driver
+    is paused while its workers import numpy (so nothing can be committed yet), their file-size limit drops
+    to 0 (prlimit) once they are initialised, and the driver resumes: the first segment a worker writes
+    fails with EFBIG."""
+    path = f"{tmp_path / 'enum'}/"
     proc = start_cli("generate", path, *ENUM_ARGS, "--workers", "2", "--quiet")
     try:
         wait_until(
@@ -164,7 +164,7 @@ def test_a_worker_that_raises_stops_the_run_and_leaves_it_resumable(tmp_path: Pa
             )
             assert records_in(path) == 0, "level 0 was committed before the writer could be paused"
             for pid in workers:
-                resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, 3))
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, 0))
         finally:
             os.kill(proc.pid, signal.SIGCONT)
         _, stderr = proc.communicate(timeout=120)
@@ -173,7 +173,7 @@ def test_a_worker_that_raises_stops_the_run_and_leaves_it_resumable(tmp_path: Pa
             kill_group(proc)
     assert proc.returncode == 2
     line = one_error_line(stderr)
-    assert "failed: StorageError" in line and "Too many open files" in line, line
+    assert "failed: StorageError" in line and "file size limit" in line, line
     assert "re-run the same command to resume" in line
     check_partial(path, enum_reference)
     resume_and_compare(path, ENUM_ARGS, enum_reference)

@@ -86,9 +86,9 @@ def test_a_partial_read_of_a_damaged_block_is_refused(small_dataset: Path, colum
     """A range inside one block reads only its part of the BLOBs, yet what it reads is checked (unitaries and
     offsets: the whole BLOB's size; codes: the part must be there)."""
     with sqlite3.connect(small_dataset) as conn:
-        conn.execute(f"UPDATE blocks SET {column} = {damage} WHERE first_id = 4096")
+        conn.execute(f"UPDATE blocks SET {column} = {damage} WHERE task_id = 1")
     with unitarium.open(small_dataset) as ds:
-        with pytest.raises(NotADatasetError, match=re.escape("damaged block (records from id 4096)")):
+        with pytest.raises(NotADatasetError, match=re.escape("damaged block (records 4096..")):
             ds.unitaries(4100, 4110) if column == "unitaries" else ds.circuits(4100, 4110)
         assert ds.unitaries(0, 10).shape == (10, 4, 4) and len(ds.circuits(0, 10)) == 10  # other blocks still read
 
@@ -228,10 +228,34 @@ def test_verify_ok(small_dataset: Path) -> None:
 
 def test_verify_finds_a_corrupted_unitary(small_dataset: Path) -> None:
     with sqlite3.connect(small_dataset) as conn:
-        (blob,) = conn.execute("SELECT unitaries FROM blocks WHERE first_id = 4096").fetchone()
+        (blob,) = conn.execute("SELECT unitaries FROM blocks WHERE task_id = 1").fetchone()
         u = np.frombuffer(blob, dtype="<c8").copy()
         u[16 * 7 + 5] += 0.01
-        conn.execute("UPDATE blocks SET unitaries = ? WHERE first_id = 4096", (u.tobytes(),))
+        conn.execute("UPDATE blocks SET unitaries = ? WHERE task_id = 1", (u.tobytes(),))
+    conn.close()
+    report = unitarium.open(small_dataset).verify(sample=None)
+    assert not report.ok
+    page = unitarium.open(small_dataset).format.page  # records per checksummed page
+    first, last = 4096 + (7 // page) * page, 4096 + (7 // page + 1) * page - 1
+    assert any("checksum" in p and f"records {first}..{last}" in p for p in report.problems), report.problems
+    with pytest.raises(NotADatasetError, match=rf"damaged block \(records {first}\.\.{last}\).*checksum"):
+        unitarium.open(small_dataset).unitaries(4100, 4105)
+    assert unitarium.open(small_dataset)[last + 1].id == last + 1  # the next page is intact
+
+
+def test_verify_recomputes_a_unitary_whose_checksum_was_forged(small_dataset: Path) -> None:
+    """A change made with the checksum updated to match (deliberate, not bit rot) is caught by recomputing."""
+    from unitarium._codec import page_checks
+    from unitarium._store import block_format
+
+    ds = unitarium.open(small_dataset)
+    fmt = block_format(ds.spec)
+    with sqlite3.connect(small_dataset) as conn:
+        off, codes, blob = conn.execute("SELECT offsets, codes, unitaries FROM blocks WHERE task_id = 1").fetchone()
+        u = np.frombuffer(blob, dtype="<c8").copy()
+        u[16 * 7 + 5] += 0.01
+        checks = page_checks(fmt, np.frombuffer(off, "<u4"), np.frombuffer(codes, "<u1"), u, None)
+        conn.execute("UPDATE blocks SET unitaries = ?, checks = ? WHERE task_id = 1", (u.tobytes(), checks.tobytes()))
     conn.close()
     report = unitarium.open(small_dataset).verify(sample=None)
     assert not report.ok
@@ -256,7 +280,8 @@ def test_schema_is_readable_without_unitarium(small_dataset: Path) -> None:
         assert fmt["dim"] == 4 and fmt["unitary_dtype"] == "complex64" and fmt["byte_order"] == "little"
         moves = [t for (t,) in conn.execute("SELECT text FROM moves ORDER BY code")]
         first, count, offsets, codes, unitaries = conn.execute(
-            "SELECT first_id, count, offsets, codes, unitaries FROM blocks ORDER BY first_id LIMIT 1 OFFSET 1"
+            "SELECT t.first_id, b.count, b.offsets, b.codes, b.unitaries FROM blocks b JOIN tasks t USING (task_id) "
+            "ORDER BY t.first_id LIMIT 1 OFFSET 1"
         ).fetchone()
     conn.close()
     off = np.frombuffer(offsets, dtype="<u4")

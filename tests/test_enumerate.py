@@ -206,7 +206,9 @@ def test_lookup_uses_the_index(tmp_path: Path):
 
     path = enumerate_unique(tmp_path, "h,s", 1, 10)
     plan = (
-        sqlite3.connect(path).execute("EXPLAIN QUERY PLAN SELECT id FROM lookup WHERE key IN (?, ?)", (1, 2)).fetchall()
+        sqlite3.connect(path)
+        .execute("EXPLAIN QUERY PLAN SELECT task_id, row FROM lookup WHERE key IN (?, ?)", (1, 2))
+        .fetchall()
     )
     assert "SCAN" not in " ".join(str(row) for row in plan)
 

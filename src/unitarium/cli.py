@@ -20,7 +20,7 @@ import numpy as np
 from ._dataset import Dataset
 from ._engine import Progress, generate
 from ._errors import Interrupted, SpecError, UnitariumError
-from ._spec import DTYPES, make_spec
+from ._spec import DTYPES, UNITARIES, make_spec
 from ._store import JOURNAL_MODES
 
 EXIT_USAGE = 2
@@ -108,7 +108,7 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
 
 
 @main.command("generate")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path())  # a str: a trailing / (a directory) must survive
 @click.option(
     "--gates", default="", help="Gates or presets, comma-separated: clifford, clifford+t, h,t,cx, rz(pi/4)..."
 )
@@ -122,6 +122,13 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
 @click.option("--no-prune", is_flag=True, help="Enumerate without skipping trivially redundant sequences.")
 @click.option("--unique", is_flag=True, help="Keep one record per distinct unitary up to global phase.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="complex64", show_default=True)
+@click.option(
+    "--unitaries",
+    type=click.Choice(UNITARIES),
+    default="stored",
+    show_default=True,
+    help="stored, or computed: store circuits only and recompute unitaries (same bits) when read.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, help="Worker processes (default: cores - 1, at least 1; the writer uses one).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -133,7 +140,7 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
     help="SQLite journal: wal, or delete for network filesystems (readers then wait while it commits).",
 )
 def generate_cmd(
-    path: Path,
+    path: str,
     gates: str,
     gate_file: Path | None,
     qubits: int,
@@ -145,12 +152,14 @@ def generate_cmd(
     no_prune: bool,
     unique: bool,
     dtype: str,
+    unitaries: str,
     seed: int,
     workers: int | None,
     quiet: bool,
     journal: str,
 ) -> None:
-    """Generate (or resume) a dataset into the SQLite file PATH."""
+    """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
+    directory PATH (a path ending in / or an existing directory: one writer per worker)."""
     if enumerate_ != (max_length is not None):
         raise SpecError("--enumerate and --max-length go together")
     spec = make_spec(
@@ -165,6 +174,7 @@ def generate_cmd(
         gate_file=gate_file,
         dtype=dtype,
         seed=seed,
+        unitaries=unitaries,
     )
     update, close = _progress_printer(quiet)
     try:
@@ -196,12 +206,25 @@ def _print_info(info: dict[str, Any]) -> None:
         f"complete:    {'yes' if info['complete'] else 'no (re-run the same generate command to resume)'}\n"
         f"moves:       {len(info['moves'])} ({', '.join(info['moves'][:8])}{more})\n"
         f"lengths:     {lengths}\n"
-        f"file size:   {info['file_bytes'] / 2**20:,.1f} MiB" + (f" ({bpr:,.1f} bytes/record)" if bpr else "")
+        f"file size:   {info['file_bytes'] / 2**20:,.1f} MiB"
+        + (f" ({bpr:,.1f} bytes/record)" if bpr else "")
+        + (f" in {info['shards']:,} shard files" if info["layout"] == "directory" else "")
     )
 
 
+@main.command("pack")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+def pack_cmd(source: Path, target: Path) -> None:
+    """Copy the finished sharded dataset SOURCE (a directory) into the new dataset file TARGET."""
+    from ._pack import pack
+
+    summary = pack(source, target)
+    click.echo(f"{summary.path}: {summary.records:,} records packed from {str(source)!r}")
+
+
 @main.command("info")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info_cmd(path: Path, as_json: bool) -> None:
     """Summarise a dataset: spec, record count, length histogram, size."""
@@ -213,7 +236,7 @@ def info_cmd(path: Path, as_json: bool) -> None:
 
 
 @main.command("show", context_settings={"ignore_unknown_options": True})  # RECORD_ID may be negative: -1
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.argument("record_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show_cmd(path: Path, record_id: int, as_json: bool) -> None:
@@ -241,12 +264,13 @@ def show_cmd(path: Path, record_id: int, as_json: bool) -> None:
 
 
 @main.command("verify")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--all", "check_all", is_flag=True, help="Recompute every record, not a sample.")
 @click.option("--sample", type=click.IntRange(min=0), default=1000, show_default=True, help="Records to recompute.")
-def verify_cmd(path: Path, check_all: bool, sample: int) -> None:
-    """Check integrity and recompute stored unitaries from their circuits."""
-    report = Dataset(path).verify(sample=None if check_all else sample)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the sample.")
+def verify_cmd(path: Path, check_all: bool, sample: int, seed: int) -> None:
+    """Check integrity, checksums and structure, and recompute unitaries from their circuits."""
+    report = Dataset(path).verify(sample=None if check_all else sample, seed=seed)
     click.echo(
         f"integrity_check: {report.integrity}; recomputed {report.checked:,} of {report.records:,} "
         f"records, max error {report.max_error:.3g}"
@@ -259,7 +283,7 @@ def verify_cmd(path: Path, check_all: bool, sample: int) -> None:
 
 
 @main.command("lookup")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--matrix", type=click.Path(dir_okay=False, path_type=Path), help=".npy file holding a d x d matrix.")
 @click.option("--circuit", help='A circuit whose unitary to look up, e.g. "h 0; cx 0 1".')
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Entrywise tolerance.")
@@ -292,3 +316,7 @@ def lookup_cmd(path: Path, matrix: Path | None, circuit: str | None, atol: float
 from .search.cli import synth_cmd  # noqa: E402
 
 main.add_command(synth_cmd)
+
+from .interop.export_cmd import export_cmd  # noqa: E402
+
+main.add_command(export_cmd)
