@@ -420,3 +420,27 @@ def test_a_missing_library_names_the_extra(
     monkeypatch.setitem(sys.modules, module, None)  # what `import module` sees when it is not installed
     with pytest.raises(MissingOptionalLibraryError, match=rf"pip install 'unitarium\[{extra}\]'"):
         call()
+
+
+def test_to_qasm_needs_no_qiskit_but_for_custom_multi_qubit_definitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate_file = tmp_path / "g.json"
+    gate_file.write_text(
+        '{"gates": {"sw": {"matrix": [[1,0,0,0],[0,0,1,0],[0,1,0,0],[0,0,0,1]]}, "xx": {"matrix": [[0,1],[1,0]]}}}'
+    )
+    gs = unitarium.make_spec(gates="sw,xx,h", gate_file=gate_file, qubits=2, count=1, length=1).gateset
+    circuit = Circuit.from_text("sw 0 1; xx 1; h 0", gs)
+    standard = random_circuit(3)
+    for name in [m for m in sys.modules if m == "qiskit" or m.startswith("qiskit.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "qiskit", None)
+    assert standard.to_qasm() and standard.to_qasm(3)  # `unitarium show` works without qiskit
+    text = circuit.to_qasm()
+    assert "opaque sw q0,q1;" in text and "pip install 'unitarium[qiskit]' to define it" in text
+    assert "gate xx q0 { u3(" in text  # one-qubit gates are defined with numpy alone
+    with pytest.raises(MissingOptionalLibraryError, match="custom gate 'sw'"):
+        circuit.to_qasm(3)  # OpenQASM 3 has no opaque
+    monkeypatch.undo()
+    assert [i.operation.name for i in qiskit.qasm2.loads(text).data] == ["sw", "xx", "h"]
+    assert "opaque" not in circuit.to_qasm()  # with qiskit: defined (the fallback is not cached)

@@ -11,9 +11,10 @@ phase), so a reader's unitary of our text equals ``circuit.unitary()`` up to glo
 
 Custom gates are defined too: a one-qubit gate as one ``u3`` (v3: ``U``) from its
 Z-Y-Z angles (numpy), a larger one as ``u3``/``cx`` from Qiskit's synthesis (needs
-``qiskit``), angles written to 17 significant digits. A custom name that OpenQASM or a
-reader reserves (``u3``, ``gate``, ``CX``...) or that OpenQASM 2 cannot spell (``Foo``,
-``_x``) is written with a ``g_`` prefix or a ``_`` suffix.
+``qiskit``; without it version 2 declares the gate ``opaque`` with a comment saying so, and
+version 3 raises :class:`MissingOptionalLibraryError`), angles written to 17 significant
+digits. A custom name that OpenQASM or a reader reserves (``u3``, ``gate``, ``CX``...) or
+that OpenQASM 2 cannot spell (``Foo``, ``_x``) is written with a ``g_`` prefix or a ``_`` suffix.
 
 Reading (:func:`from_qasm`) parses with Qiskit (``qiskit.qasm2.loads``; OpenQASM 3 with
 ``qiskit.qasm3.loads``, which needs ``qiskit-qasm3-import``), then matches each gate to a
@@ -24,6 +25,7 @@ is read too.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import TYPE_CHECKING, Any
@@ -141,10 +143,23 @@ def _u3_cx(matrix: np.ndarray, name: str) -> list[tuple[str, tuple[float, ...], 
     ]
 
 
+@functools.lru_cache(maxsize=256)  # Gate hashes by identity: one synthesis per gate set, not per circuit
+def _synthesis(gate: Gate) -> list[tuple[str, tuple[float, ...], tuple[int, ...]]]:
+    return _u3_cx(gate.matrix, gate.name)  # an exception (qiskit missing) is not cached
+
+
 def _definition(gate: Gate, name: str, version: int) -> str:
     args = [f"q{j}" for j in range(gate.num_qubits)]
+    try:
+        gates = _synthesis(gate)
+    except MissingOptionalLibraryError:
+        if version == 3:
+            raise
+        # `unitarium show` must not fail without qiskit: declare the gate as before, and say why
+        hint = "pip install 'unitarium[qiskit]' to define it"
+        return f"// {name}: a custom gate on {gate.num_qubits} qubits; {hint}\nopaque {name} {','.join(args)};"
     body = []
-    for op, angles, qubits in _u3_cx(gate.matrix, gate.name):
+    for op, angles, qubits in gates:
         params = "(" + ",".join(_real(a) for a in angles) + ")" if angles else ""
         body.append(f"{_U3[version] if op == 'u3' else op}{params} {','.join(args[q] for q in qubits)};")
     return f"gate {name} {','.join(args)} {{ {' '.join(body)} }}"
