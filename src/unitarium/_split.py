@@ -276,18 +276,48 @@ def group_keys_of(chunks: Iterable[np.ndarray], total: int) -> np.ndarray:
     dst: list[np.ndarray] = []
     a = 0
     for u in chunks:
-        keys, alternates = SPLIT_KEYS.keys(u)
+        cells, neighbour, near = SPLIT_KEYS.cells(u)
+        keys = _hash_cells(cells)
         primary[a : a + len(u)] = keys
         a += len(u)
-        for row, alts in alternates.items():
-            src.append(np.full(len(alts), keys[row], dtype=np.int64))
-            dst.append(np.asarray(alts, dtype=np.int64))
+        for rows, alternates in _alternates(cells, neighbour, near):
+            src.append(np.repeat(keys[rows], alternates.shape[1]))
+            dst.append(_hash_cells(alternates.reshape(-1, cells.shape[1])))
     if not src:
         return primary
     s, t = np.concatenate(src), np.concatenate(dst)
     nodes, inverse = np.unique(np.concatenate([primary, s, t]), return_inverse=True)
     label = _components(np.arange(len(nodes)), inverse[total : total + len(s)], inverse[total + len(s) :])
     return nodes[label[inverse[:total]]]
+
+
+_SALT = np.random.default_rng(np.random.SeedSequence(0x5B117)).integers(1, 2**62, size=64, dtype=np.uint64) * 2 + 1
+
+
+def _hash_cells(cells: np.ndarray) -> np.ndarray:
+    """One int64 key per row of integer grid cells ``(n, dims)``."""
+    with np.errstate(over="ignore"):
+        acc = (cells.astype(np.uint64) * _SALT[: cells.shape[1]]).sum(axis=-1, dtype=np.uint64)
+    return _splitmix(acc).view(np.int64)
+
+
+def _alternates(cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For the rows with ``c`` near coordinates (each ``c``): the rows and their ``2**c - 1`` alternate
+    cells ``(rows, 2**c - 1, dims)``, every non-empty subset of near coordinates moved across."""
+    counts = near.sum(axis=1)
+    for c in range(1, cells.shape[1] + 1):
+        rows = np.flatnonzero(counts == c)
+        if not len(rows):
+            continue
+        idx = np.nonzero(near[rows])[1].reshape(len(rows), c)
+        bits = (np.arange(1, 2**c)[:, None] >> np.arange(c)) & 1  # (2**c - 1, c): which coordinates move
+        moved = np.repeat(cells[rows][:, None, :], len(bits), axis=1)
+        across = np.take_along_axis(neighbour[rows], idx, axis=1)
+        m = np.arange(len(rows))[:, None]
+        for j in range(c):
+            subsets = np.flatnonzero(bits[:, j])[None, :]
+            moved[m, subsets, idx[:, j : j + 1]] = across[:, j : j + 1]
+        yield rows, moved
 
 
 def assign_parts(groups: np.ndarray, fractions: list[float], seed: int, strata: np.ndarray | None = None) -> np.ndarray:
