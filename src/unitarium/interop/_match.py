@@ -62,10 +62,15 @@ class MoveMatcher:
 
     def __init__(self, gateset: GateSet) -> None:
         self.gateset = gateset
-        self._by_qubits: dict[frozenset[int], list[tuple[int, tuple[int, ...], np.ndarray]]] = {}
+        grouped: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
         for code, move in enumerate(gateset.moves):
-            matrix = gateset.gates[move.gate].matrix
-            self._by_qubits.setdefault(frozenset(move.qubits), []).append((code, move.qubits, matrix))
+            ordered = tuple(sorted(move.qubits))  # every matrix of one qubit set in the same (sorted) order
+            matrix = reorder(gateset.gates[move.gate].matrix, move.qubits, ordered)
+            grouped.setdefault(ordered, []).append((code, matrix))
+        self._by_qubits = {
+            q: (np.array([c for c, _ in items]), np.stack([m for _, m in items])) for q, items in grouped.items()
+        }
+        self._seen: dict[tuple[tuple[int, ...], bytes], int] = {}
 
     def check_qubits(self, qubits: Sequence[int], label: str) -> None:
         """Raise :class:`SpecError` unless ``qubits`` are distinct and inside the register."""
@@ -77,24 +82,33 @@ class MoveMatcher:
 
     def find(self, matrix: np.ndarray, qubits: Sequence[int], label: str) -> int:
         """The code of the move equal to ``matrix`` (``(2**k, 2**k)``, little-endian over
-        ``qubits``): exactly equal if one is, else equal up to global phase. Raises
-        :class:`SpecError` naming the gate when no move is."""
+        ``qubits``): exactly equal if one is (within 1e-9), else equal up to global phase (the
+        first in move order). Raises :class:`SpecError` naming the gate when no move is."""
         self.check_qubits(qubits, label)
-        dim = 1 << len(qubits)
-        phase_match = -1
-        for code, move_qubits, gate_matrix in self._by_qubits.get(frozenset(qubits), []):
-            if gate_matrix.shape[0] != dim:
-                continue
-            mine = reorder(gate_matrix, move_qubits, qubits)
-            if np.allclose(mine, matrix, rtol=0, atol=_ATOL):
-                return code
-            if phase_match < 0 and abs(abs(np.vdot(mine, matrix)) - dim) < _ATOL * dim:
-                phase_match = code
-        if phase_match >= 0:
-            return phase_match
-        names = ", ".join(g.name for g in self.gateset.gates)
-        raise SpecError(
-            f"gate {label!r} on qubits {list(qubits)} is not a move of the gate set [{names}] on "
-            f"{self.gateset.num_qubits} qubit(s) (or its coupling forbids those qubits): "
-            "rewrite the circuit in these gates or use a dataset whose gate set has it"
-        )
+        qubits = tuple(qubits)
+        seen = self._seen.get((qubits, matrix.tobytes()))
+        if seen is not None:
+            return seen
+        code = self._match(reorder(matrix, qubits, tuple(sorted(qubits))), tuple(sorted(qubits)))
+        if code < 0:
+            names = ", ".join(g.name for g in self.gateset.gates)
+            raise SpecError(
+                f"gate {label!r} on qubits {list(qubits)} is not a move of the gate set [{names}] on "
+                f"{self.gateset.num_qubits} qubit(s) (or its coupling forbids those qubits): "
+                "rewrite the circuit in these gates or use a dataset whose gate set has it"
+            )
+        self._seen[(qubits, matrix.tobytes())] = code
+        return code
+
+    def _match(self, matrix: np.ndarray, ordered: tuple[int, ...]) -> int:
+        entry = self._by_qubits.get(ordered)
+        dim = matrix.shape[0]
+        if entry is None or entry[1].shape[1] != dim:
+            return -1
+        codes, stack = entry
+        exact = np.flatnonzero(np.abs(stack - matrix).reshape(len(codes), -1).max(axis=1) <= _ATOL)
+        if exact.size:
+            return int(codes[exact[0]])
+        overlap = np.abs(np.einsum("kij,ij->k", stack.conj(), matrix))
+        phase = np.flatnonzero(np.abs(overlap - dim) < _ATOL * dim)
+        return int(codes[phase[0]]) if phase.size else -1
