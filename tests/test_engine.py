@@ -299,10 +299,10 @@ def _is_dataset(path: Path) -> bool:
 
 
 def test_worker_messages_round_trip_and_a_cut_message_is_end_of_file() -> None:
-    """Results travel from workers as pickle protocol 5 with the arrays out of band (_engine.send_message)."""
+    """Results travel from workers as pickle protocol 5 with the arrays out of band (_wire.send_message)."""
     import threading
 
-    from unitarium._engine import recv_message, send_message
+    from unitarium._wire import recv_message, send_message
     from unitarium._store import TaskResult
 
     rng = np.random.default_rng(0)

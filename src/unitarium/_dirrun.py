@@ -37,6 +37,7 @@ from ._keyset import KeySet
 from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec
+from ._wire import recv_message, send_message
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
 
@@ -101,8 +102,6 @@ def _serve(
     network: bool,
 ) -> None:
     """A worker: compute tasks, write segments, report; return at end-of-file on ``tasks``."""
-    from ._engine import send_message
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     segments = None
@@ -120,8 +119,6 @@ def _serve(
 
 
 def _loop(tasks: Connection, results: Connection, ctx: TaskContext, segments: _Segments) -> None:
-    from ._engine import recv_message, send_message
-
     pending: dict[int, TaskResult] = {}
     fd = results.fileno()
     while True:
@@ -193,8 +190,6 @@ class _Workers:
             raise
 
     def post(self, worker: int, message: tuple[Any, ...]) -> None:
-        from ._engine import send_message
-
         try:
             send_message(self.send[worker].fileno(), message)
         except OSError:
@@ -312,8 +307,6 @@ class _Driver:
     # -- worker processes --------------------------------------------------------------------------
 
     def run_pool(self, tasks: Iterator[Task | None], count: int) -> None:
-        from ._engine import recv_message
-
         pool = _Workers(count, self.writer)
         owner: dict[int, int] = {}
         submitted = self.next_commit

@@ -26,9 +26,7 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
-import pickle
 import signal
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -49,6 +47,7 @@ from ._shards import is_directory_path
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec, memory_limit
 from ._store import Writer
+from ._wire import recv_message, send_message
 
 __all__ = ["Progress", "Summary", "generate"]
 
@@ -170,45 +169,6 @@ def _reply(conn: Connection, reply: tuple[int | None, TaskResult | None, str | N
         return True
     except OSError:  # the writer is gone
         return False
-
-
-_HEADER = struct.Struct("<QI")  # pickle bytes, out-of-band buffers
-
-
-def send_message(fd: int, obj: object) -> None:
-    """Write ``obj`` to the pipe ``fd``: pickle protocol 5 with its numpy arrays out of band,
-    as raw bytes after the pickle, so they are copied once (into the pipe), not four times
-    (pickled, framed, read into a buffer, unpickled). Between our own processes only:
-    nothing stored is ever pickled."""
-    buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    raws = [b.raw() for b in buffers]
-    head = _HEADER.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws))
-    parts: list[bytes | memoryview] = [head + data, *raws]
-    for part in parts:
-        view = memoryview(part).cast("B")
-        while view:
-            view = view[os.write(fd, view) :]
-
-
-def recv_message(fd: int) -> Any:
-    """Read one :func:`send_message` message from ``fd``; EOFError if the writer of the pipe
-    closed it (or died), even halfway through a message."""
-    size, count = _HEADER.unpack(_read_exact(fd, _HEADER.size))
-    sizes = struct.unpack(f"<{count}Q", _read_exact(fd, 8 * count))
-    data = _read_exact(fd, size)
-    return pickle.loads(data, buffers=[_read_exact(fd, n) for n in sizes])
-
-
-def _read_exact(fd: int, size: int) -> bytearray:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    while view:
-        n = os.readv(fd, [view])
-        if n == 0:
-            raise EOFError("the pipe was closed halfway through a message")
-        view = view[n:]
-    return buf
 
 
 def result_bytes(result: TaskResult) -> int:

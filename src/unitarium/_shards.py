@@ -46,6 +46,7 @@ from ._store import (
     create_tables,
     insert_block,
     merge_state,
+    page_size,
     path_text,
     storage_error,
     update_summary,
@@ -108,7 +109,7 @@ class SegmentWriter:
     def _open(self) -> sqlite3.Connection:
         try:
             os.close(os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644))
-            conn = connect(self.tmp, readonly=False, journal="delete")
+            conn = connect(self.tmp, readonly=False, journal="delete", page_size=page_size(self.fmt))
             # A private file until published: no rollback journal is needed (a crash discards it).
             conn.execute("PRAGMA journal_mode=OFF")
             create_tables(conn, blocks=True, manifest=False)

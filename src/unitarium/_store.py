@@ -82,6 +82,9 @@ SCHEMA_VERSION = 2
 APPLICATION_ID = 0x556E6974  # "Unit"
 BUSY_TIMEOUT_S = 30.0
 PAGE_SIZE = 65536
+SMALL_PAGE_SIZE = 4096
+"""Page size of datasets without stored unitaries: their blocks are ~64 KiB, and the partly
+filled last page of each block's overflow chain costs half a page per block on average."""
 READER_MMAP_BYTES = 1_099_511_627_776  # 1 TiB
 """Memory-map limit for readers (SQLite caps it at its build's maximum, 2 GiB by default)."""
 JOURNAL_MODES = ("wal", "delete")
@@ -182,7 +185,9 @@ def uri(path: str | Path, mode: str, *, immutable: bool = False) -> str:
     return f"file:{quote(raw)}?mode={mode}" + ("&immutable=1" if immutable else "")
 
 
-def connect(path: str | Path, *, readonly: bool, journal: str = "wal", immutable: bool = False) -> sqlite3.Connection:
+def connect(
+    path: str | Path, *, readonly: bool, journal: str = "wal", immutable: bool = False, page_size: int = PAGE_SIZE
+) -> sqlite3.Connection:
     """Open a connection with the project's settings (autocommit; use :func:`atomic`).
     A writable one also sets the page size (new files), ``journal`` and its ``synchronous``.
     ``immutable`` (read-only): a file that never changes again (a finished shard): no locks."""
@@ -199,7 +204,9 @@ def connect(path: str | Path, *, readonly: bool, journal: str = "wal", immutable
         # Safe here because the writer never shrinks the file (no VACUUM, no truncation).
         conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
     else:
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute(
+            f"PRAGMA page_size={SMALL_PAGE_SIZE}" if page_size == SMALL_PAGE_SIZE else f"PRAGMA page_size={PAGE_SIZE}"
+        )
         conn.execute("PRAGMA journal_mode=WAL" if journal == "wal" else "PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=NORMAL" if journal == "wal" else "PRAGMA synchronous=FULL")
         conn.execute("PRAGMA cache_size=-65536")
@@ -336,6 +343,11 @@ def load_json(text: object) -> Any:
         return json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def page_size(fmt: BlockFormat) -> int:
+    """SQLite page size for a dataset of this block format (new files only)."""
+    return PAGE_SIZE if fmt.stored_unitaries else SMALL_PAGE_SIZE
 
 
 def block_format(spec: Spec) -> BlockFormat:
@@ -602,7 +614,7 @@ class Writer:
     def _initialise(self, path: Path) -> None:
         """Schema, header rows and settings into the new (still private) file ``path``."""
         try:
-            conn = connect(path, readonly=False, journal=self.journal)
+            conn = connect(path, readonly=False, journal=self.journal, page_size=page_size(self.fmt))
             try:
                 with atomic(conn):
                     create_tables(conn, blocks=True, manifest=True)
@@ -664,7 +676,7 @@ class Writer:
         if self._fd < 0:
             return
         with contextlib.suppress(sqlite3.Error):
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a finished run leaves no -wal bytes
         self.conn.close()
         os.close(self._fd)
         self._fd = -1
