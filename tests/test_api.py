@@ -9,16 +9,19 @@ import pytest
 import unitarium
 
 EXPORTED = [
+    "Approximation",
     "Circuit",
     "Dataset",
     "DatasetBusyError",
     "DatasetError",
     "DatasetMissingError",
+    "DatasetView",
     "Enumeration",
     "Gate",
     "GateFileError",
     "GateSet",
     "Interrupted",
+    "Match",
     "MissingOptionalLibraryError",
     "Move",
     "NotADatasetError",
@@ -42,6 +45,7 @@ EXPORTED = [
     "load_gate_file",
     "make_spec",
     "open",
+    "pack",
     "parse_gate",
     "parse_gates",
 ]

@@ -114,7 +114,7 @@ def test_verify_fails_on_a_corrupted_record(tmp_path: Path) -> None:
     proc = cli("verify", path, "--all", check=False)
     assert proc.returncode == 1
     assert "integrity_check: ok" in proc.stdout and proc.stdout.splitlines()[-1] != "ok"
-    assert proc.stderr.startswith("problem: ") and "damaged block (records 84..99)" in proc.stderr
+    assert proc.stderr.startswith("problem: ") and "damaged block (records 0..99)" in proc.stderr
     assert "checksum" in proc.stderr and "Traceback" not in proc.stderr
     shown = cli("show", path, "99", check=False)  # damage is never served
     assert shown.returncode == 2 and shown.stdout == "" and "checksum" in shown.stderr

@@ -285,3 +285,29 @@ def test_a_foreign_directory_is_refused_and_left_alone(tmp_path: Path, setup, me
     assert sorted(p.name for p in path.iterdir()) == before
     missing = cli("info", path, check=False)
     assert missing.returncode == 2 and "without a manifest.db" in one_error_line(missing.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_directory_run_and_keeps_what_is_committed(tmp_path: Path, sig: signal.Signals) -> None:
+    args = ["--gates", "clifford+t", "--qubits", "2", "--count", "3000000", "--length", "1:24", "--seed", "8"]
+    path = f"{tmp_path / 'd'}/"
+    proc = start_cli("generate", path, *args, "--workers", "2", "--quiet")
+    try:
+        wait_until(lambda: records_in(path) > 0 or proc.poll() is not None, timeout=120, what="a first commit")
+        os.killpg(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    if proc.returncode == 0:  # finished before the signal arrived: nothing to check
+        return
+    assert proc.returncode == 130
+    line = one_error_line(stderr)
+    committed = int(line.split(" records are committed")[0].rsplit(" ", 1)[1])
+    assert "stopped by signal" in line and records_in(path) == committed > 0
+    assert not [p for p in (Path(path) / "shards").iterdir() if p.name.endswith(".tmp")], "a temporary was left"
+    cli("generate", path, *args, "--workers", "1", "--quiet", "--unitaries", "stored")
+    reference = tmp_path / "ref.db"
+    cli("generate", reference, *args, "--workers", "2", "--quiet")
+    assert Snapshot.of(path).equals(Snapshot.of(reference))

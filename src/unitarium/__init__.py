@@ -1,5 +1,6 @@
 """unitarium: datasets of quantum circuits and their unitaries, generated on every core
-into one SQLite file, deduplicated up to global phase, and served back as numpy arrays.
+into one SQLite file or a directory of shards, deduplicated up to global phase, and served
+back as numpy arrays (PyTorch batches, Parquet, Qiskit/Cirq/OpenQASM circuits).
 
 >>> import unitarium
 >>> spec = unitarium.make_spec(gates="clifford+t", qubits=2, count=1000, length=12, seed=7)
@@ -28,23 +29,29 @@ from ._errors import (
 )
 from ._gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_gate, parse_gates
 from ._gateset import GateSet, Move
+from ._pack import pack
 from ._spec import Enumeration, RandomSource, Spec, make_spec
+from ._split import DatasetView
+from .search import Approximation, Match
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
     "STANDARD_GATES",
+    "Approximation",
     "Circuit",
     "Dataset",
     "DatasetBusyError",
     "DatasetError",
     "DatasetMissingError",
+    "DatasetView",
     "Enumeration",
     "Gate",
     "GateFileError",
     "GateSet",
     "Interrupted",
+    "Match",
     "MissingOptionalLibraryError",
     "Move",
     "NotADatasetError",
@@ -66,6 +73,7 @@ __all__ = [
     "load_gate_file",
     "make_spec",
     "open",
+    "pack",
     "parse_gate",
     "parse_gates",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 from ._codec import Block, BlockFormat, Damage, Reader, read_rows
 from ._errors import DatasetMissingError, NotADatasetError
 from ._shards import MANIFEST, SHARDS
-from ._store import check_file, connect, path_text, storage_error
+from ._store import check_file, check_segment, connect, path_text, storage_error
 
 __all__ = ["BlockStore", "Span"]
 
@@ -73,9 +73,8 @@ class BlockStore:
             self._shards.move_to_end(shard)
             return self._shards[shard]
         path = self.segment_path(shard)
+        self.check_segment(path)
         try:
-            if not path.is_file():
-                raise self.damaged(None, f"its segment {path.name} is missing")
             segment = connect(path, readonly=True, immutable=True)
         except sqlite3.Error as exc:
             raise storage_error(exc, path, "opening") from exc
@@ -94,6 +93,15 @@ class BlockStore:
         assert self.directory is not None, "a dataset file has no segments"
         return self.directory / SHARDS / f"{self._names[shard]}.db"
 
+    def check_segment(self, path: Path) -> None:
+        """Refuse a listed segment file that is missing, not a regular file, not SQLite or truncated."""
+        if not os.path.lexists(path):
+            raise DatasetMissingError(
+                f"{path_text(self.path)} is missing its segment file {SHARDS}/{path.name} (listed in its manifest): "
+                "restore it from a copy of the directory, or re-run the generate command into a new path"
+            )
+        check_segment(path)
+
     def segments(self) -> list[tuple[int, Path]]:
         """Every listed segment ``(shard, path)`` (none for a file)."""
         if self.directory is None:
@@ -102,9 +110,13 @@ class BlockStore:
         return [(int(s), self.directory / SHARDS / f"{n}.db") for s, n in rows]
 
     def damaged(self, records: tuple[int, int] | None, detail: str) -> NotADatasetError:
-        """The error for a damaged block (``records``: the affected ids ``[a, b)``)."""
-        where = "" if records is None else f" (records {records[0]}..{records[1] - 1})"
-        return NotADatasetError(f"{path_text(self.path)} has a damaged block{where}: {detail}")
+        """The error for a damaged block (``records``: the affected ids ``[a, b)``), or for damaged
+        tables (``records`` None: ``detail`` says which)."""
+        if records is None:
+            return NotADatasetError(f"{path_text(self.path)} is damaged: {detail}")
+        return NotADatasetError(
+            f"{path_text(self.path)} has a damaged block (records {records[0]}..{records[1] - 1}): {detail}"
+        )
 
     def read(self, fmt: BlockFormat, span: Span) -> Block:
         """Rows ``lo .. hi - 1`` of a task's block, checked."""

@@ -6,27 +6,31 @@ A block holds ``n`` records of one task as raw little-endian arrays (never pickl
 - ``codes`` uint8 (uint16 with more than 256 moves): the move codes of every circuit, concatenated;
 - ``unitaries`` ``(n, d, d)`` complex64/complex128, row-major, or absent (``--unitaries computed``);
 - ``keys`` ``(n, 2)`` int64 dedup keys (unique mode), or absent;
-- ``checks`` uint32: one CRC-32 per *page* of ``P`` consecutive records (the last page may be shorter).
+- ``checks`` uint64: one checksum per *page* of ``P`` consecutive records (the last page may be shorter).
 
-The checksum of page ``k`` (records ``a = kP .. b - 1``, ``b = min(n, (k+1)P)``) is the CRC-32
-(:func:`zlib.crc32`), chained in this order, of the bytes of ``offsets[a : b + 1]``,
-``codes[offsets[a] : offsets[b]]``, ``unitaries[a:b]`` and ``keys[a:b]``. Every byte of a block is
-covered by some page (each offset by the page that starts or ends with it), so a flipped byte
-anywhere is caught by the first read that touches it. Pages are small (about
-:data:`PAGE_BYTES`): reading one record checks one page, not the whole block.
+The checksum of page ``k`` (records ``a = kP .. b - 1``, ``b = min(n, (k+1)P)``) is XXH3-64
+(the ``xxhash`` library) of the bytes of ``offsets[a : b + 1]``, ``codes[offsets[a] : offsets[b]]``,
+``unitaries[a:b]`` and ``keys[a:b]`` in that order, chained through the seed: each part's
+digest is the seed of the next part's, the first seed is 0, and absent parts are skipped. Every
+byte of a block is covered by some page (each offset by the page that starts or ends with it), so
+a flipped byte anywhere is caught by the first read that touches it. Pages are about
+:data:`PAGE_BYTES`: reading one record checks one page, not the whole block. (XXH3 because the
+checksums are computed for every record written and read: zlib's CRC-32 ran at ~0.5 GB/s here
+and cost as much CPU as computing a 2-qubit record; XXH3 runs at several GB/s. Measured:
+BENCHMARKS.md, "Checksums".)
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import xxhash
 
 __all__ = ["PAGE_BYTES", "Block", "BlockFormat", "Damage", "code_dtype", "encode", "page_records", "read_rows"]
 
-PAGE_BYTES = 4096
+PAGE_BYTES = 16384
 """Target payload of one checksummed page: a record read costs at most this many extra bytes."""
 
 
@@ -108,28 +112,35 @@ def encode(
 def page_checks(
     fmt: BlockFormat, offsets: np.ndarray, codes: np.ndarray, unitaries: np.ndarray | None, keys: np.ndarray | None
 ) -> np.ndarray:
-    """CRC-32 of each page of a run of whole pages of a block (the last may be short).
+    """The checksum of each page of a run of whole pages of a block (the last may be short).
     ``offsets`` are the block's own values (not rebased) for the run's rows and the one after,
     ``codes`` start at ``offsets[0]``; ``unitaries`` and ``keys`` start at the run's first row."""
     n = len(offsets) - 1
     p = fmt.page
     base = int(offsets[0])
-    out = np.empty(-(-n // p), dtype="<u4")
-    off_bytes = memoryview(offsets).cast("B")
-    code_bytes = memoryview(codes).cast("B")
-    uni_bytes = None if unitaries is None else memoryview(unitaries).cast("B")
-    key_bytes = None if keys is None else memoryview(keys).cast("B")
+    out = np.empty(-(-n // p), dtype="<u8")
+    digest = xxhash.xxh3_64_intdigest
+    off_bytes = _bytes(offsets)
+    code_bytes = _bytes(codes)
+    uni_bytes = None if unitaries is None else _bytes(unitaries)
+    key_bytes = None if keys is None else _bytes(keys)
     cs, us, ks = codes.itemsize, fmt.unitary_bytes, 16
     for k in range(len(out)):
         a, b = k * p, min(n, (k + 1) * p)
-        crc = zlib.crc32(off_bytes[4 * a : 4 * (b + 1)])
-        crc = zlib.crc32(code_bytes[(int(offsets[a]) - base) * cs : (int(offsets[b]) - base) * cs], crc)
+        h = digest(off_bytes[4 * a : 4 * (b + 1)], 0)
+        h = digest(code_bytes[(int(offsets[a]) - base) * cs : (int(offsets[b]) - base) * cs], h)
         if uni_bytes is not None:
-            crc = zlib.crc32(uni_bytes[a * us : b * us], crc)
+            h = digest(uni_bytes[a * us : b * us], h)
         if key_bytes is not None:
-            crc = zlib.crc32(key_bytes[a * ks : b * ks], crc)
-        out[k] = crc
+            h = digest(key_bytes[a * ks : b * ks], h)
+        out[k] = h
     return out
+
+
+def _bytes(array: np.ndarray) -> memoryview:
+    """The bytes of an array (made contiguous) as a flat memoryview, for the hash."""
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return memoryview(flat)  # type: ignore[arg-type]  # ndarray implements the buffer protocol
 
 
 class Damage(Exception):
@@ -165,7 +176,7 @@ def read_rows(fmt: BlockFormat, count: int, lo: int, hi: int, read: Reader) -> B
         uni = np.frombuffer(read("unitaries", a * us, (b - a) * us, count * us), fmt.unitary_dtype)
     if fmt.keyed:
         keys = np.frombuffer(read("keys", a * 16, (b - a) * 16, count * 16), "<i8")
-    stored = np.frombuffer(read("checks", 4 * first_page, 4 * (-(-b // p) - first_page), 4 * pages), "<u4")
+    stored = np.frombuffer(read("checks", 8 * first_page, 8 * (-(-b // p) - first_page), 8 * pages), "<u8")
     bad = np.flatnonzero(page_checks(fmt, off, codes, uni, keys) != stored)
     if bad.size:
         k = int(bad[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,7 +31,7 @@ from ._kernels import ProductTable
 from ._sources import TaskContext, recompute
 from ._spec import Enumeration, RandomSource, Spec
 from ._split import SplitMixin
-from ._store import block_format, damaged_meta, load_json, path_text, read_meta
+from ._store import block_format, damaged_meta, load_json, path_text, read_meta, storage_error
 from .search import SearchMixin
 
 __all__ = ["Dataset", "VerifyReport", "open"]
@@ -91,10 +92,8 @@ class Dataset(SplitMixin, SearchMixin):
             meta = read_meta(self._store.connection())
         except ValueError as exc:  # not JSON
             raise damaged_meta(self.path, exc) from exc
-        except Exception as exc:
-            if isinstance(exc, UnitariumError):
-                raise
-            raise self._store.damaged(None, f"its meta table cannot be read: {exc}") from exc
+        except sqlite3.Error as exc:  # an I/O error, a missing table: said as such, not as damage
+            raise storage_error(exc, self._store.manifest, "reading") from exc
         if not all(isinstance(meta.get(key), dict) for key in ("spec", "format", "state", "summary")):
             raise damaged_meta(self.path, "no 'spec', 'format', 'state' or 'summary'")
         return meta
@@ -209,6 +208,16 @@ class Dataset(SplitMixin, SearchMixin):
             return block.unitaries.astype(self.format.unitary_dtype.newbyteorder("="))
         return recompute(self._context, block.codes.astype(np.int64), block.offsets)
 
+    def _finite(self, unitaries: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``unitaries`` (of records ``ids``) unless one holds NaN or inf: a record is never
+        served with one (checked where records are built; bulk ``unitaries()`` is left to verify)."""
+        if not np.isfinite(unitaries).all():
+            k = int(np.flatnonzero(~np.isfinite(unitaries).reshape(len(unitaries), -1).all(axis=1))[0])
+            raise self._store.damaged(
+                (int(ids[k]), int(ids[k]) + 1), "its stored unitary holds NaN or infinite entries (forged, or a bug)"
+            )
+        return unitaries
+
     def _check_codes(self, block: Block, first: int) -> Block:
         if block.codes.size and int(block.codes.max()) >= len(self.gateset.moves):
             raise self._store.damaged(
@@ -242,7 +251,8 @@ class Dataset(SplitMixin, SearchMixin):
         block = self._check_codes(
             self._store.read(self.format, (task_id, shard, first, count, i - first, i - first + 1)), i
         )
-        return Record(i, Circuit(block.codes.astype(np.int64), self.gateset), self._unitaries_of(block)[0])
+        unitary = self._finite(self._unitaries_of(block), [i])[0]
+        return Record(i, Circuit(block.codes.astype(np.int64), self.gateset), unitary)
 
     def _ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """``ids`` as a checked int64 array (negative ids count from the end)."""
@@ -285,11 +295,11 @@ class Dataset(SplitMixin, SearchMixin):
         by_id: dict[int, Record] = {}
         k = 0
         for block, want in zip(parts, rows, strict=True):
-            u = self._unitaries_of(block)
-            for r in want:
+            u = self._finite(self._unitaries_of(block)[want], order[k : k + len(want)])
+            for j, r in enumerate(want):
                 a, b = int(block.offsets[r]), int(block.offsets[r + 1])
                 rid = int(order[k])
-                by_id[rid] = Record(rid, Circuit(block.codes[a:b].astype(np.int64), self.gateset), u[r])
+                by_id[rid] = Record(rid, Circuit(block.codes[a:b].astype(np.int64), self.gateset), u[j])
                 k += 1
         return [by_id[int(i)] for i in ids]
 
@@ -385,8 +395,10 @@ class Dataset(SplitMixin, SearchMixin):
             conn = self._store.shard(shard)
             try:
                 rows = conn.execute(f"SELECT task_id, row FROM lookup WHERE key IN ({marks})", tuple(probes)).fetchall()
-            except Exception as exc:
-                raise self._store.damaged(None, f"its lookup index cannot be read: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise storage_error(
+                    exc, self._store.manifest if shard == 0 else self._store.segment_path(shard), "reading"
+                ) from exc
             hits.update((int(t), int(r)) for t, r in rows)
         ids = []
         for task_id, row in sorted(hits):
@@ -398,15 +410,12 @@ class Dataset(SplitMixin, SearchMixin):
 
     def _target(self, unitary: Any) -> np.ndarray:
         """A lookup target as a finite ``(d, d)`` complex128 matrix, or a clear SpecError."""
+        from .interop import as_unitary
+
         d = self.gateset.dim
-        try:
-            from .interop import as_unitary
-        except ImportError:  # pragma: no cover - interop always ships
-            as_unitary = None
-        u = as_unitary(unitary, self.gateset) if as_unitary is not None else unitary
-        arr = np.asarray(u)
-        if arr.dtype.kind not in "biufc":
-            raise SpecError(f"lookup needs a {d}x{d} matrix of numbers, got an array of {arr.dtype}")
+        if isinstance(unitary, np.ndarray) and unitary.dtype.kind not in "biufc":
+            raise SpecError(f"lookup needs a {d}x{d} matrix of numbers, got an array of {unitary.dtype}")
+        arr = np.asarray(as_unitary(unitary, self.gateset))
         if arr.shape != (d, d):
             raise SpecError(f"lookup needs a {d}x{d} matrix, got shape {arr.shape}")
         arr = arr.astype(np.complex128)
@@ -504,7 +513,9 @@ class Dataset(SplitMixin, SearchMixin):
         n = int(summary.get("records", 0))
         hist = {int(k): int(v) for k, v in sorted(summary.get("lengths", {}).items(), key=lambda kv: int(kv[0]))}
         files = [self._store.manifest, Path(f"{self._store.manifest}-wal")]
-        files += [p for _, p in self._store.segments()]
+        for _, segment in self._store.segments():
+            self._store.check_segment(segment)  # missing or truncated: said here, not at the first read
+            files.append(segment)
         size = sum(p.stat().st_size for p in files if p.exists())
         return {
             "path": os.fsdecode(self.path),

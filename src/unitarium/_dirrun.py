@@ -172,7 +172,7 @@ class _Workers:
                 result_r, result_w = ctx.Pipe(duplex=False)
                 _grow_pipe(result_r)
                 _grow_pipe(task_w)
-                args = (task_r, result_w, spec_json, str(writer.directory), w, writer.run, writer.network)
+                args = (task_r, result_w, spec_json, str(writer.directory), w, writer.run, _build_locally(writer))
                 proc = ctx.Process(target=_serve, args=args, daemon=True)
                 old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
                 try:
@@ -280,7 +280,7 @@ class _Driver:
         ctx = TaskContext(self.spec)
         run = self.writer.run
         segments = _Segments(
-            self.writer.directory, self.spec, lambda seq: segment_name(run, 0, seq), self.writer.network
+            self.writer.directory, self.spec, lambda seq: segment_name(run, 0, seq), _build_locally(self.writer)
         )
         try:
             for task in tasks:
@@ -379,6 +379,12 @@ class _Driver:
                     self.next_dedup += 1
         elif kind == "published":
             self.add_published(message[1])
+
+
+def _build_locally(writer: DirectoryWriter) -> bool:
+    """Whether segments are built in the local temporary directory and copied into place: on a
+    network filesystem, and whenever the rollback journal is asked for (``--journal delete``)."""
+    return writer.network or writer.journal == "delete"
 
 
 def _remove_run_temporaries(writer: DirectoryWriter) -> None:

@@ -534,12 +534,12 @@ def generate(
         return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
     with _Stop() as stop, Writer(Path(path), spec, journal=journal) as writer:
         run = _Run(writer, workers, progress, stop)
-        tasks = _plan(spec, writer, writer.tasks_done())
+        plan = _plan(spec, writer, writer.tasks_done())
         try:
             if workers == 1:
-                run.run_inline(tasks)
+                run.run_inline(plan)
             else:
-                run.run_pool(tasks)
+                run.run_pool(plan)
         finally:
             run.close()
         run.check_stop()

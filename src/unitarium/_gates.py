@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import GateFileError, SpecError
+from ._inputs import read_input
 
-__all__ = ["PRESETS", "STANDARD_GATES", "Gate", "load_gate_file", "parse_gate", "parse_gates"]
+__all__ = ["PRESETS", "STANDARD_GATES", "Gate", "load_gate_file", "parse_gate", "parse_gates", "unitarity_error"]
 
 _S2 = 1 / math.sqrt(2)
 
@@ -234,10 +235,20 @@ def matrix_from_json(entries: object, name: str, *, atol: float = 1e-8) -> np.nd
         raise GateFileError(f"gate {name!r}: matrix must be square of size 2, 4, 8...; got shape {matrix.shape}")
     if not np.all(np.isfinite(matrix)):
         raise GateFileError(f"gate {name!r}: matrix has NaN or infinite entries")
-    error = float(np.abs(matrix.conj().T @ matrix - np.eye(n)).max())
-    if error > atol:
+    error = unitarity_error(matrix)
+    if not error <= atol:  # NaN (an overflow: "1e308+1e308j") is never <= anything
         raise GateFileError(f"gate {name!r} is not unitary (max |U^dag U - I| = {error:.3g} > {atol:g})")
     return matrix
+
+
+def unitarity_error(matrix: np.ndarray) -> float:
+    """``max |U^dag U - I|`` of a square ``matrix`` (``(d, d)``, or a stack ``(n, d, d)``: the
+    worst of all); ``inf``/NaN where the product overflows (entries near 1e308), without a
+    RuntimeWarning. Compare as ``not error <= atol``: NaN must fail."""
+    d = matrix.shape[-1]
+    with np.errstate(all="ignore"):
+        product = np.conj(np.swapaxes(matrix, -1, -2)) @ matrix
+        return float(np.abs(product - np.eye(d)).max(initial=0.0))
 
 
 def _complex_entry(entry: object) -> complex:
@@ -259,11 +270,10 @@ def load_gate_file(path: str | os.PathLike[str]) -> dict[str, Gate]:
     (TOML: ``[gates.NAME]`` with ``matrix = [...]``). Names must be new identifiers.
     """
     path = Path(path)
+    raw = read_input(path, "gate file", GateFileError)  # never blocks on a FIFO
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except OSError as exc:
-        raise GateFileError(f"cannot read gate file {str(path)!r}: {exc.strerror or exc}") from exc
     # ValueError: invalid JSON/TOML, a 5000-digit integer; RecursionError: nested 100000 deep
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)

@@ -48,7 +48,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from ._codec import BlockFormat, code_dtype, encode, page_records
@@ -286,11 +286,13 @@ def check_file(path: Path) -> None:
     check_regular(path)
     try:
         with path.open("rb") as f:
-            header = f.read(16)
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
-    if header != _SQLITE_HEADER:
+    if header[:16] != _SQLITE_HEADER:
         raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
+    check_length(path, header, size)
     try:
         conn = connect(path, readonly=True)
         try:
@@ -313,6 +315,38 @@ def check_file(path: Path) -> None:
             f"unitarium (schema {SCHEMA_VERSION}) no longer reads: re-run its generate command into a new path "
             "to rebuild it (or read it with unitarium 0.1)"
         )
+
+
+def check_length(path: Path, header: bytes, size: int) -> None:
+    """Refuse a database file shorter than its own header says (truncated: a copy cut short, a
+    full disk while copying). SQLite would read the missing pages as zeros or call the file
+    malformed only when a query reaches them; the header's page count (bytes 28..31, valid when
+    bytes 92..95 equal the change counter at 24..27) is what the file held at its last commit
+    or checkpoint, and the file never shrinks (no VACUUM)."""
+    if len(header) < 100:
+        raise NotADatasetError(f"{path_text(path)} is truncated: {size} bytes, not even an SQLite header")
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] == header[92:96] and size < pages * page:
+        raise NotADatasetError(
+            f"{path_text(path)} is truncated: it holds {size:,} bytes but its header says {pages * page:,}; "
+            "restore it from a complete copy, or re-run its generate command into a new path"
+        )
+
+
+def check_segment(path: Path) -> None:
+    """Refuse a segment file of a directory that is missing, irregular, not SQLite or truncated."""
+    check_regular(path)
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
+    if header[:16] != _SQLITE_HEADER:
+        raise NotADatasetError(f"segment {path_text(path)} is not an SQLite file (overwritten?)")
+    check_length(path, header, size)
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:
@@ -375,7 +409,7 @@ def format_json(fmt: BlockFormat, layout: str) -> dict[str, Any]:
         "offset_dtype": "uint32",
         "keys": "dedup128" if fmt.keyed else None,
         "page_records": fmt.page,
-        "checksum": "crc32 per page",
+        "checksum": "xxh3_64 per page, parts chained through the seed",
         "byte_order": "little",
         "qubit_order": "qiskit (little-endian: qubit 0 is the least significant bit)",
     }
@@ -682,7 +716,7 @@ class Writer:
         self._fd = -1
         self._unlock_sidecar()
 
-    def __enter__(self) -> Writer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

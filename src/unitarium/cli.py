@@ -286,28 +286,32 @@ def verify_cmd(path: Path, check_all: bool, sample: int, seed: int) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--matrix", type=click.Path(dir_okay=False, path_type=Path), help=".npy file holding a d x d matrix.")
 @click.option("--circuit", help='A circuit whose unitary to look up, e.g. "h 0; cx 0 1".')
+@click.option("--qasm", type=click.Path(dir_okay=False, path_type=Path), help="OpenQASM 2 or 3 file of a circuit.")
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Entrywise tolerance.")
-def lookup_cmd(path: Path, matrix: Path | None, circuit: str | None, atol: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list, empty when nothing matches).")
+def lookup_cmd(
+    path: Path, matrix: Path | None, circuit: str | None, qasm: Path | None, atol: float, as_json: bool
+) -> None:
     """Find the records implementing a unitary up to global phase."""
     from ._circuit import Circuit
+    from ._inputs import load_matrix
+    from .interop import unitary_from_qasm_file
 
     ds = Dataset(path)
-    if (matrix is None) == (circuit is None):
-        raise SpecError("give exactly one of --matrix FILE.npy or --circuit TEXT")
-    if matrix is not None:
-        try:
-            u = np.load(matrix, allow_pickle=False)
-        except OSError as exc:
-            raise SpecError(f"cannot read {str(matrix)!r}: {exc.strerror or exc}") from exc
-        except ValueError as exc:  # not .npy, or an object array (never unpickled)
-            raise SpecError(
-                f"cannot read {str(matrix)!r} as a .npy matrix: not a .npy file of numbers (save one with np.save)"
-            ) from exc
+    if sum(x is not None for x in (matrix, circuit, qasm)) != 1:
+        raise SpecError("give exactly one of --matrix FILE.npy, --circuit TEXT or --qasm FILE.qasm")
+    if qasm is not None:
+        u = unitary_from_qasm_file(qasm, ds.gateset)
+    elif matrix is not None:
+        u = load_matrix(matrix)
     else:
         u = Circuit.from_text(circuit or "", ds.gateset).unitary()
     found = ds.lookup(u, atol=atol)
-    for rec in found:
-        click.echo(f"{rec.id}\t{rec.circuit}")
+    if as_json:
+        click.echo(json.dumps([{"id": r.id, "circuit": str(r.circuit), "qasm": r.circuit.to_qasm()} for r in found]))
+    else:
+        for rec in found:
+            click.echo(f"{rec.id}\t{rec.circuit}")
     if not found:
         click.echo("no record implements this unitary", err=True)
         sys.exit(1)

@@ -10,13 +10,13 @@ only the gate set's: only the register size is taken from ``gateset``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._errors import SpecError
 from .._gateset import GateSet
+from .._inputs import read_input
 from ._match import check_unitary
 
 __all__ = ["as_unitary", "unitary_from_qasm_file"]
@@ -58,11 +58,17 @@ def as_unitary(x: Any, gateset: GateSet | int, *, atol: float = 1e-4) -> np.ndar
 
 def _matrix(x: Any, n: int, *, atol: float) -> np.ndarray:
     d = 1 << n
+    if not (isinstance(atol, int | float) and 0 <= atol < float("inf")):
+        raise SpecError(f"atol {atol!r} must be a finite number >= 0")
     try:
-        u = np.asarray(x, dtype=np.complex128)
+        arr = np.asarray(x)
+        if arr.dtype.kind in "USVMm":  # text, bytes, structured, dates: numpy would parse "1" as 1
+            raise TypeError(f"an array of {arr.dtype}")
+        u = arr.astype(np.complex128)
     except (TypeError, ValueError) as exc:
+        of = f" of {x.dtype}" if isinstance(x, np.ndarray) else ""
         raise SpecError(
-            f"cannot use a {type(x).__name__} as a unitary: pass a ({d}, {d}) matrix, a Circuit, "
+            f"cannot use a {type(x).__name__}{of} as a unitary: pass a ({d}, {d}) matrix, a Circuit, "
             "a Qiskit or Cirq circuit, or OpenQASM text"
         ) from exc
     if u.shape != (d, d):
@@ -74,10 +80,9 @@ def _matrix(x: Any, n: int, *, atol: float) -> np.ndarray:
 def unitary_from_qasm_file(path: str | os.PathLike[str], gateset: GateSet | int) -> np.ndarray:
     """:func:`as_unitary` of the OpenQASM 2/3 file at ``path`` (UTF-8). Raises
     :class:`SpecError` on an unreadable file or malformed OpenQASM (one line, naming the file)."""
+    raw = read_input(path, "OpenQASM file")  # never blocks on a FIFO
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read OpenQASM file {str(path)!r}: {exc.strerror or exc}") from exc
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"OpenQASM file {str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     try:

@@ -136,9 +136,11 @@ def as_targets(unitary: object, d: int, what: str) -> tuple[np.ndarray, bool]:
     if not np.all(np.isfinite(u)):
         raise SpecError(f"{what} needs a finite {d}x{d} matrix: this one has NaN or infinite entries")
     if len(u):
-        err = np.abs(np.conj(np.swapaxes(u, 1, 2)) @ u - np.eye(d)).max(axis=(1, 2))
-        worst = int(np.argmax(err))
-        if err[worst] > UNITARY_TOL:
+        with np.errstate(all="ignore"):  # entries near 1e308 overflow: inf or NaN, refused below
+            err = np.abs(np.conj(np.swapaxes(u, 1, 2)) @ u - np.eye(d)).max(axis=(1, 2))
+        bad = np.flatnonzero(~(err <= UNITARY_TOL))  # NaN is never <= anything
+        if bad.size:
+            worst = int(bad[0])
             where = "" if single else f" (matrix {worst} of the stack)"
             raise SpecError(
                 f"{what} needs a unitary matrix: max |U^dag U - I| = {err[worst]:.3g} > {UNITARY_TOL:g}{where}"

@@ -12,6 +12,7 @@ import numpy as np
 
 from .._circuit import Circuit
 from .._errors import SpecError
+from .._inputs import load_matrix
 
 __all__ = ["synth_cmd"]
 
@@ -62,14 +63,7 @@ def synth_cmd(
 
 def _target(ds: Any, matrix: Path | None, qasm: Path | None, circuit: str | None) -> np.ndarray:
     if matrix is not None:
-        try:
-            return np.asarray(np.load(matrix, allow_pickle=False))
-        except OSError as exc:
-            raise SpecError(f"cannot read {str(matrix)!r}: {exc.strerror or exc}") from exc
-        except ValueError as exc:  # not .npy, or an object array (never unpickled)
-            raise SpecError(
-                f"cannot read {str(matrix)!r} as a .npy matrix: not a .npy file of numbers (save one with np.save)"
-            ) from exc
+        return load_matrix(matrix)
     if qasm is not None:
         try:
             from ..interop.convert import unitary_from_qasm_file
