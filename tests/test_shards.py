@@ -4,6 +4,7 @@ refused; pack; records without stored unitaries."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -88,9 +89,16 @@ def test_stored_records_equal_qiskit_and_computed_ones_take_under_20_bytes(tmp_p
 
 def test_one_dataset_to_every_command(tmp_path: Path) -> None:
     path = f"{tmp_path / 'cliff'}/"
-    cli("generate", path, "--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "5", "--unique")
-    info = cli("info", path, "--json").stdout
-    assert '"layout": "directory"' in info and '"records": 720' in info
+    args = ["--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "5", "--unique"]
+    cli("generate", path, *args)
+    cli("generate", tmp_path / "cliff.db", *args)
+    info, file_info = (
+        json.loads(cli("info", path, "--json").stdout),
+        json.loads(cli("info", tmp_path / "cliff.db", "--json").stdout),
+    )
+    assert info["layout"] == "directory" and file_info["layout"] == "file"
+    for key in ("records", "tasks_done", "candidates", "length_histogram", "spec", "complete"):
+        assert info[key] == file_info[key], key
     assert "record 3 (" in cli("show", path, "3").stdout
     assert cli("verify", path, "--all").stdout.endswith("ok\n")
     found = cli("lookup", path, "--circuit", "h 0; s 0").stdout
@@ -152,7 +160,7 @@ def test_a_flipped_byte_in_a_segment_is_refused_on_read_and_by_verify(tmp_path: 
 
 
 def test_two_writers_on_one_directory(tmp_path: Path) -> None:
-    args = ["--gates", "h,t,cx", "--qubits", "3", "--count", "400000", "--length", "20", "--quiet"]
+    args = ["--gates", "h,t,cx", "--qubits", "3", "--count", "40000000", "--length", "20", "--quiet"]
     path = f"{tmp_path / 'd'}/"
     first = start_cli("generate", path, *args, "--workers", "2")
     try:

@@ -278,7 +278,8 @@ def check_regular(path: Path) -> None:
 
 def path_text(path: str | Path) -> str:
     """``path`` quoted for a message (bytes that are not UTF-8 shown escaped, never an error)."""
-    return repr(os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8"))
+    # repr shows an undecodable byte 0xE9 as \udce9 (its surrogate escape): show it as \xe9
+    return re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", repr(os.fsdecode(path)))
 
 
 def check_file(path: Path) -> None:
@@ -292,7 +293,8 @@ def check_file(path: Path) -> None:
         raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
     if header[:16] != _SQLITE_HEADER:
         raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
-    check_length(path, header, size)
+    if _settled(path):  # else SQLite first replays its WAL or rolls back its hot journal
+        check_length(path, header, size)
     try:
         conn = connect(path, readonly=True)
         try:
@@ -315,6 +317,19 @@ def check_file(path: Path) -> None:
             f"unitarium (schema {SCHEMA_VERSION}) no longer reads: re-run its generate command into a new path "
             "to rebuild it (or read it with unitarium 0.1)"
         )
+
+
+def _settled(path: Path) -> bool:
+    """Whether the database file alone holds the last commit: no non-empty ``-wal`` (frames not yet
+    checkpointed) and no non-empty ``-journal`` (a hot journal a crash left, rolled back on open).
+    Only then must the file be as long as its header says."""
+    for suffix in ("-wal", "-journal"):
+        try:
+            if os.stat(f"{os.fsdecode(path)}{suffix}").st_size > 0:
+                return False
+        except OSError:
+            continue
+    return True
 
 
 def check_length(path: Path, header: bytes, size: int) -> None:
@@ -490,9 +505,28 @@ def remove_stale_temporaries(directory: Path, name: str) -> None:
     with contextlib.suppress(OSError):
         for entry in directory.iterdir():
             match = pattern.fullmatch(entry.name)
-            if match and not _alive(int(match.group(1))):
+            if match and not _alive(int(match.group(1))) and _unlocked(entry):
                 with contextlib.suppress(OSError):
                     entry.unlink()
+
+
+def _unlocked(path: Path) -> bool:
+    """Whether nobody holds the ``flock`` of ``path`` (a creator holds its temporary's lock until
+    it is linked into place: this also protects one whose pid we cannot see, in another PID
+    namespace on the same filesystem)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock
+    return True
 
 
 def _alive(pid: int) -> bool:
