@@ -75,12 +75,13 @@ class KeySet:
         first_mask = np.zeros(len(primary), dtype=bool)
         first_mask[first] = True
         keep &= first_mask
-        for row in sorted(alternates):
-            if not keep[row]:
-                continue
-            alts = _pairs(alternates[row])
-            earlier = primary[:row][keep[:row]]
-            if self.contains(alts).any() or _rows_in(alts, earlier).any():
+        rows = sorted(alternates)
+        if not rows:
+            return keep
+        alts = [_pairs(alternates[r]) for r in rows]
+        stored = np.split(self.contains(np.concatenate(alts)), np.cumsum([len(a) for a in alts])[:-1])
+        for row, row_alts, in_set in zip(rows, alts, stored, strict=True):
+            if keep[row] and (in_set.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
                 keep[row] = False
         return keep
 

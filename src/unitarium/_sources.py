@@ -77,12 +77,9 @@ class TaskResult:
 
     def select(self, keep: np.ndarray) -> TaskResult:
         """The same task with only the rows where ``keep`` is true."""
-        lengths = np.diff(self.offsets)[keep]
-        starts = self.offsets[:-1][keep]
-        codes = np.concatenate(
-            [self.codes[s : s + n] for s, n in zip(starts, lengths, strict=True)] or [self.codes[:0]]
-        )
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+        lengths = np.diff(self.offsets.astype(np.int64))
+        codes = self.codes[np.repeat(keep, lengths)]
+        offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.uint32)
         return TaskResult(
             self.task_id,
             self.level,
