@@ -418,3 +418,16 @@ def test_storage_round_trip(tmp_path: Path, gates, qubits, lo, extra, count, dty
     np.testing.assert_allclose(u, reference, rtol=0, atol=1e-5 if dtype == "complex64" else 1e-10)
     for i in {0, count // 2, count - 1}:
         np.testing.assert_array_equal(ds[i].unitary, u[i])
+
+
+def test_a_schema_1_file_gets_a_clear_upgrade_message(tmp_path: Path) -> None:
+    """A file of unitarium 0.1 (schema 1, blocks without checksums) is refused with what to do, never misread."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1433299316")  # 0x556E6974, "Unit"
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(unitarium.SchemaVersionError, match=r"schema version 1 .*re-run its generate command"):
+        unitarium.open(path)
