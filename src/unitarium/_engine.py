@@ -510,6 +510,8 @@ def generate(
     workers: int | None = None,
     progress: Callable[[Progress], None] | None = None,
     journal: str = "wal",
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> Summary:
     """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``, or into the
     sharded dataset directory ``path`` (a path ending in ``/``, or an existing directory).
@@ -520,8 +522,18 @@ def generate(
     SIGINT/SIGTERM, :class:`WorkerError` if a worker fails; both leave the file resumable.
     ``journal="delete"`` writes with a rollback journal instead of WAL, for network
     filesystems (where WAL is refused); it is not part of the spec.
+
+    ``engine="ray"`` runs the tasks on Ray (a directory only; :mod:`._rayrun`): on the cluster at
+    ``ray_address`` (or ``RAY_ADDRESS``), else on a local Ray started for the run; ``workers`` then
+    caps the Ray tasks in flight (default: the cluster's CPUs). The content is the same.
     """
     directory = is_directory_path(path)
+    if engine == "ray":
+        return _generate_on_ray(path, spec, workers=workers, progress=progress, journal=journal, address=ray_address)
+    if engine != "local":
+        raise SpecError(f"--engine {engine!r} is not supported: use local (the default) or ray")
+    if ray_address is not None:
+        raise SpecError("--ray-address goes with --engine ray")
     workers = check_workers(spec, (default_workers() + directory) if workers is None else workers)
     t0 = time.monotonic()
     if directory:
@@ -545,3 +557,26 @@ def generate(
         run.check_stop()
         writer.set_state(complete=True)
         return Summary(str(path), run.records, run.records - run.start_records, run.tasks, time.monotonic() - t0, True)
+
+
+def _generate_on_ray(
+    path: str | os.PathLike[str],
+    spec: Spec,
+    *,
+    workers: int | None,
+    progress: Callable[[Progress], None] | None,
+    journal: str,
+    address: str | None,
+) -> Summary:
+    if not is_directory_path(path):
+        raise SpecError(
+            f"--engine ray writes a sharded dataset directory, and {os.fspath(path)!r} is a file path: "
+            "end it with / (e.g. runs/cliff/)"
+        )
+    from ._rayrun import run_ray
+
+    t0 = time.monotonic()
+    records, new, tasks, _ = run_ray(
+        path, spec, workers=workers, progress=progress, journal=journal, ray_address=address, stop_factory=_Stop
+    )
+    return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)

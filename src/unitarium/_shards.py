@@ -5,7 +5,9 @@ Layout of a dataset directory ``DIR/``::
     DIR/manifest.db           the manifest: the dataset schema of :mod:`._store` (meta, gates,
                               moves, tasks, shards), written by the driver alone
     DIR/shards/<name>.db      segments: finished, immutable SQLite files holding ``blocks`` and
-                              ``lookup`` rows of some tasks (any order), written by one worker each
+                              ``lookup`` rows of some tasks (any order), written by one worker each;
+                              ``r<run>-w<worker>-<seq>`` (local engine) or ``t<first>-<last>`` (the
+                              Ray engine: tasks ``first..last``, a name a re-run reuses, same content)
     DIR/shards/.<name>.*.tmp  a segment being written (never read; removed at resume)
 
 **The manifest is the one commit point.** A worker appends the blocks of the tasks it computes to
@@ -28,6 +30,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -52,11 +55,20 @@ from ._store import (
     update_summary,
 )
 
-__all__ = ["MANIFEST", "SHARDS", "DirectoryWriter", "Published", "SegmentWriter", "is_directory_path", "segment_name"]
+__all__ = [
+    "MANIFEST",
+    "SHARDS",
+    "DirectoryWriter",
+    "Published",
+    "SegmentWriter",
+    "is_directory_path",
+    "range_segment_name",
+    "segment_name",
+]
 
 MANIFEST = "manifest.db"
 SHARDS = "shards"
-_SEGMENT = re.compile(r"r(\d+)-w(\d+)-(\d+)\.db")
+_SEGMENT = re.compile(r"r(\d+)-w(\d+)-(\d+)\.db|t(\d+)-(\d+)\.db")
 
 
 def is_directory_path(path: str | os.PathLike[str]) -> bool:
@@ -68,6 +80,12 @@ def is_directory_path(path: str | os.PathLike[str]) -> bool:
 def segment_name(run: int, worker: int, seq: int) -> str:
     """The name of segment ``seq`` of ``worker`` in run ``run`` (unique without coordination)."""
     return f"r{run:04d}-w{worker:03d}-{seq:06d}"
+
+
+def range_segment_name(first: int, last: int) -> str:
+    """The name of the segment of tasks ``first..last`` (Ray engine): deterministic, so a re-run of
+    the same Ray task writes the same content under the same name."""
+    return f"t{first:09d}-{last:09d}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,8 @@ class SegmentWriter:
         self.fmt = fmt
         self.network = network
         build_dir = Path(tempfile.gettempdir()) if network else directory / SHARDS
-        self.tmp = build_dir / f".{name}.{os.getpid()}.tmp"
+        self.attempt = f"{os.getpid()}.{secrets.token_hex(4)}"  # unique per attempt, even across hosts
+        self.tmp = build_dir / f".{name}.{self.attempt}.tmp"
         self.tasks: list[Published] = []
         self.nbytes = 0
         self.conn: sqlite3.Connection | None = None
@@ -162,7 +181,7 @@ class SegmentWriter:
             os.close(fd)
         source = self.tmp
         if self.network:  # copy onto the share under a temporary name first
-            source = self.final.parent / f".{self.name}.{os.getpid()}.tmp"
+            source = self.final.parent / f".{self.name}.{self.attempt}.tmp"
             shutil.copyfile(self.tmp, source)
             fd = os.open(source, os.O_RDONLY)
             try:
@@ -226,7 +245,8 @@ class DirectoryWriter(Writer):
             temporary = entry.name.startswith(".") and entry.name.endswith(".tmp")
             if temporary or (match and entry.name[:-3] not in listed):
                 entry.unlink()
-            elif match and int(match.group(1)) > clean_through:
+            elif match and match.group(1) is not None and int(match.group(1)) > clean_through:
+                # (a Ray segment, t<first>-<last>, is listed whole in one transaction: never pruned)
                 self._prune(entry, listed[entry.name[:-3]])
         _fsync_directory(self.directory / SHARDS)
         with atomic(self.conn) as conn:

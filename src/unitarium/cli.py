@@ -139,6 +139,17 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
     show_default=True,
     help="SQLite journal: wal, or delete for network filesystems (readers then wait while it commits).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: worker processes here; ray: Ray tasks (a directory PATH; --workers caps the tasks in flight).",
+)
+@click.option(
+    "--ray-address",
+    help="Ray cluster to run on (HOST:PORT; default: RAY_ADDRESS, else a local Ray started for the run).",
+)
 def generate_cmd(
     path: str,
     gates: str,
@@ -157,6 +168,8 @@ def generate_cmd(
     workers: int | None,
     quiet: bool,
     journal: str,
+    engine: str,
+    ray_address: str | None,
 ) -> None:
     """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
     directory PATH (a path ending in / or an existing directory: one writer per worker)."""
@@ -178,7 +191,9 @@ def generate_cmd(
     )
     update, close = _progress_printer(quiet)
     try:
-        summary = generate(path, spec, workers=workers, progress=update, journal=journal)
+        summary = generate(
+            path, spec, workers=workers, progress=update, journal=journal, engine=engine, ray_address=ray_address
+        )
     finally:
         close()
     rate = summary.new_records / summary.seconds if summary.seconds else 0.0
