@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 
 import numpy as np
@@ -22,7 +23,8 @@ __all__ = ["load_matrix", "quoted", "read_input"]
 
 def quoted(path: str | os.PathLike[str] | bytes) -> str:
     """``path`` quoted for a message (bytes that are not UTF-8 shown escaped, never an error)."""
-    return repr(os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8"))
+    # repr shows an undecodable byte 0xE9 as \udce9 (its surrogate escape): show it as \xe9
+    return re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", repr(os.fsdecode(path)))
 
 
 def read_input(path: str | os.PathLike[str], what: str, error: type[SpecError] = SpecError) -> bytes:
@@ -33,8 +35,8 @@ def read_input(path: str | os.PathLike[str], what: str, error: type[SpecError] =
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise error(f"{what} {quoted(path)} is a symbolic link to nothing: check the path") from None
-        raise error(f"{what} {quoted(path)} does not exist: check the path") from None
+            raise error(f"cannot read {what} {quoted(path)}: it is a symbolic link to nothing") from None
+        raise error(f"cannot read {what} {quoted(path)}: it does not exist (check the path)") from None
     except OSError as exc:
         raise error(f"cannot read {what} {quoted(path)}: {exc.strerror or exc}") from exc
     try:

@@ -117,7 +117,8 @@ def _write(parts: dict[str, Any], tmp: Path, format: str, source: Any) -> None:
         else:
             _write_npz(view, tmp / "data" / f"{name}.npz")
             files[name] = [f"{name}.npz"]
-    (tmp / "README.md").write_text(card(source, parts, files, format))
+    # a source path that is not UTF-8 is shown escaped: the card stays valid UTF-8
+    (tmp / "README.md").write_text(card(source, parts, files, format), encoding="utf-8", errors="backslashreplace")
     for path in [*tmp.rglob("*"), tmp]:
         if path.is_file():
             with path.open("rb") as f:

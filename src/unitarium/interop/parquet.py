@@ -128,7 +128,11 @@ def write_split(source: Any, directory: Path, split: str) -> list[Path]:
     written = []
     for name, start, stop in shard_names(split, len(source), record_bytes(source)):
         path = directory / name
-        with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["circuit"]) as writer:
+        # an open file, not the path: pyarrow cannot encode a path that is not UTF-8 (legal on Linux)
+        with (
+            path.open("wb") as f,
+            pq.ParquetWriter(f, schema, compression="zstd", use_dictionary=["circuit"]) as writer,
+        ):
             for a, b in _chunks(start, stop):
                 writer.write_table(table(source, a, b, schema, move_texts), row_group_size=_CHUNK_RECORDS)
             if start == stop:
