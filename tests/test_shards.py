@@ -164,7 +164,8 @@ def test_two_writers_on_one_directory(tmp_path: Path) -> None:
     path = f"{tmp_path / 'd'}/"
     first = start_cli("generate", path, *args, "--workers", "2")
     try:
-        wait_until(lambda: records_in(path) > 0, timeout=120, what="the first run to commit")
+        wait_until(lambda: records_in(path) > 0 or first.poll() is not None, timeout=120, what="a first commit")
+        assert first.poll() is None, first.stderr.read() if first.stderr else "the first run ended early"
         second = cli("generate", path, *args, "--workers", "1", check=False)
         assert second.returncode == 2
         assert "another unitarium process is writing" in one_error_line(second.stderr)

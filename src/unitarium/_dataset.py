@@ -320,7 +320,9 @@ class Dataset(SplitMixin, SearchMixin):
         a, b = self._range(start, stop)
         out = np.empty((b - a, d, d), dtype=dtype)
         for first, block in self._blocks(a, b):
-            out[first - a : first - a + block.count] = self._unitaries_of(block)
+            # stored: one copy, straight from the BLOB's bytes (little-endian cast on the way)
+            part = block.unitaries if block.unitaries is not None else self._unitaries_of(block)
+            out[first - a : first - a + block.count] = part
         return out
 
     def codes(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
