@@ -439,13 +439,10 @@ def _remove_temporaries(directory: Path) -> None:
                     entry.unlink()
 
 
-def check_workers(workers: int | None, cpus: int) -> int:
-    """Ray tasks in flight: ``workers``, or the cluster's CPUs."""
-    if workers is None:
-        return cpus
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+def check_workers(workers: int | None) -> None:
+    """``workers`` (Ray tasks in flight; None: the cluster's CPUs) must be a positive int."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise SpecError(f"--workers {workers} must be at least 1")
-    return workers
 
 
 def run_ray(
@@ -463,9 +460,10 @@ def run_ray(
     ``stop_factory()`` is the signal guard, entered once Ray is up (``ray.init`` sets handlers)."""
     from ._engine import _plan
 
+    check_workers(workers)
     ray = import_ray()
     with connected(ray, ray_address) as local, DirectoryWriter(directory, spec, journal=journal) as writer:
-        count = check_workers(workers, cluster_cpus(ray))
+        count = workers or cluster_cpus(ray)
         check_nodes(ray, writer.directory.absolute())
         try:
             with stop_factory() as stop:
@@ -478,5 +476,6 @@ def run_ray(
                 ray.shutdown()  # stops the attempts in flight before their files are removed
                 _remove_temporaries(writer.directory)
             raise
+        _remove_temporaries(writer.directory)  # of attempts that died (Ray re-ran them)
         writer.set_state(complete=True)
         return driver.records, driver.records - driver.start_records, driver.tasks, run.stats

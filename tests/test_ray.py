@@ -1,0 +1,293 @@
+"""The Ray engine (``--engine ray``): the same records as the local engine's file in every mode; a re-run of a
+Ray task writes the same segment; kill -9 of a Ray worker, of the driver, a node removed, Ctrl-C; Ray missing, an
+unreachable cluster, a file path: one line each. One local Ray (2 CPUs) is shared by the module; the CLI tests
+start their own, or a two-node ``ray.cluster_utils.Cluster``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unitarium
+from unitarium._rayrun import check_nodes, probe_node, write_chunk
+from unitarium._shards import range_segment_name
+from unitarium._sources import Task
+
+from conftest import (
+    Snapshot,
+    cli,
+    group_gone,
+    integrity,
+    kill_group,
+    one_error_line,
+    records_in,
+    start_cli,
+    wait_until,
+)
+
+ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray: pip install 'unitarium[ray]'")
+
+MODES = {
+    "random": dict(gates="h,t,tdg,cx", qubits=2, count=30_000, length="1:12", seed=3),
+    "enumerate": dict(gates="h,t,tdg,cx", qubits=2, max_length=5),
+    "unique random": dict(gates="h,s,cx", qubits=2, count=12_000, length="1:9", seed=5, unique=True),
+    "unique enumerate": dict(gates="h,s,cx", qubits=2, max_length=7, unique=True),
+    "3 qubits complex128 computed": dict(
+        gates="clifford+t", qubits=3, count=3_000, length="0:20", seed=9, dtype="complex128", unitaries="computed"
+    ),
+}
+CLI_ARGS = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", "4000000", "--length", "1:24", "--seed", "7"]
+"""A run of several seconds on 2 cores (faults land mid-run)."""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray with 2 CPUs for the module (start-up takes seconds); the engine uses it as it is."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    """The single-file dataset of :data:`CLI_ARGS` by the local engine."""
+    path = tmp_path_factory.mktemp("reference") / "ref.db"
+    cli("generate", path, *CLI_ARGS, "--quiet")
+    return Snapshot.of(path)
+
+
+def listed_segments(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{path / 'manifest.db'}?mode=ro", uri=True)
+    try:
+        return {f"{name}.db" for (name,) in conn.execute("SELECT name FROM shards")}
+    finally:
+        conn.close()
+
+
+def assert_clean(path: Path) -> None:
+    """Only the segments the manifest lists are left, all named by their task range; integrity ok."""
+    files = {p.name for p in (path / "shards").iterdir()}
+    assert files == listed_segments(path), f"unlisted files left: {sorted(files - listed_segments(path))}"
+    assert all(name.startswith("t") for name in files), sorted(files)
+    assert integrity(path) == "ok"
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_a_ray_run_holds_exactly_the_records_of_the_local_file(local_ray, tmp_path: Path, name: str) -> None:
+    spec = unitarium.make_spec(**MODES[name])
+    unitarium.generate(tmp_path / "ref.db", spec, workers=1)
+    seen: list[unitarium.Progress] = []
+    summary = unitarium.generate(f"{tmp_path / 'ray'}/", spec, engine="ray", workers=2, progress=seen.append)
+    assert Snapshot.of(tmp_path / "ray").equals(Snapshot.of(tmp_path / "ref.db"))
+    assert summary.complete and summary.new_records == summary.records == len(Snapshot.of(tmp_path / "ref.db"))
+    assert [p.records for p in seen] == sorted(p.records for p in seen) and seen[-1].records == summary.records
+    assert_clean(tmp_path / "ray")
+    with unitarium.open(tmp_path / "ray") as ds:
+        assert ds.complete and ds.verify(sample=None).ok
+
+
+def test_a_rerun_of_a_ray_task_writes_the_same_segment(tmp_path: Path) -> None:
+    """What Ray re-runs after a lost worker: the same arguments give the same file under the same name."""
+    spec = unitarium.make_spec(**MODES["unique random"])
+    (tmp_path / "shards").mkdir()
+    size = spec.task_size
+    tasks = [Task(t, 0, t * size, min(spec.source.count, (t + 1) * size)) for t in (1, 2)]
+    keep = [np.arange(t.stop - t.start) % 3 != 0 for t in tasks]
+    text = json.dumps(spec.to_json())
+    first, _ = write_chunk(text, tasks, keep, str(tmp_path), False)
+    segment = tmp_path / "shards" / f"{range_segment_name(1, 2)}.db"
+    before = segment.read_bytes()
+    again, _ = write_chunk(text, tasks, keep, str(tmp_path), False)
+    assert again == first and [p.count for p in first] == [int(k.sum()) for k in keep]
+    assert segment.read_bytes() == before
+    assert [p.name for p in (tmp_path / "shards").iterdir()] == [segment.name], "a temporary file was left"
+
+
+def test_every_node_must_see_and_write_the_directory(local_ray, tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    check_nodes(ray, tmp_path)  # the local node sees the driver's probe file and writes its own
+    assert list((tmp_path / "shards").iterdir()) == [], "probe files were left"
+    problem = probe_node(str(tmp_path), "a-token-this-node-never-saw")  # what a node with its own disk answers
+    assert problem is not None and "does not see" in problem and "every node mounts at the same path" in problem
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_ray_worker_mid_task(local_ray, tmp_path: Path) -> None:
+    """A Ray worker process killed while it runs a task: Ray re-runs the task, the content is identical."""
+    spec = unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, count=3_000_000, length="1:24", seed=4)
+    unitarium.generate(tmp_path / "ref.db", spec, workers=1)
+    killed: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set() and len(killed) < 2:
+            for pid in running_tasks("write_chunk"):
+                if records_in(tmp_path / "ray") > len(killed) * 500_000:  # one mid-run, one later
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    break
+            done.wait(0.005)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        unitarium.generate(f"{tmp_path / 'ray'}/", spec, engine="ray", workers=2)
+    finally:
+        done.set()
+        thread.join()
+    assert killed, "no Ray worker was running a task to kill"
+    assert Snapshot.of(tmp_path / "ray").equals(Snapshot.of(tmp_path / "ref.db"))
+    assert_clean(tmp_path / "ray")
+
+
+def running_tasks(function: str) -> list[int]:
+    """Ray worker processes of this process's local Ray (its raylet's children) running ``function`` now."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if not cmdline.startswith(f"ray::{function}".encode()):
+                continue
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            grandparent = int((Path("/proc") / str(ppid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if grandparent == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_then_the_same_command_resumes(tmp_path: Path, cli_reference: Snapshot) -> None:
+    path = tmp_path / "d"
+    proc = start_cli("generate", f"{path}/", *CLI_ARGS, "--engine", "ray", "--workers", "2", "--quiet")
+    try:
+        wait_until(lambda: records_in(path) > 0 or proc.poll() is not None, timeout=120, what="a first commit")
+        assert proc.poll() is None, f"the run ended before the kill: {proc.stderr.read() if proc.stderr else ''}"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only; the local Ray it started is left to itself
+        proc.wait(timeout=60)
+    finally:
+        kill_group(proc)  # what the dead driver's local Ray left (agents) goes with its process group
+    partial = Snapshot.of(path)
+    assert 0 < len(partial) < len(cli_reference) and partial.is_prefix_of(cli_reference)
+    assert integrity(path) == "ok"
+    again = start_cli("generate", f"{path}/", *CLI_ARGS, "--engine", "ray", "--workers", "2", "--quiet")
+    _, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err
+    wait_until(lambda: group_gone(again.pid), timeout=60, what="no Ray process left behind")
+    assert Snapshot.of(path).equals(cli_reference)
+    assert_clean(path)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_keeps_what_is_committed_and_leaves_no_ray_process(
+    tmp_path: Path, cli_reference: Snapshot
+) -> None:
+    path = tmp_path / "d"
+    proc = start_cli("generate", f"{path}/", *CLI_ARGS, "--engine", "ray", "--workers", "2", "--quiet")
+    try:
+        wait_until(lambda: records_in(path) > 0 or proc.poll() is not None, timeout=120, what="a first commit")
+        assert proc.poll() is None, "the run ended before Ctrl-C"
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole foreground group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "stopped by signal" in one_error_line(err)
+    wait_until(lambda: group_gone(proc.pid), timeout=60, what="no Ray process left behind")
+    assert Snapshot.of(path).is_prefix_of(cli_reference)
+    assert_clean(path)
+    cli("generate", f"{path}/", *CLI_ARGS, "--engine", "ray", "--quiet")
+    assert Snapshot.of(path).equals(cli_reference)
+
+
+@pytest.mark.slow
+def test_a_node_removed_mid_run(tmp_path: Path, cli_reference: Snapshot) -> None:
+    """A two-node cluster (the head runs no task) loses a node while the CLI runs on it: the run completes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        doomed = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        path = tmp_path / "d"
+        args = ["--engine", "ray", "--ray-address", cluster.address, "--quiet"]
+        proc = start_cli("generate", f"{path}/", *CLI_ARGS, *args)
+        try:
+            wait_until(lambda: records_in(path) > 0 or proc.poll() is not None, timeout=120, what="a first commit")
+            assert proc.poll() is None, "the run ended before the node was removed"
+            cluster.remove_node(doomed)
+            _, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                kill_group(proc)
+        assert proc.returncode == 0, err
+    finally:
+        cluster.shutdown()
+    assert Snapshot.of(path).equals(cli_reference)
+    assert_clean(path)
+
+
+def test_without_ray_one_line_with_the_install_hint(tmp_path: Path) -> None:
+    """The real CLI in a Python where ``import ray`` fails (as without the package: sys.modules blocks it)."""
+    blocked = "import sys; sys.modules['ray'] = None; from unitarium.cli import main; main()"
+    args = ["generate", f"{tmp_path / 'd'}/", "--gates", "h", "--qubits", "1", "--count", "10", "--length", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked, *args, "--engine", "ray"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert one_error_line(proc.stderr).endswith(
+        "--engine ray needs ray, which is not installed: pip install 'unitarium[ray]'"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("how", ["option", "RAY_ADDRESS"])
+def test_an_unreachable_cluster_is_one_line(tmp_path: Path, how: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    args = ["--ray-address", address] if how == "option" else []
+    env = {**os.environ, "RAY_ADDRESS": address} if how == "RAY_ADDRESS" else None
+    proc = cli(
+        "generate", f"{tmp_path / 'd'}/", "--gates", "h", "--qubits", "1", "--count", "10", "--length", "2",
+        "--engine", "ray", *args, check=False, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert f"cannot reach the Ray cluster at {address}" in line and "ray start --head" in line
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data.db", "--engine", "ray"], "--engine ray writes a sharded dataset directory"),
+        (["d/", "--ray-address", "127.0.0.1:6379"], "--ray-address goes with --engine ray"),
+        (["d/", "--engine", "ray", "--ray-address", "nowhere"], "must be HOST:PORT"),
+        (["d/", "--engine", "ray", "--workers", "0"], "--workers 0 must be at least 1"),
+    ],
+)
+def test_bad_engine_options_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    spec = ["--gates", "h", "--qubits", "1", "--count", "10", "--length", "2"]
+    proc = cli("generate", *args, *spec, check=False, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and message in one_error_line(proc.stderr)
+    assert not (tmp_path / "data.db").exists()
