@@ -325,5 +325,7 @@ def _prepare(directory: Path) -> None:
                 f"{path_text(directory)} is a non-empty directory without a {MANIFEST}: not a unitarium dataset "
                 "directory; use an empty or new one"
             )
+    except (StorageError, NotADatasetError):
+        raise
     except OSError as exc:
         raise StorageError(f"cannot create {path_text(directory)}: {exc.strerror}") from exc

@@ -77,7 +77,7 @@ class TaskResult:
 
     def select(self, keep: np.ndarray) -> TaskResult:
         """The same task with only the rows where ``keep`` is true."""
-        lengths = np.diff(self.offsets.astype(np.int64))
+        lengths: np.ndarray = np.diff(self.offsets).astype(np.int64)
         codes = self.codes[np.repeat(keep, lengths)]
         offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.uint32)
         return TaskResult(
