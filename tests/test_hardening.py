@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -463,3 +465,132 @@ def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(
         ds.synthesize(np.eye(4), atol=value)
     with pytest.raises(SpecError, match="atol"):
         as_unitary(np.eye(4), 2, atol=value)
+
+
+# -- 4. a stopped worker: the run still hears SIGINT/SIGTERM, and says what it waits for ---------------------------
+
+
+def test_a_message_that_stops_halfway_leaves_the_reader_responsive() -> None:
+    """A real pipe whose writer (another process) sent half a message and then stopped sending: the reader's
+    ``wait`` is called while it waits, and may abandon the message (what SIGINT does through check_stop)."""
+    from unitarium._wire import recv_message, send_message
+
+    r, w = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time, pickle, struct\n"
+         "fd = int(sys.argv[1]); data = pickle.dumps(list(range(1000)))\n"
+         "os.write(fd, struct.pack('<QI', len(data), 0) + data[:100]); time.sleep(120)", str(w)],
+        pass_fds=(w,),
+    )  # fmt: skip
+    os.close(w)
+    calls = []
+
+    class GiveUp(Exception):
+        pass
+
+    def wait() -> None:
+        calls.append(1)
+        if len(calls) >= 3:
+            raise GiveUp
+
+    try:
+        with pytest.raises(GiveUp):
+            recv_message(r, wait=wait)
+        assert len(calls) == 3
+    finally:
+        child.kill()
+        child.wait()
+        os.close(r)
+    r, w = os.pipe()  # and a whole message still arrives whole, with or without wait
+    try:
+        send_message(w, {"a": np.arange(10)}, wait=wait)
+        got = recv_message(r, wait=lambda: None)
+        assert got["a"].tolist() == list(range(10))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+SIGNAL_ARGS = ("--gates", "clifford+t", "--qubits", "3", "--dtype", "complex128", "--count", "2000000")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_run_while_a_stopped_worker_is_halfway_through_a_result(how: str, tmp_path: Path) -> None:
+    """Results of ~1 MiB and a 1 MiB pipe: the writer is stopped until the workers block halfway through
+    sending, then the workers are stopped and the writer continued: it reads the first MiB and waits for
+    the rest. It must say so, and a signal must still stop it (before the fix it stayed in readv)."""
+    from conftest import group_gone, kill_group, records_in, start_cli, wait_until, worker_pids
+
+    path = tmp_path / "s.db"
+    proc = start_cli("generate", path, *SIGNAL_ARGS, "--length", "1:30", "--workers", "2", "--quiet")
+    try:
+        wait_until(lambda: records_in(path) > 0, timeout=HANG_S, what="the first commit")
+        workers = wait_until(lambda: worker_pids(proc.pid), timeout=HANG_S, what="the workers")
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_until(lambda: all(_state(w) == "S" for w in workers), timeout=HANG_S, what="the workers to block in write")
+        for w in workers:
+            os.kill(w, signal.SIGSTOP)
+        os.kill(proc.pid, signal.SIGCONT)
+        lines = stderr_lines(proc)
+        note = lines.get(timeout=HANG_S)
+        assert "is stopped" in note and "kill -CONT" in note, note
+        os.kill(proc.pid, getattr(signal, how))
+        proc.wait(timeout=HANG_S)
+        lines_left = [lines.get(timeout=HANG_S) for _ in range(1)]
+        rest = "".join(lines_left)
+        assert proc.returncode == 130, (proc.returncode, rest)
+        assert "stopped by signal" in one_error_line(rest.splitlines()[-1]), rest
+        wait_until(lambda: group_gone(proc.pid), timeout=HANG_S, what="the workers to exit")
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    assert unitarium.open(path).verify(sample=100).ok
+
+
+def stderr_lines(proc: subprocess.Popen) -> queue.Queue[str]:
+    """The lines of ``proc``'s stderr as they come, read by a thread (a blocked readline would hide a hang)."""
+    lines: queue.Queue[str] = queue.Queue()
+    stream = proc.stderr
+    assert stream is not None
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _state(pid: int) -> str | None:
+    """The state letter of ``pid`` (``S`` sleeping, ``T`` stopped...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_of_a_directory_run_is_named_and_a_signal_still_stops_the_run(tmp_path: Path) -> None:
+    from conftest import group_gone, kill_group, records_in, start_cli, wait_until, worker_pids
+
+    path = tmp_path / "d"
+    proc = start_cli("generate", f"{path}/", *SIGNAL_ARGS, "--length", "1:30", "--workers", "2", "--quiet")
+    try:
+        wait_until(lambda: records_in(path) > 0, timeout=HANG_S, what="the first commit")
+        workers = wait_until(lambda: worker_pids(proc.pid), timeout=HANG_S, what="the workers")
+        for w in workers:
+            os.kill(w, signal.SIGSTOP)
+        lines = stderr_lines(proc)
+        note = lines.get(timeout=HANG_S)
+        assert "is stopped" in note and "kill -CONT" in note, note
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=HANG_S)
+        lines_left = [lines.get(timeout=HANG_S) for _ in range(1)]
+        rest = "".join(lines_left)
+        assert proc.returncode == 130, (proc.returncode, rest)
+        wait_until(lambda: group_gone(proc.pid), timeout=HANG_S, what="the workers to exit")
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    assert unitarium.open(path).verify(sample=100).ok

@@ -37,7 +37,7 @@ from ._keyset import KeySet
 from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec
-from ._wire import recv_message, send_message
+from ._wire import Wait, recv_message, send_message
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
 
@@ -189,9 +189,9 @@ class _Workers:
             self.close(graceful=False)
             raise
 
-    def post(self, worker: int, message: tuple[Any, ...]) -> None:
+    def post(self, worker: int, message: tuple[Any, ...], wait: Wait | None = None) -> None:
         try:
-            send_message(self.send[worker].fileno(), message)
+            send_message(self.send[worker].fileno(), message, wait=wait)
         except OSError:
             raise _Died(worker) from None
 
@@ -201,6 +201,8 @@ class _Workers:
         for proc in self.procs:
             if not graceful:
                 proc.terminate()
+                with contextlib.suppress(OSError, TypeError):
+                    os.kill(proc.pid, signal.SIGCONT)  # type: ignore[arg-type]  # a stopped one gets SIGTERM only once continued
         for proc in self.procs:
             proc.join(10)
             if proc.exitcode is None:
@@ -259,6 +261,12 @@ class _Driver:
                 total = self.spec.source.count if isinstance(self.spec.source, RandomSource) else None
                 self.progress(Progress(self.records, self.candidates, total, self.level))
 
+    def _counts(self) -> Any:
+        from ._engine import Progress
+
+        total = self.spec.source.count if isinstance(self.spec.source, RandomSource) else None
+        return Progress(self.records, self.candidates, total, self.level)
+
     def check_stop(self) -> None:
         if self.stop.requested:
             raise Interrupted(
@@ -310,21 +318,32 @@ class _Driver:
         pool = _Workers(count, self.writer)
         owner: dict[int, int] = {}
         submitted = self.next_commit
+        from ._engine import StallWatch
+
+        watch = StallWatch(self.progress, self._counts)
+
+        def waiting() -> None:
+            """Called while waiting: stop on a signal, say what the run waits for after a while."""
+            self.check_stop()
+            w = owner.get(self.next_commit)
+            pids = [pool.procs[w].pid or 0] if w is not None else [p.pid or 0 for p in pool.procs]
+            watch.check(f"task {self.next_commit}", pids)
 
         def pump(timeout: float) -> None:
             for conn in wait(pool.recv, timeout):
                 assert isinstance(conn, Connection)
                 w = pool.recv.index(conn)
                 try:
-                    message = recv_message(conn.fileno())
+                    message = recv_message(conn.fileno(), wait=waiting)
                 except (EOFError, OSError):
                     self.check_stop()
                     raise self.failed(None, None) from None
-                self._handle(pool, w, message, owner)
+                watch.arrived()
+                self._handle(pool, w, message, owner, waiting)
 
         def wait_until(condition: Callable[[], bool]) -> None:
             while not condition():
-                self.check_stop()
+                waiting()
                 pump(_POLL_S)
 
         try:
@@ -332,18 +351,18 @@ class _Driver:
                 self.check_stop()
                 if task is None:  # a barrier: everything so far listed in the manifest
                     for w in range(count):
-                        pool.post(w, ("flush",))
+                        pool.post(w, ("flush",), waiting)
                     wait_until(lambda s=submitted: self.next_commit >= s)  # type: ignore[misc]
                     continue
                 wait_until(lambda s=submitted: self._room(pool, s))  # type: ignore[misc]
                 w = min(range(count), key=lambda k: pool.queued[k])
-                pool.post(w, ("task", task))
+                pool.post(w, ("task", task), waiting)
                 pool.queued[w] += 1
                 owner[task.task_id] = w
                 submitted = task.task_id + 1
                 pump(0)
             for w in range(count):
-                pool.post(w, ("flush",))
+                pool.post(w, ("flush",), waiting)
             wait_until(lambda: self.next_commit >= submitted)
         except _Died:
             self.check_stop()
@@ -363,7 +382,9 @@ class _Driver:
             return False
         return submitted - self.next_commit < _UNCOMMITTED
 
-    def _handle(self, pool: _Workers, w: int, message: tuple[Any, ...], owner: dict[int, int]) -> None:
+    def _handle(
+        self, pool: _Workers, w: int, message: tuple[Any, ...], owner: dict[int, int], waiting: Wait | None = None
+    ) -> None:
         kind = message[0]
         if kind == "error":
             self.check_stop()
@@ -374,7 +395,7 @@ class _Driver:
                 self.undecided[message[1]] = (w, message[2])
                 while self.next_dedup in self.undecided:
                     worker, keys = self.undecided.pop(self.next_dedup)
-                    pool.post(worker, ("keep", self.next_dedup, self.decide(self.next_dedup, keys)))
+                    pool.post(worker, ("keep", self.next_dedup, self.decide(self.next_dedup, keys)), waiting)
                     owner.pop(self.next_dedup, None)
                     self.next_dedup += 1
         elif kind == "published":

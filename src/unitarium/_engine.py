@@ -23,6 +23,7 @@ sees end-of-file and exits (no orphans).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import multiprocessing
 import os
@@ -33,7 +34,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,7 +49,7 @@ from ._shards import is_directory_path
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec, memory_limit
 from ._store import Writer
-from ._wire import recv_message, send_message
+from ._wire import Wait, recv_message, send_message
 
 __all__ = ["Progress", "Summary", "generate"]
 
@@ -68,6 +70,57 @@ class Progress:
     candidates: int
     total: int | None
     level: int
+    note: str | None = None
+    """Set (with the counts unchanged) when the run has waited a while for a worker: what it waits
+    for and why, e.g. a worker stopped by SIGSTOP. A caller should show it (the CLI prints it on
+    stderr, even with --quiet); None in the reports after commits."""
+
+
+STOPPED_NOTE_S = 2.0
+"""Say what the run waits for once a worker it waits for has been stopped (SIGSTOP, Ctrl-Z) this long..."""
+SLOW_NOTE_S = 60.0
+"""...or once no result has arrived for this long (a running worker: a slow task); repeated as long."""
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` from ``/proc`` (``R``, ``S``, ``T`` stopped...), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
+class StallWatch:
+    """Tells a run's progress callback, now and then, what it is waiting for while no result arrives."""
+
+    def __init__(self, progress: Callable[[Progress], None] | None, counts: Callable[[], Progress]) -> None:
+        self.progress, self.counts = progress, counts
+        self.since = time.monotonic()
+        self.next_note = 0.0
+
+    def arrived(self) -> None:
+        """A result arrived: the wait starts over."""
+        self.since = time.monotonic()
+        self.next_note = 0.0
+
+    def check(self, waiting_for: str, pids: list[int]) -> None:
+        """Report ``waiting_for`` (e.g. "task 12") through the callback if the wait has lasted."""
+        now = time.monotonic()
+        idle = now - self.since
+        stopped = [pid for pid in pids if process_state(pid) in ("T", "t")]
+        if self.progress is None or now < self.next_note or idle < (STOPPED_NOTE_S if stopped else SLOW_NOTE_S):
+            return
+        self.next_note = now + SLOW_NOTE_S
+        if stopped:
+            which = ", ".join(map(str, stopped))
+            note = (
+                f"waiting {idle:.0f} s for {waiting_for}: worker process {which} is stopped (SIGSTOP or Ctrl-Z); "
+                f"resume it with kill -CONT {which}, or interrupt the run (committed records are kept)"
+            )
+        else:
+            note = f"waiting {idle:.0f} s for {waiting_for} from worker process {', '.join(map(str, pids))} (running)"
+        self.progress(dataclasses.replace(self.counts(), note=note))
 
 
 @dataclass(frozen=True)
@@ -148,7 +201,7 @@ def _serve(tasks: Connection, results: Connection, spec_json: dict[str, Any], pa
         return
     while True:
         try:
-            task = tasks.recv()
+            task = recv_message(tasks.fileno())
         except (EOFError, OSError):
             return  # the writer closed the task pipe, or is gone
         except Exception as exc:  # e.g. MemoryError: reported, never a worker's traceback
@@ -222,6 +275,7 @@ class _Pool:
         self.outstanding: dict[Connection, deque[int]] = {}  # by result pipe
         self.senders: dict[Connection, Connection] = {}  # result pipe -> task pipe
         self.results: dict[int, TaskResult] = {}
+        self.pids: dict[Connection, int] = {}  # by result pipe
         resource_tracker.ensure_running()  # now: starting it later would unblock SIGINT (below)
         try:
             for _ in range(workers):
@@ -241,6 +295,7 @@ class _Pool:
                 self.procs.append(proc)
                 self.outstanding[result_r] = deque()
                 self.senders[result_r] = task_w
+                self.pids[result_r] = proc.pid or 0
         except BaseException:
             self.close(graceful=False)
             raise
@@ -248,21 +303,27 @@ class _Pool:
     def has_room(self) -> bool:
         return any(len(q) < _PER_WORKER for q in self.outstanding.values())
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, wait: Wait | None = None) -> None:
         conn = min(self.outstanding, key=lambda c: len(self.outstanding[c]))
         try:
-            self.senders[conn].send(task)
+            send_message(self.senders[conn].fileno(), task, wait=wait)
         except OSError:
             raise _WorkerFailed(task.task_id, None) from None
         self.outstanding[conn].append(task.task_id)
 
-    def poll(self, timeout: float) -> None:
-        """Receive what arrives within ``timeout``; raises :class:`_WorkerFailed`."""
-        for conn in wait(list(self.outstanding), timeout):
+    def holder(self, task_id: int) -> list[int]:
+        """The pid of the worker that has task ``task_id`` (all workers' if none has it)."""
+        held = [self.pids[c] for c, q in self.outstanding.items() if task_id in q]
+        return held or list(self.pids.values())
+
+    def poll(self, timeout: float, wait: Wait | None = None) -> None:
+        """Receive what arrives within ``timeout``; raises :class:`_WorkerFailed`. A message that
+        stops arriving halfway (a stopped worker) calls ``wait()`` every :data:`._wire.WAIT_S`."""
+        for conn in wait_any(list(self.outstanding), timeout):
             assert isinstance(conn, Connection)
             queue = self.outstanding[conn]
             try:
-                task_id, result, error = recv_message(conn.fileno())
+                task_id, result, error = recv_message(conn.fileno(), wait=wait)
             except (EOFError, OSError):  # died, maybe halfway through a message
                 raise _WorkerFailed(queue[0] if queue else None, None) from None
             if error is not None:
@@ -277,6 +338,8 @@ class _Pool:
         for proc in self.procs:
             if not graceful:
                 proc.terminate()
+                with contextlib.suppress(OSError, TypeError):
+                    os.kill(proc.pid, signal.SIGCONT)  # type: ignore[arg-type]  # a stopped one gets SIGTERM only once continued
         for proc in self.procs:
             proc.join(5)
             if proc.exitcode is None:
@@ -326,6 +389,10 @@ class _Run:
         self._batch_bytes = 0
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="unitarium-commit")
         self._pending: tuple[Future[None], list[TaskResult]] | None = None
+        self.watch = StallWatch(progress, self._counts)
+
+    def _counts(self) -> Progress:
+        return Progress(self.records, self.candidates, self.total(), self.level)
 
     def _candidates_done(self) -> int:
         return self.writer.candidates_done()
@@ -456,26 +523,37 @@ class _Run:
             return WorkerError(f"a worker process failed: {error}; {committed}")
         return WorkerError(f"task {task_id} failed: {error}; {committed}")
 
+    def _waiting(self, pool: _Pool, task_id: int) -> Wait:
+        """What blocked pipe transfers call: stop on a signal, and say what the run waits for."""
+
+        def wait() -> None:
+            self.check_stop()
+            self.watch.check(f"task {task_id}", pool.holder(task_id))
+
+        return wait
+
     def _submit(self, pool: _Pool, task: Task) -> None:
         try:
-            pool.submit(task)
+            pool.submit(task, self._waiting(pool, task.task_id))
         except _WorkerFailed as exc:
             self.check_stop()
             raise self._worker_error(*exc.args) from None
 
-    def _poll(self, pool: _Pool, timeout: float) -> None:
+    def _poll(self, pool: _Pool, timeout: float, task_id: int | None = None) -> None:
         try:
-            pool.poll(timeout)
+            pool.poll(timeout, self._waiting(pool, -1 if task_id is None else task_id))
         except _WorkerFailed as exc:
             self.check_stop()  # workers killed by the same signal: report the signal
             raise self._worker_error(*exc.args) from None
 
     def _take(self, pool: _Pool, window: deque[Task]) -> None:
         task = window[0]
+        wait = self._waiting(pool, task.task_id)
         while task.task_id not in pool.results:
-            self.check_stop()
-            self._poll(pool, _POLL_S)
+            wait()
+            self._poll(pool, _POLL_S, task.task_id)
         window.popleft()
+        self.watch.arrived()
         self.accept(pool.results.pop(task.task_id))
 
 

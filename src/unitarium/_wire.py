@@ -9,43 +9,76 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import struct
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["recv_message", "send_message"]
+__all__ = ["WAIT_S", "Wait", "recv_message", "send_message"]
 
 _HEADER = struct.Struct("<QI")  # pickle bytes, out-of-band buffers
+WAIT_S = 0.2
+"""While a message is blocked (the other end stopped, e.g. SIGSTOP, halfway through it), ``wait()``
+is called this often: the driver checks for SIGINT/SIGTERM and says what it is waiting for."""
+
+Wait = Callable[[], None]
+"""Called while a transfer cannot proceed; may raise (e.g. :class:`Interrupted`) to abandon it."""
 
 
-def send_message(fd: int, obj: object) -> None:
+def send_message(fd: int, obj: object, *, wait: Wait | None = None) -> None:
     """Write ``obj`` to the pipe ``fd``: pickle protocol 5 with its numpy arrays out of band,
     as raw bytes after the pickle, so they are copied once (into the pipe), not four times
     (pickled, framed, read into a buffer, unpickled). Between our own processes only:
-    nothing stored is ever pickled."""
+    nothing stored is ever pickled. With ``wait``, never blocks for long: ``wait()`` is called
+    every :data:`WAIT_S` while the pipe is full (without it, blocks until the reader reads)."""
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
     head = _HEADER.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws))
     parts: list[bytes | memoryview] = [head + data, *raws]
-    for part in parts:
-        view = memoryview(part).cast("B")
-        while view:
-            view = view[os.write(fd, view) :]
+    blocking = os.get_blocking(fd)
+    if wait is not None:
+        os.set_blocking(fd, False)  # a blocking write of a large part would wait for the reader in the kernel
+    try:
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    _await(fd, select.POLLOUT, wait)
+    finally:
+        if wait is not None:
+            os.set_blocking(fd, blocking)
 
 
-def recv_message(fd: int) -> Any:
+def _await(fd: int, event: int, wait: Wait | None) -> None:
+    """Return once ``fd`` is ready for ``event`` (or has hung up), calling ``wait()`` every :data:`WAIT_S`."""
+    poller = select.poll()
+    poller.register(fd, event)
+    while not poller.poll(WAIT_S * 1000):
+        if wait is not None:
+            wait()
+
+
+def recv_message(fd: int, *, wait: Wait | None = None) -> Any:
     """Read one :func:`send_message` message from ``fd``; EOFError if the writer of the pipe
-    closed it (or died), even halfway through a message."""
-    size, count = _HEADER.unpack(_read_exact(fd, _HEADER.size))
-    sizes = struct.unpack(f"<{count}Q", _read_exact(fd, 8 * count))
-    data = _read_exact(fd, size)
-    return pickle.loads(data, buffers=[_read_exact(fd, n) for n in sizes])
+    closed it (or died), even halfway through a message. With ``wait``, never blocks for long:
+    ``wait()`` is called every :data:`WAIT_S` while no byte arrives (a writer stopped halfway
+    through a message must not make the reader deaf to SIGINT: a signal handler only sets a flag,
+    and Python retries the interrupted read)."""
+    size, count = _HEADER.unpack(_read_exact(fd, _HEADER.size, wait))
+    sizes = struct.unpack(f"<{count}Q", _read_exact(fd, 8 * count, wait))
+    data = _read_exact(fd, size, wait)
+    return pickle.loads(data, buffers=[_read_exact(fd, n, wait) for n in sizes])
 
 
-def _read_exact(fd: int, size: int) -> bytearray:
+def _read_exact(fd: int, size: int, wait: Wait | None = None) -> bytearray:
     buf = bytearray(size)
     view = memoryview(buf)
     while view:
+        if wait is not None:
+            _await(fd, select.POLLIN, wait)  # readable or hung up: the read below returns at once
         n = os.readv(fd, [view])
         if n == 0:
             raise EOFError("the pipe was closed halfway through a message")

@@ -65,8 +65,8 @@ def main() -> None:
 
 
 def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
-    if quiet:
-        return None, lambda: None
+    if quiet:  # no progress, but what a stalled run waits for is still said
+        return _print_note, lambda: None
     if sys.stderr.isatty():
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as Bar
@@ -85,6 +85,9 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
         t0 = time.monotonic()
 
         def update(p: Progress) -> None:
+            if p.note is not None:
+                bar.console.print(f"unitarium: {p.note}", highlight=False, markup=False)
+                return
             rate = p.candidates / max(time.monotonic() - t0, 1e-9)
             extra = f"{rate:,.0f}/s  {p.records:,} records" + (f"  level {p.level}" if p.total is None else "")
             bar.update(task, completed=p.candidates, total=p.total, rate=extra)
@@ -94,6 +97,9 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
     t0 = time.monotonic()
 
     def plain(p: Progress) -> None:
+        if p.note is not None:
+            _print_note(p)
+            return
         now = time.monotonic()
         if now - last[0] >= 2.0:
             last[0] = now
@@ -105,6 +111,12 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
             )
 
     return plain, lambda: None
+
+
+def _print_note(p: Progress) -> None:
+    """What a stalled run waits for (:attr:`Progress.note`), one line on stderr."""
+    if p.note is not None:
+        click.echo(f"unitarium: {p.note}", err=True)
 
 
 @main.command("generate")
