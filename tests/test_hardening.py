@@ -594,3 +594,35 @@ def test_a_stopped_worker_of_a_directory_run_is_named_and_a_signal_still_stops_t
         if proc.poll() is None:
             kill_group(proc)
     assert unitarium.open(path).verify(sample=100).ok
+
+
+# -- 10. the size a run will reach is said before it starts -------------------------------------------------------
+
+
+def test_a_count_that_cannot_fit_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    args = ("--gates", "h,t,cx", "--qubits", "2", "--count", str(10**15), "--length", "1:8", "--quiet")
+    for target in ("x.db", "d/"):
+        line = fails_in_one_line("generate", tmp_path / target, *args)
+        assert "1,000,000,000,000,000 records take about" in line and "GiB free" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_large_run_is_announced_with_its_size_before_it_starts(tmp_path: Path) -> None:
+    """The note comes through the progress callback before the file exists (here the callback stops the run)."""
+    notes: list[str] = []
+
+    class Seen(Exception):
+        pass
+
+    def progress(p: unitarium.Progress) -> None:
+        if p.note is not None:
+            notes.append(p.note)
+            raise Seen
+
+    spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=100_000_000, length="1:8")
+    with pytest.raises(Seen):
+        unitarium.generate(tmp_path / "big.db", spec, progress=progress)
+    assert notes and "100,000,000 records take about" in notes[0] and "GiB free" in notes[0]
+    assert list(tmp_path.iterdir()) == []
+    small = unitarium.make_spec(gates="h,t,cx", qubits=2, count=1000, length="1:8")
+    unitarium.generate(tmp_path / "small.db", small, progress=progress, workers=1)  # small: no note

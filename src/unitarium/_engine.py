@@ -27,6 +27,7 @@ import dataclasses
 import fcntl
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from collections import deque
@@ -48,7 +49,7 @@ from ._keyset import KeySet
 from ._shards import is_directory_path
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec, memory_limit
-from ._store import Writer
+from ._store import Writer, path_text
 from ._wire import Wait, recv_message, send_message
 
 __all__ = ["Progress", "Summary", "generate"]
@@ -581,6 +582,46 @@ def check_workers(spec: Spec, workers: int) -> int:
     return workers if tasks is None else max(1, min(workers, tasks))
 
 
+SIZE_NOTE_BYTES = 1 << 30
+"""A random run that will write more than this is announced (:attr:`Progress.note`) before it starts."""
+
+
+def estimated_bytes(spec: Spec) -> int | None:
+    """About how many bytes a random dataset of ``spec`` takes when complete (an upper bound in
+    unique mode, where duplicates are dropped); None for enumeration (it depends on pruning)."""
+    src = spec.source
+    if not isinstance(src, RandomSource):
+        return None
+    gs = spec.gateset
+    u = gs.dim**2 * spec.np_dtype.itemsize if spec.stored_unitaries else 0
+    code = 1 if len(gs.moves) <= 256 else 2
+    per_record = u + code * (src.min_length + src.max_length) / 2 + 4 + (16 + 24 if spec.unique else 0)
+    return int(src.count * per_record * 1.05)  # pages, indexes
+
+
+def check_size(path: Path, spec: Spec, progress: Callable[[Progress], None] | None) -> None:
+    """Before a random run: refuse one whose dataset cannot fit in the free space of its
+    filesystem (unique mode may drop records: only announced), and announce a large one."""
+    size = estimated_bytes(spec)
+    if size is None:
+        return
+    where = path if path.is_dir() else path.absolute().parent
+    try:
+        free = shutil.disk_usage(where).free
+        have = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*.db"))
+    except OSError:
+        return  # the writer reports a missing or unreadable path
+    count = spec.source.count  # type: ignore[union-attr]  # random (estimated_bytes said so)
+    what = f"{count:,} records take about {size / 2**30:,.1f} GiB" + (" at most (--unique)" if spec.unique else "")
+    if size - have > free and not spec.unique:
+        raise SpecError(
+            f"--count {count:,}: {what}, and {path_text(where)} has {free / 2**30:,.1f} GiB free: lower --count, "
+            "use --unitaries computed (circuits only), or write where there is room (nothing was written)"
+        )
+    if size >= SIZE_NOTE_BYTES and progress is not None:
+        progress(Progress(0, 0, count, 0, note=f"{what}; {free / 2**30:,.1f} GiB free"))
+
+
 def generate(
     path: str | os.PathLike[str],
     spec: Spec,
@@ -606,6 +647,7 @@ def generate(
     caps the Ray tasks in flight (default: the cluster's CPUs). The content is the same.
     """
     directory = is_directory_path(path)
+    check_size(Path(path), spec, progress)
     if engine == "ray":
         return _generate_on_ray(path, spec, workers=workers, progress=progress, journal=journal, address=ray_address)
     if engine != "local":
