@@ -236,8 +236,8 @@ class Dataset(SplitMixin, SearchMixin):
             return self._records(self._ids(key))
         i = (
             self._check_id(key)
-            if isinstance(key, bool) or not isinstance(key, int | np.integer) or key < 0
-            else int(key)
+            if isinstance(key, bool) or not isinstance(key, int | np.integer) or not 0 <= key < 2**62
+            else int(key)  # (past 2**63 SQLite cannot even compare it: _check_id says out of range)
         )
         found = self._query(
             "SELECT task_id, shard, first_id, count FROM tasks WHERE first_id <= ? AND count > 0 "
