@@ -533,7 +533,7 @@ def test_a_signal_stops_the_run_while_a_stopped_worker_is_halfway_through_a_resu
             os.kill(w, signal.SIGSTOP)
         os.kill(proc.pid, signal.SIGCONT)
         lines = stderr_lines(proc)
-        note = lines.get(timeout=HANG_S)
+        note = next_line_with(lines, "waiting")
         assert "is stopped" in note and "kill -CONT" in note, note
         os.kill(proc.pid, getattr(signal, how))
         proc.wait(timeout=HANG_S)
@@ -562,6 +562,13 @@ def stderr_lines(proc: subprocess.Popen) -> queue.Queue[str]:
     return lines
 
 
+def next_line_with(lines: queue.Queue[str], text: str) -> str:
+    """The next line holding ``text`` (others, such as the size announced at the start, are skipped)."""
+    while text not in (line := lines.get(timeout=HANG_S)):
+        pass
+    return line
+
+
 def _state(pid: int) -> str | None:
     """The state letter of ``pid`` (``S`` sleeping, ``T`` stopped...)."""
     try:
@@ -582,7 +589,7 @@ def test_a_stopped_worker_of_a_directory_run_is_named_and_a_signal_still_stops_t
         for w in workers:
             os.kill(w, signal.SIGSTOP)
         lines = stderr_lines(proc)
-        note = lines.get(timeout=HANG_S)
+        note = next_line_with(lines, "waiting")
         assert "is stopped" in note and "kill -CONT" in note, note
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=HANG_S)

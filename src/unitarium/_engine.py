@@ -605,8 +605,8 @@ def check_size(path: Path, spec: Spec, progress: Callable[[Progress], None] | No
     size = estimated_bytes(spec)
     if size is None:
         return
-    where = path if path.is_dir() else path.absolute().parent
     try:
+        where = path if path.is_dir() else path.absolute().parent
         free = shutil.disk_usage(where).free
         have = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*.db"))
     except OSError:
