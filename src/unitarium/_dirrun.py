@@ -426,12 +426,16 @@ def run_directory(
     progress: Callable[[Any], None] | None,
     journal: str,
     stop: Any,
+    note: str | None = None,
 ) -> tuple[int, int, int, str]:
     """Generate (or resume) ``spec`` into the dataset directory; returns ``(records, new
     records, tasks, path)``. Raises :class:`Interrupted` or :class:`WorkerError` (resumable)."""
     from ._engine import _plan
 
     with DirectoryWriter(directory, spec, journal=journal) as writer:
+        from ._engine import announce
+
+        announce(progress, note, spec)  # the size it will reach, once the run holds the lock
         driver = _Driver(writer, progress, stop)
         tasks = _plan(spec, writer, writer.tasks_done(), reader_path=writer.directory)
         if workers == 1:

@@ -599,18 +599,19 @@ def estimated_bytes(spec: Spec) -> int | None:
     return int(src.count * per_record * 1.05)  # pages, indexes
 
 
-def check_size(path: Path, spec: Spec, progress: Callable[[Progress], None] | None) -> None:
+def check_size(path: Path, spec: Spec) -> str | None:
     """Before a random run: refuse one whose dataset cannot fit in the free space of its
-    filesystem (unique mode may drop records: only announced), and announce a large one."""
+    filesystem (unique mode may drop records: only announced); returns the note announcing a
+    large one (for :func:`announce`, once the run holds its write lock), else None."""
     size = estimated_bytes(spec)
     if size is None:
-        return
+        return None
     try:
         where = path if path.is_dir() else path.absolute().parent
         free = shutil.disk_usage(where).free
         have = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*.db"))
     except OSError:
-        return  # the writer reports a missing or unreadable path
+        return None  # the writer reports a missing or unreadable path
     count = spec.source.count  # type: ignore[union-attr]  # random (estimated_bytes said so)
     what = f"{count:,} records take about {size / 2**30:,.1f} GiB" + (" at most (--unique)" if spec.unique else "")
     if size - have > free and not spec.unique:
@@ -618,8 +619,14 @@ def check_size(path: Path, spec: Spec, progress: Callable[[Progress], None] | No
             f"--count {count:,}: {what}, and {path_text(where)} has {free / 2**30:,.1f} GiB free: lower --count, "
             "use --unitaries computed (circuits only), or write where there is room (nothing was written)"
         )
-    if size >= SIZE_NOTE_BYTES and progress is not None:
-        progress(Progress(0, 0, count, 0, note=f"{what}; {free / 2**30:,.1f} GiB free"))
+    return f"{what}; {free / 2**30:,.1f} GiB free" if size >= SIZE_NOTE_BYTES else None
+
+
+def announce(progress: Callable[[Progress], None] | None, note: str | None, spec: Spec) -> None:
+    """Say ``note`` (from :func:`check_size`) through ``progress``, before the first task."""
+    if note is not None and progress is not None:
+        total = spec.source.count if isinstance(spec.source, RandomSource) else None
+        progress(Progress(0, 0, total, 0, note=note))
 
 
 def generate(
@@ -647,7 +654,7 @@ def generate(
     caps the Ray tasks in flight (default: the cluster's CPUs). The content is the same.
     """
     directory = is_directory_path(path)
-    check_size(Path(path), spec, progress)
+    note = check_size(Path(path), spec)
     if engine == "ray":
         return _generate_on_ray(path, spec, workers=workers, progress=progress, journal=journal, address=ray_address)
     if engine != "local":
@@ -661,10 +668,11 @@ def generate(
 
         with _Stop() as stop:
             records, new, tasks, _ = run_directory(
-                path, spec, workers=workers, progress=progress, journal=journal, stop=stop
+                path, spec, workers=workers, progress=progress, journal=journal, stop=stop, note=note
             )
         return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
     with _Stop() as stop, Writer(Path(path), spec, journal=journal) as writer:
+        announce(progress, note, spec)
         run = _Run(writer, workers, progress, stop)
         plan = _plan(spec, writer, writer.tasks_done())
         try:
