@@ -176,24 +176,26 @@ def test_two_writers_on_one_directory(tmp_path: Path) -> None:
 
 
 def test_a_reader_during_a_directory_run_sees_whole_tasks_only(tmp_path: Path) -> None:
-    args = ["--gates", "clifford+t", "--qubits", "3", "--count", "300000", "--length", "1:30", "--seed", "4"]
+    """Readers in another process see the record count grow by whole tasks (1024 records at 3 qubits), every
+    record they can count readable and checked; the run is stopped after three commits were seen."""
+    args = ["--gates", "clifford+t", "--qubits", "3", "--count", "30000000", "--length", "1:30", "--seed", "4"]
     path = f"{tmp_path / 'd'}/"
     proc = start_cli("generate", path, *args, "--workers", "2", "--quiet")
     seen = [0]
     try:
-        while proc.poll() is None:
+        while proc.poll() is None and len(seen) < 4:  # a segment is published every 2 s
             n = records_in(path)
-            assert (n >= seen[-1] and n % 512 == 0) or n == 300_000  # whole tasks (512 records at 3 qubits)
+            assert n >= seen[-1] and n % 1024 == 0, (n, seen)
             if n > seen[-1]:
                 with unitarium.open(path) as ds:
                     part = ds.unitaries(seen[-1], n)
                     assert np.isfinite(part).all() and len(part) == n - seen[-1]
+                    assert ds.verify(sample=50).ok
                 seen.append(n)
-        assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "the run ended early"
     finally:
-        if proc.poll() is None:
-            kill_group(proc)
-    assert len(seen) > 2, f"the reader saw no growth: {seen}"
+        kill_group(proc)
+    assert len(seen) == 4, f"the reader saw too little growth: {seen}"
 
 
 @pytest.mark.slow
