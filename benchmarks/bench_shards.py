@@ -3,7 +3,7 @@ unitaries, peak memory against --count, unique-mode rates, and the projection to
 3e11 records. Every figure is a median of ``--rounds`` runs of the real CLI in a subprocess (CPU
 time = user + sys of the whole process tree), all in one run, one after the other.
 
-    python benchmarks/bench_shards.py [--count 4000000] [--rounds 3]
+    python benchmarks/bench_shards.py [--count 4000000] [--rounds 3] [--reads-only]
 
 Shape: 2-qubit h,t,tdg,cx, length 12 (the issue's), into a directory; the file engine with the
 same shape is measured as the reference. The disk's sequential write rate is measured in the
@@ -90,12 +90,54 @@ def peak_rss(scratch: Path, count: int, workers: int) -> float:
     return int(out) / 1024
 
 
+def _drop_from_page_cache(path: Path) -> None:
+    for file in [p for p in path.rglob("*") if p.is_file()]:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def read_rates(scratch: Path, count: int, rounds: int) -> dict[str, Any]:
+    """``ds.unitaries(a, a + 65536)`` over a whole directory, stored vs computed, cold (its files dropped
+    from the page cache first) and warm: records/s."""
+    import unitarium
+
+    out: dict[str, Any] = {}
+    for mode in ("stored", "computed"):
+        path = scratch / f"read-{mode}"
+        cmd = [*unitarium_cmd(), "generate", f"{path}/", *SHAPE, "--count", str(count), "--unitaries", mode]
+        run_timed(cmd)
+        for state in ("cold", "warm"):
+            rates = []
+            for _ in range(rounds):
+                if state == "cold":
+                    _drop_from_page_cache(path)
+                with unitarium.open(path) as ds:
+                    t0 = time.perf_counter()
+                    for a in range(0, len(ds), 65536):
+                        ds.unitaries(a, min(len(ds), a + 65536))
+                    rates.append(len(ds) / (time.perf_counter() - t0))
+            out[f"{mode} {state}"] = summarize(rates)
+        shutil.rmtree(path)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=4_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scratch", help="directory for the datasets (default: benchmarks/out)")
+    parser.add_argument("--reads-only", action="store_true", help="only the stored vs computed read rates")
     args = parser.parse_args()
+    if args.reads_only:
+        with scratch_dir(args.scratch) as tmp:
+            reads = read_rates(Path(tmp), args.count, args.rounds)
+        print(write_json("shards-reads.json", {"machine": machine(), "count": args.count, "reads": reads}))
+        for key, value in reads.items():
+            print(f"{key:20s} {value['median'] / 1e6:.2f} M/s ({value['min'] / 1e6:.2f}-{value['max'] / 1e6:.2f})")
+        return
     cores = len(os.sched_getaffinity(0))
     with scratch_dir(args.scratch) as tmp:
         scratch = Path(tmp)
@@ -111,6 +153,7 @@ def main() -> None:
         results["directory unique random, all workers"] = measure(scratch, "u/", n // 4, cores, unique, r)
         results["file unique random, default workers"] = measure(scratch, "u.db", n // 4, max(1, cores - 1), unique, r)
         results["peak_rss_mib"] = {str(c): peak_rss(scratch, c, cores) for c in (n // 4, 2 * n)}
+        results["reads"] = read_rates(scratch, n // 4, r)
     results["derived"] = derive(results, cores)
     print(write_json("shards.json", results))
     report(results)
