@@ -37,7 +37,7 @@ from ._keyset import KeySet
 from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec
-from ._wire import Wait, recv_message, send_message
+from ._wire import Wait, recv_message, send_message, stop_workers
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
 
@@ -198,16 +198,7 @@ class _Workers:
     def close(self, *, graceful: bool) -> None:
         for conn in (*self.send, *self.recv):
             conn.close()
-        for proc in self.procs:
-            if not graceful:
-                proc.terminate()
-                with contextlib.suppress(OSError, TypeError):
-                    os.kill(proc.pid, signal.SIGCONT)  # type: ignore[arg-type]  # a stopped one gets SIGTERM only once continued
-        for proc in self.procs:
-            proc.join(10)
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join()
+        stop_workers(self.procs, graceful=graceful, wait_s=10)
 
 
 class _Died(Exception):

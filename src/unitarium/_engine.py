@@ -50,7 +50,7 @@ from ._shards import is_directory_path
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec, memory_limit
 from ._store import Writer, path_text
-from ._wire import Wait, recv_message, send_message
+from ._wire import Wait, recv_message, send_message, stop_workers
 
 __all__ = ["Progress", "Summary", "generate"]
 
@@ -336,16 +336,7 @@ class _Pool:
         """Close the pipes (idle workers exit), terminate the rest unless ``graceful``."""
         for conn in (*self.outstanding, *self.senders.values()):
             conn.close()
-        for proc in self.procs:
-            if not graceful:
-                proc.terminate()
-                with contextlib.suppress(OSError, TypeError):
-                    os.kill(proc.pid, signal.SIGCONT)  # type: ignore[arg-type]  # a stopped one gets SIGTERM only once continued
-        for proc in self.procs:
-            proc.join(5)
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join()
+        stop_workers(self.procs, graceful=graceful, wait_s=5)
 
 
 class _Stop:

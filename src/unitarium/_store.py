@@ -282,15 +282,19 @@ def path_text(path: str | Path) -> str:
     return re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", repr(os.fsdecode(path)))
 
 
-def check_file(path: Path) -> None:
-    """Refuse a missing or irregular file, a non-SQLite file, a foreign SQLite file, or another schema."""
+def _read_header(path: Path) -> tuple[bytes, int]:
+    """The first 100 bytes (SQLite's header) and the size of a regular file."""
     check_regular(path)
     try:
         with path.open("rb") as f:
-            header = f.read(100)
-            size = os.fstat(f.fileno()).st_size
+            return f.read(100), os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
+
+
+def check_file(path: Path) -> None:
+    """Refuse a missing or irregular file, a non-SQLite file, a foreign SQLite file, or another schema."""
+    header, size = _read_header(path)
     if header[:16] != _SQLITE_HEADER:
         raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
     if _settled(path):  # else SQLite first replays its WAL or rolls back its hot journal
@@ -352,13 +356,7 @@ def check_length(path: Path, header: bytes, size: int) -> None:
 
 def check_segment(path: Path) -> None:
     """Refuse a segment file of a directory that is missing, irregular, not SQLite or truncated."""
-    check_regular(path)
-    try:
-        with path.open("rb") as f:
-            header = f.read(100)
-            size = os.fstat(f.fileno()).st_size
-    except OSError as exc:
-        raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
+    header, size = _read_header(path)
     if header[:16] != _SQLITE_HEADER:
         raise NotADatasetError(f"segment {path_text(path)} is not an SQLite file (overwritten?)")
     check_length(path, header, size)

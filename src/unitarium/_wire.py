@@ -7,11 +7,14 @@ nothing stored, and nothing another program wrote, is ever unpickled (see ``test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
+import signal
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 __all__ = ["WAIT_S", "Wait", "recv_message", "send_message"]
@@ -84,3 +87,19 @@ def _read_exact(fd: int, size: int, wait: Wait | None = None) -> bytearray:
             raise EOFError("the pipe was closed halfway through a message")
         view = view[n:]
     return buf
+
+
+def stop_workers(procs: Sequence[BaseProcess], *, graceful: bool, wait_s: float) -> None:
+    """Reap worker processes (their pipes already closed, so idle ones exit): unless
+    ``graceful``, terminate them first (continuing stopped ones, which get SIGTERM only once
+    continued); one still alive after ``wait_s`` is killed."""
+    for proc in procs:
+        if not graceful:
+            proc.terminate()
+            with contextlib.suppress(OSError, TypeError):
+                os.kill(proc.pid, signal.SIGCONT)  # type: ignore[arg-type]  # pid is set once started
+    for proc in procs:
+        proc.join(wait_s)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
