@@ -45,8 +45,11 @@ SEGMENT_BYTES = 256 << 20
 """A worker publishes its segment once it holds this many bytes of records..."""
 SEGMENT_SECONDS = 2.0
 """...or once its first block is this old: what a crash can lose, and how fresh readers are."""
-_QUEUED = 2
+_QUEUED = 4
 """Tasks sent to a worker and not yet computed."""
+_ACKS = 4
+"""A worker acknowledges computed tasks (non-unique mode) in groups of up to this many, while more
+tasks wait in its pipe: one driver wake-up per group, not per task (the driver's CPU per record)."""
 _UNDECIDED = 4
 """Unique mode: computed tasks per worker awaiting their keep-mask (bounds workers' memory)."""
 _UNCOMMITTED = 1 << 16
@@ -120,8 +123,12 @@ def _serve(
 
 def _loop(tasks: Connection, results: Connection, ctx: TaskContext, segments: _Segments) -> None:
     pending: dict[int, TaskResult] = {}
+    acks: list[int] = []
     fd = results.fileno()
     while True:
+        if acks and (len(acks) >= _ACKS or not tasks.poll(0)):  # never block with acks unsent
+            send_message(fd, ("computed", acks, None))
+            acks = []
         due = segments.due()
         if due == 0.0 or not tasks.poll(due):
             send_message(fd, ("published", segments.publish()))
@@ -141,9 +148,9 @@ def _loop(tasks: Connection, results: Connection, ctx: TaskContext, segments: _S
                 return
             if ctx.spec.unique:
                 pending[task.task_id] = result
-                send_message(fd, ("computed", task.task_id, (result.dedup, result.alternates)))
+                send_message(fd, ("computed", [task.task_id], [(result.dedup, result.alternates)]))
             else:
-                send_message(fd, ("computed", task.task_id, None))
+                acks.append(task.task_id)
                 published = segments.add(result)
         elif kind == "keep":
             published = segments.add(pending.pop(message[1]).select(message[2]))
@@ -381,9 +388,10 @@ class _Driver:
             self.check_stop()
             raise self.failed(message[1], message[2])
         if kind == "computed":
-            pool.queued[w] -= 1
+            pool.queued[w] -= len(message[1])
             if self.keys is not None:
-                self.undecided[message[1]] = (w, message[2])
+                for task_id, keys in zip(message[1], message[2], strict=True):
+                    self.undecided[task_id] = (w, keys)
                 while self.next_dedup in self.undecided:
                     worker, keys = self.undecided.pop(self.next_dedup)
                     pool.post(worker, ("keep", self.next_dedup, self.decide(self.next_dedup, keys)), waiting)
