@@ -37,6 +37,7 @@ from ._keyset import KeySet
 from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec
+from ._store import block_format
 from ._wire import Wait, recv_message, send_message, stop_workers
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
@@ -61,8 +62,6 @@ class _Segments:
     """A worker's current segment, published by size, age or request."""
 
     def __init__(self, directory: Path, spec: Spec, namer: Callable[[int], str], network: bool) -> None:
-        from ._store import block_format
-
         self.directory, self.fmt, self.namer, self.network = directory, block_format(spec), namer, network
         self.seq = 0
         self.current = SegmentWriter(directory, namer(0), self.fmt, network=network)
