@@ -24,6 +24,10 @@ __all__ = ["BlockStore", "Span"]
 
 _OPEN_SHARDS = 64
 """Segment connections kept open per process (least recently used are closed)."""
+_SMALL_COLUMNS = ("offsets", "checks")
+_SMALL_CACHED = 4096
+"""Blocks whose small columns (offsets, checksums: ~16 KiB) a process keeps: a random ``ds[i]``
+then opens two BLOBs (codes, unitaries) instead of four. Published blocks never change."""
 
 Span = tuple[int, int, int, int, int, int]
 """``(task_id, shard, first_id, count, lo, hi)``: rows ``lo .. hi - 1`` of that task's block."""
@@ -40,11 +44,13 @@ class BlockStore:
         self._conn: sqlite3.Connection | None = None
         self._shards: OrderedDict[int, sqlite3.Connection] = OrderedDict()
         self._names: dict[int, str] = {}
+        self._small: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
 
     def connection(self) -> sqlite3.Connection:
         """The manifest's read-only connection in this process (checked when first opened)."""
         if self._conn is None or self._pid != os.getpid():
             self._shards.clear()
+            self._small.clear()
             if self.directory is not None and not self.manifest.exists() and not self.manifest.is_symlink():
                 raise DatasetMissingError(
                     f"{path_text(self.path)} is a directory without a {MANIFEST}: not a unitarium dataset directory"
@@ -128,6 +134,25 @@ class BlockStore:
             raise self.damaged(rows, f"task {task_id}: {exc.detail}") from None
 
     def _reader(self, shard: int, task_id: int) -> Reader:
+        blob_part = self._blob_reader(shard, task_id)
+
+        def read(column: str, at: int, size: int, total: int | None) -> bytes:
+            if column not in _SMALL_COLUMNS or total is None:
+                return blob_part(column, at, size, total)
+            key = (shard, task_id, column)
+            whole = self._small.get(key)
+            if whole is None:
+                whole = blob_part(column, 0, total, total)
+                self._small[key] = whole
+                if len(self._small) > _SMALL_CACHED:
+                    self._small.popitem(last=False)
+            if at + size > len(whole):
+                raise Damage(f"its {column} end at byte {len(whole)}, before byte {at + size}")
+            return whole[at : at + size]
+
+        return read
+
+    def _blob_reader(self, shard: int, task_id: int) -> Reader:
         conn = self.shard(shard)
 
         def read(column: str, at: int, size: int, total: int | None) -> bytes:
@@ -160,4 +185,5 @@ class BlockStore:
             if self._conn is not None:
                 self._conn.close()
         self._shards.clear()
+        self._small.clear()
         self._conn = None
