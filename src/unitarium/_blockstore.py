@@ -17,7 +17,7 @@ from typing import Any
 
 from ._codec import Block, BlockFormat, Damage, Reader, read_rows
 from ._errors import DatasetMissingError, NotADatasetError
-from ._shards import MANIFEST, SHARDS
+from ._shards import MANIFEST, SHARDS, is_directory_path
 from ._store import check_file, check_segment, connect, path_text, storage_error
 
 __all__ = ["BlockStore", "Span"]
@@ -38,7 +38,7 @@ class BlockStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.directory = self.path if os.path.isdir(self.path) else None
+        self.directory = self.path if is_directory_path(path) else None
         self.manifest = self.path / MANIFEST if self.directory is not None else self.path
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
@@ -51,17 +51,27 @@ class BlockStore:
         if self._conn is None or self._pid != os.getpid():
             self._shards.clear()
             self._small.clear()
-            if self.directory is not None and not self.manifest.exists() and not self.manifest.is_symlink():
-                raise DatasetMissingError(
-                    f"{path_text(self.path)} is a directory without a {MANIFEST}: not a unitarium dataset directory"
-                )
-            check_file(self.manifest)
+            try:
+                self._check_manifest()
+            except NotADatasetError:
+                if self.directory is not None or not os.path.isdir(self.path):
+                    raise
+                self._check_manifest()  # it became a directory meanwhile (a run was starting)
             try:
                 self._conn = connect(self.manifest, readonly=True)
             except sqlite3.Error as exc:
                 raise storage_error(exc, self.manifest, "opening") from exc
             self._pid = os.getpid()
         return self._conn
+
+    def _check_manifest(self) -> None:
+        if self.directory is None and os.path.isdir(self.path):
+            self.directory, self.manifest = self.path, self.path / MANIFEST
+        if self.directory is not None and not self.manifest.exists() and not self.manifest.is_symlink():
+            raise DatasetMissingError(
+                f"{path_text(self.path)} is a directory without a {MANIFEST}: not a unitarium dataset directory"
+            )
+        check_file(self.manifest)
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of a read query on the manifest (errors mapped to unitarium's)."""

@@ -66,7 +66,7 @@ class Dataset(SplitMixin, SearchMixin):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._store = BlockStore(self.path)
+        self._store = BlockStore(path)  # the path as given: a trailing / says directory
         self._store.connection()  # fail early on a missing or foreign dataset
 
     def __reduce__(self) -> tuple[type, tuple[str]]:
