@@ -38,7 +38,7 @@ from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec
 from ._store import block_format
-from ._wire import Wait, recv_message, send_message, stop_workers
+from ._wire import Wait, recv_message, send_message, start_worker, stop_workers
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
 
@@ -163,7 +163,7 @@ class _Workers:
     """Worker processes (``spawn``) with a task pipe and a result pipe each."""
 
     def __init__(self, count: int, writer: DirectoryWriter) -> None:
-        from ._engine import _grow_pipe, _single_threaded_blas
+        from ._engine import _grow_pipe
 
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[multiprocessing.process.BaseProcess] = []
@@ -179,15 +179,7 @@ class _Workers:
                 _grow_pipe(result_r)
                 _grow_pipe(task_w)
                 args = (task_r, result_w, spec_json, str(writer.directory), w, writer.run, _build_locally(writer))
-                proc = ctx.Process(target=_serve, args=args, daemon=True)
-                old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-                try:
-                    with _single_threaded_blas():
-                        proc.start()
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                    task_r.close()
-                    result_w.close()
+                proc = start_worker(ctx, _serve, args, (task_r, result_w))
                 self.procs.append(proc)
                 self.send.append(task_w)
                 self.recv.append(result_r)

@@ -50,7 +50,7 @@ from ._shards import is_directory_path
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import RandomSource, Spec, memory_limit
 from ._store import Writer, path_text
-from ._wire import Wait, recv_message, send_message, stop_workers
+from ._wire import Wait, recv_message, send_message, start_worker, stop_workers
 
 __all__ = ["Progress", "Summary", "generate"]
 
@@ -249,23 +249,6 @@ def _grow_pipe(conn: Connection) -> None:
         fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
-_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """One BLAS thread per worker (the workers are the parallelism), unless the user set it:
-    BLAS reads these when numpy loads, so they must be in the environment a worker starts
-    with; this process's own environment is restored afterwards."""
-    added = [var for var in _BLAS_THREADS if var not in os.environ]
-    os.environ.update(dict.fromkeys(added, "1"))
-    try:
-        yield
-    finally:
-        for var in added:
-            os.environ.pop(var, None)
-
-
 class _Pool:
     """Worker processes (``spawn``), each with a task pipe and a result pipe, at most
     :data:`_PER_WORKER` tasks outstanding per worker; results are kept by task id until taken."""
@@ -283,16 +266,7 @@ class _Pool:
                 task_r, task_w = ctx.Pipe(duplex=False)
                 result_r, result_w = ctx.Pipe(duplex=False)
                 _grow_pipe(result_r)
-                proc = ctx.Process(target=_serve, args=(task_r, result_w, spec_json, path), daemon=True)
-                # A Ctrl-C while a worker imports would print its traceback: it starts with SIGINT blocked.
-                old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-                try:
-                    with _single_threaded_blas():
-                        proc.start()
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                    task_r.close()
-                    result_w.close()
+                proc = start_worker(ctx, _serve, (task_r, result_w, spec_json, path), (task_r, result_w))
                 self.procs.append(proc)
                 self.outstanding[result_r] = deque()
                 self.senders[result_r] = task_w

@@ -13,7 +13,7 @@ import pickle
 import select
 import signal
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -103,3 +103,38 @@ def stop_workers(procs: Sequence[BaseProcess], *, graceful: bool, wait_s: float)
         if proc.exitcode is None:
             proc.kill()
             proc.join()
+
+
+def start_worker(
+    ctx: Any, target: Callable[..., None], args: tuple[Any, ...], child_ends: Sequence[Any]
+) -> BaseProcess:
+    """Start a worker process (``ctx``: a ``spawn`` context) with SIGINT blocked while it starts (a
+    Ctrl-C while it imports would print its traceback; the worker unblocks it itself) and one BLAS
+    thread (:func:`single_threaded_blas`); then close this process's copies of ``child_ends``."""
+    proc = ctx.Process(target=target, args=args, daemon=True)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with single_threaded_blas():
+            proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for end in child_ends:
+            end.close()
+    return proc
+
+
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """One BLAS thread per worker (the workers are the parallelism), unless the user set it:
+    BLAS reads these when numpy loads, so they must be in the environment a worker starts
+    with; this process's own environment is restored afterwards."""
+    added = [var for var in _BLAS_THREADS if var not in os.environ]
+    os.environ.update(dict.fromkeys(added, "1"))
+    try:
+        yield
+    finally:
+        for var in added:
+            os.environ.pop(var, None)
