@@ -237,3 +237,49 @@ class Snapshot:
 
     def equals(self, other: Snapshot) -> bool:
         return len(self) == len(other) and self.is_prefix_of(other)
+
+
+# -- digest pins: the content of a fixed set of specs, bit for bit ---------------------------------------------------
+
+PINNED_SPECS: dict[str, dict] = {
+    "random": dict(gates="h,t,tdg,cx", qubits=2, count=20_000, length="1:12", seed=3),
+    "random computed": dict(gates="h,t,tdg,cx", qubits=2, count=20_000, length="1:12", seed=3, unitaries="computed"),
+    "enumerate": dict(gates="h,t,tdg,cx", qubits=2, max_length=5),
+    "unique random": dict(gates="h,s,cx", qubits=2, count=12_000, length="1:9", seed=5, unique=True),
+    "unique enumerate": dict(gates="h,s,cx", qubits=2, max_length=7, unique=True),
+    "unique enumerate 3 qubits computed": dict(
+        gates="h,s,cx", qubits=3, max_length=4, unique=True, unitaries="computed"
+    ),
+    "3 qubits complex128": dict(gates="clifford+t", qubits=3, count=3_000, length="0:20", seed=9, dtype="complex128"),
+}
+"""Specs whose content :data:`PINNED_DIGESTS` pins in every layout and engine (``test_digests``, ``test_ray``)."""
+
+PINNED_DIGESTS: dict[str, str] = {
+    "random": "8b529650fd0ee81a2091909ad07be333c74f7d2276c9832741eda702cf38c162",  # 20,000 records
+    "random computed": "8b529650fd0ee81a2091909ad07be333c74f7d2276c9832741eda702cf38c162",  # the same bits, recomputed
+    "enumerate": "9819cce239159d1fd469bbad28fd10bf3f4aab433f274b30e67d2b3bcaea0996",  # 11,244 records
+    "unique random": "3c32cb2835a20113b7a05ad93c5836e27955842766b1d282ca272d6d600387fb",  # 2,541 records
+    "unique enumerate": "a5ddd564cd11b6d5cc821dcaf504c1b64e5de50f3edf01a81c821e0832ddfa1e",  # 5,097 records
+    "unique enumerate 3 qubits computed": "e5eadc5fbfb54214a22edb71c8ce4d2b35a385d01d5f4e3a9d8f41c94649de5c",  # 4,710
+    "3 qubits complex128": "ee6a5963e6fff7e3b709f745ee315277e3820d49ea007c66eadfe8aeef5fb542",  # 3,000 records
+}
+"""sha256 of :func:`dataset_digest` per spec, measured on main ``6c1f742`` (before the third wave's refactor).
+A change here means the content changed: only an intended change of the RNG stream, move order or kernels (with a
+KERNEL_VERSION bump) may re-pin, and says so in its commit."""
+
+
+def dataset_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a dataset's content: its record count, its committed summary (records, tasks, candidates, length
+    histogram), every record's move codes and offsets, and every unitary's bytes as served, in id order."""
+    h = hashlib.sha256()
+    with unitarium.open(path) as ds:
+        n = len(ds)
+        summary = {k: ds.summary.get(k) for k in ("records", "tasks", "candidates", "lengths")}
+        h.update(repr((n, sorted(summary.items()))).encode())
+        codes, offsets = ds.codes(0, n)
+        h.update(codes.astype("<i8").tobytes())
+        h.update(offsets.astype("<i8").tobytes())
+        for a in range(0, n, 1 << 15):
+            u = ds.unitaries(a, min(n, a + (1 << 15)))
+            h.update(u.astype(u.dtype.newbyteorder("<")).tobytes())
+    return h.hexdigest()

@@ -24,8 +24,11 @@ from unitarium._shards import range_segment_name
 from unitarium._sources import Task
 
 from conftest import (
+    PINNED_DIGESTS,
+    PINNED_SPECS,
     Snapshot,
     cli,
+    dataset_digest,
     group_gone,
     integrity,
     kill_group,
@@ -94,6 +97,13 @@ def test_a_ray_run_holds_exactly_the_records_of_the_local_file(local_ray, tmp_pa
     assert_clean(tmp_path / "ray")
     with unitarium.open(tmp_path / "ray") as ds:
         assert ds.complete and ds.verify(sample=None).ok
+
+
+@pytest.mark.parametrize("name", list(PINNED_SPECS))
+def test_the_ray_engine_keeps_the_pinned_content(local_ray, tmp_path: Path, name: str) -> None:
+    """The digest pins of ``test_digests``, through the Ray engine (2 tasks in flight)."""
+    unitarium.generate(f"{tmp_path / 'ray'}/", unitarium.make_spec(**PINNED_SPECS[name]), engine="ray", workers=2)
+    assert dataset_digest(tmp_path / "ray") == PINNED_DIGESTS[name]
 
 
 def test_a_rerun_of_a_ray_task_writes_the_same_segment(tmp_path: Path) -> None:
