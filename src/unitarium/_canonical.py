@@ -33,6 +33,8 @@ from itertools import combinations
 
 import numpy as np
 
+from ._kernels import one_blas_thread
+
 __all__ = ["DEDUP", "LOOKUP", "KeyScheme", "canonical_phase", "equal_up_to_phase"]
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -92,7 +94,8 @@ class KeyScheme:
         v = canonical_phase(u)
         flat = np.concatenate([v.real, v.imag], axis=-1).reshape(len(v), -1)
         proj, _ = self._projection(v.shape[-1])
-        return (flat @ proj) / self.delta
+        with one_blas_thread():
+            return (flat @ proj) / self.delta
 
     def grid(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Integer cells of coordinates ``y`` (grid units), the neighbouring cell of

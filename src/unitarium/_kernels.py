@@ -17,15 +17,23 @@ product is one vectorised multiply-add over the whole batch. Larger matrices kee
 ``np.matmul``. Enumeration's one-move extensions (:func:`extend`) instead multiply each parent
 by all moves at once, a ``(m * d, d)`` by ``(d, d)`` product: one call per parent, not per
 child. Measurements: BENCHMARKS.md, "Kernels" and "Workers".
+
+Determinism: a BLAS product's bits can depend on how many threads compute it (OpenBLAS splits
+a large product into tiles whose edge kernels round differently), so every BLAS product here
+runs on one thread (:func:`one_blas_thread`), in workers, in the writer and in a reader
+recomputing ``--unitaries computed`` alike. The workers are the parallelism.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache, cached_property
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["ProductTable", "embed", "extend", "table_depth"]
+__all__ = ["ProductTable", "embed", "extend", "one_blas_thread", "table_depth"]
 
 KERNEL_VERSION = 5
 """Bumped whenever a change alters the bits a kernel produces; stored in datasets so a
@@ -43,6 +51,20 @@ _EXTEND_BYTES = 16 << 20
 """Largest temporary of :func:`extend` (all moves applied to a sub-batch of parents)."""
 _BATCH_LAST_BLOCK_BYTES = 256 << 10
 """Sub-batch size of the batch-last products, in bytes of one ``(d, d, sub)`` array (fits in L2)."""
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread in this process for the block (about 20 us): the bits of a
+    product must not depend on the thread count. Other threads' BLAS calls meanwhile run on one
+    thread too (the limit is per process)."""
+    with _blas().limit(limits=1, user_api="blas"):
+        yield
 
 
 def _batch_last_step(d: int, dtype: np.dtype) -> int | None:
@@ -91,9 +113,10 @@ class ProductTable:
         self.depth = depth or table_depth(m, d, self.dtype.itemsize)
         base = np.concatenate([moves, np.eye(d, dtype=np.complex128)[None]])
         table = base
-        for _ in range(self.depth - 1):
-            # entry (a_0, ..., a_{k-1}) -> M[a_{k-1}] @ ... @ M[a_0]; a_0 is the fastest index
-            table = (base[:, None] @ table[None, :]).reshape(-1, d, d)
+        with one_blas_thread():
+            for _ in range(self.depth - 1):
+                # entry (a_0, ..., a_{k-1}) -> M[a_{k-1}] @ ... @ M[a_0]; a_0 is the fastest index
+                table = (base[:, None] @ table[None, :]).reshape(-1, d, d)
         self.table = np.ascontiguousarray(table.astype(self.dtype))
         self.radix = m + 1
 
@@ -111,8 +134,9 @@ class ProductTable:
         step = _batch_last_step(d, self.dtype)
         if step is None:
             out = self.table[index[:, 0]]
-            for c in range(1, index.shape[1]):
-                out = self.table[index[:, c]] @ out
+            with one_blas_thread():
+                for c in range(1, index.shape[1]):
+                    out = self.table[index[:, c]] @ out
             return out
         out = np.empty((batch, d, d), dtype=self.dtype)
         for a in range(0, batch, step):
@@ -176,10 +200,11 @@ def extend(parents: np.ndarray, moves: np.ndarray, allowed: np.ndarray) -> np.nd
     step = max(1, _EXTEND_BYTES // (m * d * d * parents.itemsize))
     out = np.empty((int(np.count_nonzero(allowed)), d, d), dtype=parents.dtype)
     done = 0
-    for a in range(0, batch, step):
-        keep = allowed[a : a + step].reshape(-1)
-        n = int(np.count_nonzero(keep))
-        every = np.matmul(stacked, parents[a : a + step]).reshape(-1, d, d)
-        np.compress(keep, every, axis=0, out=out[done : done + n])
-        done += n
+    with one_blas_thread():
+        for a in range(0, batch, step):
+            keep = allowed[a : a + step].reshape(-1)
+            n = int(np.count_nonzero(keep))
+            every = np.matmul(stacked, parents[a : a + step]).reshape(-1, d, d)
+            np.compress(keep, every, axis=0, out=out[done : done + n])
+            done += n
     return out
