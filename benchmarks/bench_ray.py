@@ -27,8 +27,9 @@ import numpy as np
 
 import unitarium
 from unitarium._engine import _Stop
+from unitarium._executors import TARGET_SECONDS
 from unitarium._keyset import KeySet
-from unitarium._rayrun import TARGET_SECONDS, run_ray
+from unitarium._rayrun import run_ray
 
 from _common import engine_seconds, machine, run_timed, scratch_dir, summarize, unitarium_cmd, write_json
 
@@ -74,7 +75,7 @@ def ray_run(scratch: Path, spec: unitarium.Spec, cores: int) -> dict[str, Any]:
         "seconds": wall,
         "records": records,
         "spec_tasks": tasks,
-        "ray_tasks": stats.ray_tasks,
+        "ray_tasks": stats.jobs,
         "driver_cpu_s": driver_cpu,
         "worker_s_total": float(worker.sum()),
         "worker_s_median": float(np.median(worker)),

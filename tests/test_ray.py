@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import unitarium
-from unitarium._rayrun import check_nodes, probe_node, write_chunk
+from unitarium._executors import write_chunk
+from unitarium._rayrun import check_nodes, probe_node
 from unitarium._shards import range_segment_name
 from unitarium._sources import Task
 

@@ -32,7 +32,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
@@ -603,6 +603,7 @@ def generate(
     journal: str = "wal",
     engine: str = "local",
     ray_address: str | None = None,
+    executor: Executor | None = None,
 ) -> Summary:
     """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``, or into the
     sharded dataset directory ``path`` (a path ending in ``/``, or an existing directory).
@@ -617,9 +618,25 @@ def generate(
     ``engine="ray"`` runs the tasks on Ray (a directory only; :mod:`._rayrun`): on the cluster at
     ``ray_address`` (or ``RAY_ADDRESS``), else on a local Ray started for the run; ``workers`` then
     caps the Ray tasks in flight (default: the cluster's CPUs). The content is the same.
+
+    ``executor`` runs the tasks on any :class:`concurrent.futures.Executor` the caller owns (and
+    shuts down): the standard library's ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``,
+    ``mpi4py.futures``, loky (a directory only; :mod:`._executors`); ``workers`` caps the jobs in
+    flight (default: one per core of this machine). The content is the same.
     """
     directory = is_directory_path(path)
     note = check_size(Path(path), spec)
+    if executor is not None:
+        return _generate_on_executor(
+            path,
+            spec,
+            executor,
+            workers=workers,
+            progress=progress,
+            journal=journal,
+            engine=engine,
+            address=ray_address,
+        )
     if engine == "ray":
         return _generate_on_ray(path, spec, workers=workers, progress=progress, journal=journal, address=ray_address)
     if engine != "local":
@@ -650,6 +667,33 @@ def generate(
         run.check_stop()
         writer.set_state(complete=True)
         return Summary(str(path), run.records, run.records - run.start_records, run.tasks, time.monotonic() - t0, True)
+
+
+def _generate_on_executor(
+    path: str | os.PathLike[str],
+    spec: Spec,
+    executor: Executor,
+    *,
+    workers: int | None,
+    progress: Callable[[Progress], None] | None,
+    journal: str,
+    engine: str,
+    address: str | None,
+) -> Summary:
+    if engine != "local" or address is not None:
+        raise SpecError("executor= runs the tasks itself: leave engine and ray_address out")
+    if not is_directory_path(path):
+        raise SpecError(
+            f"executor= writes a sharded dataset directory, and {os.fspath(path)!r} is a file path: "
+            "end it with / (e.g. runs/cliff/)"
+        )
+    from ._executors import run_on_executor
+
+    t0 = time.monotonic()
+    records, new, tasks, _ = run_on_executor(
+        path, spec, executor, workers=workers, progress=progress, journal=journal, stop_factory=_Stop
+    )
+    return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
 
 
 def _generate_on_ray(
