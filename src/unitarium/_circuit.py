@@ -74,44 +74,44 @@ class Circuit:
         too, are defined in the file (up to global phase). See :mod:`unitarium.interop.qasm`."""
         from .interop.qasm import to_qasm
 
-        return to_qasm(self, version=version)
+        return to_qasm(self.codes, self.gateset, version=version)
 
     @classmethod
     def from_qasm(cls, text: str, gateset: GateSet) -> Circuit:
         """Parse OpenQASM 2 or 3 into moves of ``gateset``, each gate matched by matrix (exact,
         else up to global phase). Raises :class:`SpecError` on malformed text or a gate not in the set."""
-        from .interop.qasm import from_qasm
+        from .interop.qasm import moves_from_qasm
 
-        return from_qasm(text, gateset)
+        return cls(moves_from_qasm(text, gateset), gateset)
 
     def to_qiskit(self) -> Any:
         """A ``qiskit.QuantumCircuit``; ``Operator`` of it equals :meth:`unitary` exactly."""
         from .interop.qiskit import to_qiskit
 
-        return to_qiskit(self)
+        return to_qiskit(self.codes, self.gateset)
 
     @classmethod
     def from_qiskit(cls, qc: Any, gateset: GateSet) -> Circuit:
         """The moves of ``gateset`` that a ``qiskit.QuantumCircuit`` on ``gateset.num_qubits``
         qubits is (matched by matrix). Raises :class:`SpecError` for a gate not in the set."""
-        from .interop.qiskit import from_qiskit
+        from .interop.qiskit import moves_from_qiskit
 
-        return from_qiskit(qc, gateset)
+        return cls(moves_from_qiskit(qc, gateset), gateset)
 
     def to_cirq(self) -> Any:
         """A ``cirq.Circuit`` on ``LineQubit(0..n-1)`` (qubit ``j`` is ``LineQubit(j)``; Cirq's
         matrices are big-endian: see :mod:`unitarium.interop.cirq`)."""
         from .interop.cirq import to_cirq
 
-        return to_cirq(self)
+        return to_cirq(self.codes, self.gateset)
 
     @classmethod
     def from_cirq(cls, circuit: Any, gateset: GateSet, *, qubits: Sequence[Any] | None = None) -> Circuit:
         """The moves of ``gateset`` that a ``cirq.Circuit`` is (matched by matrix); ``qubits``
         lists the Cirq qubit of each unitarium qubit (default: ``LineQubit(j)`` is ``j``)."""
-        from .interop.cirq import from_cirq
+        from .interop.cirq import moves_from_cirq
 
-        return from_cirq(circuit, gateset, qubits=qubits)
+        return cls(moves_from_cirq(circuit, gateset, qubits=qubits), gateset)
 
 
 def _find_move(item: str, gateset: GateSet) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,10 +25,7 @@ from .._gates import Gate
 from .._gateset import GateSet
 from ._match import MoveMatcher
 
-if TYPE_CHECKING:
-    from .._circuit import Circuit
-
-__all__ = ["cirq_unitary", "from_cirq", "is_cirq_circuit", "to_cirq"]
+__all__ = ["cirq_unitary", "is_cirq_circuit", "moves_from_cirq", "to_cirq"]
 
 
 def _import(feature: str) -> Any:
@@ -77,15 +74,15 @@ def _cirq_gate(cirq: Any, gate: Gate) -> Any:
     return cirq.MatrixGate(gate.matrix, name=gate.name)
 
 
-def to_cirq(circuit: Circuit) -> Any:
-    """A ``cirq.Circuit`` on ``LineQubit(0..n-1)``, one operation per move, in order. Its
-    unitary with ``qubit_order=LineQubit.range(n)[::-1]`` equals ``circuit.unitary()`` exactly."""
+def to_cirq(codes: np.ndarray, gateset: GateSet) -> Any:
+    """A ``cirq.Circuit`` on ``LineQubit(0..n-1)`` of the moves ``codes`` of ``gateset``
+    (:meth:`Circuit.to_cirq`), one operation per move, in order. Its unitary with
+    ``qubit_order=LineQubit.range(n)[::-1]`` equals the circuit's unitary exactly."""
     cirq = _import("Circuit.to_cirq")
-    gateset = circuit.gateset
     qubits = cirq.LineQubit.range(gateset.num_qubits)
     gates = [_cirq_gate(cirq, g) for g in gateset.gates]
     ops = []
-    for c in circuit.codes:
+    for c in codes:
         move = gateset.moves[int(c)]
         targets = [qubits[q] for q in move.qubits]
         if isinstance(gates[move.gate], cirq.MatrixGate):
@@ -134,26 +131,25 @@ def _gates(cirq: Any, circuit: Any, index: dict[Any, int]) -> Iterator[tuple[str
         )
 
 
-def from_cirq(circuit: Any, gateset: GateSet, *, qubits: Sequence[Any] | None = None) -> Circuit:
-    """The circuit of moves of ``gateset`` that a Cirq circuit is (matched by matrix, see
+def moves_from_cirq(circuit: Any, gateset: GateSet, *, qubits: Sequence[Any] | None = None) -> np.ndarray:
+    """The move codes (int64) of ``gateset`` that a Cirq circuit is (:meth:`Circuit.from_cirq`
+    wraps them; matched by matrix, see
     :mod:`unitarium.interop._match`); its unitary equals Cirq's up to global phase and the
     qubit order above. ``qubits``: the Cirq qubit of each unitarium qubit (default: see
     :func:`_qubit_index`). Raises :class:`SpecError` for a gate not in the set, a
     measurement, or qubits outside the register."""
-    from .._circuit import Circuit
-
     cirq = _import("Circuit.from_cirq")
     if not is_cirq_circuit(circuit):
         raise SpecError(f"Circuit.from_cirq needs a cirq.Circuit, got {type(circuit).__name__}")
     index = _qubit_index(cirq, circuit, qubits, gateset.num_qubits)
     matcher = MoveMatcher(gateset)
     codes = [matcher.find(m, q, name) for name, m, q in _gates(cirq, circuit, index)]
-    return Circuit(np.array(codes, dtype=np.int64), gateset)
+    return np.array(codes, dtype=np.int64)
 
 
 def cirq_unitary(circuit: Any, num_qubits: int, *, qubits: Sequence[Any] | None = None) -> np.ndarray:
     """The ``(d, d)`` complex128 unitary of a Cirq circuit (any gates) in unitarium's
-    little-endian order, qubits mapped as in :func:`from_cirq`."""
+    little-endian order, qubits mapped as in :func:`moves_from_cirq`."""
     cirq = _import("unitary of a Cirq circuit")
     if not is_cirq_circuit(circuit):
         raise SpecError(f"needs a cirq.Circuit, got {type(circuit).__name__}")

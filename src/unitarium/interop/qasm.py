@@ -16,7 +16,7 @@ version 3 raises :class:`MissingOptionalLibraryError`), angles written to 17 sig
 digits. A custom name that OpenQASM or a reader reserves (``u3``, ``gate``, ``CX``...) or
 that OpenQASM 2 cannot spell (``Foo``, ``_x``) is written with a ``g_`` prefix or a ``_`` suffix.
 
-Reading (:func:`from_qasm`) parses with Qiskit (``qiskit.qasm2.loads``; OpenQASM 3 with
+Reading (:func:`moves_from_qasm`) parses with Qiskit (``qiskit.qasm2.loads``; OpenQASM 3 with
 ``qiskit.qasm3.loads``, which needs ``qiskit-qasm3-import``), then matches each gate to a
 move by matrix (:mod:`unitarium.interop._match`). OpenQASM 2 that relies on Qiskit's
 extended ``qelib1.inc`` (``swap`` without a definition, as ``qiskit.qasm2.dumps`` writes)
@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -36,10 +36,7 @@ from .._errors import MissingOptionalLibraryError, SpecError
 from .._gates import Gate
 from .._gateset import GateSet
 
-if TYPE_CHECKING:
-    from .._circuit import Circuit
-
-__all__ = ["from_qasm", "load_qasm", "qasm_unitary", "qasm_version", "to_qasm"]
+__all__ = ["load_qasm", "moves_from_qasm", "qasm_unitary", "qasm_version", "to_qasm"]
 
 # Gates outside a version's include file: (arguments, body in gates both versions know)
 _DEFS = {
@@ -165,15 +162,15 @@ def _definition(gate: Gate, name: str, version: int) -> str:
     return f"gate {name} {','.join(args)} {{ {' '.join(body)} }}"
 
 
-def to_qasm(circuit: Circuit, version: int = 2) -> str:
-    """OpenQASM ``version`` (2 or 3) text of ``circuit`` on one register ``q`` of
-    ``num_qubits`` qubits; ``q[j]`` is unitarium's qubit ``j``, gate arguments in move order."""
+def to_qasm(codes: np.ndarray, gateset: GateSet, version: int = 2) -> str:
+    """OpenQASM ``version`` (2 or 3) text of the moves ``codes`` of ``gateset``
+    (:meth:`Circuit.to_qasm`) on one register ``q`` of ``num_qubits`` qubits; ``q[j]`` is
+    unitarium's qubit ``j``, gate arguments in move order."""
     if version not in (2, 3):
         raise SpecError(f"OpenQASM version {version!r} is not supported: use 2 or 3")
-    gateset = circuit.gateset
     gates = list(gateset.gates)
     custom = _custom_names(gates)
-    used = sorted({gateset.moves[int(c)].gate for c in circuit.codes})
+    used = sorted({gateset.moves[int(c)].gate for c in codes})
     lines = [_HEADER[version]]
     for g in used:
         gate = gates[g]
@@ -184,7 +181,7 @@ def to_qasm(circuit: Circuit, version: int = 2) -> str:
             lines.append(f"gate {gate.base} {args} {{ {body} }}")
     lines.append(f"qreg q[{gateset.num_qubits}];" if version == 2 else f"qubit[{gateset.num_qubits}] q;")
     names = _NAMES[version]
-    for c in circuit.codes:
+    for c in codes:
         move = gateset.moves[int(c)]
         gate = gates[move.gate]
         name = custom[gate.name] if gate.custom else names.get(gate.base, gate.base) + _angles(gate)
@@ -257,13 +254,13 @@ def _qasm3_reason(exc: BaseException) -> str:
     return messages[0] if messages else "syntax error"
 
 
-def from_qasm(text: str, gateset: GateSet) -> Circuit:
-    """The circuit of moves of ``gateset`` that OpenQASM 2 or 3 ``text`` is (one register or
+def moves_from_qasm(text: str, gateset: GateSet) -> np.ndarray:
+    """The move codes (int64) of ``gateset`` that OpenQASM 2 or 3 ``text`` is (one register or
     several, concatenated in declaration order as qubits 0, 1, ...). Raises :class:`SpecError`
     on malformed text, a gate not in the gate set, a register of another size, or measurements."""
-    from .qiskit import from_qiskit
+    from .qiskit import moves_from_qiskit
 
-    return from_qiskit(load_qasm(text), gateset)
+    return moves_from_qiskit(load_qasm(text), gateset)
 
 
 def qasm_unitary(text: str, num_qubits: int) -> np.ndarray:

@@ -9,7 +9,7 @@ qubit ``j``. Qiskit is imported only inside these functions.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -17,10 +17,7 @@ from .._errors import MissingOptionalLibraryError, SpecError
 from .._gateset import GateSet
 from ._match import MoveMatcher, apply_gate
 
-if TYPE_CHECKING:
-    from .._circuit import Circuit
-
-__all__ = ["from_qiskit", "is_qiskit_circuit", "qiskit_unitary", "to_qiskit"]
+__all__ = ["is_qiskit_circuit", "moves_from_qiskit", "qiskit_unitary", "to_qiskit"]
 
 _QISKIT_NAMES = {"i": "id"}
 _NO_OPS = frozenset({"barrier", "delay"})  # no effect on the unitary (Operator skips them too)
@@ -40,13 +37,13 @@ def is_qiskit_circuit(x: object) -> bool:
     return any(c.__module__.startswith("qiskit") and c.__name__ == "QuantumCircuit" for c in type(x).__mro__)
 
 
-def to_qiskit(circuit: Circuit) -> Any:
-    """A ``qiskit.QuantumCircuit`` on ``num_qubits`` qubits; ``Operator`` of it equals
-    ``circuit.unitary()`` exactly (custom gates become ``UnitaryGate`` with their name as label)."""
+def to_qiskit(codes: np.ndarray, gateset: GateSet) -> Any:
+    """A ``qiskit.QuantumCircuit`` on ``num_qubits`` qubits of the moves ``codes`` of ``gateset``
+    (:meth:`Circuit.to_qiskit`); ``Operator`` of it equals the circuit's unitary exactly (custom
+    gates become ``UnitaryGate`` with their name as label)."""
     qiskit = _import("Circuit.to_qiskit")
-    gateset = circuit.gateset
     qc = qiskit.QuantumCircuit(gateset.num_qubits)
-    for c in circuit.codes:
+    for c in codes:
         move = gateset.moves[int(c)]
         gate = gateset.gates[move.gate]
         if gate.custom:
@@ -97,18 +94,17 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def from_qiskit(qc: Any, gateset: GateSet) -> Circuit:
-    """The circuit of moves of ``gateset`` that ``qc`` is, gate by gate (matched by matrix;
-    see :mod:`unitarium.interop._match`). Its unitary equals ``Operator(qc)`` up to global
-    phase. Raises :class:`SpecError` for a gate not in the gate set or a non-unitary instruction."""
-    from .._circuit import Circuit
-
+def moves_from_qiskit(qc: Any, gateset: GateSet) -> np.ndarray:
+    """The move codes (int64) of ``gateset`` that ``qc`` is, gate by gate (matched by matrix;
+    see :mod:`unitarium.interop._match`): :meth:`Circuit.from_qiskit` wraps them. Their unitary
+    equals ``Operator(qc)`` up to global phase. Raises :class:`SpecError` for a gate not in the
+    gate set or a non-unitary instruction."""
     _import("Circuit.from_qiskit")
     if not is_qiskit_circuit(qc):
         raise SpecError(f"Circuit.from_qiskit needs a qiskit.QuantumCircuit, got {type(qc).__name__}")
     matcher = MoveMatcher(gateset)
     codes = [matcher.find(matrix, qubits, name) for name, matrix, qubits in gates_of(qc, gateset.num_qubits)]
-    return Circuit(np.array(codes, dtype=np.int64), gateset)
+    return np.array(codes, dtype=np.int64)
 
 
 def qiskit_unitary(qc: Any, num_qubits: int) -> np.ndarray:
