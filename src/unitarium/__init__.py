@@ -10,7 +10,7 @@ back as numpy arrays (PyTorch batches, Parquet, Qiskit/Cirq/OpenQASM circuits).
 
 from ._circuit import Circuit, Record
 from ._dataset import Dataset, VerifyReport, open
-from ._engine import Progress, Summary, generate
+from ._engine import generate
 from ._errors import (
     DatasetBusyError,
     DatasetError,
@@ -30,6 +30,7 @@ from ._errors import (
 from ._gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_gate, parse_gates
 from ._gateset import GateSet, Move
 from ._pack import pack
+from ._progress import Progress, Summary
 from ._spec import Enumeration, RandomSource, Spec, make_spec
 from ._split import DatasetView
 from .search import Approximation, Match

@@ -29,16 +29,15 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ._dataset import Dataset
-from ._errors import Interrupted, UnitariumError, WorkerError
-from ._keyset import KeySet
+from ._driver import Driver
+from ._errors import UnitariumError
+from ._plan import plan
+from ._progress import announce
 from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
 from ._sources import Task, TaskContext, TaskResult, run_task
-from ._spec import RandomSource, Spec
+from ._spec import Spec
 from ._store import block_format
-from ._wire import Wait, recv_message, send_message, start_worker, stop_workers
+from ._wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
 
@@ -163,8 +162,6 @@ class _Workers:
     """Worker processes (``spawn``) with a task pipe and a result pipe each."""
 
     def __init__(self, count: int, writer: DirectoryWriter) -> None:
-        from ._engine import _grow_pipe
-
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self.send: list[Connection] = []
@@ -176,8 +173,8 @@ class _Workers:
             for w in range(count):
                 task_r, task_w = ctx.Pipe(duplex=False)
                 result_r, result_w = ctx.Pipe(duplex=False)
-                _grow_pipe(result_r)
-                _grow_pipe(task_w)
+                grow_pipe(result_r)
+                grow_pipe(task_w)
                 args = (task_r, result_w, spec_json, str(writer.directory), w, writer.run, _build_locally(writer))
                 proc = start_worker(ctx, _serve, args, (task_r, result_w))
                 self.procs.append(proc)
@@ -203,193 +200,124 @@ class _Died(Exception):
     """A worker's pipe closed (``args = (worker,)``)."""
 
 
-# -- the driver -----------------------------------------------------------------------------------
+def _run_inline(driver: Driver, tasks: Iterator[Task | None]) -> None:
+    ctx = TaskContext(driver.spec)
+    run = driver.writer.run
+    segments = _Segments(
+        driver.writer.directory, driver.spec, lambda seq: segment_name(run, 0, seq), _build_locally(driver.writer)
+    )
+    try:
+        for task in tasks:
+            driver.check_stop()
+            if task is None:
+                driver.add_published(segments.publish())
+                continue
+            try:
+                result = run_task(ctx, task)
+            except UnitariumError:
+                raise
+            except Exception as exc:
+                raise driver.failed(task.task_id, f"{type(exc).__name__}: {exc}") from exc
+            if driver.keys is not None:
+                result = result.select(driver.decide(task.task_id, (result.dedup, result.alternates)))
+            published = segments.add(result)
+            if not published and segments.due() == 0.0:
+                published = segments.publish()
+            driver.add_published(published)
+        driver.add_published(segments.publish())
+    finally:
+        segments.discard()
 
 
-class _Driver:
-    """Plans, dedups in order, and commits published tasks in order to the manifest."""
+def _run_pool(driver: Driver, tasks: Iterator[Task | None], count: int) -> None:
+    pool = _Workers(count, driver.writer)
+    owner: dict[int, int] = {}
+    submitted = driver.next_commit
+    from ._engine import StallWatch
 
-    def __init__(self, writer: DirectoryWriter, progress: Callable[[Any], None] | None, stop: Any) -> None:
-        self.writer, self.spec, self.progress, self.stop = writer, writer.spec, progress, stop
-        with Dataset(writer.directory) as reader:
-            self.keys = KeySet(reader.dedup_keys()) if self.spec.unique else None
-        self.next_commit = writer.tasks_done()
-        self.next_dedup = self.next_commit
-        self.records = writer.next_id()
-        self.start_records = self.records
-        self.candidates = writer.candidates_done()
-        self.tasks = 0
-        self.level = 0
-        self.published: dict[int, Published] = {}
-        self.undecided: dict[int, tuple[int, Any]] = {}
+    watch = StallWatch(driver.progress, driver.counts)
 
-    def decide(self, task_id: int, keys: Any) -> np.ndarray:
-        assert self.keys is not None
-        primary, alternates = keys
-        keep = self.keys.select_new(primary, alternates or {})
-        self.keys.add(primary[keep])
-        return keep
+    def waiting() -> None:
+        """Called while waiting: stop on a signal, say what the run waits for after a while."""
+        driver.check_stop()
+        w = owner.get(driver.next_commit)
+        pids = [pool.procs[w].pid or 0] if w is not None else [p.pid or 0 for p in pool.procs]
+        watch.check(f"task {driver.next_commit}", pids)
 
-    def add_published(self, published: list[Published]) -> None:
-        for p in published:
-            self.published[p.task_id] = p
-        batch = []
-        while self.next_commit in self.published:
-            batch.append(self.published.pop(self.next_commit))
-            self.next_commit += 1
-        if batch:
-            self.writer.commit_published(batch)
-            for p in batch:
-                self.records += p.count
-                self.candidates += p.candidates
-                self.tasks += 1
-                self.level = p.level
-            if self.progress:
-                from ._engine import Progress
+    def pump(timeout: float) -> None:
+        for conn in wait(pool.recv, timeout):
+            assert isinstance(conn, Connection)
+            w = pool.recv.index(conn)
+            try:
+                message = recv_message(conn.fileno(), wait=waiting)
+            except (EOFError, OSError):
+                driver.check_stop()
+                raise driver.failed(None, None) from None
+            watch.arrived()
+            _handle(driver, pool, w, message, owner, waiting)
 
-                total = self.spec.source.count if isinstance(self.spec.source, RandomSource) else None
-                self.progress(Progress(self.records, self.candidates, total, self.level))
+    def wait_until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            waiting()
+            pump(_POLL_S)
 
-    def _counts(self) -> Any:
-        from ._engine import Progress
+    try:
+        for task in tasks:
+            driver.check_stop()
+            if task is None:  # a barrier: everything so far listed in the manifest
+                for w in range(count):
+                    pool.post(w, ("flush",), waiting)
+                wait_until(lambda s=submitted: driver.next_commit >= s)  # type: ignore[misc]
+                continue
+            wait_until(lambda s=submitted: _room(driver, pool, s))  # type: ignore[misc]
+            w = min(range(count), key=lambda k: pool.queued[k])
+            pool.post(w, ("task", task), waiting)
+            pool.queued[w] += 1
+            owner[task.task_id] = w
+            submitted = task.task_id + 1
+            pump(0)
+        for w in range(count):
+            pool.post(w, ("flush",), waiting)
+        wait_until(lambda: driver.next_commit >= submitted)
+    except _Died:
+        driver.check_stop()
+        pool.close(graceful=False)
+        raise driver.failed(None, None) from None
+    except BaseException:
+        pool.close(graceful=False)
+        raise
+    finally:
+        _remove_run_temporaries(driver.writer)
+    pool.close(graceful=True)
 
-        total = self.spec.source.count if isinstance(self.spec.source, RandomSource) else None
-        return Progress(self.records, self.candidates, total, self.level)
 
-    def check_stop(self) -> None:
-        if self.stop.requested:
-            raise Interrupted(
-                f"stopped by signal; {self.records} records are committed in {str(self.writer.directory)!r}: "
-                "re-run the same command to resume"
-            )
+def _room(driver: Driver, pool: _Workers, submitted: int) -> bool:
+    if min(pool.queued) >= _QUEUED:
+        return False
+    if driver.keys is not None and submitted - driver.next_dedup >= _UNDECIDED * len(pool.queued):
+        return False
+    return submitted - driver.next_commit < _UNCOMMITTED
 
-    def failed(self, task_id: int | None, error: str | None) -> WorkerError:
-        committed = f"{self.records} records are committed: re-run the same command to resume"
-        if error is None:
-            return WorkerError(f"a worker process died (killed, or out of memory?); {committed}")
-        if task_id is None:
-            return WorkerError(f"a worker process failed: {error}; {committed}")
-        return WorkerError(f"task {task_id} failed: {error}; {committed}")
 
-    # -- one process ----------------------------------------------------------------------------
-
-    def run_inline(self, tasks: Iterator[Task | None]) -> None:
-        ctx = TaskContext(self.spec)
-        run = self.writer.run
-        segments = _Segments(
-            self.writer.directory, self.spec, lambda seq: segment_name(run, 0, seq), _build_locally(self.writer)
-        )
-        try:
-            for task in tasks:
-                self.check_stop()
-                if task is None:
-                    self.add_published(segments.publish())
-                    continue
-                try:
-                    result = run_task(ctx, task)
-                except UnitariumError:
-                    raise
-                except Exception as exc:
-                    raise self.failed(task.task_id, f"{type(exc).__name__}: {exc}") from exc
-                if self.keys is not None:
-                    result = result.select(self.decide(task.task_id, (result.dedup, result.alternates)))
-                published = segments.add(result)
-                if not published and segments.due() == 0.0:
-                    published = segments.publish()
-                self.add_published(published)
-            self.add_published(segments.publish())
-        finally:
-            segments.discard()
-
-    # -- worker processes --------------------------------------------------------------------------
-
-    def run_pool(self, tasks: Iterator[Task | None], count: int) -> None:
-        pool = _Workers(count, self.writer)
-        owner: dict[int, int] = {}
-        submitted = self.next_commit
-        from ._engine import StallWatch
-
-        watch = StallWatch(self.progress, self._counts)
-
-        def waiting() -> None:
-            """Called while waiting: stop on a signal, say what the run waits for after a while."""
-            self.check_stop()
-            w = owner.get(self.next_commit)
-            pids = [pool.procs[w].pid or 0] if w is not None else [p.pid or 0 for p in pool.procs]
-            watch.check(f"task {self.next_commit}", pids)
-
-        def pump(timeout: float) -> None:
-            for conn in wait(pool.recv, timeout):
-                assert isinstance(conn, Connection)
-                w = pool.recv.index(conn)
-                try:
-                    message = recv_message(conn.fileno(), wait=waiting)
-                except (EOFError, OSError):
-                    self.check_stop()
-                    raise self.failed(None, None) from None
-                watch.arrived()
-                self._handle(pool, w, message, owner, waiting)
-
-        def wait_until(condition: Callable[[], bool]) -> None:
-            while not condition():
-                waiting()
-                pump(_POLL_S)
-
-        try:
-            for task in tasks:
-                self.check_stop()
-                if task is None:  # a barrier: everything so far listed in the manifest
-                    for w in range(count):
-                        pool.post(w, ("flush",), waiting)
-                    wait_until(lambda s=submitted: self.next_commit >= s)  # type: ignore[misc]
-                    continue
-                wait_until(lambda s=submitted: self._room(pool, s))  # type: ignore[misc]
-                w = min(range(count), key=lambda k: pool.queued[k])
-                pool.post(w, ("task", task), waiting)
-                pool.queued[w] += 1
-                owner[task.task_id] = w
-                submitted = task.task_id + 1
-                pump(0)
-            for w in range(count):
-                pool.post(w, ("flush",), waiting)
-            wait_until(lambda: self.next_commit >= submitted)
-        except _Died:
-            self.check_stop()
-            pool.close(graceful=False)
-            raise self.failed(None, None) from None
-        except BaseException:
-            pool.close(graceful=False)
-            raise
-        finally:
-            _remove_run_temporaries(self.writer)
-        pool.close(graceful=True)
-
-    def _room(self, pool: _Workers, submitted: int) -> bool:
-        if min(pool.queued) >= _QUEUED:
-            return False
-        if self.keys is not None and submitted - self.next_dedup >= _UNDECIDED * len(pool.queued):
-            return False
-        return submitted - self.next_commit < _UNCOMMITTED
-
-    def _handle(
-        self, pool: _Workers, w: int, message: tuple[Any, ...], owner: dict[int, int], waiting: Wait | None = None
-    ) -> None:
-        kind = message[0]
-        if kind == "error":
-            self.check_stop()
-            raise self.failed(message[1], message[2])
-        if kind == "computed":
-            pool.queued[w] -= len(message[1])
-            if self.keys is not None:
-                for task_id, keys in zip(message[1], message[2], strict=True):
-                    self.undecided[task_id] = (w, keys)
-                while self.next_dedup in self.undecided:
-                    worker, keys = self.undecided.pop(self.next_dedup)
-                    pool.post(worker, ("keep", self.next_dedup, self.decide(self.next_dedup, keys)), waiting)
-                    owner.pop(self.next_dedup, None)
-                    self.next_dedup += 1
-        elif kind == "published":
-            self.add_published(message[1])
+def _handle(
+    driver: Driver, pool: _Workers, w: int, message: tuple[Any, ...], owner: dict[int, int], waiting: Wait | None = None
+) -> None:
+    kind = message[0]
+    if kind == "error":
+        driver.check_stop()
+        raise driver.failed(message[1], message[2])
+    if kind == "computed":
+        pool.queued[w] -= len(message[1])
+        if driver.keys is not None:
+            for task_id, keys in zip(message[1], message[2], strict=True):
+                driver.undecided[task_id] = (w, keys)
+            while driver.next_dedup in driver.undecided:
+                worker, keys = driver.undecided.pop(driver.next_dedup)
+                pool.post(worker, ("keep", driver.next_dedup, driver.decide(driver.next_dedup, keys)), waiting)
+                owner.pop(driver.next_dedup, None)
+                driver.next_dedup += 1
+    elif kind == "published":
+        driver.add_published(message[1])
 
 
 def _build_locally(writer: DirectoryWriter) -> bool:
@@ -420,18 +348,14 @@ def run_directory(
 ) -> tuple[int, int, int, str]:
     """Generate (or resume) ``spec`` into the dataset directory; returns ``(records, new
     records, tasks, path)``. Raises :class:`Interrupted` or :class:`WorkerError` (resumable)."""
-    from ._engine import _plan
-
     with DirectoryWriter(directory, spec, journal=journal) as writer:
-        from ._engine import announce
-
         announce(progress, note, spec)  # the size it will reach, once the run holds the lock
-        driver = _Driver(writer, progress, stop)
-        tasks = _plan(spec, writer, writer.tasks_done(), reader_path=writer.directory)
+        driver = Driver(writer, progress, stop)
+        tasks = plan(spec, writer, writer.tasks_done(), reader_path=writer.directory)
         if workers == 1:
-            driver.run_inline(tasks)
+            _run_inline(driver, tasks)
         else:
-            driver.run_pool(tasks, workers)
+            _run_pool(driver, tasks, workers)
         driver.check_stop()
         writer.set_state(complete=True)
         return driver.records, driver.records - driver.start_records, driver.tasks, str(directory)

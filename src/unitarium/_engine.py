@@ -23,17 +23,13 @@ sees end-of-file and exits (no orphans).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
 import multiprocessing
 import os
-import shutil
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
@@ -46,134 +42,19 @@ import numpy as np
 from ._dataset import Dataset
 from ._errors import Interrupted, SpecError, UnitariumError, WorkerError
 from ._keyset import KeySet
+from ._plan import BARRIER, check_size, check_workers, default_workers, plan
+from ._progress import Progress, StallWatch, Summary, announce
 from ._shards import is_directory_path
 from ._sources import Task, TaskContext, TaskResult, run_task
-from ._spec import RandomSource, Spec, memory_limit
-from ._store import Writer, path_text
-from ._wire import Wait, recv_message, send_message, start_worker, stop_workers
+from ._spec import RandomSource, Spec
+from ._store import Writer
+from ._wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
 
-__all__ = ["Progress", "Summary", "generate"]
+__all__ = ["generate"]
 
-_BARRIER = None
 _COMMIT_BYTES = 32 << 20
 _POLL_S = 0.2
 _PER_WORKER = 2
-_PIPE_BYTES = 1 << 20
-_MAX_WORKERS = 1024
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Reported after each commit: records stored, candidates processed (random: of
-    ``total``), and the enumeration level in progress."""
-
-    records: int
-    candidates: int
-    total: int | None
-    level: int
-    note: str | None = None
-    """Set (with the counts unchanged) when the run has waited a while for a worker: what it waits
-    for and why, e.g. a worker stopped by SIGSTOP. A caller should show it (the CLI prints it on
-    stderr, even with --quiet); None in the reports after commits."""
-
-
-STOPPED_NOTE_S = 2.0
-"""Say what the run waits for once a worker it waits for has been stopped (SIGSTOP, Ctrl-Z) this long..."""
-SLOW_NOTE_S = 60.0
-"""...or once no result has arrived for this long (a running worker: a slow task); repeated as long."""
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter of process ``pid`` from ``/proc`` (``R``, ``S``, ``T`` stopped...), None if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return None
-
-
-class StallWatch:
-    """Tells a run's progress callback, now and then, what it is waiting for while no result arrives."""
-
-    def __init__(self, progress: Callable[[Progress], None] | None, counts: Callable[[], Progress]) -> None:
-        self.progress, self.counts = progress, counts
-        self.since = time.monotonic()
-        self.next_note = 0.0
-
-    def arrived(self) -> None:
-        """A result arrived: the wait starts over."""
-        self.since = time.monotonic()
-        self.next_note = 0.0
-
-    def check(self, waiting_for: str, pids: list[int]) -> None:
-        """Report ``waiting_for`` (e.g. "task 12") through the callback if the wait has lasted."""
-        now = time.monotonic()
-        idle = now - self.since
-        stopped = [pid for pid in pids if process_state(pid) in ("T", "t")]
-        if self.progress is None or now < self.next_note or idle < (STOPPED_NOTE_S if stopped else SLOW_NOTE_S):
-            return
-        self.next_note = now + SLOW_NOTE_S
-        if stopped:
-            which = ", ".join(map(str, stopped))
-            note = (
-                f"waiting {idle:.0f} s for {waiting_for}: worker process {which} is stopped (SIGSTOP or Ctrl-Z); "
-                f"resume it with kill -CONT {which}, or interrupt the run (committed records are kept)"
-            )
-        else:
-            note = f"waiting {idle:.0f} s for {waiting_for} from worker process {', '.join(map(str, pids))} (running)"
-        self.progress(dataclasses.replace(self.counts(), note=note))
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What a :func:`generate` call did."""
-
-    path: str
-    records: int
-    new_records: int
-    tasks: int
-    seconds: float
-    complete: bool
-
-
-def default_workers() -> int:
-    """One less than the cores this process may use (at least 1): the writer needs a core of
-    its own (receiving results and committing them costs about as much CPU per record as
-    computing a 2-qubit circuit). With one worker the writer computes in-process and commits
-    in a background thread, which keeps two cores busy without moving results between
-    processes (measured: BENCHMARKS.md, "Workers")."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
-
-
-def _plan(spec: Spec, writer: Writer, done: int, *, reader_path: Path | None = None) -> Iterator[Task | None]:
-    """Tasks from task ``done`` on, in order; ``None`` marks a barrier (everything before must be
-    committed). Enumeration tasks carry their parents' circuits, read from the committed records."""
-    size = spec.task_size
-    src = spec.source
-    if isinstance(src, RandomSource):
-        for t in range(done, -(-src.count // size)):
-            yield Task(t, 0, t * size, min(src.count, (t + 1) * size))
-        return
-    if done == 0:
-        yield Task(0, 0, 0, 1)
-    yield _BARRIER
-    task_id = 1
-    per_task = max(1, size // len(spec.gateset.moves))
-    with Dataset(reader_path or writer.path) as reader:
-        for level in range(1, src.max_length + 1):
-            parents = writer.level_range(level - 1)
-            if parents is None or parents[0] == parents[1]:
-                return
-            for start in range(parents[0], parents[1], per_task):
-                stop = min(parents[1], start + per_task)
-                if task_id >= done:
-                    yield Task(task_id, level, start, stop, reader.circuit_array(start, stop, level - 1))
-                task_id += 1
-            yield _BARRIER
 
 
 _CONTEXT: TaskContext | None = None
@@ -241,14 +122,6 @@ class _WorkerFailed(Exception):
     """Raised by :class:`_Pool`: ``args = (task_id or None, error or None)``; no error: it died."""
 
 
-def _grow_pipe(conn: Connection) -> None:
-    """Let a result pipe hold a whole result (1 MiB, Linux's default ceiling for a user):
-    a worker's send then completes at once instead of in 64 KiB steps, each waiting for
-    the writer to read (measured: BENCHMARKS.md, "Workers")."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or above the ceiling: keep the default
-        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-
-
 class _Pool:
     """Worker processes (``spawn``), each with a task pipe and a result pipe, at most
     :data:`_PER_WORKER` tasks outstanding per worker; results are kept by task id until taken."""
@@ -265,7 +138,7 @@ class _Pool:
             for _ in range(workers):
                 task_r, task_w = ctx.Pipe(duplex=False)
                 result_r, result_w = ctx.Pipe(duplex=False)
-                _grow_pipe(result_r)
+                grow_pipe(result_r)
                 proc = start_worker(ctx, _serve, (task_r, result_w, spec_json, path), (task_r, result_w))
                 self.procs.append(proc)
                 self.outstanding[result_r] = deque()
@@ -434,7 +307,7 @@ class _Run:
         ctx = TaskContext(self.spec)
         for task in tasks:
             self.check_stop()
-            if task is _BARRIER:
+            if task is BARRIER:
                 self.sync()
                 continue
             self.accept(self._compute(ctx, task))
@@ -454,7 +327,7 @@ class _Run:
         window: deque[Task] = deque()  # submitted and not yet accepted, in task order
         try:
             for task in tasks:
-                if task is _BARRIER:
+                if task is BARRIER:
                     while window:
                         self._take(pool, window)
                     self.sync()
@@ -523,77 +396,6 @@ class _Run:
         self.accept(pool.results.pop(task.task_id))
 
 
-def task_count(spec: Spec) -> int | None:
-    """How many tasks a random spec has (None for enumeration: it depends on the levels)."""
-    src = spec.source
-    return -(-src.count // spec.task_size) if isinstance(src, RandomSource) else None
-
-
-def check_workers(spec: Spec, workers: int) -> int:
-    """``workers`` if this machine can run that many (each needs its memory estimate and the
-    processes are for cores to share), capped at the tasks that exist; else a clear SpecError."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SpecError(f"--workers {workers} must be at least 1")
-    cores = default_workers() + 1
-    memory = memory_limit()
-    fit = memory // max(1, spec.memory_estimate() + (64 << 20)) if memory else None
-    most = max(1, min(4 * cores, fit if fit is not None else 4 * cores, _MAX_WORKERS))
-    if workers > most:
-        raise SpecError(
-            f"--workers {workers} is more than this machine can run: at most {most} "
-            f"({cores} cores; each worker needs about {spec.memory_estimate() / 2**20:,.0f} MiB)"
-        )
-    tasks = task_count(spec)
-    return workers if tasks is None else max(1, min(workers, tasks))
-
-
-SIZE_NOTE_BYTES = 1 << 30
-"""A random run that will write more than this is announced (:attr:`Progress.note`) before it starts."""
-
-
-def estimated_bytes(spec: Spec) -> int | None:
-    """About how many bytes a random dataset of ``spec`` takes when complete (an upper bound in
-    unique mode, where duplicates are dropped); None for enumeration (it depends on pruning)."""
-    src = spec.source
-    if not isinstance(src, RandomSource):
-        return None
-    gs = spec.gateset
-    u = gs.dim**2 * spec.np_dtype.itemsize if spec.stored_unitaries else 0
-    code = 1 if len(gs.moves) <= 256 else 2
-    per_record = u + code * (src.min_length + src.max_length) / 2 + 4 + (16 + 24 if spec.unique else 0)
-    return int(src.count * per_record * 1.05)  # pages, indexes
-
-
-def check_size(path: Path, spec: Spec) -> str | None:
-    """Before a random run: refuse one whose dataset cannot fit in the free space of its
-    filesystem (unique mode may drop records: only announced); returns the note announcing a
-    large one (for :func:`announce`, once the run holds its write lock), else None."""
-    size = estimated_bytes(spec)
-    if size is None:
-        return None
-    try:
-        where = path if path.is_dir() else path.absolute().parent
-        free = shutil.disk_usage(where).free
-        have = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*.db"))
-    except OSError:
-        return None  # the writer reports a missing or unreadable path
-    count = spec.source.count  # type: ignore[union-attr]  # random (estimated_bytes said so)
-    what = f"{count:,} records take about {size / 2**30:,.1f} GiB" + (" at most (--unique)" if spec.unique else "")
-    if size - have > free and not spec.unique:
-        raise SpecError(
-            f"--count {count:,}: {what}, and {path_text(where)} has {free / 2**30:,.1f} GiB free: lower --count, "
-            "use --unitaries computed (circuits only), or write where there is room (nothing was written)"
-        )
-    return f"{what}; {free / 2**30:,.1f} GiB free" if size >= SIZE_NOTE_BYTES else None
-
-
-def announce(progress: Callable[[Progress], None] | None, note: str | None, spec: Spec) -> None:
-    """Say ``note`` (from :func:`check_size`) through ``progress``, before the first task."""
-    if note is not None and progress is not None:
-        total = spec.source.count if isinstance(spec.source, RandomSource) else None
-        progress(Progress(0, 0, total, 0, note=note))
-
-
 def generate(
     path: str | os.PathLike[str],
     spec: Spec,
@@ -656,12 +458,12 @@ def generate(
     with _Stop() as stop, Writer(Path(path), spec, journal=journal) as writer:
         announce(progress, note, spec)
         run = _Run(writer, workers, progress, stop)
-        plan = _plan(spec, writer, writer.tasks_done())
+        planned = plan(spec, writer, writer.tasks_done())
         try:
             if workers == 1:
-                run.run_inline(plan)
+                run.run_inline(planned)
             else:
-                run.run_pool(plan)
+                run.run_pool(planned)
         finally:
             run.close()
         run.check_stop()

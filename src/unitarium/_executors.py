@@ -1,6 +1,6 @@
 """Executors: where the jobs of a sharded run execute, behind one small interface.
 
-The driver (:class:`._dirrun._Driver`) plans the spec's tasks in order, decides deduplication in
+The driver (:class:`._driver.Driver`) plans the spec's tasks in order, decides deduplication in
 task order (unique mode: the one ordered authority) and is the only writer of the manifest, the
 commit point (:mod:`._shards`). :class:`JobRun` groups the planned tasks into *jobs*: runs of
 consecutive spec tasks (``first..last``, one enumeration level at most), sized to take about
@@ -40,7 +40,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._driver import Driver
 from ._errors import SpecError, UnitariumError, WorkerError
+from ._plan import default_workers, plan
 from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, range_segment_name
 from ._sources import Task, TaskContext, run_task
 from ._spec import RandomSource, Spec
@@ -261,7 +263,7 @@ class JobRun:
     """Submits jobs in order (at most ``workers`` in flight), decides unique rows in order, and hands
     the published tasks to the driver, which lists them in the manifest in task order."""
 
-    def __init__(self, executor: JobExecutor, writer: DirectoryWriter, driver: Any, workers: int) -> None:
+    def __init__(self, executor: JobExecutor, writer: DirectoryWriter, driver: Driver, workers: int) -> None:
         self.executor, self.writer, self.driver, self.workers = executor, writer, driver, workers
         self.spec_text = json.dumps(writer.spec.to_json(), sort_keys=True)
         self.directory = str(writer.directory.absolute())
@@ -389,12 +391,9 @@ def run_jobs(
     """Generate (or resume) the writer's spec into its directory by jobs on ``executor``, at most
     ``workers`` in flight; returns ``(records, new records, tasks, stats)``. Raises
     :class:`Interrupted` or :class:`WorkerError` (resumable); the directory is marked complete."""
-    from ._dirrun import _Driver
-    from ._engine import _plan
-
-    driver = _Driver(writer, progress, stop)
+    driver = Driver(writer, progress, stop)
     run = JobRun(executor, writer, driver, workers)
-    run.run(_plan(writer.spec, writer, writer.tasks_done(), reader_path=writer.directory))
+    run.run(plan(writer.spec, writer, writer.tasks_done(), reader_path=writer.directory))
     driver.check_stop()
     remove_job_temporaries(writer.directory)  # of attempts that died (the executor re-ran them)
     writer.set_state(complete=True)
@@ -419,8 +418,6 @@ def run_on_executor(
         raise SpecError(
             f"executor= takes a concurrent.futures.Executor (something with submit()), not {type(executor).__name__}"
         )
-    from ._engine import default_workers
-
     with stop_factory() as stop, DirectoryWriter(directory, spec, journal=journal) as writer:
         return run_jobs(
             writer, FuturesExecutor(executor), workers=workers or default_workers() + 1, progress=progress, stop=stop

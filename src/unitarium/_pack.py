@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ._dataset import Dataset
-from ._engine import Summary
 from ._errors import DatasetError
+from ._progress import Summary
 from ._store import Writer, atomic, path_text, storage_error, update_summary
 
 __all__ = ["pack"]

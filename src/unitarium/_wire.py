@@ -8,16 +8,18 @@ nothing stored, and nothing another program wrote, is ever unpickled (see ``test
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import select
 import signal
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-__all__ = ["WAIT_S", "Wait", "recv_message", "send_message"]
+__all__ = ["WAIT_S", "Wait", "grow_pipe", "recv_message", "send_message", "start_worker", "stop_workers"]
 
 _HEADER = struct.Struct("<QI")  # pickle bytes, out-of-band buffers
 WAIT_S = 0.2
@@ -138,3 +140,14 @@ def single_threaded_blas() -> Iterator[None]:
     finally:
         for var in added:
             os.environ.pop(var, None)
+
+
+_PIPE_BYTES = 1 << 20
+
+
+def grow_pipe(conn: Connection) -> None:
+    """Let a result pipe hold a whole result (1 MiB, Linux's default ceiling for a user):
+    a worker's send then completes at once instead of in 64 KiB steps, each waiting for
+    the writer to read (measured: BENCHMARKS.md, "Workers")."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or above the ceiling: keep the default
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)

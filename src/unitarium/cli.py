@@ -18,8 +18,9 @@ import click
 import numpy as np
 
 from ._dataset import Dataset
-from ._engine import Progress, generate
+from ._engine import generate
 from ._errors import Interrupted, SpecError, UnitariumError
+from ._progress import Progress
 from ._spec import DTYPES, UNITARIES, make_spec
 from ._store import JOURNAL_MODES
 
