@@ -331,10 +331,15 @@ SPLIT_PINS = {  # sha256 of the parts' ids as on 1ecd914: seeds below 2**64 keep
 }
 
 
-def test_split_seeds_of_any_size(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seeds") / "x.db"
     unitarium.generate(path, unitarium.make_spec(gates="h,s,cx", qubits=2, count=3000, length="1:8", seed=1), workers=1)
-    ds = unitarium.open(path)
+    return path
+
+
+def test_split_seeds_of_any_size(small: Path, tmp_path: Path) -> None:
+    path, ds = small, unitarium.open(small)
     fractions = {"a": 0.5, "b": 0.3, "c": 0.2}
     for seed, pin in SPLIT_PINS.items():
         parts = ds.split(fractions, seed=seed)
@@ -345,7 +350,11 @@ def test_split_seeds_of_any_size(tmp_path: Path) -> None:
     assert len(ds.sample(5, seed=2**70)) == 5
     proc = cli("export", path, tmp_path / "out", "--split", "train=0.5,val=0.5", "--seed", str(2**70))
     assert "wrote 3,000 records" in proc.stdout
-    proc = cli("export", path, tmp_path / "o2", "--split", "train=nan,val=0.5", check=False)
+
+
+def test_nan_fraction_and_a_sample_too_large_for_memory(small: Path, tmp_path: Path) -> None:
+    ds = unitarium.open(small)
+    proc = cli("export", small, tmp_path / "o2", "--split", "train=nan,val=0.5", check=False)
     assert one_error_line(proc.stderr) == "unitarium: error: split fraction train=nan must be a finite number"
     with pytest.raises(unitarium.SpecError, match="split fraction train=inf must be a finite number"):
         ds.split("train=inf,val=0.5")
