@@ -127,6 +127,23 @@ def test_workers_starting_apart_read_one_prefix_exactly_once(growing: Growing, t
     assert sb.records == len(ds)
 
 
+@pytest.mark.slow
+def test_persistent_workers_follow_set_epoch_and_its_count(growing: Growing) -> None:
+    ds = unitarium.open(growing.path)
+    n0 = len(ds)
+    sb = ShuffledBatches(ds, 512, seed=4)
+    loader = DataLoader(sb, batch_size=None, num_workers=2, persistent_workers=True)
+    first = ids_of(list(loader))
+    growing.grow()
+    sb.set_epoch(1)
+    second = ids_of(list(loader))  # the same worker processes
+    fresh = ShuffledBatches(ds, 512, seed=4)
+    fresh.set_epoch(1)
+    assert np.array_equal(np.sort(first), np.arange(n0))
+    assert np.array_equal(second, ids_of(list(DataLoader(fresh, batch_size=None, num_workers=2))))
+    assert np.array_equal(np.sort(second), np.arange(len(ds)))
+
+
 def test_count_fixed_until_set_epoch_and_map_style_length(growing: Growing) -> None:
     ds = unitarium.open(growing.path)
     n0 = len(ds)
