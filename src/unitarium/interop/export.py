@@ -280,5 +280,5 @@ def _incomplete_note(ds: Any, exported: int) -> str:
     of = f" of the spec's {count:,} circuits" if count is not None else ""
     return (
         f"**Incomplete:** {exported:,} records exported{of}; the dataset was still being generated (or its "
-        f"run was interrupted) at export time, and held {len(ds):,} committed records."
+        f"run was interrupted) at export time."
     )
