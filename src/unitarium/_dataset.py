@@ -10,7 +10,9 @@ holds). Connections are per process: a dataset handle pickles as its path and re
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import numbers
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -434,7 +436,8 @@ class Dataset(SplitMixin, SearchMixin):
         ``sample``, not on the dataset's size (``sample=None`` reads everything)."""
         integrity = self._integrity(full=sample is None)
         problems = [] if integrity == "ok" else [f"integrity_check: {integrity}"]
-        problems += self._structure_problems()
+        with self.read_transaction():  # tasks, summary and state of one commit (a run may be writing)
+            problems += self._structure_problems()
         n = len(self)
         if sample is None or sample >= n:
             pieces = [np.arange(a, min(n, a + _READ_RECORDS)) for a in range(0, n, _READ_RECORDS)]
@@ -546,3 +549,73 @@ class Dataset(SplitMixin, SearchMixin):
             "file_bytes": size,
             "bytes_per_record": size / n if n else None,
         }
+
+    # -- a fixed prefix (readers of a dataset that is still being written) ----------------
+
+    def snapshot(self, records: int | None = None) -> DatasetSnapshot:
+        """A dataset of fixed length: the first ``records`` records (default: all committed now).
+
+        Records are only ever appended, whole tasks at a time, so a prefix never changes: every
+        reader of the snapshot (``len``, reads, :meth:`split`, :meth:`sample`, :meth:`verify`,
+        export, :mod:`unitarium.torch`) sees the same records however far a running ``generate``
+        has gone meanwhile. ``snapshot.complete`` says whether the run had finished and the
+        snapshot holds all of it. Pickles as its path and ``records``."""
+        with self.read_transaction():  # the count and the completion flag of one commit
+            n, complete = len(self), self.complete
+        if records is None:
+            records = n
+        if isinstance(records, bool) or not isinstance(records, numbers.Integral) or not 0 <= records <= n:
+            raise SpecError(f"snapshot records {records!r} must be an integer from 0 to the {n:,} records committed")
+        return DatasetSnapshot(self._store.path, int(records), complete=complete and records == n)
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[None]:
+        """A read transaction on the manifest: every query inside it sees the same commit."""
+        conn = self._store.connection()
+        if conn.in_transaction:
+            yield
+            return
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self._store.manifest, "reading") from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+
+class DatasetSnapshot(Dataset):
+    """The first ``records`` records of a dataset, a fixed length whatever a running ``generate``
+    appends (see :meth:`Dataset.snapshot`). Reads like a :class:`Dataset`; ``complete`` is whether
+    the run had finished when the snapshot was taken and the snapshot holds every record."""
+
+    def __init__(self, path: str | os.PathLike[str], records: int, *, complete: bool = False) -> None:
+        super().__init__(path)
+        self._fixed = int(records)
+        self._complete = bool(complete)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # type: ignore[override]
+        return (_rebuild_snapshot, (os.fspath(self.path), self._fixed, self._complete))
+
+    def __len__(self) -> int:
+        return self._fixed
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    def snapshot(self, records: int | None = None) -> DatasetSnapshot:
+        if records is None:
+            records = self._fixed
+        if isinstance(records, bool) or not isinstance(records, numbers.Integral) or not 0 <= records <= len(self):
+            raise SpecError(f"snapshot records {records!r} must be an integer from 0 to the {len(self):,} records held")
+        return DatasetSnapshot(self._store.path, int(records), complete=self._complete and records == len(self))
+
+    def __repr__(self) -> str:
+        return f"<unitarium.Dataset {str(self.path)!r}: snapshot of {len(self)} records, {self.spec.describe()}>"
+
+
+def _rebuild_snapshot(path: str, records: int, complete: bool) -> DatasetSnapshot:
+    return DatasetSnapshot(path, records, complete=complete)

@@ -228,10 +228,10 @@ def _parse_fraction_text(text: str) -> dict[str, float]:
     for item in (t.strip() for t in text.split(",")):
         name, eq, value = item.partition("=")
         try:
-            number = float(value)
+            number: float | None = float(value)  # nan and inf pass: said to be "not finite" below
         except ValueError:
-            number = math.nan
-        if not eq or not name.strip() or math.isnan(number):
+            number = None
+        if not eq or not name.strip() or number is None:
             raise SpecError(f"--split part {item!r} must be NAME=FRACTION, e.g. train=0.8,val=0.1,test=0.1")
         if name.strip() in out:
             raise SpecError(f"--split names part {name.strip()!r} twice")
@@ -260,11 +260,12 @@ def _components(nodes: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarr
             label = jumped
 
 
-def group_keys(obj: Any) -> np.ndarray:
+def group_keys(obj: Any, total: int | None = None) -> np.ndarray:
     """For each record of a dataset or view (by position), the key naming its group: records
-    whose unitaries are equal up to global phase (within ``SPLIT_KEYS.eta``) share it."""
+    whose unitaries are equal up to global phase (within ``SPLIT_KEYS.eta``) share it. ``total``:
+    only the first ``total`` positions (a prefix fixed once, while a run may be appending)."""
     ds, _ = as_source(obj)
-    total, step = len(obj), _chunk_records(ds)
+    total, step = len(obj) if total is None else total, _chunk_records(ds)
     chunks = (read_positions(obj, a, min(total, a + step), codes=False)[1] for a in range(0, total, step))
     return group_keys_of(chunks, total)  # type: ignore[arg-type]
 
@@ -330,7 +331,7 @@ def assign_parts(groups: np.ndarray, fractions: list[float], seed: int, strata: 
     if strata is not None:
         stratum = np.full(len(keys), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(stratum, inverse, np.asarray(strata, dtype=np.int64))
-    salt = _splitmix(np.array([seed], dtype=np.uint64))[0]
+    salt = _seed_salt(seed)
     rank = _splitmix(keys.view(np.uint64) ^ salt)
     order = np.lexsort((rank, stratum))
     s, size = stratum[order], sizes[order]
@@ -346,6 +347,19 @@ def assign_parts(groups: np.ndarray, fractions: list[float], seed: int, strata: 
     return part[inverse]
 
 
+def _seed_salt(seed: int) -> np.uint64:
+    """A 64-bit salt of any non-negative integer seed: below 2**64 it is ``splitmix(seed)`` (the
+    parts of those seeds never change); each further 64-bit word of a larger seed is mixed in."""
+    seed = int(seed)
+    salt = _splitmix(np.array([seed & (2**64 - 1)], dtype=np.uint64))
+    seed >>= 64
+    while seed:
+        word = np.array([seed & (2**64 - 1)], dtype=np.uint64)
+        salt = _splitmix(salt ^ _splitmix(word + np.uint64(0x9E3779B97F4A7C15)))
+        seed >>= 64
+    return salt[0]
+
+
 def split_source(
     obj: Any, fractions: Mapping[str, float] | str, *, seed: int = 0, stratify_by_length: bool = False
 ) -> dict[str, DatasetView]:
@@ -353,9 +367,10 @@ def split_source(
     parts = parse_fractions(fractions)
     _check_seed(seed)
     ds, ids = as_source(obj)
-    positions_ids = np.arange(len(obj), dtype=np.int64) if ids is None else ids
-    groups = group_keys(obj)
-    strata = _lengths_of(obj) if stratify_by_length else None
+    n = len(obj)  # once: a dataset still being written is split as the prefix it holds now
+    positions_ids = np.arange(n, dtype=np.int64) if ids is None else ids
+    groups = group_keys(obj, n)
+    strata = _lengths_of(obj, n) if stratify_by_length else None
     part = assign_parts(groups, list(parts.values()), seed, strata)
     return {name: DatasetView(ds, positions_ids[part == k], name=name) for k, name in enumerate(parts)}
 
@@ -365,15 +380,18 @@ def _check_seed(seed: Any) -> None:
         raise SpecError(f"seed {seed!r} must be a non-negative integer")
 
 
-def _lengths_of(obj: Any) -> np.ndarray:
-    """Circuit lengths of every record of a dataset or view (by position), cached per length."""
+def _lengths_of(obj: Any, n: int | None = None) -> np.ndarray:
+    """Circuit lengths of every record of a dataset or view (by position; of a dataset, its first
+    ``n``), cached on the dataset: records never change, so a grown dataset reads only its new ones."""
     ds, ids = as_source(obj)
-    n = len(ds)
+    n = len(ds) if ids is not None or n is None else n
     cached = ds.__dict__.get("_unitarium_lengths")
-    if cached is None or len(cached) != n:
-        cached = ds.lengths(0, n)
+    if cached is None or len(cached) < n:
+        have = 0 if cached is None else len(cached)
+        tail = ds.lengths(have, n)
+        cached = tail if cached is None else np.concatenate([cached, tail])
         ds.__dict__["_unitarium_lengths"] = cached
-    return cached if ids is None else cached[ids]
+    return cached[:n] if ids is None else cached[ids]
 
 
 def sample_source(
@@ -383,11 +401,11 @@ def sample_source(
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise SpecError(f"sample size {n!r} must be a non-negative integer")
     ds, ids = as_source(obj)
-    pool = np.arange(len(obj), dtype=np.int64) if ids is None else ids
+    pool = np.arange(len(obj), dtype=np.int64) if ids is None else ids  # a prefix fixed once
     if length is not None:
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
             raise SpecError(f"sample length {length!r} must be a non-negative integer")
-        pool = pool[_lengths_of(obj) == length]
+        pool = pool[_lengths_of(obj, len(pool)) == length]
     if not replace and n > len(pool):
         what = f"of length {length}" if length is not None else "in all"
         raise SpecError(
@@ -397,9 +415,22 @@ def sample_source(
         raise SpecError(f"cannot sample: no record has length {length}")
     if not isinstance(seed, np.random.Generator):
         _check_seed(seed)
+    _check_sample_memory(int(n))
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     picked = pool[rng.choice(len(pool), size=int(n), replace=replace)] if n else pool[:0]
     return DatasetView(ds, picked, name=f"sample(length={length})" if length is not None else "sample")
+
+
+def _check_sample_memory(n: int) -> None:
+    """Refuse, before allocating, a sample whose ids (8 bytes each, and a copy) cannot fit."""
+    from ._spec import memory_limit
+
+    need, limit = 16 * n, memory_limit()
+    if limit is not None and need > limit // 2:
+        raise SpecError(
+            f"cannot sample {n:,} records: their ids take about {need / 2**30:,.1f} GiB, more than half of the "
+            f"{limit / 2**30:.1f} GiB this machine allows (RAM, cgroup or ulimit -v): sample fewer"
+        )
 
 
 # -- the view and the mixin -------------------------------------------------------------------------------

@@ -508,6 +508,43 @@ def remove_stale_temporaries(directory: Path, name: str) -> None:
                     entry.unlink()
 
 
+def remove_abandoned(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Delete the entries of ``directory`` (files or directory trees) whose name matches ``pattern``
+    (group 1: the pid of the process that made it) when that process is gone and nobody holds the
+    entry's ``flock``: temporaries of a process killed with -9. Returns what was removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if not match or _alive(int(match.group(1))) or not _lock_free(entry):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _lock_free(path: Path) -> bool:
+    """Whether nobody holds the ``flock`` of ``path``, a regular file or a directory (not a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock
+    return True
+
+
 def _unlocked(path: Path) -> bool:
     """Whether nobody holds the ``flock`` of ``path`` (a creator holds its temporary's lock until
     it is linked into place: this also protects one whose pid we cannot see, in another PID

@@ -94,14 +94,15 @@ class UnitaryDataset(_TorchDataset):  # type: ignore[type-arg]
     reads; pass ``collate_fn=UnitaryDataset.collate`` to get it as one batch dict without copying it
     record by record (``torch.utils.data.default_collate`` works too, more slowly)."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: Any, *, records: int | None = None) -> None:
         as_source(source)  # type check
         self.source = source
         self.pad = pad_value(source)
         self.width = max_length(source)
+        self.records = _agreed_count(source, records)
 
     def __len__(self) -> int:
-        return len(self.source)
+        return self.records
 
     def _positions(self, indices: Any) -> np.ndarray:
         pos = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -159,10 +160,17 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     not fill a batch joins the next). Nothing is shared or skipped between pieces.
 
     ``rank`` and ``world_size`` default to ``torch.distributed``'s when it is initialised, else 0 and 1.
-    ``set_epoch(e)`` selects the epoch (call it before creating the epoch's iterator; with
-    ``persistent_workers=True`` workers keep the value they started with). ``drop_last`` drops each
-    worker's final short batch. Batches are dicts as in the module docstring; iterate through
-    ``DataLoader(sb, batch_size=None, num_workers=k)``.
+    ``set_epoch(e)`` selects the epoch (call it before creating the epoch's iterator). ``drop_last``
+    drops each worker's final short batch. Batches are dicts as in the module docstring; iterate
+    through ``DataLoader(sb, batch_size=None, num_workers=k)``.
+
+    **A dataset still being written.** ``n`` is fixed in this (the main) process, never by a worker:
+    at construction and at each ``set_epoch(e, records=None)`` (``records``: that many, else all
+    committed then), and kept in a small shared-memory tensor ``(epoch, n)`` that every DataLoader
+    worker reads when it starts an epoch (persistent workers too), so all of them cut the same ``n``
+    records: an epoch is exactly once over a prefix. Under ``torch.distributed`` the ranks agree on
+    the smallest ``n`` (an ``all_reduce`` MIN: call ``set_epoch`` on every rank, as with
+    ``DistributedSampler``).
     """
 
     source: Any
@@ -175,7 +183,7 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     world_size: int
     pad: int
     width: int
-    epoch: int
+    _state: torch.Tensor
 
     def __init__(
         self,
@@ -202,19 +210,36 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
         self.rank, self.world_size = _distributed(rank, world_size)
         self.pad = pad_value(source)
         self.width = max_length(source)
-        self.epoch = 0
+        # (epoch, records): written by the main process only, shared with DataLoader workers
+        self._state = torch.tensor([0, _agreed_count(source, None)], dtype=torch.int64).share_memory_()
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s order from the next iterator on."""
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order the next iterator gives."""
+        return int(self._state[0])
+
+    @property
+    def records(self) -> int:
+        """The records of the epoch (positions ``0 .. records-1``), fixed at construction or ``set_epoch``."""
+        return int(self._state[1])
+
+    def set_epoch(self, epoch: int, records: int | None = None) -> None:
+        """Use epoch ``epoch``'s order from the next iterator on, over the first ``records`` records
+        (default: all committed now; under ``torch.distributed``, the fewest any rank sees)."""
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise SpecError(f"epoch {epoch!r} must be a non-negative integer")
-        self.epoch = int(epoch)
+        if get_worker_info() is not None:
+            raise SpecError("set_epoch is called in the main process, not in a DataLoader worker")
+        count = _agreed_count(self.source, records)
+        self._state.copy_(torch.tensor([int(epoch), count], dtype=torch.int64))
 
     def pieces(self, shards: int) -> list[list[tuple[int, int]]]:
         """This epoch's position ranges for each of ``shards`` readers (see the class docstring)."""
-        n = len(self.source)
+        return self._pieces(shards, self.epoch, self.records)
+
+    def _pieces(self, shards: int, epoch: int, n: int) -> list[list[tuple[int, int]]]:
         starts = np.arange(0, n, self.chunk, dtype=np.int64)
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch,)))
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(epoch,)))
         starts = starts[rng.permutation(len(starts))]
         stops = np.minimum(starts + self.chunk, n)
         ends = np.cumsum(stops - starts)
@@ -238,8 +263,9 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         shard, shards = self._shard()
-        ranges = self.pieces(shards)[shard]
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch, shard, shards)))
+        epoch, n = (int(v) for v in self._state.tolist())  # one read: epoch and count together
+        ranges = self._pieces(shards, epoch, n)[shard]
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(epoch, shard, shards)))
         left: dict[str, np.ndarray] | None = None
         for window in _windows(ranges, self.buffer_size):
             parts = [_columns(self.source, a, b, self.width, self.pad) for a, b in window]
@@ -271,6 +297,25 @@ def _windows(ranges: list[tuple[int, int]], size: int) -> Iterator[list[tuple[in
                 window, held = [], 0
     if window:
         yield window
+
+
+def _agreed_count(source: Any, records: int | None) -> int:
+    """The records to read: ``records`` (checked), else all of ``source`` now; under an initialised
+    ``torch.distributed`` with several ranks, the smallest count of any rank (all_reduce MIN)."""
+    n = len(source)
+    if records is not None:
+        if isinstance(records, bool) or not isinstance(records, numbers.Integral) or not 0 <= records <= n:
+            raise SpecError(f"records {records!r} must be an integer from 0 to the {n:,} records of the dataset")
+        n = int(records)
+    dist = torch.distributed
+    if get_worker_info() is None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        device = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        count = torch.tensor([n], dtype=torch.int64, device=device)
+        dist.all_reduce(count, op=dist.ReduceOp.MIN)
+        n = int(count.item())
+    return n
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -11,17 +11,26 @@
 and ``out/README.md``, a dataset card: YAML ``configs`` naming each split's files, the columns, the
 conventions and the spec. Without ``split`` everything is one split, ``train``.
 
-The directory is built under a temporary name beside ``out`` and renamed into place when complete:
-``out`` must not exist or be an empty directory, and a failed export leaves nothing behind.
+The directory is built under a temporary name beside ``out`` (``.out.unitarium-export-<pid>-<hex>``,
+``flock``-ed while its exporter lives) and renamed into place when complete: ``out`` must not exist or
+be an empty directory, and a failed export leaves nothing behind; the temporaries of an exporter killed
+with -9 are removed by the next export into that directory.
+
+**A dataset still being written** (or an interrupted run) is refused unless ``allow_incomplete``:
+then the records committed when the export starts are exported (a prefix fixed once: the counts
+returned, printed and written in the card are the rows written), and the card says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import itertools
 import json
 import os
+import re
+import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import SpecError, StorageError
+from .._errors import DatasetError, SpecError, StorageError
 from .._split import as_source, max_length, pad_tokens, parse_fractions, read_positions, split_source
+from .._store import path_text, remove_abandoned
 
 __all__ = ["FORMATS", "NPZ_MAX_BYTES", "export"]
 
@@ -47,17 +57,28 @@ def export(
     split: Mapping[str, float] | str | None = None,
     seed: int = 0,
     stratify_by_length: bool = False,
+    allow_incomplete: bool = False,
 ) -> dict[str, int]:
     """Write ``source`` (a :class:`~unitarium.Dataset` or view) to directory ``out``; returns
     ``{split name: records}``. ``split`` takes fractions as :meth:`~unitarium.Dataset.split` does.
     Raises :class:`SpecError` for a bad format, fractions, or an ``out`` that exists and is not empty
-    (nothing is changed then)."""
+    (nothing is changed then), :class:`DatasetError` for a dataset whose run has not finished unless
+    ``allow_incomplete`` (then the records committed now are exported, and the card says so)."""
     if format not in FORMATS:
         raise SpecError(f"export format {format!r} is not supported: use {' or '.join(FORMATS)}")
-    as_source(source)
+    ds, ids = as_source(source)
     if split is not None:
         parse_fractions(split)
     target = _check_target(Path(out))
+    snapshot = ds.snapshot()  # the count, fixed once, and whether the run had finished
+    if ids is None:
+        source = snapshot
+    if not snapshot.complete and not allow_incomplete:
+        raise DatasetError(
+            f"{path_text(ds.path)} is not complete ({len(snapshot):,} records so far: still being generated, or "
+            f"interrupted): finish it with its generate command, or pass --allow-incomplete "
+            f"(allow_incomplete=True) to export what it holds now (nothing was written)"
+        )
     if format == "npz":
         _check_npz_size(source)
     parts = (
@@ -65,9 +86,13 @@ def export(
         if split is None
         else split_source(source, split, seed=seed, stratify_by_length=stratify_by_length)
     )
-    tmp = target.parent / f".{target.name}.unitarium-export-{os.getpid()}"
+    remove_abandoned(target.parent, _TEMPORARY)
+    tmp = target.parent / f".{target.name}.unitarium-export-{os.getpid()}-{secrets.token_hex(4)}"
+    lock = None
     try:
-        _write(parts, tmp, format, source)
+        tmp.mkdir()
+        lock = _lock(tmp)
+        _write(parts, tmp, format, source, complete=snapshot.complete)
         if target.exists():
             target.rmdir()  # empty (checked); rename cannot replace it everywhere
         os.rename(tmp, target)
@@ -75,7 +100,24 @@ def export(
         raise _storage_error(exc, target) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
     return {name: len(view) for name, view in parts.items()}
+
+
+_TEMPORARY = re.compile(r"\..+\.unitarium-export-(\d+)(?:-[0-9a-f]+)?", re.DOTALL)
+"""An export's temporary directory (the pid of its exporter; older ones had no random part)."""
+
+
+def _lock(tmp: Path) -> int:
+    """Hold ``tmp``'s ``flock`` while this export lives: another export never removes it."""
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _check_target(target: Path) -> Path:
@@ -106,7 +148,7 @@ def _storage_error(exc: OSError, target: Path) -> StorageError:
     return StorageError(f"exporting to {str(target)!r} failed: {why}; nothing was written")
 
 
-def _write(parts: dict[str, Any], tmp: Path, format: str, source: Any) -> None:
+def _write(parts: dict[str, Any], tmp: Path, format: str, source: Any, *, complete: bool = True) -> None:
     (tmp / "data").mkdir(parents=True)
     files: dict[str, list[str]] = {}
     for name, view in parts.items():
@@ -118,7 +160,8 @@ def _write(parts: dict[str, Any], tmp: Path, format: str, source: Any) -> None:
             _write_npz(view, tmp / "data" / f"{name}.npz")
             files[name] = [f"{name}.npz"]
     # a source path that is not UTF-8 is shown escaped: the card stays valid UTF-8
-    (tmp / "README.md").write_text(card(source, parts, files, format), encoding="utf-8", errors="backslashreplace")
+    text = card(source, parts, files, format, complete=complete)
+    (tmp / "README.md").write_text(text, encoding="utf-8", errors="backslashreplace")
     for path in [*tmp.rglob("*"), tmp]:
         if path.is_file():
             with path.open("rb") as f:
@@ -176,9 +219,11 @@ z["unitary"][0], z["circuit"][0]
 }
 
 
-def card(source: Any, parts: dict[str, Any], files: dict[str, list[str]], format: str) -> str:
-    """The dataset card (``README.md``): YAML ``configs`` front matter, columns, conventions, spec."""
+def card(source: Any, parts: dict[str, Any], files: dict[str, list[str]], format: str, *, complete: bool = True) -> str:
+    """The dataset card (``README.md``): YAML ``configs`` front matter, columns, conventions, spec;
+    a dataset exported before its run finished (``complete`` False) is said to be incomplete."""
     ds, _ = as_source(source)
+    note = "" if complete else "\n\n" + _incomplete_note(ds, sum(len(v) for v in parts.values()))
     d, moves = ds.gateset.dim, [m.text for m in ds.gateset.moves]
     yaml_files = "\n".join(f"  - split: {name}\n    path: data/{name}-*" for name in parts)
     if format == "npz":
@@ -200,7 +245,7 @@ tags:
 # {ds.path.name}: {ds.spec.describe()}
 
 Quantum circuits and the unitaries they implement, exported by
-[unitarium](https://pypi.org/project/unitarium/) from `{ds.path.name}` ({len(source):,} records).
+[unitarium](https://pypi.org/project/unitarium/) from `{ds.path.name}` ({len(source):,} records).{note}
 
 | split | records | files |
 |---|---|---|
@@ -227,3 +272,13 @@ Moves (`tokens` values, in order): {", ".join(f"`{k}`={t}" for k, t in enumerate
 {spec}
 ```
 """
+
+
+def _incomplete_note(ds: Any, exported: int) -> str:
+    """The card's line for a dataset whose generating run had not finished at export time."""
+    count = getattr(ds.spec.source, "count", None)
+    of = f" of the spec's {count:,} circuits" if count is not None else ""
+    return (
+        f"**Incomplete:** {exported:,} records exported{of}; the dataset was still being generated (or its "
+        f"run was interrupted) at export time."
+    )
