@@ -1,4 +1,5 @@
-"""Shared fixtures: temp datasets, and running the real CLI in a subprocess."""
+"""Shared fixtures: temp datasets, and running the CLI (in this process through click's runner, or in a
+process of its own where a test is about the process)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +23,45 @@ import unitarium
 REPO = Path(__file__).resolve().parents[1]
 
 
+REAL_CLI = os.environ.get("UNITARIUM_TEST_REAL_CLI", "") not in ("", "0")
+"""``UNITARIUM_TEST_REAL_CLI=1``: every :func:`cli` call runs ``python -m unitarium`` in a process of its own."""
+
+
 def cli(
-    *args: str | os.PathLike[str], check: bool = True, timeout: float = 300, **kwargs
+    *args: str | os.PathLike[str], check: bool = True, timeout: float = 300, real: bool = False, **kwargs
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m unitarium ARGS`` (the real CLI, in its own process)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "unitarium", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
+    """Run the ``unitarium`` command with ARGS; its exit status, stdout and stderr as a CompletedProcess.
+
+    In this process through click's ``CliRunner`` (the same command objects and error handling as
+    ``python -m unitarium``, without a ~1 s interpreter start), unless ``real`` (or subprocess options
+    such as ``env``/``cwd``/``input`` are given, or ``UNITARIUM_TEST_REAL_CLI=1``): then
+    ``python -m unitarium ARGS`` in its own process. An exception escaping the command in process is
+    rendered as the traceback a real process would print, with exit status 1."""
+    if real or kwargs or REAL_CLI:
+        proc = subprocess.run(
+            [sys.executable, "-m", "unitarium", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
+    else:
+        proc = _cli_in_process([str(a) for a in args])
     if check and proc.returncode != 0:
         raise AssertionError(f"unitarium {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def _cli_in_process(args: list[str]) -> subprocess.CompletedProcess:
+    from click.testing import CliRunner
+
+    from unitarium.cli import main
+
+    result = CliRunner().invoke(main, args, prog_name="unitarium", catch_exceptions=True)
+    code, stderr = result.exit_code, result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        code, stderr = 1, stderr + "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["unitarium", *args], code, result.stdout, stderr)
 
 
 def content(path: str | os.PathLike[str]) -> list[tuple[str, bytes]]:
