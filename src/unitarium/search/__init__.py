@@ -104,9 +104,7 @@ class SearchMixin:
         ]
         return out[0] if single else out
 
-    def approximate(
-        self, unitary: Any, *, max_length: int | None = None, max_pairs: int = MAX_PAIRS
-    ) -> Approximation:
+    def approximate(self, unitary: Any, *, max_length: int | None = None, max_pairs: int = MAX_PAIRS) -> Approximation:
         """The circuit of at most ``max_length`` moves (default and limit ``2 L``) nearest to
         ``unitary``, with its distance: the best over *all* such circuits, found by meeting
         in the middle (``B A`` with ``A``, ``B`` records, see

@@ -114,8 +114,10 @@ class KeyIndex:
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(q, rows)``: query ``q[j]`` matched table row ``rows[j]``; rows ascend per query."""
         low = _pack(keys, self.row_bits)
-        lo = np.searchsorted(self.packed, low, side="left")
-        hi = np.searchsorted(self.packed, low | np.uint64((1 << self.row_bits) - 1), side="right")
+        order = np.argsort(low)  # sorted needles: each search starts where the last ended (cache-friendly)
+        lo, hi = np.empty(len(keys), np.intp), np.empty(len(keys), np.intp)
+        lo[order] = np.searchsorted(self.packed, low[order], side="left")
+        hi[order] = np.searchsorted(self.packed, low[order] | np.uint64((1 << self.row_bits) - 1), side="right")
         count = hi - lo
         q = np.repeat(np.arange(len(keys)), count)
         first = np.repeat(lo - np.concatenate([[0], np.cumsum(count)[:-1]]), count)

@@ -42,7 +42,7 @@ class Bar:
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=Console(file=sys.stderr),
+            console=Console(file=sys.stderr, force_terminal=True),  # only opened on a terminal
             transient=True,
         )
         self._bar.start()

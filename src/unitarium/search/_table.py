@@ -164,12 +164,14 @@ def _load(ds: Dataset) -> SearchTable:
             flat, off = ds.codes(a, min(n, a + CHUNK))
             size = np.diff(off)
             if np.any(size > big):
-                raise DatasetError(f"{str(ds.path)!r} holds a circuit longer than its max length: it cannot be searched")
+                raise DatasetError(
+                    f"{str(ds.path)!r} holds a circuit longer than its max length: it cannot be searched"
+                )
             row = np.repeat(np.arange(len(size)), size)
             codes[a + row, np.arange(len(flat)) - off[row]] = flat
             lengths[a : a + len(size)] = size
             bar.advance(len(size))
-    if n == 0 or lengths[0] != 0 or np.any(lengths[1:] < lengths[:-1]):
+    if n == 0 or lengths[0] != 0 or np.any(np.diff(lengths.astype(np.int64)) < 0):
         raise DatasetError(f"{str(ds.path)!r} is not in breadth-first order: it cannot be searched")
     starts = np.searchsorted(lengths, np.arange(big + 2), side="left").astype(np.int64)
     table = SearchTable(ds.gateset, big, lengths, codes, starts, ds.__getitem__)

@@ -34,9 +34,10 @@ import numpy as np
 
 from .._circuit import Circuit
 from .._errors import SpecError
+from . import _table
 from ._keys import primary_keys
 from ._progress import progress
-from ._table import CHUNK, SearchTable
+from ._table import SearchTable
 
 __all__ = ["MAX_ATOL", "synthesize_many"]
 
@@ -62,9 +63,9 @@ def synthesize_many(table: SearchTable, targets: np.ndarray, *, atol: float) -> 
             if not len(active):
                 break
             level = table.level(a)
-            for lo in range(level.start, level.stop, CHUNK):
-                _search_prefixes(table, targets, active, slice(lo, min(level.stop, lo + CHUNK)), best, atol)
-                bar.advance(len(active) * (min(level.stop, lo + CHUNK) - lo))
+            for lo in range(level.start, level.stop, _table.CHUNK):
+                _search_prefixes(table, targets, active, slice(lo, min(level.stop, lo + _table.CHUNK)), best, atol)
+                bar.advance(len(active) * (min(level.stop, lo + _table.CHUNK) - lo))
             settled = best[active, 0] <= table.max_length + a + 1
             bar.advance(int(settled.sum()) * (table.upto(table.max_length) - level.stop))
             active = active[~settled]

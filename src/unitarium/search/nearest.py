@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from .._errors import SearchCostError
+from . import _table
 from ._progress import progress
-from ._table import CHUNK, SearchTable
+from ._table import SearchTable
 
 __all__ = ["MAX_PAIRS", "approximate_cost", "approximate_many", "distance", "nearest_ids"]
 
-MAX_PAIRS = 2 * 10**9
+MAX_PAIRS = 5 * 10**8
 """Default refusal threshold of :func:`approximate_many`: pairs ``(A, B)`` scored over all
-targets (about ten seconds to a minute of BLAS on a laptop; BENCHMARKS.md, "Search")."""
+targets (tens of seconds on two cores; BENCHMARKS.md, "Search memory")."""
 
 _ENTRIES = 1 << 22
 """Scores formed at once (64 MiB of complex128)."""
@@ -183,14 +184,17 @@ def _approximate_one(
         if prefixes.start == prefixes.stop or suffixes.start == suffixes.stop:
             continue
         split: Best | None = None
-        for lo in range(prefixes.start, prefixes.stop, CHUNK):
-            hi = min(prefixes.stop, lo + CHUNK)
+        for lo in range(prefixes.start, prefixes.stop, _table.CHUNK):
+            hi = min(prefixes.stop, lo + _table.CHUNK)
             queries = u[None] @ np.conj(np.swapaxes(table.block(lo, hi), 1, 2))  # U A^dag
             bound = best if split is None else max(best, split[0])
             found = _best_kd(table, queries, suffixes, bound) if kd else _best_brute(table, queries, suffixes)
             split = _better(None if found is None else (found[0], lo + found[1], found[2]), split)
             if bar is not None:
-                bar.advance((hi - lo) * (max(suffixes.stop - suffixes.start, 1).bit_length() if kd else suffixes.stop - suffixes.start))
+                bar.advance(
+                    (hi - lo)
+                    * (max(suffixes.stop - suffixes.start, 1).bit_length() if kd else suffixes.stop - suffixes.start)
+                )
         if split is not None and split[0] > best + tol:
             best, pick = split[0], split[1:]
     i, j = pick
