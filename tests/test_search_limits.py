@@ -13,7 +13,7 @@ from qiskit import QuantumCircuit
 from qiskit.quantum_info import Operator, random_unitary
 
 import unitarium
-from unitarium.search import _progress, _table
+from unitarium.search import _table
 
 from conftest import cli
 
@@ -156,6 +156,8 @@ def test_cli_synth_approximate_refuses_over_max_pairs(cliff3, tmp_path):
 
 
 def test_searches_show_progress_on_a_terminal_only(cliff3, monkeypatch, capsys):
+    from unitarium.search import _progress
+
     ds = unitarium.open(cliff3.path)
     ds.nearest(np.eye(4))
     assert capsys.readouterr().err == ""  # not a terminal: nothing
