@@ -12,6 +12,9 @@ circuit's unitary, ``ds.nearest(U, k=3)``, ``synth --approximate`` with the defa
 ``--max-length 2L`` (refused by its cost estimate) and ``ds.approximate`` at the largest
 ``max_length`` the default ``max_pairs`` admits. Compared with docs/search.md's formula,
 ``N (16 d^2 + L + 22)`` bytes (unitaries cached, as here, since ``N d^2 16 <= 1 GiB``).
+Peak RSS includes the pages of the dataset file that SQLite maps (``mmap_size``: shared,
+file-backed, given back under pressure); the peak of ``RssAnon`` (sampled every 20 ms from
+``/proc/<pid>/status``) is the memory the process allocated, the part the formula is about.
 ``--src`` runs another checkout's sources (e.g. the base commit) for comparison; a
 command that runs past ``--timeout`` seconds is killed and reported as such.
 Writes benchmarks/out/search_memory.json and prints a markdown table.
@@ -47,12 +50,21 @@ print("op_s", time.perf_counter() - t0)
 
 
 WRAP = """
-import resource, subprocess, sys
-try:
-    rc = subprocess.run(sys.argv[2:], timeout=float(sys.argv[1])).returncode
-except subprocess.TimeoutExpired:
-    rc = "timeout"
-print("MAXRSS_KIB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+import resource, subprocess, sys, time
+proc = subprocess.Popen(sys.argv[2:])
+deadline, anon = time.monotonic() + float(sys.argv[1]), 0
+while proc.poll() is None and time.monotonic() < deadline:
+    try:
+        for line in open(f"/proc/{proc.pid}/status"):
+            if line.startswith("RssAnon:"):
+                anon = max(anon, int(line.split()[1]))
+    except (OSError, ValueError):
+        pass
+    time.sleep(0.02)
+if proc.poll() is None:
+    proc.kill()
+rc = proc.wait() if time.monotonic() < deadline else "timeout"
+print("MAXRSS_KIB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, anon, file=sys.stderr)
 sys.exit(124 if rc == "timeout" else rc)
 """
 
@@ -83,9 +95,17 @@ def run(cmd: list[str], src: Path, timeout: float) -> dict[str, Any]:
     )
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
-    rss = float(err.rsplit("MAXRSS_KIB", 1)[1].split()[0]) / 1024 if "MAXRSS_KIB" in err else float("nan")
+    fields = err.rsplit("MAXRSS_KIB", 1)[1].split()[:2] if "MAXRSS_KIB" in err else ["nan", "nan"]
+    rss, anon = (float(f) / 1024 for f in fields)
     err = err.rsplit("MAXRSS_KIB", 1)[0]
-    return {"wall_s": wall, "rss_mib": rss, "rc": proc.returncode, "stdout": out[-300:], "stderr": err[-300:]}
+    return {
+        "wall_s": wall,
+        "rss_mib": rss,
+        "anon_mib": anon,
+        "rc": proc.returncode,
+        "stdout": out[-300:],
+        "stderr": err[-300:],
+    }
 
 
 def main() -> None:
@@ -126,6 +146,7 @@ def main() -> None:
         results[name] = {
             "wall_s_median": statistics.median(r["wall_s"] for r in runs),
             "rss_mib_median": statistics.median(r["rss_mib"] for r in runs),
+            "anon_mib_median": statistics.median(r["anon_mib"] for r in runs),
             "runs": runs,
         }
         print(
@@ -140,10 +161,13 @@ def main() -> None:
     data = {"machine": machine(), "records": n, "formula_mib": formula, "src": str(args.src), "results": results}
     write_json("search_memory.json" if args.src == ROOT / "src" else "search_memory_other.json", data)
     print(f"\n{n:,} records; formula N (16 d^2 + L + 22) = {formula:.0f} MiB\n")
-    print("| operation | median wall s | median peak RSS MiB | exit |")
-    print("|---|---|---|---|")
+    print("| operation | median wall s | median peak RSS MiB | median peak anonymous MiB | exit |")
+    print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['wall_s_median']:.1f} | {r['rss_mib_median']:.0f} | {r['runs'][0]['rc']} |")
+        row = (
+            f"{r['wall_s_median']:.1f} | {r['rss_mib_median']:.0f} | {r['anon_mib_median']:.0f} | {r['runs'][0]['rc']}"
+        )
+        print(f"| {name} | {row} |")
 
 
 if __name__ == "__main__":
