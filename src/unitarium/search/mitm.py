@@ -42,8 +42,9 @@ from ._table import SearchTable
 __all__ = ["MAX_ATOL", "synthesize_many"]
 
 MAX_ATOL = 1e-4
-_PAIRS = 1 << 21
-"""Matrix entries (pairs x d^2) formed at once: 32 MiB of complex128 products."""
+_PAIRS = 1 << 19
+"""Matrix entries (pairs x d^2) formed at once: 8 MiB of complex128 products (and a few times
+that in key coordinates)."""
 
 
 def synthesize_many(table: SearchTable, targets: np.ndarray, *, atol: float) -> list[Circuit | None]:
