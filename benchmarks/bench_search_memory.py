@@ -61,9 +61,11 @@ while proc.poll() is None and time.monotonic() < deadline:
     except (OSError, ValueError):
         pass
     time.sleep(0.02)
-if proc.poll() is None:
+rc = proc.poll()
+if rc is None:
     proc.kill()
-rc = proc.wait() if time.monotonic() < deadline else "timeout"
+    proc.wait()  # reaped, so that its peak counts in RUSAGE_CHILDREN
+    rc = "timeout"
 print("MAXRSS_KIB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, anon, file=sys.stderr)
 sys.exit(124 if rc == "timeout" else rc)
 """
