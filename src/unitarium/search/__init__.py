@@ -18,7 +18,7 @@ stderr is a terminal; ``approximate`` refuses, before it starts, a search of mor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,8 +98,9 @@ class SearchMixin:
         targets, single = as_targets(unitary, ds.gateset, "nearest")
         with progress("nearest", len(ds)) as bar:
             ids, dists = nearest_ids(targets, _blocks(ds, bar), int(k))
+        record = _reader(ds, ids)
         out = [
-            [Match(ds[int(i)], float(x)) for i, x in zip(row, drow, strict=True)]
+            [Match(record(int(i)), float(x)) for i, x in zip(row, drow, strict=True)]
             for row, drow in zip(ids, dists, strict=True)
         ]
         return out[0] if single else out
@@ -145,6 +146,17 @@ def _one(unitary: Any, ds: Dataset, what: str) -> np.ndarray:
         d = ds.gateset.dim
         raise SpecError(f"{what} takes one {d}x{d} matrix or circuit: use {what}_many for a stack")
     return targets
+
+
+def _reader(ds: Dataset, ids: np.ndarray) -> Callable[[int], Record]:
+    """Records ``ids`` as ``ds[i]`` returns them: with a search table, its circuits and one bulk
+    read of the stored unitaries; else ``ds[i]``."""
+    table = ds.__dict__.get("_search_table")
+    if table is None or not ids.size:
+        return ds.__getitem__
+    wanted = np.unique(ids)
+    stored = dict(zip(wanted.tolist(), ds.unitaries(wanted), strict=True))
+    return lambda i: Record(i, table.circuit(i), stored[i])
 
 
 def _blocks(ds: Dataset, bar: Bar) -> Iterator[tuple[int, np.ndarray]]:
