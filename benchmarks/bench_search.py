@@ -94,7 +94,7 @@ def one_qubit(tmp: Path, depth: int, count: int, rounds: int) -> dict[str, Any]:
         sk_circuits = [sk.run(u, 0) for u in targets]
         sk_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        approx = fresh.approximate_many(targets)
+        approx = fresh.approximate_many(targets, max_pairs=10**15)  # measured, not refused
         approx_t.append(time.perf_counter() - t0)
     sk_d = [distance(u, Operator(c).data) for u, c in zip(targets, sk_circuits, strict=True)]
     near_d = [m[0].distance for m in near]  # type: ignore[index]
@@ -124,7 +124,7 @@ def clifford_t(tmp: Path, lengths: list[int], count: int) -> list[dict[str, Any]
         n = count if length < 5 else max(3, count // 10)
         near = [m[0].distance for m in ds.nearest(targets[:n], k=1)]  # type: ignore[index]
         t0 = time.perf_counter()
-        approx = ds.approximate_many(targets[:n])
+        approx = ds.approximate_many(targets[:n], max_pairs=10**15)
         seconds = time.perf_counter() - t0
         out.append(
             {

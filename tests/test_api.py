@@ -32,6 +32,7 @@ EXPORTED = [
     "RecordIndexError",
     "STANDARD_GATES",
     "SchemaVersionError",
+    "SearchCostError",
     "Spec",
     "SpecError",
     "SpecMismatchError",

@@ -5,7 +5,8 @@ builtin they resemble, so ``except ValueError`` keeps working::
 
     UnitariumError
     ├── SpecError(ValueError)            bad gate set, qubits, counts, lengths, angles
-    │   └── GateFileError                a custom gate file that cannot be used
+    │   ├── GateFileError                a custom gate file that cannot be used
+    │   └── SearchCostError              a search that would not end in reasonable time
     ├── DatasetError                     a file that cannot be used as a dataset
     │   ├── NotADatasetError(ValueError) not SQLite, or SQLite but not ours
     │   ├── SchemaVersionError           written by a newer unitarium
@@ -34,6 +35,7 @@ __all__ = [
     "NotADatasetError",
     "RecordIndexError",
     "SchemaVersionError",
+    "SearchCostError",
     "SpecError",
     "SpecMismatchError",
     "StorageError",
@@ -52,6 +54,10 @@ class SpecError(UnitariumError, ValueError):
 
 class GateFileError(SpecError):
     """A custom gate file is unreadable, malformed, or defines a non-unitary gate."""
+
+
+class SearchCostError(SpecError):
+    """A search whose estimated cost exceeds its limit (``max_pairs``): refused before it starts."""
 
 
 class DatasetError(UnitariumError):

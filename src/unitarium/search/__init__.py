@@ -8,13 +8,17 @@
 - :meth:`SearchMixin.approximate`: the circuit of length at most ``max_length <= 2 L``
   nearest to ``U``, over all such circuits (meet in the middle over the nearest search).
 
-The tables are loaded into memory once per dataset handle (about ``N * d^2 * 16`` bytes
-for ``N`` records); nothing is written beside the dataset.
+The tables are loaded into memory once per dataset handle, compact (about ``N (L + 22)`` bytes
+for ``N`` records of at most ``L`` moves, plus ``N d^2 16`` bytes of unitaries up to a 1 GiB
+budget, recomputed in chunks beyond it: :mod:`._table`); nothing is written beside the
+dataset. Searches that run for more than a couple of seconds show a progress bar when
+stderr is a terminal; ``approximate`` refuses, before it starts, a search of more than
+``max_pairs`` scores (:class:`~unitarium.SearchCostError`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +27,9 @@ import numpy as np
 from .._circuit import Circuit, Record
 from .._errors import SpecError
 from .._spec import Enumeration
+from ._progress import Bar, progress
 from ._table import as_targets, table_of
+from .nearest import MAX_PAIRS
 
 if TYPE_CHECKING:
     from .._dataset import Dataset
@@ -32,6 +38,8 @@ __all__ = ["Approximation", "Match", "SearchMixin"]
 
 _CACHE_BYTES = 1 << 29
 """Stored unitaries of datasets up to this size are kept in memory between ``nearest`` calls."""
+_CHUNK_BYTES = 1 << 26
+"""Beyond it, they are read and scored this many bytes (as complex128) at a time."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,12 @@ class Approximation:
 
 
 class SearchMixin:
-    """Methods of :class:`~unitarium.Dataset` that search the data (synthesis, nearest)."""
+    """Methods of :class:`~unitarium.Dataset` that search the data (synthesis, nearest).
+
+    Every method takes what :meth:`~unitarium.Dataset.lookup` takes: a ``(d, d)`` matrix, a
+    unitarium ``Circuit``, a Qiskit ``QuantumCircuit``, a Cirq circuit or OpenQASM 2/3 text,
+    through one conversion (:func:`unitarium.interop.as_unitary`); the ``_many`` forms (and
+    ``nearest``) also a ``(n, d, d)`` stack or a list of any of these."""
 
     def synthesize(self, unitary: Any, *, atol: float = 1e-5) -> Circuit | None:
         """A shortest circuit whose unitary equals ``unitary`` ``(d, d)`` up to global phase
@@ -69,39 +82,44 @@ class SearchMixin:
         from .mitm import synthesize_many
 
         table = table_of(self._ds, "synthesize")
-        targets, _ = as_targets(unitaries, table.dim, "synthesize")
+        targets, _ = as_targets(unitaries, table.gateset, "synthesize")
         return synthesize_many(table, targets, atol=atol)
 
     def nearest(self, unitary: Any, k: int = 1) -> list[Match] | list[list[Match]]:
         """The ``k`` records nearest to ``unitary`` in ``D = sqrt(2 d - 2 |tr(U^dag V)|)``, nearest
-        first, ties to the lower id; exact (brute force over every record). A ``(n, d, d)``
-        stack gives one list per target. Distances are to the stored unitaries; on a unique
-        enumerated dataset, to the circuits' exact unitaries (recomputed in complex128)."""
+        first, ties to the lower id; exact (brute force over every record, in chunks). A
+        ``(n, d, d)`` stack gives one list per target. Distances are to the stored unitaries;
+        on a unique enumerated dataset, to the circuits' exact unitaries (recomputed in complex128)."""
         from .nearest import nearest_ids
 
         ds = self._ds
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise SpecError(f"nearest needs k >= 1 (a whole number), got {k!r}")
-        targets, single = as_targets(unitary, ds.gateset.dim, "nearest")
-        ids, dists = nearest_ids(targets, _blocks(ds), int(k))
-        table = ds.__dict__.get("_search_table")
-        record = ds.__getitem__ if table is None else table.record
+        targets, single = as_targets(unitary, ds.gateset, "nearest")
+        with progress("nearest", len(ds)) as bar:
+            ids, dists = nearest_ids(targets, _blocks(ds, bar), int(k))
+        record = _reader(ds, ids)
         out = [
             [Match(record(int(i)), float(x)) for i, x in zip(row, drow, strict=True)]
             for row, drow in zip(ids, dists, strict=True)
         ]
         return out[0] if single else out
 
-    def approximate(self, unitary: Any, *, max_length: int | None = None) -> Approximation:
+    def approximate(self, unitary: Any, *, max_length: int | None = None, max_pairs: int = MAX_PAIRS) -> Approximation:
         """The circuit of at most ``max_length`` moves (default and limit ``2 L``) nearest to
         ``unitary``, with its distance: the best over *all* such circuits, found by meeting
         in the middle (``B A`` with ``A``, ``B`` records, see
         :func:`unitarium.search.nearest.approximate_many`). Costs about
-        ``sum_a N_a (N_{a-1} + N_a)`` scores, ``N_a`` the records of length ``a``."""
-        return self.approximate_many(_one(unitary, self._ds, "approximate"), max_length=max_length)[0]
+        ``sum_a N_a (N_{a-1} + N_a)`` scores, ``N_a`` the records of length ``a``; raises
+        :class:`~unitarium.SearchCostError` (saying which ``max_length`` fits) before a search
+        of more than ``max_pairs`` scores."""
+        targets = _one(unitary, self._ds, "approximate")
+        return self.approximate_many(targets, max_length=max_length, max_pairs=max_pairs)[0]
 
-    def approximate_many(self, unitaries: Any, *, max_length: int | None = None) -> list[Approximation]:
-        """:meth:`approximate` for a ``(n, d, d)`` stack."""
+    def approximate_many(
+        self, unitaries: Any, *, max_length: int | None = None, max_pairs: int = MAX_PAIRS
+    ) -> list[Approximation]:
+        """:meth:`approximate` for a ``(n, d, d)`` stack (``max_pairs`` counts all targets)."""
         from .nearest import approximate_many
 
         table = table_of(self._ds, "approximate")
@@ -109,8 +127,11 @@ class SearchMixin:
         budget = top if max_length is None else max_length
         if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or not 0 <= budget <= top:
             raise SpecError(f"max_length {max_length!r} is out of range for this dataset: use 0 to {top} (2 L)")
-        targets, _ = as_targets(unitaries, table.dim, "approximate")
-        return [Approximation(table.circuit(i, j), x) for i, j, x in approximate_many(table, targets, int(budget))]
+        if isinstance(max_pairs, bool) or not isinstance(max_pairs, int | np.integer) or max_pairs < 1:
+            raise SpecError(f"max_pairs {max_pairs!r} must be a whole number >= 1")
+        targets, _ = as_targets(unitaries, table.gateset, "approximate")
+        found = approximate_many(table, targets, int(budget), max_pairs=int(max_pairs))
+        return [Approximation(table.circuit(i, j), x) for i, j, x in found]
 
     @property
     def _ds(self) -> Dataset:
@@ -118,19 +139,32 @@ class SearchMixin:
 
 
 def _one(unitary: Any, ds: Dataset, what: str) -> np.ndarray:
-    """A single ``(d, d)`` target as a stack of one (refusing stacks: use the ``_many`` form)."""
-    u = np.asarray(unitary)
-    if u.ndim == 3:
-        raise SpecError(f"{what} takes one {ds.gateset.dim}x{ds.gateset.dim} matrix: use {what}_many for a stack")
-    return u[None] if u.ndim == 2 else u
+    """A single target (anything :func:`~._table.as_targets` takes) as a ``(1, d, d)`` stack,
+    refusing stacks and lists (use the ``_many`` form)."""
+    targets, single = as_targets(unitary, ds.gateset, what)
+    if not single:
+        d = ds.gateset.dim
+        raise SpecError(f"{what} takes one {d}x{d} matrix or circuit: use {what}_many for a stack")
+    return targets
 
 
-def _blocks(ds: Dataset) -> Iterator[tuple[int, np.ndarray]]:
+def _reader(ds: Dataset, ids: np.ndarray) -> Callable[[int], Record]:
+    """Records ``ids`` as ``ds[i]`` returns them: with a search table, its circuits and one bulk
+    read of the stored unitaries; else ``ds[i]``."""
+    table = ds.__dict__.get("_search_table")
+    if table is None or not ids.size:
+        return ds.__getitem__
+    wanted = np.unique(ids)
+    stored = dict(zip(wanted.tolist(), ds.unitaries(wanted), strict=True))
+    return lambda i: Record(i, table.circuit(i), stored[i])
+
+
+def _blocks(ds: Dataset, bar: Bar) -> Iterator[tuple[int, np.ndarray]]:
     """Every record's unitary as ``(first id, (b, d, d) complex128)`` blocks: the exact search
     table of a complete unique enumeration, else the stored unitaries (kept in memory when small)."""
     spec = ds.spec
     if isinstance(spec.source, Enumeration) and spec.unique and ds.complete:
-        yield 0, table_of(ds, "nearest").unitaries
+        yield from table_of(ds, "nearest").blocks(bar=bar)
         return
     cached = ds.__dict__.get("_search_stored")
     n, d = len(ds), ds.gateset.dim
@@ -141,6 +175,7 @@ def _blocks(ds: Dataset) -> Iterator[tuple[int, np.ndarray]]:
         ds.__dict__["_search_stored"] = ds.unitaries(0, n).astype(np.complex128)
         yield 0, ds.__dict__["_search_stored"]
         return
-    step = max(1, _CACHE_BYTES // (d * d * 16))
+    step = max(1, _CHUNK_BYTES // (d * d * 16))
     for a in range(0, n, step):
         yield a, ds.unitaries(a, min(n, a + step)).astype(np.complex128)
+        bar.advance(min(n, a + step) - a)

@@ -1,18 +1,25 @@
-"""The table a search runs over: every record of a unique enumerated dataset, in memory.
+"""The table a search runs over: every record of a unique enumerated dataset, compact in memory.
 
 Loaded once per :class:`~unitarium.Dataset` handle (:func:`table_of`) through the public
-range API: lengths, move codes padded to the longest circuit, where each length (level)
-starts, and the ``(N, d, d)`` unitaries recomputed from the codes in complex128 (exact to
-~1e-15 whatever the stored dtype, so that matches can be checked against a tight ``atol``).
-Enumeration is breadth-first, so records are sorted by length and level ``l`` is the id range
-``starts[l] .. starts[l+1] - 1``.
+range API, in chunks of :data:`CHUNK` records: lengths ``(N,)`` uint8, move codes ``(N, L)``
+uint8 (uint16 past 254 moves) padded with the number of moves, where each length (level)
+starts, and the hash index of the unitaries (:mod:`._keys`, 8 bytes an entry). The ``(N, d, d)``
+unitaries, recomputed from the codes in complex128 (exact to ~1e-15 whatever the stored dtype,
+so that matches can be checked against a tight ``atol``), are kept when they fit in
+:data:`CACHE_BYTES` and recomputed chunk by chunk otherwise. Enumeration is breadth-first, so
+records are sorted by length and level ``l`` is the id range ``starts[l] .. starts[l+1] - 1``.
+
+Memory: about ``N (L + 1 + 21)`` bytes (codes, lengths, index) plus ``N d^2 16`` bytes for the
+unitaries while that is at most :data:`CACHE_BYTES`, plus working buffers of a few
+:data:`CHUNK` records; beyond the budget nothing grows with ``N`` but the codes and the index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,38 +28,53 @@ from .._errors import DatasetError, SpecError
 from .._kernels import ProductTable
 from .._spec import Enumeration
 from ._keys import KeyIndex
+from ._progress import progress
 
 if TYPE_CHECKING:
     from .._dataset import Dataset
     from .._gateset import GateSet
 
-__all__ = ["SearchTable", "as_targets", "table_of"]
+__all__ = ["CACHE_BYTES", "CHUNK", "SearchTable", "as_targets", "table_of"]
 
 UNITARY_TOL = 1e-5
 """How far ``U^dag U`` may stray from the identity (entrywise) before a target is refused:
 loose enough for matrices saved in complex64."""
+
+CACHE_BYTES = 1 << 30
+"""The recomputed unitaries (``N d^2 16`` bytes) are kept in memory up to this size; larger
+tables recompute them from the codes, :data:`CHUNK` records at a time, on every pass."""
+
+CHUNK = 1 << 16
+"""Records read, recomputed or scored at once (4 MiB of 2-qubit unitaries)."""
 
 
 @dataclass(frozen=True, eq=False)
 class SearchTable:
     """All records of a complete unique enumeration of max length ``max_length``.
 
-    ``unitaries`` ``(N, d, d)`` complex128 (recomputed from the circuits), ``lengths`` ``(N,)``,
-    ``codes`` ``(N, max_length)`` padded with ``-1``, ``starts`` ``(max_length + 2,)``: level
-    ``l`` is ids ``starts[l] .. starts[l + 1] - 1``; ``stored``: the unitaries as stored."""
+    ``lengths`` ``(N,)`` uint8, ``codes`` ``(N, max_length)`` uint8/uint16 padded with
+    ``num_moves``, ``starts`` ``(max_length + 2,)``: level ``l`` is ids ``starts[l] ..
+    starts[l + 1] - 1``; ``cache``: the ``(N, d, d)`` complex128 unitaries when they fit in
+    :data:`CACHE_BYTES`, else None (see :meth:`block`, :meth:`take`); ``read``: record ``i``
+    as ``ds[i]`` returns it (stored unitary)."""
 
     gateset: GateSet
     max_length: int
-    unitaries: np.ndarray
     lengths: np.ndarray
     codes: np.ndarray
     starts: np.ndarray
-    stored: np.ndarray
+    read: Callable[[int], Record]
+    cache: np.ndarray | None = None
+    _products: ProductTable = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_products", ProductTable(self.gateset.move_matrices, np.complex128))
 
     @cached_property
     def index(self) -> KeyIndex:
-        """The hash index of :attr:`unitaries` (exact matching up to phase)."""
-        return KeyIndex.build(self.unitaries)
+        """The hash index of the unitaries (exact matching up to phase), built chunk by chunk."""
+        with progress("indexing the search table", len(self)) as bar:
+            return KeyIndex.build(self.blocks(bar=bar), len(self))
 
     @property
     def dim(self) -> int:
@@ -69,14 +91,41 @@ class SearchTable:
         """How many records have at most ``length`` moves (they are ids ``0 .. upto - 1``)."""
         return int(self.starts[min(max(length, -1), self.max_length) + 1])
 
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """The ``(stop - start, d, d)`` complex128 unitaries of ids ``start .. stop - 1``."""
+        if self.cache is not None:
+            return self.cache[start:stop]
+        return self._compute(self.codes[start:stop])
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """The ``(len(ids), d, d)`` complex128 unitaries of the records ``ids`` (any order)."""
+        if self.cache is not None:
+            return self.cache[ids]
+        return self._compute(self.codes[ids])
+
+    def blocks(self, start: int = 0, stop: int | None = None, *, bar: Any = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first id, unitaries)`` of ids ``start .. stop - 1`` in chunks of :data:`CHUNK`."""
+        stop = len(self) if stop is None else stop
+        for a in range(start, stop, CHUNK):
+            b = min(stop, a + CHUNK)
+            yield a, self.block(a, b)
+            if bar is not None:
+                bar.advance(b - a)
+
     def record(self, i: int) -> Record:
-        """Record ``i`` as ``ds[i]`` returns it (stored unitary), without a read."""
-        return Record(i, self.circuit(i), self.stored[i])
+        """Record ``i`` as ``ds[i]`` returns it."""
+        return self.read(i)
 
     def circuit(self, *ids: int) -> Circuit:
         """The circuit of records ``ids`` applied one after the other (first id first)."""
         parts = [self.codes[i, : self.lengths[i]] for i in ids]
         return Circuit(np.concatenate([np.zeros(0, np.int64), *parts]).astype(np.int64), self.gateset)
+
+    def _compute(self, codes: np.ndarray) -> np.ndarray:
+        out = np.empty((len(codes), self.dim, self.dim), dtype=np.complex128)
+        for a in range(0, len(codes), CHUNK):
+            out[a : a + CHUNK] = self._products.unitaries(codes[a : a + CHUNK].astype(np.intp))
+        return out
 
 
 def table_of(ds: Dataset, feature: str) -> SearchTable:
@@ -107,26 +156,75 @@ def _check_searchable(ds: Dataset, feature: str) -> None:
 def _load(ds: Dataset) -> SearchTable:
     src = ds.spec.source
     assert isinstance(src, Enumeration)
-    big = src.max_length
-    lengths = ds.lengths().astype(np.int64)
-    if len(lengths) == 0 or lengths[0] != 0 or np.any(np.diff(lengths) < 0) or lengths[-1] > big:
+    big, n, moves = src.max_length, len(ds), len(ds.gateset.move_matrices)
+    lengths = np.zeros(n, dtype=np.uint8 if big < 255 else np.uint16)
+    codes = np.full((n, big), moves, dtype=np.uint8 if moves < 255 else np.uint16)
+    with progress("loading the search table", n) as bar:
+        for a in range(0, n, CHUNK):
+            flat, off = ds.codes(a, min(n, a + CHUNK))
+            size = np.diff(off)
+            if np.any(size > big):
+                raise DatasetError(
+                    f"{str(ds.path)!r} holds a circuit longer than its max length: it cannot be searched"
+                )
+            row = np.repeat(np.arange(len(size)), size)
+            codes[a + row, np.arange(len(flat)) - off[row]] = flat
+            lengths[a : a + len(size)] = size
+            bar.advance(len(size))
+    if n == 0 or lengths[0] != 0 or np.any(np.diff(lengths.astype(np.int64)) < 0):
         raise DatasetError(f"{str(ds.path)!r} is not in breadth-first order: it cannot be searched")
     starts = np.searchsorted(lengths, np.arange(big + 2), side="left").astype(np.int64)
-    codes = np.full((len(lengths), big), -1, dtype=np.int64)
-    for length in range(1, big + 1):
-        a, b = int(starts[length]), int(starts[length + 1])
-        if b > a:
-            codes[a:b, :length] = ds.circuit_array(a, b, length)
-    moves = ds.gateset.move_matrices
-    unitaries = ProductTable(moves, np.complex128).unitaries(np.where(codes < 0, len(moves), codes))
-    return SearchTable(ds.gateset, big, unitaries, lengths, codes, starts, ds.unitaries(0, len(lengths)))
+    table = SearchTable(ds.gateset, big, lengths, codes, starts, ds.__getitem__)
+    d = ds.gateset.dim
+    if n * d * d * 16 <= CACHE_BYTES:
+        cache = np.empty((n, d, d), dtype=np.complex128)
+        with progress("computing the table's unitaries", n) as bar:
+            for first, block in table.blocks(bar=bar):
+                cache[first : first + len(block)] = block
+        object.__setattr__(table, "cache", cache)
+    return table
 
 
-def as_targets(unitary: object, d: int, what: str) -> tuple[np.ndarray, bool]:
-    """``(n, d, d)`` complex128 targets from one ``(d, d)`` matrix or a stack ``(n, d, d)``,
-    and whether one matrix was given. Raises :class:`SpecError` for anything else: not
-    numbers, another shape, NaN or infinite entries, not unitary."""
-    u = np.asarray(unitary)
+def as_targets(unitary: object, gateset: GateSet, what: str) -> tuple[np.ndarray, bool]:
+    """``(n, d, d)`` complex128 targets and whether one was given, from what ``lookup`` takes
+    (a matrix, a unitarium ``Circuit``, a Qiskit ``QuantumCircuit``, a Cirq circuit, OpenQASM
+    text: one conversion, :func:`unitarium.interop.as_unitary`), a ``(n, d, d)`` stack, or a
+    list of any of these. Raises :class:`SpecError` for anything else: not numbers, another
+    shape, NaN or infinite entries, not unitary."""
+    if _named(unitary):
+        return _convert(unitary, gateset, what)[None], True
+    if isinstance(unitary, list | tuple) and unitary and any(_named(x) for x in unitary):
+        return np.stack([_convert(x, gateset, what) for x in unitary]), False
+    return _as_matrices(unitary, gateset.dim, what)
+
+
+def _named(x: object) -> bool:
+    """Whether ``x`` names a unitary without being one (a circuit of any kind, OpenQASM text)."""
+    from ..interop.cirq import is_cirq_circuit
+    from ..interop.qiskit import is_qiskit_circuit
+
+    return isinstance(x, str | Circuit) or is_qiskit_circuit(x) or is_cirq_circuit(x)
+
+
+def _convert(x: object, gateset: GateSet, what: str) -> np.ndarray:
+    from ..interop.convert import as_unitary
+
+    if not _named(x):
+        return _as_matrices(x, gateset.dim, what)[0][0]
+    try:
+        return as_unitary(x, gateset)
+    except SpecError as exc:
+        raise SpecError(f"{what}: {exc}") from exc
+
+
+def _as_matrices(unitary: object, d: int, what: str) -> tuple[np.ndarray, bool]:
+    try:
+        u = np.asarray(unitary)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(
+            f"{what} needs a {d}x{d} matrix, a Circuit, a Qiskit or Cirq circuit or OpenQASM text, "
+            f"got a {type(unitary).__name__}"
+        ) from exc
     if u.dtype.kind not in "biufc" or u.dtype.names is not None:
         raise SpecError(f"{what} needs a matrix of numbers, got an array of dtype {u.dtype}")
     single = u.ndim == 2

@@ -24,6 +24,11 @@ __all__ = ["synth_cmd"]
 @click.option("--circuit", help='A circuit in the dataset\'s gates, e.g. "h 0; cx 0 1".')
 @click.option("--approximate", is_flag=True, help="The nearest circuit of at most --max-length moves instead.")
 @click.option("--max-length", type=int, help="Budget for --approximate (default and limit: 2 x the dataset's).")
+@click.option(
+    "--max-pairs",
+    type=click.IntRange(min=1),
+    help="Refuse an --approximate search scoring more pairs than this (default 5e8: tens of seconds).",
+)
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Entrywise tolerance (exact synthesis).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def synth_cmd(
@@ -33,22 +38,26 @@ def synth_cmd(
     circuit: str | None,
     approximate: bool,
     max_length: int | None,
+    max_pairs: int | None,
     atol: float,
     as_json: bool,
 ) -> None:
     """A shortest circuit for a unitary from a unique enumerated dataset PATH (max length L):
     exact up to global phase with at most 2L moves, or with --approximate the nearest one.
-    Exit status 1 when no circuit of at most 2L moves implements it."""
+    Exit status 1 when no circuit of at most 2L moves implements it. An --approximate search
+    whose cost estimate exceeds --max-pairs is refused before it starts (exit status 2), with
+    the largest --max-length that fits. A search that runs for more than a couple of seconds
+    shows a progress bar when stderr is a terminal."""
     from .._dataset import Dataset
 
     ds = Dataset(path)
     if sum(x is not None for x in (matrix, qasm, circuit)) != 1:
         raise SpecError("give exactly one of --matrix FILE.npy, --qasm FILE.qasm or --circuit TEXT")
-    if max_length is not None and not approximate:
-        raise SpecError("--max-length goes with --approximate")
+    if (max_length is not None or max_pairs is not None) and not approximate:
+        raise SpecError("--max-length and --max-pairs go with --approximate")
     u = _target(ds, matrix, qasm, circuit)
     if approximate:
-        found = ds.approximate(u, max_length=max_length)
+        found = ds.approximate(u, max_length=max_length, **({} if max_pairs is None else {"max_pairs": max_pairs}))
         _report(found.circuit, {"distance": found.distance}, as_json)
         return
     result = ds.synthesize(u, atol=atol)

@@ -34,14 +34,17 @@ import numpy as np
 
 from .._circuit import Circuit
 from .._errors import SpecError
+from . import _table
 from ._keys import primary_keys
+from ._progress import progress
 from ._table import SearchTable
 
 __all__ = ["MAX_ATOL", "synthesize_many"]
 
 MAX_ATOL = 1e-4
-_PAIRS = 1 << 21
-"""Matrix entries (pairs x d^2) formed at once: 32 MiB of complex128 products."""
+_PAIRS = 1 << 19
+"""Matrix entries (pairs x d^2) formed at once: 8 MiB of complex128 products (and a few times
+that in key coordinates)."""
 
 
 def synthesize_many(table: SearchTable, targets: np.ndarray, *, atol: float) -> list[Circuit | None]:
@@ -55,21 +58,27 @@ def synthesize_many(table: SearchTable, targets: np.ndarray, *, atol: float) -> 
     n = len(targets)
     best = np.full((n, 3), np.iinfo(np.int64).max, dtype=np.int64)  # (length, id of A, id of B)
     active = np.arange(n)
-    for a in range(table.max_length + 1):
-        if not len(active):
-            break
-        _search_level(table, targets, active, a, best, atol)
-        active = active[best[active, 0] > table.max_length + a + 1]
+    table.index  # noqa: B018  # built (with its own progress) before the search's bar starts
+    with progress("synthesising", n * table.upto(table.max_length)) as bar:
+        for a in range(table.max_length + 1):
+            if not len(active):
+                break
+            level = table.level(a)
+            for lo in range(level.start, level.stop, _table.CHUNK):
+                _search_prefixes(table, targets, active, slice(lo, min(level.stop, lo + _table.CHUNK)), best, atol)
+                bar.advance(len(active) * (min(level.stop, lo + _table.CHUNK) - lo))
+            settled = best[active, 0] <= table.max_length + a + 1
+            bar.advance(int(settled.sum()) * (table.upto(table.max_length) - level.stop))
+            active = active[~settled]
     found = best[:, 0] <= 2 * table.max_length
     return [table.circuit(int(best[t, 1]), int(best[t, 2])) if found[t] else None for t in range(n)]
 
 
-def _search_level(
-    table: SearchTable, targets: np.ndarray, active: np.ndarray, a: int, best: np.ndarray, atol: float
+def _search_prefixes(
+    table: SearchTable, targets: np.ndarray, active: np.ndarray, ids: slice, best: np.ndarray, atol: float
 ) -> None:
-    """Try every record of length ``a`` as the prefix of every active target; update ``best``."""
-    level = table.level(a)
-    prefixes = np.conj(np.swapaxes(table.unitaries[level], 1, 2))  # A^dag, (m, d, d)
+    """Try every record of ``ids`` (one level) as the prefix of every active target; update ``best``."""
+    prefixes = np.conj(np.swapaxes(table.block(ids.start, ids.stop), 1, 2))  # A^dag, (m, d, d)
     m, d = len(prefixes), table.dim
     if m == 0:
         return
@@ -78,17 +87,16 @@ def _search_level(
         chunk = active[lo : lo + step]
         products = (targets[chunk][:, None] @ prefixes[None]).reshape(-1, d, d)  # U A^dag
         query, rows = table.index.find(primary_keys(products))
-        t, i = chunk[query // m], level.start + query % m
+        t, i = chunk[query // m], ids.start + query % m
         ok = _verify(table, targets[t], i, rows, atol)
-        _improve(best, t[ok], table.lengths[i[ok]] + table.lengths[rows[ok]], i[ok], rows[ok])
+        _improve(best, t[ok], table.lengths[i[ok]].astype(np.int64) + table.lengths[rows[ok]], i[ok], rows[ok])
 
 
 def _verify(table: SearchTable, targets: np.ndarray, a: np.ndarray, b: np.ndarray, atol: float) -> np.ndarray:
     """Whether ``B A`` equals each target up to global phase, entrywise within ``atol``."""
     if not len(a):
         return np.zeros(0, dtype=bool)
-    u = table.unitaries
-    product = u[b] @ u[a]
+    product = table.take(b) @ table.take(a)
     overlap = np.einsum("nij,nij->n", np.conj(product), targets)
     mag = np.abs(overlap)
     phase = np.where(mag > 0, overlap / np.where(mag > 0, mag, 1), 1)

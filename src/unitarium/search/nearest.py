@@ -18,9 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import SearchCostError
+from . import _table
+from ._progress import progress
 from ._table import SearchTable
 
-__all__ = ["approximate_many", "distance", "nearest_ids"]
+__all__ = ["MAX_PAIRS", "approximate_cost", "approximate_many", "distance", "nearest_ids"]
+
+MAX_PAIRS = 5 * 10**8
+"""Default refusal threshold of :func:`approximate_many`: pairs ``(A, B)`` scored over all
+targets (tens of seconds on two cores; BENCHMARKS.md, "Search memory")."""
 
 _ENTRIES = 1 << 22
 """Scores formed at once (64 MiB of complex128)."""
@@ -77,7 +84,20 @@ def _top_ties(ids: np.ndarray, scores: np.ndarray, k: int, kth: np.ndarray) -> t
     return out_ids, out_scores
 
 
-def approximate_many(table: SearchTable, targets: np.ndarray, max_length: int) -> list[tuple[int, int, float]]:
+def approximate_cost(table: SearchTable, max_length: int, *, kd: bool) -> int:
+    """The pairs ``(A, B)`` :func:`approximate_many` scores per target for ``max_length``: one
+    scan of the records of length ``<= max_length``, then ``N_A N_B`` per split (with the
+    one-qubit k-d trees, ``N_A`` queries of about ``log2 N_B`` steps each)."""
+    total = table.upto(min(max_length, table.max_length))
+    for prefixes, suffixes in _splits(table, max_length):
+        na, nb = prefixes.stop - prefixes.start, suffixes.stop - suffixes.start
+        total += na * (max(nb, 1).bit_length() if kd else nb)
+    return total
+
+
+def approximate_many(
+    table: SearchTable, targets: np.ndarray, max_length: int, *, max_pairs: int = MAX_PAIRS
+) -> list[tuple[int, int, float]]:
     """For each target, ``(id of A, id of B, D)`` minimising ``D(U, B A)`` over all table
     records with ``len(A) + len(B) <= max_length`` (at most ``2 L``).
 
@@ -86,14 +106,35 @@ def approximate_many(table: SearchTable, targets: np.ndarray, max_length: int) -
     shortest, hence in the table), so only those pairs are scored, one pair of levels per
     ``l``, and the result is the best over *all* circuits of length ``<= max_length``. Lengths
     are tried in increasing order and a pair replaces the best only when nearer by more than
-    ``1e-10 d``: of near-ties, the shorter circuit wins.
+    ``1e-10 d``: of near-ties, the shorter circuit wins; of exact ties within a length, the
+    lowest ``(id of A, id of B)``.
 
     One qubit (``d = 2``) with SciPy: each suffix level is a ``cKDTree`` over the embedding
     ``V -> vec(V) vec(V)^dag`` (16 reals; ``||E(U) - E(V)||^2 = 2 d^2 - 2 |tr(U^dag V)|^2``, a
     monotone function of ``D``, so Euclidean neighbours are exact ``D`` neighbours), queried
-    with the best distance so far as the bound. Otherwise brute force on matrix products."""
+    with the best distance so far as the bound. Otherwise brute force on matrix products, in
+    chunks of :data:`~._table.CHUNK` records of each level (memory independent of ``N``).
+
+    Raises :class:`~unitarium.SearchCostError` before scoring anything when the pairs to
+    score (:func:`approximate_cost` times the targets) exceed ``max_pairs``."""
     kd = table.dim == 2 and _scipy()
-    return [_approximate_one(table, u, max_length, kd=kd) for u in targets]
+    per_target = approximate_cost(table, max_length, kd=kd)
+    if per_target * len(targets) > max_pairs:
+        _refuse(table, len(targets), max_length, max_pairs, kd=kd)
+    with progress("approximating", per_target * len(targets)) as bar:
+        return [_approximate_one(table, u, max_length, kd=kd, bar=bar) for u in targets]
+
+
+def _refuse(table: SearchTable, n: int, max_length: int, max_pairs: int, *, kd: bool) -> None:
+    cost = approximate_cost(table, max_length, kd=kd) * n
+    fits = [m for m in range(max_length) if approximate_cost(table, m, kd=kd) * n <= max_pairs]
+    hint = f"use max_length <= {fits[-1]}" if fits else "use fewer targets"
+    of = f" for {n:,} targets" if n != 1 else ""
+    raise SearchCostError(
+        f"approximate with max_length {max_length} would score about {cost:.2g} pairs over "
+        f"{len(table):,} records{of}, more than max_pairs = {max_pairs:.2g}: {hint}, "
+        "or raise max_pairs (--max-pairs on the command line) to wait for it"
+    )
 
 
 def _scipy() -> bool:
@@ -114,36 +155,66 @@ def _splits(table: SearchTable, max_length: int) -> list[tuple[slice, slice]]:
     return out
 
 
-def _approximate_one(table: SearchTable, u: np.ndarray, max_length: int, *, kd: bool) -> tuple[int, int, float]:
+Best = tuple[float, int, int]
+"""``(score, id of A, id of B)``: ``score = |tr(U^dag B A)|``."""
+
+
+def _better(found: Best | None, best: Best | None) -> Best | None:
+    """The higher score of the two; of equal scores, the lower ``(id of A, id of B)``."""
+    if found is None:
+        return best
+    if best is None or found[0] > best[0] or (found[0] == best[0] and found[1:] < best[1:]):
+        return found
+    return best
+
+
+def _approximate_one(
+    table: SearchTable, u: np.ndarray, max_length: int, *, kd: bool, bar: Any = None
+) -> tuple[int, int, float]:
     d, tol = table.dim, 1e-10 * table.dim
-    n = table.upto(min(max_length, table.max_length))
-    scores = np.abs(np.conj(table.unitaries[:n]).reshape(n, -1) @ u.reshape(-1))
+    scan: Best | None = None
+    for first, block in table.blocks(0, table.upto(min(max_length, table.max_length)), bar=bar):
+        scores = np.abs(np.conj(block).reshape(len(block), -1) @ u.reshape(-1))
+        col = int(np.argmax(scores))
+        scan = _better((float(scores[col]), 0, first + col), scan)
+    assert scan is not None  # the table holds the identity
     # a bound that the nearest record (A = identity) passes when its own split comes
-    best, pick = float(scores.max()) - 2 * tol, (0, int(np.argmax(scores)))
+    best, pick = scan[0] - 2 * tol, scan[1:]
     for prefixes, suffixes in _splits(table, max_length):
         if prefixes.start == prefixes.stop or suffixes.start == suffixes.stop:
             continue
-        queries = u[None] @ np.conj(np.swapaxes(table.unitaries[prefixes], 1, 2))  # U A^dag
-        found = _best_kd(table, queries, suffixes, best) if kd else _best_brute(table, queries, suffixes)
-        if found is not None and found[0] > best + tol:
-            best, pick = found[0], (prefixes.start + found[1], suffixes.start + found[2])
+        split: Best | None = None
+        for lo in range(prefixes.start, prefixes.stop, _table.CHUNK):
+            hi = min(prefixes.stop, lo + _table.CHUNK)
+            queries = u[None] @ np.conj(np.swapaxes(table.block(lo, hi), 1, 2))  # U A^dag
+            bound = best if split is None else max(best, split[0])
+            found = _best_kd(table, queries, suffixes, bound) if kd else _best_brute(table, queries, suffixes)
+            split = _better(None if found is None else (found[0], lo + found[1], found[2]), split)
+            if bar is not None:
+                bar.advance(
+                    (hi - lo)
+                    * (max(suffixes.stop - suffixes.start, 1).bit_length() if kd else suffixes.stop - suffixes.start)
+                )
+        if split is not None and split[0] > best + tol:
+            best, pick = split[0], split[1:]
     i, j = pick
-    exact = abs(np.vdot(table.unitaries[j] @ table.unitaries[i], u))
+    exact = abs(np.vdot(table.take(np.array([j]))[0] @ table.take(np.array([i]))[0], u))
     return i, j, float(distance(exact, d))
 
 
-def _best_brute(table: SearchTable, queries: np.ndarray, suffixes: slice) -> tuple[float, int, int] | None:
-    """The highest ``|<B, Q>|`` over queries ``Q`` and suffixes ``B``: ``(score, row, column)``."""
+def _best_brute(table: SearchTable, queries: np.ndarray, suffixes: slice) -> Best | None:
+    """The highest ``|<B, Q>|`` over queries ``Q`` and suffixes ``B`` (ids): ``(score, row, id)``,
+    exact ties to the lowest ``(row, id)``."""
     d = table.dim
-    cols = np.conj(table.unitaries[suffixes]).reshape(-1, d * d).T
     flat = queries.reshape(len(queries), -1)
-    best: tuple[float, int, int] | None = None
-    step = max(1, _ENTRIES // cols.shape[1])
-    for lo in range(0, len(flat), step):
-        scores = np.abs(flat[lo : lo + step] @ cols)
-        r, c = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        if best is None or scores[r, c] > best[0]:
-            best = (float(scores[r, c]), lo + int(r), int(c))
+    best: Best | None = None
+    for first, block in table.blocks(suffixes.start, suffixes.stop):
+        cols = np.conj(block).reshape(-1, d * d).T
+        step = max(1, _ENTRIES // cols.shape[1])
+        for lo in range(0, len(flat), step):
+            scores = np.abs(flat[lo : lo + step] @ cols)
+            r, c = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            best = _better((float(scores[r, c]), lo + int(r), first + int(c)), best)
     return best
 
 
@@ -157,7 +228,7 @@ def _embed(u: np.ndarray) -> np.ndarray:
     return np.concatenate([np.einsum("nii->ni", outer).real, off.real, off.imag], axis=1)
 
 
-def _best_kd(table: SearchTable, queries: np.ndarray, suffixes: slice, bound: float) -> tuple[float, int, int] | None:
+def _best_kd(table: SearchTable, queries: np.ndarray, suffixes: slice, bound: float) -> Best | None:
     """As :func:`_best_brute`, through a k-d tree, among suffixes scoring above ``bound`` only."""
     d = table.dim
     tree = _tree(table, suffixes)
@@ -166,8 +237,8 @@ def _best_kd(table: SearchTable, queries: np.ndarray, suffixes: slice, bound: fl
     r = int(np.argmin(dist))
     if not np.isfinite(dist[r]):
         return None
-    c = int(idx[r])
-    return float(abs(np.vdot(table.unitaries[suffixes.start + c], queries[r]))), r, c
+    c = suffixes.start + int(idx[r])
+    return float(abs(np.vdot(table.take(np.array([c]))[0], queries[r]))), r, c
 
 
 def _tree(table: SearchTable, suffixes: slice) -> Any:
@@ -177,5 +248,5 @@ def _tree(table: SearchTable, suffixes: slice) -> Any:
     trees = table.__dict__.setdefault("_trees", {})
     key = (suffixes.start, suffixes.stop)
     if key not in trees:
-        trees[key] = cKDTree(_embed(table.unitaries[suffixes]))
+        trees[key] = cKDTree(_embed(table.block(suffixes.start, suffixes.stop)))
     return trees[key]
