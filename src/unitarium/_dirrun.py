@@ -32,7 +32,7 @@ from typing import Any
 from ._driver import Driver
 from ._errors import UnitariumError
 from ._plan import plan
-from ._progress import announce
+from ._progress import StallWatch, announce
 from ._shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
 from ._sources import Task, TaskContext, TaskResult, run_task
 from ._spec import Spec
@@ -233,8 +233,6 @@ def _run_pool(driver: Driver, tasks: Iterator[Task | None], count: int) -> None:
     pool = _Workers(count, driver.writer)
     owner: dict[int, int] = {}
     submitted = driver.next_commit
-    from ._engine import StallWatch
-
     watch = StallWatch(driver.progress, driver.counts)
 
     def waiting() -> None:
