@@ -1,6 +1,6 @@
 """``unitarium pack DIR FILE``: one dataset file from a finished sharded dataset.
 
-The file gets the same spec, ids, circuits and (stored) unitaries: each task's block is checked
+The file gets the same spec, dataset id, ids, circuits and (stored) unitaries: each task's block is checked
 (every page's checksum) and copied byte for byte, with its lookup rows, in task order, a batch of
 tasks per transaction. The file is created privately and linked into place by :class:`._store.Writer`,
 so a reader never sees a half-made file; until the last task is copied it is an incomplete dataset
@@ -42,7 +42,7 @@ def pack(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Summ
         if os.path.lexists(target):
             raise DatasetError(f"{path_text(target)} exists: pack writes a new file only")
         tasks = store.query("SELECT task_id, level, first_id, count, candidates, shard FROM tasks ORDER BY task_id")
-        with Writer(target, ds.spec) as writer:
+        with Writer(target, ds.spec, fmt=ds.format) as writer:  # the same dataset id: blocks copied as they are
             for a in range(0, len(tasks), _BATCH_TASKS):
                 _copy(ds, writer, tasks[a : a + _BATCH_TASKS])
             writer.set_state(complete=True)

@@ -102,15 +102,22 @@ def chunk_keys(spec_text: str, tasks: list[Task]) -> tuple[list[tuple[np.ndarray
 
 
 def write_chunk(
-    spec_text: str, tasks: list[Task], keep: list[np.ndarray] | None, directory: str, network: bool
+    spec_text: str,
+    tasks: list[Task],
+    keep: list[np.ndarray] | None,
+    directory: str,
+    network: bool,
+    dataset: str | None,
 ) -> tuple[list[Published], float]:
     """Compute ``tasks`` (unique mode: keep the rows of ``keep``) and publish them as the segment
-    ``t<first>-<last>``; returns their :class:`Published` entries and the seconds it took. The
-    same arguments always write the same content under the same name."""
+    ``t<first>-<last>`` of the dataset of id ``dataset`` (hex; None: schema 2); returns their
+    :class:`Published` entries and the seconds it took. The same arguments always write the same
+    content under the same name."""
     t0 = time.perf_counter()
     ctx = _context(spec_text)
     name = range_segment_name(tasks[0].task_id, tasks[-1].task_id)
-    segment = SegmentWriter(Path(directory), name, block_format(ctx.spec), network=network)
+    fmt = block_format(ctx.spec, None if dataset is None else bytes.fromhex(dataset))
+    segment = SegmentWriter(Path(directory), name, fmt, network=network)
     try:
         for i, task in enumerate(tasks):
             result = run_task(ctx, task)
@@ -321,6 +328,7 @@ class _RayRun:
         self.ray, self.writer, self.driver, self.workers = ray, writer, driver, workers
         self.spec_text = json.dumps(writer.spec.to_json(), sort_keys=True)
         self.directory = str(writer.directory.absolute())
+        self.dataset = None if writer.fmt.dataset is None else writer.fmt.dataset.hex()
         options = dict(num_cpus=1, max_retries=_RETRIES, retry_exceptions=False)
         self.remote_write = ray.remote(**options)(write_chunk)
         self.remote_keys = ray.remote(**options)(chunk_keys)
@@ -368,7 +376,9 @@ class _RayRun:
         if kind == "keys":
             ref = self.remote_keys.remote(self.spec_text, chunk.tasks)
         else:
-            ref = self.remote_write.remote(self.spec_text, chunk.tasks, chunk.keep, self.directory, self.writer.network)
+            ref = self.remote_write.remote(
+                self.spec_text, chunk.tasks, chunk.keep, self.directory, self.writer.network, self.dataset
+            )
         self.inflight[ref] = (kind, chunk)
         self.stats.ray_tasks += 1
 
