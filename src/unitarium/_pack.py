@@ -5,11 +5,13 @@ The file gets the same spec, dataset id, ids, circuits and (stored) unitaries: e
 tasks per transaction. The file is created privately and linked into place by :class:`._store.Writer`,
 so a reader never sees a half-made file; until the last task is copied it is an incomplete dataset
 (a prefix), and an interrupted pack leaves a file that ``pack`` refuses to overwrite: delete it and
-pack again.
+pack again. A source whose segments are not its own (foreign, swapped, resized) is refused before
+anything is written; a damaged block found while copying removes the new file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -19,7 +21,7 @@ import numpy as np
 
 from ._dataset import Dataset
 from ._engine import Summary
-from ._errors import DatasetError
+from ._errors import DatasetError, NotADatasetError
 from ._store import Writer, atomic, path_text, storage_error, update_summary
 
 __all__ = ["pack"]
@@ -41,10 +43,17 @@ def pack(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Summ
             )
         if os.path.lexists(target):
             raise DatasetError(f"{path_text(target)} exists: pack writes a new file only")
+        store.check_segments()  # every segment its manifest's (identity, task range, size) before writing
         tasks = store.query("SELECT task_id, level, first_id, count, candidates, shard FROM tasks ORDER BY task_id")
         with Writer(target, ds.spec, fmt=ds.format) as writer:  # the same dataset id: blocks copied as they are
-            for a in range(0, len(tasks), _BATCH_TASKS):
-                _copy(ds, writer, tasks[a : a + _BATCH_TASKS])
+            try:
+                for a in range(0, len(tasks), _BATCH_TASKS):
+                    _copy(ds, writer, tasks[a : a + _BATCH_TASKS])
+            except NotADatasetError:  # damage found in a block: no partial file stays behind
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{os.fspath(target)}{suffix}")
+                raise
             writer.set_state(complete=True)
         return Summary(os.fspath(target), len(ds), len(ds), len(tasks), time.monotonic() - t0, True)
 
