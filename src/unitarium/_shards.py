@@ -52,12 +52,15 @@ from ._spec import Spec
 from ._store import (
     Writer,
     atomic,
+    bounded,
+    check_schema,
     connect,
     create_tables,
     insert_block,
     merge_state,
     page_size,
     path_text,
+    segment_schema,
     storage_error,
     update_summary,
 )
@@ -301,7 +304,9 @@ class DirectoryWriter(Writer):
         listed = {t for (t,) in self.conn.execute("SELECT task_id FROM tasks WHERE shard = ?", (shard,))}
         probe = connect(segment, readonly=True, immutable=True)
         try:
-            present = {t for (t,) in probe.execute("SELECT task_id FROM blocks")}
+            check_schema(probe, segment, segment_schema(self.fmt.dataset))  # a crafted segment: refused, not run
+            with bounded(probe, segment):
+                present = {t for (t,) in probe.execute("SELECT task_id FROM blocks")}
         finally:
             probe.close()
         extra = sorted(present - listed)
