@@ -612,7 +612,7 @@ def write_header(conn: sqlite3.Connection, spec: Spec, layout: str, fmt: BlockFo
     """The header rows of a new dataset file or manifest: pragmas, meta, gates and moves."""
     gs = spec.gateset
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION if fmt.dataset is not None else OLDEST_SCHEMA}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}" if fmt.dataset else f"PRAGMA user_version={OLDEST_SCHEMA}")
     rows = [
         ("spec", spec.to_json()),
         ("format", format_json(fmt, layout)),
