@@ -75,6 +75,7 @@ class BlockStore:
             self._shards.clear()
             self._small.clear()
             self._ranges.clear()
+            self._lock = threading.Lock()  # (after a fork, another thread's hold on it is gone with the thread)
             try:
                 version = self._check_manifest()
             except NotADatasetError:
