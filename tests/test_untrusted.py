@@ -105,6 +105,26 @@ def test_a_segment_of_another_dataset_is_refused(pair: tuple[Path, Path], a: Pat
         assert re.search(why, refused_by_cli(*args))
 
 
+def test_a_resume_refuses_a_segment_of_another_dataset(pair: tuple[Path, Path], a: Path) -> None:
+    """Resuming would add to a dataset that readers refuse: refused before anything changes."""
+    name = segments(a)[0]
+    shutil.copy(pair[1] / "shards" / name, a / "shards" / name)
+    edit(a / "manifest.db", "UPDATE meta SET value = json_set(value, '$.complete', json('false')) WHERE key = 'state'")
+    before = tree(a)
+    with pytest.raises(NotADatasetError, match="another dataset"):
+        unitarium.generate(f"{a}/", unitarium.make_spec(**SPEC, seed=1), workers=1)
+    assert tree(a) == before
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """The bytes of every file under ``path`` (but -wal/-shm and the lock file)."""
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm")) and p.name != "lock"
+    }
+
+
 def test_swapped_segments_are_refused(a: Path) -> None:
     """Two segments of the same dataset exchanging names: each holds other tasks than the manifest says."""
     first, second = (a / "shards" / n for n in segments(a))

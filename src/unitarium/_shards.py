@@ -256,6 +256,7 @@ class DirectoryWriter(Writer):
         super().__init__(self.directory / MANIFEST, spec, journal=journal, layout="directory")
         try:
             (self.directory / SHARDS).mkdir(exist_ok=True)
+            self._check_listed()  # before anything changes
             self.run = self._start_run()
             self._clean()
         except OSError as exc:
@@ -293,6 +294,33 @@ class DirectoryWriter(Writer):
         _fsync_directory(self.directory / SHARDS)
         with atomic(self.conn) as conn:
             merge_state(conn, clean_through_run=self.run - 1)
+
+    def _check_listed(self) -> None:
+        listed = {name for (name,) in self.conn.execute("SELECT name FROM shards")}
+        for entry in sorted((self.directory / SHARDS).iterdir()):
+            if _SEGMENT.fullmatch(entry.name) and entry.name[:-3] in listed:
+                self._check_own(entry)
+
+    def _check_own(self, entry: Path) -> None:
+        """Refuse to resume with a listed segment that is not this dataset's (a link out of
+        ``shards/``, a crafted schema, another dataset's id): readers would refuse it anyway."""
+        segment = segment_file(self.directory, entry.name[:-3])
+        probe = connect(segment, readonly=True, immutable=True)
+        try:
+            check_schema(probe, segment, segment_schema(self.fmt.dataset))
+            if self.fmt.dataset is None:
+                return
+            with bounded(probe, segment):
+                rows = probe.execute("SELECT dataset FROM segment").fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, segment, "opening") from exc
+        finally:
+            probe.close()
+        if rows != [(self.fmt.dataset.hex(),)]:
+            raise NotADatasetError(
+                f"{path_text(self.directory)} is damaged: its segment {SHARDS}/{entry.name} belongs to another "
+                "dataset (copied or linked in?): not resumed; restore the directory from a copy"
+            )
 
     def _state(self) -> dict[str, Any]:
         (text,) = self.conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
