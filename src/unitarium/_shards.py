@@ -24,7 +24,8 @@ readers open them ``immutable=1`` (no locks, no ``-shm``: safe on network filesy
 task id (:func:`._codec.task_seed`), its ``segment`` row names the dataset and its task range, and
 the manifest records its size (``shards.bytes``): a segment of another dataset, or of other tasks
 (copied, linked, swapped, renamed), or replaced, is refused on open, never served. Every path to a
-segment goes through :func:`segment_file`, which refuses names that could lead out of ``shards/``.
+segment goes through :func:`segment_file`, which refuses names that could lead out of ``shards/``;
+a resume checks every listed segment's identity before it changes anything.
 
 On a network filesystem (NFS, SMB...) a segment is built in the local temporary directory and
 copied into place (copy, ``fsync``, rename, ``fsync`` the directory); the manifest uses the
