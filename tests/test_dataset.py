@@ -246,15 +246,14 @@ def test_verify_finds_a_corrupted_unitary(small_dataset: Path) -> None:
 def test_verify_recomputes_a_unitary_whose_checksum_was_forged(small_dataset: Path) -> None:
     """A change made with the checksum updated to match (deliberate, not bit rot) is caught by recomputing."""
     from unitarium._codec import page_checks
-    from unitarium._store import block_format
 
     ds = unitarium.open(small_dataset)
-    fmt = block_format(ds.spec)
+    fmt = ds.format
     with sqlite3.connect(small_dataset) as conn:
         off, codes, blob = conn.execute("SELECT offsets, codes, unitaries FROM blocks WHERE task_id = 1").fetchone()
         u = np.frombuffer(blob, dtype="<c8").copy()
         u[16 * 7 + 5] += 0.01
-        checks = page_checks(fmt, np.frombuffer(off, "<u4"), np.frombuffer(codes, "<u1"), u, None)
+        checks = page_checks(fmt, 1, np.frombuffer(off, "<u4"), np.frombuffer(codes, "<u1"), u, None)
         conn.execute("UPDATE blocks SET unitaries = ?, checks = ? WHERE task_id = 1", (u.tobytes(), checks.tobytes()))
     conn.close()
     report = unitarium.open(small_dataset).verify(sample=None)
@@ -267,8 +266,8 @@ def test_verify_finds_a_missing_task(small_dataset: Path) -> None:
     with sqlite3.connect(small_dataset) as conn:
         conn.execute("DELETE FROM tasks WHERE task_id = 1")
     conn.close()
-    report = unitarium.open(small_dataset).verify(sample=10)
-    assert not report.ok and any("task" in p for p in report.problems)
+    with pytest.raises(unitarium.NotADatasetError, match="task list breaks at task 2"):  # refused on open
+        unitarium.open(small_dataset).verify(sample=10)
 
 
 def test_schema_is_readable_without_unitarium(small_dataset: Path) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -316,3 +317,120 @@ def test_hostile_paths_files_ids_and_tolerances_through_the_cli(data: dict[str, 
     after = {str(w): digest(w) for w in watched}
     assert after == before
     assert len(cases) > 90
+
+
+# -- tampered directories (issue #17) ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two directory datasets of one gate set and another seed, two segments each, under the same names."""
+    root = tmp_path_factory.mktemp("pair")
+    for name, seed in (("a", 1), ("b", 2)):
+        spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=12_000, length=6, seed=seed)
+        unitarium.generate(f"{root / name}/", spec, workers=2)
+    return root / "a", root / "b"
+
+
+def _sql(path: Path, *statements: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def _first_segment(d: Path) -> str:
+    import sqlite3
+
+    conn = sqlite3.connect(d / "manifest.db")
+    try:
+        (name,) = conn.execute("SELECT name FROM shards WHERE " + FIRST + "").fetchone()
+    finally:
+        conn.close()
+    return f"{name}.db"
+
+
+def _swap(a: Path, b: Path) -> None:
+    a.rename(a.with_name("swap"))
+    b.rename(a)
+    a.with_name("swap").rename(b)
+
+
+def _truncate(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+FIRST = "shard = (SELECT shard FROM tasks WHERE task_id = 0)"
+RUNAWAY_VIEW = (
+    "CREATE VIEW tasks AS SELECT * FROM tasks_real WHERE (WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL "
+    "SELECT n + 1 FROM c WHERE n < 400000000) SELECT max(n) FROM c) > 0"
+)
+TAMPERINGS = {
+    "foreign segment": lambda d, b, s: shutil.copy(b / "shards" / s[0], d / "shards" / s[0]),
+    "foreign symlink": lambda d, b, s: (
+        (d / "shards" / s[0]).unlink(),
+        (d / "shards" / s[0]).symlink_to(b / "shards" / s[0]),
+    ),
+    "swapped segments": lambda d, b, s: _swap(d / "shards" / s[0], d / "shards" / s[1]),
+    "renamed segment": lambda d, b, s: (d / "shards" / s[0]).rename(d / "shards" / "r0009-w000-000000.db"),
+    "truncated segment": lambda d, b, s: _truncate(d / "shards" / s[0]),
+    "grown segment": lambda d, b, s: (d / "shards" / s[0]).open("ab").write(b"\0" * 65536),
+    "manifest: task deleted": lambda d, b, s: _sql(d / "manifest.db", "DELETE FROM tasks WHERE task_id = 0"),
+    "manifest: first ids shifted": lambda d, b, s: _sql(
+        d / "manifest.db", "UPDATE tasks SET first_id = first_id + 7 WHERE task_id >= 1"
+    ),
+    "manifest: name ../..": lambda d, b, s: _sql(
+        d / "manifest.db",
+        "UPDATE shards SET name = '../../x' WHERE " + FIRST,
+    ),
+    "manifest: absolute name": lambda d, b, s: _sql(
+        d / "manifest.db",
+        f"UPDATE shards SET name = '{b / 'shards' / s[0][:-3]}' WHERE " + FIRST,
+    ),
+    "manifest: segment bytes": lambda d, b, s: _sql(d / "manifest.db", "UPDATE shards SET bytes = bytes + 1"),
+    "manifest: shard of a task": lambda d, b, s: _sql(
+        d / "manifest.db", "UPDATE tasks SET shard = 99 WHERE task_id = 0"
+    ),
+    "manifest: tasks view": lambda d, b, s: _sql(
+        d / "manifest.db", "ALTER TABLE tasks RENAME TO tasks_real", RUNAWAY_VIEW
+    ),
+}
+
+
+def test_tampered_directories_are_refused_by_every_command(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """A foreign, swapped, renamed, truncated or grown segment, or an edited manifest: info, show (of record
+    0, in the first segment), verify (sampled and --all), pack and export each refuse with one error line on
+    stderr, a non-zero status and no traceback, within the time limit; nothing is ever served."""
+    cases = []
+    for name, tamper in TAMPERINGS.items():
+        d = tmp_path / name.replace(" ", "_").replace(":", "").replace(".", "")
+        shutil.copytree(pair[0], d, symlinks=True)
+        names = sorted(p.name for p in (d / "shards").iterdir())
+        first = _first_segment(d)  # the one holding task 0, which show reads
+        tamper(d, pair[1], [first, *[n for n in names if n != first]])
+        for args in (
+            ["info", d],
+            ["show", d, "0"],
+            ["verify", d],
+            ["verify", d, "--all"],
+            ["pack", d, tmp_path / f"{d.name}.db"],
+            ["export", d, tmp_path / f"{d.name}-export"],
+        ):
+            cases.append((f"{name}: {args[0]} {' '.join(map(str, args[2:3]))}", [str(a) for a in args]))
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda case: (case[0], run_case(case[1], tmp_path)), cases))
+    failures = []
+    for name, proc in outcomes:
+        lines = [x for x in proc.stderr.splitlines() if x.strip()]
+        if proc.returncode == 0 or proc.returncode < 0:
+            failures.append(f"{name}: exit {proc.returncode}\n{proc.stdout[-300:]}{proc.stderr[-300:]}")
+        elif "Traceback" in proc.stderr or len(lines) != 1 or not lines[0].startswith("unitarium: error: "):
+            failures.append(f"{name}: not one error line:\n{proc.stderr[-600:]}")
+    assert not failures, "\n\n".join(failures)
+    assert not any(p.suffix == ".db" for p in tmp_path.iterdir()), "pack left a file"

@@ -118,10 +118,9 @@ def test_an_overflowing_matrix_is_refused_by_lookup_as_unitary_and_synthesize(en
 def forge_nan(path: Path, task: int, row: int) -> None:
     """Write NaN into one stored unitary of a unique complex64 file and recompute the checksums to match."""
     from unitarium._codec import page_checks
-    from unitarium._store import block_format
 
     with unitarium.open(path) as ds:
-        fmt = block_format(ds.spec)
+        fmt = ds.format
     conn = sqlite3.connect(path)
     try:
         off, codes, blob, keys = conn.execute(
@@ -130,7 +129,7 @@ def forge_nan(path: Path, task: int, row: int) -> None:
         u = np.frombuffer(blob, dtype="<c8").copy()
         u[16 * row + 5] = complex("nan")
         key = np.frombuffer(keys, "<i8")
-        checks = page_checks(fmt, np.frombuffer(off, "<u4"), np.frombuffer(codes, fmt.code_dtype), u, key)
+        checks = page_checks(fmt, task, np.frombuffer(off, "<u4"), np.frombuffer(codes, fmt.code_dtype), u, key)
         with conn:
             conn.execute(
                 "UPDATE blocks SET unitaries = ?, checks = ? WHERE task_id = ?", (u.tobytes(), checks.tobytes(), task)

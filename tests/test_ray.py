@@ -115,10 +115,10 @@ def test_a_rerun_of_a_ray_task_writes_the_same_segment(tmp_path: Path) -> None:
     tasks = [Task(t, 0, t * size, min(spec.source.count, (t + 1) * size)) for t in (1, 2)]
     keep = [np.arange(t.stop - t.start) % 3 != 0 for t in tasks]
     text = json.dumps(spec.to_json())
-    first, _ = write_chunk(text, tasks, keep, str(tmp_path), False)
+    first, _ = write_chunk(text, tasks, keep, str(tmp_path), False, "ab" * 16)
     segment = tmp_path / "shards" / f"{range_segment_name(1, 2)}.db"
     before = segment.read_bytes()
-    again, _ = write_chunk(text, tasks, keep, str(tmp_path), False)
+    again, _ = write_chunk(text, tasks, keep, str(tmp_path), False, "ab" * 16)
     assert again == first and [p.count for p in first] == [int(k.sum()) for k in keep]
     assert segment.read_bytes() == before
     assert [p.name for p in (tmp_path / "shards").iterdir()] == [segment.name], "a temporary file was left"

@@ -251,9 +251,9 @@ def test_resume_cleans_what_the_manifest_does_not_list(tmp_path: Path) -> None:
     conn.execute("UPDATE meta SET value = json_set(value, '$.clean_through_run', 0) WHERE key = 'state'")
     conn.commit()
     conn.close()
+    _fix_summary(path)
     with unitarium.open(path) as ds:
         assert not ds.complete
-    _fix_summary(path)
     generate(f"{path}/", spec, 2)
     assert not any(p.exists() for p in junk)
     assert Snapshot.of(path).equals(reference)

@@ -11,7 +11,10 @@ A block holds ``n`` records of one task as raw little-endian arrays (never pickl
 The checksum of page ``k`` (records ``a = kP .. b - 1``, ``b = min(n, (k+1)P)``) is XXH3-64
 (the ``xxhash`` library) of the bytes of ``offsets[a : b + 1]``, ``codes[offsets[a] : offsets[b]]``,
 ``unitaries[a:b]`` and ``keys[a:b]`` in that order, chained through the seed: each part's
-digest is the seed of the next part's, the first seed is 0, and absent parts are skipped. Every
+digest is the seed of the next part's, and absent parts are skipped. The first seed binds the
+block to its place (:func:`task_seed`): XXH3-64 of the dataset's 16-byte id followed by the task id
+(8 bytes, little-endian), so a block moved to another task, or a segment copied from another
+dataset, fails its checksums (0 in datasets of schema 2, which have no id). Every
 byte of a block is covered by some page (each offset by the page that starts or ends with it), so
 a flipped byte anywhere is caught by the first read that touches it. Pages are about
 :data:`PAGE_BYTES`: reading one record checks one page, not the whole block. (XXH3 because the
@@ -28,7 +31,17 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-__all__ = ["PAGE_BYTES", "Block", "BlockFormat", "Damage", "code_dtype", "encode", "page_records", "read_rows"]
+__all__ = [
+    "PAGE_BYTES",
+    "Block",
+    "BlockFormat",
+    "Damage",
+    "code_dtype",
+    "encode",
+    "page_records",
+    "read_rows",
+    "task_seed",
+]
 
 PAGE_BYTES = 16384
 """Target payload of one checksummed page: a record read costs at most this many extra bytes."""
@@ -47,7 +60,8 @@ def page_records(unitary_bytes: int, unique: bool) -> int:
 
 @dataclass(frozen=True)
 class BlockFormat:
-    """The dtypes and shapes every block of a dataset shares (stored in ``meta.format``)."""
+    """The dtypes and shapes every block of a dataset shares, and the dataset's id (stored in
+    ``meta.format``; None in datasets of schema 2)."""
 
     dim: int
     unitary_dtype: np.dtype
@@ -55,6 +69,7 @@ class BlockFormat:
     stored_unitaries: bool
     keyed: bool
     page: int
+    dataset: bytes | None = None
 
     @property
     def unitary_bytes(self) -> int:
@@ -87,19 +102,31 @@ class Block:
         )
 
 
+def task_seed(fmt: BlockFormat, task_id: int) -> int:
+    """The first checksum seed of task ``task_id``'s block: its dataset id and task id, hashed."""
+    if fmt.dataset is None:
+        return 0
+    return xxhash.xxh3_64_intdigest(fmt.dataset + int(task_id).to_bytes(8, "little", signed=True))
+
+
 def _le(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
 
 
 def encode(
-    fmt: BlockFormat, offsets: np.ndarray, codes: np.ndarray, unitaries: np.ndarray | None, keys: np.ndarray | None
+    fmt: BlockFormat,
+    task_id: int,
+    offsets: np.ndarray,
+    codes: np.ndarray,
+    unitaries: np.ndarray | None,
+    keys: np.ndarray | None,
 ) -> dict[str, bytes | None]:
     """The BLOBs of a block (column name -> bytes; absent columns None), checksums included."""
     off = _le(offsets, np.dtype(np.uint32))
     cod = _le(codes, fmt.code_dtype)
     uni = _le(unitaries, fmt.unitary_dtype) if fmt.stored_unitaries and unitaries is not None else None
     key = _le(keys, np.dtype(np.int64)) if fmt.keyed and keys is not None else None
-    checks = page_checks(fmt, off, cod, uni, key)
+    checks = page_checks(fmt, task_id, off, cod, uni, key)
     return {
         "offsets": off.tobytes(),
         "codes": cod.tobytes(),
@@ -110,16 +137,23 @@ def encode(
 
 
 def page_checks(
-    fmt: BlockFormat, offsets: np.ndarray, codes: np.ndarray, unitaries: np.ndarray | None, keys: np.ndarray | None
+    fmt: BlockFormat,
+    task_id: int,
+    offsets: np.ndarray,
+    codes: np.ndarray,
+    unitaries: np.ndarray | None,
+    keys: np.ndarray | None,
 ) -> np.ndarray:
     """The checksum of each page of a run of whole pages of a block (the last may be short).
     ``offsets`` are the block's own values (not rebased) for the run's rows and the one after,
-    ``codes`` start at ``offsets[0]``; ``unitaries`` and ``keys`` start at the run's first row."""
+    ``codes`` start at ``offsets[0]``; ``unitaries`` and ``keys`` start at the run's first row; the
+    block is task ``task_id``'s (its seed)."""
     n = len(offsets) - 1
     p = fmt.page
     base = int(offsets[0])
     out = np.empty(-(-n // p), dtype="<u8")
     digest = xxhash.xxh3_64_intdigest
+    seed = task_seed(fmt, task_id)
     off_bytes = _bytes(offsets)
     code_bytes = _bytes(codes)
     uni_bytes = None if unitaries is None else _bytes(unitaries)
@@ -127,7 +161,7 @@ def page_checks(
     cs, us, ks = codes.itemsize, fmt.unitary_bytes, 16
     for k in range(len(out)):
         a, b = k * p, min(n, (k + 1) * p)
-        h = digest(off_bytes[4 * a : 4 * (b + 1)], 0)
+        h = digest(off_bytes[4 * a : 4 * (b + 1)], seed)
         h = digest(code_bytes[(int(offsets[a]) - base) * cs : (int(offsets[b]) - base) * cs], h)
         if uni_bytes is not None:
             h = digest(uni_bytes[a * us : b * us], h)
@@ -158,8 +192,8 @@ Reader = Callable[[str, int, int, int | None], bytes]
 the BLOB must hold ``total`` bytes unless None. Raises :class:`Damage` for a short read."""
 
 
-def read_rows(fmt: BlockFormat, count: int, lo: int, hi: int, read: Reader) -> Block:
-    """Records ``lo .. hi - 1`` of a block of ``count`` records, read through ``read`` a page at a
+def read_rows(fmt: BlockFormat, task_id: int, count: int, lo: int, hi: int, read: Reader) -> Block:
+    """Records ``lo .. hi - 1`` of task ``task_id``'s block of ``count`` records, read through ``read`` a page at a
     time (only the pages holding them) and checked against their checksums."""
     p = fmt.page
     a, b = (lo // p) * p, min(count, -(-hi // p) * p)
@@ -177,11 +211,12 @@ def read_rows(fmt: BlockFormat, count: int, lo: int, hi: int, read: Reader) -> B
     if fmt.keyed:
         keys = np.frombuffer(read("keys", a * 16, (b - a) * 16, count * 16), "<i8")
     stored = np.frombuffer(read("checks", 8 * first_page, 8 * (-(-b // p) - first_page), 8 * pages), "<u8")
-    bad = np.flatnonzero(page_checks(fmt, off, codes, uni, keys) != stored)
+    bad = np.flatnonzero(page_checks(fmt, task_id, off, codes, uni, keys) != stored)
     if bad.size:
         k = int(bad[0])
         raise Damage(
-            "its checksum does not match its bytes (bit rot, or changed outside unitarium)",
+            "its checksum does not match its bytes (bit rot, changed outside unitarium, or moved from another "
+            "task or dataset)",
             (a + k * p, min(count, a + (k + 1) * p)),
         )
     d = fmt.dim

@@ -33,7 +33,7 @@ from ._kernels import ProductTable
 from ._sources import TaskContext, recompute
 from ._spec import Enumeration, RandomSource, Spec
 from ._split import SplitMixin
-from ._store import block_format, damaged_meta, load_json, path_text, read_meta, storage_error
+from ._store import block_format, bounded, damaged_meta, load_json, path_text, read_meta, storage_error
 from .search import SearchMixin
 
 __all__ = ["Dataset", "VerifyReport", "open"]
@@ -90,8 +90,10 @@ class Dataset(SplitMixin, SearchMixin):
 
     @cached_property
     def meta(self) -> dict[str, Any]:
+        conn = self._store.connection()
         try:
-            meta = read_meta(self._store.connection())
+            with bounded(conn, self._store.manifest):
+                meta = read_meta(conn)
         except ValueError as exc:  # not JSON
             raise damaged_meta(self.path, exc) from exc
         except sqlite3.Error as exc:  # an I/O error, a missing table: said as such, not as damage
@@ -116,7 +118,7 @@ class Dataset(SplitMixin, SearchMixin):
     @cached_property
     def format(self) -> BlockFormat:
         """The block layout, checked against what the spec implies."""
-        fmt, want = self.meta["format"], block_format(self.spec)
+        fmt, want = self.meta["format"], block_format(self.spec, self._store.identity)
         checks = {
             "dim": want.dim,
             "unitary_dtype": want.unitary_dtype.name,
@@ -242,14 +244,19 @@ class Dataset(SplitMixin, SearchMixin):
             else int(key)  # (past 2**63 SQLite cannot even compare it: _check_id says out of range)
         )
         found = self._query(
-            "SELECT task_id, shard, first_id, count FROM tasks WHERE first_id <= ? AND count > 0 "
-            "ORDER BY first_id DESC LIMIT 1",
+            "SELECT t.task_id, t.shard, t.first_id, t.count, p.first_id + p.count FROM tasks t "
+            "LEFT JOIN tasks p ON p.task_id = t.task_id - 1 WHERE t.first_id <= ? AND t.count > 0 "
+            "ORDER BY t.first_id DESC LIMIT 1",
             (i,),
         )
         if not found or i >= found[0][2] + found[0][3]:
             self._check_id(i)  # raises for ids past the end
             raise self._store.damaged((i, i + 1), "no task holds this record")
-        task_id, shard, first, count = found[0]
+        task_id, shard, first, count, chained = found[0]
+        if first != (0 if task_id == 0 else chained):  # the chain of first ids, at this task
+            raise self._store.damaged(
+                (i, i + 1), f"task {task_id} starts at id {first}, its predecessor ends at {chained}"
+            )
         block = self._check_codes(
             self._store.read(self.format, (task_id, shard, first, count, i - first, i - first + 1)), i
         )
@@ -434,6 +441,7 @@ class Dataset(SplitMixin, SearchMixin):
         read, the lookup index of the records read, and recompute the unitaries of ``sample``
         random records (all when ``sample`` is None) in complex128. Time and memory depend on
         ``sample``, not on the dataset's size (``sample=None`` reads everything)."""
+        self._store.check_segments()  # a foreign, swapped or replaced segment: refused, as by every reader
         integrity = self._integrity(full=sample is None)
         problems = [] if integrity == "ok" else [f"integrity_check: {integrity}"]
         with self.read_transaction():  # tasks, summary and state of one commit (a run may be writing)
@@ -530,6 +538,7 @@ class Dataset(SplitMixin, SearchMixin):
         n = int(summary.get("records", 0))
         hist = {int(k): int(v) for k, v in sorted(summary.get("lengths", {}).items(), key=lambda kv: int(kv[0]))}
         files = [self._store.manifest, Path(f"{self._store.manifest}-wal")]
+        self._store.check_segments()  # foreign, swapped or replaced: said here, not at the first read
         for _, segment in self._store.segments():
             self._store.check_segment(segment)  # missing or truncated: said here, not at the first read
             files.append(segment)

@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from ._codec import BlockFormat
 from ._driver import Driver
 from ._errors import UnitariumError
 from ._plan import plan
@@ -60,8 +61,8 @@ _POLL_S = 0.2
 class _Segments:
     """A worker's current segment, published by size, age or request."""
 
-    def __init__(self, directory: Path, spec: Spec, namer: Callable[[int], str], network: bool) -> None:
-        self.directory, self.fmt, self.namer, self.network = directory, block_format(spec), namer, network
+    def __init__(self, directory: Path, fmt: BlockFormat, namer: Callable[[int], str], network: bool) -> None:
+        self.directory, self.fmt, self.namer, self.network = directory, fmt, namer, network
         self.seq = 0
         self.current = SegmentWriter(directory, namer(0), self.fmt, network=network)
         self.opened: float | None = None
@@ -101,15 +102,18 @@ def _serve(
     worker: int,
     run: int,
     network: bool,
+    dataset: str | None,
 ) -> None:
-    """A worker: compute tasks, write segments, report; return at end-of-file on ``tasks``."""
+    """A worker: compute tasks, write segments (of the dataset of id ``dataset``, hex), report;
+    return at end-of-file on ``tasks``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     segments = None
     try:
         spec = Spec.from_json(spec_json)
         ctx = TaskContext(spec)
-        segments = _Segments(Path(directory), spec, lambda seq: segment_name(run, worker, seq), network)
+        fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))
+        segments = _Segments(Path(directory), fmt, lambda seq: segment_name(run, worker, seq), network)
         _loop(tasks, results, ctx, segments)
     except Exception as exc:  # reported as one line by the driver, never a worker's traceback
         with contextlib.suppress(OSError):
@@ -175,7 +179,17 @@ class _Workers:
                 result_r, result_w = ctx.Pipe(duplex=False)
                 grow_pipe(result_r)
                 grow_pipe(task_w)
-                args = (task_r, result_w, spec_json, str(writer.directory), w, writer.run, _build_locally(writer))
+                dataset = None if writer.fmt.dataset is None else writer.fmt.dataset.hex()
+                args = (
+                    task_r,
+                    result_w,
+                    spec_json,
+                    str(writer.directory),
+                    w,
+                    writer.run,
+                    _build_locally(writer),
+                    dataset,
+                )
                 proc = start_worker(ctx, _serve, args, (task_r, result_w))
                 self.procs.append(proc)
                 self.send.append(task_w)
@@ -204,7 +218,7 @@ def _run_inline(driver: Driver, tasks: Iterator[Task | None]) -> None:
     ctx = TaskContext(driver.spec)
     run = driver.writer.run
     segments = _Segments(
-        driver.writer.directory, driver.spec, lambda seq: segment_name(run, 0, seq), _build_locally(driver.writer)
+        driver.writer.directory, driver.writer.fmt, lambda seq: segment_name(run, 0, seq), _build_locally(driver.writer)
     )
     try:
         for task in tasks:

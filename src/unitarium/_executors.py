@@ -90,15 +90,22 @@ def chunk_keys(spec_text: str, tasks: list[Task]) -> tuple[list[tuple[np.ndarray
 
 
 def write_chunk(
-    spec_text: str, tasks: list[Task], keep: list[np.ndarray] | None, directory: str, network: bool
+    spec_text: str,
+    tasks: list[Task],
+    keep: list[np.ndarray] | None,
+    directory: str,
+    network: bool,
+    dataset: str | None,
 ) -> tuple[list[Published], float]:
     """Compute ``tasks`` (unique mode: keep the rows of ``keep``) and publish them as the segment
-    ``t<first>-<last>``; returns their :class:`Published` entries and the seconds it took. The
-    same arguments always write the same content under the same name."""
+    ``t<first>-<last>`` of the dataset of id ``dataset`` (hex; None: schema 2); returns their
+    :class:`Published` entries and the seconds it took. The same arguments always write the same
+    content under the same name."""
     t0 = time.perf_counter()
     ctx = _context(spec_text)
     name = range_segment_name(tasks[0].task_id, tasks[-1].task_id)
-    segment = SegmentWriter(Path(directory), name, block_format(ctx.spec), network=network)
+    fmt = block_format(ctx.spec, None if dataset is None else bytes.fromhex(dataset))
+    segment = SegmentWriter(Path(directory), name, fmt, network=network)
     try:
         for i, task in enumerate(tasks):
             result = run_task(ctx, task)
@@ -267,6 +274,7 @@ class JobRun:
         self.executor, self.writer, self.driver, self.workers = executor, writer, driver, workers
         self.spec_text = json.dumps(writer.spec.to_json(), sort_keys=True)
         self.directory = str(writer.directory.absolute())
+        self.dataset = None if writer.fmt.dataset is None else writer.fmt.dataset.hex()
         self.inflight: dict[Any, tuple[str, _Chunk]] = {}
         self.undecided: deque[_Chunk] = deque()  # unique: in task order, awaiting their keys
         self.keys: dict[int, list[tuple[np.ndarray, dict[int, np.ndarray]]]] = {}
@@ -312,7 +320,7 @@ class JobRun:
         if kind == "keys":
             handle = self.executor.submit(chunk_keys, self.spec_text, chunk.tasks)
         else:
-            args = (self.spec_text, chunk.tasks, chunk.keep, self.directory, self.writer.network)
+            args = (self.spec_text, chunk.tasks, chunk.keep, self.directory, self.writer.network, self.dataset)
             handle = self.executor.submit(write_chunk, *args)
         self.inflight[handle] = (kind, chunk)
         self.stats.jobs += 1

@@ -1,15 +1,17 @@
 """``unitarium pack DIR FILE``: one dataset file from a finished sharded dataset.
 
-The file gets the same spec, ids, circuits and (stored) unitaries: each task's block is checked
+The file gets the same spec, dataset id, ids, circuits and (stored) unitaries: each task's block is checked
 (every page's checksum) and copied byte for byte, with its lookup rows, in task order, a batch of
 tasks per transaction. The file is created privately and linked into place by :class:`._store.Writer`,
 so a reader never sees a half-made file; until the last task is copied it is an incomplete dataset
 (a prefix), and an interrupted pack leaves a file that ``pack`` refuses to overwrite: delete it and
-pack again.
+pack again. A source whose segments are not its own (foreign, swapped, resized) is refused before
+anything is written; a damaged block found while copying removes the new file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ._dataset import Dataset
-from ._errors import DatasetError
+from ._errors import DatasetError, NotADatasetError
 from ._progress import Summary
 from ._store import Writer, atomic, path_text, storage_error, update_summary
 
@@ -41,10 +43,17 @@ def pack(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Summ
             )
         if os.path.lexists(target):
             raise DatasetError(f"{path_text(target)} exists: pack writes a new file only")
+        store.check_segments()  # every segment its manifest's (identity, task range, size) before writing
         tasks = store.query("SELECT task_id, level, first_id, count, candidates, shard FROM tasks ORDER BY task_id")
-        with Writer(target, ds.spec) as writer:
-            for a in range(0, len(tasks), _BATCH_TASKS):
-                _copy(ds, writer, tasks[a : a + _BATCH_TASKS])
+        with Writer(target, ds.spec, fmt=ds.format) as writer:  # the same dataset id: blocks copied as they are
+            try:
+                for a in range(0, len(tasks), _BATCH_TASKS):
+                    _copy(ds, writer, tasks[a : a + _BATCH_TASKS])
+            except NotADatasetError:  # damage found in a block: no partial file stays behind
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{os.fspath(target)}{suffix}")
+                raise
             writer.set_state(complete=True)
         return Summary(os.fspath(target), len(ds), len(ds), len(tasks), time.monotonic() - t0, True)
 

@@ -7,7 +7,8 @@ Layout of a dataset directory ``DIR/``::
     DIR/shards/<name>.db      segments: finished, immutable SQLite files holding ``blocks`` and
                               ``lookup`` rows of some tasks (any order), written by one worker each;
                               ``r<run>-w<worker>-<seq>`` (local engine) or ``t<first>-<last>`` (the
-                              Ray engine: tasks ``first..last``, a name a re-run reuses, same content)
+                              Ray engine: tasks ``first..last``, a name a re-run reuses, same content);
+                              each names its dataset and task range in its table ``segment``
     DIR/shards/.<name>.*.tmp  a segment being written (never read; removed at resume)
 
 **The manifest is the one commit point.** A worker appends the blocks of the tasks it computes to
@@ -18,6 +19,13 @@ through the manifest only, never a directory listing, so a segment (or a block i
 the manifest does not list is ignored; resuming deletes such segments and rewrites segments of the
 interrupted run without their unlisted blocks. Published segments never change in place, so
 readers open them ``immutable=1`` (no locks, no ``-shm``: safe on network filesystems too).
+
+**A segment is bound to its place.** Its blocks' checksums are seeded by the dataset id and the
+task id (:func:`._codec.task_seed`), its ``segment`` row names the dataset and its task range, and
+the manifest records its size (``shards.bytes``): a segment of another dataset, or of other tasks
+(copied, linked, swapped, renamed), or replaced, is refused on open, never served. Every path to a
+segment goes through :func:`segment_file`, which refuses names that could lead out of ``shards/``;
+a resume checks every listed segment's identity before it changes anything.
 
 On a network filesystem (NFS, SMB...) a segment is built in the local temporary directory and
 copied into place (copy, ``fsync``, rename, ``fsync`` the directory); the manifest uses the
@@ -45,12 +53,15 @@ from ._spec import Spec
 from ._store import (
     Writer,
     atomic,
+    bounded,
+    check_schema,
     connect,
     create_tables,
     insert_block,
     merge_state,
     page_size,
     path_text,
+    segment_schema,
     storage_error,
     update_summary,
 )
@@ -63,6 +74,7 @@ __all__ = [
     "SegmentWriter",
     "is_directory_path",
     "range_segment_name",
+    "segment_file",
     "segment_name",
 ]
 
@@ -75,6 +87,31 @@ def is_directory_path(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` names a sharded dataset: it ends in ``/`` or is an existing directory."""
     text = os.fspath(path)
     return text.endswith(os.sep) or os.path.isdir(text)
+
+
+def segment_file(directory: Path, name: object) -> Path:
+    """The file of the segment ``name`` (as the manifest lists it) of the dataset ``directory``.
+    Refuses what is not a segment name (``..``, an absolute path, a separator: only the names
+    :func:`segment_name` and :func:`range_segment_name` make), a ``shards/`` that is a link, and a
+    symbolic link leading out of ``shards/``: no command reads a file outside the dataset."""
+    if not isinstance(name, str) or not _SEGMENT.fullmatch(f"{name}.db"):
+        raise NotADatasetError(
+            f"{path_text(directory)} is damaged: its manifest lists a segment named {name!r}, which is no "
+            "segment name (edited?): not read"
+        )
+    shards = directory / SHARDS
+    path = shards / f"{name}.db"
+    try:
+        inside = os.path.realpath(shards) == os.path.join(os.path.realpath(directory), SHARDS)
+        inside = inside and os.path.dirname(os.path.realpath(path)) == os.path.realpath(shards)
+    except OSError as exc:
+        raise StorageError(f"cannot access {path_text(path)}: {exc.strerror}") from exc
+    if not inside:
+        raise NotADatasetError(
+            f"{path_text(directory)} is damaged: its segment {SHARDS}/{name}.db is a symbolic link out of "
+            f"{SHARDS}/ (edited?): not read"
+        )
+    return path
 
 
 def segment_name(run: int, worker: int, seq: int) -> str:
@@ -124,6 +161,7 @@ class SegmentWriter:
         self.tasks: list[Published] = []
         self.nbytes = 0
         self.conn: sqlite3.Connection | None = None
+        self.task_range: tuple[int, int] | None = None
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -131,7 +169,7 @@ class SegmentWriter:
             conn = connect(self.tmp, readonly=False, journal="delete", page_size=page_size(self.fmt))
             # A private file until published: no rollback journal is needed (a crash discards it).
             conn.execute("PRAGMA journal_mode=OFF")
-            create_tables(conn, blocks=True, manifest=False)
+            create_tables(conn, blocks=True, manifest=False, segment=self.fmt.dataset is not None)
             conn.execute("BEGIN")
         except sqlite3.Error as exc:
             raise storage_error(exc, self.final, "writing") from exc
@@ -150,6 +188,8 @@ class SegmentWriter:
                 raise storage_error(exc, self.final, "writing") from exc
             self.nbytes += result.offsets.nbytes + result.codes.nbytes
             self.nbytes += 0 if result.unitaries is None else result.unitaries.nbytes
+            a, b = self.task_range or (result.task_id, result.task_id)
+            self.task_range = (min(a, result.task_id), max(b, result.task_id))
         lengths = result.length_counts()
         self.tasks.append(Published(result.task_id, result.level, result.count, result.candidates, lengths, None, 0))
 
@@ -159,7 +199,10 @@ class SegmentWriter:
         if self.conn is None:
             return tasks
         conn, self.conn = self.conn, None
+        task_range, self.task_range = self.task_range, None
         try:
+            if self.fmt.dataset is not None and task_range is not None:
+                conn.execute("INSERT INTO segment VALUES (?, ?, ?)", (self.fmt.dataset.hex(), *task_range))
             conn.execute("COMMIT")
             conn.close()
             size = self._move_into_place()
@@ -201,7 +244,7 @@ class SegmentWriter:
             self.conn = None
         with contextlib.suppress(OSError):
             self.tmp.unlink()
-        self.tasks, self.nbytes = [], 0
+        self.tasks, self.nbytes, self.task_range = [], 0, None
 
 
 class DirectoryWriter(Writer):
@@ -214,6 +257,7 @@ class DirectoryWriter(Writer):
         super().__init__(self.directory / MANIFEST, spec, journal=journal, layout="directory")
         try:
             (self.directory / SHARDS).mkdir(exist_ok=True)
+            self._check_listed()  # before anything changes
             self.run = self._start_run()
             self._clean()
         except OSError as exc:
@@ -252,6 +296,33 @@ class DirectoryWriter(Writer):
         with atomic(self.conn) as conn:
             merge_state(conn, clean_through_run=self.run - 1)
 
+    def _check_listed(self) -> None:
+        listed = {name for (name,) in self.conn.execute("SELECT name FROM shards")}
+        for entry in sorted((self.directory / SHARDS).iterdir()):
+            if _SEGMENT.fullmatch(entry.name) and entry.name[:-3] in listed:
+                self._check_own(entry)
+
+    def _check_own(self, entry: Path) -> None:
+        """Refuse to resume with a listed segment that is not this dataset's (a link out of
+        ``shards/``, a crafted schema, another dataset's id): readers would refuse it anyway."""
+        segment = segment_file(self.directory, entry.name[:-3])
+        probe = connect(segment, readonly=True, immutable=True)
+        try:
+            check_schema(probe, segment, segment_schema(self.fmt.dataset))
+            if self.fmt.dataset is None:
+                return
+            with bounded(probe, segment):
+                rows = probe.execute("SELECT dataset FROM segment").fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, segment, "opening") from exc
+        finally:
+            probe.close()
+        if rows != [(self.fmt.dataset.hex(),)]:
+            raise NotADatasetError(
+                f"{path_text(self.directory)} is damaged: its segment {SHARDS}/{entry.name} belongs to another "
+                "dataset (copied or linked in?): not resumed; restore the directory from a copy"
+            )
+
     def _state(self) -> dict[str, Any]:
         (text,) = self.conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
         return dict(json.loads(text))
@@ -262,7 +333,9 @@ class DirectoryWriter(Writer):
         listed = {t for (t,) in self.conn.execute("SELECT task_id FROM tasks WHERE shard = ?", (shard,))}
         probe = connect(segment, readonly=True, immutable=True)
         try:
-            present = {t for (t,) in probe.execute("SELECT task_id FROM blocks")}
+            check_schema(probe, segment, segment_schema(self.fmt.dataset))  # a crafted segment: refused, not run
+            with bounded(probe, segment):
+                present = {t for (t,) in probe.execute("SELECT task_id FROM blocks")}
         finally:
             probe.close()
         extra = sorted(present - listed)
@@ -280,8 +353,11 @@ class DirectoryWriter(Writer):
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
+            size = os.fstat(fd).st_size
         finally:
             os.close(fd)
+        with atomic(self.conn) as manifest:  # the size readers check (a crash between: re-pruned at resume)
+            manifest.execute("UPDATE shards SET bytes = ? WHERE shard = ?", (size, shard))
         os.replace(tmp, segment)
 
     def commit_published(self, tasks: list[Published]) -> None:

@@ -1,10 +1,12 @@
 """The SQLite store: schema, connection settings, the transaction helper, and the file writer.
 
-Schema (version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``; ``PRAGMA
-application_id`` is :data:`APPLICATION_ID` so a foreign SQLite file is never mistaken
-for a dataset). A *dataset file* and the *manifest* of a sharded directory share it::
+Schema (version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``; versions from
+:data:`OLDEST_SCHEMA` are read and resumed; ``PRAGMA application_id`` is :data:`APPLICATION_ID`
+so a foreign SQLite file is never mistaken for a dataset). A *dataset file* and the *manifest* of
+a sharded directory share it::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)          JSON values: spec, format, state, summary
+    meta(key TEXT PRIMARY KEY, value TEXT)          JSON values: spec, format (with the dataset's
+                                                    random id, dataset_id), state, summary
     gates(gate INTEGER PRIMARY KEY, name TEXT, qubits INTEGER, matrix BLOB)
     moves(code INTEGER PRIMARY KEY, text TEXT, gate INTEGER, qubits TEXT)
     tasks(task_id INTEGER PRIMARY KEY, level INTEGER, first_id INTEGER,
@@ -13,12 +15,21 @@ for a dataset). A *dataset file* and the *manifest* of a sharded directory share
     blocks(task_id INTEGER PRIMARY KEY, count INTEGER, offsets BLOB, codes BLOB,
            unitaries BLOB, keys BLOB, checks BLOB)
     lookup(key INTEGER, task_id INTEGER, row INTEGER, PRIMARY KEY (key, task_id, row)) WITHOUT ROWID
+    segment(dataset TEXT, first_task INTEGER, last_task INTEGER)     segments only (schema 3): whose
+                                                    they are, and the range of the tasks they hold
 
 Task ``t`` holds records ``first_id .. first_id + count - 1``; its block (layout and checksums:
 :mod:`._codec`) is the row ``task_id = t`` of ``blocks`` in shard ``shard``: 0 is the file itself
 (a dataset file), any other the segment file ``shards/<name>.db`` of a directory
-(:mod:`._shards`), which holds ``blocks`` and ``lookup`` only. ``lookup`` maps a coarse key to
-row ``row`` of task ``task_id`` (unique datasets).
+(:mod:`._shards`), which holds ``blocks``, ``lookup`` and ``segment`` only. ``lookup`` maps a coarse
+key to row ``row`` of task ``task_id`` (unique datasets).
+
+A dataset is untrusted input (datasets are shared): before the first read, :func:`check_schema`
+refuses any table, index, view or trigger that is not exactly the schema's (a view where a table
+belongs could run for ever), every connection runs with ``trusted_schema=OFF`` and
+``cell_size_check=ON``, metadata queries run under a budget of SQLite steps (:func:`bounded`),
+and :func:`check_structure` checks that the tasks are the prefix they must be (ids ``0..n-1``,
+first ids the running sum of the counts) with one O(tasks) query.
 
 Settings (one place, :func:`connect`): WAL, ``synchronous=NORMAL`` (a power cut may
 drop the last commits but never corrupts), 64 KiB pages, a busy timeout, and writes in
@@ -69,16 +80,28 @@ __all__ = [
     "APPLICATION_ID",
     "JOURNAL_MODES",
     "NETWORK_FILESYSTEMS",
+    "OLDEST_SCHEMA",
+    "QUERY_STEPS",
     "SCHEMA_VERSION",
     "Writer",
     "atomic",
+    "bounded",
+    "check_schema",
+    "check_structure",
     "connect",
     "filesystem_type",
     "open_readonly",
     "parse_mountinfo",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+"""3: a dataset id in ``meta.format``, bound into every block's checksums; segments name their
+dataset and task range (table ``segment``)."""
+OLDEST_SCHEMA = 2
+"""The oldest schema still read and resumed (2: no dataset id, checksum seed 0)."""
+QUERY_STEPS = 50_000_000
+"""SQLite virtual-machine steps one metadata query may take (~1 s): more means a crafted file."""
+_STEPS_PER_CHECK = 10_000
 APPLICATION_ID = 0x556E6974  # "Unit"
 BUSY_TIMEOUT_S = 30.0
 PAGE_SIZE = 65536
@@ -122,6 +145,12 @@ CREATE TABLE blocks (
 CREATE TABLE lookup (key INTEGER NOT NULL, task_id INTEGER NOT NULL, row INTEGER NOT NULL,
     PRIMARY KEY (key, task_id, row)) WITHOUT ROWID;
 """
+_SEGMENT_SCHEMA = """
+CREATE TABLE segment (dataset TEXT NOT NULL, first_task INTEGER NOT NULL, last_task INTEGER NOT NULL);
+"""
+_AUTOINDEXES = {"sqlite_autoindex_meta_1": "meta", "sqlite_autoindex_shards_1": "shards"}
+_STATISTICS = ("sqlite_stat1", "sqlite_stat4")
+"""Tables ``ANALYZE`` adds (planner statistics: they change no result)."""
 
 
 def storage_error(exc: sqlite3.Error, path: str | Path, action: str) -> DatasetError:
@@ -198,6 +227,9 @@ def connect(
         timeout=BUSY_TIMEOUT_S,
         check_same_thread=False,
     )
+    # A dataset is untrusted input: functions in its schema never run, damaged cells are caught.
+    conn.execute("PRAGMA trusted_schema=OFF")
+    conn.execute("PRAGMA cell_size_check=ON")
     if readonly:
         # Readers map the file (pages come from the OS page cache, shared by every reader, no
         # copy per process): random ds[i] ~2x faster than through SQLite's 2 MB default cache.
@@ -292,8 +324,9 @@ def _read_header(path: Path) -> tuple[bytes, int]:
         raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
 
 
-def check_file(path: Path) -> None:
-    """Refuse a missing or irregular file, a non-SQLite file, a foreign SQLite file, or another schema."""
+def check_file(path: Path) -> int:
+    """Refuse a missing or irregular file, a non-SQLite file, a foreign SQLite file, or another
+    schema (:func:`check_schema`); returns its schema version."""
     header, size = _read_header(path)
     if header[:16] != _SQLITE_HEADER:
         raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
@@ -304,6 +337,8 @@ def check_file(path: Path) -> None:
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if app_id == APPLICATION_ID and OLDEST_SCHEMA <= version <= SCHEMA_VERSION:
+                check_schema(conn, path, _SCHEMA + _BLOCK_SCHEMA)
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -315,11 +350,127 @@ def check_file(path: Path) -> None:
             f"{path_text(path)} has schema version {version}, newer than this unitarium's {SCHEMA_VERSION}: "
             "upgrade unitarium"
         )
-    if version < SCHEMA_VERSION:
+    if version < OLDEST_SCHEMA:
         raise SchemaVersionError(
             f"{path_text(path)} has schema version {version} (unitarium 0.1: no block checksums), which this "
             f"unitarium (schema {SCHEMA_VERSION}) no longer reads: re-run its generate command into a new path "
             "to rebuild it (or read it with unitarium 0.1)"
+        )
+    return int(version)
+
+
+def check_schema(conn: sqlite3.Connection, path: Path, expected: str) -> None:
+    """Refuse a file whose schema is not exactly ``expected`` (CREATE statements): no other table,
+    no view, trigger or virtual table, no table or index of another definition (a view where a
+    table belongs, or a generated column, runs code on every read). Reads ``sqlite_master`` only."""
+    want = {name: sql for name, sql in _statements(expected)}
+    try:
+        with bounded(conn, path):
+            rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    except sqlite3.Error as exc:
+        raise storage_error(exc, path, "opening") from exc
+    seen = set()
+    for kind, name, table, sql in rows:
+        if kind == "table" and name in _STATISTICS:
+            continue
+        if kind == "index" and sql is None and _AUTOINDEXES.get(name) == table and table in want:
+            continue
+        text = " ".join(sql.split()) if isinstance(sql, str) else None
+        if name not in want or text != want[name] or kind != ("index" if text.startswith("CREATE INDEX") else "table"):
+            raise NotADatasetError(
+                f"{path_text(path)} is not a unitarium dataset as written: its schema has {kind} {name!r} "
+                "where unitarium's has none of that definition (crafted or edited: not read)"
+            )
+        seen.add(name)
+    missing = sorted(set(want) - seen - {"tasks_by_first_id"})
+    if missing:
+        raise NotADatasetError(f"{path_text(path)} is damaged: it has no {missing[0]!r} table")
+
+
+def _statements(schema: str) -> list[tuple[str, str]]:
+    """``(name, CREATE statement with single spaces)`` of each statement of ``schema``."""
+    out = []
+    for statement in filter(str.strip, schema.split(";")):
+        text = " ".join(statement.split())
+        out.append((text.split(" ")[2], text))
+    return out
+
+
+@contextlib.contextmanager
+def bounded(conn: sqlite3.Connection, path: str | Path, steps: int = QUERY_STEPS) -> Iterator[sqlite3.Connection]:
+    """Run the queries of the block (fetch inside it) under a budget of ``steps`` SQLite
+    virtual-machine steps: past it, a :class:`NotADatasetError` (a crafted file, not a slow disk)."""
+    calls = 0
+    limit = max(1, steps // _STEPS_PER_CHECK)
+
+    def tick() -> int:
+        nonlocal calls
+        calls += 1
+        return int(calls > limit)
+
+    conn.set_progress_handler(tick, _STEPS_PER_CHECK)
+    try:
+        yield conn
+    except sqlite3.OperationalError as exc:
+        if calls > limit:
+            raise NotADatasetError(
+                f"{path_text(path)}: a metadata query ran past {steps:,} SQLite steps, which no dataset of "
+                "unitarium needs (crafted or damaged: not read further)"
+            ) from exc
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+_STRUCTURE = """
+SELECT t.task_id, t.first_id, t.count, t.shard, p.first_id + p.count FROM tasks t
+LEFT JOIN tasks p ON p.task_id = t.task_id - 1
+WHERE t.first_id IS NOT coalesce(p.first_id + p.count, 0) OR (p.task_id IS NULL AND t.task_id != 0)
+   OR t.count != CAST(t.count AS INTEGER) OR t.count < 0
+   OR (t.count > 0 AND (t.shard = 0) = ?)
+   OR (t.shard != 0 AND NOT EXISTS (SELECT 1 FROM shards s WHERE s.shard = t.shard))
+LIMIT 1
+"""
+"""The first task that breaks the prefix: every task but task 0 follows its predecessor (task id - 1),
+starting where it ends (task 0 at 0), with integer counts (so integer first ids), its block where the
+layout puts blocks. (A self-join on the primary key: SQLite 3.40's window functions took 2-4x longer
+on 250k tasks; CAST rather than typeof(), a function call per row, saves another 20%.)"""
+
+
+def check_structure(conn: sqlite3.Connection, path: str | Path, *, directory: bool) -> None:
+    """Refuse tasks that are not the committed prefix: task ids ``0..n-1``, each first id the sum
+    of the counts before it, each block in the file itself (a file) or in a listed segment (a
+    directory), and a summary that agrees. One O(tasks) query, in one read snapshot."""
+    try:
+        conn.execute("BEGIN")
+        try:
+            with bounded(conn, path):
+                (tasks,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
+            with bounded(conn, path, QUERY_STEPS + 200 * int(tasks)):
+                bad = conn.execute(_STRUCTURE, (directory,)).fetchone()
+                last = conn.execute(
+                    "SELECT task_id, first_id + count FROM tasks ORDER BY task_id DESC LIMIT 1"
+                ).fetchone()
+                summary = conn.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
+        finally:
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise storage_error(exc, path, "reading") from exc
+    if bad is not None:
+        task_id, first, count, shard, follows = bad
+        raise NotADatasetError(
+            f"{path_text(path)} is damaged: its task list breaks at task {task_id!r} (first id {first!r}, "
+            f"{count!r} records, shard {shard!r}; the task before ends at {follows!r}): not read"
+        )
+    total = 0 if last is None else last[1]  # the chain holds: the last task ends where the records do
+    try:
+        said = load_json(summary[0]) if summary else None
+    except ValueError:
+        said = None
+    if not isinstance(said, dict) or said.get("records") != total or said.get("tasks") != tasks:
+        records = said.get("records") if isinstance(said, dict) else None
+        raise NotADatasetError(
+            f"{path_text(path)} is damaged: its summary says {records!r} records, its tasks hold {total}: not read"
         )
 
 
@@ -397,8 +548,8 @@ def page_size(fmt: BlockFormat) -> int:
     return PAGE_SIZE if fmt.stored_unitaries else SMALL_PAGE_SIZE
 
 
-def block_format(spec: Spec) -> BlockFormat:
-    """The block layout of a dataset of ``spec``."""
+def block_format(spec: Spec, dataset: bytes | None = None) -> BlockFormat:
+    """The block layout of a dataset of ``spec`` whose id is ``dataset`` (None: schema 2)."""
     udt = spec.np_dtype.newbyteorder("<")
     u_bytes = spec.gateset.dim**2 * udt.itemsize if spec.stored_unitaries else 0
     return BlockFormat(
@@ -408,7 +559,23 @@ def block_format(spec: Spec) -> BlockFormat:
         stored_unitaries=spec.stored_unitaries,
         keyed=spec.unique,
         page=page_records(u_bytes, spec.unique),
+        dataset=dataset,
     )
+
+
+def new_dataset_id() -> bytes:
+    """A new dataset's id: 16 random bytes."""
+    return secrets.token_bytes(16)
+
+
+def dataset_id(path: str | Path, fmt: Any, version: int) -> bytes | None:
+    """The dataset id in ``meta.format`` (schema 3; None in schema 2), checked."""
+    text = fmt.get("dataset_id") if isinstance(fmt, dict) else None
+    if version < 3:
+        return None
+    if not (isinstance(text, str) and re.fullmatch(r"[0-9a-f]{32}", text)):
+        raise damaged_meta(path, f"format dataset_id {text!r} is not 32 hex digits")
+    return bytes.fromhex(text)
 
 
 def format_json(fmt: BlockFormat, layout: str) -> dict[str, Any]:
@@ -422,27 +589,34 @@ def format_json(fmt: BlockFormat, layout: str) -> dict[str, Any]:
         "offset_dtype": "uint32",
         "keys": "dedup128" if fmt.keyed else None,
         "page_records": fmt.page,
-        "checksum": "xxh3_64 per page, parts chained through the seed",
+        "checksum": "xxh3_64 per page, parts chained through the seed, first seed xxh3_64(dataset id + task id)",
         "byte_order": "little",
         "qubit_order": "qiskit (little-endian: qubit 0 is the least significant bit)",
+        **({} if fmt.dataset is None else {"dataset_id": fmt.dataset.hex()}),
     }
 
 
-def create_tables(conn: sqlite3.Connection, *, blocks: bool, manifest: bool) -> None:
-    """The schema's tables: the manifest's (meta, gates, moves, tasks, shards) and/or the blocks'."""
-    text = (_SCHEMA if manifest else "") + (_BLOCK_SCHEMA if blocks else "")
+def create_tables(conn: sqlite3.Connection, *, blocks: bool, manifest: bool, segment: bool = False) -> None:
+    """The schema's tables: the manifest's (meta, gates, moves, tasks, shards) and/or the blocks',
+    and a segment's identity table."""
+    text = (_SCHEMA if manifest else "") + (_BLOCK_SCHEMA if blocks else "") + (_SEGMENT_SCHEMA if segment else "")
     for statement in filter(str.strip, text.split(";")):
         conn.execute(statement)
 
 
-def write_header(conn: sqlite3.Connection, spec: Spec, layout: str) -> None:
+def segment_schema(dataset: bytes | None) -> str:
+    """The schema of a segment of the dataset of id ``dataset`` (None: schema 2, no identity table)."""
+    return _BLOCK_SCHEMA + (_SEGMENT_SCHEMA if dataset is not None else "")
+
+
+def write_header(conn: sqlite3.Connection, spec: Spec, layout: str, fmt: BlockFormat) -> None:
     """The header rows of a new dataset file or manifest: pragmas, meta, gates and moves."""
     gs = spec.gateset
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}" if fmt.dataset else f"PRAGMA user_version={OLDEST_SCHEMA}")
     rows = [
         ("spec", spec.to_json()),
-        ("format", format_json(block_format(spec), layout)),
+        ("format", format_json(fmt, layout)),
         ("state", {"complete": False, "runs": 0}),
         ("summary", {"records": 0, "tasks": 0, "candidates": 0, "lengths": {}}),
     ]
@@ -461,7 +635,7 @@ def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult) -> N
     """Task ``r``'s block (and lookup rows, in unique mode) into ``conn``'s ``blocks`` table."""
     if not r.count:
         return
-    blobs = encode(fmt, r.offsets, r.codes, r.unitaries, r.dedup)
+    blobs = encode(fmt, r.task_id, r.offsets, r.codes, r.unitaries, r.dedup)
     conn.execute(
         "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
         (r.task_id, r.count, blobs["offsets"], blobs["codes"], blobs["unitaries"], blobs["keys"], blobs["checks"]),
@@ -578,10 +752,20 @@ class Writer:
     """The single writer of a dataset file. Creates or validates the file, holds its
     write lock until :meth:`close`, and commits whole tasks atomically."""
 
-    def __init__(self, path: str | Path, spec: Spec, *, journal: str = "wal", layout: str = "file") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        spec: Spec,
+        *,
+        journal: str = "wal",
+        layout: str = "file",
+        fmt: BlockFormat | None = None,
+    ) -> None:
+        """``fmt``: the block format of a new file (``pack``: the source's, id included); else one
+        with a new id. An existing file keeps its own."""
         self.path = Path(path)
         self.spec = spec
-        self.fmt = block_format(spec)
+        self.fmt = fmt or block_format(spec, new_dataset_id())
         self.journal = journal
         self.layout = layout
         self.network = False
@@ -696,19 +880,23 @@ class Writer:
         return fd
 
     def _open(self) -> sqlite3.Connection:
-        check_file(self.path)
+        version = check_file(self.path)
         try:
             conn = connect(self.path, readonly=True)
             try:
-                stored = read_meta(conn).get("spec")
+                with bounded(conn, self.path):
+                    meta = read_meta(conn)
+                check_structure(conn, self.path, directory=self.layout == "directory")
             finally:
                 conn.close()
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "opening") from exc
         except ValueError as exc:  # not JSON
             raise damaged_meta(self.path, exc) from exc
+        stored = meta.get("spec")
         if stored != self.spec.to_json():
             raise SpecMismatchError(mismatch_message(self.path, stored or {}, self.spec.to_json()))
+        self.fmt = block_format(self.spec, dataset_id(self.path, meta.get("format"), version))
         try:
             return connect(self.path, readonly=False, journal=self.journal)
         except sqlite3.Error as exc:
@@ -721,7 +909,7 @@ class Writer:
             try:
                 with atomic(conn):
                     create_tables(conn, blocks=True, manifest=True)
-                    write_header(conn, self.spec, self.layout)
+                    write_header(conn, self.spec, self.layout, self.fmt)
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
