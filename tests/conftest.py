@@ -55,7 +55,7 @@ def cli(
 def _cli_in_process(args: list[str]) -> subprocess.CompletedProcess:
     from click.testing import CliRunner
 
-    from unitarium.cli import main
+    from unitarium.cli.main import main
 
     result = CliRunner().invoke(main, args, prog_name="unitarium", catch_exceptions=True)
     code, stderr = result.exit_code, result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import unitarium
-from unitarium._store import NETWORK_FILESYSTEMS, filesystem_type, parse_mountinfo
+from unitarium.storage.store import NETWORK_FILESYSTEMS, filesystem_type, parse_mountinfo
 
 from conftest import (
     Snapshot,

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 import unitarium
-from unitarium._executors import write_chunk
-from unitarium._rayrun import check_nodes, probe_node
-from unitarium._shards import range_segment_name
-from unitarium._sources import Task
+from unitarium.run.jobs import write_chunk
+from unitarium.run.ray import check_nodes, probe_node
+from unitarium.spec.sources import Task
+from unitarium.storage.shards import range_segment_name
 
 from conftest import (
     PINNED_DIGESTS,
@@ -253,7 +253,7 @@ def test_a_node_removed_mid_run(tmp_path: Path, cli_reference: Snapshot) -> None
 
 def test_without_ray_one_line_with_the_install_hint(tmp_path: Path) -> None:
     """The real CLI in a Python where ``import ray`` fails (as without the package: sys.modules blocks it)."""
-    blocked = "import sys; sys.modules['ray'] = None; from unitarium.cli import main; main()"
+    blocked = "import sys; sys.modules['ray'] = None; from unitarium.cli.main import main; main()"
     args = ["generate", f"{tmp_path / 'd'}/", "--gates", "h", "--qubits", "1", "--count", "10", "--length", "2"]
     proc = subprocess.run(
         [sys.executable, "-c", blocked, *args, "--engine", "ray"],

@@ -8,9 +8,6 @@ back as numpy arrays (PyTorch batches, Parquet, Qiskit/Cirq/OpenQASM circuits).
 >>> ds = unitarium.open("data.db"); ds[42].circuit          # doctest: +SKIP
 """
 
-from ._circuit import Circuit, Record
-from ._dataset import Dataset, VerifyReport, open
-from ._engine import generate
 from ._errors import (
     DatasetBusyError,
     DatasetError,
@@ -28,13 +25,17 @@ from ._errors import (
     UnitariumError,
     WorkerError,
 )
-from ._gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_gate, parse_gates
-from ._gateset import GateSet, Move
-from ._pack import pack
-from ._progress import Progress, Summary
-from ._spec import Enumeration, RandomSource, Spec, make_spec
-from ._split import DatasetView
+from .core.circuit import Circuit, Record
+from .core.gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_gate, parse_gates
+from .core.gateset import GateSet, Move
+from .dataset import Dataset, open
+from .read.dataset import VerifyReport
+from .read.split import DatasetView
+from .run.engine import generate
+from .run.pack import pack
+from .run.progress import Progress, Summary
 from .search import Approximation, Match
+from .spec.spec import Enumeration, RandomSource, Spec, make_spec
 
 __version__ = "0.1.0"
 

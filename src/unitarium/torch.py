@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import MissingOptionalLibraryError, SpecError
-from ._split import as_source, max_length, pad_tokens, read_positions
+from .read.split import as_source, max_length, pad_tokens, read_positions
 
 try:
     import torch

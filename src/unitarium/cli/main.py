@@ -1,0 +1,354 @@
+"""The ``unitarium`` command: a thin layer over the library.
+
+Each command parses its options, calls one library function and prints the result.
+Errors the user can fix become one line on stderr and exit status 2 (130 when
+interrupted); they never change an existing dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from .._errors import Interrupted, SpecError, UnitariumError
+from ..dataset import Dataset
+from ..run.engine import generate
+from ..run.progress import Progress
+from ..spec.spec import DTYPES, UNITARIES, make_spec
+from ..storage.store import JOURNAL_MODES
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Group(click.Group):
+    """Runs a command and turns every expected error into one line on stderr."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), EXIT_USAGE)
+        except Interrupted as exc:
+            _fail(str(exc), EXIT_INTERRUPTED)
+        except UnitariumError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except KeyboardInterrupt:
+            _fail("interrupted; committed records are kept", EXIT_INTERRUPTED)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # a second Ctrl-C; left to click, it would print an extra empty line
+            raise Interrupted("interrupted; committed records are kept: re-run the same command to resume") from None
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"unitarium: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="unitarium")
+def main() -> None:
+    """Generate, inspect and query datasets of quantum circuits and their unitaries."""
+
+
+def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
+    if quiet:  # no progress, but what a stalled run waits for is still said
+        return _print_note, lambda: None
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        bar = Bar(
+            TextColumn("[bold]generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        bar.start()
+        task = bar.add_task("generate", total=None, rate="")
+        t0 = time.monotonic()
+
+        def update(p: Progress) -> None:
+            if p.note is not None:
+                bar.console.print(f"unitarium: {p.note}", highlight=False, markup=False)
+                return
+            rate = p.candidates / max(time.monotonic() - t0, 1e-9)
+            extra = f"{rate:,.0f}/s  {p.records:,} records" + (f"  level {p.level}" if p.total is None else "")
+            bar.update(task, completed=p.candidates, total=p.total, rate=extra)
+
+        return update, bar.stop
+    last = [0.0]
+    t0 = time.monotonic()
+
+    def plain(p: Progress) -> None:
+        if p.note is not None:
+            _print_note(p)
+            return
+        now = time.monotonic()
+        if now - last[0] >= 2.0:
+            last[0] = now
+            of = f"/{p.total:,}" if p.total else f" (level {p.level})"
+            click.echo(
+                f"progress: {p.candidates:,}{of} candidates, {p.records:,} records, "
+                f"{p.candidates / max(now - t0, 1e-9):,.0f}/s",
+                err=True,
+            )
+
+    return plain, lambda: None
+
+
+def _print_note(p: Progress) -> None:
+    """What a stalled run waits for (:attr:`Progress.note`), one line on stderr."""
+    if p.note is not None:
+        click.echo(f"unitarium: {p.note}", err=True)
+
+
+@main.command("generate")
+@click.argument("path", type=click.Path())  # a str: a trailing / (a directory) must survive
+@click.option(
+    "--gates", default="", help="Gates or presets, comma-separated: clifford, clifford+t, h,t,cx, rz(pi/4)..."
+)
+@click.option("--gate-file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/TOML file of custom gates.")
+@click.option("--qubits", type=int, required=True, help="Number of qubits.")
+@click.option("--coupling", default="full", show_default=True, help="full, linear, ring, or edges like 0-1,1-2.")
+@click.option("--count", type=int, help="Random circuits to draw.")
+@click.option("--length", help="Random circuit length: N or MIN:MAX (uniform).")
+@click.option("--enumerate", "enumerate_", is_flag=True, help="Every gate sequence up to --max-length, breadth-first.")
+@click.option("--max-length", type=int, help="Longest enumerated sequence.")
+@click.option("--no-prune", is_flag=True, help="Enumerate without skipping trivially redundant sequences.")
+@click.option("--unique", is_flag=True, help="Keep one record per distinct unitary up to global phase.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="complex64", show_default=True)
+@click.option(
+    "--unitaries",
+    type=click.Choice(UNITARIES),
+    default="stored",
+    show_default=True,
+    help="stored, or computed: store circuits only and recompute unitaries (same bits) when read.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, help="Worker processes (default: cores - 1, at least 1; the writer uses one).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option(
+    "--journal",
+    type=click.Choice(JOURNAL_MODES),
+    default="wal",
+    show_default=True,
+    help="SQLite journal: wal, or delete for network filesystems (readers then wait while it commits).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: worker processes here; ray: Ray tasks (a directory PATH; --workers caps the tasks in flight).",
+)
+@click.option(
+    "--ray-address",
+    help="Ray cluster to run on (HOST:PORT; default: RAY_ADDRESS, else a local Ray started for the run).",
+)
+def generate_cmd(
+    path: str,
+    gates: str,
+    gate_file: Path | None,
+    qubits: int,
+    coupling: str,
+    count: int | None,
+    length: str | None,
+    enumerate_: bool,
+    max_length: int | None,
+    no_prune: bool,
+    unique: bool,
+    dtype: str,
+    unitaries: str,
+    seed: int,
+    workers: int | None,
+    quiet: bool,
+    journal: str,
+    engine: str,
+    ray_address: str | None,
+) -> None:
+    """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
+    directory PATH (a path ending in / or an existing directory: one writer per worker)."""
+    if enumerate_ != (max_length is not None):
+        raise SpecError("--enumerate and --max-length go together")
+    spec = make_spec(
+        gates=gates,
+        qubits=qubits,
+        count=count,
+        length=length,
+        max_length=max_length,
+        unique=unique,
+        prune=not no_prune,
+        coupling=coupling,
+        gate_file=gate_file,
+        dtype=dtype,
+        seed=seed,
+        unitaries=unitaries,
+    )
+    update, close = _progress_printer(quiet)
+    try:
+        summary = generate(
+            path, spec, workers=workers, progress=update, journal=journal, engine=engine, ray_address=ray_address
+        )
+    finally:
+        close()
+    rate = summary.new_records / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"{summary.path}: {summary.records:,} records ({summary.new_records:,} new) in "
+        f"{summary.seconds:.2f} s, {rate:,.0f} records/s; complete"
+    )
+    if not quiet:
+        _print_info(Dataset(path).info())
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    hist = info["length_histogram"]
+    lengths = (
+        ", ".join(f"{k}: {v:,}" for k, v in hist.items())
+        if len(hist) <= 12
+        else (f"{min(hist)}..{max(hist)} (mean {sum(k * v for k, v in hist.items()) / max(1, info['records']):.1f})")
+    )
+    bpr = info["bytes_per_record"]
+    more = ", ..." if len(info["moves"]) > 8 else ""
+    click.echo(
+        f"path:        {info['path']}\n"
+        f"spec:        {info['description']}\n"
+        f"records:     {info['records']:,} ({info['candidates']:,} candidates, {info['tasks_done']:,} tasks)\n"
+        f"complete:    {'yes' if info['complete'] else 'no (re-run the same generate command to resume)'}\n"
+        f"moves:       {len(info['moves'])} ({', '.join(info['moves'][:8])}{more})\n"
+        f"lengths:     {lengths}\n"
+        f"file size:   {info['file_bytes'] / 2**20:,.1f} MiB"
+        + (f" ({bpr:,.1f} bytes/record)" if bpr else "")
+        + (f" in {info['shards']:,} shard files" if info["layout"] == "directory" else "")
+    )
+
+
+@main.command("pack")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+def pack_cmd(source: Path, target: Path) -> None:
+    """Copy the finished sharded dataset SOURCE (a directory) into the new dataset file TARGET."""
+    from ..run.pack import pack
+
+    summary = pack(source, target)
+    click.echo(f"{summary.path}: {summary.records:,} records packed from {str(source)!r}")
+
+
+@main.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_cmd(path: Path, as_json: bool) -> None:
+    """Summarise a dataset: spec, record count, length histogram, size."""
+    info = Dataset(path).info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        _print_info(info)
+
+
+@main.command("show", context_settings={"ignore_unknown_options": True})  # RECORD_ID may be negative: -1
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("record_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_cmd(path: Path, record_id: int, as_json: bool) -> None:
+    """Print one record: its circuit (text and OpenQASM 2) and its matrix."""
+    rec = Dataset(path)[record_id]
+    if as_json:
+        u = rec.unitary
+        click.echo(
+            json.dumps(
+                {
+                    "id": rec.id,
+                    "circuit": str(rec.circuit),
+                    "qasm": rec.circuit.to_qasm(),
+                    "unitary": {"real": u.real.tolist(), "imag": u.imag.tolist()},
+                },
+                indent=2,
+            )
+        )
+        return
+    with np.printoptions(precision=4, suppress=True, linewidth=160):
+        click.echo(
+            f"record {rec.id} ({len(rec.circuit)} gates)\ncircuit: {rec.circuit}\n\n"
+            f"{rec.circuit.to_qasm()}\nunitary ({rec.unitary.dtype}, qubit 0 least significant):\n{rec.unitary}"
+        )
+
+
+@main.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--all", "check_all", is_flag=True, help="Recompute every record, not a sample.")
+@click.option("--sample", type=click.IntRange(min=0), default=1000, show_default=True, help="Records to recompute.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the sample.")
+def verify_cmd(path: Path, check_all: bool, sample: int, seed: int) -> None:
+    """Check integrity, checksums and structure, and recompute unitaries from their circuits."""
+    report = Dataset(path).verify(sample=None if check_all else sample, seed=seed)
+    click.echo(
+        f"integrity_check: {report.integrity}; recomputed {report.checked:,} of {report.records:,} "
+        f"records, max error {report.max_error:.3g}"
+    )
+    if not report.ok:
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+        sys.exit(1)
+    click.echo("ok")
+
+
+@main.command("lookup")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--matrix", type=click.Path(dir_okay=False, path_type=Path), help=".npy file holding a d x d matrix.")
+@click.option("--circuit", help='A circuit whose unitary to look up, e.g. "h 0; cx 0 1".')
+@click.option("--qasm", type=click.Path(dir_okay=False, path_type=Path), help="OpenQASM 2 or 3 file of a circuit.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Entrywise tolerance.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list, empty when nothing matches).")
+def lookup_cmd(
+    path: Path, matrix: Path | None, circuit: str | None, qasm: Path | None, atol: float, as_json: bool
+) -> None:
+    """Find the records implementing a unitary up to global phase."""
+    from ..core.circuit import Circuit
+    from ..core.inputs import load_matrix
+    from ..interop import unitary_from_qasm_file
+
+    ds = Dataset(path)
+    if sum(x is not None for x in (matrix, circuit, qasm)) != 1:
+        raise SpecError("give exactly one of --matrix FILE.npy, --circuit TEXT or --qasm FILE.qasm")
+    if qasm is not None:
+        u = unitary_from_qasm_file(qasm, ds.gateset)
+    elif matrix is not None:
+        u = load_matrix(matrix)
+    else:
+        u = Circuit.from_text(circuit or "", ds.gateset).unitary()
+    found = ds.lookup(u, atol=atol)
+    if as_json:
+        click.echo(json.dumps([{"id": r.id, "circuit": str(r.circuit), "qasm": r.circuit.to_qasm()} for r in found]))
+    else:
+        for rec in found:
+            click.echo(f"{rec.id}\t{rec.circuit}")
+    if not found:
+        click.echo("no record implements this unitary", err=True)
+        sys.exit(1)
+
+
+from .search import synth_cmd  # noqa: E402
+
+main.add_command(synth_cmd)
+
+from .export import export_cmd  # noqa: E402
+
+main.add_command(export_cmd)

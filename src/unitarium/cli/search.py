@@ -1,0 +1,90 @@
+"""``unitarium synth``: exact or approximate synthesis of one unitary from a dataset."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from .._errors import SpecError
+from ..core.circuit import Circuit
+from ..core.inputs import load_matrix
+
+__all__ = ["synth_cmd"]
+
+
+@click.command("synth")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--matrix", type=click.Path(dir_okay=False, path_type=Path), help=".npy file holding a d x d unitary.")
+@click.option("--qasm", type=click.Path(dir_okay=False, path_type=Path), help="OpenQASM 2/3 file (any gates).")
+@click.option("--circuit", help='A circuit in the dataset\'s gates, e.g. "h 0; cx 0 1".')
+@click.option("--approximate", is_flag=True, help="The nearest circuit of at most --max-length moves instead.")
+@click.option("--max-length", type=int, help="Budget for --approximate (default and limit: 2 x the dataset's).")
+@click.option(
+    "--max-pairs",
+    type=click.IntRange(min=1),
+    help="Refuse an --approximate search scoring more pairs than this (default 5e8: tens of seconds).",
+)
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Entrywise tolerance (exact synthesis).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def synth_cmd(
+    path: Path,
+    matrix: Path | None,
+    qasm: Path | None,
+    circuit: str | None,
+    approximate: bool,
+    max_length: int | None,
+    max_pairs: int | None,
+    atol: float,
+    as_json: bool,
+) -> None:
+    """A shortest circuit for a unitary from a unique enumerated dataset PATH (max length L):
+    exact up to global phase with at most 2L moves, or with --approximate the nearest one.
+    Exit status 1 when no circuit of at most 2L moves implements it. An --approximate search
+    whose cost estimate exceeds --max-pairs is refused before it starts (exit status 2), with
+    the largest --max-length that fits. A search that runs for more than a couple of seconds
+    shows a progress bar when stderr is a terminal."""
+    from ..dataset import Dataset
+
+    ds = Dataset(path)
+    if sum(x is not None for x in (matrix, qasm, circuit)) != 1:
+        raise SpecError("give exactly one of --matrix FILE.npy, --qasm FILE.qasm or --circuit TEXT")
+    if (max_length is not None or max_pairs is not None) and not approximate:
+        raise SpecError("--max-length and --max-pairs go with --approximate")
+    u = _target(ds, matrix, qasm, circuit)
+    if approximate:
+        found = ds.approximate(u, max_length=max_length, **({} if max_pairs is None else {"max_pairs": max_pairs}))
+        _report(found.circuit, {"distance": found.distance}, as_json)
+        return
+    result = ds.synthesize(u, atol=atol)
+    if result is None:
+        longest = 2 * ds.spec.source.max_length  # type: ignore[union-attr]  # synthesize checked the source
+        if as_json:
+            click.echo(json.dumps({"circuit": None, "length": None, "max_length": longest}))
+        click.echo(f"no circuit of at most {longest} moves implements this unitary", err=True)
+        sys.exit(1)
+    _report(result, {}, as_json)
+
+
+def _target(ds: Any, matrix: Path | None, qasm: Path | None, circuit: str | None) -> np.ndarray:
+    if matrix is not None:
+        return load_matrix(matrix)
+    if qasm is not None:
+        try:
+            from ..core.convert import unitary_from_qasm_file
+        except ImportError as exc:  # the interop package is newer than this command
+            raise SpecError(f"--qasm is not available in this installation ({exc}): use --matrix") from exc
+        return unitary_from_qasm_file(qasm, ds.gateset)
+    return Circuit.from_text(circuit or "", ds.gateset).unitary()
+
+
+def _report(circuit: Circuit, extra: dict[str, float], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"circuit": str(circuit), "length": len(circuit), "qasm": circuit.to_qasm(), **extra}))
+        return
+    more = "".join(f", {key} {value:.6g}" for key, value in extra.items())
+    click.echo(f"{len(circuit)} gates{more}\ncircuit: {circuit}\n\n{circuit.to_qasm()}", nl=False)

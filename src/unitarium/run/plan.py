@@ -1,0 +1,134 @@
+"""What a run computes, and with how many workers: the tasks of a spec in order (:func:`plan`),
+the worker count this machine can take, and the size check before a random run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from .._errors import SpecError
+from ..read.dataset import Dataset
+from ..spec.sources import Task
+from ..spec.spec import RandomSource, Spec, memory_limit
+from ..storage.store import Writer, path_text
+
+__all__ = [
+    "BARRIER",
+    "SIZE_NOTE_BYTES",
+    "check_size",
+    "check_workers",
+    "default_workers",
+    "estimated_bytes",
+    "plan",
+    "task_count",
+]
+
+BARRIER = None
+"""In a plan: everything before must be committed before what follows is planned."""
+_MAX_WORKERS = 1024
+
+
+def default_workers() -> int:
+    """One less than the cores this process may use (at least 1): the writer needs a core of
+    its own (receiving results and committing them costs about as much CPU per record as
+    computing a 2-qubit circuit). With one worker the writer computes in-process and commits
+    in a background thread, which keeps two cores busy without moving results between
+    processes (measured: BENCHMARKS.md, "Workers")."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def plan(spec: Spec, writer: Writer, done: int, *, reader_path: Path | None = None) -> Iterator[Task | None]:
+    """Tasks from task ``done`` on, in order; ``None`` marks a barrier (everything before must be
+    committed). Enumeration tasks carry their parents' circuits, read from the committed records."""
+    size = spec.task_size
+    src = spec.source
+    if isinstance(src, RandomSource):
+        for t in range(done, -(-src.count // size)):
+            yield Task(t, 0, t * size, min(src.count, (t + 1) * size))
+        return
+    if done == 0:
+        yield Task(0, 0, 0, 1)
+    yield BARRIER
+    task_id = 1
+    per_task = max(1, size // len(spec.gateset.moves))
+    with Dataset(reader_path or writer.path) as reader:
+        for level in range(1, src.max_length + 1):
+            parents = writer.level_range(level - 1)
+            if parents is None or parents[0] == parents[1]:
+                return
+            for start in range(parents[0], parents[1], per_task):
+                stop = min(parents[1], start + per_task)
+                if task_id >= done:
+                    yield Task(task_id, level, start, stop, reader.circuit_array(start, stop, level - 1))
+                task_id += 1
+            yield BARRIER
+
+
+def task_count(spec: Spec) -> int | None:
+    """How many tasks a random spec has (None for enumeration: it depends on the levels)."""
+    src = spec.source
+    return -(-src.count // spec.task_size) if isinstance(src, RandomSource) else None
+
+
+def check_workers(spec: Spec, workers: int) -> int:
+    """``workers`` if this machine can run that many (each needs its memory estimate and the
+    processes are for cores to share), capped at the tasks that exist; else a clear SpecError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"--workers {workers} must be at least 1")
+    cores = default_workers() + 1
+    memory = memory_limit()
+    fit = memory // max(1, spec.memory_estimate() + (64 << 20)) if memory else None
+    most = max(1, min(4 * cores, fit if fit is not None else 4 * cores, _MAX_WORKERS))
+    if workers > most:
+        raise SpecError(
+            f"--workers {workers} is more than this machine can run: at most {most} "
+            f"({cores} cores; each worker needs about {spec.memory_estimate() / 2**20:,.0f} MiB)"
+        )
+    tasks = task_count(spec)
+    return workers if tasks is None else max(1, min(workers, tasks))
+
+
+SIZE_NOTE_BYTES = 1 << 30
+"""A random run that will write more than this is announced (:attr:`Progress.note`) before it starts."""
+
+
+def estimated_bytes(spec: Spec) -> int | None:
+    """About how many bytes a random dataset of ``spec`` takes when complete (an upper bound in
+    unique mode, where duplicates are dropped); None for enumeration (it depends on pruning)."""
+    src = spec.source
+    if not isinstance(src, RandomSource):
+        return None
+    gs = spec.gateset
+    u = gs.dim**2 * spec.np_dtype.itemsize if spec.stored_unitaries else 0
+    code = 1 if len(gs.moves) <= 256 else 2
+    per_record = u + code * (src.min_length + src.max_length) / 2 + 4 + (16 + 24 if spec.unique else 0)
+    return int(src.count * per_record * 1.05)  # pages, indexes
+
+
+def check_size(path: Path, spec: Spec) -> str | None:
+    """Before a random run: refuse one whose dataset cannot fit in the free space of its
+    filesystem (unique mode may drop records: only announced); returns the note announcing a
+    large one (for :func:`announce`, once the run holds its write lock), else None."""
+    size = estimated_bytes(spec)
+    if size is None:
+        return None
+    try:
+        where = path if path.is_dir() else path.absolute().parent
+        free = shutil.disk_usage(where).free
+        have = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*.db"))
+    except OSError:
+        return None  # the writer reports a missing or unreadable path
+    count = spec.source.count  # type: ignore[union-attr]  # random (estimated_bytes said so)
+    what = f"{count:,} records take about {size / 2**30:,.1f} GiB" + (" at most (--unique)" if spec.unique else "")
+    if size - have > free and not spec.unique:
+        raise SpecError(
+            f"--count {count:,}: {what}, and {path_text(where)} has {free / 2**30:,.1f} GiB free: lower --count, "
+            "use --unitaries computed (circuits only), or write where there is room (nothing was written)"
+        )
+    return f"{what}; {free / 2**30:,.1f} GiB free" if size >= SIZE_NOTE_BYTES else None

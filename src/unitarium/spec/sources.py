@@ -1,0 +1,205 @@
+"""Sources: what each task computes. A task's result depends only on (spec, task).
+
+- **Random**: task ``t`` draws candidates ``t*T .. (t+1)*T - 1`` (``T`` = task size)
+  with ``numpy.random.default_rng(SeedSequence(seed, spawn_key=(t,)))``: lengths
+  uniform in ``[min, max]``, then each move uniform over the gate set's moves.
+- **Enumeration**: level ``L`` holds sequences of length ``L``; a task of level ``L``
+  takes a range of level ``L-1`` records (its *parents*) and extends each by every move,
+  in parent-major, move-minor order (breadth-first order overall). Each child is
+  ``M[move] @ U_parent`` (prefix sharing). With ``prune``, a child is skipped when
+
+  1. its last move undoes the parent's last move (``h h``, ``t tdg``, ``cx 0 1; cx 0 1``), or
+  2. its last two moves act on disjoint qubits and are out of index order
+     (``h 1; h 0`` is kept only as ``h 0; h 1``).
+
+  Every unitary reachable with at most ``L`` moves stays reachable with at most ``L``
+  moves: rule 2 keeps the lexicographically least ordering of commuting neighbours,
+  and a sequence broken by rule 1 equals a shorter one. In unique mode the same
+  argument holds for breadth-first representatives (tested against the unpruned run).
+
+In unique mode the products are formed in complex128 (the dedup keys need it); the
+stored unitaries are then cast to the dataset's dtype.
+
+**A record's unitary is a function of its circuit alone** (:func:`recompute`): a random
+circuit's is the product table's over the circuit padded to the spec's maximum length; an
+enumerated circuit's is its parent's (the product table's over all moves but the last), times
+the last move by :func:`extend`. Generation computes exactly that, so ``--unitaries computed``
+datasets recompute on read the bits a ``stored`` one holds. Tasks carry their input
+(enumeration: the parents' circuits) and never read the dataset being written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..core.canonical import DEDUP, LOOKUP
+from ..core.codec import code_dtype
+from ..core.kernels import ProductTable, extend
+from .spec import Enumeration, RandomSource, Spec
+
+__all__ = ["Task", "TaskContext", "TaskResult", "recompute", "run_task"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Task ``task_id``: random candidates ``[start, stop)``, or the children of level
+    ``level - 1`` records ``[start, stop)``, whose circuits are ``parents`` ``(n, level - 1)``."""
+
+    task_id: int
+    level: int
+    start: int
+    stop: int
+    parents: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass
+class TaskResult:
+    """What a task produces. ``codes``/``offsets`` describe the circuits as stored;
+    ``unitaries`` are in the stored dtype (None with ``--unitaries computed``); ``dedup``
+    ``(n, 2)`` and its ``alternates``, and ``lookup`` ``(n,)``, are the keys of unique mode."""
+
+    task_id: int
+    level: int
+    candidates: int
+    codes: np.ndarray
+    offsets: np.ndarray
+    unitaries: np.ndarray | None
+    dedup: np.ndarray | None = None
+    alternates: dict[int, np.ndarray] | None = None
+    lookup: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets) - 1
+
+    def select(self, keep: np.ndarray) -> TaskResult:
+        """The same task with only the rows where ``keep`` is true."""
+        lengths: np.ndarray = np.diff(self.offsets).astype(np.int64)
+        codes = self.codes[np.repeat(keep, lengths)]
+        offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.uint32)
+        return TaskResult(
+            self.task_id,
+            self.level,
+            self.candidates,
+            codes,
+            offsets,
+            None if self.unitaries is None else self.unitaries[keep],
+            None if self.dedup is None else self.dedup[keep],
+            None,
+            None if self.lookup is None else self.lookup[keep],
+        )
+
+    def length_counts(self) -> dict[int, int]:
+        """``{circuit length: records}`` of this task."""
+        values, counts = np.unique(np.diff(self.offsets.astype(np.int64)), return_counts=True)
+        return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+class TaskContext:
+    """What a process derives once per spec: move matrices and the product table."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.num_moves = len(spec.gateset.moves)
+        self.compute_dtype = spec.compute_dtype
+        self.code_dtype = code_dtype(self.num_moves)
+        self.need_unitaries = spec.stored_unitaries or spec.unique
+
+    @cached_property
+    def table(self) -> ProductTable:
+        return ProductTable(self.spec.gateset.move_matrices, self.compute_dtype)
+
+    @cached_property
+    def moves(self) -> np.ndarray:
+        return self.spec.gateset.move_matrices.astype(self.compute_dtype)
+
+    def pack(
+        self, task: Task, candidates: int, codes: np.ndarray, offsets: np.ndarray, u: np.ndarray | None
+    ) -> TaskResult:
+        """A result from stored-form circuits and their unitaries in the compute dtype (keys
+        in unique mode; unitaries cast to the stored dtype, or dropped when computed on read)."""
+        result = TaskResult(task.task_id, task.level, candidates, codes, offsets, None)
+        if self.spec.unique:
+            assert u is not None
+            result.dedup, result.alternates = DEDUP.wide_keys(u)
+            result.lookup = LOOKUP.primary(u)
+        if self.spec.stored_unitaries and u is not None:
+            result.unitaries = u.astype(self.spec.np_dtype, copy=False)
+        return result
+
+
+def run_task(ctx: TaskContext, task: Task) -> TaskResult:
+    """Compute one task: pure, given the spec and the task (which carries its input)."""
+    if isinstance(ctx.spec.source, RandomSource):
+        return _random(ctx, ctx.spec.source, task)
+    return _enumerate(ctx, ctx.spec.source, task)
+
+
+def _random(ctx: TaskContext, src: RandomSource, task: Task) -> TaskResult:
+    n = task.stop - task.start
+    rng = np.random.default_rng(np.random.SeedSequence(ctx.spec.seed, spawn_key=(task.task_id,)))
+    lengths = rng.integers(src.min_length, src.max_length, endpoint=True, size=n)
+    seqs = rng.integers(0, ctx.num_moves, size=(n, src.max_length))
+    valid = np.arange(src.max_length)[None, :] < lengths[:, None]
+    seqs[~valid] = ctx.num_moves
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+    u = ctx.table.unitaries(seqs) if ctx.need_unitaries else None
+    return ctx.pack(task, n, seqs[valid].astype(ctx.code_dtype), offsets, u)
+
+
+def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
+    if task.level == 0:
+        identity = np.eye(ctx.spec.gateset.dim, dtype=ctx.compute_dtype)[None]
+        return ctx.pack(task, 1, np.zeros(0, ctx.code_dtype), np.zeros(2, np.uint32), identity)
+    if task.parents is None or task.parents.shape != (task.stop - task.start, task.level - 1):
+        raise ValueError(f"task {task.task_id} carries no parents of level {task.level - 1}")
+    parents = task.parents
+    if src.prune and task.level > 1:
+        allowed = _pruning_mask(ctx, parents[:, -1])
+    else:
+        allowed = np.ones((len(parents), ctx.num_moves), dtype=bool)
+    parent_idx, move_idx = np.nonzero(allowed)
+    codes = np.empty((len(parent_idx), task.level), dtype=ctx.code_dtype)
+    codes[:, :-1] = parents.astype(ctx.code_dtype)[parent_idx]
+    codes[:, -1] = move_idx
+    u = extend(ctx.table.unitaries(parents), ctx.moves, allowed) if ctx.need_unitaries else None
+    offsets = np.arange(0, codes.size + 1, task.level, dtype=np.uint32)
+    return ctx.pack(task, len(codes), codes.reshape(-1), offsets, u)
+
+
+def _pruning_mask(ctx: TaskContext, last: np.ndarray) -> np.ndarray:
+    """``(parents, moves)`` True where appending the move is not trivially redundant."""
+    gs = ctx.spec.gateset
+    moves = np.arange(ctx.num_moves)
+    undoes = gs.inverse_moves[last][:, None] == moves[None, :]
+    reordered = gs.disjoint_moves[last] & (moves[None, :] < last[:, None])
+    return ~(undoes | reordered)
+
+
+def recompute(ctx: TaskContext, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The unitaries ``(n, d, d)`` (stored dtype) of circuits ``codes``/``offsets`` (``n + 1``,
+    starting at 0), bit for bit what generation computes for them (see the module docstring)."""
+    spec = ctx.spec
+    lengths = np.diff(offsets.astype(np.int64))
+    n, width = len(lengths), int(lengths.max(initial=0))
+    if isinstance(spec.source, RandomSource):
+        width = spec.source.max_length
+    seqs = np.full((n, width), ctx.num_moves, dtype=np.int64)
+    seqs[np.arange(width)[None, :] < lengths[:, None]] = codes
+    if isinstance(spec.source, RandomSource):
+        return ctx.table.unitaries(seqs).astype(spec.np_dtype, copy=False)
+    d = spec.gateset.dim
+    out = np.empty((n, d, d), dtype=spec.np_dtype)
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        if length == 0:
+            out[rows] = np.eye(d)
+            continue
+        last = seqs[rows, length - 1]
+        allowed = np.zeros((len(rows), ctx.num_moves), dtype=bool)
+        allowed[np.arange(len(rows)), last] = True
+        out[rows] = extend(ctx.table.unitaries(seqs[rows, : length - 1]), ctx.moves, allowed)
+    return out

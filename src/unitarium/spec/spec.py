@@ -1,0 +1,278 @@
+"""The dataset specification: everything that determines a dataset's content.
+
+A spec is stored in the dataset file as canonical JSON. Re-running the same spec on
+the same file resumes it; any other spec is refused. Worker count, progress display
+and such are *not* part of the spec: they never change the content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import SpecError
+from ..core.gates import custom_gate, parse_gate
+from ..core.gateset import GateSet
+from ..core.kernels import KERNEL_VERSION
+
+__all__ = ["DTYPES", "UNITARIES", "Enumeration", "RandomSource", "Spec", "make_spec"]
+
+DTYPES = ("complex64", "complex128")
+UNITARIES = ("stored", "computed")
+"""``stored``: each record's unitary is written to disk. ``computed``: only circuits are stored; a
+unitary is recomputed when read, by the same kernel, to the same bits."""
+MAX_LENGTH = 10_000
+
+
+def _check_length(value: int, what: str, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_LENGTH:
+        raise SpecError(f"{what} {value!r} is out of range: use {minimum} to {MAX_LENGTH}")
+
+
+@dataclass(frozen=True)
+class RandomSource:
+    """``count`` random circuits with lengths uniform in ``[min_length, max_length]``,
+    each move uniform over the gate set's moves."""
+
+    count: int
+    min_length: int
+    max_length: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1:
+            raise SpecError(f"--count {self.count!r} must be a positive integer")
+        _check_length(self.min_length, "length", 0)
+        _check_length(self.max_length, "length", 0)
+        if self.min_length > self.max_length:
+            raise SpecError(
+                f"length range {self.min_length}:{self.max_length} is inverted: write MIN:MAX with MIN <= MAX"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "random", "count": self.count, "min_length": self.min_length, "max_length": self.max_length}
+
+
+@dataclass(frozen=True)
+class Enumeration:
+    """Every move sequence of length 0 to ``max_length`` in breadth-first order; with
+    ``prune``, sequences that are trivially redundant are skipped (see ``_enumerate``)."""
+
+    max_length: int
+    prune: bool = True
+
+    def __post_init__(self) -> None:
+        _check_length(self.max_length, "--max-length", 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "enumerate", "max_length": self.max_length, "prune": self.prune}
+
+
+Source = RandomSource | Enumeration
+
+
+def parse_length(text: str) -> tuple[int, int]:
+    """``"12"`` -> (12, 12); ``"1:30"`` -> (1, 30)."""
+    parts = text.split(":")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise SpecError(f"--length {text!r} must be N or MIN:MAX with whole numbers") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise SpecError(f"--length {text!r} must be N or MIN:MAX")
+
+
+def default_task_size(dim: int) -> int:
+    """Records per task: about 512 KiB of complex64 unitaries, between 1 and 4096."""
+    return max(1, min(4096, (1 << 19) // (dim * dim * 8)))
+
+
+@dataclass(frozen=True, eq=False)
+class Spec:
+    """What a dataset holds: gate set, source, dedup mode, storage dtype and seed.
+
+    ``task_size`` (records or candidates per task) is part of the content's definition;
+    it defaults to a value derived from the qubit count only.
+    """
+
+    gateset: GateSet
+    source: Source
+    unique: bool = False
+    dtype: str = "complex64"
+    seed: int = 0
+    task_size: int = 0
+    unitaries: str = "stored"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise SpecError(f"--dtype {self.dtype!r} is not supported: use {' or '.join(DTYPES)}")
+        if self.unitaries not in UNITARIES:
+            raise SpecError(f"--unitaries {self.unitaries!r} is not supported: use {' or '.join(UNITARIES)}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise SpecError(f"--seed {self.seed!r} must be a non-negative integer")
+        if self.task_size == 0:
+            object.__setattr__(self, "task_size", default_task_size(self.gateset.dim))
+        if not 1 <= self.task_size <= 1 << 20:
+            raise SpecError(f"task size {self.task_size} is out of range 1..{1 << 20}")
+        self.check_memory()
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        """The dtype products are formed in: complex128 in unique mode (the dedup keys need it),
+        else the stored dtype. Stored unitaries are cast from it to :attr:`np_dtype`."""
+        return np.dtype(np.complex128) if self.unique else self.np_dtype
+
+    @property
+    def stored_unitaries(self) -> bool:
+        return self.unitaries == "stored"
+
+    def memory_estimate(self) -> int:
+        """Bytes a worker needs at peak: move matrices, product table and a task's batch."""
+        d = self.gateset.dim
+        moves = len(self.gateset.moves) if self.gateset.num_qubits <= 8 else 3 * self.gateset.num_qubits**2
+        per_unitary = d * d * 16
+        batch = self.task_size * max(1, moves if isinstance(self.source, Enumeration) else 1)
+        return per_unitary * (moves + 4 * batch) + (16 << 20)
+
+    def check_memory(self) -> None:
+        need = self.memory_estimate()
+        total = memory_limit()
+        if total is not None and need > total // 2:
+            raise SpecError(
+                f"{self.gateset.num_qubits} qubits need about {need / 2**30:.1f} GiB per worker, more than half "
+                f"of the {total / 2**30:.1f} GiB this machine allows (RAM, cgroup or ulimit -v): use fewer qubits"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        custom = {
+            g.name: [[[float(v.real), float(v.imag)] for v in row] for row in g.matrix]
+            for g in self.gateset.gates
+            if g.custom
+        }
+        coupling = self.gateset.coupling
+        return {
+            "gates": [g.name for g in self.gateset.gates],
+            "custom_gates": custom,
+            "qubits": self.gateset.num_qubits,
+            "coupling": coupling if isinstance(coupling, str) else [list(e) for e in coupling],
+            "source": self.source.to_json(),
+            "unique": self.unique,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "task_size": self.task_size,
+            "unitaries": self.unitaries,
+            "kernel_version": KERNEL_VERSION,
+        }
+
+    def canonical_json(self) -> str:
+        """The spec as compact, key-sorted JSON: equal specs give equal strings."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Spec:
+        """Rebuild a spec from :meth:`to_json` output (as stored in a dataset)."""
+        custom = {name: custom_gate(name, {"matrix": m}) for name, m in data.get("custom_gates", {}).items()}
+        gates = tuple(parse_gate(name, custom) for name in data["gates"])
+        coupling = data["coupling"]
+        if not isinstance(coupling, str):
+            coupling = tuple(tuple(e) for e in coupling)
+        src = data["source"]
+        source: Source
+        if src["kind"] == "random":
+            source = RandomSource(src["count"], src["min_length"], src["max_length"])
+        else:
+            source = Enumeration(src["max_length"], src["prune"])
+        return cls(
+            GateSet(gates, data["qubits"], coupling),
+            source,
+            unique=data["unique"],
+            dtype=data["dtype"],
+            seed=data["seed"],
+            task_size=data["task_size"],
+            unitaries=data.get("unitaries", "stored"),
+        )
+
+    def describe(self) -> str:
+        """One line for humans: ``clifford+t... on 2 qubits, random 1000 x 12, seed 7``."""
+        gates = ",".join(g.name for g in self.gateset.gates)
+        src = self.source
+        if isinstance(src, RandomSource):
+            length = str(src.min_length) if src.min_length == src.max_length else f"{src.min_length}:{src.max_length}"
+            what = f"random count={src.count} length={length}"
+        else:
+            what = f"enumerate max_length={src.max_length}{'' if src.prune else ' (no pruning)'}"
+        return (
+            f"gates={gates} qubits={self.gateset.num_qubits} coupling={self.to_json()['coupling']} "
+            f"{what}{' unique' if self.unique else ''} dtype={self.dtype} seed={self.seed}"
+            + ("" if self.stored_unitaries else " unitaries=computed")
+        )
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: physical memory, lowered by ``RLIMIT_AS`` and by a
+    cgroup limit (in a container, physical memory is the host's); None if unknown."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):  # absent, or "max"
+            limits.append(int(Path(name).read_text()))
+    return min(limits) if limits else None
+
+
+def make_spec(
+    *,
+    gates: str | list[str],
+    qubits: int,
+    count: int | None = None,
+    length: str | int | None = None,
+    max_length: int | None = None,
+    unique: bool = False,
+    prune: bool = True,
+    coupling: str = "full",
+    gate_file: str | os.PathLike[str] | None = None,
+    dtype: str = "complex64",
+    seed: int = 0,
+    unitaries: str = "stored",
+) -> Spec:
+    """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
+    either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
+    ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only."""
+    from ..core.gates import load_gate_file, parse_gates, split_gate_list
+    from ..core.gateset import parse_coupling
+
+    custom = load_gate_file(gate_file) if gate_file else {}
+    names = split_gate_list(gates) if isinstance(gates, str) else list(gates)
+    if not names and custom:
+        names = list(custom)
+    if not isinstance(qubits, int) or isinstance(qubits, bool) or qubits < 1:
+        raise SpecError(f"--qubits {qubits!r} must be a positive integer")
+    gateset = GateSet(tuple(parse_gates(names, custom)), qubits, parse_coupling(coupling, qubits))
+    source: Source
+    if max_length is not None:
+        if count is not None or length is not None:
+            raise SpecError("--enumerate takes --max-length only, not --count or --length")
+        source = Enumeration(max_length, prune)
+    else:
+        if count is None or length is None:
+            raise SpecError("random circuits need --count and --length (or use --enumerate --max-length)")
+        lo, hi = parse_length(str(length))
+        source = RandomSource(count, lo, hi)
+    return Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries)
