@@ -5,9 +5,11 @@
 
 Checks the older commit out into a temporary git worktree and runs its CLI with
 ``PYTHONPATH=<worktree>/src`` (same interpreter, same numpy), alternating old and new for
-``--rounds`` rounds, each with 1 and 2 workers, on random length-12 circuits over h, t, tdg, cx
-on 2 qubits (the headline workload) and clifford+t on 3 qubits at length 50.
-Reports the engine's own rate (the CLI summary line), median (min-max).
+``--rounds`` rounds, each with 1 and 2 workers, on the headline workloads: random length-12
+circuits over h, t, tdg, cx on 2 qubits into a file, into a directory, with ``--unitaries
+computed``, and ``--unique``; clifford+t on 3 qubits at length 50; with ``--ray``, the
+directory workload on a local Ray too (its start-up included).
+Reports the engine's own rate (the CLI summary line), median (min-max), and new/old ratios.
 Writes benchmarks/out/versions.json.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,18 +25,37 @@ from pathlib import Path
 
 from _common import HERE, ROOT, engine_seconds, machine, rm_dataset, run_timed, scratch_dir, summarize, write_json
 
+L12 = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--length", "12"]
 WORKLOADS = {
-    "2q h,t,tdg,cx L12": ["--gates", "h,t,tdg,cx", "--qubits", "2", "--length", "12"],
-    "3q clifford+t L50": ["--gates", "clifford+t", "--qubits", "3", "--length", "50"],
+    "2q h,t,tdg,cx L12 file": L12,
+    "2q h,t,tdg,cx L12 directory": L12,
+    "2q h,t,tdg,cx L12 computed": [*L12, "--unitaries", "computed"],
+    "2q h,s,cx L1:12 unique": ["--gates", "h,s,cx", "--qubits", "2", "--length", "1:12", "--unique"],
+    "3q clifford+t L50 file": ["--gates", "clifford+t", "--qubits", "3", "--length", "50"],
 }
-COUNTS = {"2q h,t,tdg,cx L12": 4_000_000, "3q clifford+t L50": 400_000}
+COUNTS = {
+    "2q h,t,tdg,cx L12 file": 4_000_000,
+    "2q h,t,tdg,cx L12 directory": 4_000_000,
+    "2q h,t,tdg,cx L12 computed": 4_000_000,
+    "2q h,s,cx L1:12 unique": 1_000_000,
+    "3q clifford+t L50 file": 400_000,
+}
+RAY = "2q h,t,tdg,cx L12 directory, Ray"
 
 
-def run(src: Path, path: Path, workload: str, count: int, workers: int) -> float:
+def run(src: Path, tmp: Path, workload: str, count: int, workers: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    cmd = [sys.executable, "-m", "unitarium", "generate", str(path), *WORKLOADS[workload], "--count", str(count)]
-    t = run_timed([*cmd, "--seed", "1", "--workers", str(workers), "-q"], env=env)
-    rm_dataset(path)
+    directory = "directory" in workload
+    path = f"{tmp / 'v'}/" if directory else str(tmp / "v.db")
+    args = [*WORKLOADS[workload.removesuffix(", Ray")], "--count", str(count)]
+    if workload.endswith(", Ray"):
+        args += ["--engine", "ray"]
+    t = run_timed([sys.executable, "-m", "unitarium", "generate", path, *args, "--seed", "1", "--workers",
+                   str(workers), "-q"], env=env)  # fmt: skip
+    if directory:
+        shutil.rmtree(tmp / "v")
+    else:
+        rm_dataset(tmp / "v.db")
     return count / engine_seconds(t.stdout)
 
 
@@ -42,6 +64,8 @@ def main() -> None:
     parser.add_argument("--rev", required=True, help="the older commit")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ray", action="store_true", help="also the directory workload on a local Ray")
+    parser.add_argument("--only", help="run only the workloads whose name contains this")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     rounds = 1 if args.quick else args.rounds
@@ -53,12 +77,14 @@ def main() -> None:
         try:
             versions = {f"old ({rev})": Path(wt) / "src", "new (this checkout)": ROOT / "src"}
             rates: dict[str, list[float]] = {}
+            counts = {**COUNTS, RAY: COUNTS["2q h,t,tdg,cx L12 directory"]} if args.ray else dict(COUNTS)
+            counts = {k: v for k, v in counts.items() if args.only is None or args.only in k}
             for r in range(rounds):
-                for workload, count in COUNTS.items():
+                for workload, count in counts.items():
                     for workers in (1, 2):
                         for name, src in versions.items():
                             key = f"{workload} | {workers} worker(s) | {name}"
-                            rate = run(src, Path(tmp) / "v.db", workload, count // scale, workers)
+                            rate = run(src, Path(tmp), workload, count // scale, workers)
                             rates.setdefault(key, []).append(rate)
                 print(f"round {r + 1}/{rounds} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
             info = machine(tmp)
@@ -67,10 +93,12 @@ def main() -> None:
     agg = {k: summarize(v) for k, v in rates.items()}
     out = write_json("versions.json", {"machine": info, "rev": rev, "rounds": rounds, "rates": agg})
     print(f"\nengine records/s, median (min-max) of {rounds}; {info['nproc']} CPUs ({info['cpu_model']})\n")
-    print("| workload | workers | version | records/s |\n|---|---|---|---|")
+    print("| workload | workers | version | records/s | new/old |\n|---|---|---|---|---|")
     for k, v in agg.items():
         workload, workers, name = k.split(" | ")
-        print(f"| {workload} | {workers} | {name} | {v['median']:,.0f} ({v['min']:,.0f}-{v['max']:,.0f}) |")
+        old = next(a for key, a in agg.items() if key.startswith(f"{workload} | {workers} | old"))
+        ratio = f"{v['median'] / old['median']:.3f}" if name.startswith("new") else ""
+        print(f"| {workload} | {workers} | {name} | {v['median']:,.0f} ({v['min']:,.0f}-{v['max']:,.0f}) | {ratio} |")
     print(f"\nwrote {out.relative_to(HERE.parent)}")
 
 
