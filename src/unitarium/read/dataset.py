@@ -33,6 +33,7 @@ from ..spec.sources import TaskContext, recompute
 from ..spec.spec import Enumeration, RandomSource, Spec
 from ..storage.blocks import BlockStore, Span
 from ..storage.store import block_format, bounded, damaged_meta, load_json, path_text, read_meta, storage_error
+from .records import concat_ragged, ragged_take
 from .split import SplitMixin
 
 __all__ = ["Dataset", "VerifyReport", "open"]
@@ -329,9 +330,21 @@ class Dataset(SplitMixin):
             out[first - a : first - a + block.count] = part
         return out
 
-    def codes(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Circuits of records ``start .. stop-1`` as move codes: ``(codes, offsets)``, record
-        ``k`` being ``codes[offsets[k]:offsets[k+1]]`` (``offsets`` int64, n + 1, from 0)."""
+    def codes(
+        self, start: int | Sequence[int] | np.ndarray = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Circuits of records ``start .. stop-1``, or of the ids in an array ``start`` (any order,
+        repeats allowed; only the pages holding them are read), as move codes: ``(codes, offsets)``,
+        record ``k`` being ``codes[offsets[k]:offsets[k+1]]`` (``offsets`` int64, n + 1, from 0)."""
+        if isinstance(start, list | tuple | np.ndarray):
+            ids = self._ids(start)
+            order, inverse = np.unique(ids, return_inverse=True)
+            parts, rows, _ = self._gather(order)
+            found = [
+                ragged_take(b.codes.astype(np.int64), b.offsets.astype(np.int64), r)
+                for b, r in zip(parts, rows, strict=True)
+            ]
+            return ragged_take(*concat_ragged(found), inverse)
         a, b = self._range(start, stop)
         codes, offsets, base = [], [np.zeros(1, np.int64)], 0
         for first, block in self._blocks(a, b):

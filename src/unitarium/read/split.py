@@ -45,6 +45,7 @@ import numpy as np
 from .._errors import RecordIndexError, SpecError
 from ..core.canonical import KeyScheme, _splitmix
 from ..core.circuit import Circuit, Record
+from .records import chunk_records, gather
 
 if TYPE_CHECKING:
     from ..core.gateset import GateSet
@@ -55,112 +56,6 @@ __all__ = ["SPLIT_KEYS", "DatasetView", "SplitMixin", "parse_fractions"]
 
 SPLIT_KEYS = KeyScheme("split", dims=6, delta=2.0**-6, eta=2.0**-13)
 """Coarse phase-invariant keys for splits: tolerant of float32 noise, near a boundary in ~9% of records."""
-
-_CHUNK_BYTES = 32 << 20  # unitary bytes read per range read while splitting / gathering
-_GAP_BYTES = 16 << 10  # ids closer than this (in unitary bytes) are read as one range
-
-
-# -- bulk reads by id (one helper; to be replaced by a native ``ds.unitaries(ids)``) ---------------------
-
-
-def _chunk_records(ds: Dataset) -> int:
-    d = ds.gateset.dim
-    return max(1, _CHUNK_BYTES // (d * d * 16))
-
-
-def range_codes(ds: Dataset, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Circuits of records ``start .. stop-1`` as ``(codes, offsets)``: flat int64 move codes and
-    ``stop - start + 1`` int64 offsets (record ``start + k`` is ``codes[offsets[k]:offsets[k+1]]``)."""
-    native = getattr(ds, "codes", None)
-    if callable(native):
-        codes, offsets = native(start, stop)
-        return np.asarray(codes, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
-    lengths = ds.lengths(start, stop)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    if len(lengths) and lengths.min() == lengths.max():
-        codes = ds.circuit_array(start, stop, int(lengths[0])).reshape(-1)
-    else:
-        parts = [c.codes for c in ds.circuits(start, stop)]
-        codes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    return codes.astype(np.int64, copy=False), offsets
-
-
-def ragged_take(codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``rows`` (any order, repeats allowed) of the ragged array ``(codes, offsets)``."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    out_off = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out_off[1:])
-    index = np.repeat(starts - out_off[:-1], lengths) + np.arange(out_off[-1], dtype=np.int64)
-    return codes[index], out_off
-
-
-def _runs(sorted_ids: np.ndarray, gap: int, span: int) -> list[tuple[int, int]]:
-    """Cut sorted ids into index ranges ``[i, j)`` each read as one id range: a new range starts
-    where ids jump by more than ``gap`` or the range would span more than ``span`` ids."""
-    if not len(sorted_ids):
-        return []
-    cuts = [0, *(np.flatnonzero(np.diff(sorted_ids) > gap) + 1).tolist(), len(sorted_ids)]
-    runs = []
-    for i, j in itertools.pairwise(cuts):
-        while i < j:
-            end = int(np.searchsorted(sorted_ids, sorted_ids[i] + span, side="left"))
-            end = min(j, max(end, i + 1))
-            runs.append((i, end))
-            i = end
-    return runs
-
-
-def gather(
-    ds: Dataset, ids: np.ndarray, *, unitaries: bool = True, codes: bool = True
-) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
-    """Unitaries ``(n, d, d)`` and circuits ``(codes, offsets)`` of records ``ids`` (any order,
-    repeats allowed). Unitaries come from the reader's bulk ``ds.unitaries(ids)``; circuits from a
-    few id ranges: the ids are sorted, cut into runs, each run read with :func:`range_codes`."""
-    ids = np.asarray(ids, dtype=np.int64)
-    n = len(ds)
-    if len(ids) and (ids.min() < 0 or ids.max() >= n):
-        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
-        raise RecordIndexError(f"record id {bad} is out of range: the dataset has {n} records (0..{n - 1})")
-    u_out = ds.unitaries(ids) if unitaries else None
-    if not codes:
-        return u_out, None
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    d = ds.gateset.dim
-    gap = max(1, _GAP_BYTES // (d * d * 8))
-    parts = []
-    for i, j in _runs(sorted_ids, gap, _chunk_records(ds)):
-        a, b = int(sorted_ids[i]), int(sorted_ids[j - 1]) + 1
-        parts.append(ragged_take(*range_codes(ds, a, b), sorted_ids[i:j] - a))
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return u_out, ragged_take(*_concat_ragged(parts), inverse)
-
-
-def _concat_ragged(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    codes = np.concatenate([c for c, _ in parts])
-    shifts = np.cumsum([0] + [int(o[-1]) for _, o in parts[:-1]])
-    offsets = np.concatenate(
-        [np.zeros(1, dtype=np.int64)] + [o[1:] + s for (_, o), s in zip(parts, shifts, strict=True)]
-    )
-    return codes, offsets
-
-
-def pad_tokens(codes: np.ndarray, offsets: np.ndarray, width: int, pad: int) -> np.ndarray:
-    """Ragged circuits ``(codes, offsets)`` as an ``(n, width)`` int64 array padded with ``pad``."""
-    n = len(offsets) - 1
-    lengths = np.diff(offsets)
-    out = np.full((n, width), pad, dtype=np.int64)
-    if n and lengths.min() == lengths.max():
-        out[:, : int(lengths[0])] = codes.reshape(n, -1)
-        return out
-    rows = np.repeat(np.arange(n), lengths)
-    cols = np.arange(len(codes)) - np.repeat(offsets[:-1], lengths)
-    out[rows, cols] = codes
-    return out
 
 
 # -- sources: a dataset or a view, read by position ------------------------------------------------------
@@ -182,7 +77,7 @@ def read_positions(
     ds, ids = as_source(obj)
     if ids is None:
         u = ds.unitaries(start, stop) if unitaries else None
-        c = range_codes(ds, start, stop) if codes else None
+        c = ds.codes(start, stop) if codes else None
         return np.arange(start, stop, dtype=np.int64), u, c
     picked = ids[start:stop]
     u, c = gather(ds, picked, unitaries=unitaries, codes=codes)
@@ -263,7 +158,7 @@ def group_keys(obj: Any, total: int | None = None) -> np.ndarray:
     whose unitaries are equal up to global phase (within ``SPLIT_KEYS.eta``) share it. ``total``:
     only the first ``total`` positions (a prefix fixed once, while a run may be appending)."""
     ds, _ = as_source(obj)
-    total, step = len(obj) if total is None else total, _chunk_records(ds)
+    total, step = len(obj) if total is None else total, chunk_records(ds)
     chunks = (read_positions(obj, a, min(total, a + step), codes=False)[1] for a in range(0, total, step))
     return group_keys_of(chunks, total)  # type: ignore[arg-type]
 
@@ -517,7 +412,7 @@ class DatasetView(SplitMixin):
         return read_positions(self, start, stop, codes=False)[1]  # type: ignore[return-value]
 
     def codes(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Circuits at positions ``start .. stop-1`` as ``(codes, offsets)`` (see :func:`range_codes`)."""
+        """Circuits at positions ``start .. stop-1`` as ``(codes, offsets)`` (see :func:`.records.gather`)."""
         start, stop = self._range(start, stop)
         return read_positions(self, start, stop, unitaries=False)[2]  # type: ignore[return-value]
 
@@ -533,7 +428,7 @@ class DatasetView(SplitMixin):
 
     def __iter__(self) -> Iterator[Record]:
         """Records in view order, read a chunk at a time."""
-        step = _chunk_records(self.dataset)
+        step = chunk_records(self.dataset)
         for a in range(0, len(self), step):
             ids, u, c = read_positions(self, a, min(len(self), a + step))
             assert u is not None and c is not None
