@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import unitarium
-from unitarium.spec.sources import TaskResult
-from unitarium.storage.store import Writer
+from unitarium._spec.sources import TaskResult
+from unitarium._storage.store import Writer
 
 
 def timed_generate(spec: unitarium.Spec, workers: int | None, repeat: int) -> tuple[float, unitarium.Summary, int]:

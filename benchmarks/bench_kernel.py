@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import unitarium
-from unitarium.core.kernels import KERNEL_VERSION, ProductTable
+from unitarium._core.kernels import KERNEL_VERSION, ProductTable
 
 from _common import HERE, machine, write_json
 

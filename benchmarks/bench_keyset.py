@@ -16,7 +16,7 @@ import tracemalloc
 
 import numpy as np
 
-from unitarium.core.keyset import KeySet
+from unitarium._core.keyset import KeySet
 
 
 def run(n: int, batch: int = 4096) -> dict[str, float]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import unitarium
-from unitarium.storage import store as _store
+from unitarium._storage import store as _store
 
 from _common import scratch_dir
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 import unitarium
-from unitarium.core.keyset import KeySet
-from unitarium.run.engine import _Stop
-from unitarium.run.jobs import TARGET_SECONDS
-from unitarium.run.ray import run_ray
+from unitarium._core.keyset import KeySet
+from unitarium._run.engine import _Stop
+from unitarium._run.jobs import TARGET_SECONDS
+from unitarium._run.ray import run_ray
 
 from _common import engine_seconds, machine, run_timed, scratch_dir, summarize, unitarium_cmd, write_json
 

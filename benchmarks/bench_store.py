@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 import unitarium
-from unitarium.spec.sources import TaskResult
-from unitarium.storage.store import Writer
+from unitarium._spec.sources import TaskResult
+from unitarium._storage.store import Writer
 
 from _common import HERE, machine, rm_dataset, scratch_dir, summarize, write_json
 

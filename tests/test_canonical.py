@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import random_unitary
 
-from unitarium.core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
-from unitarium.core.keyset import KeySet
+from unitarium._core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
+from unitarium._core.keyset import KeySet
 
 
 def haar(n: int, d: int, seed: int) -> np.ndarray:

@@ -245,7 +245,7 @@ def test_verify_finds_a_corrupted_unitary(small_dataset: Path) -> None:
 
 def test_verify_recomputes_a_unitary_whose_checksum_was_forged(small_dataset: Path) -> None:
     """A change made with the checksum updated to match (deliberate, not bit rot) is caught by recomputing."""
-    from unitarium.core.codec import page_checks
+    from unitarium._core.codec import page_checks
 
     ds = unitarium.open(small_dataset)
     fmt = ds.format

@@ -302,8 +302,8 @@ def test_worker_messages_round_trip_and_a_cut_message_is_end_of_file() -> None:
     """Results travel from workers as pickle protocol 5 with the arrays out of band (_wire.send_message)."""
     import threading
 
-    from unitarium.run.wire import recv_message, send_message
-    from unitarium.storage.store import TaskResult
+    from unitarium._run.wire import recv_message, send_message
+    from unitarium._storage.store import TaskResult
 
     rng = np.random.default_rng(0)
     result = TaskResult(

@@ -9,7 +9,7 @@ import pytest
 from qiskit.quantum_info import Operator, random_unitary
 
 import unitarium
-from unitarium.core.canonical import DEDUP
+from unitarium._core.canonical import DEDUP
 
 from conftest import cli, content
 

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 import unitarium
 from unitarium import RecordIndexError, UnitariumError
-from unitarium.core.gates import load_gate_file
-from unitarium.core.inputs import load_matrix
+from unitarium._core.gates import load_gate_file
+from unitarium._core.inputs import load_matrix
 from unitarium.interop import as_unitary
 
 CASE_TIMEOUT_S = 60  # a hang guard: each case takes about a second

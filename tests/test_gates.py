@@ -15,7 +15,7 @@ from qiskit.quantum_info import Operator
 
 import unitarium
 from unitarium import GateFileError, SpecError, load_gate_file, parse_gate, parse_gates
-from unitarium.core.gates import parse_angle, split_gate_list
+from unitarium._core.gates import parse_angle, split_gate_list
 
 from conftest import ALL_GATES
 

@@ -192,7 +192,7 @@ def test_ranks_agree_on_the_smallest_count(full: Path, tmp_path: Path) -> None:
 def test_split_and_sample_of_a_dataset_growing_meanwhile(
     growing: Growing, full: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import unitarium.read.split as split_module
+    import unitarium._read.split as split_module
 
     ds = unitarium.open(growing.path)
     n0 = len(ds)

@@ -117,7 +117,7 @@ def test_an_overflowing_matrix_is_refused_by_lookup_as_unitary_and_synthesize(en
 
 def forge_nan(path: Path, task: int, row: int) -> None:
     """Write NaN into one stored unitary of a unique complex64 file and recompute the checksums to match."""
-    from unitarium.core.codec import page_checks
+    from unitarium._core.codec import page_checks
 
     with unitarium.open(path) as ds:
         fmt = ds.format
@@ -472,7 +472,7 @@ def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(
 def test_a_message_that_stops_halfway_leaves_the_reader_responsive() -> None:
     """A real pipe whose writer (another process) sent half a message and then stopped sending: the reader's
     ``wait`` is called while it waits, and may abandon the message (what SIGINT does through check_stop)."""
-    from unitarium.run.wire import recv_message, send_message
+    from unitarium._run.wire import recv_message, send_message
 
     r, w = os.pipe()
     child = subprocess.Popen(

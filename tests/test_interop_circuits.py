@@ -26,8 +26,8 @@ from qiskit.quantum_info import Operator
 
 import unitarium
 from unitarium import Circuit, MissingOptionalLibraryError, SpecError
-from unitarium.core.convert import as_unitary, unitary_from_qasm_file
-from unitarium.core.gates import Gate
+from unitarium._core.convert import as_unitary, unitary_from_qasm_file
+from unitarium._core.gates import Gate
 
 from conftest import ALL_GATES
 

@@ -10,9 +10,9 @@ from qiskit.quantum_info import Operator, random_unitary
 
 import unitarium
 from unitarium import Circuit
-from unitarium.core import kernels as _kernels
-from unitarium.core.gates import split_gate_list
-from unitarium.core.kernels import ProductTable, embed, extend, table_depth
+from unitarium._core import kernels as _kernels
+from unitarium._core.gates import split_gate_list
+from unitarium._core.kernels import ProductTable, embed, extend, table_depth
 
 from conftest import ALL_GATES
 

@@ -21,9 +21,9 @@ from hypothesis.extra import numpy as hnp
 from qiskit.quantum_info import Operator
 
 import unitarium
-from unitarium.core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
-from unitarium.core.gates import parse_angle
-from unitarium.core.kernels import ProductTable, embed, extend
+from unitarium._core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
+from unitarium._core.gates import parse_angle
+from unitarium._core.kernels import ProductTable, embed, extend
 
 SOME = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MANY = settings(max_examples=400, deadline=None)

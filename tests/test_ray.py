@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 import unitarium
-from unitarium.run.jobs import write_chunk
-from unitarium.run.ray import check_nodes, probe_node
-from unitarium.spec.sources import Task
-from unitarium.storage.shards import range_segment_name
+from unitarium._run.jobs import write_chunk
+from unitarium._run.ray import check_nodes, probe_node
+from unitarium._spec.sources import Task
+from unitarium._storage.shards import range_segment_name
 
 from conftest import (
     PINNED_DIGESTS,

@@ -82,17 +82,17 @@ FORBIDDEN_MODULES = {
     *("marshal", "shelve", "yaml"),  # marshal loads code objects, shelve is pickle, yaml.load builds objects
     *("subprocess", "runpy", "code", "codeop"),  # the library never starts a shell or runs source text
 }
-PICKLE_PIPES = {"run/wire.py": "recv_message"}
+PICKLE_PIPES = {"_run/wire.py": "recv_message"}
 """Where pickle may appear, and the one function that may unpickle: the messages on the pipes between a driver
 and the workers it spawned (never a file, never anything another program wrote)."""
-PIPE_USERS = {"run/wire.py", "run/engine.py", "run/directory.py"}
+PIPE_USERS = {"_run/wire.py", "_run/engine.py", "_run/directory.py"}
 """The modules that may read those pipes: the engines, whose workers they spawned."""
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "breakpoint"}
 FORBIDDEN_METHODS = {"eval", "exec", "import_module", "system", "popen", "literal_eval"}
 
 
 def test_sources_were_found() -> None:
-    assert {"storage/store.py", "read/dataset.py", "core/gates.py", "cli/main.py"} <= set(TREES)
+    assert {"_storage/store.py", "_read/dataset.py", "_core/gates.py", "cli/main.py"} <= set(TREES)
 
 
 @pytest.mark.parametrize("module", TREES)
@@ -136,7 +136,7 @@ def test_no_eval_exec_compile_or_dynamic_import(module: str) -> None:
 def test_angles_are_parsed_by_a_whitelist_walker() -> None:
     """parse_angle parses (never runs) with ``ast.parse(..., mode="eval")`` and walks the tree itself: the
     walker resolves one name (``pi``), applies four operators, and calls nothing it was given."""
-    functions = {f.name: f for f in _functions(TREES["core/gates.py"])}
+    functions = {f.name: f for f in _functions(TREES["_core/gates.py"])}
     parse = functions["parse_angle"]
     parses = [c for c in _calls(parse) if ast.unparse(c.func) == "ast.parse"]
     assert parses and all(
@@ -149,7 +149,7 @@ def test_angles_are_parsed_by_a_whitelist_walker() -> None:
     assert compared == {"'pi'", "_BINOPS"}, compared  # the one name it resolves; the four operators
     called = {ast.unparse(c.func) for c in _calls(walker)}
     assert called <= {"isinstance", "float", "_eval_angle", "_BINOPS[type(node.op)]", "ValueError", "type"}, called
-    (binops,) = _assigned(TREES["core/gates.py"], "_BINOPS")
+    (binops,) = _assigned(TREES["_core/gates.py"], "_BINOPS")
     assert isinstance(binops, ast.Dict)
     assert {ast.unparse(k) for k in binops.keys if k} == {"ast.Add", "ast.Sub", "ast.Mult", "ast.Div"}
     assert {ast.unparse(v) for v in binops.values} == {
@@ -201,16 +201,20 @@ SQL_CONSTANTS = {
 }
 """Module-level integer constants of _store.py that PRAGMAs interpolate (PRAGMA values cannot be bound)."""
 SQL_EXCEPTIONS = {
-    ("storage/store.py", "create_tables", "statement"): "the statements of the module constants _SCHEMA and "
+    ("_storage/store.py", "create_tables", "statement"): "the statements of the module constants _SCHEMA and "
     "_BLOCK_SCHEMA, split at ';'",
-    ("storage/store.py", "check_structure", "_STRUCTURE"): "a module constant, literal SQL; its one parameter is bound",
-    ("storage/blocks.py", "query", "sql"): "the reader's one pass-through to execute(): its callers are checked here",
     (
-        "read/dataset.py",
+        "_storage/store.py",
+        "check_structure",
+        "_STRUCTURE",
+    ): "a module constant, literal SQL; its one parameter is bound",
+    ("_storage/blocks.py", "query", "sql"): "the reader's one pass-through to execute(): its callers are checked here",
+    (
+        "_read/dataset.py",
         "_query",
         "sql",
     ): "the Dataset's pass-through to BlockStore.query: its callers are checked here",
-    ("read/dataset.py", "lookup", "f'SELECT task_id, row FROM lookup WHERE key IN ({marks})'"): "marks is only '?' "
+    ("_read/dataset.py", "lookup", "f'SELECT task_id, row FROM lookup WHERE key IN ({marks})'"): "marks is only '?' "
     "placeholders (checked below); the keys are bound",
 }
 
@@ -258,7 +262,7 @@ def test_sql_is_literal_or_parameterised() -> None:
 def test_the_interpolated_sql_pieces_are_what_the_exceptions_say() -> None:
     store = {
         t.id: node.value
-        for node in TREES["storage/store.py"].body
+        for node in TREES["_storage/store.py"].body
         if isinstance(node, ast.Assign)
         for t in node.targets
         if isinstance(t, ast.Name)
@@ -267,16 +271,16 @@ def test_the_interpolated_sql_pieces_are_what_the_exceptions_say() -> None:
         assert isinstance(store[name], ast.Constant) and type(store[name].value) is int, name
     assert isinstance(store["_SCHEMA"], ast.Constant) and isinstance(store["_SCHEMA"].value, str)
     assert isinstance(store["_BLOCK_SCHEMA"], ast.Constant) and isinstance(store["_BLOCK_SCHEMA"].value, str)
-    dataset = TREES["read/dataset.py"]
+    dataset = TREES["_read/dataset.py"]
     lookup = next(f for f in _functions(dataset) if f.name == "lookup")
     assert [ast.unparse(v) for v in _assigned(lookup, "marks")] == ["','.join('?' * len(probes))"]
     # BLOBs are opened in one place, by a literal table and the column of the reader callback (_codec.Reader)
     opens = [(m, c) for m, tree in TREES.items() for c in _calls(tree) if _call_name(c) == "blobopen"]
-    assert [m for m, _ in opens] == ["storage/blocks.py"]
+    assert [m for m, _ in opens] == ["_storage/blocks.py"]
     table, column = opens[0][1].args[:2]
     assert isinstance(table, ast.Constant) and ast.unparse(column) == "column", ast.unparse(opens[0][1])
     # ...and every column _codec.read_rows asks that callback for is a literal name
-    read_rows = next(f for f in _functions(TREES["core/codec.py"]) if f.name == "read_rows")
+    read_rows = next(f for f in _functions(TREES["_core/codec.py"]) if f.name == "read_rows")
     reads = [c for c in _calls(read_rows) if _call_name(c) == "read"]
     assert len(reads) == 5
     for call in reads:
@@ -310,9 +314,9 @@ def _scoped_calls(tree: ast.AST, scope: tuple[str, ...] = ()) -> Iterator[tuple[
 
 
 WRITERS = {
-    ("storage/store.py", ("Writer",)),
-    ("storage/shards.py", ("SegmentWriter",)),
-    ("storage/shards.py", ("DirectoryWriter",)),
+    ("_storage/store.py", ("Writer",)),
+    ("_storage/shards.py", ("SegmentWriter",)),
+    ("_storage/shards.py", ("DirectoryWriter",)),
 }
 
 
@@ -324,7 +328,7 @@ def test_only_the_writer_opens_a_dataset_for_writing() -> None:
         for scope, call in _scoped_calls(tree):
             where = f"{module}:{call.lineno} in {'.'.join(scope) or 'the module'}"
             if ast.unparse(call.func) == "sqlite3.connect":
-                assert (module, scope) == ("storage/store.py", ("connect",)), where
+                assert (module, scope) == ("_storage/store.py", ("connect",)), where
             elif _call_name(call) == "connect":
                 readonly = [k.value for k in call.keywords if k.arg == "readonly"]
                 assert len(readonly) == 1 and isinstance(readonly[0], ast.Constant), where

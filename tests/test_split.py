@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import unitarium
-from unitarium.core.canonical import equal_up_to_phase
-from unitarium.read.split import SPLIT_KEYS, DatasetView, group_keys_of
+from unitarium._core.canonical import equal_up_to_phase
+from unitarium._read.split import SPLIT_KEYS, DatasetView, group_keys_of
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 

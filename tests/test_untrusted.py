@@ -18,7 +18,7 @@ import pytest
 
 import unitarium
 from unitarium import DatasetError, NotADatasetError
-from unitarium.run.pack import pack
+from unitarium._run.pack import pack
 
 from conftest import cli, dataset_digest, one_error_line
 
@@ -266,7 +266,7 @@ def test_a_crafted_schema_is_refused_at_once(a: Path, tmp_path: Path, where: str
 
 def test_a_metadata_query_has_a_step_budget() -> None:
     """Whatever passes the schema check, one metadata query cannot run for ever."""
-    from unitarium.storage.store import bounded
+    from unitarium._storage.store import bounded
 
     conn = sqlite3.connect(":memory:")
     t0 = time.monotonic()
@@ -284,7 +284,7 @@ def test_a_schema_2_dataset_still_reads_and_resumes(
     layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Schema 2 (no dataset id, checksum seed 0) is read and resumed as such, with the same content."""
-    from unitarium.storage import store as _store
+    from unitarium._storage import store as _store
 
     spec = unitarium.make_spec(**SPEC)
     path = tmp_path / "old" if layout == "directory" else tmp_path / "old.db"

@@ -8,6 +8,10 @@ back as numpy arrays (PyTorch batches, Parquet, Qiskit/Cirq/OpenQASM circuits).
 >>> ds = unitarium.open("data.db"); ds[42].circuit          # doctest: +SKIP
 """
 
+from ._core.circuit import Circuit, Record
+from ._core.gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_gate, parse_gates
+from ._core.gateset import GateSet, Move
+from ._dataset import Dataset, open
 from ._errors import (
     DatasetBusyError,
     DatasetError,
@@ -25,17 +29,13 @@ from ._errors import (
     UnitariumError,
     WorkerError,
 )
-from .core.circuit import Circuit, Record
-from .core.gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_gate, parse_gates
-from .core.gateset import GateSet, Move
-from .dataset import Dataset, open
-from .read.dataset import VerifyReport
-from .read.split import DatasetView
-from .run.engine import generate
-from .run.pack import pack
-from .run.progress import Progress, Summary
+from ._read.dataset import VerifyReport
+from ._read.split import DatasetView
+from ._run.engine import generate
+from ._run.pack import pack
+from ._run.progress import Progress, Summary
+from ._spec.spec import Enumeration, RandomSource, Spec, make_spec
 from .search import Approximation, Match
-from .spec.spec import Enumeration, RandomSource, Spec, make_spec
 
 __version__ = "0.1.0"
 

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from ._errors import MissingOptionalLibraryError, SpecError
-from .read.records import pad_tokens
-from .read.split import as_source, max_length, read_positions
+from ._read.records import pad_tokens
+from ._read.split import as_source, max_length, read_positions
 
 try:
     import torch

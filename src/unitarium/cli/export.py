@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from .._read.dataset import Dataset
 from ..interop.export import FORMATS, export
-from ..read.dataset import Dataset
 
 __all__ = ["export_cmd"]
 

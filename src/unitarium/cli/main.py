@@ -17,12 +17,12 @@ from typing import Any
 import click
 import numpy as np
 
+from .._dataset import Dataset
 from .._errors import Interrupted, SpecError, UnitariumError
-from ..dataset import Dataset
-from ..run.engine import generate
-from ..run.progress import Progress
-from ..spec.spec import DTYPES, UNITARIES, make_spec
-from ..storage.store import JOURNAL_MODES
+from .._run.engine import generate
+from .._run.progress import Progress
+from .._spec.spec import DTYPES, UNITARIES, make_spec
+from .._storage.store import JOURNAL_MODES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -245,7 +245,7 @@ def _print_info(info: dict[str, Any]) -> None:
 @click.argument("target", type=click.Path(path_type=Path))
 def pack_cmd(source: Path, target: Path) -> None:
     """Copy the finished sharded dataset SOURCE (a directory) into the new dataset file TARGET."""
-    from ..run.pack import pack
+    from .._run.pack import pack
 
     summary = pack(source, target)
     click.echo(f"{summary.path}: {summary.records:,} records packed from {str(source)!r}")
@@ -321,8 +321,8 @@ def lookup_cmd(
     path: Path, matrix: Path | None, circuit: str | None, qasm: Path | None, atol: float, as_json: bool
 ) -> None:
     """Find the records implementing a unitary up to global phase."""
-    from ..core.circuit import Circuit
-    from ..core.inputs import load_matrix
+    from .._core.circuit import Circuit
+    from .._core.inputs import load_matrix
     from ..interop import unitary_from_qasm_file
 
     ds = Dataset(path)

@@ -10,9 +10,9 @@ from typing import Any
 import click
 import numpy as np
 
+from .._core.circuit import Circuit
+from .._core.inputs import load_matrix
 from .._errors import SpecError
-from ..core.circuit import Circuit
-from ..core.inputs import load_matrix
 
 __all__ = ["synth_cmd"]
 
@@ -48,7 +48,7 @@ def synth_cmd(
     whose cost estimate exceeds --max-pairs is refused before it starts (exit status 2), with
     the largest --max-length that fits. A search that runs for more than a couple of seconds
     shows a progress bar when stderr is a terminal."""
-    from ..dataset import Dataset
+    from .._dataset import Dataset
 
     ds = Dataset(path)
     if sum(x is not None for x in (matrix, qasm, circuit)) != 1:
@@ -75,7 +75,7 @@ def _target(ds: Any, matrix: Path | None, qasm: Path | None, circuit: str | None
         return load_matrix(matrix)
     if qasm is not None:
         try:
-            from ..core.convert import unitary_from_qasm_file
+            from .._core.convert import unitary_from_qasm_file
         except ImportError as exc:  # the interop package is newer than this command
             raise SpecError(f"--qasm is not available in this installation ({exc}): use --matrix") from exc
         return unitary_from_qasm_file(qasm, ds.gateset)

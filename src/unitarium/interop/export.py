@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from .._errors import DatasetError, SpecError, StorageError
-from ..read.records import pad_tokens
-from ..read.split import as_source, max_length, parse_fractions, read_positions, split_source
-from ..storage.store import path_text, remove_abandoned
+from .._read.records import pad_tokens
+from .._read.split import as_source, max_length, parse_fractions, read_positions, split_source
+from .._storage.store import path_text, remove_abandoned
 
 __all__ = ["FORMATS", "NPZ_MAX_BYTES", "export"]
 

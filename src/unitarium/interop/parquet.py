@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import MissingOptionalLibraryError
-from ..read.split import as_source, read_positions
+from .._read.split import as_source, read_positions
 
 __all__ = ["SHARD_BYTES", "shard_names", "write_split"]
 

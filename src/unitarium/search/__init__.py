@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._core.circuit import Circuit, Record
 from .._errors import SpecError
-from ..core.circuit import Circuit, Record
-from ..spec.spec import Enumeration
+from .._spec.spec import Enumeration
 from ._progress import Bar, progress
 from ._table import as_targets, table_of
 from .nearest import MAX_PAIRS
 
 if TYPE_CHECKING:
-    from ..read.dataset import Dataset
+    from .._read.dataset import Dataset
 
 __all__ = ["Approximation", "Match", "SearchMixin"]
 

@@ -1,6 +1,6 @@
 """An in-memory hash index of unitaries up to global phase, for batched exact matching.
 
-The scheme is :mod:`unitarium.core.canonical`'s (smooth phase fixing, random projections
+The scheme is :mod:`unitarium._core.canonical`'s (smooth phase fixing, random projections
 rounded to a grid, neighbouring cells near a boundary), with its own coarse grid: cells
 of ``DELTA = 2**-5`` and a margin ``ETA = 2**-9`` (about 2e-3, ten to a hundred times what
 an error of ``1e-5`` per entry moves a coordinate). The *table* side stores each

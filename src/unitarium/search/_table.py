@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._core.circuit import Circuit, Record
+from .._core.kernels import ProductTable
 from .._errors import DatasetError, SpecError
-from ..core.circuit import Circuit, Record
-from ..core.kernels import ProductTable
-from ..spec.spec import Enumeration
+from .._spec.spec import Enumeration
 from ._keys import KeyIndex
 from ._progress import progress
 
 if TYPE_CHECKING:
-    from ..core.gateset import GateSet
-    from ..read.dataset import Dataset
+    from .._core.gateset import GateSet
+    from .._read.dataset import Dataset
 
 __all__ = ["CACHE_BYTES", "CHUNK", "SearchTable", "as_targets", "table_of"]
 
@@ -200,14 +200,14 @@ def as_targets(unitary: object, gateset: GateSet, what: str) -> tuple[np.ndarray
 
 def _named(x: object) -> bool:
     """Whether ``x`` names a unitary without being one (a circuit of any kind, OpenQASM text)."""
-    from ..core.cirq import is_cirq_circuit
-    from ..core.qiskit import is_qiskit_circuit
+    from .._core.cirq import is_cirq_circuit
+    from .._core.qiskit import is_qiskit_circuit
 
     return isinstance(x, str | Circuit) or is_qiskit_circuit(x) or is_cirq_circuit(x)
 
 
 def _convert(x: object, gateset: GateSet, what: str) -> np.ndarray:
-    from ..core.convert import as_unitary
+    from .._core.convert import as_unitary
 
     if not _named(x):
         return _as_matrices(x, gateset.dim, what)[0][0]

@@ -4,7 +4,7 @@ Let the table hold a complete unique enumeration of max length ``L``: for every 
 ``l <= L`` its records of length ``l`` are exactly one per unitary (up to global phase)
 whose shortest circuit has ``l`` moves, and each record's circuit is a shortest one
 (breadth-first order keeps the first circuit found for a unitary; the enumeration's
-pruning never loses a unitary reachable within the limit, see ``unitarium.spec.sources``).
+pruning never loses a unitary reachable within the limit, see ``unitarium._spec.sources``).
 
 **Why the answer is shortest.** Let ``c`` be a shortest circuit of ``U``, of length
 ``l <= 2L``, and ``a`` any split point with ``l - L <= a <= L``. The prefix ``c[:a]`` and
@@ -22,7 +22,7 @@ circuit of length ``<= 2L``. Ties: the least ``(length, id of A, id of B)``.
 
 **Matching.** ``U A^dag`` is looked up in an in-memory hash index (:mod:`._keys`) and
 every candidate ``B`` is verified: ``B A`` must equal ``U`` up to global phase, entrywise
-within ``atol`` (as :func:`unitarium.core.canonical.equal_up_to_phase`). The index finds every
+within ``atol`` (as :func:`unitarium._core.canonical.equal_up_to_phase`). The index finds every
 ``B`` whose key coordinates lie within ``ETA`` (2e-3) of those of ``U A^dag``; an error of
 ``atol = 1e-5`` per entry moves a coordinate by about ``1e-4`` typically, so ``atol`` is
 capped at ``MAX_ATOL``.
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.circuit import Circuit
 from .._errors import SpecError
-from ..core.circuit import Circuit
 from . import _table
 from ._keys import primary_keys
 from ._progress import progress

@@ -3,7 +3,7 @@
 :func:`as_unitary` accepts a matrix, a unitarium :class:`~unitarium.Circuit`, a Qiskit
 ``QuantumCircuit``, a Cirq circuit or OpenQASM 2/3 text, and returns the ``(d, d)``
 complex128 matrix in unitarium's convention (Qiskit's little-endian qubit order; see
-:mod:`unitarium.core.cirq` for how Cirq's qubits map). Circuits may use any gates, not
+:mod:`unitarium._core.cirq` for how Cirq's qubits map). Circuits may use any gates, not
 only the gate set's: only the register size is taken from ``gateset``.
 """
 

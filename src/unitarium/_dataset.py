@@ -1,4 +1,4 @@
-"""The public :class:`Dataset`: the reader (:mod:`unitarium.read`: records, bulk reads, lookup, verify,
+"""The public :class:`Dataset`: the reader (:mod:`unitarium._read`: records, bulk reads, lookup, verify,
 splits) composed with the search methods (:mod:`unitarium.search`: synthesis, nearest, approximate).
 
 The reader never imports search: the engines, exports and PyTorch datasets read through it alone,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .read.dataset import Dataset as Reader
+from ._read.dataset import Dataset as Reader
 from .search import SearchMixin
 
 __all__ = ["Dataset", "open"]

@@ -41,10 +41,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._errors import SpecError, UnitariumError, WorkerError
-from ..spec.sources import Task, TaskContext, run_task
-from ..spec.spec import RandomSource, Spec
-from ..storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, range_segment_name
-from ..storage.store import block_format
+from .._spec.sources import Task, TaskContext, run_task
+from .._spec.spec import RandomSource, Spec
+from .._storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, range_segment_name
+from .._storage.store import block_format
 from .driver import Driver
 from .plan import default_workers, plan
 

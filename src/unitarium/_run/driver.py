@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from .._core.keyset import KeySet
 from .._errors import Interrupted, WorkerError
-from ..core.keyset import KeySet
-from ..read.dataset import Dataset
-from ..spec.spec import RandomSource
-from ..storage.shards import DirectoryWriter, Published
+from .._read.dataset import Dataset
+from .._spec.spec import RandomSource
+from .._storage.shards import DirectoryWriter, Published
 from .progress import Progress
 
 __all__ = ["Driver"]

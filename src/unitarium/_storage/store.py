@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
+from .._core.codec import BlockFormat, code_dtype, encode, page_records
 from .._errors import (
     DatasetBusyError,
     DatasetError,
@@ -72,9 +73,8 @@ from .._errors import (
     SpecMismatchError,
     StorageError,
 )
-from ..core.codec import BlockFormat, code_dtype, encode, page_records
-from ..spec.sources import TaskResult
-from ..spec.spec import Spec
+from .._spec.sources import TaskResult
+from .._spec.spec import Spec
 
 __all__ = [
     "APPLICATION_ID",

@@ -18,7 +18,7 @@ that OpenQASM 2 cannot spell (``Foo``, ``_x``) is written with a ``g_`` prefix o
 
 Reading (:func:`moves_from_qasm`) parses with Qiskit (``qiskit.qasm2.loads``; OpenQASM 3 with
 ``qiskit.qasm3.loads``, which needs ``qiskit-qasm3-import``), then matches each gate to a
-move by matrix (:mod:`unitarium.core._match`). OpenQASM 2 that relies on Qiskit's
+move by matrix (:mod:`unitarium._core._match`). OpenQASM 2 that relies on Qiskit's
 extended ``qelib1.inc`` (``swap`` without a definition, as ``qiskit.qasm2.dumps`` writes)
 is read too.
 """

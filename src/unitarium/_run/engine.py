@@ -39,13 +39,13 @@ from typing import Any
 
 import numpy as np
 
+from .._core.keyset import KeySet
 from .._errors import Interrupted, SpecError, UnitariumError, WorkerError
-from ..core.keyset import KeySet
-from ..read.dataset import Dataset
-from ..spec.sources import Task, TaskContext, TaskResult, run_task
-from ..spec.spec import RandomSource, Spec
-from ..storage.shards import is_directory_path
-from ..storage.store import Writer
+from .._read.dataset import Dataset
+from .._spec.sources import Task, TaskContext, TaskResult, run_task
+from .._spec.spec import RandomSource, Spec
+from .._storage.shards import is_directory_path
+from .._storage.store import Writer
 from .plan import BARRIER, check_size, check_workers, default_workers, plan
 from .progress import Progress, StallWatch, Summary, announce
 from .wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers

@@ -134,7 +134,7 @@ def _gates(cirq: Any, circuit: Any, index: dict[Any, int]) -> Iterator[tuple[str
 def moves_from_cirq(circuit: Any, gateset: GateSet, *, qubits: Sequence[Any] | None = None) -> np.ndarray:
     """The move codes (int64) of ``gateset`` that a Cirq circuit is (:meth:`Circuit.from_cirq`
     wraps them; matched by matrix, see
-    :mod:`unitarium.core._match`); its unitary equals Cirq's up to global phase and the
+    :mod:`unitarium._core._match`); its unitary equals Cirq's up to global phase and the
     qubit order above. ``qubits``: the Cirq qubit of each unitarium qubit (default: see
     :func:`_qubit_index`). Raises :class:`SpecError` for a gate not in the set, a
     measurement, or qubits outside the register."""

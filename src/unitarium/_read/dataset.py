@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from .._core.canonical import LOOKUP, equal_up_to_phase
+from .._core.circuit import Circuit, Record
+from .._core.codec import Block, BlockFormat
+from .._core.gateset import GateSet
+from .._core.kernels import ProductTable
 from .._errors import DatasetError, NotADatasetError, RecordIndexError, SpecError, UnitariumError
-from ..core.canonical import LOOKUP, equal_up_to_phase
-from ..core.circuit import Circuit, Record
-from ..core.codec import Block, BlockFormat
-from ..core.gateset import GateSet
-from ..core.kernels import ProductTable
-from ..spec.sources import TaskContext, recompute
-from ..spec.spec import Enumeration, RandomSource, Spec
-from ..storage.blocks import BlockStore, Span
-from ..storage.store import block_format, bounded, damaged_meta, load_json, path_text, read_meta, storage_error
+from .._spec.sources import TaskContext, recompute
+from .._spec.spec import Enumeration, RandomSource, Spec
+from .._storage.blocks import BlockStore, Span
+from .._storage.store import block_format, bounded, damaged_meta, load_json, path_text, read_meta, storage_error
 from .records import concat_ragged, ragged_take
 from .split import SplitMixin
 
@@ -431,7 +431,7 @@ class Dataset(SplitMixin):
 
     def _target(self, unitary: Any) -> np.ndarray:
         """A lookup target as a finite ``(d, d)`` complex128 matrix, or a clear SpecError."""
-        from ..core.convert import as_unitary
+        from .._core.convert import as_unitary
 
         d = self.gateset.dim
         if isinstance(unitary, np.ndarray) and unitary.dtype.kind not in "biufc":

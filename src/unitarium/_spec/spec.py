@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .._core.gates import custom_gate, parse_gate
+from .._core.gateset import GateSet
+from .._core.kernels import KERNEL_VERSION
 from .._errors import SpecError
-from ..core.gates import custom_gate, parse_gate
-from ..core.gateset import GateSet
-from ..core.kernels import KERNEL_VERSION
 
 __all__ = ["DTYPES", "UNITARIES", "Enumeration", "RandomSource", "Spec", "make_spec"]
 
@@ -255,8 +255,8 @@ def make_spec(
     """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
     either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
     ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only."""
-    from ..core.gates import load_gate_file, parse_gates, split_gate_list
-    from ..core.gateset import parse_coupling
+    from .._core.gates import load_gate_file, parse_gates, split_gate_list
+    from .._core.gateset import parse_coupling
 
     custom = load_gate_file(gate_file) if gate_file else {}
     names = split_gate_list(gates) if isinstance(gates, str) else list(gates)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import DatasetError, NotADatasetError
-from ..read.dataset import Dataset
-from ..storage.store import Writer, atomic, path_text, storage_error, update_summary
+from .._read.dataset import Dataset
+from .._storage.store import Writer, atomic, path_text, storage_error, update_summary
 from .progress import Summary
 
 __all__ = ["pack"]

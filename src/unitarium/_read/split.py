@@ -11,7 +11,7 @@ whose unitaries are equal up to global phase always in the same part, however di
 their circuits compute them (e.g. ``h 0; h 0`` and the empty circuit). How:
 
 1. Each stored unitary gets a phase-invariant grid key (:data:`SPLIT_KEYS`: the global phase
-   fixed smoothly as in :mod:`unitarium.core.canonical`, 6 random projections, grid spacing
+   fixed smoothly as in :mod:`unitarium._core.canonical`, 6 random projections, grid spacing
    ``2**-6``). Rounding noise can move a coordinate across a cell boundary only when it lies
    within ``eta = 2**-13`` of it; such a coordinate also yields the neighbouring cell's key
    (an *alternate*).
@@ -42,14 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._core.canonical import KeyScheme, _splitmix
+from .._core.circuit import Circuit, Record
 from .._errors import RecordIndexError, SpecError
-from ..core.canonical import KeyScheme, _splitmix
-from ..core.circuit import Circuit, Record
 from .records import chunk_records, gather
 
 if TYPE_CHECKING:
-    from ..core.gateset import GateSet
-    from ..spec.spec import Spec
+    from .._core.gateset import GateSet
+    from .._spec.spec import Spec
     from .dataset import Dataset
 
 __all__ = ["SPLIT_KEYS", "DatasetView", "SplitMixin", "parse_fractions"]
@@ -316,7 +316,7 @@ def sample_source(
 
 def _check_sample_memory(n: int) -> None:
     """Refuse, before allocating, a sample whose ids (8 bytes each, and a copy) cannot fit."""
-    from ..spec.spec import memory_limit
+    from .._spec.spec import memory_limit
 
     need, limit = 16 * n, memory_limit()
     if limit is not None and need > limit // 2:
@@ -341,7 +341,7 @@ class SplitMixin:
         in exactly one part; records whose unitaries are equal up to global phase are always in the
         same part; each part holds its fraction of the records to within one group of equal
         unitaries (of each circuit length, with ``stratify_by_length``). Deterministic: the same
-        records, fractions and seed give the same parts. See :mod:`unitarium.read.split` for how.
+        records, fractions and seed give the same parts. See :mod:`unitarium._read.split` for how.
         Raises :class:`SpecError` for fractions that are negative, not numbers, or do not sum to 1.
         """
         return split_source(self, fractions, seed=seed, stratify_by_length=stratify_by_length)

@@ -29,12 +29,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from .._core.codec import BlockFormat
 from .._errors import UnitariumError
-from ..core.codec import BlockFormat
-from ..spec.sources import Task, TaskContext, TaskResult, run_task
-from ..spec.spec import Spec
-from ..storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
-from ..storage.store import block_format
+from .._spec.sources import Task, TaskContext, TaskResult, run_task
+from .._spec.spec import Spec
+from .._storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
+from .._storage.store import block_format
 from .driver import Driver
 from .plan import plan
 from .progress import StallWatch, announce

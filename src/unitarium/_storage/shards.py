@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._core.codec import BlockFormat
 from .._errors import DatasetBusyError, NotADatasetError, StorageError
-from ..core.codec import BlockFormat
-from ..spec.sources import TaskResult
-from ..spec.spec import Spec
+from .._spec.sources import TaskResult
+from .._spec.spec import Spec
 from .store import (
     Writer,
     atomic,

@@ -21,8 +21,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from .._core.codec import Block, BlockFormat, Damage, Reader, read_rows
 from .._errors import DatasetMissingError, NotADatasetError
-from ..core.codec import Block, BlockFormat, Damage, Reader, read_rows
 from .shards import MANIFEST, SHARDS, is_directory_path, segment_file
 from .store import (
     bounded,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..spec.spec import RandomSource, Spec
+from .._spec.spec import RandomSource, Spec
 
 __all__ = ["SLOW_NOTE_S", "STOPPED_NOTE_S", "Progress", "StallWatch", "Summary", "announce", "process_state"]
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .._errors import SpecError
-from ..read.dataset import Dataset
-from ..spec.sources import Task
-from ..spec.spec import RandomSource, Spec, memory_limit
-from ..storage.store import Writer, path_text
+from .._read.dataset import Dataset
+from .._spec.sources import Task
+from .._spec.spec import RandomSource, Spec, memory_limit
+from .._storage.store import Writer, path_text
 
 __all__ = [
     "BARRIER",

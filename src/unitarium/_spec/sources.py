@@ -35,9 +35,9 @@ from functools import cached_property
 
 import numpy as np
 
-from ..core.canonical import DEDUP, LOOKUP
-from ..core.codec import code_dtype
-from ..core.kernels import ProductTable, extend
+from .._core.canonical import DEDUP, LOOKUP
+from .._core.codec import code_dtype
+from .._core.kernels import ProductTable, extend
 from .spec import Enumeration, RandomSource, Spec
 
 __all__ = ["Task", "TaskContext", "TaskResult", "recompute", "run_task"]

@@ -96,7 +96,7 @@ def _one_line(exc: BaseException) -> str:
 
 def moves_from_qiskit(qc: Any, gateset: GateSet) -> np.ndarray:
     """The move codes (int64) of ``gateset`` that ``qc`` is, gate by gate (matched by matrix;
-    see :mod:`unitarium.core._match`): :meth:`Circuit.from_qiskit` wraps them. Their unitary
+    see :mod:`unitarium._core._match`): :meth:`Circuit.from_qiskit` wraps them. Their unitary
     equals ``Operator(qc)`` up to global phase. Raises :class:`SpecError` for a gate not in the
     gate set or a non-unitary instruction."""
     _import("Circuit.from_qiskit")

@@ -71,7 +71,7 @@ class Circuit:
     def to_qasm(self, version: int = 2) -> str:
         """OpenQASM ``version`` (2 or 3) text that Qiskit's, Cirq's and pytket's readers parse
         with their default settings: gates outside the standard include file, custom gates
-        too, are defined in the file (up to global phase). See :mod:`unitarium.core.qasm`."""
+        too, are defined in the file (up to global phase). See :mod:`unitarium._core.qasm`."""
         from .qasm import to_qasm
 
         return to_qasm(self.codes, self.gateset, version=version)
@@ -100,7 +100,7 @@ class Circuit:
 
     def to_cirq(self) -> Any:
         """A ``cirq.Circuit`` on ``LineQubit(0..n-1)`` (qubit ``j`` is ``LineQubit(j)``; Cirq's
-        matrices are big-endian: see :mod:`unitarium.core.cirq`)."""
+        matrices are big-endian: see :mod:`unitarium._core.cirq`)."""
         from .cirq import to_cirq
 
         return to_cirq(self.codes, self.gateset)
