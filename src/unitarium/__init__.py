@@ -10,6 +10,7 @@ back as numpy arrays (PyTorch batches, Parquet, Qiskit/Cirq/OpenQASM circuits).
 
 from ._errors import (
     DatasetBusyError,
+    DatasetDamagedError,
     DatasetError,
     DatasetMissingError,
     GateFileError,
@@ -46,6 +47,7 @@ __all__ = [
     "Circuit",
     "Dataset",
     "DatasetBusyError",
+    "DatasetDamagedError",
     "DatasetError",
     "DatasetMissingError",
     "DatasetView",
