@@ -13,6 +13,7 @@ EXPORTED = [
     "Circuit",
     "Dataset",
     "DatasetBusyError",
+    "DatasetDamagedError",
     "DatasetError",
     "DatasetMissingError",
     "DatasetView",
@@ -87,9 +88,18 @@ def test_exception_tree() -> None:
     assert all(issubclass(e, base) for e in errors)
     assert issubclass(unitarium.SpecError, ValueError)
     assert issubclass(unitarium.GateFileError, unitarium.SpecError)
-    for leaf in ("NotADatasetError", "SchemaVersionError", "SpecMismatchError", "DatasetBusyError"):
+    for leaf in (
+        "NotADatasetError",
+        "DatasetDamagedError",
+        "SchemaVersionError",
+        "SpecMismatchError",
+        "DatasetBusyError",
+    ):
         assert issubclass(getattr(unitarium, leaf), unitarium.DatasetError)
     assert issubclass(unitarium.NotADatasetError, ValueError)
+    # damage is its own class (not a file that never was a dataset), a ValueError as damage always was
+    assert issubclass(unitarium.DatasetDamagedError, ValueError)
+    assert not issubclass(unitarium.DatasetDamagedError, unitarium.NotADatasetError)
     assert issubclass(unitarium.SpecMismatchError, ValueError)
     assert issubclass(unitarium.DatasetMissingError, FileNotFoundError)
     assert issubclass(unitarium.StorageError, OSError) and issubclass(unitarium.StorageError, unitarium.DatasetError)

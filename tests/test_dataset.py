@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from qiskit.quantum_info import Operator
 
 import unitarium
-from unitarium import Circuit, NotADatasetError, RecordIndexError
+from unitarium import Circuit, DatasetDamagedError, RecordIndexError
 
 # -- records and batches ----------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ def test_a_partial_read_of_a_damaged_block_is_refused(small_dataset: Path, colum
     with sqlite3.connect(small_dataset) as conn:
         conn.execute(f"UPDATE blocks SET {column} = {damage} WHERE task_id = 1")
     with unitarium.open(small_dataset) as ds:
-        with pytest.raises(NotADatasetError, match=re.escape("damaged block (records 4096..")):
+        with pytest.raises(DatasetDamagedError, match=re.escape("damaged block (records 4096..")):
             ds.unitaries(4100, 4110) if column == "unitaries" else ds.circuits(4100, 4110)
         assert ds.unitaries(0, 10).shape == (10, 4, 4) and len(ds.circuits(0, 10)) == 10  # other blocks still read
 
@@ -238,7 +238,7 @@ def test_verify_finds_a_corrupted_unitary(small_dataset: Path) -> None:
     page = unitarium.open(small_dataset).format.page  # records per checksummed page
     first, last = 4096 + (7 // page) * page, 4096 + (7 // page + 1) * page - 1
     assert any("checksum" in p and f"records {first}..{last}" in p for p in report.problems), report.problems
-    with pytest.raises(NotADatasetError, match=rf"damaged block \(records {first}\.\.{last}\).*checksum"):
+    with pytest.raises(DatasetDamagedError, match=rf"damaged block \(records {first}\.\.{last}\).*checksum"):
         unitarium.open(small_dataset).unitaries(4100, 4105)
     assert unitarium.open(small_dataset)[last + 1].id == last + 1  # the next page is intact
 
@@ -266,7 +266,7 @@ def test_verify_finds_a_missing_task(small_dataset: Path) -> None:
     with sqlite3.connect(small_dataset) as conn:
         conn.execute("DELETE FROM tasks WHERE task_id = 1")
     conn.close()
-    with pytest.raises(unitarium.NotADatasetError, match="task list breaks at task 2"):  # refused on open
+    with pytest.raises(unitarium.DatasetDamagedError, match="task list breaks at task 2"):  # refused on open
         unitarium.open(small_dataset).verify(sample=10)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import unitarium
-from unitarium import DatasetMissingError, GateFileError, NotADatasetError, SpecError
+from unitarium import DatasetDamagedError, DatasetMissingError, GateFileError, NotADatasetError, SpecError
 from unitarium.interop import as_unitary, unitary_from_qasm_file
 
 from conftest import cli, one_error_line
@@ -148,9 +148,9 @@ def test_verify_and_show_refuse_a_nan_written_with_a_forged_checksum(unique_file
         report = ds.verify(sample=None)
         assert not report.ok and math_isnan(report.max_error), report
         assert any("differs" in p and "nan" in p for p in report.problems), report.problems
-        with pytest.raises(NotADatasetError, match=rf"records {rid}\.\.{rid}\).*NaN"):
+        with pytest.raises(DatasetDamagedError, match=rf"records {rid}\.\.{rid}\).*NaN"):
             ds[rid]
-        with pytest.raises(NotADatasetError, match="NaN"):
+        with pytest.raises(DatasetDamagedError, match="NaN"):
             ds[[rid - 1, rid]]
         assert np.isfinite(ds[rid + 1].unitary).all()  # its neighbours are served
     proc = cli("verify", path, "--all", check=False, timeout=HANG_S)
@@ -178,9 +178,9 @@ def test_a_truncated_dataset_fails_every_read_in_one_line(layout: str, tmp_path:
         assert proc.returncode != 0, (args, proc.stdout)
         assert "truncated" in proc.stderr and len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
-    with pytest.raises(NotADatasetError, match="truncated"), unitarium.open(path) as ds:
+    with pytest.raises(DatasetDamagedError, match="truncated"), unitarium.open(path) as ds:
         ds[len(ds) - 1]
-    with pytest.raises(NotADatasetError, match="truncated"), unitarium.open(path) as ds:
+    with pytest.raises(DatasetDamagedError, match="truncated"), unitarium.open(path) as ds:
         ds.unitaries()
 
 
@@ -411,7 +411,7 @@ def test_lookup_on_a_damaged_unique_file_reports_the_damage(unique_file: Path, t
         blob[8 * 16 * 5 + 3] ^= 0x40
         conn.execute("UPDATE blocks SET unitaries = ? WHERE task_id = ?", (bytes(blob), task))
     conn.close()
-    with unitarium.open(path) as ds, pytest.raises(NotADatasetError, match="damaged block"):
+    with unitarium.open(path) as ds, pytest.raises(DatasetDamagedError, match="damaged block"):
         ds.lookup(target)
     np.save(tmp_path / "u.npy", target)
     line = fails_in_one_line("lookup", path, "--matrix", tmp_path / "u.npy")

@@ -16,7 +16,7 @@ import pytest
 from qiskit.quantum_info import Operator
 
 import unitarium
-from unitarium import DatasetBusyError, NotADatasetError
+from unitarium import DatasetBusyError, DatasetDamagedError
 
 from conftest import (
     Snapshot,
@@ -147,9 +147,9 @@ def test_a_flipped_byte_in_a_segment_is_refused_on_read_and_by_verify(tmp_path: 
     conn.close()
     first = task_id * 4096 + 1000 // 128  # task ids are in id order, 4096 records each here
     with unitarium.open(path) as ds:
-        with pytest.raises(NotADatasetError, match=r"damaged block \(records \d+\.\.\d+\).*checksum"):
+        with pytest.raises(DatasetDamagedError, match=r"damaged block \(records \d+\.\.\d+\).*checksum"):
             ds[first]
-        with pytest.raises(NotADatasetError, match="checksum"):
+        with pytest.raises(DatasetDamagedError, match="checksum"):
             ds.unitaries(0, len(ds))
         report = ds.verify(sample=None)
     assert not report.ok and any("checksum" in p for p in report.problems)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import unitarium
-from unitarium import DatasetError, NotADatasetError
+from unitarium import DatasetDamagedError, DatasetError
 from unitarium._run.pack import pack
 
 from conftest import cli, dataset_digest, one_error_line
@@ -99,7 +99,7 @@ def test_a_segment_of_another_dataset_is_refused(pair: tuple[Path, Path], a: Pat
         (a / "shards" / name).symlink_to(pair[1] / "shards" / name)
     i = first_record_of(a, name)
     why = r"another dataset" if how == "copy" else r"symbolic link out of shards/"
-    with unitarium.open(a) as ds, pytest.raises(NotADatasetError, match=why):
+    with unitarium.open(a) as ds, pytest.raises(DatasetDamagedError, match=why):
         ds[i]
     for args in (("show", a, str(i)), ("verify", a, "--all"), ("info", a)):
         assert re.search(why, refused_by_cli(*args))
@@ -111,7 +111,7 @@ def test_a_resume_refuses_a_segment_of_another_dataset(pair: tuple[Path, Path], 
     shutil.copy(pair[1] / "shards" / name, a / "shards" / name)
     edit(a / "manifest.db", "UPDATE meta SET value = json_set(value, '$.complete', json('false')) WHERE key = 'state'")
     before = tree(a)
-    with pytest.raises(NotADatasetError, match="another dataset"):
+    with pytest.raises(DatasetDamagedError, match="another dataset"):
         unitarium.generate(f"{a}/", unitarium.make_spec(**SPEC, seed=1), workers=1)
     assert tree(a) == before
 
@@ -131,7 +131,7 @@ def test_swapped_segments_are_refused(a: Path) -> None:
     first.rename(a / "shards" / "tmp")
     second.rename(first)
     (a / "shards" / "tmp").rename(second)
-    with unitarium.open(a) as ds, pytest.raises(NotADatasetError, match=r"swapped|recorded"):
+    with unitarium.open(a) as ds, pytest.raises(DatasetDamagedError, match=r"swapped|recorded"):
         ds[first_record_of(a, first.name)]
     refused_by_cli("verify", a)
     refused_by_cli("info", a)
@@ -149,7 +149,7 @@ def test_a_block_moved_to_another_task_fails_its_checksum(tmp_path: Path) -> Non
     )
     with unitarium.open(path) as ds:
         first = ds._query("SELECT first_id FROM tasks WHERE task_id = 1")[0][0]
-        with pytest.raises(NotADatasetError, match="checksum"):
+        with pytest.raises(DatasetDamagedError, match="checksum"):
             ds[first]
 
 
@@ -158,7 +158,7 @@ def test_a_segment_replaced_by_another_size_is_refused(a: Path) -> None:
     name = segments(a)[0]
     with open(a / "shards" / name, "ab") as f:
         f.write(b"\0" * 4096)
-    with unitarium.open(a) as ds, pytest.raises(NotADatasetError, match="recorded"):
+    with unitarium.open(a) as ds, pytest.raises(DatasetDamagedError, match="recorded"):
         ds[first_record_of(a, name)]
 
 
@@ -181,7 +181,7 @@ def test_shifted_first_ids_are_refused(a: Path, tmp_path: Path) -> None:
         i = ds._query("SELECT first_id FROM tasks WHERE task_id = 2")[0][0]
         ds[i]
         edit(a / "manifest.db", "UPDATE tasks SET first_id = first_id + 1 WHERE task_id >= 2")
-        with pytest.raises(NotADatasetError, match="task 2 starts at id"):
+        with pytest.raises(DatasetDamagedError, match="task 2 starts at id"):
             ds[i + 1]
     with pytest.raises(DatasetError, match="task list breaks at task 2"):
         pack(a, tmp_path / "packed.db")
@@ -219,7 +219,7 @@ def test_no_segment_name_leads_out_of_the_dataset(a: Path, tmp_path: Path, where
         edit(a / "manifest.db", f"UPDATE shards SET name = '{target}' WHERE name = '{name[:-3]}'")
     for args in (("info", a), ("show", a, "0"), ("verify", a), ("pack", a, tmp_path / "p.db")):
         assert "segment" in refused_by_cli(*args)
-    with pytest.raises(NotADatasetError, match="segment"):
+    with pytest.raises(DatasetDamagedError, match="segment"):
         unitarium.open(a).info()
 
 
@@ -270,7 +270,7 @@ def test_a_metadata_query_has_a_step_budget() -> None:
 
     conn = sqlite3.connect(":memory:")
     t0 = time.monotonic()
-    with pytest.raises(NotADatasetError, match="ran past 1,000,000 SQLite steps"), bounded(conn, "x", 1_000_000):
+    with pytest.raises(DatasetDamagedError, match="ran past 1,000,000 SQLite steps"), bounded(conn, "x", 1_000_000):
         conn.execute(RUNAWAY).fetchall()
     assert time.monotonic() - t0 < 5
     assert conn.execute("SELECT 1").fetchone() == (1,)  # the handler is removed afterwards

@@ -14,6 +14,7 @@ from ._core.gateset import GateSet, Move
 from ._dataset import Dataset, open
 from ._errors import (
     DatasetBusyError,
+    DatasetDamagedError,
     DatasetError,
     DatasetMissingError,
     GateFileError,
@@ -46,6 +47,7 @@ __all__ = [
     "Circuit",
     "Dataset",
     "DatasetBusyError",
+    "DatasetDamagedError",
     "DatasetError",
     "DatasetMissingError",
     "DatasetView",

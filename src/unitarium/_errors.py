@@ -9,6 +9,8 @@ builtin they resemble, so ``except ValueError`` keeps working::
     │   └── SearchCostError              a search that would not end in reasonable time
     ├── DatasetError                     a file that cannot be used as a dataset
     │   ├── NotADatasetError(ValueError) not SQLite, or SQLite but not ours
+    │   ├── DatasetDamagedError(ValueError) ours, but damaged: a failed checksum, a truncated,
+    │   │                                tampered or corrupt file, a foreign or swapped segment
     │   ├── SchemaVersionError           written by a newer unitarium
     │   ├── SpecMismatchError(ValueError) resuming with a different spec
     │   ├── DatasetBusyError             another process is writing the file
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "DatasetBusyError",
+    "DatasetDamagedError",
     "DatasetError",
     "DatasetMissingError",
     "GateFileError",
@@ -66,6 +69,14 @@ class DatasetError(UnitariumError):
 
 class NotADatasetError(DatasetError, ValueError):
     """The file is not SQLite, or is SQLite but was not written by unitarium."""
+
+
+class DatasetDamagedError(DatasetError, ValueError):
+    """The dataset is unitarium's but damaged: a block that fails its checksum, a truncated or
+    corrupt file (SQLITE_CORRUPT), tampered tables or schema, a task list that is not the committed
+    prefix, a foreign, swapped or resized segment. Never served; restore it or regenerate it.
+    Not a :class:`NotADatasetError` (that is a file that never was a dataset); a ``ValueError``
+    like it, so code that caught damage as ``ValueError`` before this class existed still does."""
 
 
 class SchemaVersionError(DatasetError):

@@ -28,11 +28,18 @@ from .._core.circuit import Circuit, Record
 from .._core.codec import Block, BlockFormat
 from .._core.gateset import GateSet
 from .._core.kernels import ProductTable
-from .._errors import DatasetError, NotADatasetError, RecordIndexError, SpecError, UnitariumError
+from .._errors import (
+    DatasetDamagedError,
+    DatasetError,
+    NotADatasetError,
+    RecordIndexError,
+    SpecError,
+    UnitariumError,
+)
 from .._spec.sources import TaskContext, recompute
 from .._spec.spec import Enumeration, RandomSource, Spec
 from .._storage.blocks import BlockStore, Span
-from .._storage.store import block_format, bounded, damaged_meta, load_json, path_text, read_meta, storage_error
+from .._storage.store import block_format, bounded, damaged_meta, load_json, path_text, read_meta, sqlite_errors
 from .records import concat_ragged, ragged_take
 from .split import SplitMixin
 
@@ -88,12 +95,12 @@ class Dataset(SplitMixin):
     def meta(self) -> dict[str, Any]:
         conn = self._store.connection()
         try:
-            with bounded(conn, self._store.manifest):
+            with sqlite_errors(self._store.manifest, "reading"), bounded(conn, self._store.manifest):
                 meta = read_meta(conn)
+        except DatasetError:
+            raise
         except ValueError as exc:  # not JSON
             raise damaged_meta(self.path, exc) from exc
-        except sqlite3.Error as exc:  # an I/O error, a missing table: said as such, not as damage
-            raise storage_error(exc, self._store.manifest, "reading") from exc
         if not all(isinstance(meta.get(key), dict) for key in ("spec", "format", "state", "summary")):
             raise damaged_meta(self.path, "no 'spec', 'format', 'state' or 'summary'")
         return meta
@@ -414,12 +421,8 @@ class Dataset(SplitMixin):
         shards = [0] if self._store.directory is None else [s for s, _ in self._store.segments()]
         for shard in shards:
             conn = self._store.shard(shard)
-            try:
+            with sqlite_errors(self._store.manifest if shard == 0 else self._store.segment_path(shard), "reading"):
                 rows = conn.execute(f"SELECT task_id, row FROM lookup WHERE key IN ({marks})", tuple(probes)).fetchall()
-            except sqlite3.Error as exc:
-                raise storage_error(
-                    exc, self._store.manifest if shard == 0 else self._store.segment_path(shard), "reading"
-                ) from exc
             hits.update((int(t), int(r)) for t, r in rows)
         ids = []
         for task_id, row in sorted(hits):
@@ -464,7 +467,7 @@ class Dataset(SplitMixin):
         for ids in pieces:
             try:
                 error = self._max_error(ids, table)
-            except NotADatasetError as exc:
+            except DatasetDamagedError as exc:
                 problems.append(str(exc))
                 break
             checked += len(ids)
@@ -489,7 +492,8 @@ class Dataset(SplitMixin):
         if full:
             for shard, path in self._store.segments():
                 conn = self._store.shard(shard)
-                outcome = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+                with sqlite_errors(path, "reading"):
+                    outcome = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
                 results.append(outcome if outcome == "ok" else f"{path.name}: {outcome}")
         bad = [r for r in results if r != "ok"]
         return "ok" if not bad else "; ".join(bad)
@@ -592,10 +596,8 @@ class Dataset(SplitMixin):
         if conn.in_transaction:
             yield
             return
-        try:
+        with sqlite_errors(self._store.manifest, "reading"):
             conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self._store.manifest, "reading") from exc
         try:
             yield
         finally:

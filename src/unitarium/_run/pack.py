@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .._errors import DatasetError, NotADatasetError
+from .._errors import DatasetDamagedError, DatasetError
 from .._read.dataset import Dataset
-from .._storage.store import Writer, atomic, path_text, storage_error, update_summary
+from .._storage.store import Writer, atomic, path_text, sqlite_errors, update_summary
 from .progress import Summary
 
 __all__ = ["pack"]
@@ -49,7 +48,7 @@ def pack(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Summ
             try:
                 for a in range(0, len(tasks), _BATCH_TASKS):
                     _copy(ds, writer, tasks[a : a + _BATCH_TASKS])
-            except NotADatasetError:  # damage found in a block: no partial file stays behind
+            except DatasetDamagedError:  # damage found in a block: no partial file stays behind
                 for suffix in ("", "-wal", "-shm"):
                     with contextlib.suppress(OSError):
                         os.unlink(f"{os.fspath(target)}{suffix}")
@@ -68,19 +67,17 @@ def _copy(ds: Dataset, writer: Writer, tasks: list[tuple[int, int, int, int, int
             values, counts = np.unique(np.diff(block.offsets), return_counts=True)
             lengths = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
             conn = store.shard(shard)
-            blocks.append(
-                conn.execute(
-                    "SELECT task_id, count, offsets, codes, unitaries, keys, checks FROM blocks WHERE task_id = ?",
-                    (task_id,),
-                ).fetchone()
-            )
-            lookups += conn.execute("SELECT key, task_id, row FROM lookup WHERE task_id = ?", (task_id,)).fetchall()
+            with sqlite_errors(store.manifest if shard == 0 else store.segment_path(shard), "reading"):
+                blocks.append(
+                    conn.execute(
+                        "SELECT task_id, count, offsets, codes, unitaries, keys, checks FROM blocks WHERE task_id = ?",
+                        (task_id,),
+                    ).fetchone()
+                )
+                lookups += conn.execute("SELECT key, task_id, row FROM lookup WHERE task_id = ?", (task_id,)).fetchall()
         entries.append(((task_id, level, first, count, candidates), (count, candidates, lengths)))
-    try:
-        with atomic(writer.conn) as conn:
-            update_summary(conn, [e[1] for e in entries])
-            conn.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, 0)", [e[0] for e in entries])
-            conn.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)", blocks)
-            conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", lookups)
-    except sqlite3.Error as exc:
-        raise storage_error(exc, writer.path, "writing") from exc
+    with sqlite_errors(writer.path, "writing"), atomic(writer.conn) as conn:
+        update_summary(conn, [e[1] for e in entries])
+        conn.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, 0)", [e[0] for e in entries])
+        conn.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)", blocks)
+        conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", lookups)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.codec import Block, BlockFormat, Damage, Reader, read_rows
-from .._errors import DatasetMissingError, NotADatasetError
+from .._errors import DatasetDamagedError, DatasetMissingError, NotADatasetError
 from .shards import MANIFEST, SHARDS, is_directory_path, segment_file
 from .store import (
     bounded,
@@ -36,6 +36,7 @@ from .store import (
     load_json,
     path_text,
     segment_schema,
+    sqlite_errors,
     storage_error,
 )
 
@@ -82,10 +83,8 @@ class BlockStore:
                 if self.directory is not None or not os.path.isdir(self.path):
                     raise
                 version = self._check_manifest()  # it became a directory meanwhile (a run was starting)
-            try:
+            with sqlite_errors(self.manifest, "opening"):
                 conn = connect(self.manifest, readonly=True)
-            except sqlite3.Error as exc:
-                raise storage_error(exc, self.manifest, "opening") from exc
             try:
                 check_structure(conn, self.manifest, directory=self.directory is not None)
                 self.identity = dataset_id(self.path, self._format(conn), version)
@@ -96,14 +95,12 @@ class BlockStore:
         return self._conn
 
     def _format(self, conn: sqlite3.Connection) -> object:
+        with sqlite_errors(self.manifest, "reading"), bounded(conn, self.manifest):
+            row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         try:
-            with bounded(conn, self.manifest):
-                row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             return load_json(row[0]) if row else None
         except ValueError as exc:
             raise damaged_meta(self.path, exc) from exc
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.manifest, "reading") from exc
 
     def _check_manifest(self) -> int:
         if self.directory is None and os.path.isdir(self.path):
@@ -118,11 +115,8 @@ class BlockStore:
         """Rows of a read query on the manifest (errors mapped to unitarium's), within the budget
         of a metadata query (:func:`._store.bounded`)."""
         conn = self.connection()
-        try:
-            with self._lock, bounded(conn, self.manifest):
-                return conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.manifest, "reading") from exc
+        with sqlite_errors(self.manifest, "reading"), self._lock, bounded(conn, self.manifest):
+            return conn.execute(sql, args).fetchall()
 
     def shard(self, shard: int) -> sqlite3.Connection:
         """The connection holding the blocks of ``shard`` (0: the dataset file itself)."""
@@ -134,10 +128,8 @@ class BlockStore:
             return self._shards[shard]
         path = self.segment_path(shard)
         self.check_segment(path)
-        try:
+        with sqlite_errors(path, "opening"):
             segment = connect(path, readonly=True, immutable=True)
-        except sqlite3.Error as exc:
-            raise storage_error(exc, path, "opening") from exc
         try:
             self._check_identity(shard, segment, path)
         except BaseException:
@@ -155,11 +147,8 @@ class BlockStore:
         if self.identity is None:
             return  # schema 2: its blocks are not bound to their place
         name = f"{SHARDS}/{path.name}"
-        try:
-            with bounded(conn, path):
-                rows = conn.execute("SELECT dataset, first_task, last_task FROM segment").fetchall()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, path, "opening") from exc
+        with sqlite_errors(path, "opening"), bounded(conn, path):
+            rows = conn.execute("SELECT dataset, first_task, last_task FROM segment").fetchall()
         if len(rows) != 1 or rows[0][0] != self.identity.hex():
             raise self.damaged(None, f"its segment {name} belongs to another dataset (copied or linked in?): not read")
         first, last = rows[0][1], rows[0][2]
@@ -220,12 +209,12 @@ class BlockStore:
         rows = self.query("SELECT shard, name FROM shards ORDER BY shard")
         return [(int(s), segment_file(self.directory, n)) for s, n in rows]
 
-    def damaged(self, records: tuple[int, int] | None, detail: str) -> NotADatasetError:
+    def damaged(self, records: tuple[int, int] | None, detail: str) -> DatasetDamagedError:
         """The error for a damaged block (``records``: the affected ids ``[a, b)``), or for damaged
         tables (``records`` None: ``detail`` says which)."""
         if records is None:
-            return NotADatasetError(f"{path_text(self.path)} is damaged: {detail}")
-        return NotADatasetError(
+            return DatasetDamagedError(f"{path_text(self.path)} is damaged: {detail}")
+        return DatasetDamagedError(
             f"{path_text(self.path)} has a damaged block (records {records[0]}..{records[1] - 1}): {detail}"
         )
 
@@ -272,12 +261,12 @@ class BlockStore:
                         raise Damage(f"its {column} end at byte {length}, before byte {at + size}")
                     blob.seek(at)
                     data = blob.read(size)
-            except (sqlite3.DataError, sqlite3.OperationalError) as exc:
-                if "no such" in str(exc) or "cannot open value of type" in str(exc):
-                    raise Damage(f"its {column} cannot be read ({exc})") from exc
-                raise storage_error(exc, self.path, "reading") from exc
             except sqlite3.Error as exc:
-                raise storage_error(exc, self.path, "reading") from exc
+                # SQLITE_ERROR from a checked schema: no such row, or a value that is not a BLOB
+                mapped = storage_error(exc, self.path, "reading")
+                if getattr(exc, "sqlite_errorname", None) == "SQLITE_ERROR" or isinstance(mapped, DatasetDamagedError):
+                    raise Damage(f"its {column} cannot be read ({exc})") from exc
+                raise mapped from exc
             if len(data) != size:
                 raise Damage(f"its {column} gave {len(data)} bytes, expected {size}")
             return data

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.codec import BlockFormat
-from .._errors import DatasetBusyError, NotADatasetError, StorageError
+from .._errors import DatasetBusyError, DatasetDamagedError, NotADatasetError, StorageError
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .store import (
@@ -62,7 +62,7 @@ from .store import (
     page_size,
     path_text,
     segment_schema,
-    storage_error,
+    sqlite_errors,
     update_summary,
 )
 
@@ -95,7 +95,7 @@ def segment_file(directory: Path, name: object) -> Path:
     :func:`segment_name` and :func:`range_segment_name` make), a ``shards/`` that is a link, and a
     symbolic link leading out of ``shards/``: no command reads a file outside the dataset."""
     if not isinstance(name, str) or not _SEGMENT.fullmatch(f"{name}.db"):
-        raise NotADatasetError(
+        raise DatasetDamagedError(
             f"{path_text(directory)} is damaged: its manifest lists a segment named {name!r}, which is no "
             "segment name (edited?): not read"
         )
@@ -107,7 +107,7 @@ def segment_file(directory: Path, name: object) -> Path:
     except OSError as exc:
         raise StorageError(f"cannot access {path_text(path)}: {exc.strerror}") from exc
     if not inside:
-        raise NotADatasetError(
+        raise DatasetDamagedError(
             f"{path_text(directory)} is damaged: its segment {SHARDS}/{name}.db is a symbolic link out of "
             f"{SHARDS}/ (edited?): not read"
         )
@@ -166,13 +166,14 @@ class SegmentWriter:
     def _open(self) -> sqlite3.Connection:
         try:
             os.close(os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644))
-            conn = connect(self.tmp, readonly=False, journal="delete", page_size=page_size(self.fmt))
-            # A private file until published: no rollback journal is needed (a crash discards it).
-            conn.execute("PRAGMA journal_mode=OFF")
-            create_tables(conn, blocks=True, manifest=False, segment=self.fmt.dataset is not None)
-            conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.final, "writing") from exc
+            with sqlite_errors(self.final, "writing"):
+                conn = connect(self.tmp, readonly=False, journal="delete", page_size=page_size(self.fmt))
+                # A private file until published: no rollback journal is needed (a crash discards it).
+                conn.execute("PRAGMA journal_mode=OFF")
+                create_tables(conn, blocks=True, manifest=False, segment=self.fmt.dataset is not None)
+                conn.execute("BEGIN")
+        except StorageError:
+            raise
         except OSError as exc:
             raise StorageError(f"cannot write {path_text(self.tmp)}: {exc.strerror}") from exc
         return conn
@@ -182,10 +183,8 @@ class SegmentWriter:
         if result.count:
             if self.conn is None:
                 self.conn = self._open()
-            try:
+            with sqlite_errors(self.final, "writing"):
                 insert_block(self.conn, self.fmt, result)
-            except sqlite3.Error as exc:
-                raise storage_error(exc, self.final, "writing") from exc
             self.nbytes += result.offsets.nbytes + result.codes.nbytes
             self.nbytes += 0 if result.unitaries is None else result.unitaries.nbytes
             a, b = self.task_range or (result.task_id, result.task_id)
@@ -201,13 +200,14 @@ class SegmentWriter:
         conn, self.conn = self.conn, None
         task_range, self.task_range = self.task_range, None
         try:
-            if self.fmt.dataset is not None and task_range is not None:
-                conn.execute("INSERT INTO segment VALUES (?, ?, ?)", (self.fmt.dataset.hex(), *task_range))
-            conn.execute("COMMIT")
-            conn.close()
+            with sqlite_errors(self.final, "writing"):
+                if self.fmt.dataset is not None and task_range is not None:
+                    conn.execute("INSERT INTO segment VALUES (?, ?, ?)", (self.fmt.dataset.hex(), *task_range))
+                conn.execute("COMMIT")
+                conn.close()
             size = self._move_into_place()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.final, "writing") from exc
+        except StorageError:
+            raise
         except OSError as exc:
             raise StorageError(
                 f"writing {path_text(self.final)} failed: {exc.strerror}; everything committed is kept: "
@@ -260,6 +260,9 @@ class DirectoryWriter(Writer):
             self._check_listed()  # before anything changes
             self.run = self._start_run()
             self._clean()
+        except StorageError:
+            self.close()
+            raise
         except OSError as exc:
             self.close()
             raise StorageError(f"cannot write in {path_text(self.directory)}: {exc.strerror}") from exc
@@ -274,14 +277,15 @@ class DirectoryWriter(Writer):
         )
 
     def _start_run(self) -> int:
-        with atomic(self.conn) as conn:
+        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
             state = merge_state(conn)
             return int(merge_state(conn, runs=int(state.get("runs", 0)) + 1)["runs"])
 
     def _clean(self) -> None:
         """Remove what no committed task refers to: temporaries, unlisted segments, and the
         unlisted blocks of segments written since the last clean run."""
-        listed = dict(self.conn.execute("SELECT name, shard FROM shards").fetchall())
+        with sqlite_errors(self.path, "reading"):
+            listed = dict(self.conn.execute("SELECT name, shard FROM shards").fetchall())
         state = self._state()
         clean_through = int(state.get("clean_through_run", 0))
         for entry in sorted((self.directory / SHARDS).iterdir()):
@@ -293,11 +297,12 @@ class DirectoryWriter(Writer):
                 # (a Ray segment, t<first>-<last>, is listed whole in one transaction: never pruned)
                 self._prune(entry, listed[entry.name[:-3]])
         _fsync_directory(self.directory / SHARDS)
-        with atomic(self.conn) as conn:
+        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
             merge_state(conn, clean_through_run=self.run - 1)
 
     def _check_listed(self) -> None:
-        listed = {name for (name,) in self.conn.execute("SELECT name FROM shards")}
+        with sqlite_errors(self.path, "reading"):
+            listed = {name for (name,) in self.conn.execute("SELECT name FROM shards")}
         for entry in sorted((self.directory / SHARDS).iterdir()):
             if _SEGMENT.fullmatch(entry.name) and entry.name[:-3] in listed:
                 self._check_own(entry)
@@ -306,80 +311,81 @@ class DirectoryWriter(Writer):
         """Refuse to resume with a listed segment that is not this dataset's (a link out of
         ``shards/``, a crafted schema, another dataset's id): readers would refuse it anyway."""
         segment = segment_file(self.directory, entry.name[:-3])
-        probe = connect(segment, readonly=True, immutable=True)
-        try:
-            check_schema(probe, segment, segment_schema(self.fmt.dataset))
-            if self.fmt.dataset is None:
-                return
-            with bounded(probe, segment):
-                rows = probe.execute("SELECT dataset FROM segment").fetchall()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, segment, "opening") from exc
-        finally:
-            probe.close()
+        with sqlite_errors(segment, "opening"):
+            probe = connect(segment, readonly=True, immutable=True)
+            try:
+                check_schema(probe, segment, segment_schema(self.fmt.dataset))
+                if self.fmt.dataset is None:
+                    return
+                with bounded(probe, segment):
+                    rows = probe.execute("SELECT dataset FROM segment").fetchall()
+            finally:
+                probe.close()
         if rows != [(self.fmt.dataset.hex(),)]:
-            raise NotADatasetError(
+            raise DatasetDamagedError(
                 f"{path_text(self.directory)} is damaged: its segment {SHARDS}/{entry.name} belongs to another "
                 "dataset (copied or linked in?): not resumed; restore the directory from a copy"
             )
 
     def _state(self) -> dict[str, Any]:
-        (text,) = self.conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
+        with sqlite_errors(self.path, "reading"):
+            (text,) = self.conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
         return dict(json.loads(text))
 
     def _prune(self, segment: Path, shard: int) -> None:
         """Rewrite ``segment`` without the blocks the manifest does not list (copy, delete, fsync,
         rename: readers that have it open keep the old file)."""
-        listed = {t for (t,) in self.conn.execute("SELECT task_id FROM tasks WHERE shard = ?", (shard,))}
-        probe = connect(segment, readonly=True, immutable=True)
-        try:
-            check_schema(probe, segment, segment_schema(self.fmt.dataset))  # a crafted segment: refused, not run
-            with bounded(probe, segment):
-                present = {t for (t,) in probe.execute("SELECT task_id FROM blocks")}
-        finally:
-            probe.close()
+        with sqlite_errors(self.path, "reading"):
+            listed = {t for (t,) in self.conn.execute("SELECT task_id FROM tasks WHERE shard = ?", (shard,))}
+        with sqlite_errors(segment, "opening"):
+            probe = connect(segment, readonly=True, immutable=True)
+            try:
+                check_schema(probe, segment, segment_schema(self.fmt.dataset))  # a crafted segment: refused, not run
+                with bounded(probe, segment):
+                    present = {t for (t,) in probe.execute("SELECT task_id FROM blocks")}
+            finally:
+                probe.close()
         extra = sorted(present - listed)
         if not extra:
             return
         tmp = segment.with_name(f".{segment.name}.{os.getpid()}.tmp")
         shutil.copyfile(segment, tmp)
-        conn = connect(tmp, readonly=False, journal="delete")
-        try:
-            with atomic(conn):
-                conn.executemany("DELETE FROM blocks WHERE task_id = ?", [(t,) for t in extra])
-                conn.executemany("DELETE FROM lookup WHERE task_id = ?", [(t,) for t in extra])
-        finally:
-            conn.close()
+        with sqlite_errors(segment, "writing"):
+            conn = connect(tmp, readonly=False, journal="delete")
+            try:
+                with atomic(conn):
+                    conn.executemany("DELETE FROM blocks WHERE task_id = ?", [(t,) for t in extra])
+                    conn.executemany("DELETE FROM lookup WHERE task_id = ?", [(t,) for t in extra])
+            finally:
+                conn.close()
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
-        with atomic(self.conn) as manifest:  # the size readers check (a crash between: re-pruned at resume)
+        # the size readers check (a crash between: re-pruned at resume)
+        with sqlite_errors(self.path, "writing"), atomic(self.conn) as manifest:
             manifest.execute("UPDATE shards SET bytes = ? WHERE shard = ?", (size, shard))
         os.replace(tmp, segment)
 
     def commit_published(self, tasks: list[Published]) -> None:
         """List ``tasks`` (the next ones, in task order) in the manifest, in one transaction."""
-        try:
-            with atomic(self.conn) as conn:
-                first = update_summary(conn, [(t.count, t.candidates, t.lengths) for t in tasks])
-                for t in tasks:
-                    shard = 0
-                    if t.segment is not None:
-                        conn.execute(
-                            "INSERT INTO shards (name, bytes) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                            (t.segment, t.segment_bytes),
-                        )
-                        (shard,) = conn.execute("SELECT shard FROM shards WHERE name = ?", (t.segment,)).fetchone()
+        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
+            first = update_summary(conn, [(t.count, t.candidates, t.lengths) for t in tasks])
+            for t in tasks:
+                shard = 0
+                if t.segment is not None:
                     conn.execute(
-                        "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
-                        (t.task_id, t.level, first, t.count, t.candidates, shard),
+                        "INSERT INTO shards (name, bytes) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                        (t.segment, t.segment_bytes),
                     )
-                    first += t.count
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "writing") from exc
+                    (shard,) = conn.execute("SELECT shard FROM shards WHERE name = ?", (t.segment,)).fetchone()
+                conn.execute(
+                    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
+                    (t.task_id, t.level, first, t.count, t.candidates, shard),
+                )
+                first += t.count
 
 
 def _prepare(directory: Path) -> None:

@@ -57,7 +57,7 @@ import secrets
 import shutil
 import sqlite3
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -65,6 +65,7 @@ from urllib.parse import quote
 from .._core.codec import BlockFormat, code_dtype, encode, page_records
 from .._errors import (
     DatasetBusyError,
+    DatasetDamagedError,
     DatasetError,
     DatasetMissingError,
     NotADatasetError,
@@ -83,6 +84,7 @@ __all__ = [
     "OLDEST_SCHEMA",
     "QUERY_STEPS",
     "SCHEMA_VERSION",
+    "SQLITE_ERRORS",
     "Writer",
     "atomic",
     "bounded",
@@ -92,6 +94,8 @@ __all__ = [
     "filesystem_type",
     "open_readonly",
     "parse_mountinfo",
+    "sqlite_errors",
+    "storage_error",
 ]
 
 SCHEMA_VERSION = 3
@@ -153,26 +157,80 @@ _STATISTICS = ("sqlite_stat1", "sqlite_stat4")
 """Tables ``ANALYZE`` adds (planner statistics: they change no result)."""
 
 
-def storage_error(exc: sqlite3.Error, path: str | Path, action: str) -> DatasetError:
-    """Map an sqlite3 error to unitarium's tree (use as ``raise storage_error(...) from exc``)."""
-    name = getattr(exc, "sqlite_errorname", "")
-    if name in _NO_SPACE:
-        return _no_space(name, Path(path), action)
-    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
-        return DatasetBusyError(f"{path_text(path)} stayed locked by another process while {action} it: try again")
-    if name == "SQLITE_NOTADB":
-        return NotADatasetError(f"{path_text(path)} is not an SQLite database")
-    if name == "SQLITE_READONLY_DIRECTORY" and action != "writing":
-        return StorageError(
-            f"cannot read {path_text(path)} here: readers of a WAL dataset create {Path(path).name}-shm beside it, and "
-            "this directory is not writable: make it writable, or convert the dataset once by re-running its "
-            "generate command with --journal delete (such datasets read from read-only places)"
-        )
-    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
-        flags = os.O_RDONLY if name.startswith("SQLITE_CANTOPEN") else os.O_RDWR
-        reason = _os_reason(Path(path), flags) or f"{exc}: check the permissions of it, its -wal/-shm and its directory"
-        return StorageError(f"cannot open {path_text(path)} while {action} it: {reason}")
+def _named(*prefixes: str) -> Callable[[str, str], bool]:
+    """A predicate of the table: the error's name starts with one of ``prefixes``."""
+    return lambda name, action: name.startswith(prefixes)
+
+
+def _busy(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
+    return DatasetBusyError(f"{path_text(path)} stayed locked by another process while {action} it: try again")
+
+
+def _not_sqlite(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
+    return NotADatasetError(f"{path_text(path)} is not an SQLite database")
+
+
+def _corrupt(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
+    return DatasetDamagedError(
+        f"{path_text(path)} is damaged: SQLite finds it malformed while {action} it ({exc}): not read; restore it "
+        "from a complete copy, or re-run its generate command into a new path"
+    )
+
+
+def _shm_directory(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
+    return StorageError(
+        f"cannot read {path_text(path)} here: readers of a WAL dataset create {path.name}-shm beside it, and "
+        "this directory is not writable: make it writable, or convert the dataset once by re-running its "
+        "generate command with --journal delete (such datasets read from read-only places)"
+    )
+
+
+def _refused(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
+    flags = os.O_RDONLY if name.startswith("SQLITE_CANTOPEN") else os.O_RDWR
+    reason = _os_reason(path, flags) or f"{exc}: check the permissions of it, its -wal/-shm and its directory"
+    return StorageError(f"cannot open {path_text(path)} while {action} it: {reason}")
+
+
+def _other(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
     return StorageError(f"storage error while {action} {path_text(path)}: {exc}")
+
+
+_Factory = Callable[[sqlite3.Error, Path, str, str], DatasetError]
+SQLITE_ERRORS: tuple[tuple[Callable[[str, str], bool], _Factory], ...] = (
+    (lambda name, action: name in _NO_SPACE, lambda exc, path, action, name: _no_space(name, path, action)),
+    (_named("SQLITE_BUSY", "SQLITE_LOCKED"), _busy),
+    (_named("SQLITE_NOTADB"), _not_sqlite),
+    (_named("SQLITE_CORRUPT"), _corrupt),
+    (lambda name, action: name == "SQLITE_READONLY_DIRECTORY" and action != "writing", _shm_directory),
+    (_named("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"), _refused),
+    (lambda name, action: True, _other),
+)
+"""The one mapping of SQLite's errors to unitarium's, first matching row wins: ``(predicate on
+(sqlite_errorname, action), factory(exc, path, action, name))``. A full disk, quota or file-size
+limit: :class:`StorageError` naming what may be full; busy or locked: :class:`DatasetBusyError`;
+not a database: :class:`NotADatasetError`; malformed: :class:`DatasetDamagedError`; refused
+(read-only, cannot open, permission): :class:`StorageError` with the OS's reason; anything else:
+:class:`StorageError`. Applied by :func:`storage_error` (and so :func:`sqlite_errors`) only."""
+
+
+def storage_error(exc: sqlite3.Error, path: str | Path, action: str) -> DatasetError:
+    """``exc`` mapped by :data:`SQLITE_ERRORS` (for a handler that does more than map: raise it
+    ``from exc``; one that only maps is :func:`sqlite_errors`)."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    for matches, make in SQLITE_ERRORS:
+        if matches(name, action):
+            return make(exc, Path(path), action, name)
+    raise AssertionError("the last row of SQLITE_ERRORS matches every error")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def sqlite_errors(path: str | Path, action: str) -> Iterator[None]:
+    """Every SQLite error raised in the block, mapped by :data:`SQLITE_ERRORS` (``action``:
+    "opening", "reading", "writing", "creating": the message's verb) and raised from it."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise storage_error(exc, path, action) from exc
 
 
 def _os_reason(path: Path, flags: int) -> str | None:
@@ -332,7 +390,7 @@ def check_file(path: Path) -> int:
         raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
     if _settled(path):  # else SQLite first replays its WAL or rolls back its hot journal
         check_length(path, header, size)
-    try:
+    with sqlite_errors(path, "opening"):
         conn = connect(path, readonly=True)
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -341,8 +399,6 @@ def check_file(path: Path) -> int:
                 check_schema(conn, path, _SCHEMA + _BLOCK_SCHEMA)
         finally:
             conn.close()
-    except sqlite3.Error as exc:
-        raise storage_error(exc, path, "opening") from exc
     if app_id != APPLICATION_ID:
         raise NotADatasetError(f"{path_text(path)} is an SQLite database but not a unitarium dataset")
     if version > SCHEMA_VERSION:
@@ -364,11 +420,8 @@ def check_schema(conn: sqlite3.Connection, path: Path, expected: str) -> None:
     no view, trigger or virtual table, no table or index of another definition (a view where a
     table belongs, or a generated column, runs code on every read). Reads ``sqlite_master`` only."""
     want = {name: sql for name, sql in _statements(expected)}
-    try:
-        with bounded(conn, path):
-            rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
-    except sqlite3.Error as exc:
-        raise storage_error(exc, path, "opening") from exc
+    with sqlite_errors(path, "opening"), bounded(conn, path):
+        rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
     seen = set()
     for kind, name, table, sql in rows:
         if kind == "table" and name in _STATISTICS:
@@ -377,14 +430,14 @@ def check_schema(conn: sqlite3.Connection, path: Path, expected: str) -> None:
             continue
         text = " ".join(sql.split()) if isinstance(sql, str) else None
         if name not in want or text != want[name] or kind != ("index" if text.startswith("CREATE INDEX") else "table"):
-            raise NotADatasetError(
+            raise DatasetDamagedError(
                 f"{path_text(path)} is not a unitarium dataset as written: its schema has {kind} {name!r} "
                 "where unitarium's has none of that definition (crafted or edited: not read)"
             )
         seen.add(name)
     missing = sorted(set(want) - seen - {"tasks_by_first_id"})
     if missing:
-        raise NotADatasetError(f"{path_text(path)} is damaged: it has no {missing[0]!r} table")
+        raise DatasetDamagedError(f"{path_text(path)} is damaged: it has no {missing[0]!r} table")
 
 
 def _statements(schema: str) -> list[tuple[str, str]]:
@@ -399,7 +452,7 @@ def _statements(schema: str) -> list[tuple[str, str]]:
 @contextlib.contextmanager
 def bounded(conn: sqlite3.Connection, path: str | Path, steps: int = QUERY_STEPS) -> Iterator[sqlite3.Connection]:
     """Run the queries of the block (fetch inside it) under a budget of ``steps`` SQLite
-    virtual-machine steps: past it, a :class:`NotADatasetError` (a crafted file, not a slow disk)."""
+    virtual-machine steps: past it, a :class:`DatasetDamagedError` (a crafted file, not a slow disk)."""
     calls = 0
     limit = max(1, steps // _STEPS_PER_CHECK)
 
@@ -413,7 +466,7 @@ def bounded(conn: sqlite3.Connection, path: str | Path, steps: int = QUERY_STEPS
         yield conn
     except sqlite3.OperationalError as exc:
         if calls > limit:
-            raise NotADatasetError(
+            raise DatasetDamagedError(
                 f"{path_text(path)}: a metadata query ran past {steps:,} SQLite steps, which no dataset of "
                 "unitarium needs (crafted or damaged: not read further)"
             ) from exc
@@ -441,7 +494,7 @@ def check_structure(conn: sqlite3.Connection, path: str | Path, *, directory: bo
     """Refuse tasks that are not the committed prefix: task ids ``0..n-1``, each first id the sum
     of the counts before it, each block in the file itself (a file) or in a listed segment (a
     directory), and a summary that agrees. One O(tasks) query, in one read snapshot."""
-    try:
+    with sqlite_errors(path, "reading"):
         conn.execute("BEGIN")
         try:
             with bounded(conn, path):
@@ -454,11 +507,9 @@ def check_structure(conn: sqlite3.Connection, path: str | Path, *, directory: bo
                 summary = conn.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
         finally:
             conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        raise storage_error(exc, path, "reading") from exc
     if bad is not None:
         task_id, first, count, shard, follows = bad
-        raise NotADatasetError(
+        raise DatasetDamagedError(
             f"{path_text(path)} is damaged: its task list breaks at task {task_id!r} (first id {first!r}, "
             f"{count!r} records, shard {shard!r}; the task before ends at {follows!r}): not read"
         )
@@ -469,7 +520,7 @@ def check_structure(conn: sqlite3.Connection, path: str | Path, *, directory: bo
         said = None
     if not isinstance(said, dict) or said.get("records") != total or said.get("tasks") != tasks:
         records = said.get("records") if isinstance(said, dict) else None
-        raise NotADatasetError(
+        raise DatasetDamagedError(
             f"{path_text(path)} is damaged: its summary says {records!r} records, its tasks hold {total}: not read"
         )
 
@@ -494,12 +545,12 @@ def check_length(path: Path, header: bytes, size: int) -> None:
     bytes 92..95 equal the change counter at 24..27) is what the file held at its last commit
     or checkpoint, and the file never shrinks (no VACUUM)."""
     if len(header) < 100:
-        raise NotADatasetError(f"{path_text(path)} is truncated: {size} bytes, not even an SQLite header")
+        raise DatasetDamagedError(f"{path_text(path)} is truncated: {size} bytes, not even an SQLite header")
     page = int.from_bytes(header[16:18], "big")
     page = 65536 if page == 1 else page
     pages = int.from_bytes(header[28:32], "big")
     if header[24:28] == header[92:96] and size < pages * page:
-        raise NotADatasetError(
+        raise DatasetDamagedError(
             f"{path_text(path)} is truncated: it holds {size:,} bytes but its header says {pages * page:,}; "
             "restore it from a complete copy, or re-run its generate command into a new path"
         )
@@ -509,7 +560,7 @@ def check_segment(path: Path) -> None:
     """Refuse a segment file of a directory that is missing, irregular, not SQLite or truncated."""
     header, size = _read_header(path)
     if header[:16] != _SQLITE_HEADER:
-        raise NotADatasetError(f"segment {path_text(path)} is not an SQLite file (overwritten?)")
+        raise DatasetDamagedError(f"segment {path_text(path)} is not an SQLite file (overwritten?)")
     check_length(path, header, size)
 
 
@@ -517,10 +568,8 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A checked read-only connection to a dataset."""
     path = Path(path)
     check_file(path)
-    try:
+    with sqlite_errors(path, "opening"):
         return connect(path, readonly=True)
-    except sqlite3.Error as exc:
-        raise storage_error(exc, path, "opening") from exc
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -528,9 +577,9 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
     return {k: load_json(v) for k, v in conn.execute("SELECT key, value FROM meta")}
 
 
-def damaged_meta(path: str | Path, detail: object) -> NotADatasetError:
+def damaged_meta(path: str | Path, detail: object) -> DatasetDamagedError:
     """The error for a dataset whose ``meta`` table cannot be used."""
-    return NotADatasetError(f"{path_text(path)} has a damaged meta table: {detail}")
+    return DatasetDamagedError(f"{path_text(path)} has a damaged meta table: {detail}")
 
 
 def load_json(text: object) -> Any:
@@ -881,30 +930,29 @@ class Writer:
 
     def _open(self) -> sqlite3.Connection:
         version = check_file(self.path)
-        try:
+        with sqlite_errors(self.path, "opening"):
             conn = connect(self.path, readonly=True)
             try:
-                with bounded(conn, self.path):
-                    meta = read_meta(conn)
+                try:
+                    with bounded(conn, self.path):
+                        meta = read_meta(conn)
+                except DatasetError:
+                    raise
+                except ValueError as exc:  # not JSON
+                    raise damaged_meta(self.path, exc) from exc
                 check_structure(conn, self.path, directory=self.layout == "directory")
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "opening") from exc
-        except ValueError as exc:  # not JSON
-            raise damaged_meta(self.path, exc) from exc
         stored = meta.get("spec")
         if stored != self.spec.to_json():
             raise SpecMismatchError(mismatch_message(self.path, stored or {}, self.spec.to_json()))
         self.fmt = block_format(self.spec, dataset_id(self.path, meta.get("format"), version))
-        try:
+        with sqlite_errors(self.path, "opening"):
             return connect(self.path, readonly=False, journal=self.journal)
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "opening") from exc
 
     def _initialise(self, path: Path) -> None:
         """Schema, header rows and settings into the new (still private) file ``path``."""
-        try:
+        with sqlite_errors(self.path, "creating"):
             conn = connect(path, readonly=False, journal=self.journal, page_size=page_size(self.fmt))
             try:
                 with atomic(conn):
@@ -913,54 +961,50 @@ class Writer:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "creating") from exc
 
     # -- state -------------------------------------------------------------------------
 
     def tasks_done(self) -> int:
         """How many tasks are committed (always tasks ``0 .. n-1``: commits are in order)."""
-        return int(self.conn.execute("SELECT count(*) FROM tasks").fetchone()[0])
+        with sqlite_errors(self.path, "reading"):
+            return int(self.conn.execute("SELECT count(*) FROM tasks").fetchone()[0])
 
     def next_id(self) -> int:
         """The id the next committed record gets (= the number of records)."""
-        row = self.conn.execute("SELECT max(first_id + count) FROM tasks").fetchone()
+        with sqlite_errors(self.path, "reading"):
+            row = self.conn.execute("SELECT max(first_id + count) FROM tasks").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     def candidates_done(self) -> int:
-        return int(self.conn.execute("SELECT coalesce(sum(candidates), 0) FROM tasks").fetchone()[0])
+        with sqlite_errors(self.path, "reading"):
+            return int(self.conn.execute("SELECT coalesce(sum(candidates), 0) FROM tasks").fetchone()[0])
 
     def level_range(self, level: int) -> tuple[int, int] | None:
         """``(first_id, end_id)`` of the records of enumeration level ``level``, or None."""
-        row = self.conn.execute(
-            "SELECT min(first_id), max(first_id + count), count(*) FROM tasks WHERE level = ?", (level,)
-        ).fetchone()
+        with sqlite_errors(self.path, "reading"):
+            row = self.conn.execute(
+                "SELECT min(first_id), max(first_id + count), count(*) FROM tasks WHERE level = ?", (level,)
+            ).fetchone()
         return (int(row[0]), int(row[1])) if row[2] else None
 
     # -- writes ------------------------------------------------------------------------
 
     def commit(self, results: Sequence[TaskResult]) -> None:
         """Commit whole tasks (their blocks, rows and summary) in one transaction."""
-        try:
-            with atomic(self.conn) as conn:
-                first = update_summary(conn, [(r.count, r.candidates, r.length_counts()) for r in results])
-                for r in results:
-                    conn.execute(
-                        "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, 0)",
-                        (r.task_id, r.level, first, r.count, r.candidates),
-                    )
-                    insert_block(conn, self.fmt, r)
-                    first += r.count
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "writing") from exc
+        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
+            first = update_summary(conn, [(r.count, r.candidates, r.length_counts()) for r in results])
+            for r in results:
+                conn.execute(
+                    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, 0)",
+                    (r.task_id, r.level, first, r.count, r.candidates),
+                )
+                insert_block(conn, self.fmt, r)
+                first += r.count
 
     def set_state(self, **state: Any) -> None:
         """Update the ``state`` meta entry (e.g. ``complete=True``)."""
-        try:
-            with atomic(self.conn) as conn:
-                merge_state(conn, **state)
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self.path, "writing") from exc
+        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
+            merge_state(conn, **state)
 
     def close(self) -> None:
         """Checkpoint, close the connection, then release the write lock (idempotent)."""
