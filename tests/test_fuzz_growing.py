@@ -161,7 +161,7 @@ def test_readers_of_a_growing_dataset(layout: str, tmp_path: Path) -> None:
         stack.enter_context(throttled(writer.pid, run_s=0.04 if layout == "file" else 0.015))
         deadline = time.monotonic() + SECONDS_PER_LAYOUT
         k = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or len(done) < 3:  # at least three readers, however slow the machine
             k += 1
             reader = rng.choice([*READERS, "export"])
             began = time.monotonic()

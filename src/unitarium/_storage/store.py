@@ -750,15 +750,16 @@ def remove_abandoned(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
     return removed
 
 
-def _lock_free(path: Path) -> bool:
-    """Whether nobody holds the ``flock`` of ``path``, a regular file or a directory (not a link)."""
+def _lock_free(path: Path, *, directories: bool = True) -> bool:
+    """Whether nobody holds the ``flock`` of ``path``, a regular file or (``directories``) a
+    directory; never through a link."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
         mode = os.fstat(fd).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if not (stat.S_ISREG(mode) or (directories and stat.S_ISDIR(mode))):
             return False
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -769,22 +770,10 @@ def _lock_free(path: Path) -> bool:
 
 
 def _unlocked(path: Path) -> bool:
-    """Whether nobody holds the ``flock`` of ``path`` (a creator holds its temporary's lock until
-    it is linked into place: this also protects one whose pid we cannot see, in another PID
-    namespace on the same filesystem)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # releases the lock
-    return True
+    """Whether nobody holds the ``flock`` of ``path``, a regular file (a creator holds its
+    temporary's lock until it is linked into place: this also protects one whose pid we cannot see,
+    in another PID namespace on the same filesystem)."""
+    return _lock_free(path, directories=False)
 
 
 def _alive(pid: int) -> bool:
