@@ -301,7 +301,8 @@ def test_a_foreign_directory_is_refused_and_left_alone(tmp_path: Path, setup, me
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_a_directory_run_and_keeps_what_is_committed(tmp_path: Path, sig: signal.Signals) -> None:
-    args = ["--gates", "clifford+t", "--qubits", "2", "--count", "3000000", "--length", "1:24", "--seed", "8"]
+    # 1,000,000 records: seconds of work after the first commit, when the signal is sent
+    args = ["--gates", "clifford+t", "--qubits", "2", "--count", "1000000", "--length", "1:24", "--seed", "8"]
     path = f"{tmp_path / 'd'}/"
     proc = start_cli("generate", path, *args, "--workers", "2", "--quiet")
     try:
