@@ -484,11 +484,7 @@ def _generate_on_executor(
 ) -> Summary:
     if engine != "local" or address is not None:
         raise SpecError("executor= runs the tasks itself: leave engine and ray_address out")
-    if not is_directory_path(path):
-        raise SpecError(
-            f"executor= writes a sharded dataset directory, and {os.fspath(path)!r} is a file path: "
-            "end it with / (e.g. runs/cliff/)"
-        )
+    _require_directory(path, "executor=")
     from .jobs import run_on_executor
 
     t0 = time.monotonic()
@@ -507,11 +503,7 @@ def _generate_on_ray(
     journal: str,
     address: str | None,
 ) -> Summary:
-    if not is_directory_path(path):
-        raise SpecError(
-            f"--engine ray writes a sharded dataset directory, and {os.fspath(path)!r} is a file path: "
-            "end it with / (e.g. runs/cliff/)"
-        )
+    _require_directory(path, "--engine ray")
     from .ray import run_ray
 
     t0 = time.monotonic()
@@ -519,3 +511,12 @@ def _generate_on_ray(
         path, spec, workers=workers, progress=progress, journal=journal, ray_address=address, stop_factory=_Stop
     )
     return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
+
+
+def _require_directory(path: str | os.PathLike[str], what: str) -> None:
+    """Jobs on an executor write segments of a sharded directory: a file path is one clear line."""
+    if not is_directory_path(path):
+        raise SpecError(
+            f"{what} writes a sharded dataset directory, and {os.fspath(path)!r} is a file path: "
+            "end it with / (e.g. runs/cliff/)"
+        )
