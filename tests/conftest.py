@@ -189,6 +189,17 @@ def kill_group(proc: subprocess.Popen) -> None:
     wait_until(lambda: group_gone(proc.pid), timeout=60, what=f"process group {proc.pid} to disappear")
 
 
+def edit_sqlite(path: Path, *statements: str) -> None:
+    """Run SQL ``statements`` on the SQLite file ``path`` in one transaction (a tampering tool for tests)."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        conn.close()
+
+
 def one_error_line(stderr: str) -> str:
     """Assert ``stderr`` is exactly one ``unitarium: error: ...`` line (no traceback) and return it."""
     lines = stderr.splitlines()

@@ -28,6 +28,8 @@ from unitarium._core.gates import load_gate_file
 from unitarium._core.inputs import load_matrix
 from unitarium.interop import as_unitary
 
+from conftest import edit_sqlite
+
 CASE_TIMEOUT_S = 60  # a hang guard: each case takes about a second
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -332,18 +334,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "a", root / "b"
 
 
-def _sql(path: Path, *statements: str) -> None:
-    import sqlite3
-
-    conn = sqlite3.connect(path)
-    try:
-        with conn:
-            for statement in statements:
-                conn.execute(statement)
-    finally:
-        conn.close()
-
-
 def _first_segment(d: Path) -> str:
     import sqlite3
 
@@ -381,23 +371,23 @@ TAMPERINGS = {
     "renamed segment": lambda d, b, s: (d / "shards" / s[0]).rename(d / "shards" / "r0009-w000-000000.db"),
     "truncated segment": lambda d, b, s: _truncate(d / "shards" / s[0]),
     "grown segment": lambda d, b, s: (d / "shards" / s[0]).open("ab").write(b"\0" * 65536),
-    "manifest: task deleted": lambda d, b, s: _sql(d / "manifest.db", "DELETE FROM tasks WHERE task_id = 0"),
-    "manifest: first ids shifted": lambda d, b, s: _sql(
+    "manifest: task deleted": lambda d, b, s: edit_sqlite(d / "manifest.db", "DELETE FROM tasks WHERE task_id = 0"),
+    "manifest: first ids shifted": lambda d, b, s: edit_sqlite(
         d / "manifest.db", "UPDATE tasks SET first_id = first_id + 7 WHERE task_id >= 1"
     ),
-    "manifest: name ../..": lambda d, b, s: _sql(
+    "manifest: name ../..": lambda d, b, s: edit_sqlite(
         d / "manifest.db",
         "UPDATE shards SET name = '../../x' WHERE " + FIRST,
     ),
-    "manifest: absolute name": lambda d, b, s: _sql(
+    "manifest: absolute name": lambda d, b, s: edit_sqlite(
         d / "manifest.db",
         f"UPDATE shards SET name = '{b / 'shards' / s[0][:-3]}' WHERE " + FIRST,
     ),
-    "manifest: segment bytes": lambda d, b, s: _sql(d / "manifest.db", "UPDATE shards SET bytes = bytes + 1"),
-    "manifest: shard of a task": lambda d, b, s: _sql(
+    "manifest: segment bytes": lambda d, b, s: edit_sqlite(d / "manifest.db", "UPDATE shards SET bytes = bytes + 1"),
+    "manifest: shard of a task": lambda d, b, s: edit_sqlite(
         d / "manifest.db", "UPDATE tasks SET shard = 99 WHERE task_id = 0"
     ),
-    "manifest: tasks view": lambda d, b, s: _sql(
+    "manifest: tasks view": lambda d, b, s: edit_sqlite(
         d / "manifest.db", "ALTER TABLE tasks RENAME TO tasks_real", RUNAWAY_VIEW
     ),
 }

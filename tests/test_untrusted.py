@@ -20,7 +20,7 @@ import unitarium
 from unitarium import DatasetDamagedError, DatasetError
 from unitarium._run.pack import pack
 
-from conftest import cli, dataset_digest, one_error_line
+from conftest import cli, dataset_digest, edit_sqlite, one_error_line
 
 SPEC = {"gates": "h,t,cx", "qubits": 2, "count": 20_000, "length": 8}
 SPEC_ARGS = ("--gates", "h,t,cx", "--qubits", "2", "--count", "20000", "--length", "8")
@@ -55,16 +55,6 @@ def first_record_of(path: Path, segment: str) -> int:
         ).fetchone()
     conn.close()
     return int(first)
-
-
-def edit(path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(path)
-    try:
-        with conn:
-            for statement in statements:
-                conn.execute(statement)
-    finally:
-        conn.close()
 
 
 def fix_summary(manifest: Path) -> None:
@@ -109,7 +99,9 @@ def test_a_resume_refuses_a_segment_of_another_dataset(pair: tuple[Path, Path], 
     """Resuming would add to a dataset that readers refuse: refused before anything changes."""
     name = segments(a)[0]
     shutil.copy(pair[1] / "shards" / name, a / "shards" / name)
-    edit(a / "manifest.db", "UPDATE meta SET value = json_set(value, '$.complete', json('false')) WHERE key = 'state'")
+    edit_sqlite(
+        a / "manifest.db", "UPDATE meta SET value = json_set(value, '$.complete', json('false')) WHERE key = 'state'"
+    )
     before = tree(a)
     with pytest.raises(DatasetDamagedError, match="another dataset"):
         unitarium.generate(f"{a}/", unitarium.make_spec(**SPEC, seed=1), workers=1)
@@ -141,7 +133,7 @@ def test_a_block_moved_to_another_task_fails_its_checksum(tmp_path: Path) -> Non
     """In a file: the blocks of tasks 1 and 2 (same record count) exchanged; each is refused, not served."""
     path = tmp_path / "f.db"
     unitarium.generate(path, unitarium.make_spec(**SPEC), workers=1)
-    edit(
+    edit_sqlite(
         path,
         "UPDATE blocks SET task_id = -1 WHERE task_id = 1",
         "UPDATE blocks SET task_id = 1 WHERE task_id = 2",
@@ -167,7 +159,7 @@ def test_a_segment_replaced_by_another_size_is_refused(a: Path) -> None:
 
 def test_pack_refuses_a_manifest_with_a_hole(a: Path, tmp_path: Path) -> None:
     """A deleted task row (summary made to agree): pack used to pack the rest into a file with a hole."""
-    edit(a / "manifest.db", "DELETE FROM tasks WHERE task_id = 1")
+    edit_sqlite(a / "manifest.db", "DELETE FROM tasks WHERE task_id = 1")
     fix_summary(a / "manifest.db")
     with pytest.raises(DatasetError, match="task list breaks at task 2"):
         pack(a, tmp_path / "packed.db")
@@ -180,7 +172,7 @@ def test_shifted_first_ids_are_refused(a: Path, tmp_path: Path) -> None:
     with unitarium.open(a) as ds:
         i = ds._query("SELECT first_id FROM tasks WHERE task_id = 2")[0][0]
         ds[i]
-        edit(a / "manifest.db", "UPDATE tasks SET first_id = first_id + 1 WHERE task_id >= 2")
+        edit_sqlite(a / "manifest.db", "UPDATE tasks SET first_id = first_id + 1 WHERE task_id >= 2")
         with pytest.raises(DatasetDamagedError, match="task 2 starts at id"):
             ds[i + 1]
     with pytest.raises(DatasetError, match="task list breaks at task 2"):
@@ -192,7 +184,7 @@ def test_resume_refuses_a_broken_task_list(tmp_path: Path) -> None:
     """A file whose task rows were edited is not resumed (the writer would append after a hole)."""
     path = tmp_path / "f.db"
     unitarium.generate(path, unitarium.make_spec(**SPEC), workers=1)
-    edit(
+    edit_sqlite(
         path,
         "DELETE FROM tasks WHERE task_id = 1",
         "UPDATE meta SET value = json_set(value, '$.complete', json('false')) WHERE key = 'state'",
@@ -216,7 +208,7 @@ def test_no_segment_name_leads_out_of_the_dataset(a: Path, tmp_path: Path, where
         (a / "shards" / name).symlink_to(outside)
     else:
         target = str(outside.with_suffix("")) if where == "absolute" else "../../outside"
-        edit(a / "manifest.db", f"UPDATE shards SET name = '{target}' WHERE name = '{name[:-3]}'")
+        edit_sqlite(a / "manifest.db", f"UPDATE shards SET name = '{target}' WHERE name = '{name[:-3]}'")
     for args in (("info", a), ("show", a, "0"), ("verify", a), ("pack", a, tmp_path / "p.db")):
         assert "segment" in refused_by_cli(*args)
     with pytest.raises(DatasetDamagedError, match="segment"):
@@ -227,7 +219,7 @@ def test_no_segment_name_leads_out_of_the_dataset(a: Path, tmp_path: Path, where
 
 
 def replace_by_view(path: Path, table: str, columns: str) -> None:
-    edit(
+    edit_sqlite(
         path,
         f"ALTER TABLE {table} RENAME TO {table}_real",
         f"CREATE VIEW {table} AS {VIEW_SQL.format(columns=columns, table=table)}",
@@ -251,13 +243,13 @@ def test_a_crafted_schema_is_refused_at_once(a: Path, tmp_path: Path, where: str
     elif where.endswith("tasks"):
         replace_by_view(target, "tasks", "task_id, level, first_id, count, candidates, shard")
     elif where.endswith("trigger"):
-        edit(
+        edit_sqlite(
             target,
             "CREATE TABLE log (x)",
             "CREATE TRIGGER t AFTER INSERT ON blocks BEGIN INSERT INTO log VALUES (1); END",
         )
     else:
-        edit(target, "CREATE INDEX evil ON blocks (count + 1)")
+        edit_sqlite(target, "CREATE INDEX evil ON blocks (count + 1)")
     for args in (("info", path), ("show", path, "0")):
         t0 = time.monotonic()
         line = refused_by_cli(*args)
@@ -293,7 +285,7 @@ def test_a_schema_2_dataset_still_reads_and_resumes(
         m.setattr(_store, "new_dataset_id", lambda: None)
         unitarium.generate(target, spec, workers=2 if layout == "directory" else 1)
     manifest = path / "manifest.db" if layout == "directory" else path
-    edit(
+    edit_sqlite(
         manifest,
         "DELETE FROM blocks WHERE task_id = (SELECT max(task_id) FROM tasks)",  # (a file's; a manifest has none)
         "DELETE FROM tasks WHERE task_id = (SELECT max(task_id) FROM tasks)",
