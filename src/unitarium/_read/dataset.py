@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .._core.canonical import LOOKUP, equal_up_to_phase
+from .._core.canonical import equal_up_to_phase
 from .._core.circuit import Circuit, Record
 from .._core.codec import Block, BlockFormat
+from .._core.exact import lookup_probes
 from .._core.gateset import GateSet
 from .._core.kernels import ProductTable
 from .._errors import (
@@ -415,7 +416,9 @@ class Dataset(SplitMixin):
             raise SpecError(f"atol {atol!r} must be a finite number >= 0")
         if not self.spec.unique:
             raise DatasetError(f"{path_text(self.path)} has no lookup index: only --unique datasets have one")
-        probes = LOOKUP.probes(u)
+        probes = lookup_probes(self.spec.keys, u)  # tableau keys: none when u is not a Clifford
+        if not probes:
+            return []
         marks = ",".join("?" * len(probes))
         hits: set[tuple[int, int]] = set()
         shards = [0] if self._store.directory is None else [s for s, _ in self._store.segments()]

@@ -46,7 +46,7 @@ from .._spec.sources import Task, TaskContext, TaskResult, run_task
 from .._spec.spec import RandomSource, Spec
 from .._storage.shards import is_directory_path
 from .._storage.store import Writer
-from .plan import BARRIER, check_size, check_workers, default_workers, plan
+from .plan import BARRIER, adopt_stored_keys, check_size, check_workers, default_workers, plan
 from .progress import Progress, StallWatch, Summary, announce
 from .wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
 
@@ -426,6 +426,7 @@ def generate(
     ``mpi4py.futures``, loky (a directory only; :mod:`._executors`); ``workers`` caps the jobs in
     flight (default: one per core of this machine). The content is the same.
     """
+    spec = adopt_stored_keys(path, spec)  # a resumed dataset keeps the keys it was made with
     directory = is_directory_path(path)
     note = check_size(Path(path), spec)
     if executor is not None:

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._errors import SpecError
+from .._errors import SpecError, UnitariumError
 from .._read.dataset import Dataset
 from .._spec.sources import Task
 from .._spec.spec import RandomSource, Spec, memory_limit
@@ -17,6 +17,7 @@ from .._storage.store import Writer, path_text
 __all__ = [
     "BARRIER",
     "SIZE_NOTE_BYTES",
+    "adopt_stored_keys",
     "check_size",
     "check_workers",
     "default_workers",
@@ -132,3 +133,16 @@ def check_size(path: Path, spec: Spec) -> str | None:
             "use --unitaries computed (circuits only), or write where there is room (nothing was written)"
         )
     return f"{what}; {free / 2**30:,.1f} GiB free" if size >= SIZE_NOTE_BYTES else None
+
+
+def adopt_stored_keys(path: str | os.PathLike[str], spec: Spec) -> Spec:
+    """``spec``, with the key scheme of the dataset at ``path`` when ``spec`` resumes it and chose its
+    keys by ``auto``: a dataset keeps its keys (one made before exact keys resumes with grid keys)."""
+    if not (spec.unique and spec.keys_auto):
+        return spec
+    try:
+        with Dataset(path) as ds:
+            stored = ds.meta.get("spec")
+    except (UnitariumError, OSError):  # nothing there yet (or the writer reports what is wrong)
+        return spec
+    return spec.adopt_keys(stored)

@@ -18,7 +18,8 @@
   argument holds for breadth-first representatives (tested against the unpruned run).
 
 In unique mode the products are formed in complex128 (the dedup keys need it); the
-stored unitaries are then cast to the dataset's dtype.
+stored unitaries are then cast to the dataset's dtype. The keys are the spec's scheme
+(:func:`unitarium._core.exact.dedup_keys`: grid, tableau or channel).
 
 **A record's unitary is a function of its circuit alone** (:func:`recompute`): a random
 circuit's is the product table's over the circuit padded to the spec's maximum length; an
@@ -35,8 +36,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .._core.canonical import DEDUP, LOOKUP
 from .._core.codec import code_dtype
+from .._core.exact import dedup_keys
 from .._core.kernels import ProductTable, extend
 from .spec import Enumeration, RandomSource, Spec
 
@@ -124,8 +125,7 @@ class TaskContext:
         result = TaskResult(task.task_id, task.level, candidates, codes, offsets, None)
         if self.spec.unique:
             assert u is not None
-            result.dedup, result.alternates = DEDUP.wide_keys(u)
-            result.lookup = LOOKUP.primary(u)
+            result.dedup, result.alternates, result.lookup = dedup_keys(self.spec.keys, u)
         if self.spec.stored_unitaries and u is not None:
             result.unitaries = u.astype(self.spec.np_dtype, copy=False)
         return result

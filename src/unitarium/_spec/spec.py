@@ -8,6 +8,7 @@ and such are *not* part of the spec: they never change the content.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -17,18 +18,24 @@ from typing import Any
 
 import numpy as np
 
+from .._core.exact import SCHEMES, is_clifford, is_clifford_t
 from .._core.gates import custom_gate, parse_gate
 from .._core.gateset import GateSet
 from .._core.kernels import KERNEL_VERSION
 from .._errors import SpecError
 
-__all__ = ["DTYPES", "UNITARIES", "Enumeration", "RandomSource", "Spec", "make_spec"]
+__all__ = ["DTYPES", "KEYS", "UNITARIES", "Enumeration", "RandomSource", "Spec", "make_spec"]
 
 DTYPES = ("complex64", "complex128")
 UNITARIES = ("stored", "computed")
 """``stored``: each record's unitary is written to disk. ``computed``: only circuits are stored; a
 unitary is recomputed when read, by the same kernel, to the same bits."""
 MAX_LENGTH = 10_000
+KEYS = ("auto", "grid", "exact")
+"""Key schemes a user asks for (``--keys``): ``auto`` (exact where the gate set allows, the default),
+``grid`` (float grid keys, any gate set; every dataset made before exact keys), ``exact`` (refused
+where the gate set allows none). A spec holds the resolved scheme, one of
+:data:`unitarium._core.exact.SCHEMES`; its JSON names it only when it is not ``grid``."""
 
 
 def _check_length(value: int, what: str, minimum: int) -> None:
@@ -112,6 +119,9 @@ class Spec:
     task_size: int = 0
     unitaries: str = "stored"
     extra: dict[str, Any] = field(default_factory=dict)
+    keys: str = "auto"
+    keys_auto: bool = field(default=False, init=False, repr=False)
+    """Whether :attr:`keys` was chosen by ``auto`` (then a resumed dataset's stored scheme wins)."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -125,6 +135,49 @@ class Spec:
         if not 1 <= self.task_size <= 1 << 20:
             raise SpecError(f"task size {self.task_size} is out of range 1..{1 << 20}")
         self.check_memory()
+        object.__setattr__(self, "keys_auto", self.keys == "auto")
+        object.__setattr__(self, "keys", self._resolve_keys(self.keys))
+
+    def _resolve_keys(self, keys: str) -> str:
+        if keys not in KEYS + SCHEMES:
+            raise SpecError(f"--keys {keys!r} is not supported: use {', '.join(KEYS)}")
+        if keys in ("auto", "grid"):
+            return self.exact_scheme() if keys == "auto" and self.unique else "grid"
+        if not self.unique:
+            raise SpecError(f"--keys {keys} goes with --unique (keys decide which unitaries are the same)")
+        allowed = self.exact_scheme()
+        if allowed == "grid" or (keys == "tableau" and allowed != "tableau"):
+            gates = ",".join(g.name for g in self.gateset.gates)
+            what = "all Clifford" if keys == "tableau" else "all Clifford, nor all Clifford+T"
+            raise SpecError(
+                f"--keys {keys}: the gates {gates} are not {what}, so their unitaries have no exact key "
+                "of that kind: use --keys auto or grid"
+            )
+        return allowed if keys == "exact" else keys
+
+    def exact_scheme(self) -> str:
+        """The exact key scheme the gate set allows, judged on each gate's matrix: ``tableau`` (all
+        Clifford), ``channel`` (all in the Clifford+T ring), else ``grid``."""
+        gates = [g.matrix[None] for g in self.gateset.gates]
+        if all(is_clifford(m) for m in gates):
+            return "tableau"
+        if all(is_clifford_t(m) for m in gates):
+            return "channel"
+        return "grid"
+
+    def adopt_keys(self, stored: object) -> Spec:
+        """This spec with the key scheme of the dataset it resumes (``stored``: that dataset's spec JSON),
+        when this one's scheme was chosen by ``auto``: a dataset keeps the keys it was made with (one
+        made before exact keys has none in its JSON: grid)."""
+        if not (self.keys_auto and self.unique and isinstance(stored, dict)):
+            return self
+        theirs = stored.get("keys", "grid")
+        if theirs == self.keys or theirs not in SCHEMES:
+            return self
+        try:
+            return dataclasses.replace(self, keys=theirs)
+        except SpecError:  # a scheme this gate set does not allow: the mismatch is reported on open
+            return self
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -176,7 +229,7 @@ class Spec:
             "task_size": self.task_size,
             "unitaries": self.unitaries,
             "kernel_version": KERNEL_VERSION,
-        }
+        } | ({} if self.keys == "grid" else {"keys": self.keys})
 
     def canonical_json(self) -> str:
         """The spec as compact, key-sorted JSON: equal specs give equal strings."""
@@ -204,6 +257,7 @@ class Spec:
             seed=data["seed"],
             task_size=data["task_size"],
             unitaries=data.get("unitaries", "stored"),
+            keys=data.get("keys", "grid"),
         )
 
     def describe(self) -> str:
@@ -219,6 +273,7 @@ class Spec:
             f"gates={gates} qubits={self.gateset.num_qubits} coupling={self.to_json()['coupling']} "
             f"{what}{' unique' if self.unique else ''} dtype={self.dtype} seed={self.seed}"
             + ("" if self.stored_unitaries else " unitaries=computed")
+            + ("" if self.keys == "grid" else f" keys={self.keys}")
         )
 
 
@@ -251,10 +306,12 @@ def make_spec(
     dtype: str = "complex64",
     seed: int = 0,
     unitaries: str = "stored",
+    keys: str = "auto",
 ) -> Spec:
     """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
     either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
-    ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only."""
+    ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only.
+    ``keys`` (unique mode): ``auto`` (exact keys where the gate set allows), ``grid`` or ``exact``."""
     from .._core.gates import load_gate_file, parse_gates, split_gate_list
     from .._core.gateset import parse_coupling
 
@@ -275,4 +332,4 @@ def make_spec(
             raise SpecError("random circuits need --count and --length (or use --enumerate --max-length)")
         lo, hi = parse_length(str(length))
         source = RandomSource(count, lo, hi)
-    return Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries)
+    return Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries, keys=keys)

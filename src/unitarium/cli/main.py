@@ -21,7 +21,7 @@ from .._dataset import Dataset
 from .._errors import Interrupted, SpecError, UnitariumError
 from .._run.engine import generate
 from .._run.progress import Progress
-from .._spec.spec import DTYPES, UNITARIES, make_spec
+from .._spec.spec import DTYPES, KEYS, UNITARIES, make_spec
 from .._storage.store import JOURNAL_MODES
 
 EXIT_USAGE = 2
@@ -134,6 +134,13 @@ def _print_note(p: Progress) -> None:
 @click.option("--max-length", type=int, help="Longest enumerated sequence.")
 @click.option("--no-prune", is_flag=True, help="Enumerate without skipping trivially redundant sequences.")
 @click.option("--unique", is_flag=True, help="Keep one record per distinct unitary up to global phase.")
+@click.option(
+    "--keys",
+    type=click.Choice(KEYS),
+    default="auto",
+    show_default=True,
+    help="--unique keys: exact (Clifford tableau, Clifford+T channel) where the gates allow, grid (float), auto.",
+)
 @click.option("--dtype", type=click.Choice(DTYPES), default="complex64", show_default=True)
 @click.option(
     "--unitaries",
@@ -175,6 +182,7 @@ def generate_cmd(
     max_length: int | None,
     no_prune: bool,
     unique: bool,
+    keys: str,
     dtype: str,
     unitaries: str,
     seed: int,
@@ -201,6 +209,7 @@ def generate_cmd(
         dtype=dtype,
         seed=seed,
         unitaries=unitaries,
+        keys=keys,
     )
     update, close = _progress_printer(quiet)
     try:

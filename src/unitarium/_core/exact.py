@@ -1,0 +1,345 @@
+"""Exact keys of unitaries up to global phase, where the gate set's algebra gives them. Pure numpy.
+
+Two schemes, both read off the float unitaries a run computes (complex128 in unique mode), by rounding to
+a lattice with a checked tolerance: a value that is not within the tolerance of its lattice point means the
+unitary is not in the group (or ring), and is refused (:class:`NotExact`), never rounded silently.
+
+**Tableau** (every gate Clifford). A Clifford ``U`` up to phase *is* its stabilizer tableau: for each
+generator ``G`` in ``X_0..X_{n-1}, Z_0..Z_{n-1}``, the Pauli ``U G U^dagger = s i^{x.z} X^x Z^z``
+(``x, z`` n-bit masks, qubit ``q`` is bit ``q`` as everywhere in unitarium, ``s = +-1``). It is read by a
+batched product per generator: ``x`` is the column of row 0's unit entry, ``z`` the signs along the
+Pauli's support, ``s`` its phase; every entry on the support is checked to be a unit of the expected
+sign within :data:`TABLEAU_EPS`, so a non-Clifford cannot pass. The key is the ``2n (2n + 1)`` tableau
+bits (42 for 3 qubits, 110 for 5), through a two-round Feistel mix of the two 64-bit words, which is a
+bijection: **exact, no collisions, up to 5 qubits**; from 6 qubits (156 bits and more) the bits are
+hashed to 128 bits with BLAKE2b (two distinct tableaux collide with probability ``2**-128``: below
+``N**2 / 2**129`` for ``N`` unitaries, ~1e-16 at 3e11).
+
+**Channel** (every gate in the Clifford+T ring: matrices in ``Z[1/sqrt2, i]`` up to phase). The
+channel representation ``S = U (x) conj(U)`` is phase-free and its entries are ``(a + b sqrt2) / 2^k``
+(real and imaginary parts) with integers ``a, b, k``. It is determined by one of its rows: with ``r``
+the first entry of ``U`` (row-major) that is not zero, ``w = U conj(u_r)`` is the row of ``S`` at
+``(r, r)``, and ``S = w (x) conj(w) / w_r``. The key is ``(r, k, a, b)`` of ``w`` in reduced form (``k``
+the smallest common exponent), hashed to 128 bits with BLAKE2b (collision bound as above).
+
+Reading ``a + b sqrt2`` off a float ``x`` needs its Galois conjugate bound: ``sqrt2 -> -sqrt2`` maps a
+ring unitary to a unitary, so ``|a - b sqrt2| <= 2^k``; with that bound the pair is the closest point of
+a 2-d lattice, found by rounding in a reduced basis (exact while ``2^(2k)`` times the float error stays
+far below 1). That holds to ``k =`` :data:`CHANNEL_K` (about 18 T or H gates' worth): a ring unitary
+whose channel needs a larger ``k`` has no exact key and gets a grid key instead (:func:`channel_keys`
+says which rows; whether a unitary has an exact key depends on the unitary alone, so the two kinds never
+split one unitary).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+
+import numpy as np
+
+from .kernels import one_blas_thread
+
+__all__ = [
+    "CHANNEL_K",
+    "CHANNEL_TOL",
+    "TABLEAU_EPS",
+    "NotExact",
+    "channel_form",
+    "channel_keys",
+    "channel_keys_of_form",
+    "is_clifford",
+    "is_clifford_t",
+    "tableau",
+    "tableau_keys",
+]
+
+TABLEAU_EPS = 1e-6
+"""Tolerance on the unit entries of a conjugated Pauli (complex128 products are exact to ~1e-14)."""
+CHANNEL_TOL = 1e-12
+"""Tolerance on a channel entry: it must lie this close to ``(a + b sqrt2) / 2^CHANNEL_K``."""
+CHANNEL_K = 18
+"""The largest denominator exponent read off floats (see the module docstring)."""
+
+_MASK64 = (1 << 64) - 1
+
+
+class NotExact(ValueError):
+    """A unitary is not within tolerance of the group (ring) the scheme keys exactly."""
+
+
+# -- tableaux -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _generators(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column permutations and signs ``(2n, d)`` with ``U @ G_k == U[:, perm[k]] * sign[k]``."""
+    d = 1 << n
+    idx = np.arange(d)
+    perms = np.stack([idx ^ (1 << j) for j in range(n)] + [idx] * n)
+    signs = np.stack([np.ones(d)] * n + [1.0 - 2.0 * ((idx >> j) & 1) for j in range(n)])
+    return perms, signs
+
+
+def tableau(
+    u: np.ndarray, *, eps: float = TABLEAU_EPS, full: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stabilizer tableaux of ``(batch, d, d)`` Clifford unitaries: ``x``, ``z`` ``(batch, 2n)`` int64
+    bit masks and ``s`` ``(batch, 2n)`` bool (True: sign -1), generator ``k`` being ``X_k`` for ``k < n``
+    and ``Z_{k-n}`` after. Raises :class:`NotExact` if a unitary is not a Clifford within ``eps``.
+
+    Each ``C_k = U G_k U^dagger`` is read on rows ``0`` and ``2^j`` (which fix ``x``, ``z`` and the
+    sign), every entry read being checked; ``full`` checks every row, which certifies a unitary ``U``
+    is Clifford (the gate check). Products of certified gates need only the read rows."""
+    u = np.asarray(u, dtype=np.complex128)
+    batch, d = len(u), u.shape[-1]
+    n = d.bit_length() - 1
+    if d != 1 << n or u.shape[-2:] != (d, d):
+        raise ValueError(f"unitaries must be (batch, 2^n, 2^n), got {u.shape}")
+    perms, signs = _generators(n)
+    rows = np.arange(d) if full else np.array([0] + [1 << j for j in range(n)])
+    ug = np.take(u[:, rows], perms, axis=2)  # (batch, rows, 2n, d): rows of U G_k
+    ug[:, :, n:] *= signs[n:]
+    uc = np.conj(u)
+    with one_blas_thread():
+        row0 = ug[:, 0] @ uc.transpose(0, 2, 1)  # (batch, 2n, d): C_k[0, :]
+    x = np.abs(row0).argmax(axis=-1)  # (batch, 2n): row 0's unit entry sits at column x
+    # C_k[r, r ^ x] = <row r of U G_k, row r ^ x of U>: U G_k's row r is a unit times U's row r ^ x
+    at = (np.arange(batch) * d)[:, None, None] + (rows[None, None, :] ^ x[:, :, None])  # (batch, 2n, rows)
+    diag = np.einsum("brkm,bkrm->bkr", ug, uc.reshape(-1, d)[at])  # C_k[r, r ^ x]
+    ratio = diag * np.conj(diag[..., :1])
+    z = np.zeros_like(x)
+    for j in range(n):
+        z |= (ratio[..., int(np.flatnonzero(rows == 1 << j)[0])].real < 0).astype(np.int64) << j
+    expect = 1.0 - 2.0 * (_popcounts(z[..., None] & rows) & 1)  # (-1)^{z.r} along the support
+    phase = diag[..., 0] * (1j ** (_popcounts(x & z) % 4))  # c[0, x] = s (-i)^{|x & z|}
+    bad = (
+        (np.abs(np.abs(diag) - 1) > eps).any(axis=-1)
+        | (np.abs(ratio - expect) > eps).any(axis=-1)
+        | (np.abs(phase.imag) > eps)
+        | (np.abs(np.abs(phase.real) - 1) > eps)
+    ).any(axis=-1)
+    if bad.any():
+        raise NotExact(f"{int(bad.sum())} of {batch} unitaries are not Clifford (within {eps:g})")
+    return x, z, phase.real < 0
+
+
+def _popcounts(v: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(v)
+    v = v.copy()
+    while v.any():
+        out += v & 1
+        v >>= 1
+    return out
+
+
+def tableau_bits(u: np.ndarray, *, eps: float = TABLEAU_EPS, full: bool = False) -> np.ndarray:
+    """``(batch, 2n (2n + 1))`` uint8: per generator, its ``x`` bits, ``z`` bits and sign bit."""
+    x, z, s = tableau(u, eps=eps, full=full)
+    n = x.shape[1] // 2
+    shifts = np.arange(n)
+    xb = (x[..., None] >> shifts) & 1
+    zb = (z[..., None] >> shifts) & 1
+    return np.concatenate([xb, zb, s[..., None].astype(np.int64)], axis=-1).reshape(len(x), -1).astype(np.uint8)
+
+
+def tableau_keys(u: np.ndarray, *, eps: float = TABLEAU_EPS, full: bool = False) -> np.ndarray:
+    """``(batch, 2)`` int64 keys of Clifford unitaries: their tableaux (see the module docstring)."""
+    bits = tableau_bits(u, eps=eps, full=full)
+    width = bits.shape[1]
+    if width > 128:
+        return _blake(np.packbits(bits, axis=1, bitorder="little"))
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    words = np.zeros((len(bits), 16), dtype=np.uint8)
+    words[:, : packed.shape[1]] = packed
+    w = words.view("<u8")
+    return _feistel(w[:, 0].astype(np.uint64), w[:, 1].astype(np.uint64))
+
+
+# -- mixing ---------------------------------------------------------------------------------
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _feistel(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """A bijection of 128-bit values ``(left, right)`` to ``(batch, 2)`` int64 with well-spread words."""
+    left = left ^ _splitmix(right)
+    right = right ^ _splitmix(left ^ np.uint64(0x5851F42D4C957F2D))
+    left = left ^ _splitmix(right)
+    return np.stack([left, right], axis=-1).view(np.int64)
+
+
+def _blake(rows: np.ndarray) -> np.ndarray:
+    """``(batch, 2)`` int64: BLAKE2b-128 of each row's bytes."""
+    rows = np.ascontiguousarray(rows)
+    width = rows.shape[1] * rows.itemsize
+    flat = rows.tobytes()
+    digest = b"".join(
+        hashlib.blake2b(flat[i : i + width], digest_size=16, person=b"unitarium-key").digest()
+        for i in range(0, len(flat), width)
+    )
+    return np.frombuffer(digest, dtype="<i8").reshape(len(rows), 2).astype(np.int64)
+
+
+# -- channel representation ---------------------------------------------------------------
+
+
+@functools.cache
+def _lattice(k: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The reduced basis (as an integer transform ``T`` and the inverse of the scaled basis) of the lattice
+    ``(a + b sqrt2) / delta, (a - b sqrt2) / 2^k`` with ``delta = 2^k tol``."""
+    scale = float(1 << k)
+    delta = scale * tol
+    basis = np.array([[1 / delta, math.sqrt(2) / delta], [1 / scale, -math.sqrt(2) / scale]])
+    t = np.eye(2, dtype=np.int64)
+    b = basis.copy()
+    for _ in range(200):  # Lagrange-Gauss reduction of the two columns
+        if np.dot(b[:, 0], b[:, 0]) > np.dot(b[:, 1], b[:, 1]):
+            b, t = b[:, ::-1].copy(), t[:, ::-1].copy()
+        mu = round(float(np.dot(b[:, 0], b[:, 1]) / np.dot(b[:, 0], b[:, 0])))
+        if mu == 0:
+            break
+        b[:, 1] -= mu * b[:, 0]
+        t[:, 1] -= mu * t[:, 0]
+    return t, np.linalg.inv(b)
+
+
+def _read_ring(values: np.ndarray, k: int, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integers ``a, b`` with ``values ~ (a + b sqrt2) / 2^k`` and ``|a - b sqrt2| <= 2^k`` (the closest
+    lattice point), and a mask of values within ``tol`` of it."""
+    t, inv = _lattice(k, tol)
+    scale = float(1 << k)
+    target = np.stack([values / tol, np.zeros_like(values)])  # (y / delta, 0) with y = 2^k x
+    coeff = np.rint(inv @ target.reshape(2, -1)).astype(np.int64)
+    ab = t @ coeff
+    a, b = ab[0].reshape(values.shape), ab[1].reshape(values.shape)
+    ok = (np.abs((a + b * math.sqrt(2)) / scale - values) <= tol) & (np.abs(a - b * math.sqrt(2)) <= scale * 1.000001)
+    return a, b, ok
+
+
+def channel_form(
+    u: np.ndarray, *, k: int = CHANNEL_K, tol: float = CHANNEL_TOL
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The reduced exact channel row of ``(batch, d, d)`` unitaries: ``ref`` ``(batch,)`` (the first
+    non-zero entry, row-major), ``k`` ``(batch,)``, ``a`` and ``b`` ``(batch, 2 d^2)`` (real parts then
+    imaginary parts of ``w = U conj(u_ref)``, each ``(a + b sqrt2) / 2^k``), and ``ok`` ``(batch,)``: False
+    where a unitary has no such form with exponent ``<= k`` (the other outputs are then meaningless)."""
+    u = np.asarray(u, dtype=np.complex128)
+    flat = u.reshape(len(u), -1)
+    ref = (np.abs(flat) > 2.0 ** -(k + 1)).argmax(axis=1)  # a non-zero entry has |u| >= 2^-k
+    w = flat * np.conj(flat[np.arange(len(u)), ref])[:, None]
+    values = np.concatenate([w.real, w.imag], axis=1)
+    a, b, ok = _read_ring(values, k, tol)
+    good = ok.all(axis=1)
+    a[~good] = 0
+    b[~good] = 0
+    # reduce: the common factor 2^j of every a and b
+    common = np.bitwise_or.reduce(np.abs(a) | np.abs(b), axis=1)
+    j = np.zeros(len(u), dtype=np.int64)
+    for shift in range(k):
+        j += ((common >> shift) & 1 == 0) & (j == shift) & (common != 0)
+    j[common == 0] = k
+    return ref, k - j, a >> j[:, None], b >> j[:, None], good
+
+
+def channel_keys_of_form(ref: np.ndarray, k: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(batch, 2)`` int64: BLAKE2b-128 of the canonical integer form ``(ref, k, a, b)``."""
+    rows = np.concatenate([ref[:, None], k[:, None], a, b], axis=1).astype("<i8")
+    return _blake(rows)
+
+
+def channel_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(batch, 2)`` int64 exact keys of ring unitaries and the mask of rows that have one (False: the
+    channel needs a larger exponent than :data:`CHANNEL_K`, and the caller keys the row on the grid)."""
+    ref, k, a, b, good = channel_form(u)
+    keys = np.zeros((len(ref), 2), dtype=np.int64)
+    if good.any():
+        keys[good] = channel_keys_of_form(ref[good], k[good], a[good], b[good])
+    return keys, good
+
+
+# -- gate checks ----------------------------------------------------------------------------
+
+
+def is_clifford(matrices: np.ndarray) -> bool:
+    """Whether every ``(m, d, d)`` matrix is a Clifford up to phase (checked on its matrix)."""
+    try:
+        tableau(matrices, eps=1e-9, full=True)
+    except NotExact:
+        return False
+    return True
+
+
+def is_clifford_t(matrices: np.ndarray) -> bool:
+    """Whether every ``(m, d, d)`` matrix is in the Clifford+T ring up to phase (entries of its channel
+    representation in ``Z[1/sqrt2, i]``, with a small exponent)."""
+    return bool(channel_form(matrices, k=4)[4].all())
+
+
+# -- schemes --------------------------------------------------------------------------------
+
+SCHEMES = ("grid", "tableau", "channel")
+"""Key schemes of unique mode: ``grid`` (float grid keys with neighbour-cell alternates, any gate set),
+``tableau`` (Clifford gate sets), ``channel`` (Clifford+T ring gate sets)."""
+
+TABLEAU_LOOKUP_EPS = 1e-3
+"""Reading a lookup query's tableau: Cliffords are far apart (a non-Clifford read as one is then
+rejected by the lookup's own tolerance check), and complex64 queries must read."""
+
+
+def allowed_scheme(moves: np.ndarray) -> str:
+    """The exact scheme the ``(m, d, d)`` move matrices allow: ``tableau``, ``channel``, else ``grid``."""
+    if is_clifford(moves):
+        return "tableau"
+    if is_clifford_t(moves):
+        return "channel"
+    return "grid"
+
+
+def dedup_keys(scheme: str, u: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:
+    """Unique mode's keys of ``(batch, d, d)`` complex128 products under ``scheme``: 128-bit dedup keys
+    ``(batch, 2)``, alternates of rows near a grid boundary, and lookup keys ``(batch,)``.
+
+    ``tableau``: the tableau key, no alternates, its first word as lookup key. ``channel``: the exact
+    channel key where the unitary has one (its channel's exponent is at most :data:`CHANNEL_K`), the grid
+    keys otherwise (a property of the unitary alone, so one unitary never gets both kinds); lookup keys
+    stay on the coarse grid (a complex64 copy of a deep ring element cannot be read back exactly)."""
+    from .canonical import DEDUP, LOOKUP
+
+    if scheme == "tableau":
+        keys = tableau_keys(u)
+        return keys, {}, keys[:, 0].copy()
+    if scheme == "channel":
+        keys, good = channel_keys(u)
+        alternates: dict[int, np.ndarray] = {}
+        if not good.all():
+            deep = np.flatnonzero(~good)
+            grid, alts = DEDUP.wide_keys(u[deep])
+            keys[deep] = grid
+            alternates = {int(deep[r]): a for r, a in alts.items()}
+        return keys, alternates, LOOKUP.primary(u)
+    if scheme != "grid":
+        raise ValueError(f"unknown key scheme {scheme!r}")
+    primary, alternates = DEDUP.wide_keys(u)
+    return primary, alternates, LOOKUP.primary(u)
+
+
+def lookup_probes(scheme: str, u: np.ndarray) -> list[int]:
+    """The lookup keys a record equal to the ``(d, d)`` query ``u`` (up to phase, within noise) may be
+    stored under. ``tableau``: the query's tableau key, or none when it is not a Clifford (nothing in
+    the dataset can equal it); otherwise the coarse grid's probes."""
+    from .canonical import LOOKUP
+
+    if scheme == "tableau":
+        try:
+            return [int(tableau_keys(np.asarray(u)[None], eps=TABLEAU_LOOKUP_EPS, full=True)[0, 0])]
+        except NotExact:
+            return []
+    return LOOKUP.probes(u)
