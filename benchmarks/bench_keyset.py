@@ -1,11 +1,15 @@
-"""Memory and speed of unique mode's in-memory key set as the number of unique unitaries grows.
+"""Memory and speed of unique mode's in-memory key set as the number of unique unitaries grows, and
+the cost of computing the keys: exact (tableau, channel) against today's grid keys on the same unitaries.
 
     .venv/bin/python benchmarks/bench_keyset.py              # 1M, 10M, 100M keys
     .venv/bin/python benchmarks/bench_keyset.py --quick      # 1M, 4M
+    .venv/bin/python benchmarks/bench_keyset.py --key-cost   # key computation only: exact / grid ratios
 
 Feeds the writer's KeySet the way a unique run does (batches of 4096 candidates, membership
 test then insert) and reports bytes per key (steady and peak, from tracemalloc, which sees
-numpy allocations) and the per-candidate cost.
+numpy allocations) and the per-candidate cost. ``--key-cost`` times, per gate set, the grid keys
+(``DEDUP.wide_keys``) and the gate set's exact keys (``dedup_keys``) on the same batches of 4096
+complex128 products of random circuits (length 20), each the median of 7 alternating runs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import tracemalloc
 
 import numpy as np
 
+import unitarium
+from unitarium._core.canonical import DEDUP
+from unitarium._core.exact import dedup_keys
+from unitarium._core.kernels import ProductTable
 from unitarium._core.keyset import KeySet
 
 
@@ -40,10 +48,45 @@ def run(n: int, batch: int = 4096) -> dict[str, float]:
     }
 
 
+KEY_CASES = [("h,s,cx", 2), ("h,s,cx", 3), ("h,t,tdg,cx", 2), ("h,t,tdg,cx", 3)]
+
+
+def key_cost(gates: str, qubits: int, batch: int = 4096, runs: int = 7) -> dict[str, float]:
+    """Microseconds per unitary of grid keys and of the gate set's exact keys, on the same products."""
+    spec = unitarium.make_spec(gates=gates, qubits=qubits, count=1, length=1, unique=True)
+    moves = spec.gateset.move_matrices
+    rng = np.random.default_rng(qubits)
+    u = ProductTable(moves, np.complex128).unitaries(rng.integers(0, len(moves), size=(batch, 20)))
+    times: dict[str, list[float]] = {"grid": [], spec.keys: []}
+    for _ in range(runs):
+        for name in times:
+            t0 = time.perf_counter()
+            if name == "grid":
+                DEDUP.wide_keys(u)
+            else:
+                dedup_keys(name, u)
+            times[name].append((time.perf_counter() - t0) / batch * 1e6)
+    out = {name: float(np.median(t)) for name, t in times.items()}
+    out["ratio"] = out[spec.keys] / out["grid"]
+    out["scheme"] = spec.keys  # type: ignore[assignment]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--key-cost", action="store_true", help="time key computation only")
     args = parser.parse_args()
+    if args.key_cost:
+        print("| gates | qubits | exact scheme | grid us/unitary | exact us/unitary | exact / grid |")
+        print("|---|---|---|---|---|---|")
+        for gates, qubits in KEY_CASES:
+            r = key_cost(gates, qubits)
+            print(
+                f"| {gates} | {qubits} | {r['scheme']} | {r['grid']:.2f} | {r[str(r['scheme'])]:.2f} | "
+                f"{r['ratio']:.2f}x |"
+            )
+        return
     sizes = [1_000_000, 4_000_000] if args.quick else [1_000_000, 10_000_000, 100_000_000]
     print("| unique keys | seconds | ns/key | steady bytes/key | peak bytes/key | peak for this size |")
     print("|---|---|---|---|---|---|")

@@ -243,6 +243,21 @@ def test_channel_form_agrees_with_exact_arithmetic(gates: str) -> None:
         assert (int(ref[r]), int(k[r]), a[r].tolist(), b[r].tolist()) == want
 
 
+def test_channel_form_agrees_with_exact_arithmetic_up_to_the_deepest_exponent() -> None:
+    """h followed by t or tdg, 20 to 40 times: exponents up to CHANNEL_K read exactly, deeper ones refused."""
+    gs = unitarium.make_spec(gates="h,t,tdg", qubits=1, count=1, length=1).gateset
+    exact_moves = [_exact_gate(m) for m in gs.move_matrices]
+    rng = np.random.default_rng(12)
+    for m in range(20, 41, 2):
+        seq = np.stack([np.zeros(m, int), rng.integers(1, 3, size=m)], axis=1).reshape(-1)
+        u = ProductTable(gs.move_matrices, np.complex128).unitaries(seq[None])
+        ref, k, a, b, good = channel_form(u)
+        want = _exact_channel_form(_exact_product([exact_moves[c] for c in seq]))
+        assert bool(good[0]) == (want[1] <= CHANNEL_K)
+        if good[0]:
+            assert (int(ref[0]), int(k[0]), a[0].tolist(), b[0].tolist()) == want
+
+
 def test_channel_keys_are_phase_free_and_equal_exactly_when_forms_are() -> None:
     gs = unitarium.make_spec(gates="h,t,cx", qubits=2, count=1, length=1).gateset
     rng = np.random.default_rng(3)
@@ -446,3 +461,32 @@ def test_cli_keys_option(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 2 and "goes with --unique" in one_error_line(bad.stderr)
+
+
+# -- synthesis ----------------------------------------------------------------------------------
+
+
+def test_synthesis_on_a_tableau_dataset_matches_the_grid_dataset_and_stim(tmp_path: Path) -> None:
+    """Meet in the middle over tableau keys: every 2-qubit Clifford (length <= 11 <= 2 * 6) gets a
+    shortest circuit, the same one as over grid keys; a non-Clifford gets none."""
+    paths = {}
+    for keys in ("exact", "grid"):
+        paths[keys] = tmp_path / f"{keys}.db"
+        spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=6, unique=True, keys=keys)
+        unitarium.generate(paths[keys], spec, workers=1)
+    rng = np.random.default_rng(4)
+    targets = np.array([stim.Tableau.random(2).to_unitary_matrix(endian="little") for _ in range(25)])
+    targets = targets * _phase(rng, len(targets))
+    t_gate = unitarium.parse_gate("t").matrix
+    targets = np.concatenate([targets, (np.kron(np.eye(2), t_gate) @ targets[0])[None]])
+    found = {}
+    for keys, path in paths.items():
+        with unitarium.open(path) as ds:
+            found[keys] = ds.synthesize_many(targets)
+    assert [c is None for c in found["exact"]] == [False] * 25 + [True]
+    for c, u in zip(found["exact"][:25], targets[:25], strict=True):
+        assert c is not None
+        assert _stim_tableau(c.unitary()) == _stim_tableau(u)
+    assert [None if c is None else c.codes.tolist() for c in found["exact"]] == [
+        None if c is None else c.codes.tolist() for c in found["grid"]
+    ]

@@ -44,15 +44,20 @@ from .kernels import one_blas_thread
 __all__ = [
     "CHANNEL_K",
     "CHANNEL_TOL",
+    "SCHEMES",
     "TABLEAU_EPS",
+    "TABLEAU_LOOKUP_EPS",
     "NotExact",
     "channel_form",
     "channel_keys",
     "channel_keys_of_form",
+    "dedup_keys",
     "is_clifford",
     "is_clifford_t",
+    "lookup_probes",
     "tableau",
     "tableau_keys",
+    "tableau_keys_where",
 ]
 
 TABLEAU_EPS = 1e-6
@@ -92,6 +97,14 @@ def tableau(
     Each ``C_k = U G_k U^dagger`` is read on rows ``0`` and ``2^j`` (which fix ``x``, ``z`` and the
     sign), every entry read being checked; ``full`` checks every row, which certifies a unitary ``U``
     is Clifford (the gate check). Products of certified gates need only the read rows."""
+    x, z, s, bad = _tableau(u, eps, full)
+    if bad.any():
+        raise NotExact(f"{int(bad.sum())} of {len(u)} unitaries are not Clifford (within {eps:g})")
+    return x, z, s
+
+
+def _tableau(u: np.ndarray, eps: float, full: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`tableau`, with the mask of rows that are not Clifford (their outputs are meaningless)."""
     u = np.asarray(u, dtype=np.complex128)
     batch, d = len(u), u.shape[-1]
     n = d.bit_length() - 1
@@ -120,9 +133,7 @@ def tableau(
         | (np.abs(phase.imag) > eps)
         | (np.abs(np.abs(phase.real) - 1) > eps)
     ).any(axis=-1)
-    if bad.any():
-        raise NotExact(f"{int(bad.sum())} of {batch} unitaries are not Clifford (within {eps:g})")
-    return x, z, phase.real < 0
+    return x, z, phase.real < 0, bad
 
 
 def _popcounts(v: np.ndarray) -> np.ndarray:
@@ -136,17 +147,31 @@ def _popcounts(v: np.ndarray) -> np.ndarray:
 
 def tableau_bits(u: np.ndarray, *, eps: float = TABLEAU_EPS, full: bool = False) -> np.ndarray:
     """``(batch, 2n (2n + 1))`` uint8: per generator, its ``x`` bits, ``z`` bits and sign bit."""
-    x, z, s = tableau(u, eps=eps, full=full)
+    return _bits(*tableau(u, eps=eps, full=full))
+
+
+def _bits(x: np.ndarray, z: np.ndarray, s: np.ndarray) -> np.ndarray:
     n = x.shape[1] // 2
     shifts = np.arange(n)
     xb = (x[..., None] >> shifts) & 1
     zb = (z[..., None] >> shifts) & 1
-    return np.concatenate([xb, zb, s[..., None].astype(np.int64)], axis=-1).reshape(len(x), -1).astype(np.uint8)
+    bits = np.concatenate([xb, zb, s[..., None].astype(np.int64)], axis=-1)
+    return bits.reshape(len(x), 2 * n * (2 * n + 1)).astype(np.uint8)
 
 
 def tableau_keys(u: np.ndarray, *, eps: float = TABLEAU_EPS, full: bool = False) -> np.ndarray:
     """``(batch, 2)`` int64 keys of Clifford unitaries: their tableaux (see the module docstring)."""
-    bits = tableau_bits(u, eps=eps, full=full)
+    return _keys_of_bits(tableau_bits(u, eps=eps, full=full))
+
+
+def tableau_keys_where(u: np.ndarray, *, eps: float = TABLEAU_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tableau_keys` of the rows that are Clifford within ``eps``, and the mask of those rows
+    (queries of a search: a row that is not Clifford has no key, and so no match)."""
+    x, z, s, bad = _tableau(np.asarray(u, dtype=np.complex128), eps, False)
+    return _keys_of_bits(_bits(x[~bad], z[~bad], s[~bad])), ~bad
+
+
+def _keys_of_bits(bits: np.ndarray) -> np.ndarray:
     width = bits.shape[1]
     if width > 128:
         return _blake(np.packbits(bits, axis=1, bitorder="little"))
@@ -176,51 +201,82 @@ def _feistel(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.stack([left, right], axis=-1).view(np.int64)
 
 
+_BLAKE = hashlib.blake2b(digest_size=16, person=b"unitarium-key")
+
+
 def _blake(rows: np.ndarray) -> np.ndarray:
-    """``(batch, 2)`` int64: BLAKE2b-128 of each row's bytes."""
+    """``(batch, 2)`` int64: BLAKE2b-128 of each row's bytes (a copy of a keyed-up hasher per row: the
+    constructor's parameter handling costs more than hashing a few hundred bytes)."""
     rows = np.ascontiguousarray(rows)
     width = rows.shape[1] * rows.itemsize
     flat = rows.tobytes()
-    digest = b"".join(
-        hashlib.blake2b(flat[i : i + width], digest_size=16, person=b"unitarium-key").digest()
-        for i in range(0, len(flat), width)
-    )
-    return np.frombuffer(digest, dtype="<i8").reshape(len(rows), 2).astype(np.int64)
+    digests = []
+    for i in range(0, len(flat), width):
+        h = _BLAKE.copy()
+        h.update(flat[i : i + width])
+        digests.append(h.digest())
+    return np.frombuffer(b"".join(digests), dtype="<i8").reshape(len(rows), 2).astype(np.int64)
 
 
 # -- channel representation ---------------------------------------------------------------
 
 
 @functools.cache
-def _lattice(k: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """The reduced basis (as an integer transform ``T`` and the inverse of the scaled basis) of the lattice
-    ``(a + b sqrt2) / delta, (a - b sqrt2) / 2^k`` with ``delta = 2^k tol``."""
-    scale = float(1 << k)
-    delta = scale * tol
-    basis = np.array([[1 / delta, math.sqrt(2) / delta], [1 / scale, -math.sqrt(2) / scale]])
-    t = np.eye(2, dtype=np.int64)
-    b = basis.copy()
-    for _ in range(200):  # Lagrange-Gauss reduction of the two columns
-        if np.dot(b[:, 0], b[:, 0]) > np.dot(b[:, 1], b[:, 1]):
-            b, t = b[:, ::-1].copy(), t[:, ::-1].copy()
-        mu = round(float(np.dot(b[:, 0], b[:, 1]) / np.dot(b[:, 0], b[:, 0])))
+def _lattice(k: int, tol: float) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The lattice ``{((a + b sqrt2) / delta, (a - b sqrt2) / 2^k)}``, ``delta = 2^k tol``, reduced
+    (Lagrange-Gauss): the integer transform ``T`` from reduced coordinates to ``(a, b)`` (as
+    ``t00, t01, t10, t11``) and its exact inverse ``(2, 2)``. Raises ValueError where the reduced vectors
+    are too short for rounding to be unambiguous (floats cannot fix ``k`` at ``tol``)."""
+    scale, delta, root2 = float(1 << k), float(1 << k) * tol, math.sqrt(2)
+
+    def vector(a: int, b: int) -> np.ndarray:
+        # a + b sqrt2 and a - b sqrt2 without cancellation: the one of equal-sign terms directly, the
+        # other as the exact integer (a^2 - 2 b^2) over it
+        norm = a * a - 2 * b * b
+        if a * b >= 0:
+            plus = a + b * root2
+            minus = norm / plus if plus else 0.0
+        else:
+            minus = a - b * root2
+            plus = norm / minus
+        return np.array([plus / delta, minus / scale])
+
+    cols = [(1, 0), (0, 1)]
+    for _ in range(500):
+        u, v = (vector(*c) for c in cols)
+        if u @ u > v @ v:
+            cols, u, v = cols[::-1], v, u
+        mu = round(float(u @ v / (u @ u)))
         if mu == 0:
             break
-        b[:, 1] -= mu * b[:, 0]
-        t[:, 1] -= mu * t[:, 0]
-    return t, np.linalg.inv(b)
+        cols[1] = (cols[1][0] - mu * cols[0][0], cols[1][1] - mu * cols[0][1])
+    # A true point lies within sqrt2 of the target (scaled units): rounding in a reduced basis whose
+    # vectors are all longer than 4 finds it, and no other point lies that close.
+    if min(float(np.linalg.norm(vector(*c))) for c in cols) < 4:
+        raise ValueError(f"exponent {k} with tolerance {tol:g} is beyond what floats determine")
+    (t00, t10), (t01, t11) = cols
+    det = t00 * t11 - t01 * t10  # +-1
+    inverse = np.array([[t11 * det, -t01 * det], [-t10 * det, t00 * det]], dtype=np.float64)
+    return (t00, t01, t10, t11), inverse
 
 
 def _read_ring(values: np.ndarray, k: int, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integers ``a, b`` with ``values ~ (a + b sqrt2) / 2^k`` and ``|a - b sqrt2| <= 2^k`` (the closest
-    lattice point), and a mask of values within ``tol`` of it."""
-    t, inv = _lattice(k, tol)
+    lattice point), and a mask of values within ``tol`` of it.
+
+    Rounding in the reduced basis: the target ``(y / delta, 0)``, ``y = 2^k x``, is the image of the real
+    point ``a* = y / 2, b* = y / (2 sqrt2)``, so its reduced coordinates are ``T^-1 (a*, b*)`` (no scaled
+    basis enters: its large entries would cancel); rounded, and mapped back by ``T`` in int64 (exact)."""
+    (t00, t01, t10, t11), inverse = _lattice(k, tol)
     scale = float(1 << k)
-    target = np.stack([values / tol, np.zeros_like(values)])  # (y / delta, 0) with y = 2^k x
-    coeff = np.rint(inv @ target.reshape(2, -1)).astype(np.int64)
-    ab = t @ coeff
-    a, b = ab[0].reshape(values.shape), ab[1].reshape(values.shape)
-    ok = (np.abs((a + b * math.sqrt(2)) / scale - values) <= tol) & (np.abs(a - b * math.sqrt(2)) <= scale * 1.000001)
+    root2 = math.sqrt(2)
+    y = values * scale
+    a_star, b_star = y / 2, y / (2 * root2)
+    c0 = np.rint(inverse[0, 0] * a_star + inverse[0, 1] * b_star).astype(np.int64)
+    c1 = np.rint(inverse[1, 0] * a_star + inverse[1, 1] * b_star).astype(np.int64)
+    a = t00 * c0 + t01 * c1
+    b = t10 * c0 + t11 * c1
+    ok = (np.abs((a + b * root2) / scale - values) <= tol) & (np.abs(a - b * root2) <= scale * 1.000001)
     return a, b, ok
 
 
@@ -232,12 +288,12 @@ def channel_form(
     imaginary parts of ``w = U conj(u_ref)``, each ``(a + b sqrt2) / 2^k``), and ``ok`` ``(batch,)``: False
     where a unitary has no such form with exponent ``<= k`` (the other outputs are then meaningless)."""
     u = np.asarray(u, dtype=np.complex128)
-    flat = u.reshape(len(u), -1)
+    flat = u.reshape(len(u), u.shape[-1] * u.shape[-2])
     ref = (np.abs(flat) > 2.0 ** -(k + 1)).argmax(axis=1)  # a non-zero entry has |u| >= 2^-k
     w = flat * np.conj(flat[np.arange(len(u)), ref])[:, None]
     values = np.concatenate([w.real, w.imag], axis=1)
     a, b, ok = _read_ring(values, k, tol)
-    good = ok.all(axis=1)
+    good: np.ndarray = np.asarray(ok.all(axis=1))
     a[~good] = 0
     b[~good] = 0
     # reduce: the common factor 2^j of every a and b
@@ -250,8 +306,9 @@ def channel_form(
 
 
 def channel_keys_of_form(ref: np.ndarray, k: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(batch, 2)`` int64: BLAKE2b-128 of the canonical integer form ``(ref, k, a, b)``."""
-    rows = np.concatenate([ref[:, None], k[:, None], a, b], axis=1).astype("<i8")
+    """``(batch, 2)`` int64: BLAKE2b-128 of the canonical integer form ``(ref, k, a, b)`` (as little-endian
+    int32: ``|a|, |b| <= 2^(k + 1)``)."""
+    rows = np.concatenate([ref[:, None], k[:, None], a, b], axis=1).astype("<i4")
     return _blake(rows)
 
 
@@ -292,15 +349,6 @@ SCHEMES = ("grid", "tableau", "channel")
 TABLEAU_LOOKUP_EPS = 1e-3
 """Reading a lookup query's tableau: Cliffords are far apart (a non-Clifford read as one is then
 rejected by the lookup's own tolerance check), and complex64 queries must read."""
-
-
-def allowed_scheme(moves: np.ndarray) -> str:
-    """The exact scheme the ``(m, d, d)`` move matrices allow: ``tableau``, ``channel``, else ``grid``."""
-    if is_clifford(moves):
-        return "tableau"
-    if is_clifford_t(moves):
-        return "channel"
-    return "grid"
 
 
 def dedup_keys(scheme: str, u: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:

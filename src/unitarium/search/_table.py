@@ -65,6 +65,8 @@ class SearchTable:
     starts: np.ndarray
     read: Callable[[int], Record]
     cache: np.ndarray | None = None
+    keys: str = "grid"
+    """The dataset's key scheme: its index is keyed by tableaux for ``tableau`` (:mod:`._keys`)."""
     _products: ProductTable = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,7 +76,7 @@ class SearchTable:
     def index(self) -> KeyIndex:
         """The hash index of the unitaries (exact matching up to phase), built chunk by chunk."""
         with progress("indexing the search table", len(self)) as bar:
-            return KeyIndex.build(self.blocks(bar=bar), len(self))
+            return KeyIndex.build(self.blocks(bar=bar), len(self), self.keys)
 
     @property
     def dim(self) -> int:
@@ -174,7 +176,8 @@ def _load(ds: Dataset) -> SearchTable:
     if n == 0 or lengths[0] != 0 or np.any(np.diff(lengths.astype(np.int64)) < 0):
         raise DatasetError(f"{str(ds.path)!r} is not in breadth-first order: it cannot be searched")
     starts = np.searchsorted(lengths, np.arange(big + 2), side="left").astype(np.int64)
-    table = SearchTable(ds.gateset, big, lengths, codes, starts, ds.__getitem__)
+    keys = "tableau" if ds.spec.keys == "tableau" else "grid"
+    table = SearchTable(ds.gateset, big, lengths, codes, starts, ds.__getitem__, keys=keys)
     d = ds.gateset.dim
     if n * d * d * 16 <= CACHE_BYTES:
         cache = np.empty((n, d, d), dtype=np.complex128)

@@ -35,7 +35,7 @@ import numpy as np
 from .._core.circuit import Circuit
 from .._errors import SpecError
 from . import _table
-from ._keys import primary_keys
+from ._keys import query_keys
 from ._progress import progress
 from ._table import SearchTable
 
@@ -86,7 +86,9 @@ def _search_prefixes(
     for lo in range(0, len(active), step):
         chunk = active[lo : lo + step]
         products = (targets[chunk][:, None] @ prefixes[None]).reshape(-1, d, d)  # U A^dag
-        query, rows = table.index.find(primary_keys(products))
+        keys, have = query_keys(products, table.keys)  # tableau tables: non-Clifford products have no key
+        query, rows = table.index.find(keys)
+        query = have[query]
         t, i = chunk[query // m], ids.start + query % m
         ok = _verify(table, targets[t], i, rows, atol)
         _improve(best, t[ok], table.lengths[i[ok]].astype(np.int64) + table.lengths[rows[ok]], i[ok], rows[ok])
