@@ -29,6 +29,18 @@ far below 1). That holds to ``k =`` :data:`CHANNEL_K` (about 18 T or H gates' wo
 whose channel needs a larger ``k`` has no exact key and gets a grid key instead (:func:`channel_keys`
 says which rows; whether a unitary has an exact key depends on the unitary alone, so the two kinds never
 split one unitary).
+
+**What floats can and cannot separate.** Two distinct ring unitaries whose entries have denominators
+``sqrt2^m`` differ somewhere by at least ``2^-m`` (a non-zero element of ``Z[omega]`` has norm at least 1
+and bounded conjugates), so within ``CHANNEL_K`` (``m`` up to about 36) the algebra allows pairs far
+closer than the grid's 1e-6, and exact keys keep every such pair apart. They are needles, though: at
+T-count 36 there are ~1e13 unitaries of one qubit, typically ~1e-4 apart, and writing down a pair 1e-6
+apart takes a norm-equation solver (as gridsynth's). Past ``CHANNEL_K`` floats no longer fix the form
+entry by entry (that would take exact products in the kernels, or a decoder that uses the whole matrix's
+unitarity), and such unitaries get grid keys here.
+
+Both words of every key are well spread (Feistel mix, BLAKE2b, splitmix for grid keys), so a key authority
+may partition keys by range.
 """
 
 from __future__ import annotations
