@@ -30,14 +30,14 @@ whose channel needs a larger ``k`` has no exact key and gets a grid key instead 
 says which rows; whether a unitary has an exact key depends on the unitary alone, so the two kinds never
 split one unitary).
 
-**What floats can and cannot separate.** Two distinct ring unitaries whose entries have denominators
-``sqrt2^m`` differ somewhere by at least ``2^-m`` (a non-zero element of ``Z[omega]`` has norm at least 1
-and bounded conjugates), so within ``CHANNEL_K`` (``m`` up to about 36) the algebra allows pairs far
-closer than the grid's 1e-6, and exact keys keep every such pair apart. They are needles, though: at
-T-count 36 there are ~1e13 unitaries of one qubit, typically ~1e-4 apart, and writing down a pair 1e-6
-apart takes a norm-equation solver (as gridsynth's). Past ``CHANNEL_K`` floats no longer fix the form
-entry by entry (that would take exact products in the kernels, or a decoder that uses the whole matrix's
-unitarity), and such unitaries get grid keys here.
+**What floats can and cannot separate.** Two distinct ring unitaries with entries in ``Z[omega] / sqrt2^m``
+differ somewhere by at least ``2^-(m+1)``: the difference times ``sqrt2^m`` is a non-zero element of
+``Z[omega]``, of norm at least 1, whose conjugates are at most ``2 sqrt2^m``. ``m`` is about the channel's
+``k`` (measured: ``(h t)^n`` has ``m = k`` for n up to 30), so within ``CHANNEL_K`` distinct ring unitaries
+(with such representatives) lie at least ~2e-6 apart, about the grid's own resolution: pairs closer than the
+grid's tolerance need ``k`` of 20 and more, where floats no longer fix the form entry by entry (that would take
+exact products in the kernels, or a decoder that uses the whole matrix's unitarity); such unitaries get grid
+keys here, as before.
 
 Both words of every key are well spread (Feistel mix, BLAKE2b, splitmix for grid keys), so a key authority
 may partition keys by range.
