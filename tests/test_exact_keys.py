@@ -2,11 +2,11 @@
 forms for Clifford+T gate sets against exact arithmetic over Z[omega] written here (Python integers and
 fractions), and unique runs, resumes, lookups, synthesis and the CLI with them.
 
-Not here: two *distinct* ring unitaries closer than the grid's tolerance kept apart by exact keys. Within the
-exponents floats determine (k <= CHANNEL_K) distinct ring unitaries lie about 2e-6 apart at least, entrywise
-between representatives in Z[omega] / sqrt2^m (:mod:`unitarium._core.exact`, "What floats can and cannot separate"); closer pairs need deeper exponents, which
-get grid keys. What is tested instead: exact keys are equal exactly when the exact forms are (against exact
-arithmetic, up to k = CHANNEL_K), and
+Not here: two *distinct* ring unitaries closer than the grid's tolerance kept apart by exact keys. Within
+the exponents floats determine (k <= CHANNEL_K) distinct ring unitaries lie about 2e-6 apart at least,
+entrywise between representatives in Z[omega] / sqrt2^m (:mod:`unitarium._core.exact`, "What floats can
+and cannot separate"); closer pairs need deeper exponents, which get grid keys. What is tested instead:
+exact keys are equal exactly when the exact forms are (against exact arithmetic, up to k = CHANNEL_K), and
 make the same decisions as grid keys where both apply."""
 
 from __future__ import annotations
