@@ -497,3 +497,25 @@ def test_synthesis_on_a_tableau_dataset_matches_the_grid_dataset_and_stim(tmp_pa
     assert [None if c is None else c.codes.tolist() for c in found["exact"]] == [
         None if c is None else c.codes.tolist() for c in found["grid"]
     ]
+
+
+def test_custom_gates_are_judged_by_their_matrices(tmp_path: Path) -> None:
+    """A custom gate named anything is Clifford, Clifford+T or neither by its matrix (with a phase)."""
+    h, s_, t = (unitarium.parse_gate(g).matrix for g in ("h", "s", "t"))
+    phase = np.exp(0.3j)
+    gates = {"hs": phase * h @ s_, "ht": phase * h @ t, "odd": unitarium.parse_gate("ry(0.2)").matrix}
+    body = {"gates": {k: {"matrix": [[[v.real, v.imag] for v in row] for row in m]} for k, m in gates.items()}}
+    path = tmp_path / "gates.json"
+    path.write_text(json.dumps(body))
+
+    def scheme(names: str) -> str:
+        spec = unitarium.make_spec(gates=names, qubits=2, count=10, length=3, unique=True, gate_file=path)
+        return spec.keys
+
+    assert (scheme("hs,cx"), scheme("hs,ht,cx"), scheme("hs,odd")) == ("tableau", "channel", "grid")
+    runs = {}
+    for keys in ("exact", "grid"):
+        runs[keys] = tmp_path / f"{keys}.db"
+        spec = unitarium.make_spec(gates="hs,ht,cx", qubits=2, max_length=4, unique=True, gate_file=path, keys=keys)
+        unitarium.generate(runs[keys], spec, workers=1)
+    assert content(runs["exact"]) == content(runs["grid"])
