@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import unitarium
-from unitarium._storage.store import NETWORK_FILESYSTEMS, filesystem_type, parse_mountinfo
+from unitarium._storage.sqlite import NETWORK_FILESYSTEMS, filesystem_type, parse_mountinfo
 
 from conftest import (
     Snapshot,

@@ -33,8 +33,8 @@ from .._core.codec import BlockFormat
 from .._errors import UnitariumError
 from .._spec.sources import Task, TaskContext, TaskResult, run_task
 from .._spec.spec import Spec
+from .._storage.schema import block_format
 from .._storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
-from .._storage.store import block_format
 from .driver import Driver
 from .plan import plan
 from .progress import StallWatch, announce
@@ -363,11 +363,11 @@ def run_directory(
     with DirectoryWriter(directory, spec, journal=journal) as writer:
         announce(progress, note, spec)  # the size it will reach, once the run holds the lock
         driver = Driver(writer, progress, stop)
-        tasks = plan(spec, writer, writer.tasks_done(), reader_path=writer.directory)
+        tasks = plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.directory)
         if workers == 1:
             _run_inline(driver, tasks)
         else:
             _run_pool(driver, tasks, workers)
         driver.check_stop()
-        writer.set_state(complete=True)
+        writer.manifest.set_state(complete=True)
         return driver.records, driver.records - driver.start_records, driver.tasks, str(directory)

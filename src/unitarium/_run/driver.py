@@ -31,11 +31,11 @@ class Driver:
         self.writer, self.spec, self.progress, self.stop = writer, writer.spec, progress, stop
         with Dataset(writer.directory) as reader:
             self.keys = KeySet(reader.dedup_keys()) if self.spec.unique else None
-        self.next_commit = writer.tasks_done()
+        self.next_commit = writer.manifest.tasks_done()
         self.next_dedup = self.next_commit
-        self.records = writer.next_id()
+        self.records = writer.manifest.next_id()
         self.start_records = self.records
-        self.candidates = writer.candidates_done()
+        self.candidates = writer.manifest.candidates_done()
         self.tasks = 0
         self.level = 0
         self.published: dict[int, Published] = {}

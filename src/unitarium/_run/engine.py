@@ -44,8 +44,8 @@ from .._errors import Interrupted, SpecError, UnitariumError, WorkerError
 from .._read.dataset import Dataset
 from .._spec.sources import Task, TaskContext, TaskResult, run_task
 from .._spec.spec import RandomSource, Spec
+from .._storage.layout import FileWriter
 from .._storage.shards import is_directory_path
-from .._storage.store import Writer
 from .plan import BARRIER, check_size, check_workers, default_workers, plan
 from .progress import Progress, StallWatch, Summary, announce
 from .wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
@@ -212,14 +212,16 @@ class _Stop:
 class _Run:
     """One generate run: feeds tasks, commits results in order."""
 
-    def __init__(self, writer: Writer, workers: int, progress: Callable[[Progress], None] | None, stop: _Stop) -> None:
+    def __init__(
+        self, writer: FileWriter, workers: int, progress: Callable[[Progress], None] | None, stop: _Stop
+    ) -> None:
         self.writer = writer
         self.spec = writer.spec
         self.workers = workers
         self.progress = progress
         self.stop = stop
         self.keys = KeySet(_stored_keys(writer.path)) if self.spec.unique else None
-        self.records = writer.next_id()
+        self.records = writer.manifest.next_id()
         self.start_records = self.records
         self.candidates = self._candidates_done()
         self.tasks = 0
@@ -234,7 +236,7 @@ class _Run:
         return Progress(self.records, self.candidates, self.total(), self.level)
 
     def _candidates_done(self) -> int:
-        return self.writer.candidates_done()
+        return self.writer.manifest.candidates_done()
 
     def total(self) -> int | None:
         src = self.spec.source
@@ -455,10 +457,10 @@ def generate(
                 path, spec, workers=workers, progress=progress, journal=journal, stop=stop, note=note
             )
         return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
-    with _Stop() as stop, Writer(Path(path), spec, journal=journal) as writer:
+    with _Stop() as stop, FileWriter(Path(path), spec, journal=journal) as writer:
         announce(progress, note, spec)
         run = _Run(writer, workers, progress, stop)
-        planned = plan(spec, writer, writer.tasks_done())
+        planned = plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.path)
         try:
             if workers == 1:
                 run.run_inline(planned)
@@ -467,7 +469,7 @@ def generate(
         finally:
             run.close()
         run.check_stop()
-        writer.set_state(complete=True)
+        writer.manifest.set_state(complete=True)
         return Summary(str(path), run.records, run.records - run.start_records, run.tasks, time.monotonic() - t0, True)
 
 

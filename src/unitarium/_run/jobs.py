@@ -43,8 +43,8 @@ import numpy as np
 from .._errors import SpecError, UnitariumError, WorkerError
 from .._spec.sources import Task, TaskContext, run_task
 from .._spec.spec import RandomSource, Spec
+from .._storage.schema import block_format
 from .._storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, range_segment_name
-from .._storage.store import block_format
 from .driver import Driver
 from .plan import default_workers, plan
 
@@ -401,10 +401,10 @@ def run_jobs(
     :class:`Interrupted` or :class:`WorkerError` (resumable); the directory is marked complete."""
     driver = Driver(writer, progress, stop)
     run = JobRun(executor, writer, driver, workers)
-    run.run(plan(writer.spec, writer, writer.tasks_done(), reader_path=writer.directory))
+    run.run(plan(writer.spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.directory))
     driver.check_stop()
     remove_job_temporaries(writer.directory)  # of attempts that died (the executor re-ran them)
-    writer.set_state(complete=True)
+    writer.manifest.set_state(complete=True)
     return driver.records, driver.records - driver.start_records, driver.tasks, run.stats
 
 

@@ -34,7 +34,7 @@ from .._errors import (
 )
 from .._spec.spec import Spec
 from .._storage.shards import SHARDS, DirectoryWriter
-from .._storage.store import path_text
+from .._storage.sqlite import path_text
 from .jobs import JobFailed, JobLost, RunStats, check_jobs_in_flight, remove_job_temporaries, run_jobs
 
 __all__ = ["RayExecutor", "import_ray", "run_ray"]

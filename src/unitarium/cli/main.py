@@ -22,7 +22,7 @@ from .._errors import Interrupted, SpecError, UnitariumError
 from .._run.engine import generate
 from .._run.progress import Progress
 from .._spec.spec import DTYPES, UNITARIES, make_spec
-from .._storage.store import JOURNAL_MODES
+from .._storage.sqlite import JOURNAL_MODES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

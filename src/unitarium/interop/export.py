@@ -41,7 +41,8 @@ import numpy as np
 from .._errors import DatasetError, SpecError, StorageError
 from .._read.records import pad_tokens
 from .._read.split import as_source, max_length, parse_fractions, read_positions, split_source
-from .._storage.store import path_text, remove_abandoned
+from .._storage.manifest import remove_abandoned
+from .._storage.sqlite import path_text
 
 __all__ = ["FORMATS", "NPZ_MAX_BYTES", "export"]
 
