@@ -35,6 +35,8 @@ class FileWriter:
     ):
         self.manifest = Manifest(path, spec, kind="file", journal=journal, fmt=fmt)
         self.path, self.spec, self.fmt = self.manifest.path, spec, self.manifest.fmt
+        self.location = self.path
+        """The path a reader of this dataset opens."""
 
     def commit(self, results: Sequence[TaskResult]) -> None:
         """Commit whole tasks (their blocks, rows and summary) in one transaction."""

@@ -248,6 +248,8 @@ class DirectoryWriter:
         self.manifest = Manifest(self.directory / MANIFEST, spec, kind="directory", journal=journal, name=directory)
         self.path, self.spec, self.fmt = self.manifest.path, spec, self.manifest.fmt
         self.network, self.journal = self.manifest.network, journal
+        self.location = self.directory
+        """The path a reader of this dataset opens."""
         try:
             (self.directory / SHARDS).mkdir(exist_ok=True)
             self._check_listed()  # before anything changes
