@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._errors import SpecError
+from .._errors import SpecError, StorageError
 from .._read.dataset import Dataset
 from .._spec.sources import Task
 from .._spec.spec import RandomSource, Spec, memory_limit
@@ -122,14 +122,17 @@ def check_size(path: Path, spec: Spec) -> str | None:
         return None
     try:
         where = path if path.is_dir() else path.absolute().parent
+        while not where.exists() and where != where.parent:  # parents the writer will create
+            where = where.parent
         free = shutil.disk_usage(where).free
         have = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*.db"))
+        # (a path not there yet holds nothing: rglob of a missing directory yields nothing)
     except OSError:
         return None  # the writer reports a missing or unreadable path
     count = spec.source.count  # type: ignore[union-attr]  # random (estimated_bytes said so)
     what = f"{count:,} records take about {size / 2**30:,.1f} GiB" + (" at most (--unique)" if spec.unique else "")
     if size - have > free and not spec.unique:
-        raise SpecError(
+        raise StorageError(
             f"--count {count:,}: {what}, and {path_text(where)} has {free / 2**30:,.1f} GiB free: lower --count, "
             "use --unitaries computed (circuits only), or write where there is room (nothing was written)"
         )

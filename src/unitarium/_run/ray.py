@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import (
+    ClusterError,
     Interrupted,
     MissingOptionalLibraryError,
     SpecError,
@@ -100,7 +101,7 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_S).close()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise WorkerError(
+        raise ClusterError(
             f"cannot reach the Ray cluster at {address}: {reason}; start it there with `ray start --head`, or "
             "fix --ray-address / RAY_ADDRESS (no address: a local Ray is started for the run)"
         ) from None
@@ -122,7 +123,7 @@ def connected(ray: Any, ray_address: str | None) -> Iterator[bool]:
     try:
         ray.init(address=address or "local", **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise WorkerError(f"cannot connect to the Ray cluster at {address or 'local'}: {exc}") from exc
+        raise ClusterError(f"cannot connect to the Ray cluster at {address or 'local'}: {exc}") from exc
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     try:
@@ -135,7 +136,7 @@ def cluster_cpus(ray: Any) -> int:
     """The CPUs of the cluster (Ray tasks take one each); a clear error when there are none."""
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if cpus < 1:
-        raise WorkerError("the Ray cluster has no CPUs to run tasks on: start a worker node with `ray start`")
+        raise ClusterError("the Ray cluster has no CPUs to run tasks on: start a worker node with `ray start`")
     return cpus
 
 
