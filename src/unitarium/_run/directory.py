@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.codec import BlockFormat
+from .._core.kernels import pin_one_blas_thread
 from .._errors import UnitariumError
 from .._spec.sources import Task, TaskContext, TaskResult, run_task
 from .._spec.spec import Spec
@@ -108,6 +109,7 @@ def _serve(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     segments = None
     try:
+        pin_one_blas_thread()
         spec = Spec.from_json(spec_json)
         ctx = TaskContext(spec)
         fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))
