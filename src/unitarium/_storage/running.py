@@ -1,6 +1,6 @@
 """Who is writing a dataset now: the process holding its write lock, read from the kernel's lock table.
 
-The writer (:class:`~unitarium._storage.store.Writer`) holds an exclusive ``flock`` for its whole run
+The writer (its :class:`~unitarium._storage.manifest.Manifest`) holds an exclusive ``flock`` for its whole run
 on the dataset file (a directory: on its ``manifest.db``; on a network filesystem: on ``<file>-lock``).
 Linux lists every lock in ``/proc/locks`` with the holder's pid and the locked file's device and
 inode, so a reader names the writer without touching the lock (taking it, even for an instant, could
@@ -21,7 +21,7 @@ from pathlib import Path
 __all__ = ["RunningWriter", "lock_table_readable", "running_writer"]
 
 _LOCKS = Path("/proc/locks")
-_MANIFEST = "manifest.db"  # shards.MANIFEST (that module imports store, which this one stays beside)
+_MANIFEST = "manifest.db"  # shards.MANIFEST (not imported: this module needs nothing of a writer's)
 
 
 @dataclass(frozen=True)
