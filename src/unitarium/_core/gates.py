@@ -235,19 +235,22 @@ def _unalias(name: str) -> str:
     return name if canonical is None else canonical + paren + rest
 
 
-_QUBITS_WRITTEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*?(?:\(.*\))?)[\s_]*\d+(?:[\s,]+\d+)*")
-"""A gate written with qubit indices: ``h0``, ``h 0``, ``cx 0 1``, ``rz(pi/4) 2``."""
+_QUBIT_CHARACTERS = "0123456789 \t,_"
+_SUGGEST_MAX = 64
+"""Longer unknown names get no suggestion (nobody mistypes 64 characters; and no work grows with them)."""
 
 
 def _suggestion(text: str, custom: dict[str, Gate]) -> str:
     """``" (did you mean 'x'?)"`` for a typo of a gate, alias or preset name (:mod:`difflib`), or
-    for a gate written with qubit indices (``h0``): gates are named without qubits here."""
-    match = _QUBITS_WRITTEN.fullmatch(text)
-    if match:
-        gate = match.group(1)
+    for a gate written with qubit indices (``h0``, ``cx 0 1``, ``rz(pi/4) 2``): gates are named
+    without qubits here. Linear in ``text`` (no regex that could backtrack on hostile input)."""
+    if len(text) > _SUGGEST_MAX:
+        return ""
+    head = text.rstrip(_QUBIT_CHARACTERS)
+    if head and head != text and any(c.isdigit() for c in text[len(head) :]):
         with contextlib.suppress(SpecError):
-            parse_gate(gate, custom)
-            return f" (did you mean {gate!r}? gates take no qubit indices here: every allowed qubit tuple is used)"
+            parse_gate(head, custom)
+            return f" (did you mean {head!r}? gates take no qubit indices here: every allowed qubit tuple is used)"
     base, paren, args = text.lower().partition("(")
     close = difflib.get_close_matches(base.strip(), [*STANDARD_GATES, *ALIASES, *_PARAMETRIC, *PRESETS, *custom], n=1)
     if not close:
