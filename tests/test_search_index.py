@@ -358,3 +358,28 @@ def test_directory_dataset_gets_its_index_beside_it(tmp):
     ds = unitarium.open(str(path) + "/")
     assert table_of(ds, "synthesize").stored is not None
     assert ds.synthesize(np.eye(4)) is not None
+
+
+def test_fast_query_keys_and_bucket_lookup_equal_the_plain_ones(plain, monkeypatch):
+    """mitm forms the keys of ``U A^dag`` without the products and finds them through a bucket
+    directory: same answers as forming every product and binary-searching the sorted keys."""
+    from unitarium.search import mitm
+    from unitarium.search._keys import primary_keys
+
+    ds = unitarium.open(plain)
+    table = table_of(ds, "synthesize")
+    rng = np.random.default_rng(3)
+    keys = np.concatenate(
+        [
+            primary_keys(table.block(0, len(table))),
+            primary_keys(table.block(0, len(table)) @ table.block(9, 10)),
+            rng.integers(-(2**63), 2**63 - 1, 500),
+        ]
+    )
+    got, want = mitm.find(table, keys), table.index.find(keys)
+    assert len(got[0]) > len(table) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    targets = _targets(ds, 20, 5)
+    fast = [str(c) for c in ds.synthesize_many(targets)]
+    monkeypatch.setattr(mitm, "_linear_keys", lambda d: None)
+    monkeypatch.setattr(mitm, "find", lambda table, keys: table.index.find(keys))
+    assert [str(c) for c in unitarium.open(plain).synthesize_many(targets)] == fast

@@ -11,6 +11,7 @@ import numpy as np
 from .._errors import DatasetError
 from ._index import Stream, searchable_kind, write_index
 from ._table import _check_searchable, _load
+from .mitm import directory
 
 if TYPE_CHECKING:
     from .._read.dataset import Dataset
@@ -45,14 +46,16 @@ def build_index(dataset: Dataset | str | os.PathLike[str]) -> Path:
         _check_searchable(ds, "index")
         table = _load(ds)
         keys = table.index
+        buckets, bits = directory(keys.packed, keys.row_bits)
         arrays: dict[str, Any] = {
             "lengths": table.lengths,
             "codes": table.codes,
             "starts": table.starts,
             "keys": keys.packed,
+            "directory": buckets,
             "unitaries": Stream((n, d, d), table.block),
         }
-        extra = {"max_length": table.max_length, "row_bits": keys.row_bits}
+        extra = {"max_length": table.max_length, "row_bits": keys.row_bits, "directory_bits": bits}
     else:
         arrays = {"unitaries": Stream((n, d, d), lambda a, b: ds.unitaries(a, b).astype(np.complex128))}
     return write_index(ds, kind, arrays, extra)

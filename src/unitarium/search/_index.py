@@ -18,7 +18,8 @@ dataset as it would without an index (correct, only slower); ``unitarium index``
 
 What is stored, for a complete unique enumeration (``kind = "enumeration"``): exactly the
 arrays :func:`._table._load` computes (``lengths``, ``codes``, ``starts``, the unitaries
-recomputed in complex128) and the packed hash index of :class:`._keys.KeyIndex`; for any other
+recomputed in complex128), the packed hash index of :class:`._keys.KeyIndex` and its bucket
+directory (:func:`.mitm.directory`); for any other
 complete dataset (``kind = "records"``), the stored unitaries as complex128 (what ``nearest``
 scores). So answers with the index are bit for bit those without it.
 
@@ -269,8 +270,8 @@ def _open(ds: Dataset, path: Path, f: BinaryIO, kind: str) -> tuple[SearchIndex 
     if header.get("kind") != kind:
         return None, f"indexes a dataset of another kind ({header.get('kind')!r})"
     d, names = ds.gateset.dim, set(header["arrays"])
-    need = {"lengths", "codes", "starts", "keys", "unitaries"} if kind == "enumeration" else {"unitaries"}
-    if names != need or header["arrays"]["unitaries"]["shape"][1:] != [d, d]:
+    need = {"lengths", "codes", "starts", "keys", "directory", "unitaries"} if kind == "enumeration" else {"unitaries"}
+    if names != need or not _shapes_ok(header, kind, d):
         return None, "is damaged (its arrays are not those of a search index)"
     why = _mismatch(header.get("identity", {}), ds)
     if why is not None:
@@ -286,7 +287,7 @@ def _open(ds: Dataset, path: Path, f: BinaryIO, kind: str) -> tuple[SearchIndex 
     return index, None
 
 
-_DTYPES = {"|u1", "<u2", "<i8", "<u8", "<c16"}
+_DTYPES = {"|u1", "<u2", "<u4", "<i8", "<u8", "<c16"}
 
 
 def _valid_layout(header: Any, end: int) -> bool:
@@ -307,6 +308,27 @@ def _valid_layout(header: Any, end: int) -> bool:
         return True
     except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):
         return False
+
+
+def _shapes_ok(header: dict[str, Any], kind: str, d: int) -> bool:
+    """Whether the arrays' shapes agree with each other (and the numbers the search uses)."""
+    shape = {name: a["shape"] for name, a in header["arrays"].items()}
+    n = shape["unitaries"][0]
+    if shape["unitaries"] != [n, d, d]:
+        return False
+    if kind != "enumeration":
+        return True
+    big, row_bits, bits = header.get("max_length"), header.get("row_bits"), header.get("directory_bits")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (big, row_bits, bits)):
+        return False
+    return (
+        shape["lengths"] == [n]
+        and shape["codes"] == [n, big]
+        and shape["starts"] == [big + 2]
+        and 1 <= row_bits <= 63
+        and 1 <= bits <= min(30, 64 - row_bits)
+        and shape["directory"] == [(1 << bits) + 1]
+    )
 
 
 def _mismatch(have: dict[str, Any], ds: Dataset) -> str | None:

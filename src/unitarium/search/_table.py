@@ -205,6 +205,7 @@ def _from_index(ds: Dataset, stored: SearchIndex) -> SearchTable:
         stored=stored,
     )
     table.__dict__["index"] = KeyIndex(stored.array("keys"), int(stored.header["row_bits"]))
+    table.__dict__["_directory"] = (stored.array("directory"), int(stored.header["directory_bits"]))
     return table
 
 
