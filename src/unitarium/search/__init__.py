@@ -10,10 +10,13 @@
 
 The tables are loaded into memory once per dataset handle, compact (about ``N (L + 22)`` bytes
 for ``N`` records of at most ``L`` moves, plus ``N d^2 16`` bytes of unitaries up to a 1 GiB
-budget, recomputed in chunks beyond it: :mod:`._table`); nothing is written beside the
-dataset. Searches that run for more than a couple of seconds show a progress bar when
-stderr is a terminal; ``approximate`` refuses, before it starts, a search of more than
-``max_pairs`` scores (:class:`~unitarium.SearchCostError`).
+budget, recomputed in chunks beyond it: :mod:`._table`), unless a search index lies beside the
+dataset (:func:`build_index`, ``unitarium index``; :mod:`._index`): then they are mapped from it,
+nothing loaded, after checking it is this dataset's (a foreign, stale or damaged index is
+ignored with a :class:`SearchIndexWarning`). Searches never write beside the dataset. Searches
+that run for more than a couple of seconds show a progress bar when stderr is a terminal;
+``approximate`` says what it will cost (:meth:`SearchMixin.approximate_cost`) and refuses,
+before it starts, a search of more than ``max_pairs`` scores (:class:`~unitarium.SearchCostError`).
 """
 
 from __future__ import annotations
