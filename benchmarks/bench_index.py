@@ -38,15 +38,16 @@ from _common import OUT, machine, write_json
 GATES = "h,s,t,tdg,cx"
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str, int]:
-    """``(wall s, peak RSS MiB, stdout, exit status)`` of ``cmd`` under /usr/bin/time -v."""
+def timed(cmd: list[str]) -> tuple[float, float, str, int, float]:
+    """``(wall s, peak RSS MiB, stdout, exit status, CPU s)`` of ``cmd`` under /usr/bin/time -v."""
     t0 = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     if rss is None or proc.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
-    return wall, int(rss.group(1)) / 1024, proc.stdout, proc.returncode
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr))
+    return wall, int(rss.group(1)) / 1024, proc.stdout, proc.returncode, cpu
 
 
 def main() -> None:
@@ -95,7 +96,7 @@ def main() -> None:
     floor = [timed([sys.executable, "-c", "import unitarium.cli.main"]) for _ in range(args.rounds)]
     rows: list[dict[str, Any]] = []
     for label, cmd, target in ops:
-        got: dict[str, list[tuple[float, float, str, int]]] = {"without": [], "with": []}
+        got: dict[str, list[tuple[float, float, str, int, float]]] = {"without": [], "with": []}
         for _ in range(args.rounds):
             for which, data in (("without", bare), ("with", path)):
                 got[which].append(timed([*py, *cmd, str(data), "--matrix", str(files[target])]))
@@ -105,6 +106,7 @@ def main() -> None:
         for which in ("without", "with"):
             row[f"{which}_wall_s"] = statistics.median(r[0] for r in got[which])
             row[f"{which}_rss_mib"] = statistics.median(r[1] for r in got[which])
+            row[f"{which}_cpu_s"] = statistics.median(r[4] for r in got[which])
         row["speedup"] = row["without_wall_s"] / row["with_wall_s"]
         rows.append(row)
         print(row, flush=True)
@@ -116,6 +118,7 @@ def main() -> None:
         "build_s": build_s,
         "import_floor_s": statistics.median(r[0] for r in floor),
         "import_floor_rss_mib": statistics.median(r[1] for r in floor),
+        "import_floor_cpu_s": statistics.median(r[4] for r in floor),
         "rows": rows,
         "loadavg_at_end": os.getloadavg()[0],
     }
@@ -123,14 +126,17 @@ def main() -> None:
     print(
         f"\n{n:,} records; index {result['index_bytes'] / 2**20:,.0f} MiB (dataset "
         f"{result['dataset_bytes'] / 2**20:,.0f} MiB), built in {build_s:.1f} s; interpreter + import "
-        f"floor {result['import_floor_s']:.2f} s, {result['import_floor_rss_mib']:.0f} MiB\n"
+        f"floor {result['import_floor_s']:.2f} s ({result['import_floor_cpu_s']:.2f} s CPU), "
+        f"{result['import_floor_rss_mib']:.0f} MiB\n"
     )
-    print("| command | without index: wall s, peak RSS MiB | with index: wall s, peak RSS MiB | speedup |")
+    print(
+        "| command | without index: wall s, CPU s, peak RSS MiB | with index: wall s, CPU s, peak RSS MiB | speedup |"
+    )
     print("|---|---|---|---|")
     for r in rows:
         print(
-            f"| `{r['operation']}` | {r['without_wall_s']:.2f}, {r['without_rss_mib']:.0f} | "
-            f"{r['with_wall_s']:.2f}, {r['with_rss_mib']:.0f} | {r['speedup']:.1f}x |"
+            f"| `{r['operation']}` | {r['without_wall_s']:.2f}, {r['without_cpu_s']:.2f}, {r['without_rss_mib']:.0f} | "
+            f"{r['with_wall_s']:.2f}, {r['with_cpu_s']:.2f}, {r['with_rss_mib']:.0f} | {r['speedup']:.1f}x |"
         )
 
 

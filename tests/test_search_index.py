@@ -345,6 +345,8 @@ def test_generate_builds_the_index_of_a_unique_enumeration(tmp):
     )
     assert "search index" in out.stdout and index_path(path).exists()
     assert open_index(unitarium.open(path))[0] is not None
+    again = cli("generate", path, "--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "3", "--unique")
+    assert "search index" not in again.stdout  # still this dataset's: kept
     cli("generate", tmp / "gen" / "r.db", "--gates", "h,s,cx", "--qubits", "2", "--count", "50", "--length", "3", "-q")
     assert not index_path(tmp / "gen" / "r.db").exists()
 

@@ -128,14 +128,14 @@ def nearest_cmd(path: Path, matrix: Path | None, qasm: Path | None, circuit: str
         raise SpecError("give exactly one of --matrix FILE.npy, --qasm FILE.qasm or --circuit TEXT")
     u, stack = _target(ds, matrix, qasm, circuit)
     with _index_warnings():
-        found = ds.nearest(u, k=k)
-    rows = found if stack else [found]
+        found: Any = ds.nearest(u, k=k)
+    rows: list[list[Any]] = found if stack else [found]
     for i, matches in enumerate(rows):
         if as_json:
             items = [{"id": m.record.id, "distance": m.distance, "circuit": str(m.record.circuit)} for m in matches]
             click.echo(json.dumps({**_which(i, stack), "matches": items}))
             continue
-        for m in matches:  # type: ignore[union-attr]
+        for m in matches:
             lead = f"{i}\t" if stack else ""
             click.echo(f"{lead}{m.record.id}\t{m.distance:.6g}\t{m.record.circuit}")
 
@@ -181,11 +181,15 @@ def _build(ds: Any) -> None:
 def index_after_generate(path: str) -> None:
     """At the end of ``generate``: the search index of a complete unique enumeration."""
     from .._dataset import Dataset
-    from ..search._index import searchable_kind
+    from ..search._index import open_index, searchable_kind
 
     ds = Dataset(path)
     if ds.spec.unique and ds.complete and searchable_kind(ds) == "enumeration":
-        _build(ds)
+        index, _ = open_index(ds)
+        if index is None:  # none yet, or not this dataset's as it is now (a finished resume: kept)
+            _build(ds)
+        else:
+            index.close()
 
 
 @contextmanager

@@ -35,6 +35,7 @@ index``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -143,7 +144,7 @@ class SearchIndex:
     path: Path
     header: dict[str, Any]
     _map: np.memmap
-    _file: BinaryIO
+    _file: io.BufferedReader
     _checked: set[int] = field(default_factory=set)
     _last: tuple[int, np.ndarray] | None = None
 
@@ -165,7 +166,7 @@ class SearchIndex:
         raw = np.frombuffer(self._map, dtype=np.uint8, count=int(a["nbytes"]), offset=int(a["offset"]))
         step = int(a["chunk_bytes"])
         for c, want in enumerate(a["xxh3"]):
-            if xxhash.xxh3_64_hexdigest(raw[c * step : (c + 1) * step]) != want:
+            if xxhash.xxh3_64_hexdigest(raw[c * step : (c + 1) * step].data) != want:
                 raise self.damaged(f"array {name!r}, chunk {c}")
 
     def damaged(self, where: str) -> SearchIndexError:
@@ -184,11 +185,10 @@ class SearchIndex:
         n, d = int(a["shape"][0]), int(a["shape"][1])
         lo, hi = c * ROW_CHUNK, min(n, (c + 1) * ROW_CHUNK)
         out = np.empty((hi - lo, d, d), dtype=np.complex128)
-        self._file.seek(int(a["offset"]) + lo * d * d * 16)
-        if self._file.readinto(memoryview(out).cast("B")) != out.nbytes:
+        if _read_at(self._file, out.data.cast("B"), int(a["offset"]) + lo * d * d * 16) != out.nbytes:
             raise self.damaged(f"unitaries chunk {c} (short read)")
         if c not in self._checked:
-            if xxhash.xxh3_64_hexdigest(memoryview(out).cast("B")) != a["xxh3"][c]:
+            if xxhash.xxh3_64_hexdigest(out.data.cast("B")) != a["xxh3"][c]:
                 raise self.damaged(f"unitaries chunk {c}")
             self._checked.add(c)
         self._last = (c, out)
@@ -201,7 +201,11 @@ class SearchIndex:
             return np.empty((0, d, d), dtype=np.complex128)
         first, last = start // ROW_CHUNK, (stop - 1) // ROW_CHUNK
         if first == last:
-            return self._chunk(first)[start - first * ROW_CHUNK : stop - first * ROW_CHUNK].copy()
+            chunk = self._chunk(first)
+            if len(chunk) == stop - start:  # a whole chunk: the caller's (no copy), not kept
+                self._last = None
+                return chunk
+            return chunk[start - first * ROW_CHUNK : stop - first * ROW_CHUNK].copy()
         parts = [
             self._chunk(c)[max(start, c * ROW_CHUNK) - c * ROW_CHUNK : min(stop, (c + 1) * ROW_CHUNK) - c * ROW_CHUNK]
             for c in range(first, last + 1)
@@ -218,6 +222,22 @@ class SearchIndex:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _read_at(f: io.BufferedReader, buf: memoryview, offset: int) -> int:
+    """Read into ``buf`` from ``offset`` of ``f`` (``preadv``: no shared file position), all of it
+    unless the file ends first; the bytes read."""
+    done = 0
+    while done < len(buf):
+        if hasattr(os, "preadv"):
+            got = os.preadv(f.fileno(), [buf[done:]], offset + done)
+        else:  # pragma: no cover - platforms without preadv
+            f.seek(offset + done)
+            got = f.readinto(buf[done:]) or 0
+        if got <= 0:
+            break
+        done += got
+    return done
 
 
 def _dataset_of(path: Path) -> str:
@@ -245,7 +265,7 @@ def open_index(ds: Dataset, kind: str | None = None) -> tuple[SearchIndex | None
     return index, why
 
 
-def _open(ds: Dataset, path: Path, f: BinaryIO, kind: str) -> tuple[SearchIndex | None, str | None]:
+def _open(ds: Dataset, path: Path, f: io.BufferedReader, kind: str) -> tuple[SearchIndex | None, str | None]:
     size = os.fstat(f.fileno()).st_size
     raw = f.read(_PREFIX.size)
     if len(raw) < _PREFIX.size:
@@ -318,9 +338,11 @@ def _shapes_ok(header: dict[str, Any], kind: str, d: int) -> bool:
         return False
     if kind != "enumeration":
         return True
-    big, row_bits, bits = header.get("max_length"), header.get("row_bits"), header.get("directory_bits")
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (big, row_bits, bits)):
+    numbers = [header.get(key) for key in ("max_length", "row_bits", "directory_bits")]
+    ints = [x for x in numbers if isinstance(x, int) and not isinstance(x, bool)]
+    if len(ints) != 3:
         return False
+    big, row_bits, bits = ints
     return (
         shape["lengths"] == [n]
         and shape["codes"] == [n, big]
@@ -405,7 +427,7 @@ def _write(f: BinaryIO, kind: str, ident: dict[str, Any], arrays: dict[str, Any]
             dtype, shape, nbytes = np.dtype("<c16"), arr.shape, 0
             step = ROW_CHUNK * int(np.prod(shape[1:], dtype=np.int64)) * 16
             for chunk in arr.chunks():
-                data = memoryview(chunk.astype(dtype, copy=False)).cast("B")
+                data = chunk.astype(dtype, copy=False).data.cast("B")
                 sums.append(xxhash.xxh3_64_hexdigest(data))
                 f.write(data)
                 nbytes += len(data)
@@ -415,7 +437,7 @@ def _write(f: BinaryIO, kind: str, ident: dict[str, Any], arrays: dict[str, Any]
             a = np.ascontiguousarray(arr)
             a = a.astype(a.dtype.newbyteorder("<"), copy=False)
             dtype, shape, nbytes, step = a.dtype, a.shape, a.nbytes, SMALL_CHUNK
-            data = memoryview(a).cast("B")
+            data = a.data.cast("B")
             for lo in range(0, max(nbytes, 1), step):
                 sums.append(xxhash.xxh3_64_hexdigest(data[lo : lo + step]))
             f.write(data)

@@ -93,6 +93,7 @@ def _search_prefixes(
         if linear is not None:
             keys = linear(block, targets[chunk])
         else:
+            assert prefixes is not None
             keys = primary_keys((targets[chunk][:, None] @ prefixes[None]).reshape(-1, d, d))  # U A^dag
         query, rows = find(table, keys)
         t, i = chunk[query // m], ids.start + query % m
