@@ -36,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._core.circuit import Circuit
+from .._core.kernels import one_blas_thread
 from .._errors import SpecError
 from . import _keys, _table
 from ._keys import primary_keys
@@ -62,7 +63,9 @@ def synthesize_many(table: SearchTable, targets: np.ndarray, *, atol: float) -> 
     best = np.full((n, 3), np.iinfo(np.int64).max, dtype=np.int64)  # (length, id of A, id of B)
     active = np.arange(n)
     table.index  # noqa: B018  # built (with its own progress) before the search's bar starts
-    with progress("synthesising", n * table.upto(table.max_length)) as bar:
+    # one BLAS thread: the key products are small (a thread team costs more than it gives on a busy
+    # machine) and their bits then do not depend on the thread count
+    with progress("synthesising", n * table.upto(table.max_length)) as bar, one_blas_thread():
         for a in range(table.max_length + 1):
             if not len(active):
                 break
