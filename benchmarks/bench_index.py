@@ -1,7 +1,7 @@
 """The persistent search index (issue #21, item 2): the CLI's ``synth``, ``nearest`` and ``lookup``
 on a 1M-record table, each a fresh process, without the index and with it, in one run.
 
-    cd benchmarks && ../.venv/bin/python bench_index.py [--length 9] [--rounds 3]
+    cd benchmarks && ../.venv/bin/python bench_index.py [--length 9] [--rounds 3] [--quick]
 
 The table: 2 qubits, h,s,t,tdg,cx, unique enumeration to length 9 (1,020,728 records), generated
 once into benchmarks/out/cache/ (about a minute). "Without" runs read a hard link of the same
@@ -54,7 +54,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--length", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: length 7 (100k records), 1 round")
     args = parser.parse_args()
+    if args.quick:
+        args.length, args.rounds = 7, 1
     cache = OUT / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"hst{args.length}.db"
