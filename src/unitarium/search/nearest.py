@@ -33,11 +33,13 @@ targets (tens of seconds on two cores; BENCHMARKS.md, "Search memory")."""
 _ENTRIES = 1 << 22
 """Scores formed at once (64 MiB of complex128)."""
 
-PAIRS_PER_SECOND = 1.5e7
-"""Brute-force scoring rate used by :func:`estimate` (2 qubits, two cores: 1-2e7 pairs/s in
-BENCHMARKS.md, "Search memory"); a rough guide, not a promise."""
-KD_STEPS_PER_SECOND = 2e6
-"""The same for the one-qubit k-d trees (a query of ``log2 N_b`` steps counts that many)."""
+PAIRS_PER_SECOND = 5e7
+"""Brute-force scoring rate used by :func:`estimate`: a rough guide, not a promise (2 qubits on
+the 2-core machine of BENCHMARKS.md: 1.5-1.8e7 pairs/s under a load average of 14, about 8.7e7
+when quiet, issue #21)."""
+KD_STEPS_PER_SECOND = 5e5
+"""The same for the one-qubit k-d trees (a query of ``log2 N_b`` steps counts that many; 4-6e5
+measured on 3,404 records under load)."""
 
 
 @dataclass(frozen=True)
