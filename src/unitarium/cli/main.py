@@ -260,6 +260,7 @@ def generate_cmd(
     )
     if not quiet:
         _print_info(Dataset(path).info())
+    index_after_generate(path)  # a unique enumeration: its search index beside it (unitarium index)
 
 
 def _with_layout_note(
@@ -475,9 +476,11 @@ def lookup_cmd(
         sys.exit(1)
 
 
-from .search import synth_cmd  # noqa: E402
+from .search import index_after_generate, index_cmd, nearest_cmd, synth_cmd  # noqa: E402
 
 main.add_command(synth_cmd)
+main.add_command(nearest_cmd)
+main.add_command(index_cmd)
 
 from .export import export_cmd  # noqa: E402
 
