@@ -474,8 +474,8 @@ def test_cli_keys_option(tmp_path: Path) -> None:
 
 
 def test_synthesis_on_a_tableau_dataset_matches_the_grid_dataset_and_stim(tmp_path: Path) -> None:
-    """Meet in the middle over tableau keys: every 2-qubit Clifford (length <= 11 <= 2 * 6) gets a
-    shortest circuit, the same one as over grid keys; a non-Clifford gets none."""
+    """Meet in the middle over a tableau-key dataset: every 2-qubit Clifford (length <= 11 <= 2 * 6) gets a
+    shortest circuit, the same one as over the grid-key dataset; a non-Clifford gets none."""
     paths = {}
     for keys in ("exact", "grid"):
         paths[keys] = tmp_path / f"{keys}.db"

@@ -69,7 +69,6 @@ __all__ = [
     "lookup_probes",
     "tableau",
     "tableau_keys",
-    "tableau_keys_where",
 ]
 
 TABLEAU_EPS = 1e-6
@@ -174,13 +173,6 @@ def _bits(x: np.ndarray, z: np.ndarray, s: np.ndarray) -> np.ndarray:
 def tableau_keys(u: np.ndarray, *, eps: float = TABLEAU_EPS, full: bool = False) -> np.ndarray:
     """``(batch, 2)`` int64 keys of Clifford unitaries: their tableaux (see the module docstring)."""
     return _keys_of_bits(tableau_bits(u, eps=eps, full=full))
-
-
-def tableau_keys_where(u: np.ndarray, *, eps: float = TABLEAU_EPS) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`tableau_keys` of the rows that are Clifford within ``eps``, and the mask of those rows
-    (queries of a search: a row that is not Clifford has no key, and so no match)."""
-    x, z, s, bad = _tableau(np.asarray(u, dtype=np.complex128), eps, False)
-    return _keys_of_bits(_bits(x[~bad], z[~bad], s[~bad])), ~bad
 
 
 def _keys_of_bits(bits: np.ndarray) -> np.ndarray:

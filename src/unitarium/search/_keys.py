@@ -10,12 +10,6 @@ within ``ETA`` of an entry in every coordinate has its cells either equal to the
 or, where they differ, the entry's coordinate lies within ``ETA`` of that boundary and
 so is near, and the alternate moving exactly those coordinates is the query's key.
 Candidates are always verified, so collisions cost time, never correctness.
-
-A table of a dataset with **tableau** keys (Clifford gate sets, :mod:`unitarium._core.exact`) is
-indexed by each unitary's tableau key instead (one entry per row, no alternates: Cliffords are far
-apart), and a query that is not a Clifford (within ``TABLEAU_LOOKUP_EPS``) has no key and so no
-candidate: no Clifford circuit equals it. Channel-key datasets keep the grid here: a search's
-targets are user matrices (complex64 noise and worse), off which a deep channel form cannot be read.
 """
 
 from __future__ import annotations
@@ -26,9 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._core.exact import TABLEAU_LOOKUP_EPS, tableau_keys_where
-
-__all__ = ["ETA", "KeyIndex", "primary_keys", "query_keys"]
+__all__ = ["ETA", "KeyIndex", "primary_keys"]
 
 DIMS = 8
 DELTA = 2.0**-5
@@ -73,22 +65,8 @@ def primary_keys(u: np.ndarray) -> np.ndarray:
     return _mix(np.floor(_coordinates(u) + 0.5).astype(np.int64), u.shape[-1])
 
 
-def query_keys(u: np.ndarray, scheme: str = "grid") -> tuple[np.ndarray, np.ndarray]:
-    """The query keys of ``(n, d, d)`` unitaries under the table's ``scheme`` and the rows that have one
-    (``tableau``: the Clifford rows; ``grid``: every row, its primary key)."""
-    if scheme == "tableau":
-        keys, good = tableau_keys_where(u, eps=TABLEAU_LOOKUP_EPS)
-        return keys[:, 0].copy(), np.flatnonzero(good)
-    return primary_keys(u), np.arange(len(u))
-
-
-def _all_keys(u: np.ndarray, scheme: str = "grid") -> tuple[np.ndarray, np.ndarray]:
+def _all_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every key (primary and alternates) of each unitary: ``(keys, rows)``, flat."""
-    if scheme == "tableau":
-        keys, rows = query_keys(u, scheme)
-        if len(rows) != len(u):
-            raise ValueError(f"{len(u) - len(rows)} table unitaries of a tableau-key dataset are not Clifford")
-        return keys, rows
     y = _coordinates(u) + 0.5
     cells = np.floor(y)
     frac = y - cells
@@ -119,13 +97,12 @@ class KeyIndex:
     row_bits: int
 
     @classmethod
-    def build(cls, blocks: Iterable[tuple[int, np.ndarray]], n: int, scheme: str = "grid") -> KeyIndex:
-        """The index of ``n`` rows given as ``(first row, (b, d, d) unitaries)`` blocks, keyed by the
-        dataset's ``scheme`` (see the module docstring)."""
+    def build(cls, blocks: Iterable[tuple[int, np.ndarray]], n: int) -> KeyIndex:
+        """The index of ``n`` rows given as ``(first row, (b, d, d) unitaries)`` blocks."""
         row_bits = max(1, int(n).bit_length())
         packed, used = np.empty(3 * n + 1, dtype=np.uint64), 0  # about 2.6 n keys: one array, filled in place
         for first, u in blocks:
-            keys, rows = _all_keys(u, scheme)
+            keys, rows = _all_keys(u)
             if used + len(keys) > len(packed):
                 packed = np.concatenate([packed[:used], np.empty(len(packed) // 2 + len(keys), dtype=np.uint64)])
             packed[used : used + len(keys)] = _pack(keys, row_bits) | (rows.astype(np.uint64) + np.uint64(first))
