@@ -17,8 +17,8 @@ from .._storage.sqlite import path_text
 
 __all__ = [
     "BARRIER",
-    "adopt_stored_keys",
     "SIZE_NOTE_BYTES",
+    "adopt_stored_keys",
     "check_size",
     "check_workers",
     "default_workers",
