@@ -3,9 +3,11 @@
 Two ways in, both taking a :class:`~unitarium.Dataset` or a :class:`~unitarium.DatasetView`
 (a split part, a sample):
 
-- :class:`ShuffledBatches`, the fast one: an ``IterableDataset`` of whole batches, read a block
-  range at a time and shuffled through a buffer. Use it with ``DataLoader(sb, batch_size=None,
-  num_workers=k)``; call ``sb.set_epoch(e)`` before each epoch for a new order.
+- :class:`ShuffledBatches`, the fast one: an ``IterableDataset`` of whole batches, read in chunks
+  (position ranges) and shuffled within windows that each take one chunk of every stratum of the
+  dataset (well mixed whatever the record order). Use it with ``DataLoader(sb, batch_size=None,
+  num_workers=k)``; call ``sb.set_epoch(e)`` before each epoch for a new order. Each batch is a
+  :class:`Batch`: one buffer, sent from a DataLoader worker as one ``bytes``.
 - :class:`UnitaryDataset`: a map-style ``Dataset`` (any sampler); its ``__getitems__`` reads a
   whole batch of ids in a few range reads. Use ``collate_fn=UnitaryDataset.collate``.
 
@@ -255,7 +257,7 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     next); a window cut by a piece boundary is read as its two parts. Nothing is shared or skipped
     between pieces. The chunk size follows the batch size (:func:`_chunk_size`): with
     ``s >= batch_size / 4`` strata, the spread of batch-mean lengths stays within a few percent of
-    a true random permutation's (tests/test_batches_mixing.py, benchmarks/bench_batches.py).
+    a true random permutation's (tests/test_batches_speed_mixing.py, benchmarks/bench_batches.py).
 
     ``rank`` and ``world_size`` default to ``torch.distributed``'s when it is initialised, else 0 and 1.
     ``set_epoch(e)`` selects the epoch (call it before creating the epoch's iterator). ``drop_last``
