@@ -156,8 +156,11 @@ def main() -> None:
         mixing = {f"batch_{b}": spread_ratio(enum, b) for b in (256, 1024)}
         result["mixing"] = {"max_length": args.max_length, "records": len(unitarium.open(enum)), **mixing}
         for key, m in mixing.items():
-            print(f"mixing {key}: std of batch-mean lengths {m['ours']:.4f} vs true shuffle {m['true']:.4f}: "
-                  f"{m['ratio']:.2f}x", flush=True)
+            print(
+                f"mixing {key}: std of batch-mean lengths {m['ours']:.4f} vs true shuffle {m['true']:.4f}: "
+                f"{m['ratio']:.2f}x",
+                flush=True,
+            )
         if not args.mixing_only:
             path = Path(tmp) / "batches.db"
             spec = unitarium.make_spec(gates="clifford+t", qubits=2, count=args.records, length=args.lengths, seed=1)

@@ -120,7 +120,7 @@ def test_batches_of_a_sorted_enumeration_are_as_mixed_as_a_true_shuffle(
 ) -> None:
     """The spread (std) of batch-mean circuit lengths over 3 epochs, against a true shuffle's.
 
-    Deterministic (fixed seeds). Measured 0.97-1.06x; the bound 1.2x is >7 standard errors of
+    Deterministic (fixed seeds). Measured 1.01-1.02x; the bound 1.2x is >7 standard errors of
     the measured spread (over >= 1,000 batches) away. The records are sorted by length: reading
     them in contiguous pieces of a window's size would give batch means spread far wider."""
     lengths = enumerated.lengths().astype(np.float64)

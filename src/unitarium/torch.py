@@ -52,7 +52,7 @@ __all__ = ["Batch", "ShuffledBatches", "UnitaryDataset", "pad_tokens", "pad_valu
 
 _WINDOW_BYTES = 32 << 20  # unitary bytes in a shuffle window (2 qubits: 262,144 records, read in chunks)
 _MIN_CHUNK = 64  # records per chunk at least (a range read has a fixed cost)
-_MIN_STRATA = 32  # chunks per window at least
+_MIN_STRATA = 128  # chunks per window at least
 
 
 def pad_value(source: Any) -> int:
@@ -235,7 +235,7 @@ def _batch(cols: dict[str, np.ndarray], rows: np.ndarray) -> Batch:
 
 
 def _chunk_size(buffer_size: int, batch_size: int) -> int:
-    """Records per chunk: a window holds ``max(32, batch_size // 4)`` chunks (strata; enough for
+    """Records per chunk: a window holds ``max(128, batch_size // 4)`` chunks (strata; enough for
     batch means as spread as a true shuffle's, see :class:`ShuffledBatches`), each of at least
     :data:`_MIN_CHUNK` records (a range read has a fixed cost), and no more than the window."""
     strata = max(_MIN_STRATA, batch_size // 4)
