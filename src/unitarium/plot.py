@@ -40,27 +40,31 @@ class Profile:
 
 
 def profile(ds: Any, *, sample: int = _SAMPLE) -> Profile:
-    """The :class:`Profile` of a :class:`~unitarium.Dataset` (the records committed now)."""
+    """The :class:`Profile` of a :class:`~unitarium.Dataset` (its records now; of a snapshot, its
+    prefix: then the lengths are counted from the circuits read, like the moves)."""
     info = ds.info()
-    n = int(info["records"])
-    rows = ds._query("SELECT count FROM tasks WHERE count > 0 ORDER BY task_id")
+    n = len(ds)
+    rows = ds._query("SELECT count FROM tasks WHERE count > 0 AND first_id < ? ORDER BY task_id", (n,))
     per_task = np.array([int(r[0]) for r in rows], dtype=np.int64)
     moves = list(info["moves"])
     counts = np.zeros(len(moves), dtype=np.int64)
+    lengths = np.zeros(1, dtype=np.int64)
     counted = 0
     for a, b in _ranges(n, sample):
-        codes, _ = ds.codes(a, b)
+        codes, offsets = ds.codes(a, b)
         counts += np.bincount(codes, minlength=len(moves))[: len(moves)]
+        seen = np.bincount(np.diff(offsets))
+        lengths = np.pad(lengths, (0, max(0, len(seen) - len(lengths)))) + np.pad(
+            seen, (0, max(0, len(lengths) - len(seen)))
+        )
         counted += b - a
-    return Profile(
-        f"{Path(info['path']).name}: {info['description']}",
-        n,
-        info["length_histogram"],
-        per_task,
-        moves,
-        counts,
-        counted,
-    )
+    hist = info["length_histogram"]
+    if int(info["records"]) != n:  # a prefix: the summary counts more than these records
+        hist = {k: int(v) for k, v in enumerate(lengths) if v}
+    if per_task.sum() > n:  # the last task is cut by the prefix
+        per_task[-1] -= int(per_task.sum()) - n
+    title = f"{Path(info['path']).name}: {info['description']}"
+    return Profile(title, n, hist, per_task, moves, counts, counted)
 
 
 def _ranges(n: int, sample: int) -> list[tuple[int, int]]:
