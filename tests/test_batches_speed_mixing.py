@@ -60,6 +60,10 @@ def test_a_batch_is_one_buffer_and_pickles_as_one_without_shared_memory_files(ds
     assert one_buffer(back)
     back["unitary"][0, 0, 0] = 5  # writable, and its own copy
     assert batch["unitary"][0, 0, 0] != 5
+    batch["tokens"][0, 0] = 300  # modified in place (and past a byte) after it was made: sent as it is now
+    batch["length"] += 1
+    again = pickle.loads(ForkingPickler.dumps(batch))
+    assert same(again, batch) and int(again["tokens"][0, 0]) == 300
     # what DataLoader does with it: default_convert (batch_size=None) and pin_memory copy the mapping
     converted = default_convert(batch)
     assert isinstance(converted, Batch) and same(converted, batch)

@@ -149,8 +149,12 @@ class Batch(dict):  # type: ignore[type-arg]
     bytes, 16-aligned) and a layout; unpickling copies it into one fresh writable buffer and views
     each field in it. Values that are not plain CPU tensors pickle the ordinary way."""
 
+    _sent: dict[str, tuple[torch.Tensor, int, np.ndarray]]  # field: (its tensor, its version, what to send)
+
     def __copy__(self) -> Batch:
-        return Batch(self)  # (DataLoader's default_convert and pin_memory copy the mapping)
+        out = Batch(self)  # (DataLoader's default_convert and pin_memory copy the mapping)
+        out._sent = getattr(self, "_sent", {})
+        return out
 
     def __reduce__(self) -> tuple[Any, ...]:
         packed = _pack(self)
@@ -168,6 +172,7 @@ def _pack(batch: dict[str, Any]) -> tuple[bytes, _Layout] | None:
     pieces: list[Any] = []
     layout = []
     at = 0
+    known = getattr(batch, "_sent", {})
     for key, value in batch.items():
         if not isinstance(value, torch.Tensor) or value.device.type != "cpu":
             return None
@@ -175,7 +180,9 @@ def _pack(batch: dict[str, Any]) -> tuple[bytes, _Layout] | None:
             array = value.numpy()
         except (RuntimeError, TypeError):
             return None
-        sent = _narrow(array)
+        hint = known.get(key)
+        fresh = hint is not None and hint[0] is value and hint[1] == value._version  # not modified in place
+        sent = hint[2] if fresh else _narrow(array)
         layout.append((key, array.dtype.str, sent.dtype.str, tuple(array.shape), at))
         pieces.append(np.ascontiguousarray(sent).reshape(-1).view(np.uint8))
         pad = -sent.nbytes % 16
@@ -214,22 +221,27 @@ def _unpack(payload: bytes, layout: _Layout) -> Batch:
 
 
 def _batch(cols: dict[str, np.ndarray], rows: np.ndarray) -> Batch:
-    """Rows ``rows`` of window columns as a :class:`Batch` of int64 and complex64 fields (tokens are
-    held narrower in the window), each field a view of one buffer."""
+    """Rows ``rows`` of window columns as a :class:`Batch` of int64 and complex64 fields, each a view
+    of one buffer. Columns held narrower in the window (move codes, lengths) are widened here, and
+    their narrow rows kept for sending (no second narrowing in :func:`_pack`)."""
     dtypes = {k: np.dtype(np.int64) if v.dtype.kind in "iu" else v.dtype for k, v in cols.items()}
     shapes = {k: (len(rows), *v.shape[1:]) for k, v in cols.items()}
     sizes = {k: -(-math.prod(shapes[k]) * dtypes[k].itemsize // 16) * 16 for k in cols}
     buffer = np.empty(sum(sizes.values()), dtype=np.uint8)
     out = Batch()
+    out._sent = {}
     at = 0
     for key, col in cols.items():
         view = buffer[at : at + sizes[key]][: math.prod(shapes[key]) * dtypes[key].itemsize]
         view = view.view(dtypes[key]).reshape(shapes[key])
         if col.dtype == view.dtype:
             np.take(col, rows, axis=0, out=view)
+            sent = view
         else:
-            view[...] = col[rows]
+            sent = col[rows]
+            view[...] = sent
         out[key] = torch.from_numpy(view)
+        out._sent[key] = (out[key], out[key]._version, sent)
         at += sizes[key]
     return out
 
@@ -389,7 +401,7 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
             "id": ids,
             "unitary": u.astype(np.complex64, copy=False),
             "tokens": pad_tokens(codes, offsets, self.width, self.pad, np.uint8 if self.pad < 256 else np.int64),
-            "length": np.diff(offsets),
+            "length": _narrow(np.diff(offsets)),
         }
 
     def __iter__(self) -> Iterator[Batch]:
