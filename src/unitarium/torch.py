@@ -182,7 +182,7 @@ def _pack(batch: dict[str, Any]) -> tuple[bytes, _Layout] | None:
             return None
         hint = known.get(key)
         fresh = hint is not None and hint[0] is value and hint[1] == value._version  # not modified in place
-        sent = hint[2] if fresh else _narrow(array)
+        sent = hint[2] if fresh and hint is not None else _narrow(array)
         layout.append((key, array.dtype.str, sent.dtype.str, tuple(array.shape), at))
         pieces.append(np.ascontiguousarray(sent).reshape(-1).view(np.uint8))
         pad = -sent.nbytes % 16
