@@ -21,7 +21,7 @@ import numpy as np
 
 import unitarium
 from unitarium._spec.sources import TaskResult
-from unitarium._storage.store import Writer
+from unitarium._storage.layout import FileWriter
 
 
 def timed_generate(spec: unitarium.Spec, workers: int | None, repeat: int) -> tuple[float, unitarium.Summary, int]:
@@ -82,7 +82,10 @@ def store_absorb_rate(records: int, length: int, repeat: int) -> float:
     tasks = -(-records // n)
     rates = []
     for _ in range(repeat):
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp, Writer(Path(tmp) / "s.db", spec) as writer:
+        with (
+            tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp,
+            FileWriter(Path(tmp) / "s.db", spec) as writer,
+        ):
             t0 = time.perf_counter()
             for t in range(0, tasks, 8):
                 writer.commit(

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import unitarium
-from unitarium._storage import store as _store
+from unitarium._storage import schema as _schema
+from unitarium._storage import sqlite as _sqlite
 
 from _common import scratch_dir
 
@@ -25,11 +26,11 @@ from _common import scratch_dir
 def build(path: Path, tasks: int) -> None:
     spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=tasks * 4096, length=8)
     path.touch()
-    conn = _store.connect(path, readonly=False)
+    conn = _sqlite.connect(path, readonly=False)
     summary = {"records": tasks * 4096, "tasks": tasks, "candidates": tasks * 4096, "lengths": {"8": tasks * 4096}}
-    with _store.atomic(conn):
-        _store.create_tables(conn, blocks=True, manifest=True)
-        _store.write_header(conn, spec, "file", _store.block_format(spec, _store.new_dataset_id()))
+    with _sqlite.atomic(conn):
+        _schema.create_tables(conn, blocks=True, manifest=True)
+        _schema.write_header(conn, spec, "file", _schema.block_format(spec, _schema.new_dataset_id()))
         conn.executemany("INSERT INTO tasks VALUES (?, 0, ?, 4096, 4096, 0)", ((t, t * 4096) for t in range(tasks)))
         conn.execute("UPDATE meta SET value = ? WHERE key = 'summary'", (json.dumps(summary),))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -43,9 +44,9 @@ def measure(path: Path, rounds: int) -> tuple[float, float]:
         with unitarium.open(path) as ds:
             ds.info()
         opened.append(time.perf_counter() - t0)
-        conn = _store.connect(path, readonly=True)
+        conn = _sqlite.connect(path, readonly=True)
         t0 = time.perf_counter()
-        _store.check_structure(conn, path, directory=False)
+        _schema.check_structure(conn, path, directory=False)
         checked.append(time.perf_counter() - t0)
         conn.close()
     return statistics.median(opened), statistics.median(checked)

@@ -27,9 +27,8 @@ import numpy as np
 
 import unitarium
 from unitarium._core.keyset import KeySet
-from unitarium._run.engine import _Stop
+from unitarium._run.engine import drive
 from unitarium._run.jobs import TARGET_SECONDS
-from unitarium._run.ray import run_ray
 
 from _common import engine_seconds, machine, run_timed, scratch_dir, summarize, unitarium_cmd, write_json
 
@@ -57,15 +56,8 @@ def ray_run(scratch: Path, spec: unitarium.Spec, cores: int) -> dict[str, Any]:
     path = scratch / "ray"
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    records, _, tasks, stats = run_ray(
-        f"{path}/",
-        spec,
-        workers=cores,
-        progress=None,
-        journal="wal",
-        ray_address=None,
-        stop_factory=_Stop,
-    )
+    summary, stats = drive(f"{path}/", spec, "ray", workers=cores)
+    records, tasks = summary.records, summary.tasks
     wall = time.perf_counter() - t0
     driver_cpu = time.process_time() - cpu0
     size = size_of(path)

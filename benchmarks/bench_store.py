@@ -31,7 +31,7 @@ import numpy as np
 
 import unitarium
 from unitarium._spec.sources import TaskResult
-from unitarium._storage.store import Writer
+from unitarium._storage.layout import FileWriter
 
 from _common import HERE, machine, rm_dataset, scratch_dir, summarize, write_json
 
@@ -69,7 +69,7 @@ def blocks(path: Path, codes: np.ndarray, u: np.ndarray) -> float:
     spec = unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, count=n, length=LENGTH)
     assert spec.task_size == TASK, spec.task_size
     offsets = np.arange(0, LENGTH * TASK + 1, LENGTH, dtype=np.uint32)
-    writer = Writer(path, spec)
+    writer = FileWriter(path, spec)
     t0 = time.perf_counter()
     for g in range(0, n // TASK, 8):
         group = []

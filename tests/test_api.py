@@ -11,6 +11,7 @@ import unitarium
 EXPORTED = [
     "Approximation",
     "Circuit",
+    "ClusterError",
     "Dataset",
     "DatasetBusyError",
     "DatasetDamagedError",

@@ -303,7 +303,7 @@ def test_worker_messages_round_trip_and_a_cut_message_is_end_of_file() -> None:
     import threading
 
     from unitarium._run.wire import recv_message, send_message
-    from unitarium._storage.store import TaskResult
+    from unitarium._spec.sources import TaskResult
 
     rng = np.random.default_rng(0)
     result = TaskResult(

@@ -47,12 +47,17 @@ def check_rows(dataset: Path, ids, circuits, tokens, lengths, unitaries) -> None
 
 def test_layout_card_and_split(exported: Path, dataset: Path) -> None:
     files = sorted(p.name for p in (exported / "data").iterdir())
-    assert files == ["test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "val-00000-of-00001.parquet"]
+    # --split val=... is written under Hugging Face's name, validation
+    assert files == [
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
     card = (exported / "README.md").read_text()
     assert card.startswith("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n")
-    assert "    path: data/val-*" in card and '"gates": [' in card and "least significant" in card
+    assert "    path: data/validation-*" in card and '"gates": [' in card and "least significant" in card
     parts = unitarium.open(dataset).split({"train": 0.8, "val": 0.1, "test": 0.1}, seed=3)
-    assert f"| val | {len(parts['val']):,} |" in card
+    assert f"| validation | {len(parts['val']):,} |" in card
 
 
 READER = r"""
@@ -61,11 +66,11 @@ import numpy as np
 sys.modules["unitarium"] = None  # reading must not need unitarium
 out = sys.argv[1]
 import pandas, polars, duckdb, datasets, pyarrow.parquet as pq
-val = pandas.read_parquet(f"{out}/data/val-00000-of-00001.parquet")
+val = pandas.read_parquet(f"{out}/data/validation-00000-of-00001.parquet")
 every = polars.read_parquet(f"{out}/data/*.parquet")
 counts = duckdb.sql(f"SELECT count(*), count(DISTINCT id) FROM read_parquet('{out}/data/*.parquet')").fetchall()[0]
 hf = datasets.load_dataset(out, cache_dir=sys.argv[2])
-meta = json.loads(pq.read_schema(f"{out}/data/val-00000-of-00001.parquet").metadata[b"unitarium"])
+meta = json.loads(pq.read_schema(f"{out}/data/validation-00000-of-00001.parquet").metadata[b"unitarium"])
 row = hf["test"][0]
 print(json.dumps({
     "val": {k: val[k].head(20).map(lambda v: v.tolist() if hasattr(v, "tolist") else v).tolist()
@@ -91,7 +96,7 @@ def test_read_without_unitarium_by_pandas_polars_duckdb_and_datasets(
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["polars_rows"] == 6000 and got["duckdb"] == [6000, 6000] and got["dim"] == 4
-    assert sum(got["hf"].values()) == 6000 and set(got["hf"]) == {"train", "val", "test"}
+    assert sum(got["hf"].values()) == 6000 and set(got["hf"]) == {"train", "validation", "test"}
     val = got["val"]
     check_rows(dataset, val["id"], val["circuit"], val["tokens"], val["length"], val["unitary"])
     row = got["hf_row"]

@@ -85,14 +85,15 @@ FORBIDDEN_MODULES = {
 PICKLE_PIPES = {"_run/wire.py": "recv_message"}
 """Where pickle may appear, and the one function that may unpickle: the messages on the pipes between a driver
 and the workers it spawned (never a file, never anything another program wrote)."""
-PIPE_USERS = {"_run/wire.py", "_run/engine.py", "_run/directory.py"}
+PIPE_USERS = {"_run/wire.py", "_run/file.py", "_run/directory.py"}
 """The modules that may read those pipes: the engines, whose workers they spawned."""
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "breakpoint"}
 FORBIDDEN_METHODS = {"eval", "exec", "import_module", "system", "popen", "literal_eval"}
 
 
 def test_sources_were_found() -> None:
-    assert {"_storage/store.py", "_read/dataset.py", "_core/gates.py", "cli/main.py"} <= set(TREES)
+    wanted = {"_storage/schema.py", "_storage/sqlite.py", "_read/dataset.py", "_core/gates.py", "cli/main.py"}
+    assert wanted <= set(TREES)
 
 
 @pytest.mark.parametrize("module", TREES)
@@ -199,12 +200,13 @@ STORE_RECEIVERS = {"self", "self._store", "store", "ds._store"}
 SQL_CONSTANTS = {
     *("PAGE_SIZE", "SMALL_PAGE_SIZE", "APPLICATION_ID", "SCHEMA_VERSION", "OLDEST_SCHEMA", "READER_MMAP_BYTES"),
 }
-"""Module-level integer constants of _store.py that PRAGMAs interpolate (PRAGMA values cannot be bound)."""
+"""Module-level integer constants of _storage/sqlite.py and schema.py that PRAGMAs interpolate (PRAGMA values
+cannot be bound)."""
 SQL_EXCEPTIONS = {
-    ("_storage/store.py", "create_tables", "statement"): "the statements of the module constants _SCHEMA and "
+    ("_storage/schema.py", "create_tables", "statement"): "the statements of the module constants _SCHEMA and "
     "_BLOCK_SCHEMA, split at ';'",
     (
-        "_storage/store.py",
+        "_storage/schema.py",
         "check_structure",
         "_STRUCTURE",
     ): "a module constant, literal SQL; its one parameter is bound",
@@ -262,7 +264,8 @@ def test_sql_is_literal_or_parameterised() -> None:
 def test_the_interpolated_sql_pieces_are_what_the_exceptions_say() -> None:
     store = {
         t.id: node.value
-        for node in TREES["_storage/store.py"].body
+        for module in ("_storage/sqlite.py", "_storage/schema.py")
+        for node in TREES[module].body
         if isinstance(node, ast.Assign)
         for t in node.targets
         if isinstance(t, ast.Name)
@@ -314,21 +317,21 @@ def _scoped_calls(tree: ast.AST, scope: tuple[str, ...] = ()) -> Iterator[tuple[
 
 
 WRITERS = {
-    ("_storage/store.py", ("Writer",)),
+    ("_storage/manifest.py", ("Manifest",)),
     ("_storage/shards.py", ("SegmentWriter",)),
     ("_storage/shards.py", ("DirectoryWriter",)),
 }
 
 
 def test_only_the_writer_opens_a_dataset_for_writing() -> None:
-    """sqlite3.connect appears in _store.connect only; every call of that ``connect`` says ``readonly=``
-    literally, and ``readonly=False`` appears in the writers only: the dataset file's or manifest's (Writer),
+    """sqlite3.connect appears in _storage.sqlite.connect only; every call of that ``connect`` says ``readonly=``
+    literally, and ``readonly=False`` appears in the writers only: the dataset file's or manifest's (Manifest),
     and a worker's private segment (SegmentWriter) or its rewrite at resume (DirectoryWriter)."""
     for module, tree in TREES.items():
         for scope, call in _scoped_calls(tree):
             where = f"{module}:{call.lineno} in {'.'.join(scope) or 'the module'}"
             if ast.unparse(call.func) == "sqlite3.connect":
-                assert (module, scope) == ("_storage/store.py", ("connect",)), where
+                assert (module, scope) == ("_storage/sqlite.py", ("connect",)), where
             elif _call_name(call) == "connect":
                 readonly = [k.value for k in call.keywords if k.arg == "readonly"]
                 assert len(readonly) == 1 and isinstance(readonly[0], ast.Constant), where

@@ -1,4 +1,4 @@
-"""The one table mapping SQLite's errors to unitarium's (``storage.store.SQLITE_ERRORS``): a row each,
+"""The one table mapping SQLite's errors to unitarium's (``_storage.sqlite.SQLITE_ERRORS``): a row each,
 reached through real SQLite situations (a held write lock, a file that is not a database, a page with a
 flipped type byte, a file-size limit, a read-only connection, a missing directory), and damage as its own
 class, :class:`DatasetDamagedError`, through the API and the CLI (one line, exit status 2)."""
@@ -14,7 +14,7 @@ import pytest
 
 import unitarium
 from unitarium import DatasetBusyError, DatasetDamagedError, NotADatasetError, StorageError
-from unitarium._storage.store import SQLITE_ERRORS, connect, sqlite_errors
+from unitarium._storage.sqlite import SQLITE_ERRORS, connect, sqlite_errors
 
 from conftest import cli, one_error_line
 
@@ -188,7 +188,8 @@ def test_no_handler_matches_message_text_and_few_remain() -> None:
     for place in remaining:
         by_file[place.split(":")[0]] = by_file.get(place.split(":")[0], 0) + 1
     assert by_file == {
-        "_storage/store.py": 4,  # sqlite_errors itself, atomic's ROLLBACK, bounded's budget, Writer.close's checkpoint
+        "_storage/sqlite.py": 3,  # sqlite_errors itself, atomic's ROLLBACK, bounded's budget
+        "_storage/manifest.py": 2,  # Manifest.close's checkpoint and WAL exit, leave_wal's journal switch
         "_storage/shards.py": 1,  # SegmentWriter.discard's close
         "_storage/blocks.py": 1,  # a blob read: damage of the block (with its records) or the table's error
         "_read/dataset.py": 1,  # read_transaction's COMMIT

@@ -258,7 +258,7 @@ def test_a_crafted_schema_is_refused_at_once(a: Path, tmp_path: Path, where: str
 
 def test_a_metadata_query_has_a_step_budget() -> None:
     """Whatever passes the schema check, one metadata query cannot run for ever."""
-    from unitarium._storage.store import bounded
+    from unitarium._storage.sqlite import bounded
 
     conn = sqlite3.connect(":memory:")
     t0 = time.monotonic()
@@ -276,13 +276,13 @@ def test_a_schema_2_dataset_still_reads_and_resumes(
     layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Schema 2 (no dataset id, checksum seed 0) is read and resumed as such, with the same content."""
-    from unitarium._storage import store as _store
+    from unitarium._storage import manifest as _manifest
 
     spec = unitarium.make_spec(**SPEC)
     path = tmp_path / "old" if layout == "directory" else tmp_path / "old.db"
     target = f"{path}/" if layout == "directory" else path
     with monkeypatch.context() as m:
-        m.setattr(_store, "new_dataset_id", lambda: None)
+        m.setattr(_manifest, "new_dataset_id", lambda: None)
         unitarium.generate(target, spec, workers=2 if layout == "directory" else 1)
     manifest = path / "manifest.db" if layout == "directory" else path
     edit_sqlite(

@@ -13,6 +13,7 @@ from ._core.gates import PRESETS, STANDARD_GATES, Gate, load_gate_file, parse_ga
 from ._core.gateset import GateSet, Move
 from ._dataset import Dataset, open
 from ._errors import (
+    ClusterError,
     DatasetBusyError,
     DatasetDamagedError,
     DatasetError,
@@ -45,6 +46,7 @@ __all__ = [
     "STANDARD_GATES",
     "Approximation",
     "Circuit",
+    "ClusterError",
     "Dataset",
     "DatasetBusyError",
     "DatasetDamagedError",

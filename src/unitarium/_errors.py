@@ -18,6 +18,7 @@ builtin they resemble, so ``except ValueError`` keeps working::
     │   └── StorageError(OSError)        disk full, unwritable path, I/O error
     ├── RecordIndexError(IndexError)     a record id outside the dataset
     ├── WorkerError                      a worker process failed or died
+    ├── ClusterError(ConnectionError)    a cluster (Ray) that cannot be reached or has no CPUs
     ├── Interrupted                      stopped by SIGINT/SIGTERM; committed work kept
     └── MissingOptionalLibraryError(ImportError)
 
@@ -28,6 +29,7 @@ line on stderr and exits with status 2 (130 for :class:`Interrupted`).
 from __future__ import annotations
 
 __all__ = [
+    "ClusterError",
     "DatasetBusyError",
     "DatasetDamagedError",
     "DatasetError",
@@ -105,6 +107,11 @@ class RecordIndexError(UnitariumError, IndexError):
 
 class WorkerError(UnitariumError):
     """A worker process raised or died; the dataset stays resumable."""
+
+
+class ClusterError(UnitariumError, ConnectionError):
+    """The cluster an engine runs on cannot be used: an unreachable Ray address, a cluster with no
+    CPUs. Nothing was written; fix the address or start the cluster and re-run."""
 
 
 class Interrupted(UnitariumError):

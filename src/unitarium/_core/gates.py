@@ -12,6 +12,8 @@ All matrices here are ``complex128`` arrays of shape ``(2**k, 2**k)``.
 from __future__ import annotations
 
 import ast
+import contextlib
+import difflib
 import json
 import math
 import operator
@@ -27,7 +29,16 @@ import numpy as np
 from .._errors import GateFileError, SpecError
 from .inputs import read_input
 
-__all__ = ["PRESETS", "STANDARD_GATES", "Gate", "load_gate_file", "parse_gate", "parse_gates", "unitarity_error"]
+__all__ = [
+    "ALIASES",
+    "PRESETS",
+    "STANDARD_GATES",
+    "Gate",
+    "load_gate_file",
+    "parse_gate",
+    "parse_gates",
+    "unitarity_error",
+]
 
 _S2 = 1 / math.sqrt(2)
 
@@ -120,6 +131,25 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 """Named gate sets usable wherever a gate list is expected."""
 
+ALIASES: dict[str, str] = {
+    "id": "i",  # OpenQASM 2/3, Qiskit
+    "cnot": "cx",  # Cirq, Quil, pyzx
+    "ccnot": "ccx",  # Quil
+    "toffoli": "ccx",  # Cirq
+    "fredkin": "cswap",  # Cirq
+    "sdag": "sdg",
+    "tdag": "tdg",
+    "v": "sx",  # sqrt(X), Qiskit's SXGate (also called V)
+    "vdg": "sxdg",
+    "sxdag": "sxdg",
+    "phase": "p",  # OpenQASM 3, Qiskit's PhaseGate
+    "u1": "p",  # OpenQASM 2 (qelib1.inc)
+    "u3": "u",  # OpenQASM 2 (qelib1.inc)
+}
+"""Other spellings of standard gates (``cnot``, ``toffoli``, ``phase(pi/4)``...) and the canonical
+name each stands for: the canonical name is what a spec stores and circuits show, so
+``--gates cnot,h`` makes exactly the dataset of ``--gates cx,h``."""
+
 _BINOPS: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
@@ -175,7 +205,7 @@ def parse_gate(text: str, custom: dict[str, Gate] | None = None) -> Gate:
     stripped = text.strip()
     if custom and stripped in custom:
         return custom[stripped]
-    name = stripped.lower()
+    name = _unalias(stripped.lower())
     if name in STANDARD_GATES:
         matrix = STANDARD_GATES[name]
         return Gate(name, int(matrix.shape[0]).bit_length() - 1, matrix)
@@ -193,7 +223,40 @@ def parse_gate(text: str, custom: dict[str, Gate] | None = None) -> Gate:
     if name in _PARAMETRIC:
         raise SpecError(f"gate {text!r} needs fixed angle(s), e.g. {name}(pi/4)")
     known = ", ".join([*STANDARD_GATES, *(f"{p}(angle)" for p in _PARAMETRIC), *sorted(custom or {})])
-    raise SpecError(f"unknown gate {text!r}; known gates: {known}; presets: {', '.join(PRESETS)}")
+    hint = _suggestion(stripped, custom or {})
+    raise SpecError(f"unknown gate {text!r}{hint}; known gates: {known}; presets: {', '.join(PRESETS)}")
+
+
+def _unalias(name: str) -> str:
+    """``name`` (lower case) with an alias of :data:`ALIASES` replaced by its canonical name,
+    angle arguments kept: ``"cnot"`` -> ``"cx"``, ``"phase(pi/4)"`` -> ``"p(pi/4)"``."""
+    base, paren, rest = name.partition("(")
+    canonical = ALIASES.get(base.strip())
+    return name if canonical is None else canonical + paren + rest
+
+
+_QUBIT_CHARACTERS = "0123456789 \t,_"
+_SUGGEST_MAX = 64
+"""Longer unknown names get no suggestion (nobody mistypes 64 characters; and no work grows with them)."""
+
+
+def _suggestion(text: str, custom: dict[str, Gate]) -> str:
+    """``" (did you mean 'x'?)"`` for a typo of a gate, alias or preset name (:mod:`difflib`), or
+    for a gate written with qubit indices (``h0``, ``cx 0 1``, ``rz(pi/4) 2``): gates are named
+    without qubits here. Linear in ``text`` (no regex that could backtrack on hostile input)."""
+    if len(text) > _SUGGEST_MAX:
+        return ""
+    head = text.rstrip(_QUBIT_CHARACTERS)
+    if head and head != text and any(c.isdigit() for c in text[len(head) :]):
+        with contextlib.suppress(SpecError):
+            parse_gate(head, custom)
+            return f" (did you mean {head!r}? gates take no qubit indices here: every allowed qubit tuple is used)"
+    base, paren, args = text.lower().partition("(")
+    close = difflib.get_close_matches(base.strip(), [*STANDARD_GATES, *ALIASES, *_PARAMETRIC, *PRESETS, *custom], n=1)
+    if not close:
+        return ""
+    best = close[0]
+    return f" (did you mean {best + paren + args if _unalias(best) in _PARAMETRIC else best!r}?)"
 
 
 def split_gate_list(text: str) -> list[str]:

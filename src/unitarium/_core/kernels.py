@@ -33,7 +33,7 @@ from functools import cache, cached_property
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["ProductTable", "embed", "extend", "one_blas_thread", "table_depth"]
+__all__ = ["ProductTable", "embed", "extend", "one_blas_thread", "pin_one_blas_thread", "table_depth"]
 
 KERNEL_VERSION = 5
 """Bumped whenever a change alters the bits a kernel produces; stored in datasets so a
@@ -58,11 +58,25 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+_PINNED = False
+
+
+def pin_one_blas_thread() -> None:
+    """BLAS on one thread for the rest of this process: for unitarium's own worker processes, which
+    do nothing else; :func:`one_blas_thread` then costs nothing there."""
+    global _PINNED
+    _blas().limit(limits=1, user_api="blas")  # kept: the limit is undone only by its restore
+    _PINNED = True
+
+
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """BLAS limited to one thread in this process for the block (about 20 us): the bits of a
-    product must not depend on the thread count. Other threads' BLAS calls meanwhile run on one
-    thread too (the limit is per process)."""
+    """BLAS limited to one thread in this process for the block (about 20 us; nothing in a worker
+    process that pinned it): the bits of a product must not depend on the thread count. Other
+    threads' BLAS calls meanwhile run on one thread too (the limit is per process)."""
+    if _PINNED:
+        yield
+        return
     with _blas().limit(limits=1, user_api="blas"):
         yield
 

@@ -39,7 +39,8 @@ from .._errors import (
 from .._spec.sources import TaskContext, recompute
 from .._spec.spec import Enumeration, RandomSource, Spec
 from .._storage.blocks import BlockStore, Span
-from .._storage.store import block_format, bounded, damaged_meta, load_json, path_text, read_meta, sqlite_errors
+from .._storage.schema import block_format, damaged_meta, load_json, read_meta
+from .._storage.sqlite import bounded, path_text, sqlite_errors
 from .records import concat_ragged, ragged_take
 from .split import SplitMixin
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -30,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from .._core.codec import BlockFormat
+from .._core.kernels import pin_one_blas_thread
 from .._errors import UnitariumError
 from .._spec.sources import Task, TaskContext, TaskResult, run_task
 from .._spec.spec import Spec
+from .._storage.schema import block_format
 from .._storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
-from .._storage.store import block_format
 from .driver import Driver
-from .plan import plan
-from .progress import StallWatch, announce
+from .progress import StallWatch
 from .wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
@@ -110,6 +109,7 @@ def _serve(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     segments = None
     try:
+        pin_one_blas_thread()
         spec = Spec.from_json(spec_json)
         ctx = TaskContext(spec)
         fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))
@@ -214,12 +214,10 @@ class _Died(Exception):
     """A worker's pipe closed (``args = (worker,)``)."""
 
 
-def _run_inline(driver: Driver, tasks: Iterator[Task | None]) -> None:
+def _run_inline(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | None]) -> None:
     ctx = TaskContext(driver.spec)
-    run = driver.writer.run
-    segments = _Segments(
-        driver.writer.directory, driver.writer.fmt, lambda seq: segment_name(run, 0, seq), _build_locally(driver.writer)
-    )
+    run = writer.run
+    segments = _Segments(writer.directory, writer.fmt, lambda seq: segment_name(run, 0, seq), _build_locally(writer))
     try:
         for task in tasks:
             driver.check_stop()
@@ -243,8 +241,8 @@ def _run_inline(driver: Driver, tasks: Iterator[Task | None]) -> None:
         segments.discard()
 
 
-def _run_pool(driver: Driver, tasks: Iterator[Task | None], count: int) -> None:
-    pool = _Workers(count, driver.writer)
+def _run_pool(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | None], count: int) -> None:
+    pool = _Workers(count, writer)
     owner: dict[int, int] = {}
     submitted = driver.next_commit
     watch = StallWatch(driver.progress, driver.counts)
@@ -299,7 +297,7 @@ def _run_pool(driver: Driver, tasks: Iterator[Task | None], count: int) -> None:
         pool.close(graceful=False)
         raise
     finally:
-        _remove_run_temporaries(driver.writer)
+        _remove_run_temporaries(writer)
     pool.close(graceful=True)
 
 
@@ -348,26 +346,12 @@ def _remove_run_temporaries(writer: DirectoryWriter) -> None:
                     entry.unlink()
 
 
-def run_directory(
-    directory: str | os.PathLike[str],
-    spec: Spec,
-    *,
-    workers: int,
-    progress: Callable[[Any], None] | None,
-    journal: str,
-    stop: Any,
-    note: str | None = None,
-) -> tuple[int, int, int, str]:
-    """Generate (or resume) ``spec`` into the dataset directory; returns ``(records, new
-    records, tasks, path)``. Raises :class:`Interrupted` or :class:`WorkerError` (resumable)."""
-    with DirectoryWriter(directory, spec, journal=journal) as writer:
-        announce(progress, note, spec)  # the size it will reach, once the run holds the lock
-        driver = Driver(writer, progress, stop)
-        tasks = plan(spec, writer, writer.tasks_done(), reader_path=writer.directory)
-        if workers == 1:
-            _run_inline(driver, tasks)
-        else:
-            _run_pool(driver, tasks, workers)
-        driver.check_stop()
-        writer.set_state(complete=True)
-        return driver.records, driver.records - driver.start_records, driver.tasks, str(directory)
+def run_directory(driver: Driver, tasks: Iterator[Task | None], workers: int) -> None:
+    """Run ``tasks`` for the directory ``writer`` writes: in this process (``workers`` 1) or
+    on ``workers`` processes, each writing its own segments."""
+    writer = driver.writer
+    assert isinstance(writer, DirectoryWriter)
+    if workers == 1:
+        _run_inline(driver, writer, tasks)
+    else:
+        _run_pool(driver, writer, tasks, workers)

@@ -1,15 +1,18 @@
-"""The driver of a sharded run: the one process that decides and commits.
+"""The driver: the one process that decides and commits, whatever runs the tasks and wherever
+their blocks go.
 
-Whatever executes the tasks (local workers writing their own segments, :mod:`._dirrun`; jobs on any
-executor or on Ray, :mod:`._executors`), the driver decides deduplication in task order (unique mode:
-the one ordered authority, "first record in task order wins", so the content never depends on the
-executor) and lists published tasks in the manifest, the commit point, in task order, so the
-manifest always describes a prefix of the final dataset. It also words the stop and failure messages.
+Whatever executes the tasks (this process, local worker processes, jobs on any executor or on Ray:
+:mod:`.engines`), the driver decides deduplication in task order (unique mode: the one ordered
+authority, "first record in task order wins", so the content never depends on the executor or the
+layout), has tasks listed in the manifest, the commit point, in task order (a file's writer commits
+them with their blocks, :mod:`.file`; a directory's lists published segments, :meth:`add_published`),
+so the manifest always describes a prefix of the final dataset; it counts what is committed, reports
+progress, and words the stop and failure messages (the one place that says how to resume).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,31 +20,47 @@ import numpy as np
 from .._core.keyset import KeySet
 from .._errors import Interrupted, WorkerError
 from .._read.dataset import Dataset
+from .._spec.sources import Task
 from .._spec.spec import RandomSource
+from .._storage.layout import FileWriter
+from .._storage.manifest import Committed
 from .._storage.shards import DirectoryWriter, Published
 from .progress import Progress
 
-__all__ = ["Driver"]
+__all__ = ["RESUME", "Driver", "Execute"]
+
+RESUME = "re-run the same command to resume"
+
+
+Execute = Callable[["Driver", Iterator[Task | None]], Any]
+"""What an engine runs: the tasks of the plan (``None``: a barrier, everything before it committed
+first), for the driver; returns the engine's statistics, if any."""
 
 
 class Driver:
-    """Dedups in task order, commits published tasks in task order to the manifest, and counts."""
+    """Dedups in task order, has tasks committed in task order, counts, and words stops and failures."""
 
-    def __init__(self, writer: DirectoryWriter, progress: Callable[[Any], None] | None, stop: Any) -> None:
+    def __init__(self, writer: FileWriter | DirectoryWriter, progress: Callable[[Any], None] | None, stop: Any) -> None:
         self.writer, self.spec, self.progress, self.stop = writer, writer.spec, progress, stop
-        with Dataset(writer.directory) as reader:
-            self.keys = KeySet(reader.dedup_keys()) if self.spec.unique else None
-        self.next_commit = writer.tasks_done()
+        manifest = writer.manifest
+        if self.spec.unique:
+            with Dataset(writer.location) as reader:
+                self.keys: KeySet | None = KeySet(reader.dedup_keys())
+        else:
+            self.keys = None
+        self.next_commit = manifest.tasks_done()
         self.next_dedup = self.next_commit
-        self.records = writer.next_id()
+        self.records = manifest.next_id()
         self.start_records = self.records
-        self.candidates = writer.candidates_done()
+        self.candidates = manifest.candidates_done()
         self.tasks = 0
         self.level = 0
         self.published: dict[int, Published] = {}
         self.undecided: dict[int, tuple[int, Any]] = {}
 
     def decide(self, task_id: int, keys: Any) -> np.ndarray:
+        """The keep-mask of task ``task_id``'s candidates (``keys``: primary keys and alternates),
+        decided against everything before it; called in task order."""
         assert self.keys is not None
         primary, alternates = keys
         keep = self.keys.select_new(primary, alternates or {})
@@ -49,6 +68,8 @@ class Driver:
         return keep
 
     def add_published(self, published: list[Published]) -> None:
+        """Tasks whose segments are published (any order): the next ones in task order are listed."""
+        assert isinstance(self.writer, DirectoryWriter)
         for p in published:
             self.published[p.task_id] = p
         batch = []
@@ -57,14 +78,17 @@ class Driver:
             self.next_commit += 1
         if batch:
             self.writer.commit_published(batch)
-            for p in batch:
-                self.records += p.count
-                self.candidates += p.candidates
-                self.tasks += 1
-                self.level = p.level
-            if self.progress:
-                total = self.spec.source.count if isinstance(self.spec.source, RandomSource) else None
-                self.progress(Progress(self.records, self.candidates, total, self.level))
+            self.committed(batch)
+
+    def committed(self, batch: Sequence[Committed]) -> None:
+        """Count ``batch``, now committed, and report progress."""
+        for t in batch:
+            self.records += t.count
+            self.candidates += t.candidates
+            self.tasks += 1
+            self.level = t.level
+        if self.progress:
+            self.progress(self.counts())
 
     def counts(self) -> Progress:
         total = self.spec.source.count if isinstance(self.spec.source, RandomSource) else None
@@ -73,14 +97,15 @@ class Driver:
     def check_stop(self) -> None:
         if self.stop.requested:
             raise Interrupted(
-                f"stopped by signal; {self.records} records are committed in {str(self.writer.directory)!r}: "
-                "re-run the same command to resume"
+                f"stopped by signal; {self.records} records are committed in {str(self.writer.location)!r}: {RESUME}"
             )
 
     def failed(self, task_id: int | None, error: str | None) -> WorkerError:
-        committed = f"{self.records} records are committed: re-run the same command to resume"
+        """The error of a failed task (``error``: ``"Type: message"``) or of a worker that died (None)."""
+        committed = f"{self.records} records are committed: {RESUME}"
         if error is None:
-            return WorkerError(f"a worker process died (killed, or out of memory?); {committed}")
+            during = "" if task_id is None else f" while computing task {task_id}"
+            return WorkerError(f"a worker process died{during} (killed, or out of memory?); {committed}")
         if task_id is None:
             return WorkerError(f"a worker process failed: {error}; {committed}")
         return WorkerError(f"task {task_id} failed: {error}; {committed}")

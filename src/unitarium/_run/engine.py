@@ -1,399 +1,29 @@
-"""The local engine: tasks on worker processes, one writer (this process), in order.
+"""``generate``: one run of a spec into a layout, by an engine, under the one driver.
 
-Tasks are submitted in order through a bounded window (memory stays bounded whatever
-the count) and their results are committed strictly in task order, several finished
-tasks per transaction. The file therefore always holds a prefix of the final dataset:
-a resume continues after the last committed task, and record ids never depend on the
-worker count. In unique mode the writer filters each result against the keys of
-everything before it (:class:`KeySet`), in the same order.
-
-SIGINT and SIGTERM stop the run at the next safe point (within a task's time): the
-workers are terminated, nothing half-written remains, :class:`Interrupted` is raised.
-
-Commits run in a background thread of the writer process (:class:`_Run`), one group at a
-time and in order: sqlite3 releases the GIL while SQLite writes, so results keep arriving
-and workers keep computing meanwhile (measured in BENCHMARKS.md, "Workers").
-
-Each worker talks to the writer over its own pipe (:class:`_Pool`), not a shared queue:
-a worker that dies, even halfway through sending a result, shows up as end-of-file on
-its pipe (a clean :class:`WorkerError`, never a hang), and a worker whose writer dies
-sees end-of-file and exits (no orphans).
+:func:`drive` is the run, the same for every engine and layout: open the layout's writer (the lock,
+the spec check), plan the tasks from the committed prefix, let the engine execute them for the
+:class:`.Driver` (dedup, commits in task order, progress, stop and resume), mark the dataset complete.
+The engines are in :mod:`.engines`; the layouts in :mod:`.._storage.layout`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
-import signal
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from multiprocessing import resource_tracker
-from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as wait_any
-from pathlib import Path
-from types import FrameType
+from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
-import numpy as np
+from .._errors import SpecError
+from .._spec.spec import Spec
+from .._storage.layout import layout_of
+from .driver import Driver
+from .engines import ENGINES, Request
+from .plan import check_size, plan
+from .progress import Progress, Summary, announce
+from .signals import Stop
 
-from .._core.keyset import KeySet
-from .._errors import Interrupted, SpecError, UnitariumError, WorkerError
-from .._read.dataset import Dataset
-from .._spec.sources import Task, TaskContext, TaskResult, run_task
-from .._spec.spec import RandomSource, Spec
-from .._storage.shards import is_directory_path
-from .._storage.store import Writer
-from .plan import BARRIER, check_size, check_workers, default_workers, plan
-from .progress import Progress, StallWatch, Summary, announce
-from .wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
-
-__all__ = ["generate"]
-
-_COMMIT_BYTES = 32 << 20
-_POLL_S = 0.2
-_PER_WORKER = 2
-
-
-_CONTEXT: TaskContext | None = None
-
-
-def _init_worker(spec_json: dict[str, Any], path: str) -> None:
-    global _CONTEXT
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the writer decides
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _Pool while it started us
-    _CONTEXT = TaskContext(Spec.from_json(spec_json))
-    del path
-
-
-def _work(task: Task) -> TaskResult:
-    assert _CONTEXT is not None, "worker not initialised"
-    return run_task(_CONTEXT, task)
-
-
-def _serve(tasks: Connection, results: Connection, spec_json: dict[str, Any], path: str) -> None:
-    """A worker process: receive tasks, send back ``(task_id, result, error)``; return at
-    end-of-file (the writer closed its end, or died). ``error`` is ``"Type: message"``."""
-    try:
-        _init_worker(spec_json, path)
-    except Exception as exc:
-        _reply(results, (None, None, f"could not start: {type(exc).__name__}: {exc}"))
-        return
-    while True:
-        try:
-            task = recv_message(tasks.fileno())
-        except (EOFError, OSError):
-            return  # the writer closed the task pipe, or is gone
-        except Exception as exc:  # e.g. MemoryError: reported, never a worker's traceback
-            _reply(results, (None, None, f"{type(exc).__name__}: {exc}"))
-            return
-        reply: tuple[int | None, TaskResult | None, str | None]
-        try:
-            reply = (task.task_id, _work(task), None)
-        except Exception as exc:
-            reply = (task.task_id, None, f"{type(exc).__name__}: {exc}")
-        if not _reply(results, reply):
-            return
-
-
-def _reply(conn: Connection, reply: tuple[int | None, TaskResult | None, str | None]) -> bool:
-    try:
-        send_message(conn.fileno(), reply)
-        return True
-    except OSError:  # the writer is gone
-        return False
-
-
-def result_bytes(result: TaskResult) -> int:
-    """About how many bytes a result holds (for batching commits)."""
-    size = result.codes.nbytes + result.offsets.nbytes + 1024
-    return size + (0 if result.unitaries is None else result.unitaries.nbytes)
-
-
-def _stored_keys(path: Path) -> np.ndarray:
-    """The dedup keys of everything committed (to rebuild the key set on resume)."""
-    with Dataset(path) as ds:
-        return ds.dedup_keys()
-
-
-class _WorkerFailed(Exception):
-    """Raised by :class:`_Pool`: ``args = (task_id or None, error or None)``; no error: it died."""
-
-
-class _Pool:
-    """Worker processes (``spawn``), each with a task pipe and a result pipe, at most
-    :data:`_PER_WORKER` tasks outstanding per worker; results are kept by task id until taken."""
-
-    def __init__(self, workers: int, spec_json: dict[str, Any], path: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.procs: list[multiprocessing.process.BaseProcess] = []
-        self.outstanding: dict[Connection, deque[int]] = {}  # by result pipe
-        self.senders: dict[Connection, Connection] = {}  # result pipe -> task pipe
-        self.results: dict[int, TaskResult] = {}
-        self.pids: dict[Connection, int] = {}  # by result pipe
-        resource_tracker.ensure_running()  # now: starting it later would unblock SIGINT (below)
-        try:
-            for _ in range(workers):
-                task_r, task_w = ctx.Pipe(duplex=False)
-                result_r, result_w = ctx.Pipe(duplex=False)
-                grow_pipe(result_r)
-                proc = start_worker(ctx, _serve, (task_r, result_w, spec_json, path), (task_r, result_w))
-                self.procs.append(proc)
-                self.outstanding[result_r] = deque()
-                self.senders[result_r] = task_w
-                self.pids[result_r] = proc.pid or 0
-        except BaseException:
-            self.close(graceful=False)
-            raise
-
-    def has_room(self) -> bool:
-        return any(len(q) < _PER_WORKER for q in self.outstanding.values())
-
-    def submit(self, task: Task, wait: Wait | None = None) -> None:
-        conn = min(self.outstanding, key=lambda c: len(self.outstanding[c]))
-        try:
-            send_message(self.senders[conn].fileno(), task, wait=wait)
-        except OSError:
-            raise _WorkerFailed(task.task_id, None) from None
-        self.outstanding[conn].append(task.task_id)
-
-    def holder(self, task_id: int) -> list[int]:
-        """The pid of the worker that has task ``task_id`` (all workers' if none has it)."""
-        held = [self.pids[c] for c, q in self.outstanding.items() if task_id in q]
-        return held or list(self.pids.values())
-
-    def poll(self, timeout: float, wait: Wait | None = None) -> None:
-        """Receive what arrives within ``timeout``; raises :class:`_WorkerFailed`. A message that
-        stops arriving halfway (a stopped worker) calls ``wait()`` every :data:`._wire.WAIT_S`."""
-        for conn in wait_any(list(self.outstanding), timeout):
-            assert isinstance(conn, Connection)
-            queue = self.outstanding[conn]
-            try:
-                task_id, result, error = recv_message(conn.fileno(), wait=wait)
-            except (EOFError, OSError):  # died, maybe halfway through a message
-                raise _WorkerFailed(queue[0] if queue else None, None) from None
-            if error is not None:
-                raise _WorkerFailed(task_id, error)
-            queue.popleft()
-            self.results[task_id] = result
-
-    def close(self, *, graceful: bool) -> None:
-        """Close the pipes (idle workers exit), terminate the rest unless ``graceful``."""
-        for conn in (*self.outstanding, *self.senders.values()):
-            conn.close()
-        stop_workers(self.procs, graceful=graceful, wait_s=5)
-
-
-class _Stop:
-    """Turns SIGINT/SIGTERM into a flag checked at safe points (a second one aborts)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _Stop:
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class _Run:
-    """One generate run: feeds tasks, commits results in order."""
-
-    def __init__(self, writer: Writer, workers: int, progress: Callable[[Progress], None] | None, stop: _Stop) -> None:
-        self.writer = writer
-        self.spec = writer.spec
-        self.workers = workers
-        self.progress = progress
-        self.stop = stop
-        self.keys = KeySet(_stored_keys(writer.path)) if self.spec.unique else None
-        self.records = writer.next_id()
-        self.start_records = self.records
-        self.candidates = self._candidates_done()
-        self.tasks = 0
-        self.level = 0
-        self._batch: list[TaskResult] = []
-        self._batch_bytes = 0
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="unitarium-commit")
-        self._pending: tuple[Future[None], list[TaskResult]] | None = None
-        self.watch = StallWatch(progress, self._counts)
-
-    def _counts(self) -> Progress:
-        return Progress(self.records, self.candidates, self.total(), self.level)
-
-    def _candidates_done(self) -> int:
-        return self.writer.candidates_done()
-
-    def total(self) -> int | None:
-        src = self.spec.source
-        return src.count if isinstance(src, RandomSource) else None
-
-    def accept(self, result: TaskResult) -> None:
-        if self.keys is not None:
-            assert result.dedup is not None
-            keep = self.keys.select_new(result.dedup, result.alternates or {})
-            result = result.select(keep)
-            self.keys.add(result.dedup)  # type: ignore[arg-type]
-        self._batch.append(result)
-        self._batch_bytes += result_bytes(result)
-        self.level = result.level
-        if self._batch_bytes >= _COMMIT_BYTES:
-            self.flush()
-
-    def flush(self, *, eager: bool = False) -> None:
-        """Start committing the accepted results in the background, after the commit in
-        flight (waiting for it, unless ``eager``: then an unfinished one lets the batch grow)."""
-        if not self._batch:
-            return
-        if self._pending is not None:
-            if eager and not self._pending[0].done():
-                return
-            self._settle()
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
-        self._pending = (self._committer.submit(self.writer.commit, batch), batch)
-
-    def sync(self) -> None:
-        """Commit everything accepted and wait until it is committed."""
-        self.flush()
-        self._settle()
-
-    def _settle(self, *, quiet: bool = False) -> None:
-        """Wait for the commit in flight and count it; its error is raised unless ``quiet``
-        (another error is being reported; what failed to commit is simply not counted)."""
-        if self._pending is None:
-            return
-        future, batch = self._pending
-        self._pending = None
-        try:
-            future.result()
-        except Exception:
-            if quiet:
-                return
-            raise
-        for r in batch:
-            self.records += r.count
-            self.candidates += r.candidates
-            self.tasks += 1
-        if self.progress:
-            self.progress(Progress(self.records, self.candidates, self.total(), self.level))
-
-    def close(self) -> None:
-        """Wait for the commit in flight (the writer's connection must outlive it)."""
-        with contextlib.suppress(Exception):
-            self._settle(quiet=True)
-        self._committer.shutdown(wait=True)
-
-    def check_stop(self) -> None:
-        if self.stop.requested:
-            self._settle(quiet=True)
-            raise Interrupted(
-                f"stopped by signal; {self.records} records are committed in {str(self.writer.path)!r}: "
-                "re-run the same command to resume"
-            )
-
-    def run_inline(self, tasks: Iterator[Task | None]) -> None:
-        ctx = TaskContext(self.spec)
-        for task in tasks:
-            self.check_stop()
-            if task is BARRIER:
-                self.sync()
-                continue
-            self.accept(self._compute(ctx, task))
-            self.flush(eager=True)
-        self.sync()
-
-    def _compute(self, ctx: TaskContext, task: Task) -> TaskResult:
-        try:
-            return run_task(ctx, task)
-        except UnitariumError:
-            raise
-        except Exception as exc:
-            raise self._failed(task, exc) from exc
-
-    def run_pool(self, tasks: Iterator[Task | None]) -> None:
-        pool = _Pool(self.workers, self.spec.to_json(), str(self.writer.path))
-        window: deque[Task] = deque()  # submitted and not yet accepted, in task order
-        try:
-            for task in tasks:
-                if task is BARRIER:
-                    while window:
-                        self._take(pool, window)
-                    self.sync()
-                    continue
-                self._submit(pool, task)
-                window.append(task)
-                self._poll(pool, 0)
-                while window and (
-                    len(window) >= 2 * self.workers + 2 or not pool.has_room() or window[0].task_id in pool.results
-                ):
-                    self._take(pool, window)
-                    if not (window and window[0].task_id in pool.results):
-                        self.flush(eager=True)
-            while window:
-                self._take(pool, window)
-            self.sync()
-        except BaseException:
-            pool.close(graceful=False)
-            raise
-        pool.close(graceful=True)
-
-    def _failed(self, task: Task, exc: Exception) -> WorkerError:
-        return self._worker_error(task.task_id, f"{type(exc).__name__}: {exc}")
-
-    def _worker_error(self, task_id: int | None, error: str | None) -> WorkerError:
-        self._settle(quiet=True)
-        committed = f"{self.records} records are committed: re-run the same command to resume"
-        if error is None:
-            during = "" if task_id is None else f" while computing task {task_id}"
-            return WorkerError(f"a worker process died{during} (killed, or out of memory?); {committed}")
-        if task_id is None:
-            return WorkerError(f"a worker process failed: {error}; {committed}")
-        return WorkerError(f"task {task_id} failed: {error}; {committed}")
-
-    def _waiting(self, pool: _Pool, task_id: int) -> Wait:
-        """What blocked pipe transfers call: stop on a signal, and say what the run waits for."""
-
-        def wait() -> None:
-            self.check_stop()
-            self.watch.check(f"task {task_id}", pool.holder(task_id))
-
-        return wait
-
-    def _submit(self, pool: _Pool, task: Task) -> None:
-        try:
-            pool.submit(task, self._waiting(pool, task.task_id))
-        except _WorkerFailed as exc:
-            self.check_stop()
-            raise self._worker_error(*exc.args) from None
-
-    def _poll(self, pool: _Pool, timeout: float, task_id: int | None = None) -> None:
-        try:
-            pool.poll(timeout, self._waiting(pool, -1 if task_id is None else task_id))
-        except _WorkerFailed as exc:
-            self.check_stop()  # workers killed by the same signal: report the signal
-            raise self._worker_error(*exc.args) from None
-
-    def _take(self, pool: _Pool, window: deque[Task]) -> None:
-        task = window[0]
-        wait = self._waiting(pool, task.task_id)
-        while task.task_id not in pool.results:
-            wait()
-            self._poll(pool, _POLL_S, task.task_id)
-        window.popleft()
-        self.watch.arrived()
-        self.accept(pool.results.pop(task.task_id))
+__all__ = ["drive", "generate"]
 
 
 def generate(
@@ -417,106 +47,63 @@ def generate(
     ``journal="delete"`` writes with a rollback journal instead of WAL, for network
     filesystems (where WAL is refused); it is not part of the spec.
 
-    ``engine="ray"`` runs the tasks on Ray (a directory only; :mod:`._rayrun`): on the cluster at
+    ``engine="ray"`` runs the tasks on Ray (a directory only; :mod:`.ray`): on the cluster at
     ``ray_address`` (or ``RAY_ADDRESS``), else on a local Ray started for the run; ``workers`` then
     caps the Ray tasks in flight (default: the cluster's CPUs). The content is the same.
 
     ``executor`` runs the tasks on any :class:`concurrent.futures.Executor` the caller owns (and
     shuts down): the standard library's ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``,
-    ``mpi4py.futures``, loky (a directory only; :mod:`._executors`); ``workers`` caps the jobs in
+    ``mpi4py.futures``, loky (a directory only; :mod:`.jobs`); ``workers`` caps the jobs in
     flight (default: one per core of this machine). The content is the same.
     """
-    directory = is_directory_path(path)
-    note = check_size(Path(path), spec)
+    summary, _ = drive(
+        path,
+        spec,
+        engine,
+        workers=workers,
+        progress=progress,
+        journal=journal,
+        ray_address=ray_address,
+        executor=executor,
+    )
+    return summary
+
+
+def drive(
+    path: str | os.PathLike[str],
+    spec: Spec,
+    engine: str = "local",
+    *,
+    workers: int | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    journal: str = "wal",
+    ray_address: str | None = None,
+    executor: Executor | None = None,
+) -> tuple[Summary, Any]:
+    """The run behind :func:`generate`; also returns the engine's statistics (jobs: :class:`.RunStats`)."""
+    layout = layout_of(path)
+    note = check_size(layout.path, spec)
     if executor is not None:
-        return _generate_on_executor(
-            path,
-            spec,
-            executor,
-            workers=workers,
-            progress=progress,
-            journal=journal,
-            engine=engine,
-            address=ray_address,
-        )
-    if engine == "ray":
-        return _generate_on_ray(path, spec, workers=workers, progress=progress, journal=journal, address=ray_address)
-    if engine != "local":
+        if engine != "local" or ray_address is not None:
+            raise SpecError("executor= runs the tasks itself: leave engine and ray_address out")
+        engine = "executor"
+    if engine not in ENGINES or (engine == "executor" and executor is None):
         raise SpecError(f"--engine {engine!r} is not supported: use local (the default) or ray")
-    if ray_address is not None:
+    if ray_address is not None and engine != "ray":
         raise SpecError("--ray-address goes with --engine ray")
-    workers = check_workers(spec, (default_workers() + directory) if workers is None else workers)
-    t0 = time.monotonic()
-    if directory:
-        from .directory import run_directory
-
-        with _Stop() as stop:
-            records, new, tasks, _ = run_directory(
-                path, spec, workers=workers, progress=progress, journal=journal, stop=stop, note=note
-            )
-        return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
-    with _Stop() as stop, Writer(Path(path), spec, journal=journal) as writer:
-        announce(progress, note, spec)
-        run = _Run(writer, workers, progress, stop)
-        planned = plan(spec, writer, writer.tasks_done())
-        try:
-            if workers == 1:
-                run.run_inline(planned)
-            else:
-                run.run_pool(planned)
-        finally:
-            run.close()
-        run.check_stop()
-        writer.set_state(complete=True)
-        return Summary(str(path), run.records, run.records - run.start_records, run.tasks, time.monotonic() - t0, True)
-
-
-def _generate_on_executor(
-    path: str | os.PathLike[str],
-    spec: Spec,
-    executor: Executor,
-    *,
-    workers: int | None,
-    progress: Callable[[Progress], None] | None,
-    journal: str,
-    engine: str,
-    address: str | None,
-) -> Summary:
-    if engine != "local" or address is not None:
-        raise SpecError("executor= runs the tasks itself: leave engine and ray_address out")
-    _require_directory(path, "executor=")
-    from .jobs import run_on_executor
-
-    t0 = time.monotonic()
-    records, new, tasks, _ = run_on_executor(
-        path, spec, executor, workers=workers, progress=progress, journal=journal, stop_factory=_Stop
-    )
-    return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
-
-
-def _generate_on_ray(
-    path: str | os.PathLike[str],
-    spec: Spec,
-    *,
-    workers: int | None,
-    progress: Callable[[Progress], None] | None,
-    journal: str,
-    address: str | None,
-) -> Summary:
-    _require_directory(path, "--engine ray")
-    from .ray import run_ray
-
-    t0 = time.monotonic()
-    records, new, tasks, _ = run_ray(
-        path, spec, workers=workers, progress=progress, journal=journal, ray_address=address, stop_factory=_Stop
-    )
-    return Summary(os.fspath(path), records, new, tasks, time.monotonic() - t0, True)
-
-
-def _require_directory(path: str | os.PathLike[str], what: str) -> None:
-    """Jobs on an executor write segments of a sharded directory: a file path is one clear line."""
-    if not is_directory_path(path):
+    chosen = ENGINES[engine]
+    if layout.kind not in chosen.layouts:
         raise SpecError(
-            f"{what} writes a sharded dataset directory, and {os.fspath(path)!r} is a file path: "
+            f"{chosen.option} writes a sharded dataset directory, and {os.fspath(path)!r} is a file path: "
             "end it with / (e.g. runs/cliff/)"
         )
+    request = Request(layout, spec, workers, ray_address, executor)
+    t0 = time.monotonic()
+    with chosen.start(request) as execute, Stop() as stop, layout.writer(spec, journal=journal) as writer:
+        announce(progress, note, spec)  # the size it will reach, once the run holds the lock
+        driver = Driver(writer, progress, stop)
+        stats = execute(driver, plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.location))
+        driver.check_stop()
+        writer.manifest.set_state(complete=True)
+    new = driver.records - driver.start_records
+    return Summary(os.fspath(path), driver.records, new, driver.tasks, time.monotonic() - t0, True), stats

@@ -28,7 +28,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import queue
 import time
 from collections import deque
@@ -43,10 +42,10 @@ import numpy as np
 from .._errors import SpecError, UnitariumError, WorkerError
 from .._spec.sources import Task, TaskContext, run_task
 from .._spec.spec import RandomSource, Spec
+from .._storage.schema import block_format
 from .._storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, range_segment_name
-from .._storage.store import block_format
-from .driver import Driver
-from .plan import default_workers, plan
+from .driver import RESUME, Driver, Execute
+from .plan import default_workers
 
 __all__ = [
     "TARGET_SECONDS",
@@ -369,7 +368,7 @@ class JobRun:
             self.driver.check_stop()
             raise WorkerError(
                 f"{self.executor.jobs} {chunk.first}..{chunk.tasks[-1].task_id} {exc}; {self.driver.records} "
-                "records are committed: re-run the same command to resume"
+                f"records are committed: {RESUME}"
             ) from None
 
 
@@ -388,45 +387,28 @@ def check_jobs_in_flight(workers: int | None) -> None:
         raise SpecError(f"--workers {workers} must be at least 1")
 
 
-def run_jobs(
-    writer: DirectoryWriter,
-    executor: JobExecutor,
-    *,
-    workers: int,
-    progress: Callable[[Any], None] | None,
-    stop: Any,
-) -> tuple[int, int, int, RunStats]:
-    """Generate (or resume) the writer's spec into its directory by jobs on ``executor``, at most
-    ``workers`` in flight; returns ``(records, new records, tasks, stats)``. Raises
-    :class:`Interrupted` or :class:`WorkerError` (resumable); the directory is marked complete."""
-    driver = Driver(writer, progress, stop)
+def run_jobs(driver: Driver, tasks: Iterator[Task | None], executor: JobExecutor, workers: int) -> RunStats:
+    """Run ``tasks`` as jobs on ``executor``, at most ``workers`` in flight, for the directory
+    ``driver.writer`` writes; returns the run's job statistics. Raises :class:`Interrupted` or
+    :class:`WorkerError` (resumable)."""
+    writer = driver.writer
+    assert isinstance(writer, DirectoryWriter)
     run = JobRun(executor, writer, driver, workers)
-    run.run(plan(writer.spec, writer, writer.tasks_done(), reader_path=writer.directory))
+    run.run(tasks)
     driver.check_stop()
     remove_job_temporaries(writer.directory)  # of attempts that died (the executor re-ran them)
-    writer.set_state(complete=True)
-    return driver.records, driver.records - driver.start_records, driver.tasks, run.stats
+    return run.stats
 
 
-def run_on_executor(
-    directory: str | os.PathLike[str],
-    spec: Spec,
-    executor: Executor,
-    *,
-    workers: int | None,
-    progress: Callable[[Any], None] | None,
-    journal: str,
-    stop_factory: Callable[[], Any],
-) -> tuple[int, int, int, RunStats]:
-    """Generate (or resume) ``spec`` into the dataset directory by jobs on the caller's
-    :class:`concurrent.futures.Executor` (kept open: its owner shuts it down); ``workers`` caps the
-    jobs in flight (default: one per core of this machine)."""
+@contextlib.contextmanager
+def start(executor: Executor, workers: int | None) -> Iterator[Execute]:
+    """The ``executor=`` engine: jobs on the caller's :class:`concurrent.futures.Executor` (kept
+    open: its owner shuts it down); ``workers`` caps the jobs in flight (default: one per core of
+    this machine)."""
     check_jobs_in_flight(workers)
     if not callable(getattr(executor, "submit", None)):
         raise SpecError(
             f"executor= takes a concurrent.futures.Executor (something with submit()), not {type(executor).__name__}"
         )
-    with stop_factory() as stop, DirectoryWriter(directory, spec, journal=journal) as writer:
-        return run_jobs(
-            writer, FuturesExecutor(executor), workers=workers or default_workers() + 1, progress=progress, stop=stop
-        )
+    jobs = FuturesExecutor(executor)
+    yield lambda driver, tasks: run_jobs(driver, tasks, jobs, workers or default_workers() + 1)

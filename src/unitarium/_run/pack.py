@@ -2,7 +2,7 @@
 
 The file gets the same spec, dataset id, ids, circuits and (stored) unitaries: each task's block is checked
 (every page's checksum) and copied byte for byte, with its lookup rows, in task order, a batch of
-tasks per transaction. The file is created privately and linked into place by :class:`._store.Writer`,
+tasks per transaction. The file is created privately and linked into place by :class:`.._storage.layout.FileWriter`,
 so a reader never sees a half-made file; until the last task is copied it is an incomplete dataset
 (a prefix), and an interrupted pack leaves a file that ``pack`` refuses to overwrite: delete it and
 pack again. A source whose segments are not its own (foreign, swapped, resized) is refused before
@@ -20,7 +20,9 @@ import numpy as np
 
 from .._errors import DatasetDamagedError, DatasetError
 from .._read.dataset import Dataset
-from .._storage.store import Writer, atomic, path_text, sqlite_errors, update_summary
+from .._storage.layout import FileWriter
+from .._storage.schema import update_summary
+from .._storage.sqlite import path_text, sqlite_errors
 from .progress import Summary
 
 __all__ = ["pack"]
@@ -44,7 +46,7 @@ def pack(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Summ
             raise DatasetError(f"{path_text(target)} exists: pack writes a new file only")
         store.check_segments()  # every segment its manifest's (identity, task range, size) before writing
         tasks = store.query("SELECT task_id, level, first_id, count, candidates, shard FROM tasks ORDER BY task_id")
-        with Writer(target, ds.spec, fmt=ds.format) as writer:  # the same dataset id: blocks copied as they are
+        with FileWriter(target, ds.spec, fmt=ds.format) as writer:  # the same dataset id: blocks copied as they are
             try:
                 for a in range(0, len(tasks), _BATCH_TASKS):
                     _copy(ds, writer, tasks[a : a + _BATCH_TASKS])
@@ -53,11 +55,11 @@ def pack(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Summ
                     with contextlib.suppress(OSError):
                         os.unlink(f"{os.fspath(target)}{suffix}")
                 raise
-            writer.set_state(complete=True)
+            writer.manifest.set_state(complete=True)
         return Summary(os.fspath(target), len(ds), len(ds), len(tasks), time.monotonic() - t0, True)
 
 
-def _copy(ds: Dataset, writer: Writer, tasks: list[tuple[int, int, int, int, int, int]]) -> None:
+def _copy(ds: Dataset, writer: FileWriter, tasks: list[tuple[int, int, int, int, int, int]]) -> None:
     store, fmt = ds._store, ds.format
     entries, blocks, lookups = [], [], []
     for task_id, level, first, count, candidates, shard in tasks:
@@ -76,7 +78,7 @@ def _copy(ds: Dataset, writer: Writer, tasks: list[tuple[int, int, int, int, int
                 )
                 lookups += conn.execute("SELECT key, task_id, row FROM lookup WHERE task_id = ?", (task_id,)).fetchall()
         entries.append(((task_id, level, first, count, candidates), (count, candidates, lengths)))
-    with sqlite_errors(writer.path, "writing"), atomic(writer.conn) as conn:
+    with writer.manifest.transaction() as conn:
         update_summary(conn, [e[1] for e in entries])
         conn.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, 0)", [e[0] for e in entries])
         conn.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)", blocks)

@@ -8,11 +8,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._errors import SpecError
+from .._errors import SpecError, StorageError
 from .._read.dataset import Dataset
 from .._spec.sources import Task
 from .._spec.spec import RandomSource, Spec, memory_limit
-from .._storage.store import Writer, path_text
+from .._storage.manifest import Manifest
+from .._storage.sqlite import path_text
 
 __all__ = [
     "BARRIER",
@@ -43,9 +44,10 @@ def default_workers() -> int:
     return max(1, cores - 1)
 
 
-def plan(spec: Spec, writer: Writer, done: int, *, reader_path: Path | None = None) -> Iterator[Task | None]:
+def plan(spec: Spec, manifest: Manifest, done: int, *, reader_path: Path) -> Iterator[Task | None]:
     """Tasks from task ``done`` on, in order; ``None`` marks a barrier (everything before must be
-    committed). Enumeration tasks carry their parents' circuits, read from the committed records."""
+        committed). Enumeration tasks carry their parents' circuits, read from the committed records
+    (the dataset at ``reader_path``; the level ranges from ``manifest``)."""
     size = spec.task_size
     src = spec.source
     if isinstance(src, RandomSource):
@@ -57,9 +59,9 @@ def plan(spec: Spec, writer: Writer, done: int, *, reader_path: Path | None = No
     yield BARRIER
     task_id = 1
     per_task = max(1, size // len(spec.gateset.moves))
-    with Dataset(reader_path or writer.path) as reader:
+    with Dataset(reader_path) as reader:
         for level in range(1, src.max_length + 1):
-            parents = writer.level_range(level - 1)
+            parents = manifest.level_range(level - 1)
             if parents is None or parents[0] == parents[1]:
                 return
             for start in range(parents[0], parents[1], per_task):
@@ -120,14 +122,17 @@ def check_size(path: Path, spec: Spec) -> str | None:
         return None
     try:
         where = path if path.is_dir() else path.absolute().parent
+        while not where.exists() and where != where.parent:  # parents the writer will create
+            where = where.parent
         free = shutil.disk_usage(where).free
         have = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*.db"))
+        # (a path not there yet holds nothing: rglob of a missing directory yields nothing)
     except OSError:
         return None  # the writer reports a missing or unreadable path
     count = spec.source.count  # type: ignore[union-attr]  # random (estimated_bytes said so)
     what = f"{count:,} records take about {size / 2**30:,.1f} GiB" + (" at most (--unique)" if spec.unique else "")
     if size - have > free and not spec.unique:
-        raise SpecError(
+        raise StorageError(
             f"--count {count:,}: {what}, and {path_text(where)} has {free / 2**30:,.1f} GiB free: lower --count, "
             "use --unitaries computed (circuits only), or write where there is room (nothing was written)"
         )

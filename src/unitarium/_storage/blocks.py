@@ -23,22 +23,18 @@ from typing import Any
 
 from .._core.codec import Block, BlockFormat, Damage, Reader, read_rows
 from .._errors import DatasetDamagedError, DatasetMissingError, NotADatasetError
-from .shards import MANIFEST, SHARDS, is_directory_path, segment_file
-from .store import (
-    bounded,
+from .schema import (
     check_file,
     check_schema,
     check_segment,
     check_structure,
-    connect,
     damaged_meta,
     dataset_id,
     load_json,
-    path_text,
     segment_schema,
-    sqlite_errors,
-    storage_error,
 )
+from .shards import MANIFEST, SHARDS, is_directory_path, segment_file
+from .sqlite import bounded, connect, path_text, sqlite_errors, storage_error
 
 __all__ = ["BlockStore", "Span"]
 

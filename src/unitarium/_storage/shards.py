@@ -35,7 +35,6 @@ rollback journal (``--journal delete``), as a dataset file does there.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -44,27 +43,15 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 from .._core.codec import BlockFormat
-from .._errors import DatasetBusyError, DatasetDamagedError, NotADatasetError, StorageError
+from .._errors import DatasetDamagedError, NotADatasetError, StorageError
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
-from .store import (
-    Writer,
-    atomic,
-    bounded,
-    check_schema,
-    connect,
-    create_tables,
-    insert_block,
-    merge_state,
-    page_size,
-    path_text,
-    segment_schema,
-    sqlite_errors,
-    update_summary,
-)
+from .manifest import Manifest, make_parents
+from .schema import check_schema, create_tables, insert_block, merge_state, page_size, segment_schema
+from .sqlite import atomic, bounded, connect, path_text, sqlite_errors
 
 __all__ = [
     "MANIFEST",
@@ -136,6 +123,9 @@ class Published:
     lengths: dict[int, int]
     segment: str | None
     segment_bytes: int
+
+    def length_counts(self) -> dict[int, int]:
+        return self.lengths
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -247,14 +237,19 @@ class SegmentWriter:
         self.tasks, self.nbytes, self.task_range = [], 0, None
 
 
-class DirectoryWriter(Writer):
-    """The driver's side of a sharded dataset: holds the write lock (the manifest's), writes the
-    manifest, names the segments of this run, and cleans what a crash left at start."""
+class DirectoryWriter:
+    """The driver's side of a sharded dataset: holds the :class:`.Manifest` (and so the write lock),
+    lists published segments in it, names the segments of this run, and cleans what a crash left at
+    start."""
 
     def __init__(self, directory: str | os.PathLike[str], spec: Spec, *, journal: str = "wal") -> None:
         self.directory = Path(directory)
         _prepare(self.directory)
-        super().__init__(self.directory / MANIFEST, spec, journal=journal, layout="directory")
+        self.manifest = Manifest(self.directory / MANIFEST, spec, kind="directory", journal=journal, name=directory)
+        self.path, self.spec, self.fmt = self.manifest.path, spec, self.manifest.fmt
+        self.network, self.journal = self.manifest.network, journal
+        self.location = self.directory
+        """The path a reader of this dataset opens."""
         try:
             (self.directory / SHARDS).mkdir(exist_ok=True)
             self._check_listed()  # before anything changes
@@ -270,14 +265,17 @@ class DirectoryWriter(Writer):
             self.close()
             raise
 
-    def _busy(self) -> DatasetBusyError:
-        return DatasetBusyError(
-            f"another unitarium process is writing {path_text(self.directory)}: wait for it to finish or use "
-            "another path"
-        )
+    def close(self) -> None:
+        self.manifest.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _start_run(self) -> int:
-        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
+        with self.manifest.transaction() as conn:
             state = merge_state(conn)
             return int(merge_state(conn, runs=int(state.get("runs", 0)) + 1)["runs"])
 
@@ -285,8 +283,8 @@ class DirectoryWriter(Writer):
         """Remove what no committed task refers to: temporaries, unlisted segments, and the
         unlisted blocks of segments written since the last clean run."""
         with sqlite_errors(self.path, "reading"):
-            listed = dict(self.conn.execute("SELECT name, shard FROM shards").fetchall())
-        state = self._state()
+            listed = dict(self.manifest.conn.execute("SELECT name, shard FROM shards").fetchall())
+        state = self.manifest.state()
         clean_through = int(state.get("clean_through_run", 0))
         for entry in sorted((self.directory / SHARDS).iterdir()):
             match = _SEGMENT.fullmatch(entry.name)
@@ -297,12 +295,12 @@ class DirectoryWriter(Writer):
                 # (a Ray segment, t<first>-<last>, is listed whole in one transaction: never pruned)
                 self._prune(entry, listed[entry.name[:-3]])
         _fsync_directory(self.directory / SHARDS)
-        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
+        with self.manifest.transaction() as conn:
             merge_state(conn, clean_through_run=self.run - 1)
 
     def _check_listed(self) -> None:
         with sqlite_errors(self.path, "reading"):
-            listed = {name for (name,) in self.conn.execute("SELECT name FROM shards")}
+            listed = {name for (name,) in self.manifest.conn.execute("SELECT name FROM shards")}
         for entry in sorted((self.directory / SHARDS).iterdir()):
             if _SEGMENT.fullmatch(entry.name) and entry.name[:-3] in listed:
                 self._check_own(entry)
@@ -327,16 +325,11 @@ class DirectoryWriter(Writer):
                 "dataset (copied or linked in?): not resumed; restore the directory from a copy"
             )
 
-    def _state(self) -> dict[str, Any]:
-        with sqlite_errors(self.path, "reading"):
-            (text,) = self.conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
-        return dict(json.loads(text))
-
     def _prune(self, segment: Path, shard: int) -> None:
         """Rewrite ``segment`` without the blocks the manifest does not list (copy, delete, fsync,
         rename: readers that have it open keep the old file)."""
         with sqlite_errors(self.path, "reading"):
-            listed = {t for (t,) in self.conn.execute("SELECT task_id FROM tasks WHERE shard = ?", (shard,))}
+            listed = {t for (t,) in self.manifest.conn.execute("SELECT task_id FROM tasks WHERE shard = ?", (shard,))}
         with sqlite_errors(segment, "opening"):
             probe = connect(segment, readonly=True, immutable=True)
             try:
@@ -365,14 +358,14 @@ class DirectoryWriter(Writer):
         finally:
             os.close(fd)
         # the size readers check (a crash between: re-pruned at resume)
-        with sqlite_errors(self.path, "writing"), atomic(self.conn) as manifest:
+        with self.manifest.transaction() as manifest:
             manifest.execute("UPDATE shards SET bytes = ? WHERE shard = ?", (size, shard))
         os.replace(tmp, segment)
 
     def commit_published(self, tasks: list[Published]) -> None:
         """List ``tasks`` (the next ones, in task order) in the manifest, in one transaction."""
-        with sqlite_errors(self.path, "writing"), atomic(self.conn) as conn:
-            first = update_summary(conn, [(t.count, t.candidates, t.lengths) for t in tasks])
+        with self.manifest.transaction() as conn:
+            listed = []
             for t in tasks:
                 shard = 0
                 if t.segment is not None:
@@ -381,11 +374,8 @@ class DirectoryWriter(Writer):
                         (t.segment, t.segment_bytes),
                     )
                     (shard,) = conn.execute("SELECT shard FROM shards WHERE name = ?", (t.segment,)).fetchone()
-                conn.execute(
-                    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
-                    (t.task_id, t.level, first, t.count, t.candidates, shard),
-                )
-                first += t.count
+                listed.append((t, shard))
+            self.manifest.list_tasks(conn, listed)
 
 
 def _prepare(directory: Path) -> None:
@@ -394,11 +384,7 @@ def _prepare(directory: Path) -> None:
     try:
         if directory.exists() and not directory.is_dir():
             raise NotADatasetError(f"{path_text(directory)} is a file, not a dataset directory")
-        parent = directory.absolute().parent
-        if not parent.is_dir():
-            raise StorageError(
-                f"cannot create {path_text(directory)}: {path_text(parent)} is not an existing directory"
-            )
+        make_parents(directory.absolute().parent, directory)
         directory.mkdir(exist_ok=True)
         if not (directory / MANIFEST).exists() and any(
             not p.name.startswith((".", MANIFEST)) and p.name != SHARDS for p in directory.iterdir()

@@ -16,7 +16,13 @@ __all__ = ["export_cmd"]
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True)
-@click.option("--split", "split", default=None, help="Parts and fractions, e.g. train=0.8,val=0.1,test=0.1.")
+@click.option(
+    "--split",
+    "split",
+    default=None,
+    help="Parts and fractions, e.g. train=0.8,validation=0.1,test=0.1 (val, dev, eval... are written under "
+    "Hugging Face's names: val as validation). Default: everything in train.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the split.")
 @click.option("--stratify-by-length", is_flag=True, help="Give each split its fraction of every circuit length.")
 @click.option(

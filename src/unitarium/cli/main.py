@@ -8,6 +8,8 @@ interrupted); they never change an existing dataset.
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +24,10 @@ from .._errors import Interrupted, SpecError, UnitariumError
 from .._run.engine import generate
 from .._run.progress import Progress
 from .._spec.spec import DTYPES, UNITARIES, make_spec
-from .._storage.store import JOURNAL_MODES
+from .._storage.running import RunningWriter, lock_table_readable, running_writer
+from .._storage.shards import is_directory_path
+from .._storage.sqlite import JOURNAL_MODES
+from .params import COUNT
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -59,7 +64,21 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+_EXAMPLES = """Examples:
+
+\b
+  unitarium generate data.db --gates clifford+t --qubits 2 --count 1e6 --length 12
+  unitarium generate runs/big/ --gates h,t,cx --qubits 3 --count 1e9 --length 1:30
+  unitarium generate cliff.db --gates h,s,cx --qubits 2 --enumerate --max-length 14 --unique
+  unitarium info data.db
+  unitarium show data.db 42
+  unitarium lookup cliff.db --circuit "h 0; s 1; cx 0 1"
+  unitarium export data.db hf/ --split train=0.8,validation=0.1,test=0.1
+
+Run 'unitarium COMMAND --help' for a command's options."""
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EXAMPLES)
 @click.version_option(package_name="unitarium")
 def main() -> None:
     """Generate, inspect and query datasets of quantum circuits and their unitaries."""
@@ -120,15 +139,32 @@ def _print_note(p: Progress) -> None:
         click.echo(f"unitarium: {p.note}", err=True)
 
 
-@main.command("generate")
+_GENERATE_EXAMPLES = """Examples:
+
+\b
+  # 1,000,000 random Clifford+T circuits of 12 gates on 2 qubits, in one file
+  unitarium generate data.db --gates clifford+t --qubits 2 --count 1e6 --length 12 --seed 7
+  # a billion circuits of 1 to 30 gates into a sharded directory (the trailing /)
+  unitarium generate runs/big/ --gates clifford+t --qubits 2 --count 1_000_000_000 --length 1:30
+  # every unitary reachable in at most 14 gates, each once, with a shortest circuit
+  unitarium generate cliff.db --gates h,s,cx --qubits 2 --enumerate --max-length 14 --unique
+
+Re-running the same command resumes an interrupted run (with any --workers)."""
+
+
+@main.command("generate", epilog=_GENERATE_EXAMPLES)
 @click.argument("path", type=click.Path())  # a str: a trailing / (a directory) must survive
 @click.option(
-    "--gates", default="", help="Gates or presets, comma-separated: clifford, clifford+t, h,t,cx, rz(pi/4)..."
+    "--gates",
+    default="",
+    help="Gates or presets, comma-separated: clifford, clifford+t, h,t,cx, rz(pi/4)... "
+    "(aliases such as cnot, toffoli, fredkin, sdag, tdag, v, phase(a) are stored as cx, ccx, cswap, sdg, "
+    "tdg, sx, p(a)).",
 )
 @click.option("--gate-file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/TOML file of custom gates.")
 @click.option("--qubits", type=int, required=True, help="Number of qubits.")
 @click.option("--coupling", default="full", show_default=True, help="full, linear, ring, or edges like 0-1,1-2.")
-@click.option("--count", type=int, help="Random circuits to draw.")
+@click.option("--count", type=COUNT, help="Random circuits to draw: 1000000, 1_000_000 or 1e6.")
 @click.option("--length", help="Random circuit length: N or MIN:MAX (uniform).")
 @click.option("--enumerate", "enumerate_", is_flag=True, help="Every gate sequence up to --max-length, breadth-first.")
 @click.option("--max-length", type=int, help="Longest enumerated sequence.")
@@ -143,7 +179,12 @@ def _print_note(p: Progress) -> None:
     help="stored, or computed: store circuits only and recompute unitaries (same bits) when read.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, help="Worker processes (default: cores - 1, at least 1; the writer uses one).")
+@click.option(
+    "--workers",
+    type=int,
+    help="Worker processes (default: a file, one per core but one, at least 1, as the writer uses a core; "
+    "a directory, one per core, each writing its own shards). Never changes the content.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option(
     "--journal",
@@ -185,7 +226,8 @@ def generate_cmd(
     ray_address: str | None,
 ) -> None:
     """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
-    directory PATH (a path ending in / or an existing directory: one writer per worker)."""
+    directory PATH (a path ending in / or an existing directory: one writer per worker). A new
+    PATH without a suffix (runs/x) makes a file, and says so: write runs/x/ for a directory."""
     if enumerate_ != (max_length is not None):
         raise SpecError("--enumerate and --max-length go together")
     spec = make_spec(
@@ -203,12 +245,14 @@ def generate_cmd(
         unitaries=unitaries,
     )
     update, close = _progress_printer(quiet)
+    update, said = _with_layout_note(path, update, quiet)
     try:
         summary = generate(
             path, spec, workers=workers, progress=update, journal=journal, engine=engine, ray_address=ray_address
         )
     finally:
         close()
+    said()
     rate = summary.new_records / summary.seconds if summary.seconds else 0.0
     click.echo(
         f"{summary.path}: {summary.records:,} records ({summary.new_records:,} new) in "
@@ -216,28 +260,111 @@ def generate_cmd(
     )
     if not quiet:
         _print_info(Dataset(path).info())
+    index_after_generate(path)  # a unique enumeration: its search index beside it (unitarium index)
 
 
-def _print_info(info: dict[str, Any]) -> None:
+def _with_layout_note(
+    path: str, update: Callable[[Progress], None] | None, quiet: bool
+) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
+    """A new PATH without a suffix (``runs/x``) becomes a *file*, which someone who meant a
+    directory would only find out later: say so on stderr once the run has started (a run refused
+    at once prints its one error line only), at its first progress report or else when it ends.
+    Returns the progress callback to use, and the function that says it unless already said."""
+    text = os.fspath(path)
+    if quiet or is_directory_path(text) or os.path.lexists(text) or os.path.splitext(text)[1]:
+        return update, lambda: None
+    pending = True
+
+    def say() -> None:
+        nonlocal pending
+        if pending:
+            pending = False
+            click.echo(
+                f"unitarium: note: {text!r} is new and has no suffix: it is one dataset file (SQLite); "
+                f"for a sharded directory, give {text + os.sep!r} (ending in {os.sep})",
+                err=True,
+            )
+
+    def first(p: Progress) -> None:
+        say()
+        if update is not None:
+            update(p)
+
+    return first, say
+
+
+def _print_info(info: dict[str, Any], writer: RunningWriter | None = None) -> None:
     hist = info["length_histogram"]
     lengths = (
         ", ".join(f"{k}: {v:,}" for k, v in hist.items())
         if len(hist) <= 12
         else (f"{min(hist)}..{max(hist)} (mean {sum(k * v for k, v in hist.items()) / max(1, info['records']):.1f})")
     )
+    chart = "".join(f"\n             {row}" for row in length_chart(hist))
     bpr = info["bytes_per_record"]
     more = ", ..." if len(info["moves"]) > 8 else ""
     click.echo(
         f"path:        {info['path']}\n"
         f"spec:        {info['description']}\n"
         f"records:     {info['records']:,} ({info['candidates']:,} candidates, {info['tasks_done']:,} tasks)\n"
-        f"complete:    {'yes' if info['complete'] else 'no (re-run the same generate command to resume)'}\n"
+        f"complete:    {'yes' if info['complete'] else f'no ({_incomplete_why(writer)})'}\n"
         f"moves:       {len(info['moves'])} ({', '.join(info['moves'][:8])}{more})\n"
-        f"lengths:     {lengths}\n"
+        f"lengths:     {lengths}{chart}\n"
         f"file size:   {info['file_bytes'] / 2**20:,.1f} MiB"
         + (f" ({bpr:,.1f} bytes/record)" if bpr else "")
         + (f" in {info['shards']:,} shard files" if info["layout"] == "directory" else "")
     )
+
+
+def _incomplete_why(writer: RunningWriter | None) -> str:
+    """Why a dataset is not complete: ``writer`` is generating it now, or no process is."""
+    if writer is not None:
+        return f"being generated by {writer.describe()}; the counts are what it has committed so far"
+    if lock_table_readable():
+        return "no process on this host is writing it: re-run the same generate command to resume"
+    return "re-run the same generate command to resume, unless it is still running"
+
+
+_BAR_WIDTH = 40
+_MAX_ROWS = 24
+
+
+def length_chart(hist: dict[int, int]) -> list[str]:
+    """The length histogram as text bars, one row per length (lengths grouped in equal ranges
+    when there are more than :data:`_MAX_ROWS`), each with its record count:
+    ``" 3 ████████▌   1,024"``. Empty for an empty histogram."""
+    if not hist:
+        return []
+    low, high = min(hist), max(hist)
+    width = max(1, math.ceil((high - low + 1) / _MAX_ROWS))
+    rows: dict[int, int] = {}
+    for length, count in hist.items():
+        start = low + (length - low) // width * width
+        rows[start] = rows.get(start, 0) + count
+    labels = {a: str(a) if width == 1 else f"{a}-{min(a + width - 1, high)}" for a in range(low, high + 1, width)}
+    label_width = max(map(len, labels.values()))
+    top = max(rows.values())
+    full, eighths, least = _bar_characters()
+    out = []
+    for start, label in labels.items():
+        count = rows.get(start, 0)
+        units = round(count / top * _BAR_WIDTH * 8) if top else 0
+        bar = full * (units // 8) + (eighths[units % 8] if units % 8 else "")
+        if count and not bar:
+            bar = least  # a length that holds records never shows an empty bar
+        out.append(f"{label:>{label_width}} {bar:<{_BAR_WIDTH}} {count:,}")
+    return out
+
+
+def _bar_characters() -> tuple[str, str, str]:
+    """The full block, the eighths (index 1-7) and the least bar (a length holding any record):
+    Unicode blocks where stdout can encode them, else ``#`` (eighths rounded to none or one) and ``.``."""
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "█▏▎▍▌▋▊▉".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "#", "    ####", "."
+    return "█", " ▏▎▍▌▋▊▉", "▏"
 
 
 @main.command("pack")
@@ -255,12 +382,16 @@ def pack_cmd(source: Path, target: Path) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info_cmd(path: Path, as_json: bool) -> None:
-    """Summarise a dataset: spec, record count, length histogram, size."""
+    """Summarise a dataset: spec, record count, length histogram, size; while it is being
+    generated, the process writing it."""
     info = Dataset(path).info()
+    writer = None if info["complete"] else running_writer(path)
     if as_json:
+        if not info["complete"]:  # the process writing it now, or null
+            info["writer"] = None if writer is None else writer.to_json()
         click.echo(json.dumps(info, indent=2))
     else:
-        _print_info(info)
+        _print_info(info, writer)
 
 
 @main.command("show", context_settings={"ignore_unknown_options": True})  # RECORD_ID may be negative: -1
@@ -345,9 +476,11 @@ def lookup_cmd(
         sys.exit(1)
 
 
-from .search import synth_cmd  # noqa: E402
+from .search import index_after_generate, index_cmd, nearest_cmd, synth_cmd  # noqa: E402
 
 main.add_command(synth_cmd)
+main.add_command(nearest_cmd)
+main.add_command(index_cmd)
 
 from .export import export_cmd  # noqa: E402
 

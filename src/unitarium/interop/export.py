@@ -11,6 +11,12 @@
 and ``out/README.md``, a dataset card: YAML ``configs`` naming each split's files, the columns, the
 conventions and the spec. Without ``split`` everything is one split, ``train``.
 
+**Split names** are Hugging Face's: ``train``, ``validation``, ``test`` (any other word is kept as
+given). The other names ``datasets`` reads as these (:data:`SPLIT_ALIASES`: ``val``, ``valid``,
+``dev``; ``training``; ``testing``, ``eval``, ``evaluation``) are written under the standard name,
+so ``datasets.load_dataset("parquet", data_dir=...)`` gives back the split names written, whether
+``data_dir`` is ``out`` or ``out/data``.
+
 The directory is built under a temporary name beside ``out`` (``.out.unitarium-export-<pid>-<hex>``,
 ``flock``-ed while its exporter lives) and renamed into place when complete: ``out`` must not exist or
 be an empty directory, and a failed export leaves nothing behind; the temporaries of an exporter killed
@@ -41,13 +47,26 @@ import numpy as np
 from .._errors import DatasetError, SpecError, StorageError
 from .._read.records import pad_tokens
 from .._read.split import as_source, max_length, parse_fractions, read_positions, split_source
-from .._storage.store import path_text, remove_abandoned
+from .._storage.manifest import remove_abandoned
+from .._storage.sqlite import path_text
 
-__all__ = ["FORMATS", "NPZ_MAX_BYTES", "export"]
+__all__ = ["FORMATS", "NPZ_MAX_BYTES", "SPLIT_ALIASES", "export", "split_names"]
 
 FORMATS = ("parquet", "npz")
 NPZ_MAX_BYTES = 1 << 30
 """``npz`` holds everything in memory: larger exports are refused (use Parquet)."""
+
+SPLIT_ALIASES = {
+    "val": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "training": "train",
+    "testing": "test",
+    "eval": "test",
+    "evaluation": "test",
+}
+"""Split names Hugging Face ``datasets`` reads as ``train``/``validation``/``test`` (its
+``SPLIT_KEYWORDS``, by file name): written under that name, so a split loads as it was written."""
 
 
 def export(
@@ -69,7 +88,7 @@ def export(
         raise SpecError(f"export format {format!r} is not supported: use {' or '.join(FORMATS)}")
     ds, ids = as_source(source)
     if split is not None:
-        parse_fractions(split)
+        split = split_names(split)
     target = _check_target(Path(out))
     snapshot = ds.snapshot()  # the count, fixed once, and whether the run had finished
     if ids is None:
@@ -104,6 +123,22 @@ def export(
         if lock is not None:
             os.close(lock)
     return {name: len(view) for name, view in parts.items()}
+
+
+def split_names(fractions: Mapping[str, float] | str) -> dict[str, float]:
+    """Checked split fractions (as :meth:`~unitarium.Dataset.split` takes them) under Hugging Face's
+    split names: ``val`` -> ``validation`` and the other :data:`SPLIT_ALIASES`; order kept. Raises
+    :class:`SpecError` when two names given stand for the same split (``val`` and ``validation``)."""
+    out: dict[str, float] = {}
+    given: dict[str, str] = {}
+    for name, value in parse_fractions(fractions).items():
+        standard = SPLIT_ALIASES.get(name, name)
+        if standard in out:
+            raise SpecError(
+                f"split names {given[standard]!r} and {name!r} both name the {standard!r} split: give it once"
+            )
+        out[standard], given[standard] = value, name
+    return out
 
 
 _TEMPORARY = re.compile(r"\..+\.unitarium-export-(\d+)(?:-[0-9a-f]+)?", re.DOTALL)

@@ -10,10 +10,13 @@
 
 The tables are loaded into memory once per dataset handle, compact (about ``N (L + 22)`` bytes
 for ``N`` records of at most ``L`` moves, plus ``N d^2 16`` bytes of unitaries up to a 1 GiB
-budget, recomputed in chunks beyond it: :mod:`._table`); nothing is written beside the
-dataset. Searches that run for more than a couple of seconds show a progress bar when
-stderr is a terminal; ``approximate`` refuses, before it starts, a search of more than
-``max_pairs`` scores (:class:`~unitarium.SearchCostError`).
+budget, recomputed in chunks beyond it: :mod:`._table`), unless a search index lies beside the
+dataset (:func:`build_index`, ``unitarium index``; :mod:`._index`): then they are mapped from it,
+nothing loaded, after checking it is this dataset's (a foreign, stale or damaged index is
+ignored with a :class:`SearchIndexWarning`). Searches never write beside the dataset. Searches
+that run for more than a couple of seconds show a progress bar when stderr is a terminal;
+``approximate`` says what it will cost (:meth:`SearchMixin.approximate_cost`) and refuses,
+before it starts, a search of more than ``max_pairs`` scores (:class:`~unitarium.SearchCostError`).
 """
 
 from __future__ import annotations
@@ -27,14 +30,25 @@ import numpy as np
 from .._core.circuit import Circuit, Record
 from .._errors import SpecError
 from .._spec.spec import Enumeration
+from ._build import build_index
+from ._index import ROW_CHUNK, SearchIndexError, SearchIndexWarning, index_path, usable_index
 from ._progress import Bar, progress
 from ._table import as_targets, table_of
-from .nearest import MAX_PAIRS
+from .nearest import MAX_PAIRS, SearchCost
 
 if TYPE_CHECKING:
     from .._read.dataset import Dataset
 
-__all__ = ["Approximation", "Match", "SearchMixin"]
+__all__ = [
+    "Approximation",
+    "Match",
+    "SearchCost",
+    "SearchIndexError",
+    "SearchIndexWarning",
+    "SearchMixin",
+    "build_index",
+    "index_path",
+]
 
 _CACHE_BYTES = 1 << 29
 """Stored unitaries of datasets up to this size are kept in memory between ``nearest`` calls."""
@@ -123,19 +137,38 @@ class SearchMixin:
         from .nearest import approximate_many
 
         table = table_of(self._ds, "approximate")
-        top = 2 * table.max_length
-        budget = top if max_length is None else max_length
-        if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or not 0 <= budget <= top:
-            raise SpecError(f"max_length {max_length!r} is out of range for this dataset: use 0 to {top} (2 L)")
+        budget = _budget(table.max_length, max_length)
         if isinstance(max_pairs, bool) or not isinstance(max_pairs, int | np.integer) or max_pairs < 1:
             raise SpecError(f"max_pairs {max_pairs!r} must be a whole number >= 1")
         targets, _ = as_targets(unitaries, table.gateset, "approximate")
         found = approximate_many(table, targets, int(budget), max_pairs=int(max_pairs))
         return [Approximation(table.circuit(i, j), x) for i, j, x in found]
 
+    def approximate_cost(self, targets: int = 1, *, max_length: int | None = None) -> SearchCost:
+        """What :meth:`approximate_many` of ``targets`` targets at ``max_length`` (default
+        ``2 L``) will cost, without searching: pairs to score, a rough time and memory
+        (:class:`~unitarium.search.nearest.SearchCost`; ``str(cost.describe())`` says it in a line).
+        Loads the table (or maps its index) as the search would."""
+        from .nearest import estimate
+
+        table = table_of(self._ds, "approximate")
+        budget = _budget(table.max_length, max_length)
+        if isinstance(targets, bool) or not isinstance(targets, int | np.integer) or targets < 1:
+            raise SpecError(f"targets {targets!r} must be a whole number >= 1")
+        return estimate(table, budget, int(targets))
+
     @property
     def _ds(self) -> Dataset:
         return self  # type: ignore[return-value]
+
+
+def _budget(big: int, max_length: Any) -> int:
+    """``max_length`` of ``approximate`` checked (default ``2 L``)."""
+    top = 2 * big
+    budget = top if max_length is None else max_length
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or not 0 <= budget <= top:
+        raise SpecError(f"max_length {max_length!r} is out of range for this dataset: use 0 to {top} (2 L)")
+    return int(budget)
 
 
 def _one(unitary: Any, ds: Dataset, what: str) -> np.ndarray:
@@ -166,8 +199,16 @@ def _blocks(ds: Dataset, bar: Bar) -> Iterator[tuple[int, np.ndarray]]:
     if isinstance(spec.source, Enumeration) and spec.unique and ds.complete:
         yield from table_of(ds, "nearest").blocks(bar=bar)
         return
-    cached = ds.__dict__.get("_search_stored")
     n, d = len(ds), ds.gateset.dim
+    if "_search_index" not in ds.__dict__:  # looked for once per handle (one warning when unusable)
+        ds.__dict__["_search_index"] = usable_index(ds, "records")
+    stored = ds.__dict__["_search_index"]
+    if stored is not None:
+        for a in range(0, n, ROW_CHUNK):
+            yield a, stored.unitaries(a, min(n, a + ROW_CHUNK))
+            bar.advance(min(n, a + ROW_CHUNK) - a)
+        return
+    cached = ds.__dict__.get("_search_stored")
     if cached is not None and len(cached) == n:
         yield 0, cached
         return

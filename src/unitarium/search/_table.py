@@ -27,6 +27,7 @@ from .._core.circuit import Circuit, Record
 from .._core.kernels import ProductTable
 from .._errors import DatasetError, SpecError
 from .._spec.spec import Enumeration
+from ._index import SearchIndex, usable_index
 from ._keys import KeyIndex
 from ._progress import progress
 
@@ -65,6 +66,7 @@ class SearchTable:
     starts: np.ndarray
     read: Callable[[int], Record]
     cache: np.ndarray | None = None
+    stored: SearchIndex | None = None
     _products: ProductTable = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -95,12 +97,16 @@ class SearchTable:
         """The ``(stop - start, d, d)`` complex128 unitaries of ids ``start .. stop - 1``."""
         if self.cache is not None:
             return self.cache[start:stop]
+        if self.stored is not None:
+            return self.stored.unitaries(start, stop)
         return self._compute(self.codes[start:stop])
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """The ``(len(ids), d, d)`` complex128 unitaries of the records ``ids`` (any order)."""
         if self.cache is not None:
             return self.cache[ids]
+        if self.stored is not None:
+            return self.stored.take(ids)
         return self._compute(self.codes[ids])
 
     def blocks(self, start: int = 0, stop: int | None = None, *, bar: Any = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -134,7 +140,8 @@ def table_of(ds: Dataset, feature: str) -> SearchTable:
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     _check_searchable(ds, feature)
-    table = _load(ds)
+    stored = usable_index(ds, "enumeration")
+    table = _load(ds) if stored is None else _from_index(ds, stored)
     ds.__dict__["_search_table"] = table
     return table
 
@@ -182,6 +189,23 @@ def _load(ds: Dataset) -> SearchTable:
             for first, block in table.blocks(bar=bar):
                 cache[first : first + len(block)] = block
         object.__setattr__(table, "cache", cache)
+    return table
+
+
+def _from_index(ds: Dataset, stored: SearchIndex) -> SearchTable:
+    """The table of ``ds`` as its search index (:mod:`._index`) holds it: memory maps, nothing loaded."""
+    big = int(stored.header["max_length"])
+    table = SearchTable(
+        ds.gateset,
+        big,
+        stored.array("lengths"),
+        stored.array("codes"),
+        stored.array("starts"),
+        ds.__getitem__,
+        stored=stored,
+    )
+    table.__dict__["index"] = KeyIndex(stored.array("keys"), int(stored.header["row_bits"]))
+    table.__dict__["_directory"] = (stored.array("directory"), int(stored.header["directory_bits"]))
     return table
 
 

@@ -30,16 +30,20 @@ capped at ``MAX_ATOL``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 
 from .._core.circuit import Circuit
+from .._core.kernels import one_blas_thread
 from .._errors import SpecError
-from . import _table
+from . import _keys, _table
 from ._keys import primary_keys
 from ._progress import progress
 from ._table import SearchTable
 
-__all__ = ["MAX_ATOL", "synthesize_many"]
+__all__ = ["MAX_ATOL", "directory", "find", "synthesize_many"]
 
 MAX_ATOL = 1e-4
 _PAIRS = 1 << 19
@@ -59,7 +63,9 @@ def synthesize_many(table: SearchTable, targets: np.ndarray, *, atol: float) -> 
     best = np.full((n, 3), np.iinfo(np.int64).max, dtype=np.int64)  # (length, id of A, id of B)
     active = np.arange(n)
     table.index  # noqa: B018  # built (with its own progress) before the search's bar starts
-    with progress("synthesising", n * table.upto(table.max_length)) as bar:
+    # one BLAS thread: the key products are small (a thread team costs more than it gives on a busy
+    # machine) and their bits then do not depend on the thread count
+    with progress("synthesising", n * table.upto(table.max_length)) as bar, one_blas_thread():
         for a in range(table.max_length + 1):
             if not len(active):
                 break
@@ -78,18 +84,101 @@ def _search_prefixes(
     table: SearchTable, targets: np.ndarray, active: np.ndarray, ids: slice, best: np.ndarray, atol: float
 ) -> None:
     """Try every record of ``ids`` (one level) as the prefix of every active target; update ``best``."""
-    prefixes = np.conj(np.swapaxes(table.block(ids.start, ids.stop), 1, 2))  # A^dag, (m, d, d)
-    m, d = len(prefixes), table.dim
+    block = table.block(ids.start, ids.stop)  # A, (m, d, d)
+    m, d = len(block), table.dim
     if m == 0:
         return
+    linear = _linear_keys(d)
+    prefixes = None if linear is not None else np.conj(np.swapaxes(block, 1, 2))  # A^dag
     step = max(1, _PAIRS // (m * d * d))
     for lo in range(0, len(active), step):
         chunk = active[lo : lo + step]
-        products = (targets[chunk][:, None] @ prefixes[None]).reshape(-1, d, d)  # U A^dag
-        query, rows = table.index.find(primary_keys(products))
+        if linear is not None:
+            keys = linear(block, targets[chunk])
+        else:
+            assert prefixes is not None
+            keys = primary_keys((targets[chunk][:, None] @ prefixes[None]).reshape(-1, d, d))  # U A^dag
+        query, rows = find(table, keys)
         t, i = chunk[query // m], ids.start + query % m
         ok = _verify(table, targets[t], i, rows, atol)
         _improve(best, t[ok], table.lengths[i[ok]].astype(np.int64) + table.lengths[rows[ok]], i[ok], rows[ok])
+
+
+def directory(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:
+    """``(starts, bits)``: the entries of the sorted ``packed`` keys whose top ``bits`` bits are
+    ``h`` are ``starts[h] .. starts[h + 1] - 1`` (about one entry a bucket): a key is found in
+    two reads instead of a binary search."""
+    bits = int(min(max(1, (max(len(packed), 1) - 1).bit_length() - 1), 64 - row_bits, 30))
+    edges = np.arange(1 << bits, dtype=np.uint64) << np.uint64(64 - bits)
+    starts = np.concatenate([np.searchsorted(packed, edges, side="left"), [len(packed)]])
+    return starts.astype(np.uint32 if len(packed) < 1 << 32 else np.int64), bits
+
+
+def find(table: SearchTable, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What ``table.index.find(keys)`` returns (``(query, row)`` pairs, rows ascending per
+    query), through the bucket :func:`directory` of the index (kept on the table, or mapped
+    from its search index)."""
+    index = table.index
+    got = table.__dict__.get("_directory")
+    if got is None:
+        got = table.__dict__["_directory"] = directory(index.packed, index.row_bits)
+    starts, bits = got
+    shift = np.uint64(index.row_bits)
+    want = keys.view(np.uint64) >> shift
+    bucket = (want << shift) >> np.uint64(64 - bits)
+    lo = starts[bucket].astype(np.int64)
+    count = starts[bucket + np.uint64(1)].astype(np.int64) - lo
+    total = int(count.sum())
+    q = np.repeat(np.arange(len(keys)), count)
+    at = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
+    cand = index.packed[at]
+    hit = (cand >> shift) == want[q]
+    return q[hit], (cand[hit] & np.uint64((1 << index.row_bits) - 1)).astype(np.int64)
+
+
+@functools.cache
+def _linear_keys(d: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The keys of the products ``U A^dag`` of targets ``U`` ``(t, d, d)`` and prefixes ``A``
+    ``(m, d, d)``, in the order ``t * m + i``, without forming the products: a key's
+    coordinates (:mod:`._keys`: phase-fixed, then projected) are linear in ``U A^dag`` but for
+    the phase, so per target they are one ``(m, d^2) @ (d^2, DIMS + 1)`` product of the prefixes
+    with a matrix made of ``U``, the projections and the phase weights.
+
+    Equal to :func:`._keys.primary_keys` of the products up to rounding (1e-15 in a coordinate,
+    far inside the scheme's margin ``ETA``): checked here on random unitaries, and None (form
+    the products) if :mod:`._keys` has changed in a way this does not follow."""
+    try:
+        weights, proj, _ = _keys._scheme(d)
+        mix, delta, dims = _keys._mix, _keys.DELTA, _keys.DIMS
+    except (AttributeError, TypeError, ValueError):
+        return None
+    p = proj.reshape(d, 2, d, dims)  # row i*2d + j: Re v_ij; i*2d + d + j: Im v_ij
+    form = np.concatenate([(p[:, 0] - 1j * p[:, 1]), weights[:, :, None]], axis=2)  # (d, d, dims + 1)
+    width = dims + 1
+
+    def keys(prefixes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        t, m = len(targets), len(prefixes)
+        # z[t, i, k] = sum_ij (U A_i^dag)_ij form_ijk = sum_jm conj(A_i)_jm g[t, jm, k], g = U^T-contracted form
+        g = np.einsum("tim,ijk->jmtk", targets, form).reshape(d * d, t * width)
+        # as reals: A's entries interleaved (re, im) times rows (re g, im g) / (im g, -re g)
+        real = np.empty((d * d, 2, 2, t * width))
+        real[:, 0, 0], real[:, 0, 1], real[:, 1, 0], real[:, 1, 1] = g.real, g.imag, g.imag, -g.real
+        z = np.ascontiguousarray(prefixes).view(np.float64).reshape(m, 2 * d * d) @ real.reshape(2 * d * d, -1)
+        z = z.reshape(m, 2, t, width)
+        zr, zi = z[:, 0].transpose(1, 0, 2), z[:, 1].transpose(1, 0, 2)  # (t, m, width)
+        sr, si = zr[:, :, dims : dims + 1], zi[:, :, dims : dims + 1]  # s = sum(W * V); phase = conj(s) / |s|
+        mag = np.hypot(sr, si)
+        zero = mag == 0
+        scale = np.where(zero, 1.0, mag) * delta
+        coords = (np.where(zero, 1.0, sr) * zr[:, :, :dims] + si * zi[:, :, :dims]) / scale
+        return mix(np.floor(coords + 0.5).astype(np.int64).reshape(t * m, dims), d)  # type: ignore[no-any-return]
+
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(24, d, d)) + 1j * rng.normal(size=(24, d, d))
+    u = np.linalg.qr(z)[0]
+    a, b = u[:8], u[8:]
+    want = primary_keys((b[:, None] @ np.conj(np.swapaxes(a, 1, 2))[None]).reshape(-1, d, d))
+    return keys if np.array_equal(keys(a, b), want) else None
 
 
 def _verify(table: SearchTable, targets: np.ndarray, a: np.ndarray, b: np.ndarray, atol: float) -> np.ndarray:

@@ -14,6 +14,7 @@ exact, not approximate: an index library only pays where it may miss neighbours
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from . import _table
 from ._progress import progress
 from ._table import SearchTable
 
-__all__ = ["MAX_PAIRS", "approximate_cost", "approximate_many", "distance", "nearest_ids"]
+__all__ = ["MAX_PAIRS", "SearchCost", "approximate_cost", "approximate_many", "distance", "estimate", "nearest_ids"]
 
 MAX_PAIRS = 5 * 10**8
 """Default refusal threshold of :func:`approximate_many`: pairs ``(A, B)`` scored over all
@@ -31,6 +32,69 @@ targets (tens of seconds on two cores; BENCHMARKS.md, "Search memory")."""
 
 _ENTRIES = 1 << 22
 """Scores formed at once (64 MiB of complex128)."""
+
+PAIRS_PER_SECOND = 5e7
+"""Brute-force scoring rate used by :func:`estimate`: a rough guide, not a promise (2 qubits on
+the 2-core machine of BENCHMARKS.md: 1.5-1.8e7 pairs/s under a load average of 14, about 8.7e7
+when quiet, issue #21)."""
+KD_STEPS_PER_SECOND = 5e5
+"""The same for the one-qubit k-d trees (a query of ``log2 N_b`` steps counts that many; 4-6e5
+measured on 3,404 records under load)."""
+
+
+@dataclass(frozen=True)
+class SearchCost:
+    """What an ``approximate`` search will cost, estimated from the table's level sizes before
+    it starts: ``pairs`` scored (or k-d tree steps) over all targets, ``seconds`` at
+    :data:`PAIRS_PER_SECOND` (rough), ``memory`` bytes of working buffers (and k-d trees) on
+    top of the table, ``table_memory`` bytes of the table in memory (small when it is mapped
+    from a search index)."""
+
+    records: int
+    targets: int
+    max_length: int
+    pairs: int
+    seconds: float
+    memory: int
+    table_memory: int
+    kd: bool
+
+    def describe(self) -> str:
+        of = f" for {self.targets:,} targets" if self.targets != 1 else ""
+        unit = "k-d tree steps" if self.kd else "pairs"
+        return (
+            f"approximate at max_length {self.max_length} over {self.records:,} records{of}: "
+            f"about {self.pairs:.2g} {unit}, ~{_duration(self.seconds)}, "
+            f"~{(self.memory + self.table_memory) / 2**20:,.0f} MiB"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.2g} {unit}"
+    return f"{seconds:.2g} s"
+
+
+def estimate(table: SearchTable, max_length: int, targets: int) -> SearchCost:
+    """The :class:`SearchCost` of :func:`approximate_many` for ``targets`` targets."""
+    kd = table.dim == 2 and _scipy()
+    pairs = approximate_cost(table, max_length, kd=kd) * targets
+    d2, work = table.dim**2, 0
+    for a, b in _splits(table, max_length):  # queries and a suffix block (and its conjugate), scores
+        na, nb = min(_table.CHUNK, a.stop - a.start), min(_table.CHUNK, b.stop - b.start)
+        scores = 0 if kd else min(_ENTRIES, na * nb) * 24
+        work = max(work, (na + 2 * nb) * d2 * 16 + scores)
+    if kd:  # the trees over the suffix levels: d^4 floats a record, about twice that with the tree
+        levels = {(b.start, b.stop) for _, b in _splits(table, max_length)}
+        work += sum(2 * (hi - lo) * d2 * d2 * 8 for lo, hi in levels)
+    resident = table.lengths.nbytes + table.codes.nbytes + (0 if table.cache is None else table.cache.nbytes)
+    index = table.__dict__.get("index")
+    resident += 0 if index is None else index.packed.nbytes
+    rate = KD_STEPS_PER_SECOND if kd else PAIRS_PER_SECOND
+    return SearchCost(len(table), targets, max_length, pairs, pairs / rate, work, resident, kd)
 
 
 def distance(score: np.ndarray | float, d: int) -> np.ndarray:
