@@ -63,13 +63,30 @@ def cost_key(gates: Iterable[int], weights: Sequence[int]) -> tuple[int, int]:
     return sum(weights[g] for g in gates), len(gates)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Found:
-    """A table circuit for a target: ``circuit`` (a ``QuantumCircuit`` on the target's qubits
-    whose ``Operator`` equals the target exactly) and its :func:`cost_key`."""
+    """A table circuit for a target: ``table_circuit`` (moves of the table), ``where`` (the table
+    qubit of each of the target's qubits), ``placed`` (the target on the table's qubits) and its
+    :func:`cost_key` ``key``. :meth:`circuit` is it on the target's own qubits."""
 
-    circuit: Any
+    table_circuit: Circuit
+    where: tuple[int, ...]
+    placed: np.ndarray
     key: tuple[int, int]
+
+    def circuit(self) -> Any:
+        """A ``QuantumCircuit`` on the target's qubits (table qubit ``where[i]`` is its qubit ``i``)
+        whose ``Operator`` equals the target exactly: the global phase is set from the table
+        circuit's exact unitary against the target."""
+        c = self.table_circuit
+        full = to_qiskit(c.codes, c.gateset)
+        local = {j: i for i, j in enumerate(self.where)}
+        qc = QuantumCircuit(len(self.where))
+        for inst in full.data:
+            qc.append(inst.operation, [local[full.find_bit(q).index] for q in inst.qubits])
+        overlap = np.vdot(c.unitary(), self.placed)  # tr(V^dag U)
+        qc.global_phase = float(np.angle(overlap)) if abs(overlap) > 0 else 0.0
+        return qc
 
 
 class OptimalTable:
@@ -150,40 +167,39 @@ class OptimalTable:
     def synthesize(self, unitaries: Sequence[np.ndarray]) -> list[Found | None]:
         """For each ``(2^k, 2^k)`` unitary (``k <= n``, Qiskit's qubit order), the cheapest table
         circuit over every placement of its qubits on the table's, or None when no circuit of
-        at most ``2 L`` moves implements it (up to global phase, within ``atol``)."""
-        jobs: list[tuple[int, tuple[int, ...]]] = []  # (target, table qubit of each local qubit)
-        targets: list[np.ndarray] = []
+        at most ``2 L`` moves implements it (up to global phase, within ``atol``). A gate set
+        that a swap of the table's two qubits maps onto itself costs the same in every
+        placement, so only the first is tried."""
+        jobs: list[tuple[int, tuple[int, ...], np.ndarray]] = []  # (target, table qubit of each local one, placed)
         n = self.num_qubits
         for t, u in enumerate(unitaries):
-            for where in itertools.permutations(range(n), _qubits_of(u)):
-                jobs.append((t, where))
-                targets.append(apply_gate(np.eye(1 << n, dtype=np.complex128), np.asarray(u), where, n))
-        circuits = self.dataset.synthesize_many(np.stack(targets), atol=self.atol) if targets else []
+            places = list(itertools.permutations(range(n), _qubits_of(u)))
+            for where in places[:1] if self.symmetric else places:
+                jobs.append((t, where, apply_gate(np.eye(1 << n, dtype=np.complex128), np.asarray(u), where, n)))
+        targets = np.stack([placed for _, _, placed in jobs]) if jobs else np.zeros((0, 1 << n, 1 << n))
+        circuits = self.dataset.synthesize_many(targets, atol=self.atol) if jobs else []
         best: list[Found | None] = [None] * len(unitaries)
-        for (t, where), c in zip(jobs, circuits, strict=True):
+        for (t, where, placed), c in zip(jobs, circuits, strict=True):
             if c is None or not self._stays_on(c, where):
                 continue
             key = self.cost(self.gateset.moves[int(m)].gate for m in c.codes)
             current = best[t]
             if current is None or key < current.key:
-                best[t] = Found(self._local(c, where, np.asarray(unitaries[t])), key)
+                best[t] = Found(c, where, placed, key)
         return best
+
+    @cached_property
+    def symmetric(self) -> bool:
+        """Whether swapping the table's two qubits maps its moves onto its moves (always, for 1 qubit)."""
+        if self.num_qubits == 1:
+            return True
+        swap = np.eye(4)[[0, 2, 1, 3]]
+        moves = self.gateset.move_matrices
+        return all(any(np.allclose(swap @ m @ swap, other, atol=1e-12) for other in moves) for m in moves)
 
     def _stays_on(self, c: Circuit, where: tuple[int, ...]) -> bool:
         moves = self.gateset.moves
         return all(q in where for m in c.codes for q in moves[int(m)].qubits)
-
-    def _local(self, c: Circuit, where: tuple[int, ...], u: np.ndarray) -> Any:
-        """``c`` as a ``QuantumCircuit`` on the target's qubits (table qubit ``where[i]`` is local
-        qubit ``i``), with the global phase that makes its ``Operator`` equal to ``u``."""
-        full = to_qiskit(c.codes, self.gateset)
-        local = {j: i for i, j in enumerate(where)}
-        qc = QuantumCircuit(len(where))
-        for inst in full.data:
-            qc.append(inst.operation, [local[full.find_bit(q).index] for q in inst.qubits])
-        overlap = np.vdot(Operator(qc).data, u)  # tr(V^dag U)
-        qc.global_phase = float(np.angle(overlap)) if abs(overlap) > 0 else 0.0
-        return qc
 
 
 def _qubits_of(u: np.ndarray) -> int:

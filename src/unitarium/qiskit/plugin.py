@@ -105,7 +105,7 @@ class UnitariumSynthesis(UnitarySynthesisPlugin):  # type: ignore[misc]
         missing = _missing_gates(table, options)
         found = None if missing else table.synthesize([unitary])[0]
         if found is not None:
-            return circuit_to_dag(found.circuit)
+            return circuit_to_dag(found.circuit())
         if strict:
             k = unitary.shape[0].bit_length() - 1
             why = (
