@@ -159,12 +159,13 @@ class OptimalBlocksStage(PassManagerStagePlugin):  # type: ignore[misc]
 def _qiskit_stage(config: Any, level: int | None) -> PassManager | None:
     """Qiskit's optimization stage for ``config``: the Clifford+T one when ``transpile`` would
     use it, else the ``default`` plugin."""
-    from qiskit.transpiler.preset_passmanagers.common import is_clifford_t_basis
-
-    if is_clifford_t_basis(config.basis_gates, config.target):
+    try:  # Qiskit versions without a Clifford+T pipeline serve every basis with the default stage
         from qiskit.transpiler.passmanager_config import PassManagerCliffordTConfig
         from qiskit.transpiler.preset_passmanagers.builtin_plugins import OptimizeCliffordTPassManager
-
+        from qiskit.transpiler.preset_passmanagers.common import is_clifford_t_basis
+    except ImportError:
+        is_clifford_t_basis = None
+    if is_clifford_t_basis is not None and is_clifford_t_basis(config.basis_gates, config.target):
         clifford_t = PassManagerCliffordTConfig(
             basis_gates=config.basis_gates,
             coupling_map=config.coupling_map,
