@@ -106,8 +106,11 @@ class OptimalTable:
         self.gateset = gs
         self.num_qubits = gs.num_qubits
         self.weights = gate_weights(self.dataset)
-        self.max_length = int(getattr(self.dataset.spec.source, "max_length", 0))
         self.dataset.synthesize_many(np.eye(gs.dim)[None], atol=atol)  # loads it: refuses a non-table now
+        # L, the longest circuit of the table (OptimalBlocks sizes its windows by it); a table
+        # bounded by cost rather than length has no max_length: its longest record then
+        bound = getattr(self.dataset.spec.source, "max_length", None)
+        self.max_length = int(bound) if bound is not None else int(self.dataset.lengths().max(initial=0))
         self._gate_cache: dict[Any, int | None] = {}
 
     @property
