@@ -79,7 +79,7 @@ def test_public_modules_are_private_behind_the_package() -> None:
     import pkgutil
 
     names = {m.name for m in pkgutil.iter_modules(unitarium.__path__)}
-    assert {n for n in names if not n.startswith("_")} == {"cli", "interop", "search", "torch"}
+    assert {n for n in names if not n.startswith("_")} == {"cli", "interop", "plot", "qiskit", "search", "torch"}
 
 
 def test_exception_tree() -> None:

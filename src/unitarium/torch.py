@@ -3,9 +3,11 @@
 Two ways in, both taking a :class:`~unitarium.Dataset` or a :class:`~unitarium.DatasetView`
 (a split part, a sample):
 
-- :class:`ShuffledBatches`, the fast one: an ``IterableDataset`` of whole batches, read a block
-  range at a time and shuffled through a buffer. Use it with ``DataLoader(sb, batch_size=None,
-  num_workers=k)``; call ``sb.set_epoch(e)`` before each epoch for a new order.
+- :class:`ShuffledBatches`, the fast one: an ``IterableDataset`` of whole batches, read in chunks
+  (position ranges) and shuffled within windows that each take one chunk of every stratum of the
+  dataset (well mixed whatever the record order). Use it with ``DataLoader(sb, batch_size=None,
+  num_workers=k)``; call ``sb.set_epoch(e)`` before each epoch for a new order. Each batch is a
+  :class:`Batch`: one buffer, sent from a DataLoader worker as one ``bytes``.
 - :class:`UnitaryDataset`: a map-style ``Dataset`` (any sampler); its ``__getitems__`` reads a
   whole batch of ids in a few range reads. Use ``collate_fn=UnitaryDataset.collate``.
 
@@ -27,7 +29,7 @@ Padding is :data:`pad` = the number of moves (one past the last move code), so
 
 from __future__ import annotations
 
-import itertools
+import math
 import numbers
 from collections.abc import Iterator
 from typing import Any
@@ -36,7 +38,7 @@ import numpy as np
 
 from ._errors import MissingOptionalLibraryError, SpecError
 from ._read.records import pad_tokens
-from ._read.split import as_source, max_length, read_positions
+from ._read.split import as_source, max_length, read_position_ranges
 
 try:
     import torch
@@ -46,29 +48,17 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise MissingOptionalLibraryError("torch", "unitarium.torch", "torch") from exc
 
-__all__ = ["ShuffledBatches", "UnitaryDataset", "pad_tokens", "pad_value"]
+__all__ = ["Batch", "ShuffledBatches", "UnitaryDataset", "pad_tokens", "pad_value"]
 
-_WINDOW_BYTES = 8 << 20  # unitary bytes in the shuffle buffer (larger windows leave the CPU caches: slower)
-_CHUNK_BYTES = 512 << 10  # unitary bytes per chunk (about one stored block)
+_WINDOW_BYTES = 32 << 20  # unitary bytes in a shuffle window (2 qubits: 262,144 records, read in chunks)
+_MIN_CHUNK = 64  # records per chunk at least (a range read has a fixed cost)
+_MIN_STRATA = 128  # chunks per window at least
 
 
 def pad_value(source: Any) -> int:
     """The padding token of a dataset or view: its number of moves (one past the last move code)."""
     ds, _ = as_source(source)
     return len(ds.gateset.moves)
-
-
-def _columns(source: Any, start: int, stop: int, width: int, pad: int) -> dict[str, np.ndarray]:
-    """Positions ``start .. stop-1`` of ``source`` as numpy batch columns (see the module docstring)."""
-    ids, u, c = read_positions(source, start, stop)
-    assert u is not None and c is not None
-    codes, offsets = c
-    return {
-        "id": np.array(ids, dtype=np.int64),
-        "unitary": u.astype(np.complex64, copy=False),
-        "tokens": pad_tokens(codes, offsets, width, pad),
-        "length": np.diff(offsets),
-    }
 
 
 def _tensors(cols: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -149,21 +139,144 @@ class UnitaryDataset(_TorchDataset):  # type: ignore[type-arg]
         return {k: torch.stack([s[k] for s in samples]) for k in samples[0]} if samples else {}
 
 
+class Batch(dict):  # type: ignore[type-arg]
+    """A batch: a ``dict`` of tensors (see the module docstring) that crosses processes as one buffer.
+
+    A DataLoader worker sends what it yields to the main process by pickling it. Torch pickles each
+    tensor through its own shared-memory file whose descriptor the main process fetches from a
+    thread of the worker (a socket round trip per tensor, waiting for the worker's GIL): that cost
+    more than reading the batch. A ``Batch`` pickles as one ``bytes`` of all its tensors (their
+    bytes, 16-aligned) and a layout; unpickling copies it into one fresh writable buffer and views
+    each field in it. Values that are not plain CPU tensors pickle the ordinary way."""
+
+    _sent: dict[str, tuple[torch.Tensor, int, np.ndarray]]  # field: (its tensor, its version, what to send)
+
+    def __copy__(self) -> Batch:
+        out = Batch(self)  # (DataLoader's default_convert and pin_memory copy the mapping)
+        out._sent = getattr(self, "_sent", {})
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        packed = _pack(self)
+        return (Batch, (dict(self),)) if packed is None else (_unpack, packed)
+
+
+_Layout = tuple[tuple[str, str, str, tuple[int, ...], int], ...]
+
+
+def _pack(batch: dict[str, Any]) -> tuple[bytes, _Layout] | None:
+    """One ``bytes`` of a dict of CPU tensors and each field's ``(key, dtype, sent dtype, shape,
+    offset)``: integer fields travel in the narrowest integer type holding their values (move codes
+    and lengths fit a byte), 16-aligned. None if a value is not a CPU tensor numpy can view
+    (autograd, conjugate bit, bfloat16...)."""
+    pieces: list[Any] = []
+    layout = []
+    at = 0
+    known = getattr(batch, "_sent", {})
+    for key, value in batch.items():
+        if not isinstance(value, torch.Tensor) or value.device.type != "cpu":
+            return None
+        try:
+            array = value.numpy()
+        except (RuntimeError, TypeError):
+            return None
+        hint = known.get(key)
+        fresh = hint is not None and hint[0] is value and hint[1] == value._version  # not modified in place
+        sent = hint[2] if fresh and hint is not None else _narrow(array)
+        layout.append((key, array.dtype.str, sent.dtype.str, tuple(array.shape), at))
+        pieces.append(np.ascontiguousarray(sent).reshape(-1).view(np.uint8))
+        pad = -sent.nbytes % 16
+        pieces.append(bytes(pad))
+        at += sent.nbytes + pad
+    return b"".join(pieces), tuple(layout)
+
+
+def _narrow(array: np.ndarray) -> np.ndarray:
+    """An integer array in the narrowest integer type that holds its values (others as they are)."""
+    if array.dtype.kind not in "iu" or array.itemsize == 1 or not array.size:
+        return array
+    lo, hi = int(array.min()), int(array.max())
+    for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32):
+        info = np.iinfo(dtype)
+        if info.bits // 8 < array.itemsize and info.min <= lo and hi <= info.max:
+            return array.astype(dtype)
+    return array
+
+
+def _unpack(payload: bytes, layout: _Layout) -> Batch:
+    """The :class:`Batch` of :func:`_pack`: the fields copied (and widened back) into one fresh
+    writable buffer, each field a view of it."""
+    data = np.frombuffer(payload, dtype=np.uint8)
+    sizes = [math.prod(shape) * np.dtype(dtype).itemsize for _, dtype, _, shape, _ in layout]
+    buffer = np.empty(sum(-(-n // 16) * 16 for n in sizes), dtype=np.uint8)
+    out = Batch()
+    start = 0
+    for (key, dtype, sent, shape, at), size in zip(layout, sizes, strict=True):
+        view = buffer[start : start + size].view(dtype).reshape(shape)
+        count = math.prod(shape)
+        view.reshape(-1)[:] = data[at : at + count * np.dtype(sent).itemsize].view(sent)
+        out[key] = torch.from_numpy(view)
+        start += -(-size // 16) * 16
+    return out
+
+
+def _batch(cols: dict[str, np.ndarray], rows: np.ndarray) -> Batch:
+    """Rows ``rows`` of window columns as a :class:`Batch` of int64 and complex64 fields, each a view
+    of one buffer. Columns held narrower in the window (move codes, lengths) are widened here, and
+    their narrow rows kept for sending (no second narrowing in :func:`_pack`)."""
+    dtypes = {k: np.dtype(np.int64) if v.dtype.kind in "iu" else v.dtype for k, v in cols.items()}
+    shapes = {k: (len(rows), *v.shape[1:]) for k, v in cols.items()}
+    sizes = {k: -(-math.prod(shapes[k]) * dtypes[k].itemsize // 16) * 16 for k in cols}
+    buffer = np.empty(sum(sizes.values()), dtype=np.uint8)
+    out = Batch()
+    out._sent = {}
+    at = 0
+    for key, col in cols.items():
+        view = buffer[at : at + sizes[key]][: math.prod(shapes[key]) * dtypes[key].itemsize]
+        view = view.view(dtypes[key]).reshape(shapes[key])
+        if col.dtype == view.dtype:
+            np.take(col, rows, axis=0, out=view)
+            sent = view
+        else:
+            sent = col[rows]
+            view[...] = sent
+        out[key] = torch.from_numpy(view)
+        out._sent[key] = (out[key], out[key]._version, sent)
+        at += sizes[key]
+    return out
+
+
+def _chunk_size(buffer_size: int, batch_size: int) -> int:
+    """Records per chunk: a window holds ``max(128, batch_size // 4)`` chunks (strata; enough for
+    batch means as spread as a true shuffle's, see :class:`ShuffledBatches`), each of at least
+    :data:`_MIN_CHUNK` records (a range read has a fixed cost), and no more than the window."""
+    strata = max(_MIN_STRATA, batch_size // 4)
+    return max(1, min(buffer_size, max(_MIN_CHUNK, -(-buffer_size // strata))))
+
+
 class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     """Shuffled batches of a dataset or view, every record exactly once per epoch.
 
-    The records (positions ``0 .. n-1``) are cut into chunks of contiguous positions (about one
-    stored block each, at most 1/16 of ``buffer_size``). Each epoch, the chunk order is drawn from
-    ``SeedSequence(seed, spawn_key=(epoch,))`` and the chunk sequence cut into
-    ``world_size * num_workers`` consecutive pieces of equal record count (differing by at most one):
-    piece ``rank * num_workers + worker`` is read by that DataLoader worker of that rank, a window of
-    ``buffer_size`` records at a time, shuffled within the window (the leftover of a window that does
-    not fill a batch joins the next). Nothing is shared or skipped between pieces.
+    **Order.** Positions ``0 .. n-1`` are cut into chunks of ``chunk`` contiguous positions and the
+    chunks into ``s`` strata of consecutive chunks (``s`` = the chunks a window of ``buffer_size``
+    records holds). Each epoch, from ``SeedSequence(seed, spawn_key=(epoch,))``, every window takes
+    one randomly drawn chunk of each stratum (a stratified sample of the whole dataset, whatever
+    its record order: records sorted by length, as enumerations are, give windows of the dataset's
+    own length mix). The window sequence is cut into ``world_size * num_workers`` consecutive
+    pieces of equal record count (differing by at most one): piece ``rank * num_workers + worker``
+    is read by that DataLoader worker of that rank, a window at a time (as ranges of positions),
+    shuffled within the window (the leftover of a window that does not fill a batch joins the
+    next); a window cut by a piece boundary is read as its two parts. Nothing is shared or skipped
+    between pieces. The chunk size follows the batch size (:func:`_chunk_size`): with
+    ``s >= batch_size / 4`` strata, the spread of batch-mean lengths stays within a few percent of
+    a true random permutation's (tests/test_batches_speed_mixing.py, benchmarks/bench_batches.py).
 
     ``rank`` and ``world_size`` default to ``torch.distributed``'s when it is initialised, else 0 and 1.
     ``set_epoch(e)`` selects the epoch (call it before creating the epoch's iterator). ``drop_last``
-    drops each worker's final short batch. Batches are dicts as in the module docstring; iterate
-    through ``DataLoader(sb, batch_size=None, num_workers=k)``.
+    drops each worker's final short batch. Batches are :class:`Batch` dicts as in the module
+    docstring, each field a view of one buffer per batch; iterate through ``DataLoader(sb,
+    batch_size=None, num_workers=k)`` (a batch crosses from a worker as one buffer: see
+    :class:`Batch`).
 
     **A dataset still being written.** ``n`` is fixed in this (the main) process, never by a worker:
     at construction and at each ``set_epoch(e, records=None)`` (``records``: that many, else all
@@ -207,7 +320,7 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
         unitary_bytes = ds.gateset.dim**2 * 8
         default_buffer = max(self.batch_size, _WINDOW_BYTES // unitary_bytes)
         self.buffer_size = default_buffer if buffer_size is None else _positive(buffer_size, "buffer_size")
-        self.chunk = max(1, min(_CHUNK_BYTES // unitary_bytes, self.buffer_size // 16))  # >= 16 chunks a window
+        self.chunk = _chunk_size(self.buffer_size, self.batch_size)
         self.rank, self.world_size = _distributed(rank, world_size)
         self.pad = pad_value(source)
         self.width = max_length(source)
@@ -236,25 +349,44 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
 
     def pieces(self, shards: int) -> list[list[tuple[int, int]]]:
         """This epoch's position ranges for each of ``shards`` readers (see the class docstring)."""
-        return self._pieces(shards, self.epoch, self.records)
+        return [
+            [r for window in self._windows(shards, s, self.epoch, self.records) for r in window] for s in range(shards)
+        ]
 
-    def _pieces(self, shards: int, epoch: int, n: int) -> list[list[tuple[int, int]]]:
-        starts = np.arange(0, n, self.chunk, dtype=np.int64)
+    def _order(self, epoch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The epoch's chunks in reading order: ``(starts, sizes, window)`` (window number of each)."""
+        c = self.chunk
+        chunks = -(-n // c)
+        windows = max(1, -(-chunks // max(1, self.buffer_size // c)))
+        k = np.arange(chunks, dtype=np.int64)
+        stratum, slot = k // windows, k % windows
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(epoch,)))
-        starts = starts[rng.permutation(len(starts))]
-        stops = np.minimum(starts + self.chunk, n)
-        ends = np.cumsum(stops - starts)
-        cuts = [n * s // shards for s in range(shards + 1)]
+        draw = np.argsort(rng.random((-(-chunks // windows), windows)), axis=1)  # per stratum: slot -> window
+        window = draw[stratum, slot]
+        order = np.lexsort((stratum, window))  # by window, then stratum (ascending positions)
+        starts = order * c
+        return starts, np.minimum(starts + c, n) - starts, window[order]
+
+    def _windows(self, shards: int, shard: int, epoch: int, n: int) -> list[list[tuple[int, int]]]:
+        """Piece ``shard`` of ``shards``: its windows, each a list of position ranges (adjacent merged)."""
+        starts, sizes, window = self._order(epoch, n)
+        ends = np.cumsum(sizes)
+        lo, hi = n * shard // shards, n * (shard + 1) // shards
         out: list[list[tuple[int, int]]] = []
-        for lo, hi in itertools.pairwise(cuts):
-            ranges = []
-            for k in range(int(np.searchsorted(ends, lo, side="right")), len(starts)):
-                begin = int(ends[k] - (stops[k] - starts[k]))  # records before chunk k
-                if begin >= hi:
-                    break
-                a, b = max(lo, begin), min(hi, int(ends[k]))
-                ranges.append((int(starts[k]) + a - begin, int(starts[k]) + b - begin))
-            out.append(ranges)
+        last = -1
+        for k in range(int(np.searchsorted(ends, lo, side="right")), len(starts)):
+            begin = int(ends[k] - sizes[k])  # records before chunk k
+            if begin >= hi:
+                break
+            a, b = int(starts[k]) + max(lo, begin) - begin, int(starts[k]) + min(hi, int(ends[k])) - begin
+            if window[k] != last:
+                out.append([])
+                last = int(window[k])
+            ranges = out[-1]
+            if ranges and ranges[-1][1] == a:
+                ranges[-1] = (ranges[-1][0], b)
+            else:
+                ranges.append((a, b))
         return out
 
     def _shard(self) -> tuple[int, int]:
@@ -262,42 +394,32 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
         return self.rank * workers + worker, self.world_size * workers
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def _columns(self, ranges: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+        """The records of position ranges as numpy batch columns (see the module docstring)."""
+        ids, u, (codes, offsets) = read_position_ranges(self.source, ranges)
+        return {
+            "id": ids,
+            "unitary": u.astype(np.complex64, copy=False),
+            "tokens": pad_tokens(codes, offsets, self.width, self.pad, np.uint8 if self.pad < 256 else np.int64),
+            "length": _narrow(np.diff(offsets)),
+        }
+
+    def __iter__(self) -> Iterator[Batch]:
         shard, shards = self._shard()
         epoch, n = (int(v) for v in self._state.tolist())  # one read: epoch and count together
-        ranges = self._pieces(shards, epoch, n)[shard]
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(epoch, shard, shards)))
         left: dict[str, np.ndarray] | None = None
-        for window in _windows(ranges, self.buffer_size):
-            parts = [_columns(self.source, a, b, self.width, self.pad) for a, b in window]
+        for ranges in self._windows(shards, shard, epoch, n):
+            cols = self._columns(ranges)
             if left is not None:
-                parts.insert(0, left)
-            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                cols = {k: np.concatenate([left[k], v]) for k, v in cols.items()}
             perm = rng.permutation(len(cols["id"]))
-            cols = {k: v[perm] for k, v in cols.items()}
             full = len(perm) // self.batch_size * self.batch_size
             for a in range(0, full, self.batch_size):
-                yield _tensors({k: v[a : a + self.batch_size] for k, v in cols.items()})
-            left = {k: v[full:] for k, v in cols.items()}
+                yield _batch(cols, perm[a : a + self.batch_size])
+            left = {k: v[perm[full:]] for k, v in cols.items()}
         if left is not None and len(left["id"]) and not self.drop_last:
-            yield _tensors(left)
-
-
-def _windows(ranges: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
-    """Group position ranges into windows of about ``size`` records (a range is split if needed)."""
-    window: list[tuple[int, int]] = []
-    held = 0
-    for a, b in ranges:
-        while a < b:
-            take = min(b - a, size - held)
-            window.append((a, a + take))
-            held += take
-            a += take
-            if held == size:
-                yield window
-                window, held = [], 0
-    if window:
-        yield window
+            yield _batch(left, np.arange(len(left["id"])))
 
 
 def _agreed_count(source: Any, records: int | None) -> int:

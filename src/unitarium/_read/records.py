@@ -17,7 +17,7 @@ from .._errors import RecordIndexError
 if TYPE_CHECKING:
     from .dataset import Dataset
 
-__all__ = ["chunk_records", "concat_ragged", "gather", "pad_tokens", "ragged_take"]
+__all__ = ["chunk_records", "concat_ragged", "gather", "pad_tokens", "ragged_take", "read_ranges"]
 
 _CHUNK_BYTES = 32 << 20
 """Unitary bytes read per piece when a reader walks many records (splits, views, exports)."""
@@ -42,6 +42,32 @@ def gather(
     return (ds.unitaries(ids) if unitaries else None), (ds.codes(ids) if codes else None)
 
 
+def read_ranges(
+    ds: Dataset, ranges: list[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Records of the id ranges ``[a, b)`` of ``ds``, in the order given, in one pass: each block
+    part read and checked once for both columns (``ds.unitaries(a, b)`` then ``ds.codes(a, b)``
+    would read and check it twice). Returns ``(ids, unitaries (n, d, d), (codes, offsets))``."""
+    d = ds.gateset.dim
+    n = sum(b - a for a, b in ranges)
+    out = np.empty((n, d, d), dtype=ds.format.unitary_dtype.newbyteorder("="))
+    ids = np.empty(n, dtype=np.int64)
+    codes: list[np.ndarray] = []
+    offsets, base, k = [np.zeros(1, np.int64)], 0, 0
+    for a, b in ranges:
+        ids[k : k + b - a] = np.arange(a, b)
+        for first, block in ds._blocks(a, b):
+            ds._check_codes(block, first)
+            part = block.unitaries if block.unitaries is not None else ds._unitaries_of(block)
+            out[k : k + block.count] = part
+            codes.append(block.codes)
+            offsets.append(block.offsets[1:] + base)
+            base += int(block.offsets[-1])
+            k += block.count
+    flat = np.concatenate(codes).astype(np.int64) if codes else np.zeros(0, np.int64)
+    return ids, out, (flat, np.concatenate(offsets).astype(np.int64))
+
+
 def ragged_take(codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``rows`` (any order, repeats allowed) of the ragged array ``(codes, offsets)``."""
     starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
@@ -63,11 +89,14 @@ def concat_ragged(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     return codes, offsets
 
 
-def pad_tokens(codes: np.ndarray, offsets: np.ndarray, width: int, pad: int) -> np.ndarray:
-    """Ragged circuits ``(codes, offsets)`` as an ``(n, width)`` int64 array padded with ``pad``."""
+def pad_tokens(
+    codes: np.ndarray, offsets: np.ndarray, width: int, pad: int, dtype: type[np.integer] = np.int64
+) -> np.ndarray:
+    """Ragged circuits ``(codes, offsets)`` as an ``(n, width)`` array (int64 unless ``dtype``)
+    padded with ``pad``."""
     n = len(offsets) - 1
     lengths = np.diff(offsets)
-    out = np.full((n, width), pad, dtype=np.int64)
+    out = np.full((n, width), pad, dtype=dtype)
     if n and lengths.min() == lengths.max():
         out[:, : int(lengths[0])] = codes.reshape(n, -1)
         return out

@@ -45,7 +45,7 @@ import numpy as np
 from .._core.canonical import KeyScheme, _splitmix
 from .._core.circuit import Circuit, Record
 from .._errors import RecordIndexError, SpecError
-from .records import chunk_records, gather
+from .records import chunk_records, gather, read_ranges
 
 if TYPE_CHECKING:
     from .._core.gateset import GateSet
@@ -81,6 +81,21 @@ def read_positions(
         return np.arange(start, stop, dtype=np.int64), u, c
     picked = ids[start:stop]
     u, c = gather(ds, picked, unitaries=unitaries, codes=codes)
+    return picked, u, c
+
+
+def read_position_ranges(
+    obj: Any, ranges: list[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Records at the position ranges ``[a, b)`` of a dataset or view, in the order given, in one
+    pass (a dataset: each block part read once; a view: one gather of all their ids):
+    ``(ids, unitaries, (codes, offsets))``."""
+    ds, ids = as_source(obj)
+    if ids is None:
+        return read_ranges(ds, ranges)
+    picked = np.concatenate([ids[a:b] for a, b in ranges]) if ranges else ids[:0]
+    u, c = gather(ds, picked)
+    assert u is not None and c is not None
     return picked, u, c
 
 

@@ -494,3 +494,7 @@ main.add_command(index_cmd)
 from .export import export_cmd  # noqa: E402
 
 main.add_command(export_cmd)
+
+from .plot import plot_cmd  # noqa: E402
+
+main.add_command(plot_cmd)

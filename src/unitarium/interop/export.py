@@ -195,8 +195,9 @@ def _write(parts: dict[str, Any], tmp: Path, format: str, source: Any, *, comple
         else:
             _write_npz(view, tmp / "data" / f"{name}.npz")
             files[name] = [f"{name}.npz"]
+    picture = _profile_figure(source, tmp)
     # a source path that is not UTF-8 is shown escaped: the card stays valid UTF-8
-    text = card(source, parts, files, format, complete=complete)
+    text = card(source, parts, files, format, complete=complete, figure=picture)
     (tmp / "README.md").write_text(text, encoding="utf-8", errors="backslashreplace")
     for path in [*tmp.rglob("*"), tmp]:
         if path.is_file():
@@ -208,6 +209,20 @@ def _write(parts: dict[str, Any], tmp: Path, format: str, source: Any, *, comple
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _profile_figure(source: Any, tmp: Path) -> str | None:
+    """``profile.png`` beside the card (the dataset's lengths, records per task, move frequencies:
+    :mod:`unitarium.plot`) when matplotlib is installed (``unitarium[plot]``); else None."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    from ..plot import figure, profile
+
+    ds, _ = as_source(source)
+    figure(profile(ds), tmp / "profile.png")
+    return "profile.png"
 
 
 def _write_npz(view: Any, path: Path) -> None:
@@ -255,10 +270,22 @@ z["unitary"][0], z["circuit"][0]
 }
 
 
-def card(source: Any, parts: dict[str, Any], files: dict[str, list[str]], format: str, *, complete: bool = True) -> str:
+def card(
+    source: Any,
+    parts: dict[str, Any],
+    files: dict[str, list[str]],
+    format: str,
+    *,
+    complete: bool = True,
+    figure: str | None = None,
+) -> str:
     """The dataset card (``README.md``): YAML ``configs`` front matter, columns, conventions, spec;
-    a dataset exported before its run finished (``complete`` False) is said to be incomplete."""
+    a dataset exported before its run finished (``complete`` False) is said to be incomplete;
+    ``figure``: a picture of the dataset beside the card, shown under the split table."""
     ds, _ = as_source(source)
+    picture = (
+        f"\n\n![circuit lengths, records per task and move frequencies of {ds.path.name}]({figure})" if figure else ""
+    )
     note = "" if complete else "\n\n" + _incomplete_note(ds, sum(len(v) for v in parts.values()))
     d, moves = ds.gateset.dim, [m.text for m in ds.gateset.moves]
     yaml_files = "\n".join(f"  - split: {name}\n    path: data/{name}-*" for name in parts)
@@ -285,7 +312,7 @@ Quantum circuits and the unitaries they implement, exported by
 
 | split | records | files |
 |---|---|---|
-{sizes}
+{sizes}{picture}
 
 ## Columns
 
