@@ -168,6 +168,8 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
 @click.option("--length", help="Random circuit length: N or MIN:MAX (uniform).")
 @click.option("--enumerate", "enumerate_", is_flag=True, help="Every gate sequence up to --max-length, breadth-first.")
 @click.option("--max-length", type=int, help="Longest enumerated sequence.")
+@click.option("--cost", help="Gate weights for --unique enumeration by cost, e.g. t=1,tdg=1 (unnamed gates 0).")
+@click.option("--max-cost", type=int, help="Highest cost enumerated (with --cost).")
 @click.option("--no-prune", is_flag=True, help="Enumerate without skipping trivially redundant sequences.")
 @click.option("--unique", is_flag=True, help="Keep one record per distinct unitary up to global phase.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="complex64", show_default=True)
@@ -214,6 +216,8 @@ def generate_cmd(
     length: str | None,
     enumerate_: bool,
     max_length: int | None,
+    cost: str | None,
+    max_cost: int | None,
     no_prune: bool,
     unique: bool,
     dtype: str,
@@ -228,8 +232,8 @@ def generate_cmd(
     """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
     directory PATH (a path ending in / or an existing directory: one writer per worker). A new
     PATH without a suffix (runs/x) makes a file, and says so: write runs/x/ for a directory."""
-    if enumerate_ != (max_length is not None):
-        raise SpecError("--enumerate and --max-length go together")
+    if enumerate_ != (max_length is not None or max_cost is not None):
+        raise SpecError("--enumerate and --max-length (or --max-cost) go together")
     spec = make_spec(
         gates=gates,
         qubits=qubits,
@@ -243,6 +247,8 @@ def generate_cmd(
         dtype=dtype,
         seed=seed,
         unitaries=unitaries,
+        cost=cost,
+        max_cost=max_cost,
     )
     update, close = _progress_printer(quiet)
     update, said = _with_layout_note(path, update, quiet)
