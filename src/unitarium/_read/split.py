@@ -434,7 +434,7 @@ class DatasetView(SplitMixin):
             assert u is not None and c is not None
             codes, off = c
             for k, i in enumerate(ids.tolist()):
-                yield Record(i, Circuit(codes[off[k] : off[k + 1]], self.gateset), u[k])
+                yield Record(i, Circuit(codes[off[k] : off[k + 1]], self.gateset), u[k], self.dataset.spec.cost)
 
 
 def _rebuild_view(dataset: Dataset, ids: np.ndarray, name: str) -> DatasetView:

@@ -156,7 +156,7 @@ def _reader(ds: Dataset, ids: np.ndarray) -> Callable[[int], Record]:
         return ds.__getitem__
     wanted = np.unique(ids)
     stored = dict(zip(wanted.tolist(), ds.unitaries(wanted), strict=True))
-    return lambda i: Record(i, table.circuit(i), stored[i])
+    return lambda i: Record(i, table.circuit(i), stored[i], ds.spec.cost)
 
 
 def _blocks(ds: Dataset, bar: Bar) -> Iterator[tuple[int, np.ndarray]]:

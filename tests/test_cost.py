@@ -1,0 +1,289 @@
+"""Cost models (``--cost``): unique enumeration by increasing cost then length, checked against
+exact searches written here (their own gate matrices, their own up-to-phase keys); the refusals;
+the default model leaving specs as they were; ``circuit_cost``."""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unitarium
+from unitarium._core.cost import check_free_closure, circuit_cost, circuit_costs, move_weights, split_level
+from unitarium._errors import SpecError, SpecMismatchError
+
+from conftest import cli, one_error_line
+
+# -- an independent model of 2-qubit gates (qubit 0 least significant, as Qiskit) ---------------
+
+I2 = np.eye(2)
+H = np.array([[1, 1], [1, -1]]) / np.sqrt(2)
+S = np.diag([1, 1j])
+T = np.diag([1, np.exp(1j * np.pi / 4)])
+X = np.array([[0, 1], [1, 0]])
+Z = np.diag([1, -1])
+Y = 1j * X @ Z
+
+
+def on(gate: np.ndarray, qubit: int) -> np.ndarray:
+    return np.kron(I2, gate) if qubit == 0 else np.kron(gate, I2)
+
+
+def cx(control: int, target: int) -> np.ndarray:
+    m = np.zeros((4, 4))
+    for x in range(4):
+        y = x ^ (1 << target) if x >> control & 1 else x
+        m[y, x] = 1
+    return m
+
+
+def key(u: np.ndarray, decimals: int = 3) -> bytes:
+    """An up-to-phase key: the matrix divided by the phase of its first entry of magnitude > 0.05
+    (entries of these groups are 0 or at least ~0.19 in magnitude), rounded."""
+    flat = np.asarray(u, dtype=np.complex128).reshape(-1)
+    pivot = flat[np.argmax(np.abs(flat) > 0.05)]
+    v = np.round(flat * np.conj(pivot) / abs(pivot), decimals) + 0.0  # + 0.0: no -0.0
+    return v.tobytes()
+
+
+def keys(us: np.ndarray, decimals: int = 3) -> list[bytes]:
+    """:func:`key` of each of ``(n, d, d)`` matrices, vectorised."""
+    flat = np.asarray(us, dtype=np.complex128).reshape(len(us), -1)
+    pivot = flat[np.arange(len(flat)), np.argmax(np.abs(flat) > 0.05, axis=1)]
+    v = np.round(flat * (np.conj(pivot) / np.abs(pivot))[:, None], decimals) + 0.0
+    return [row.tobytes() for row in v]
+
+
+def cost_levels(
+    gens: list[tuple[np.ndarray, int]], max_cost: int, max_length: int = 10**9
+) -> dict[bytes, tuple[int, int]]:
+    """Dijkstra over unitaries up to phase: each reachable one's least ``(cost, length)`` with the
+    generators ``(matrix, weight)``, up to ``max_cost`` (paths of at most ``max_length``)."""
+    best: dict[bytes, tuple[int, int]] = {}
+    heap: list[tuple[int, int, int, bytes]] = [(0, 0, 0, key(np.eye(4)))]
+    mats = {key(np.eye(4)): np.eye(4, dtype=np.complex128)}
+    counter = 1
+    while heap:
+        c, n, _, k = heapq.heappop(heap)
+        if k in best:
+            continue
+        best[k] = (c, n)
+        for g, w in gens:
+            child = g @ mats[k]
+            ck = key(child)
+            if ck not in best and c + w <= max_cost and n + 1 <= max_length:
+                mats.setdefault(ck, child)
+                heapq.heappush(heap, (c + w, n + 1, counter, ck))
+                counter += 1
+    return best
+
+
+CLIFFORD_GENS = [on(H, 0), on(H, 1), on(S, 0), on(S, 1), cx(0, 1), cx(1, 0)]
+
+
+@pytest.fixture(scope="module")
+def clifford() -> dict[bytes, np.ndarray]:
+    """The 2-qubit Clifford group up to phase, by breadth-first closure of its generators."""
+    group = {key(np.eye(4)): np.eye(4, dtype=np.complex128)}
+    frontier = list(group.values())
+    while frontier:
+        nxt = []
+        for u in frontier:
+            for g in CLIFFORD_GENS:
+                v = g @ u
+                k = key(v)
+                if k not in group:
+                    group[k] = v
+                    nxt.append(v)
+        frontier = nxt
+    return group
+
+
+def _keys_of(ds: unitarium.Dataset, ids: np.ndarray) -> list[bytes]:
+    return keys(ds.unitaries(ids))
+
+
+def _levels_by_key(ds: unitarium.Dataset) -> dict[bytes, tuple[int, int]]:
+    levels = zip(ds.costs().tolist(), ds.lengths().tolist(), strict=True)
+    return dict(zip(_keys_of(ds, np.arange(len(ds))), levels, strict=True))
+
+
+def _by_level(ds: unitarium.Dataset) -> collections.Counter:
+    off = ds.codes()[1]
+    return collections.Counter(zip(ds.costs().tolist(), np.diff(off).tolist(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def tcount(tmp_path_factory: pytest.TempPathFactory) -> unitarium.Dataset:
+    path = tmp_path_factory.mktemp("tcount") / "t.db"
+    spec = unitarium.make_spec(gates="h,s,t,cx", qubits=2, max_cost=1, unique=True, cost="t=1")
+    unitarium.generate(path, spec, workers=1)
+    return unitarium.open(path)
+
+
+def test_tcount_zero_is_the_clifford_group(tcount: unitarium.Dataset, clifford: dict[bytes, np.ndarray]) -> None:
+    assert len(clifford) == 11520
+    costs = tcount.costs()
+    zero = np.flatnonzero(costs == 0)
+    assert len(zero) == 11520
+    assert set(_keys_of(tcount, zero)) == set(clifford)
+    # within cost 0, each circuit is a shortest Clifford circuit: lengths by breadth-first layer
+    layers = cost_levels([(g, 0) for g in CLIFFORD_GENS], 0)
+    want = collections.Counter(n for _, n in layers.values())
+    assert {n: k for (c, n), k in _by_level(tcount).items() if c == 0} == dict(want)
+
+
+def test_tcount_one_is_clifford_times_a_pauli_rotation(
+    tcount: unitarium.Dataset, clifford: dict[bytes, np.ndarray]
+) -> None:
+    paulis = [np.kron(a, b) for a in (I2, X, Y, Z) for b in (I2, X, Y, Z)][1:]
+    assert len(paulis) == 15
+    # R_P(pi/4) = exp(-i pi/8 P), up to phase: (I + P)/2 + e^{i pi/4} (I - P)/2 ~ T for P = Z
+    rotations = [(np.eye(4) + p) / 2 + np.exp(1j * np.pi / 4) * (np.eye(4) - p) / 2 for p in paulis]
+    cliffords = np.stack(list(clifford.values()))
+    one = {k for r in rotations for k in keys(cliffords @ r)} - set(clifford)
+    costs = tcount.costs()
+    ids = np.flatnonzero(costs == 1)
+    assert len(one) == 11520 * 15  # each Clifford coset of a rotation is new and they are disjoint
+    assert len(ids) == len(one)
+    assert set(_keys_of(tcount, ids)) == one
+    assert np.all(np.diff(costs) >= 0)  # records in cost order
+    assert costs.max() == 1
+    record = tcount[int(ids[0])]
+    assert record.cost == 1 == circuit_cost(record.circuit, tcount.spec.cost)
+    assert str(record.circuit).count("t ") == 1
+
+
+def test_levels_and_task_list(tcount: unitarium.Dataset) -> None:
+    levels = tcount._query("SELECT level, first_id, count FROM tasks ORDER BY task_id")
+    seen = []
+    for level, first, count in levels:
+        cost, length = split_level(level)
+        codes, off = tcount.codes(first, first + count)
+        assert np.all(np.diff(off) == length)
+        assert np.all(circuit_costs(codes, off, move_weights(tcount.gateset, tcount.spec.cost)) == cost)
+        seen.append((cost, length))
+    assert seen == sorted(seen)  # increasing cost, then length
+    assert tcount.verify(sample=200).ok
+
+
+def test_cx_count_levels_match_dijkstra(tmp_path: Path) -> None:
+    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_cost=3, unique=True, cost="cx=1")
+    unitarium.generate(tmp_path / "cx.db", spec, workers=1)
+    ds = unitarium.open(tmp_path / "cx.db")
+    gens = [(g, 1 if i >= 4 else 0) for i, g in enumerate(CLIFFORD_GENS)]
+    best = cost_levels(gens, 3)
+    want = collections.Counter(best.values())
+    assert _by_level(ds) == want
+    assert collections.Counter(c for c, _ in best.values()) == {0: 576, 1: 5184, 2: 5184, 3: 576}
+    # every record at its least (cost, length)
+    got = _levels_by_key(ds)
+    assert got == best
+    # pruning loses nothing under a cost model: the same levels without it
+    unpruned = unitarium.make_spec(gates="h,s,cx", qubits=2, max_cost=3, unique=True, cost="cx=1", prune=False)
+    unitarium.generate(tmp_path / "np.db", unpruned, workers=1)
+    assert _by_level(unitarium.open(tmp_path / "np.db")) == want
+
+
+def test_max_length_bounds_cost_enumeration(tmp_path: Path) -> None:
+    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_cost=2, max_length=4, unique=True, cost="cx=1")
+    unitarium.generate(tmp_path / "b.db", spec, workers=2)
+    ds = unitarium.open(tmp_path / "b.db")
+    best = cost_levels([(g, 1 if i >= 4 else 0) for i, g in enumerate(CLIFFORD_GENS)], 2, max_length=4)
+    got = _levels_by_key(ds)
+    assert got == best
+    assert max(n for _, n in got.values()) == 4
+
+
+def test_default_cost_is_todays_spec(tmp_path: Path) -> None:
+    plain = unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=3, unique=True)
+    ones = unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=3, unique=True, cost="h=1,s=1,cx=1")
+    by_cost = unitarium.make_spec(gates="h,s,cx", qubits=2, max_cost=3, unique=True)
+    assert plain.canonical_json() == ones.canonical_json() == by_cost.canonical_json()
+    assert "cost" not in plain.to_json() and "max_cost" not in plain.to_json()["source"]
+    assert ones.cost is None
+    unitarium.generate(tmp_path / "a.db", plain, workers=1)
+    ds = unitarium.open(tmp_path / "a.db")
+    assert np.array_equal(ds.costs(), ds.lengths())
+    assert ds[5].cost == len(ds[5].circuit)
+
+
+def test_spec_round_trip(tmp_path: Path) -> None:
+    spec = unitarium.make_spec(gates="h,s,t,tdg,cx", qubits=2, max_cost=0, unique=True, cost={"t": 1, "tdg": 1})
+    data = spec.to_json()
+    assert data["cost"] == {"h": 0, "s": 0, "t": 1, "tdg": 1, "cx": 0}
+    assert data["source"]["max_cost"] == 0
+    again = unitarium.Spec.from_json(json.loads(json.dumps(data)))
+    assert again.canonical_json() == spec.canonical_json()
+    unitarium.generate(tmp_path / "c.db", spec, workers=1)
+    assert len(unitarium.open(tmp_path / "c.db")) == 11520
+    # same spec resumes (nothing to do); another cost model is refused
+    unitarium.generate(tmp_path / "c.db", spec, workers=1)
+    other = unitarium.make_spec(gates="h,s,t,tdg,cx", qubits=2, max_cost=0, unique=True, cost="t=2,tdg=1")
+    with pytest.raises(SpecMismatchError, match="another spec"):
+        unitarium.generate(tmp_path / "c.db", other, workers=1)
+
+
+def test_cli_cost_and_refusals(tmp_path: Path) -> None:
+    out = tmp_path / "x.db"
+    cli("generate", out, "--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--unique", "--cost", "cx=1",
+        "--max-cost", "1", "-q")  # fmt: skip
+    assert collections.Counter(unitarium.open(out).costs().tolist()) == {0: 576, 1: 5184}
+    bad = {
+        ("--cost", "cx=1", "--gates", "h,s,t,cx", "--max-cost", "1"): "infinite",
+        ("--cost", "cz=1", "--gates", "h,s,cx", "--max-cost", "1"): "not a gate",
+        ("--cost", "cx=-1", "--gates", "h,s,cx", "--max-cost", "1"): "whole number",
+        ("--cost", "cx", "--gates", "h,s,cx", "--max-cost", "1"): "GATE=WEIGHT",
+        ("--cost", "cx=0", "--gates", "h,s,cx", "--max-cost", "1"): "every gate 0",
+        ("--cost", "cx=1", "--gates", "h,s,cx", "--max-length", "3"): "",  # bounded by length: fine
+    }
+    for args, words in bad.items():
+        target = tmp_path / f"bad{len(words)}{args[1]}.db"
+        proc = cli("generate", target, "--qubits", "2", "--enumerate", "--unique", "-q", *args, check=False)
+        if not words:
+            assert proc.returncode == 0, proc.stderr
+            continue
+        assert proc.returncode == 2, proc.stderr
+        assert words in one_error_line(proc.stderr)
+        assert not target.exists()
+    proc = cli("generate", tmp_path / "r.db", "--qubits", "2", "--gates", "h,cx", "--count", "5", "--length", "3",
+               "--cost", "cx=1", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "--enumerate --unique" in one_error_line(proc.stderr)
+    proc = cli("generate", tmp_path / "n.db", "--qubits", "2", "--gates", "h,s,cx", "--enumerate", "--cost", "cx=1",
+               "--max-cost", "1", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "--unique" in one_error_line(proc.stderr)
+
+
+def test_free_closure_limits() -> None:
+    gs = unitarium.make_spec(gates="h,s,t,cx", qubits=2, max_length=1).gateset
+    assert check_free_closure(gs, {"h": 0, "s": 0, "t": 1, "cx": 0}) == 11520
+    assert check_free_closure(gs, {"h": 1, "s": 1, "t": 0, "cx": 1}) == 64  # T^a (x) T^b: finite
+    with pytest.raises(SpecError, match="more than 1,000 unitaries"):
+        check_free_closure(gs, {"h": 0, "s": 0, "t": 1, "cx": 0}, limit=1000)
+    with pytest.raises(SpecError, match="infinite"):
+        check_free_closure(gs, {"h": 0, "s": 1, "t": 0, "cx": 1})
+    one = unitarium.make_spec(gates="h,t", qubits=1, max_length=1).gateset
+    with pytest.raises(SpecError, match="infinite"):
+        check_free_closure(one, {"h": 0, "t": 0})
+
+
+def test_circuit_cost_forms() -> None:
+    from qiskit import QuantumCircuit
+
+    gs = unitarium.make_spec(gates="h,s,t,tdg,cx", qubits=2, max_length=1).gateset
+    circuit = unitarium.Circuit.from_text("h 0; t 0; cx 0 1; tdg 1; t 1; s 0", gs)
+    assert circuit_cost(circuit, "t=1,tdg=1") == 3
+    assert circuit_cost(circuit, {"cx": 1}) == 1
+    assert circuit_cost(circuit, None) == 6
+    assert circuit_cost(circuit.codes, "t=2,tdg=1,cx=10", gs) == 15
+    qc = circuit.to_qiskit()
+    assert isinstance(qc, QuantumCircuit)
+    assert circuit_cost(qc, "t=1,tdg=1") == 3
+    assert circuit_cost(qc, None) == 6
+    codes = np.concatenate([circuit.codes, circuit.codes[:2]])
+    weights = move_weights(gs, {"h": 0, "s": 0, "t": 1, "tdg": 1, "cx": 0})
+    assert circuit_costs(codes, np.array([0, 6, 8]), weights).tolist() == [3, 1]
