@@ -287,3 +287,46 @@ def test_circuit_cost_forms() -> None:
     codes = np.concatenate([circuit.codes, circuit.codes[:2]])
     weights = move_weights(gs, {"h": 0, "s": 0, "t": 1, "tdg": 1, "cx": 0})
     assert circuit_costs(codes, np.array([0, 6, 8]), weights).tolist() == [3, 1]
+
+
+def test_synthesis_by_cx_count_against_dijkstra(tmp_path: Path, clifford: dict[bytes, np.ndarray]) -> None:
+    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_cost=1, unique=True, cost="cx=1")
+    unitarium.generate(tmp_path / "cx1.db", spec, workers=1)
+    ds = unitarium.open(tmp_path / "cx1.db")
+    exact = cost_levels([(g, 1 if i >= 4 else 0) for i, g in enumerate(CLIFFORD_GENS)], 3)
+    rng = np.random.default_rng(5)
+    chosen = rng.choice(len(clifford), 400, replace=False)
+    targets = np.stack(list(clifford.values()))[chosen]
+    found = ds.synthesize_many(targets)
+    reach = 2 * 1 - 1 + 1  # 2C - w_max + 1
+    seen = collections.Counter()
+    for u, circuit in zip(targets, found, strict=True):
+        cost, length = exact[key(u)]
+        if cost > reach:
+            assert circuit is None
+            continue
+        assert circuit is not None
+        assert key(circuit.unitary()) == key(u)
+        assert (circuit_cost(circuit, ds.spec.cost), len(circuit)) == (cost, length)
+        seen[cost] += 1
+    assert set(seen) == {0, 1, 2}
+
+
+def test_synthesis_by_t_count(tcount: unitarium.Dataset, clifford: dict[bytes, np.ndarray]) -> None:
+    gs = tcount.gateset
+    rng = np.random.default_rng(11)
+    cliffords = list(clifford.values())
+    one = set(_keys_of(tcount, np.flatnonzero(tcount.costs() == 1)))
+    targets, want = [], []
+    for _ in range(12):  # Clifford, T, Clifford, T, Clifford: T-count 2 unless it collapses
+        t0, t1 = (unitarium.Circuit.from_text(f"t {q}", gs).unitary() for q in rng.integers(0, 2, 2))
+        c0, c1, c2 = (cliffords[i] for i in rng.integers(0, len(cliffords), 3))
+        u = c2 @ t1 @ c1 @ t0 @ c0
+        k = key(u)
+        targets.append(u)
+        want.append(0 if k in clifford else 1 if k in one else 2)
+    found = tcount.synthesize_many(np.stack(targets))
+    assert 2 in want
+    for u, circuit, tc in zip(targets, found, want, strict=True):
+        assert circuit is not None and key(circuit.unitary()) == key(u)
+        assert circuit_cost(circuit, tcount.spec.cost) == tc

@@ -83,7 +83,7 @@ class SearchMixin:
 
         table = table_of(self._ds, "synthesize")
         targets, _ = as_targets(unitaries, table.gateset, "synthesize")
-        return synthesize_many(table, targets, atol=atol)
+        return synthesize_many(table, targets, atol=atol, spec=self._ds.spec)
 
     def nearest(self, unitary: Any, k: int = 1) -> list[Match] | list[list[Match]]:
         """The ``k`` records nearest to ``unitary`` in ``D = sqrt(2 d - 2 |tr(U^dag V)|)``, nearest
