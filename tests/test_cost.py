@@ -330,3 +330,38 @@ def test_synthesis_by_t_count(tcount: unitarium.Dataset, clifford: dict[bytes, n
     for u, circuit, tc in zip(targets, found, want, strict=True):
         assert circuit is not None and key(circuit.unitary()) == key(u)
         assert circuit_cost(circuit, tcount.spec.cost) == tc
+
+
+def test_approximate_by_cx_count_against_brute_force(tmp_path: Path, clifford: dict[bytes, np.ndarray]) -> None:
+    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_cost=1, unique=True, cost="cx=1")
+    unitarium.generate(tmp_path / "cx1.db", spec, workers=1)
+    ds = unitarium.open(tmp_path / "cx1.db")
+    exact = cost_levels([(g, 1 if i >= 4 else 0) for i, g in enumerate(CLIFFORD_GENS)], 2)
+    group = np.stack([clifford[k] for k in exact])
+    cx_counts = np.array([c for c, _ in exact.values()])
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        z = rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4))
+        u, _ = np.linalg.qr(z)
+        for budget in (1, 2):
+            found = ds.approximate(u, max_length=budget)
+            inside = cx_counts <= budget
+            scores = np.abs(np.einsum("nij,ij->n", np.conj(group[inside]), u))
+            want = np.sqrt(max(0.0, 8 - 2 * scores.max()))
+            assert abs(found.distance - want) < 1e-9
+            assert circuit_cost(found.circuit, ds.spec.cost) == cx_counts[inside][np.argmax(scores)] <= budget
+    with pytest.raises(SpecError, match="out of range"):
+        ds.approximate(np.eye(4), max_length=3)
+
+
+def test_cli_synth_by_cost(tmp_path: Path) -> None:
+    table = tmp_path / "cx1.db"
+    cli("generate", table, "--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--unique", "--cost", "cx=1",
+        "--max-cost", "1", "-q")  # fmt: skip
+    proc = cli("synth", table, "--circuit", "h 0; cx 0 1; cx 1 0; s 1", "--json")  # cx-count 2
+    out = json.loads(proc.stdout)
+    assert out["cost"] == 2 and out["circuit"].count("cx") == 2
+    swap = cli("synth", table, "--circuit", "cx 0 1; cx 1 0; cx 0 1", check=False)
+    assert swap.returncode == 1 and "no circuit of cost at most 2" in swap.stderr
+    near = json.loads(cli("synth", table, "--circuit", "cx 0 1; cx 1 0; cx 0 1", "--approximate", "--json").stdout)
+    assert near["cost"] <= 2 and near["distance"] > 0.1

@@ -318,7 +318,7 @@ def make_spec(
         max_length = min(max_cost, max_length)  # type: ignore[type-var]
     if max_length is not None or max_cost is not None:
         if count is not None or length is not None:
-            raise SpecError("--enumerate takes --max-length or --max-cost, not --count or --length")
+            raise SpecError("--enumerate takes --max-length only, not --count or --length")
         source = Enumeration(
             MAX_LENGTH if max_length is None else max_length, prune, None if model is None else max_cost
         )

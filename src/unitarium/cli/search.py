@@ -58,16 +58,30 @@ def synth_cmd(
     u = _target(ds, matrix, qasm, circuit)
     if approximate:
         found = ds.approximate(u, max_length=max_length, **({} if max_pairs is None else {"max_pairs": max_pairs}))
-        _report(found.circuit, {"distance": found.distance}, as_json)
+        _report(found.circuit, {"distance": found.distance, **_cost_of(ds, found.circuit)}, as_json)
         return
     result = ds.synthesize(u, atol=atol)
+    if result is None and ds.spec.cost is not None:
+        from ..search.mitm import cost_reach
+
+        if as_json:
+            click.echo(json.dumps({"circuit": None, "length": None, "max_cost": cost_reach(ds.spec)}))
+        click.echo(f"no circuit of cost at most {cost_reach(ds.spec)} implements this unitary", err=True)
+        sys.exit(1)
     if result is None:
         longest = 2 * ds.spec.source.max_length  # type: ignore[union-attr]  # synthesize checked the source
         if as_json:
             click.echo(json.dumps({"circuit": None, "length": None, "max_length": longest}))
         click.echo(f"no circuit of at most {longest} moves implements this unitary", err=True)
         sys.exit(1)
-    _report(result, {}, as_json)
+    _report(result, _cost_of(ds, result), as_json)
+
+
+def _cost_of(ds: Any, circuit: Circuit) -> dict[str, float]:
+    """``{"cost": ...}`` under the table's cost model (``--cost``), else nothing (the length says it)."""
+    from .._core.cost import circuit_cost
+
+    return {} if ds.spec.cost is None else {"cost": circuit_cost(circuit, ds.spec.cost)}
 
 
 def _target(ds: Any, matrix: Path | None, qasm: Path | None, circuit: str | None) -> np.ndarray:

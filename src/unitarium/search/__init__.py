@@ -112,7 +112,9 @@ class SearchMixin:
         :func:`unitarium.search.nearest.approximate_many`). Costs about
         ``sum_a N_a (N_{a-1} + N_a)`` scores, ``N_a`` the records of length ``a``; raises
         :class:`~unitarium.SearchCostError` (saying which ``max_length`` fits) before a search
-        of more than ``max_pairs`` scores."""
+        of more than ``max_pairs`` scores. On a table enumerated with ``--cost`` (weights 0 and
+        1), ``max_length`` bounds the *cost* (default and limit ``2 C``) and of near-ties the
+        cheaper circuit wins (:class:`unitarium.search.mitm.CostView`)."""
         targets = _one(unitary, self._ds, "approximate")
         return self.approximate_many(targets, max_length=max_length, max_pairs=max_pairs)[0]
 
@@ -122,7 +124,9 @@ class SearchMixin:
         """:meth:`approximate` for a ``(n, d, d)`` stack (``max_pairs`` counts all targets)."""
         from .nearest import approximate_many
 
-        table = table_of(self._ds, "approximate")
+        from .mitm import by_cost
+
+        table = by_cost(table_of(self._ds, "approximate"), self._ds.spec)  # by cost under a cost model
         top = 2 * table.max_length
         budget = top if max_length is None else max_length
         if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or not 0 <= budget <= top:
@@ -130,7 +134,7 @@ class SearchMixin:
         if isinstance(max_pairs, bool) or not isinstance(max_pairs, int | np.integer) or max_pairs < 1:
             raise SpecError(f"max_pairs {max_pairs!r} must be a whole number >= 1")
         targets, _ = as_targets(unitaries, table.gateset, "approximate")
-        found = approximate_many(table, targets, int(budget), max_pairs=int(max_pairs))
+        found = approximate_many(table, targets, int(budget), max_pairs=int(max_pairs))  # type: ignore[arg-type]
         return [Approximation(table.circuit(i, j), x) for i, j, x in found]
 
     @property

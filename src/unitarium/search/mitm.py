@@ -62,7 +62,7 @@ from ._table import SearchTable
 if TYPE_CHECKING:
     from .._spec.spec import Spec
 
-__all__ = ["MAX_ATOL", "synthesize_many"]
+__all__ = ["MAX_ATOL", "CostView", "by_cost", "cost_reach", "synthesize_many"]
 
 MAX_ATOL = 1e-4
 _PAIRS = 1 << 19
@@ -102,6 +102,15 @@ def synthesize_many(
             active = active[~settled]
     found = best[:, 0] <= 2 * top - heaviest + 1
     return [table.circuit(int(best[t, 2]), int(best[t, 3])) if found[t] else None for t in range(n)]
+
+
+def cost_reach(spec: Spec) -> int:
+    """The highest cost for which synthesis on a table of ``spec`` is exact: ``2C - w_max + 1``."""
+    src = spec.source
+    weights = move_weights(spec.gateset, spec.cost)
+    heaviest = int(weights.max())
+    top = src.max_cost if src.max_cost is not None else heaviest * src.max_length  # type: ignore[union-attr]
+    return int(2 * top - heaviest + 1)
 
 
 def _cost_levels(table: SearchTable, spec: Spec | None) -> tuple[np.ndarray, list[slice], int, int]:
@@ -173,3 +182,42 @@ def _improve(
     for target, cand in zip(t[first], np.stack([cost, length, a, b], axis=1)[first], strict=True):
         if tuple(cand) < tuple(best[target]):
             best[target] = cand
+
+
+class CostView:
+    """A cost table seen by cost level, for :func:`unitarium.search.nearest.approximate_many`:
+    :meth:`level`, :meth:`upto` and :attr:`max_length` count cost (``max_length`` is the max
+    cost ``C``); everything else is the table's. Approximation by cost: every unitary with a
+    circuit of cost ``k`` is ``B A`` with ``A`` a record of cost ``ceil(k/2)`` and ``B`` one of
+    cost ``floor(k/2)`` when every weight is 0 or 1 (the prefix costs of a least-cost circuit go
+    up by one at a time, so one of them is ``ceil(k/2)``; halves of a least-cost circuit are
+    least-cost), which is the length argument with cost levels for length levels."""
+
+    def __init__(self, table: SearchTable, levels: list[slice], top: int) -> None:
+        self.table, self.levels, self.max_length = table, levels, top
+
+    def level(self, cost: int) -> slice:
+        return self.levels[cost]
+
+    def upto(self, cost: int) -> int:
+        return self.levels[min(max(cost, -1), self.max_length)].stop if cost >= 0 else 0
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.table, name)
+
+
+def by_cost(table: SearchTable, spec: Spec) -> SearchTable | CostView:
+    """The table as :func:`~unitarium.search.nearest.approximate_many` should see it: itself with
+    every gate 1, else by cost level (weights 0 and 1 only: heavier ones break the halving)."""
+    if spec.cost is None:
+        return table
+    _, levels, top, heaviest = _cost_levels(table, spec)
+    if heaviest > 1:
+        raise SpecError(
+            f"approximate by cost takes weights 0 and 1 (this table's cost is {spec.describe().split('cost=')[1]}): "
+            "use synthesize for exact targets"
+        )
+    return CostView(table, levels, top)
