@@ -142,8 +142,8 @@ def circuit_cost(circuit: Any, cost_model: str | Mapping[str, int] | None, gates
         names = sorted(set(ops) | (set(cost_model) if isinstance(cost_model, Mapping) else set()))
         if isinstance(cost_model, str):
             names = sorted(set(ops) | {p.partition("=")[0].strip() for p in cost_model.split(",") if p.strip()})
-        model = parse_cost(cost_model, names) or dict.fromkeys(names, 1)
-        return sum(model[name] * n for name, n in ops.items())
+        weight = parse_cost(cost_model, names) or dict.fromkeys(names, 1)
+        return sum(weight[name] * n for name, n in ops.items())
     if hasattr(circuit, "gateset") and hasattr(circuit, "codes"):
         gateset, codes = circuit.gateset, circuit.codes
     else:
@@ -151,8 +151,7 @@ def circuit_cost(circuit: Any, cost_model: str | Mapping[str, int] | None, gates
             raise SpecError("circuit_cost of move codes needs their gateset")
         codes = circuit
     codes = np.asarray(codes, dtype=np.int64).reshape(-1)
-    model = parse_cost(cost_model, [g.name for g in gateset.gates])
-    weights = move_weights(gateset, model)
+    weights = move_weights(gateset, parse_cost(cost_model, [g.name for g in gateset.gates]))
     return int(circuit_costs(codes, np.array([0, len(codes)]), weights)[0])
 
 

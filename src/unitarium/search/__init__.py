@@ -122,9 +122,8 @@ class SearchMixin:
         self, unitaries: Any, *, max_length: int | None = None, max_pairs: int = MAX_PAIRS
     ) -> list[Approximation]:
         """:meth:`approximate` for a ``(n, d, d)`` stack (``max_pairs`` counts all targets)."""
-        from .nearest import approximate_many
-
         from .mitm import by_cost
+        from .nearest import approximate_many
 
         table = by_cost(table_of(self._ds, "approximate"), self._ds.spec)  # by cost under a cost model
         top = 2 * table.max_length

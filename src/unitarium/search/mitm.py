@@ -46,7 +46,7 @@ capped at ``MAX_ATOL``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -205,7 +205,7 @@ class CostView:
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.table, name)
 
 
