@@ -16,7 +16,7 @@ import unitarium
 from unitarium._core.cost import check_free_closure, circuit_cost, circuit_costs, move_weights, split_level
 from unitarium._errors import SpecError, SpecMismatchError
 
-from conftest import cli, one_error_line
+from conftest import cli, dataset_digest, kill_group, one_error_line, records_in, start_cli, wait_until
 
 # -- an independent model of 2-qubit gates (qubit 0 least significant, as Qiskit) ---------------
 
@@ -365,3 +365,115 @@ def test_cli_synth_by_cost(tmp_path: Path) -> None:
     assert swap.returncode == 1 and "no circuit of cost at most 2" in swap.stderr
     near = json.loads(cli("synth", table, "--circuit", "cx 0 1; cx 1 0; cx 0 1", "--approximate", "--json").stdout)
     assert near["cost"] <= 2 and near["distance"] > 0.1
+
+
+@pytest.mark.parametrize("target", ["t.db", "dir/"])
+def test_kill_9_and_resume_gives_the_same_content(tmp_path: Path, tcount: unitarium.Dataset, target: str) -> None:
+    """SIGKILL a T-count enumeration (file, or directory with two workers) partway through
+    its cost-1 levels, resume it: the content equals the uninterrupted run's."""
+    path = tmp_path / target
+    args = ["generate", path, "--gates", "h,s,t,cx", "--qubits", "2", "--enumerate", "--unique",
+            "--cost", "t=1", "--max-cost", "1", "-q", "--workers", "1" if target == "t.db" else "2"]  # fmt: skip
+    proc = start_cli(*args)
+    try:
+        wait_until(lambda: records_in(path) > 40_000, timeout=300, what="records past the cost-0 levels")
+    finally:
+        kill_group(proc)
+    assert 11520 < records_in(path) < len(tcount)
+    cli(*args)
+    assert dataset_digest(path) == dataset_digest(tcount.path)
+
+
+# -- labels ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cx_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cxtable") / "cx1.db"
+    cli("generate", path, "--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--unique", "--cost", "cx=1",
+        "--max-cost", "1", "-q")  # fmt: skip
+    return path
+
+
+def _label_rows(path: Path) -> int:
+    import sqlite3
+
+    if not Path(f"{path}.labels").exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}.labels?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM labels").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def test_labels_against_dijkstra(tmp_path: Path, cx_table: Path) -> None:
+    data = tmp_path / "rnd.db"
+    cli("generate", data, "--gates", "h,s,cx", "--qubits", "2", "--count", "600", "--length", "0:12", "-q")
+    out = cli("label", data, "--table", cx_table, "-q").stdout
+    assert "600 records labelled" in out
+    ds = unitarium.open(data)
+    labels = ds.labels()
+    exact = cost_levels([(g, 1 if i >= 4 else 0) for i, g in enumerate(CLIFFORD_GENS)], 3)
+    want = [c if c <= 2 else -3 for c in (exact[k][0] for k in _keys_of(ds, np.arange(len(ds))))]
+    assert labels.tolist() == want
+    assert set(want) >= {0, 1, 2, -3}
+    assert ds.labels(100, 110).tolist() == want[100:110]
+    # by a table of length (no --cost): the least number of moves within 2 L, else -(2 L + 1)
+    table = tmp_path / "len3.db"
+    cli("generate", table, "--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "3", "--unique", "-q")
+    other = tmp_path / "rnd2.db"
+    cli("generate", other, "--gates", "h,s,cx", "--qubits", "2", "--count", "200", "--length", "0:9", "-q")
+    ds2 = unitarium.open(other)
+    ds2.label(table)
+    lengths = cost_levels([(g, 1) for g in CLIFFORD_GENS], 7)
+    want2 = [lengths[k][1] if k in lengths and lengths[k][1] <= 6 else -7 for k in _keys_of(ds2, np.arange(200))]
+    assert ds2.labels().tolist() == want2
+
+
+def test_label_refusals(tmp_path: Path, cx_table: Path) -> None:
+    data = tmp_path / "rnd.db"
+    cli("generate", data, "--gates", "h,s,cx", "--qubits", "2", "--count", "50", "--length", "4", "-q")
+    cli("label", data, "--table", cx_table, "-q")
+    before = unitarium.open(data).labels()
+    table = tmp_path / "len2.db"
+    cli("generate", table, "--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "2", "--unique", "-q")
+    proc = cli("label", data, "--table", table, check=False)
+    assert proc.returncode == 2 and "by another table" in one_error_line(proc.stderr)
+    assert np.array_equal(unitarium.open(data).labels(), before)
+    one = tmp_path / "one.db"
+    cli("generate", one, "--gates", "h,t", "--qubits", "1", "--enumerate", "--max-length", "2", "--unique", "-q")
+    proc = cli("label", data, "--table", one, check=False)
+    assert proc.returncode == 2 and "qubits" in one_error_line(proc.stderr)
+    proc = cli("label", table, "--table", data, check=False)
+    assert proc.returncode == 2 and "unique enumerated" in one_error_line(proc.stderr)
+    directory = tmp_path / "dir"
+    cli("generate", f"{directory}/", "--gates", "h,s,cx", "--qubits", "2", "--count", "50", "--length", "4", "-q")
+    cli("label", directory, "--table", cx_table, "-q")  # a directory: DATA.labels beside it
+    assert np.array_equal(unitarium.open(directory).labels(), before)  # same seed, same records
+    fresh = tmp_path / "fresh.db"
+    cli("generate", fresh, "--gates", "h,s,cx", "--qubits", "2", "--count", "5", "--length", "4", "-q")
+    with pytest.raises(unitarium.DatasetError, match="no labels"):
+        unitarium.open(fresh).labels()
+
+
+def test_label_kill_9_and_resume(tmp_path: Path, cx_table: Path) -> None:
+    import shutil
+
+    data = tmp_path / "big.db"
+    cli("generate", data, "--gates", "h,s,cx", "--qubits", "2", "--count", "6000", "--length", "0:10", "-q")
+    copy = tmp_path / "copy.db"
+    shutil.copy(data, copy)
+    proc = start_cli("label", data, "--table", cx_table, "-q", "--chunk", "400")
+    try:
+        wait_until(lambda: _label_rows(data) >= 2, timeout=300, what="two committed label chunks")
+    finally:
+        kill_group(proc)
+    rows = _label_rows(data)
+    assert 2 <= rows < 15  # 6,000 records are 15 chunks
+    out = cli("label", data, "--table", cx_table, "-q", "--chunk", "400").stdout
+    assert f"{6000 - rows * 400:,} new" in out
+    cli("label", copy, "--table", cx_table, "-q", "--chunk", "400")
+    assert np.array_equal(unitarium.open(data).labels(), unitarium.open(copy).labels())

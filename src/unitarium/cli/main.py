@@ -481,9 +481,10 @@ def lookup_cmd(
         sys.exit(1)
 
 
-from .search import synth_cmd  # noqa: E402
+from .search import label_cmd, synth_cmd  # noqa: E402
 
 main.add_command(synth_cmd)
+main.add_command(label_cmd)
 
 from .export import export_cmd  # noqa: E402
 

@@ -14,7 +14,7 @@ from .._core.circuit import Circuit
 from .._core.inputs import load_matrix
 from .._errors import SpecError
 
-__all__ = ["synth_cmd"]
+__all__ = ["label_cmd", "synth_cmd"]
 
 
 @click.command("synth")
@@ -102,3 +102,25 @@ def _report(circuit: Circuit, extra: dict[str, float], as_json: bool) -> None:
         return
     more = "".join(f", {key} {value:.6g}" for key, value in extra.items())
     click.echo(f"{len(circuit)} gates{more}\ncircuit: {circuit}\n\n{circuit.to_qasm()}", nl=False)
+
+
+@click.command("label")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--table", type=click.Path(path_type=Path), required=True, help="A unique enumerated dataset.")
+@click.option("--chunk", type=click.IntRange(1, 1 << 20), default=4096, show_default=True, help="Records per commit.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def label_cmd(path: Path, table: Path, chunk: int, quiet: bool) -> None:
+    """Store in the dataset file PATH, for every record, its least cost under TABLE's cost model
+    (--cost, else the length), or a lower bound beyond TABLE's reach. Resumable: re-run to finish."""
+    from .._dataset import Dataset as Full
+
+    def shown(done: int, total: int) -> None:
+        if not quiet:
+            click.echo(f"labelled {done:,}/{total:,}", err=True)
+
+    with Full(path) as ds, Full(table) as tab:
+        found = ds.label(tab, progress=shown, chunk=chunk)
+    click.echo(
+        f"{path}: {found['records']:,} records labelled ({found['new']:,} new, {found['exact']:,} of them exact; "
+        f"the others cost more than {found['reach']}) by {table}"
+    )

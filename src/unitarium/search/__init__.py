@@ -136,6 +136,30 @@ class SearchMixin:
         found = approximate_many(table, targets, int(budget), max_pairs=int(max_pairs))  # type: ignore[arg-type]
         return [Approximation(table.circuit(i, j), x) for i, j, x in found]
 
+    def label(
+        self, table: Any, *, progress: Callable[[int, int], None] | None = None, chunk: int = 4096
+    ) -> dict[str, Any]:
+        """Store, for every record, its least cost under ``table`` (a unique enumerated dataset or
+        its path; its cost model, ``--cost``, or the length), or ``-(R + 1)`` beyond the table's
+        reach ``R`` (:mod:`unitarium.search.label`); resumes a labelling by the same table."""
+        from .._read.dataset import Dataset as Reader
+        from .label import label
+
+        own = not hasattr(table, "spec")
+        handle = Reader(table) if own else table
+        try:
+            return label(self._ds, handle, progress=progress, chunk=chunk)
+        finally:
+            if own:
+                handle.close()
+
+    def labels(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The labels (``ds.label``) of records ``start .. stop-1``: int64 least costs, negative
+        (``-(R + 1)``) where the cost is beyond the labelling table's reach ``R``."""
+        from .label import read_labels
+
+        return read_labels(self._ds, start, stop)
+
     @property
     def _ds(self) -> Dataset:
         return self  # type: ignore[return-value]
