@@ -118,8 +118,12 @@ def label_cmd(path: Path, table: Path, chunk: int, quiet: bool) -> None:
         if not quiet:
             click.echo(f"labelled {done:,}/{total:,}", err=True)
 
-    with Full(path) as ds, Full(table) as tab:
+    ds, tab = Full(path), Full(table)
+    try:
         found = ds.label(tab, progress=shown, chunk=chunk)
+    finally:
+        ds.close()
+        tab.close()
     click.echo(
         f"{path}: {found['records']:,} records labelled ({found['new']:,} new, {found['exact']:,} of them exact; "
         f"the others cost more than {found['reach']}) by {table}"
