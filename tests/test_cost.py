@@ -477,3 +477,17 @@ def test_label_kill_9_and_resume(tmp_path: Path, cx_table: Path) -> None:
     assert f"{2400 - rows * 200:,} new" in out
     cli("label", copy, "--table", cx_table, "-q")  # another chunk size: the same labels
     assert np.array_equal(unitarium.open(data).labels(), unitarium.open(copy).labels())
+
+
+def test_export_and_torch_width_by_cost(tmp_path: Path, cx_table: Path) -> None:
+    """A table by cost (--max-cost alone) pads to its longest circuit, not to the unbounded --max-length."""
+    pytest.importorskip("torch")
+    from unitarium.torch import UnitaryDataset
+
+    ds = unitarium.open(cx_table)
+    longest = int(ds.lengths().max())
+    assert ds.spec.source.max_length == 10_000
+    item = UnitaryDataset(ds)[len(ds) - 1]
+    assert tuple(item["tokens"].shape) == (longest,)
+    cli("export", cx_table, tmp_path / "hf", "--format", "parquet")
+    assert list((tmp_path / "hf").rglob("*.parquet"))

@@ -85,8 +85,11 @@ def read_positions(
 
 
 def max_length(obj: Any) -> int:
-    """The longest circuit a dataset's spec allows (its source's maximum length)."""
+    """The longest circuit a dataset's spec allows (its source's maximum length); by cost
+    (``--cost``), where ``--max-length`` may be unbounded, the longest committed circuit."""
     ds, _ = as_source(obj)
+    if ds.spec.cost is not None:
+        return min(int(ds.spec.source.max_length), max(map(int, ds.summary.get("lengths") or {"0": 0})))
     return int(ds.spec.source.max_length)
 
 

@@ -109,7 +109,7 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
                 bar.console.print(f"unitarium: {p.note}", highlight=False, markup=False)
                 return
             rate = p.candidates / max(time.monotonic() - t0, 1e-9)
-            extra = f"{rate:,.0f}/s  {p.records:,} records" + (f"  level {p.level}" if p.total is None else "")
+            extra = f"{rate:,.0f}/s  {p.records:,} records" + (f"  {_level(p.level)}" if p.total is None else "")
             bar.update(task, completed=p.candidates, total=p.total, rate=extra)
 
         return update, bar.stop
@@ -123,7 +123,7 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
         now = time.monotonic()
         if now - last[0] >= 2.0:
             last[0] = now
-            of = f"/{p.total:,}" if p.total else f" (level {p.level})"
+            of = f"/{p.total:,}" if p.total else f" ({_level(p.level)})"
             click.echo(
                 f"progress: {p.candidates:,}{of} candidates, {p.records:,} records, "
                 f"{p.candidates / max(now - t0, 1e-9):,.0f}/s",
@@ -137,6 +137,14 @@ def _print_note(p: Progress) -> None:
     """What a stalled run waits for (:attr:`Progress.note`), one line on stderr."""
     if p.note is not None:
         click.echo(f"unitarium: {p.note}", err=True)
+
+
+def _level(level: int) -> str:
+    """``level 7``; under a cost model past cost 0 (levels ``cost * LEVEL_STRIDE + length``), ``cost 2, length 7``."""
+    from .._core.cost import split_level
+
+    cost, length = split_level(level)
+    return f"level {level}" if cost == 0 else f"cost {cost}, length {length}"
 
 
 _GENERATE_EXAMPLES = """Examples:
