@@ -491,3 +491,13 @@ def test_export_and_torch_width_by_cost(tmp_path: Path, cx_table: Path) -> None:
     assert tuple(item["tokens"].shape) == (longest,)
     cli("export", cx_table, tmp_path / "hf", "--format", "parquet")
     assert list((tmp_path / "hf").rglob("*.parquet"))
+
+
+def test_stored_cost_in_any_key_order() -> None:
+    spec = unitarium.make_spec(gates="h,s,t,cx", qubits=2, max_cost=1, unique=True, cost="t=1")
+    data = json.loads(spec.canonical_json())  # keys sorted: cx, h, s, t
+    assert list(data["cost"]) == ["cx", "h", "s", "t"]
+    again = unitarium.Spec.from_json(data)
+    assert list(again.cost) == ["h", "s", "t", "cx"] and again.canonical_json() == spec.canonical_json()
+    with pytest.raises(SpecError, match="not a weight for each gate"):
+        unitarium.Spec.from_json({**data, "cost": {"h": 0, "t": 1}})

@@ -148,10 +148,11 @@ class Spec:
         names = [g.name for g in self.gateset.gates]
         if (
             not isinstance(self.cost, dict)
-            or list(self.cost) != names
+            or sorted(self.cost) != sorted(names)
             or any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in self.cost.values())
         ):
             raise SpecError(f"cost {self.cost!r} is not a weight for each gate of {','.join(names)}")
+        object.__setattr__(self, "cost", {name: self.cost[name] for name in names})  # in gate order
         if not isinstance(src, Enumeration) or not self.unique:
             raise SpecError("--cost orders a unique enumeration: use it with --enumerate --unique")
         if src.max_cost is None and src.max_length == MAX_LENGTH:
