@@ -29,7 +29,7 @@ import numpy as np
 
 from .._core.cost import circuit_costs, describe_cost, move_weights
 from .._errors import DatasetError, SpecError, StorageError
-from .._storage.store import atomic, path_text, uri
+from .._storage.sqlite import atomic, path_text, uri
 from ._table import table_of
 from .mitm import cost_reach, synthesize_many
 
