@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.cost import CostModel, check_free_closure, describe_cost, parse_cost
 from .._core.gates import custom_gate, parse_gate
 from .._core.gateset import GateSet
 from .._core.kernels import KERNEL_VERSION
@@ -62,16 +63,25 @@ class RandomSource:
 @dataclass(frozen=True)
 class Enumeration:
     """Every move sequence of length 0 to ``max_length`` in breadth-first order; with
-    ``prune``, sequences that are trivially redundant are skipped (see ``_enumerate``)."""
+    ``prune``, sequences that are trivially redundant are skipped (see ``_enumerate``).
+    Under a cost model (:attr:`Spec.cost`), by increasing cost then length, up to ``max_cost``."""
 
     max_length: int
     prune: bool = True
+    max_cost: int | None = None
 
     def __post_init__(self) -> None:
         _check_length(self.max_length, "--max-length", 0)
+        if self.max_cost is not None and (
+            isinstance(self.max_cost, bool) or not isinstance(self.max_cost, int) or not 0 <= self.max_cost <= 1 << 20
+        ):
+            raise SpecError(f"--max-cost {self.max_cost!r} must be a whole number from 0 to {1 << 20}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "enumerate", "max_length": self.max_length, "prune": self.prune}
+        out: dict[str, Any] = {"kind": "enumerate", "max_length": self.max_length, "prune": self.prune}
+        if self.max_cost is not None:
+            out["max_cost"] = self.max_cost
+        return out
 
 
 Source = RandomSource | Enumeration
@@ -112,8 +122,11 @@ class Spec:
     task_size: int = 0
     unitaries: str = "stored"
     extra: dict[str, Any] = field(default_factory=dict)
+    cost: CostModel = None
+    """``{gate name: weight}`` over every gate (:mod:`unitarium._core.cost`), or None: every gate 1."""
 
     def __post_init__(self) -> None:
+        self._check_cost()
         if self.dtype not in DTYPES:
             raise SpecError(f"--dtype {self.dtype!r} is not supported: use {' or '.join(DTYPES)}")
         if self.unitaries not in UNITARIES:
@@ -125,6 +138,25 @@ class Spec:
         if not 1 <= self.task_size <= 1 << 20:
             raise SpecError(f"task size {self.task_size} is out of range 1..{1 << 20}")
         self.check_memory()
+
+    def _check_cost(self) -> None:
+        src = self.source
+        if self.cost is None:
+            if isinstance(src, Enumeration) and src.max_cost is not None:
+                raise SpecError("--max-cost needs --cost (with every gate 1, use --max-length)")
+            return
+        names = [g.name for g in self.gateset.gates]
+        if (
+            not isinstance(self.cost, dict)
+            or sorted(self.cost) != sorted(names)
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in self.cost.values())
+        ):
+            raise SpecError(f"cost {self.cost!r} is not a weight for each gate of {','.join(names)}")
+        object.__setattr__(self, "cost", {name: self.cost[name] for name in names})  # in gate order
+        if not isinstance(src, Enumeration) or not self.unique:
+            raise SpecError("--cost orders a unique enumeration: use it with --enumerate --unique")
+        if src.max_cost is None and src.max_length == MAX_LENGTH:
+            raise SpecError("--cost needs a bound: --max-cost C (and/or --max-length L)")
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -158,6 +190,12 @@ class Spec:
             )
 
     def to_json(self) -> dict[str, Any]:
+        out = self._json()
+        if self.cost is not None:  # absent for the default: default-cost specs read as before
+            out["cost"] = dict(self.cost)
+        return out
+
+    def _json(self) -> dict[str, Any]:
         custom = {
             g.name: [[[float(v.real), float(v.imag)] for v in row] for row in g.matrix]
             for g in self.gateset.gates
@@ -195,7 +233,7 @@ class Spec:
         if src["kind"] == "random":
             source = RandomSource(src["count"], src["min_length"], src["max_length"])
         else:
-            source = Enumeration(src["max_length"], src["prune"])
+            source = Enumeration(src["max_length"], src["prune"], src.get("max_cost"))
         return cls(
             GateSet(gates, data["qubits"], coupling),
             source,
@@ -204,6 +242,7 @@ class Spec:
             seed=data["seed"],
             task_size=data["task_size"],
             unitaries=data.get("unitaries", "stored"),
+            cost=data.get("cost"),
         )
 
     def describe(self) -> str:
@@ -215,6 +254,9 @@ class Spec:
             what = f"random count={src.count} length={length}"
         else:
             what = f"enumerate max_length={src.max_length}{'' if src.prune else ' (no pruning)'}"
+            if self.cost is not None:
+                bound = "" if src.max_cost is None else f" max_cost={src.max_cost}"
+                what += f" cost={describe_cost(self.cost)}{bound}"
         return (
             f"gates={gates} qubits={self.gateset.num_qubits} coupling={self.to_json()['coupling']} "
             f"{what}{' unique' if self.unique else ''} dtype={self.dtype} seed={self.seed}"
@@ -251,10 +293,14 @@ def make_spec(
     dtype: str = "complex64",
     seed: int = 0,
     unitaries: str = "stored",
+    cost: str | dict[str, int] | None = None,
+    max_cost: int | None = None,
 ) -> Spec:
     """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
     either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
-    ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only."""
+    ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only.
+    ``cost`` (``"t=1,tdg=1"`` or ``{"t": 1, "tdg": 1}``: unnamed gates weigh 0) enumerates by
+    increasing cost up to ``max_cost`` (and/or ``max_length``); see :mod:`unitarium._core.cost`."""
     from .._core.gates import load_gate_file, parse_gates, split_gate_list
     from .._core.gateset import parse_coupling
 
@@ -266,13 +312,24 @@ def make_spec(
         raise SpecError(f"--qubits {qubits!r} must be a positive integer")
     gateset = GateSet(tuple(parse_gates(names, custom)), qubits, parse_coupling(coupling, qubits))
     source: Source
-    if max_length is not None:
+    model = parse_cost(cost, [g.name for g in gateset.gates])
+    if model is None and max_cost is not None and max_length is None:
+        max_length = max_cost  # every gate 1: the cost is the length (the same spec as --max-length)
+    elif model is None and max_cost is not None:
+        max_length = min(max_cost, max_length)  # type: ignore[type-var]
+    if max_length is not None or max_cost is not None:
         if count is not None or length is not None:
             raise SpecError("--enumerate takes --max-length only, not --count or --length")
-        source = Enumeration(max_length, prune)
+        source = Enumeration(
+            MAX_LENGTH if max_length is None else max_length, prune, None if model is None else max_cost
+        )
     else:
+        if cost is not None:
+            raise SpecError("--cost orders a unique enumeration: use it with --enumerate --unique")
         if count is None or length is None:
             raise SpecError("random circuits need --count and --length (or use --enumerate --max-length)")
         lo, hi = parse_length(str(length))
         source = RandomSource(count, lo, hi)
-    return Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries)
+    spec = Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries, cost=model)
+    check_free_closure(gateset, model)
+    return spec
