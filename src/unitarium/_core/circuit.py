@@ -9,7 +9,7 @@ to and from other libraries live in :mod:`unitarium.interop` (imported lazily).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -136,11 +136,20 @@ def _find_move(item: str, gateset: GateSet) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Record:
-    """One stored record: its ``id``, its ``circuit`` and its ``unitary`` ``(d, d)``."""
+    """One stored record: its ``id``, its ``circuit`` and its ``unitary`` ``(d, d)``; :attr:`cost`
+    is computed from the circuit under its dataset's cost model (``cost_model``, None: every gate 1)."""
 
     id: int
     circuit: Circuit
     unitary: np.ndarray
+    cost_model: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def cost(self) -> int:
+        """The circuit's cost: the sum of its gates' weights (its length under the default model)."""
+        from .cost import circuit_cost
+
+        return circuit_cost(self.circuit, self.cost_model)
 
     def __repr__(self) -> str:
         return (

@@ -266,7 +266,7 @@ class Dataset(SplitMixin):
             self._store.read(self.format, (task_id, shard, first, count, i - first, i - first + 1)), i
         )
         unitary = self._finite(self._unitaries_of(block), [i])[0]
-        return Record(i, Circuit(block.codes.astype(np.int64), self.gateset), unitary)
+        return Record(i, Circuit(block.codes.astype(np.int64), self.gateset), unitary, self.spec.cost)
 
     def _ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """``ids`` as a checked int64 array (negative ids count from the end)."""
@@ -315,7 +315,7 @@ class Dataset(SplitMixin):
             for j, r in enumerate(want):
                 a, b = int(block.offsets[r]), int(block.offsets[r + 1])
                 rid = int(order[k])
-                by_id[rid] = Record(rid, Circuit(block.codes[a:b].astype(np.int64), self.gateset), u[j])
+                by_id[rid] = Record(rid, Circuit(block.codes[a:b].astype(np.int64), self.gateset), u[j], self.spec.cost)
                 k += 1
         return [by_id[int(i)] for i in ids]
 
@@ -373,6 +373,15 @@ class Dataset(SplitMixin):
         """Circuit lengths of records ``start .. stop-1``."""
         return np.diff(self.codes(start, stop)[1])
 
+    def costs(self, start: int | Sequence[int] | np.ndarray = 0, stop: int | None = None) -> np.ndarray:
+        """``(n,)`` int64 costs of records ``start .. stop-1`` (or of the ids in an array ``start``)
+        under the dataset's cost model (``spec.cost``; without one, the lengths): computed from the
+        circuits, see :mod:`unitarium._core.cost`."""
+        from .._core.cost import circuit_costs, move_weights
+
+        codes, off = self.codes(start, stop)
+        return circuit_costs(codes, off, move_weights(self.gateset, self.spec.cost))
+
     def tokens(self, start: int = 0, stop: int | None = None, *, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """Circuits of records ``start .. stop-1`` as a padded ``(n, longest)`` int64 array of move
         codes (``pad`` after each circuit's end) and their lengths ``(n,)``."""
@@ -399,7 +408,7 @@ class Dataset(SplitMixin):
                 codes = block.codes.astype(np.int64)
                 for k in range(block.count):
                     c = Circuit(codes[block.offsets[k] : block.offsets[k + 1]], self.gateset)
-                    yield Record(first + k, c, u[k])
+                    yield Record(first + k, c, u[k], self.spec.cost)
 
     def dedup_keys(self) -> np.ndarray:
         """The 128-bit dedup keys ``(n, 2)`` of every record (unique datasets; to resume one)."""

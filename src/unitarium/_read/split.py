@@ -100,8 +100,11 @@ def read_position_ranges(
 
 
 def max_length(obj: Any) -> int:
-    """The longest circuit a dataset's spec allows (its source's maximum length)."""
+    """The longest circuit a dataset's spec allows (its source's maximum length); by cost
+    (``--cost``), where ``--max-length`` may be unbounded, the longest committed circuit."""
     ds, _ = as_source(obj)
+    if ds.spec.cost is not None:
+        return min(int(ds.spec.source.max_length), max(map(int, ds.summary.get("lengths") or {"0": 0})))
     return int(ds.spec.source.max_length)
 
 
@@ -449,7 +452,7 @@ class DatasetView(SplitMixin):
             assert u is not None and c is not None
             codes, off = c
             for k, i in enumerate(ids.tolist()):
-                yield Record(i, Circuit(codes[off[k] : off[k + 1]], self.gateset), u[k])
+                yield Record(i, Circuit(codes[off[k] : off[k + 1]], self.gateset), u[k], self.dataset.spec.cost)
 
 
 def _rebuild_view(dataset: Dataset, ids: np.ndarray, name: str) -> DatasetView:

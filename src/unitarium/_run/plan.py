@@ -8,10 +8,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._core.cost import level_of, move_weights
 from .._errors import SpecError, StorageError, UnitariumError
 from .._read.dataset import Dataset
 from .._spec.sources import Task
-from .._spec.spec import RandomSource, Spec, memory_limit
+from .._spec.spec import Enumeration, RandomSource, Spec, memory_limit
 from .._storage.manifest import Manifest
 from .._storage.sqlite import path_text
 
@@ -55,6 +56,9 @@ def plan(spec: Spec, manifest: Manifest, done: int, *, reader_path: Path) -> Ite
         for t in range(done, -(-src.count // size)):
             yield Task(t, 0, t * size, min(src.count, (t + 1) * size))
         return
+    if spec.cost is not None:
+        yield from _cost_plan(spec, manifest, done, reader_path)
+        return
     if done == 0:
         yield Task(0, 0, 0, 1)
     yield BARRIER
@@ -71,6 +75,45 @@ def plan(spec: Spec, manifest: Manifest, done: int, *, reader_path: Path) -> Ite
                     yield Task(task_id, level, start, stop, reader.circuit_array(start, stop, level - 1))
                 task_id += 1
             yield BARRIER
+
+
+def _cost_plan(spec: Spec, manifest: Manifest, done: int, reader_path: Path) -> Iterator[Task | None]:
+    """Enumeration under a cost model (see :mod:`unitarium._spec.sources`): levels ``(c, l)`` in
+    increasing ``(cost, length)`` order, each the children of the levels ``(c - w, l - 1)`` by the
+    moves of weight ``w``, heaviest first (so the parents come in record order)."""
+    src = spec.source
+    assert isinstance(src, Enumeration)
+    weights = sorted({int(w) for w in move_weights(spec.gateset, spec.cost)}, reverse=True)
+    heaviest = max(weights)
+    max_cost = src.max_cost if src.max_cost is not None else heaviest * src.max_length
+    per_task = max(1, spec.task_size // len(spec.gateset.moves))
+    if done == 0:
+        yield Task(0, 0, 0, 1)
+    yield BARRIER
+    filled: dict[tuple[int, int], tuple[int, int]] = {(0, 0): (0, 1)}  # nonempty levels: record ranges
+    longest: dict[int, int] = {0: 0}  # per cost, the longest nonempty level
+    task_id = 1
+    with Dataset(reader_path) as reader:
+        for cost in range(0, max_cost + 1):
+            if cost > 0 and not any(c in longest for c in range(cost - heaviest, cost)):
+                return  # no level within reach of the heaviest move: nothing costs more
+            length = 1
+            while length <= src.max_length and length - 1 <= max(longest[c] for c in longest if c <= cost):
+                groups = [(w, filled[(cost - w, length - 1)]) for w in weights if (cost - w, length - 1) in filled]
+                if groups:
+                    for weight, (first, end) in groups:
+                        for start in range(first, end, per_task):
+                            stop = min(end, start + per_task)
+                            if task_id >= done:
+                                parents = reader.circuit_array(start, stop, length - 1)
+                                yield Task(task_id, level_of(cost, length), start, stop, parents, weight)
+                            task_id += 1
+                    yield BARRIER
+                    found = manifest.level_range(level_of(cost, length))
+                    if found is not None and found[0] < found[1]:
+                        filled[(cost, length)] = found
+                        longest[cost] = max(length, longest.get(cost, 0))
+                length += 1
 
 
 def task_count(spec: Spec) -> int | None:

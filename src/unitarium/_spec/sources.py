@@ -17,6 +17,18 @@
   and a sequence broken by rule 1 equals a shorter one. In unique mode the same
   argument holds for breadth-first representatives (tested against the unpruned run).
 
+**Cost levels.** Under a cost model (:attr:`Spec.cost`, weights per gate), unique enumeration goes
+by increasing cost, then length: level ``(c, l)`` (stored as :func:`~unitarium._core.cost.level_of`)
+holds the new unitaries among the children of every level ``(c - w, l - 1)`` by the moves of weight
+``w`` (one task group per weight, heaviest first, so parents come in record order). Free moves
+(``w = 0``) thus extend level ``(c, l - 1)`` within cost ``c``: a bucket queue whose buckets are
+processed in ``(cost, length)`` order. Each unitary keeps a circuit of least cost, ties to the
+shorter, then to the first in task order: the prefix of such a circuit is such a circuit of its own
+unitary (a better prefix would give a better circuit), so by induction it is a record of level
+``(c - w, l - 1)``, extended by the last move in level ``(c, l)``, and no earlier level holds the
+unitary. Pruning loses nothing: an undone move gives a cheaper-or-equal, shorter circuit; swapping
+commuting neighbours keeps cost and length.
+
 In unique mode the products are formed in complex128 (the dedup keys need it); the
 stored unitaries are then cast to the dataset's dtype. The keys are the spec's scheme
 (:func:`unitarium._core.exact.dedup_keys`: grid, tableau or channel).
@@ -37,6 +49,7 @@ from functools import cached_property
 import numpy as np
 
 from .._core.codec import code_dtype
+from .._core.cost import LEVEL_STRIDE, move_weights
 from .._core.exact import dedup_keys
 from .._core.kernels import ProductTable, extend
 from .spec import Enumeration, RandomSource, Spec
@@ -47,13 +60,21 @@ __all__ = ["Task", "TaskContext", "TaskResult", "recompute", "run_task"]
 @dataclass(frozen=True)
 class Task:
     """Task ``task_id``: random candidates ``[start, stop)``, or the children of level
-    ``level - 1`` records ``[start, stop)``, whose circuits are ``parents`` ``(n, level - 1)``."""
+    ``level - 1`` records ``[start, stop)``, whose circuits are ``parents`` ``(n, level - 1)``.
+    Under a cost model, ``level`` is the children's encoded level and ``weight`` the weight of
+    the moves appended (only those); the parents have one move fewer (:attr:`length`)."""
 
     task_id: int
     level: int
     start: int
     stop: int
     parents: np.ndarray | None = field(default=None, compare=False)
+    weight: int | None = None
+
+    @property
+    def length(self) -> int:
+        """The length of the circuits this task makes (the level, without a cost model)."""
+        return self.level % LEVEL_STRIDE
 
 
 @dataclass
@@ -108,6 +129,7 @@ class TaskContext:
         self.compute_dtype = spec.compute_dtype
         self.code_dtype = code_dtype(self.num_moves)
         self.need_unitaries = spec.stored_unitaries or spec.unique
+        self.weights = move_weights(spec.gateset, spec.cost)
 
     @cached_property
     def table(self) -> ProductTable:
@@ -154,19 +176,22 @@ def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
     if task.level == 0:
         identity = np.eye(ctx.spec.gateset.dim, dtype=ctx.compute_dtype)[None]
         return ctx.pack(task, 1, np.zeros(0, ctx.code_dtype), np.zeros(2, np.uint32), identity)
-    if task.parents is None or task.parents.shape != (task.stop - task.start, task.level - 1):
-        raise ValueError(f"task {task.task_id} carries no parents of level {task.level - 1}")
+    length = task.length
+    if task.parents is None or task.parents.shape != (task.stop - task.start, length - 1):
+        raise ValueError(f"task {task.task_id} carries no parents of length {length - 1}")
     parents = task.parents
-    if src.prune and task.level > 1:
+    if src.prune and length > 1:
         allowed = _pruning_mask(ctx, parents[:, -1])
     else:
         allowed = np.ones((len(parents), ctx.num_moves), dtype=bool)
+    if task.weight is not None:
+        allowed &= (ctx.weights == task.weight)[None, :]
     parent_idx, move_idx = np.nonzero(allowed)
-    codes = np.empty((len(parent_idx), task.level), dtype=ctx.code_dtype)
+    codes = np.empty((len(parent_idx), length), dtype=ctx.code_dtype)
     codes[:, :-1] = parents.astype(ctx.code_dtype)[parent_idx]
     codes[:, -1] = move_idx
     u = extend(ctx.table.unitaries(parents), ctx.moves, allowed) if ctx.need_unitaries else None
-    offsets = np.arange(0, codes.size + 1, task.level, dtype=np.uint32)
+    offsets = np.arange(0, codes.size + 1, length, dtype=np.uint32)
     return ctx.pack(task, len(codes), codes.reshape(-1), offsets, u)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.cost import CostModel, check_free_closure, describe_cost, parse_cost
 from .._core.exact import SCHEMES, is_clifford, is_clifford_t
 from .._core.gates import custom_gate, parse_gate
 from .._core.gateset import GateSet
@@ -69,16 +70,25 @@ class RandomSource:
 @dataclass(frozen=True)
 class Enumeration:
     """Every move sequence of length 0 to ``max_length`` in breadth-first order; with
-    ``prune``, sequences that are trivially redundant are skipped (see ``_enumerate``)."""
+    ``prune``, sequences that are trivially redundant are skipped (see ``_enumerate``).
+    Under a cost model (:attr:`Spec.cost`), by increasing cost then length, up to ``max_cost``."""
 
     max_length: int
     prune: bool = True
+    max_cost: int | None = None
 
     def __post_init__(self) -> None:
         _check_length(self.max_length, "--max-length", 0)
+        if self.max_cost is not None and (
+            isinstance(self.max_cost, bool) or not isinstance(self.max_cost, int) or not 0 <= self.max_cost <= 1 << 20
+        ):
+            raise SpecError(f"--max-cost {self.max_cost!r} must be a whole number from 0 to {1 << 20}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "enumerate", "max_length": self.max_length, "prune": self.prune}
+        out: dict[str, Any] = {"kind": "enumerate", "max_length": self.max_length, "prune": self.prune}
+        if self.max_cost is not None:
+            out["max_cost"] = self.max_cost
+        return out
 
 
 Source = RandomSource | Enumeration
@@ -119,11 +129,14 @@ class Spec:
     task_size: int = 0
     unitaries: str = "stored"
     extra: dict[str, Any] = field(default_factory=dict)
+    cost: CostModel = None
+    """``{gate name: weight}`` over every gate (:mod:`unitarium._core.cost`), or None: every gate 1."""
     keys: str = "auto"
     keys_auto: bool = field(default=False, init=False, repr=False)
     """Whether :attr:`keys` was chosen by ``auto`` (then a resumed dataset's stored scheme wins)."""
 
     def __post_init__(self) -> None:
+        self._check_cost()
         if self.dtype not in DTYPES:
             raise SpecError(f"--dtype {self.dtype!r} is not supported: use {' or '.join(DTYPES)}")
         if self.unitaries not in UNITARIES:
@@ -179,6 +192,25 @@ class Spec:
         except SpecError:  # a scheme this gate set does not allow: the mismatch is reported on open
             return self
 
+    def _check_cost(self) -> None:
+        src = self.source
+        if self.cost is None:
+            if isinstance(src, Enumeration) and src.max_cost is not None:
+                raise SpecError("--max-cost needs --cost (with every gate 1, use --max-length)")
+            return
+        names = [g.name for g in self.gateset.gates]
+        if (
+            not isinstance(self.cost, dict)
+            or sorted(self.cost) != sorted(names)
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in self.cost.values())
+        ):
+            raise SpecError(f"cost {self.cost!r} is not a weight for each gate of {','.join(names)}")
+        object.__setattr__(self, "cost", {name: self.cost[name] for name in names})  # in gate order
+        if not isinstance(src, Enumeration) or not self.unique:
+            raise SpecError("--cost orders a unique enumeration: use it with --enumerate --unique")
+        if src.max_cost is None and src.max_length == MAX_LENGTH:
+            raise SpecError("--cost needs a bound: --max-cost C (and/or --max-length L)")
+
     @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
@@ -211,6 +243,12 @@ class Spec:
             )
 
     def to_json(self) -> dict[str, Any]:
+        out = self._json()
+        if self.cost is not None:  # absent for the default: default-cost specs read as before
+            out["cost"] = dict(self.cost)
+        return out
+
+    def _json(self) -> dict[str, Any]:
         custom = {
             g.name: [[[float(v.real), float(v.imag)] for v in row] for row in g.matrix]
             for g in self.gateset.gates
@@ -248,7 +286,7 @@ class Spec:
         if src["kind"] == "random":
             source = RandomSource(src["count"], src["min_length"], src["max_length"])
         else:
-            source = Enumeration(src["max_length"], src["prune"])
+            source = Enumeration(src["max_length"], src["prune"], src.get("max_cost"))
         return cls(
             GateSet(gates, data["qubits"], coupling),
             source,
@@ -257,6 +295,7 @@ class Spec:
             seed=data["seed"],
             task_size=data["task_size"],
             unitaries=data.get("unitaries", "stored"),
+            cost=data.get("cost"),
             keys=data.get("keys", "grid"),
         )
 
@@ -269,6 +308,9 @@ class Spec:
             what = f"random count={src.count} length={length}"
         else:
             what = f"enumerate max_length={src.max_length}{'' if src.prune else ' (no pruning)'}"
+            if self.cost is not None:
+                bound = "" if src.max_cost is None else f" max_cost={src.max_cost}"
+                what += f" cost={describe_cost(self.cost)}{bound}"
         return (
             f"gates={gates} qubits={self.gateset.num_qubits} coupling={self.to_json()['coupling']} "
             f"{what}{' unique' if self.unique else ''} dtype={self.dtype} seed={self.seed}"
@@ -306,11 +348,15 @@ def make_spec(
     dtype: str = "complex64",
     seed: int = 0,
     unitaries: str = "stored",
+    cost: str | dict[str, int] | None = None,
+    max_cost: int | None = None,
     keys: str = "auto",
 ) -> Spec:
     """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
     either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
     ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only.
+    ``cost`` (``"t=1,tdg=1"`` or ``{"t": 1, "tdg": 1}``: unnamed gates weigh 0) enumerates by
+    increasing cost up to ``max_cost`` (and/or ``max_length``); see :mod:`unitarium._core.cost`.
     ``keys`` (unique mode): ``auto`` (exact keys where the gate set allows), ``grid`` or ``exact``."""
     from .._core.gates import load_gate_file, parse_gates, split_gate_list
     from .._core.gateset import parse_coupling
@@ -323,13 +369,24 @@ def make_spec(
         raise SpecError(f"--qubits {qubits!r} must be a positive integer")
     gateset = GateSet(tuple(parse_gates(names, custom)), qubits, parse_coupling(coupling, qubits))
     source: Source
-    if max_length is not None:
+    model = parse_cost(cost, [g.name for g in gateset.gates])
+    if model is None and max_cost is not None and max_length is None:
+        max_length = max_cost  # every gate 1: the cost is the length (the same spec as --max-length)
+    elif model is None and max_cost is not None:
+        max_length = min(max_cost, max_length)  # type: ignore[type-var]
+    if max_length is not None or max_cost is not None:
         if count is not None or length is not None:
             raise SpecError("--enumerate takes --max-length only, not --count or --length")
-        source = Enumeration(max_length, prune)
+        source = Enumeration(
+            MAX_LENGTH if max_length is None else max_length, prune, None if model is None else max_cost
+        )
     else:
+        if cost is not None:
+            raise SpecError("--cost orders a unique enumeration: use it with --enumerate --unique")
         if count is None or length is None:
             raise SpecError("random circuits need --count and --length (or use --enumerate --max-length)")
         lo, hi = parse_length(str(length))
         source = RandomSource(count, lo, hi)
-    return Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries, keys=keys)
+    spec = Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries, cost=model, keys=keys)
+    check_free_closure(gateset, model)
+    return spec

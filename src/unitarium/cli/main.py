@@ -109,7 +109,7 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
                 bar.console.print(f"unitarium: {p.note}", highlight=False, markup=False)
                 return
             rate = p.candidates / max(time.monotonic() - t0, 1e-9)
-            extra = f"{rate:,.0f}/s  {p.records:,} records" + (f"  level {p.level}" if p.total is None else "")
+            extra = f"{rate:,.0f}/s  {p.records:,} records" + (f"  {_level(p.level)}" if p.total is None else "")
             bar.update(task, completed=p.candidates, total=p.total, rate=extra)
 
         return update, bar.stop
@@ -123,7 +123,7 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, C
         now = time.monotonic()
         if now - last[0] >= 2.0:
             last[0] = now
-            of = f"/{p.total:,}" if p.total else f" (level {p.level})"
+            of = f"/{p.total:,}" if p.total else f" ({_level(p.level)})"
             click.echo(
                 f"progress: {p.candidates:,}{of} candidates, {p.records:,} records, "
                 f"{p.candidates / max(now - t0, 1e-9):,.0f}/s",
@@ -137,6 +137,14 @@ def _print_note(p: Progress) -> None:
     """What a stalled run waits for (:attr:`Progress.note`), one line on stderr."""
     if p.note is not None:
         click.echo(f"unitarium: {p.note}", err=True)
+
+
+def _level(level: int) -> str:
+    """``level 7``; under a cost model past cost 0 (levels ``cost * LEVEL_STRIDE + length``), ``cost 2, length 7``."""
+    from .._core.cost import split_level
+
+    cost, length = split_level(level)
+    return f"level {level}" if cost == 0 else f"cost {cost}, length {length}"
 
 
 _GENERATE_EXAMPLES = """Examples:
@@ -168,6 +176,8 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
 @click.option("--length", help="Random circuit length: N or MIN:MAX (uniform).")
 @click.option("--enumerate", "enumerate_", is_flag=True, help="Every gate sequence up to --max-length, breadth-first.")
 @click.option("--max-length", type=int, help="Longest enumerated sequence.")
+@click.option("--cost", help="Gate weights for --unique enumeration by cost, e.g. t=1,tdg=1 (unnamed gates 0).")
+@click.option("--max-cost", type=int, help="Highest cost enumerated (with --cost).")
 @click.option("--no-prune", is_flag=True, help="Enumerate without skipping trivially redundant sequences.")
 @click.option("--unique", is_flag=True, help="Keep one record per distinct unitary up to global phase.")
 @click.option(
@@ -221,6 +231,8 @@ def generate_cmd(
     length: str | None,
     enumerate_: bool,
     max_length: int | None,
+    cost: str | None,
+    max_cost: int | None,
     no_prune: bool,
     unique: bool,
     keys: str,
@@ -236,8 +248,8 @@ def generate_cmd(
     """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
     directory PATH (a path ending in / or an existing directory: one writer per worker). A new
     PATH without a suffix (runs/x) makes a file, and says so: write runs/x/ for a directory."""
-    if enumerate_ != (max_length is not None):
-        raise SpecError("--enumerate and --max-length go together")
+    if enumerate_ != (max_length is not None or max_cost is not None):
+        raise SpecError("--enumerate and --max-length (or --max-cost) go together")
     spec = make_spec(
         gates=gates,
         qubits=qubits,
@@ -251,6 +263,8 @@ def generate_cmd(
         dtype=dtype,
         seed=seed,
         unitaries=unitaries,
+        cost=cost,
+        max_cost=max_cost,
         keys=keys,
     )
     update, close = _progress_printer(quiet)
@@ -485,11 +499,12 @@ def lookup_cmd(
         sys.exit(1)
 
 
-from .search import index_after_generate, index_cmd, nearest_cmd, synth_cmd  # noqa: E402
+from .search import index_after_generate, index_cmd, label_cmd, nearest_cmd, synth_cmd  # noqa: E402
 
 main.add_command(synth_cmd)
 main.add_command(nearest_cmd)
 main.add_command(index_cmd)
+main.add_command(label_cmd)
 
 from .export import export_cmd  # noqa: E402
 

@@ -20,7 +20,7 @@ from .._core.inputs import load_matrix
 from .._errors import SpecError
 from ..search.nearest import MAX_PAIRS
 
-__all__ = ["index_after_generate", "index_cmd", "nearest_cmd", "synth_cmd"]
+__all__ = ["index_after_generate", "index_cmd", "label_cmd", "nearest_cmd", "synth_cmd"]
 
 _TARGET_OPTIONS = [
     click.option(
@@ -93,22 +93,36 @@ def synth_cmd(
                 click.echo(f"unitarium: {cost.describe()}", err=True)
             one = [] if stack else [ds.approximate(u, max_length=max_length, **pairs)]
             for i, a in enumerate(ds.approximate_many(u, max_length=max_length, **pairs) if stack else one):
-                _report(a.circuit, {"distance": a.distance}, as_json, i if stack else None)
+                _report(a.circuit, {"distance": a.distance, **_cost_of(ds, a.circuit)}, as_json, i if stack else None)
             return
         results = ds.synthesize_many(u, atol=atol) if stack else [ds.synthesize(u, atol=atol)]
-    longest = 2 * ds.spec.source.max_length  # type: ignore[union-attr]  # synthesize checked the source
+    if ds.spec.cost is not None:
+        from ..search.mitm import cost_reach
+
+        reach, bound = cost_reach(ds.spec), "max_cost"
+        beyond = f"of cost at most {reach}"
+    else:
+        reach, bound = 2 * ds.spec.source.max_length, "max_length"  # type: ignore[union-attr]  # synthesize checked
+        beyond = f"of at most {reach} moves"
     for i, result in enumerate(results):
         if result is not None:
-            _report(result, {}, as_json, i if stack else None)
+            _report(result, _cost_of(ds, result), as_json, i if stack else None)
         elif as_json:
-            click.echo(json.dumps({**_which(i, stack), "circuit": None, "length": None, "max_length": longest}))
+            click.echo(json.dumps({**_which(i, stack), "circuit": None, "length": None, bound: reach}))
         elif stack:
             click.echo(f"{i}\tnone")
     missing = sum(r is None for r in results)
     if missing:
         what = "this unitary" if not stack else f"{missing:,} of the {len(results):,} targets"
-        click.echo(f"no circuit of at most {longest} moves implements {what}", err=True)
+        click.echo(f"no circuit {beyond} implements {what}", err=True)
         sys.exit(1)
+
+
+def _cost_of(ds: Any, circuit: Circuit) -> dict[str, float]:
+    """``{"cost": ...}`` under the table's cost model (``--cost``), else nothing (the length says it)."""
+    from .._core.cost import circuit_cost
+
+    return {} if ds.spec.cost is None else {"cost": circuit_cost(circuit, ds.spec.cost)}
 
 
 @click.command("nearest")
@@ -240,3 +254,29 @@ def _report(circuit: Circuit, extra: dict[str, float], as_json: bool, i: int | N
         click.echo(f"{i}\t{len(circuit)} gates{more}\t{circuit}")
         return
     click.echo(f"{len(circuit)} gates{more}\ncircuit: {circuit}\n\n{circuit.to_qasm()}", nl=False)
+
+
+@click.command("label")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--table", type=click.Path(path_type=Path), required=True, help="A unique enumerated dataset.")
+@click.option("--chunk", type=click.IntRange(1, 1 << 20), default=4096, show_default=True, help="Records per commit.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def label_cmd(path: Path, table: Path, chunk: int, quiet: bool) -> None:
+    """Store in the dataset file PATH, for every record, its least cost under TABLE's cost model
+    (--cost, else the length), or a lower bound beyond TABLE's reach. Resumable: re-run to finish."""
+    from .._dataset import Dataset as Full
+
+    def shown(done: int, total: int) -> None:
+        if not quiet:
+            click.echo(f"labelled {done:,}/{total:,}", err=True)
+
+    ds, tab = Full(path), Full(table)
+    try:
+        found = ds.label(tab, progress=shown, chunk=chunk)
+    finally:
+        ds.close()
+        tab.close()
+    click.echo(
+        f"{path}: {found['records']:,} records labelled ({found['new']:,} new, {found['exact']:,} of them exact; "
+        f"the others cost more than {found['reach']}) by {table}"
+    )

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import MissingOptionalLibraryError
-from .._read.split import as_source, read_positions
+from .._read.split import as_source, max_length, read_positions
 
 __all__ = ["SHARD_BYTES", "shard_names", "write_split"]
 
@@ -52,7 +52,7 @@ def _pyarrow() -> tuple[Any, Any, Any]:
 def record_bytes(source: Any) -> int:
     """An upper bound on one record's uncompressed bytes in a shard (longest circuit of the spec)."""
     ds, _ = as_source(source)
-    d, length = ds.gateset.dim, int(ds.spec.source.max_length)
+    d, length = ds.gateset.dim, max_length(ds)
     widest = max(len(m.text) for m in ds.gateset.moves) + 2  # "; " between moves
     return 8 + 8 * d * d + 4 + 4 + 4 * length + 4 + widest * length
 

@@ -97,7 +97,7 @@ class SearchMixin:
 
         table = table_of(self._ds, "synthesize")
         targets, _ = as_targets(unitaries, table.gateset, "synthesize")
-        return synthesize_many(table, targets, atol=atol)
+        return synthesize_many(table, targets, atol=atol, spec=self._ds.spec)
 
     def nearest(self, unitary: Any, k: int = 1) -> list[Match] | list[list[Match]]:
         """The ``k`` records nearest to ``unitary`` in ``D = sqrt(2 d - 2 |tr(U^dag V)|)``, nearest
@@ -126,7 +126,9 @@ class SearchMixin:
         :func:`unitarium.search.nearest.approximate_many`). Costs about
         ``sum_a N_a (N_{a-1} + N_a)`` scores, ``N_a`` the records of length ``a``; raises
         :class:`~unitarium.SearchCostError` (saying which ``max_length`` fits) before a search
-        of more than ``max_pairs`` scores."""
+        of more than ``max_pairs`` scores. On a table enumerated with ``--cost`` (weights 0 and
+        1), ``max_length`` bounds the *cost* (default and limit ``2 C``) and of near-ties the
+        cheaper circuit wins (:class:`unitarium.search.mitm.CostView`)."""
         targets = _one(unitary, self._ds, "approximate")
         return self.approximate_many(targets, max_length=max_length, max_pairs=max_pairs)[0]
 
@@ -134,14 +136,15 @@ class SearchMixin:
         self, unitaries: Any, *, max_length: int | None = None, max_pairs: int = MAX_PAIRS
     ) -> list[Approximation]:
         """:meth:`approximate` for a ``(n, d, d)`` stack (``max_pairs`` counts all targets)."""
+        from .mitm import by_cost
         from .nearest import approximate_many
 
-        table = table_of(self._ds, "approximate")
+        table = by_cost(table_of(self._ds, "approximate"), self._ds.spec)  # by cost under a cost model
         budget = _budget(table.max_length, max_length)
         if isinstance(max_pairs, bool) or not isinstance(max_pairs, int | np.integer) or max_pairs < 1:
             raise SpecError(f"max_pairs {max_pairs!r} must be a whole number >= 1")
         targets, _ = as_targets(unitaries, table.gateset, "approximate")
-        found = approximate_many(table, targets, int(budget), max_pairs=int(max_pairs))
+        found = approximate_many(table, targets, int(budget), max_pairs=int(max_pairs))  # type: ignore[arg-type]
         return [Approximation(table.circuit(i, j), x) for i, j, x in found]
 
     def approximate_cost(self, targets: int = 1, *, max_length: int | None = None) -> SearchCost:
@@ -151,11 +154,35 @@ class SearchMixin:
         Loads the table (or maps its index) as the search would."""
         from .nearest import estimate
 
-        table = table_of(self._ds, "approximate")
+        table = table_of(self._ds, "approximate")  # (by length: under a cost model, a bound of the cost's)
         budget = _budget(table.max_length, max_length)
         if isinstance(targets, bool) or not isinstance(targets, int | np.integer) or targets < 1:
             raise SpecError(f"targets {targets!r} must be a whole number >= 1")
         return estimate(table, budget, int(targets))
+
+    def label(
+        self, table: Any, *, progress: Callable[[int, int], None] | None = None, chunk: int = 4096
+    ) -> dict[str, Any]:
+        """Store, for every record, its least cost under ``table`` (a unique enumerated dataset or
+        its path; its cost model, ``--cost``, or the length), or ``-(R + 1)`` beyond the table's
+        reach ``R`` (:mod:`unitarium.search.label`); resumes a labelling by the same table."""
+        from .._read.dataset import Dataset as Reader
+        from .label import label
+
+        own = not hasattr(table, "spec")
+        handle = Reader(table) if own else table
+        try:
+            return label(self._ds, handle, progress=progress, chunk=chunk)
+        finally:
+            if own:
+                handle.close()
+
+    def labels(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The labels (``ds.label``) of records ``start .. stop-1``: int64 least costs, negative
+        (``-(R + 1)``) where the cost is beyond the labelling table's reach ``R``."""
+        from .label import read_labels
+
+        return read_labels(self._ds, start, stop)
 
     @property
     def _ds(self) -> Dataset:
@@ -189,7 +216,7 @@ def _reader(ds: Dataset, ids: np.ndarray) -> Callable[[int], Record]:
         return ds.__getitem__
     wanted = np.unique(ids)
     stored = dict(zip(wanted.tolist(), ds.unitaries(wanted), strict=True))
-    return lambda i: Record(i, table.circuit(i), stored[i])
+    return lambda i: Record(i, table.circuit(i), stored[i], ds.spec.cost)
 
 
 def _blocks(ds: Dataset, bar: Bar) -> Iterator[tuple[int, np.ndarray]]:

@@ -164,6 +164,8 @@ def _load(ds: Dataset) -> SearchTable:
     src = ds.spec.source
     assert isinstance(src, Enumeration)
     big, n, moves = src.max_length, len(ds), len(ds.gateset.move_matrices)
+    if ds.spec.cost is not None:  # by cost: --max-length may be unbounded; the longest record decides
+        big = min(big, int(ds.lengths().max(initial=0)))
     lengths = np.zeros(n, dtype=np.uint8 if big < 255 else np.uint16)
     codes = np.full((n, big), moves, dtype=np.uint8 if moves < 255 else np.uint16)
     with progress("loading the search table", n) as bar:
@@ -178,7 +180,10 @@ def _load(ds: Dataset) -> SearchTable:
             codes[a + row, np.arange(len(flat)) - off[row]] = flat
             lengths[a : a + len(size)] = size
             bar.advance(len(size))
-    if n == 0 or lengths[0] != 0 or np.any(np.diff(lengths.astype(np.int64)) < 0):
+    order = lengths.astype(np.int64)
+    if ds.spec.cost is not None:  # enumerated by (cost, length)
+        order = order + (ds.costs() << 20)
+    if n == 0 or lengths[0] != 0 or np.any(np.diff(order) < 0):
         raise DatasetError(f"{str(ds.path)!r} is not in breadth-first order: it cannot be searched")
     starts = np.searchsorted(lengths, np.arange(big + 2), side="left").astype(np.int64)
     table = SearchTable(ds.gateset, big, lengths, codes, starts, ds.__getitem__)

@@ -20,6 +20,22 @@ tried (its split ``a' = max(0, l - L) <= a`` was), so a best hit of length ``<= 
 is shortest and the target is settled. A target with no hit after level ``L`` has no
 circuit of length ``<= 2L``. Ties: the least ``(length, id of A, id of B)``.
 
+**Under a cost model** (a table enumerated with ``--cost``: weights ``w`` per gate, complete up
+to cost ``C``, each record a least-cost circuit of its unitary, ties to the shorter), the same
+argument runs on ``(cost, length)``, compared lexicographically. Let ``c`` be a least
+``(cost, length)`` circuit of ``U``, of cost ``K``; its prefix and suffix at any split are least
+``(cost, length)`` circuits of their unitaries (a better one would improve ``c``), so they are
+records of exactly their costs and lengths when their costs are at most ``C``. The prefix costs
+``k_0 = 0 <= k_1 <= ...`` grow by at most ``w_max`` (the heaviest gate) a move; take the first
+split ``j`` with ``k_j >= K - C``: then ``K - k_j <= C`` and ``k_j <= K - C - 1 + w_max``, which is
+at most ``C`` when ``K <= 2C - w_max + 1``. The search takes the records by increasing cost as
+prefixes (the table is in ``(cost, length)`` order, so a cost level is an id range); after prefix
+cost ``a``, every ``K <= C + a - w_max + 1`` has met its split, so a best hit of that cost is
+final (its cost and length least; later prefixes have larger ids). A target with no hit of cost
+``<= 2C - w_max + 1`` is reported as None. Ties: the least ``(cost, length, id of A, id of B)``.
+With every gate weighing 1 this is the length argument above (``w_max = 1``; there a hit of cost
+``L + a + 1`` is already final, as cost and length coincide).
+
 **Matching.** ``U A^dag`` is looked up in an in-memory hash index (:mod:`._keys`) and
 every candidate ``B`` is verified: ``B A`` must equal ``U`` up to global phase, entrywise
 within ``atol`` (as :func:`unitarium._core.canonical.equal_up_to_phase`). The index finds every
@@ -32,18 +48,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._core.circuit import Circuit
+from .._core.cost import move_weights
 from .._core.kernels import one_blas_thread
-from .._errors import SpecError
+from .._errors import DatasetError, SpecError
+from .._spec.spec import MAX_LENGTH
 from . import _keys, _table
 from ._keys import primary_keys
 from ._progress import progress
 from ._table import SearchTable
 
-__all__ = ["MAX_ATOL", "directory", "find", "synthesize_many"]
+if TYPE_CHECKING:
+    from .._spec.spec import Spec
+
+__all__ = ["MAX_ATOL", "CostView", "by_cost", "cost_reach", "directory", "find", "synthesize_many"]
 
 MAX_ATOL = 1e-4
 _PAIRS = 1 << 19
@@ -51,37 +73,80 @@ _PAIRS = 1 << 19
 that in key coordinates)."""
 
 
-def synthesize_many(table: SearchTable, targets: np.ndarray, *, atol: float) -> list[Circuit | None]:
-    """A shortest circuit for each of the ``(n, d, d)`` targets, or None where none of length
-    ``<= 2 * table.max_length`` exists (see the module docstring for why)."""
+def synthesize_many(
+    table: SearchTable, targets: np.ndarray, *, atol: float, spec: Spec | None = None
+) -> list[Circuit | None]:
+    """A least-cost circuit (ties to the shorter) for each of the ``(n, d, d)`` targets, or None
+    where none of cost ``<= 2C - w_max + 1`` exists (``C`` the table's max cost; with every gate 1,
+    its max length, so ``2 L``); see the module docstring for why. ``spec``: the table's (its cost
+    model; None: every gate 1)."""
     if not 0 < atol <= MAX_ATOL:
         raise SpecError(
             f"atol {atol!r} is out of range for exact synthesis: use 0 < atol <= {MAX_ATOL:g} "
             "(for looser matches use approximate())"
         )
+    costs, levels, top, heaviest = _cost_levels(table, spec)
+    unit = spec is None or spec.cost is None
     n = len(targets)
-    best = np.full((n, 3), np.iinfo(np.int64).max, dtype=np.int64)  # (length, id of A, id of B)
+    best = np.full((n, 4), np.iinfo(np.int64).max, dtype=np.int64)  # (cost, length, id of A, id of B)
     active = np.arange(n)
     table.index  # noqa: B018  # built (with its own progress) before the search's bar starts
     # one BLAS thread: the key products are small (a thread team costs more than it gives on a busy
     # machine) and their bits then do not depend on the thread count
-    with progress("synthesising", n * table.upto(table.max_length)) as bar, one_blas_thread():
-        for a in range(table.max_length + 1):
+    with progress("synthesising", n * len(table)) as bar, one_blas_thread():
+        for a in range(top + 1):
             if not len(active):
                 break
-            level = table.level(a)
+            level = levels[a]
             for lo in range(level.start, level.stop, _table.CHUNK):
-                _search_prefixes(table, targets, active, slice(lo, min(level.stop, lo + _table.CHUNK)), best, atol)
-                bar.advance(len(active) * (min(level.stop, lo + _table.CHUNK) - lo))
-            settled = best[active, 0] <= table.max_length + a + 1
-            bar.advance(int(settled.sum()) * (table.upto(table.max_length) - level.stop))
+                ids = slice(lo, min(level.stop, lo + _table.CHUNK))
+                _search_prefixes(table, costs, targets, active, ids, best, atol)
+                bar.advance(len(active) * (ids.stop - lo))
+            settled = best[active, 0] <= top + a - heaviest + 1 + unit
+            bar.advance(int(settled.sum()) * (len(table) - level.stop))
             active = active[~settled]
-    found = best[:, 0] <= 2 * table.max_length
-    return [table.circuit(int(best[t, 1]), int(best[t, 2])) if found[t] else None for t in range(n)]
+    found = best[:, 0] <= 2 * top - heaviest + 1
+    return [table.circuit(int(best[t, 2]), int(best[t, 3])) if found[t] else None for t in range(n)]
+
+
+def cost_reach(spec: Spec) -> int:
+    """The highest cost for which synthesis on a table of ``spec`` is exact: ``2C - w_max + 1``."""
+    src = spec.source
+    weights = move_weights(spec.gateset, spec.cost)
+    heaviest = int(weights.max())
+    top = src.max_cost if src.max_cost is not None else heaviest * src.max_length  # type: ignore[union-attr]
+    return int(2 * top - heaviest + 1)
+
+
+def _cost_levels(table: SearchTable, spec: Spec | None) -> tuple[np.ndarray, list[slice], int, int]:
+    """``(cost of each record, the id range of each cost level, the max cost C, w_max)``; with
+    every gate 1, the lengths and the length levels."""
+    if spec is None or spec.cost is None:
+        levels = [table.level(a) for a in range(table.max_length + 1)]
+        return table.lengths.astype(np.int64), levels, table.max_length, 1
+    src = spec.source
+    weights = move_weights(table.gateset, spec.cost)
+    heaviest = int(weights.max())
+    top = src.max_cost if src.max_cost is not None else heaviest * src.max_length  # type: ignore[union-attr]
+    if src.max_length < MAX_LENGTH and len(table) and int(table.lengths.max()) >= src.max_length:  # type: ignore[union-attr]
+        raise DatasetError(
+            f"synthesis by cost needs a table complete up to its max cost, and this one was cut at "
+            f"--max-length {src.max_length}: generate it with --max-cost alone"  # type: ignore[union-attr]
+        )
+    padded = np.concatenate([weights, [0]])
+    costs = padded[table.codes.astype(np.intp)].sum(axis=1, dtype=np.int64)
+    starts = np.searchsorted(costs, np.arange(top + 2), side="left")
+    return costs, [slice(int(starts[a]), int(starts[a + 1])) for a in range(top + 1)], top, heaviest
 
 
 def _search_prefixes(
-    table: SearchTable, targets: np.ndarray, active: np.ndarray, ids: slice, best: np.ndarray, atol: float
+    table: SearchTable,
+    costs: np.ndarray,
+    targets: np.ndarray,
+    active: np.ndarray,
+    ids: slice,
+    best: np.ndarray,
+    atol: float,
 ) -> None:
     """Try every record of ``ids`` (one level) as the prefix of every active target; update ``best``."""
     block = table.block(ids.start, ids.stop)  # A, (m, d, d)
@@ -101,7 +166,8 @@ def _search_prefixes(
         query, rows = find(table, keys)
         t, i = chunk[query // m], ids.start + query % m
         ok = _verify(table, targets[t], i, rows, atol)
-        _improve(best, t[ok], table.lengths[i[ok]].astype(np.int64) + table.lengths[rows[ok]], i[ok], rows[ok])
+        a, b = i[ok], rows[ok]
+        _improve(best, t[ok], costs[a] + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b], a, b)
 
 
 def directory(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:
@@ -192,13 +258,54 @@ def _verify(table: SearchTable, targets: np.ndarray, a: np.ndarray, b: np.ndarra
     return np.abs(targets - phase[:, None, None] * product).max(axis=(1, 2)) <= atol
 
 
-def _improve(best: np.ndarray, t: np.ndarray, length: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-    """Lower ``best[t]`` to ``(length, a, b)`` where that is lexicographically smaller."""
+def _improve(
+    best: np.ndarray, t: np.ndarray, cost: np.ndarray, length: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> None:
+    """Lower ``best[t]`` to ``(cost, length, a, b)`` where that is lexicographically smaller."""
     if not len(t):
         return
-    order = np.lexsort((b, a, length, t))
-    t, length, a, b = t[order], length[order], a[order], b[order]
+    order = np.lexsort((b, a, length, cost, t))
+    t, cost, length, a, b = t[order], cost[order], length[order], a[order], b[order]
     first = np.concatenate([[True], t[1:] != t[:-1]])  # the least candidate of each target
-    for target, cand in zip(t[first], np.stack([length, a, b], axis=1)[first], strict=True):
+    for target, cand in zip(t[first], np.stack([cost, length, a, b], axis=1)[first], strict=True):
         if tuple(cand) < tuple(best[target]):
             best[target] = cand
+
+
+class CostView:
+    """A cost table seen by cost level, for :func:`unitarium.search.nearest.approximate_many`:
+    :meth:`level`, :meth:`upto` and :attr:`max_length` count cost (``max_length`` is the max
+    cost ``C``); everything else is the table's. Approximation by cost: every unitary with a
+    circuit of cost ``k`` is ``B A`` with ``A`` a record of cost ``ceil(k/2)`` and ``B`` one of
+    cost ``floor(k/2)`` when every weight is 0 or 1 (the prefix costs of a least-cost circuit go
+    up by one at a time, so one of them is ``ceil(k/2)``; halves of a least-cost circuit are
+    least-cost), which is the length argument with cost levels for length levels."""
+
+    def __init__(self, table: SearchTable, levels: list[slice], top: int) -> None:
+        self.table, self.levels, self.max_length = table, levels, top
+
+    def level(self, cost: int) -> slice:
+        return self.levels[cost]
+
+    def upto(self, cost: int) -> int:
+        return self.levels[min(max(cost, -1), self.max_length)].stop if cost >= 0 else 0
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.table, name)
+
+
+def by_cost(table: SearchTable, spec: Spec) -> SearchTable | CostView:
+    """The table as :func:`~unitarium.search.nearest.approximate_many` should see it: itself with
+    every gate 1, else by cost level (weights 0 and 1 only: heavier ones break the halving)."""
+    if spec.cost is None:
+        return table
+    _, levels, top, heaviest = _cost_levels(table, spec)
+    if heaviest > 1:
+        raise SpecError(
+            f"approximate by cost takes weights 0 and 1 (this table's cost is {spec.describe().split('cost=')[1]}): "
+            "use synthesize for exact targets"
+        )
+    return CostView(table, levels, top)
