@@ -340,7 +340,7 @@ def test_exact_keys_keep_and_drop_what_grid_keys_do(
 
 def test_the_two_qubit_clifford_group_has_11520_elements_up_to_phase(tmp_path: Path) -> None:
     path = tmp_path / "cliff2/"
-    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=13, unique=True)
+    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=13, unique=True, keys="auto")
     assert spec.keys == "tableau"
     unitarium.generate(path, spec, workers=2)
     with unitarium.open(path) as ds:
@@ -367,7 +367,7 @@ def test_a_grid_key_dataset_resumes_with_grid_keys(tmp_path: Path) -> None:
         unitarium.generate(partial, unitarium.make_spec(**args, keys="grid"), workers=1, progress=explode)
     with unitarium.open(partial) as ds:
         assert "keys" not in ds.meta["spec"] and ds.spec.keys == "grid" and not ds.complete
-    auto = unitarium.make_spec(**args)
+    auto = unitarium.make_spec(**args, keys="auto")
     assert auto.keys == "tableau"
     unitarium.generate(partial, auto, workers=2)
     with unitarium.open(partial) as ds:
@@ -381,12 +381,12 @@ def test_a_grid_key_dataset_resumes_with_grid_keys(tmp_path: Path) -> None:
 
 def test_an_exact_key_dataset_resumes_with_its_keys(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True)
+    spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True, keys="auto")
     unitarium.generate(path, spec, workers=1)
     with unitarium.open(path) as ds:
         assert ds.meta["spec"]["keys"] == "channel" and ds.spec.keys == "channel"
     summary = unitarium.generate(
-        path, unitarium.make_spec(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True)
+        path, unitarium.make_spec(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True, keys="auto")
     )
     assert summary.new_records == 0
     with pytest.raises(unitarium.SpecMismatchError, match="keys"):
@@ -396,11 +396,16 @@ def test_an_exact_key_dataset_resumes_with_its_keys(tmp_path: Path) -> None:
 
 
 def test_keys_enter_the_spec_only_when_exact() -> None:
+    """(``grid`` is the default while exact keys cost more per candidate; ``auto`` chooses them.)"""
     plain = unitarium.make_spec(gates="h,s,cx", qubits=2, count=10, length=3)
     assert plain.keys == "grid" and "keys" not in plain.to_json()
-    assert unitarium.make_spec(gates="h,rz(0.1),cx", qubits=2, count=10, length=3, unique=True).keys == "grid"
-    assert unitarium.make_spec(gates="h,s,ccx", qubits=3, count=10, length=3, unique=True).keys == "channel"
-    spec = unitarium.make_spec(gates="sx,cz", qubits=2, count=10, length=3, unique=True)
+    assert (
+        unitarium.make_spec(gates="h,rz(0.1),cx", qubits=2, count=10, length=3, unique=True, keys="auto").keys == "grid"
+    )
+    assert (
+        unitarium.make_spec(gates="h,s,ccx", qubits=3, count=10, length=3, unique=True, keys="auto").keys == "channel"
+    )
+    spec = unitarium.make_spec(gates="sx,cz", qubits=2, count=10, length=3, unique=True, keys="auto")
     assert spec.to_json()["keys"] == "tableau"
     assert unitarium.Spec.from_json(json.loads(spec.canonical_json())).keys == "tableau"
     with pytest.raises(unitarium.SpecError, match="no exact key"):
@@ -414,7 +419,9 @@ def test_keys_enter_the_spec_only_when_exact() -> None:
 
 def test_lookup_on_a_tableau_dataset_finds_members_and_nothing_else(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
-    unitarium.generate(path, unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=6, unique=True), workers=1)
+    unitarium.generate(
+        path, unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=6, unique=True, keys="auto"), workers=1
+    )
     with unitarium.open(path) as ds:
         assert ds.spec.keys == "tableau"
         for i in (0, 5, 100, len(ds) - 1):
@@ -429,7 +436,9 @@ def test_lookup_on_a_tableau_dataset_finds_members_and_nothing_else(tmp_path: Pa
 
 def test_lookup_on_a_channel_dataset(tmp_path: Path) -> None:
     path = tmp_path / "ct.db"
-    unitarium.generate(path, unitarium.make_spec(gates="h,t,cx", qubits=2, max_length=4, unique=True), workers=1)
+    unitarium.generate(
+        path, unitarium.make_spec(gates="h,t,cx", qubits=2, max_length=4, unique=True, keys="auto"), workers=1
+    )
     with unitarium.open(path) as ds:
         assert ds.spec.keys == "channel"
         for i in (0, 7, len(ds) - 1):
@@ -509,7 +518,7 @@ def test_custom_gates_are_judged_by_their_matrices(tmp_path: Path) -> None:
     path.write_text(json.dumps(body))
 
     def scheme(names: str) -> str:
-        spec = unitarium.make_spec(gates=names, qubits=2, count=10, length=3, unique=True, gate_file=path)
+        spec = unitarium.make_spec(gates=names, qubits=2, count=10, length=3, unique=True, gate_file=path, keys="auto")
         return spec.keys
 
     assert (scheme("hs,cx"), scheme("hs,ht,cx"), scheme("hs,odd")) == ("tableau", "channel", "grid")

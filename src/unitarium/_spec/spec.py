@@ -33,8 +33,8 @@ UNITARIES = ("stored", "computed")
 unitary is recomputed when read, by the same kernel, to the same bits."""
 MAX_LENGTH = 10_000
 KEYS = ("auto", "grid", "exact")
-"""Key schemes a user asks for (``--keys``): ``auto`` (exact where the gate set allows, the default),
-``grid`` (float grid keys, any gate set; every dataset made before exact keys), ``exact`` (refused
+"""Key schemes a user asks for (``--keys``): ``grid`` (float grid keys, any gate set; the default, and
+every dataset made before exact keys), ``auto`` (exact where the gate set allows), ``exact`` (refused
 where the gate set allows none). A spec holds the resolved scheme, one of
 :data:`unitarium._core.exact.SCHEMES`; its JSON names it only when it is not ``grid``."""
 
@@ -131,7 +131,7 @@ class Spec:
     extra: dict[str, Any] = field(default_factory=dict)
     cost: CostModel = None
     """``{gate name: weight}`` over every gate (:mod:`unitarium._core.cost`), or None: every gate 1."""
-    keys: str = "auto"
+    keys: str = "grid"
     keys_auto: bool = field(default=False, init=False, repr=False)
     """Whether :attr:`keys` was chosen by ``auto`` (then a resumed dataset's stored scheme wins)."""
 
@@ -350,14 +350,16 @@ def make_spec(
     unitaries: str = "stored",
     cost: str | dict[str, int] | None = None,
     max_cost: int | None = None,
-    keys: str = "auto",
+    keys: str = "grid",
 ) -> Spec:
     """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
     either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
     ``max_length`` for exhaustive enumeration. ``unitaries="computed"`` stores circuits only.
     ``cost`` (``"t=1,tdg=1"`` or ``{"t": 1, "tdg": 1}``: unnamed gates weigh 0) enumerates by
     increasing cost up to ``max_cost`` (and/or ``max_length``); see :mod:`unitarium._core.cost`.
-    ``keys`` (unique mode): ``auto`` (exact keys where the gate set allows), ``grid`` or ``exact``."""
+    ``keys`` (unique mode): ``grid`` (the default: float grid keys), ``auto`` (exact keys where the
+    gate set allows) or ``exact``. Exact keys cost 1.3x grid keys per candidate today (BENCHMARKS.md,
+    "Exact keys"): the default moves to ``auto`` once they are as fast."""
     from .._core.gates import load_gate_file, parse_gates, split_gate_list
     from .._core.gateset import parse_coupling
 

@@ -183,9 +183,10 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
 @click.option(
     "--keys",
     type=click.Choice(KEYS),
-    default="auto",
+    default="grid",
     show_default=True,
-    help="--unique keys: exact (Clifford tableau, Clifford+T channel) where the gates allow, grid (float), auto.",
+    help="--unique keys: grid (float grid with alternates), exact (Clifford tableau, Clifford+T channel; "
+    "refused where the gates allow none) or auto (exact where the gates allow).",
 )
 @click.option("--dtype", type=click.Choice(DTYPES), default="complex64", show_default=True)
 @click.option(
