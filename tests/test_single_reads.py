@@ -20,8 +20,9 @@ import pytest
 import unitarium
 from unitarium import DatasetDamagedError, RecordIndexError
 from unitarium._read import bulk, single
-from unitarium._storage import blocks
+from unitarium._storage import blocks, mapped
 from unitarium._storage.filemap import FileMap
+from unitarium._storage.mapped import MappedBlock
 
 SPEC = {"gates": "h,t,cx", "qubits": 2, "count": 20_000, "length": 8}
 
@@ -50,8 +51,8 @@ def kinds(tmp_path_factory: pytest.TempPathFactory, stored: Path) -> dict[str, P
     }
 
 
-def _mapped_blocks(ds: unitarium.Dataset) -> list[blocks.MappedBlock]:
-    return [b for b in ds._store._mapped.values() if b.row is not None]
+def _mapped_blocks(ds: unitarium.Dataset) -> list[MappedBlock]:
+    return [b for b in ds._store.maps._blocks.values() if b.row is not None]
 
 
 @pytest.mark.parametrize(
@@ -94,12 +95,13 @@ def test_computed_unitaries_match_qiskit(kinds: dict[str, Path]) -> None:
 
 def test_each_page_is_hashed_once_per_handle(stored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, int]] = []
-    real = blocks.read_rows
+    real = mapped.read_rows
 
     def counting(fmt, task_id, count, lo, hi, read):  # type: ignore[no-untyped-def]
         calls.append((task_id, lo))
         return real(fmt, task_id, count, lo, hi, read)
 
+    monkeypatch.setattr(mapped, "read_rows", counting)
     monkeypatch.setattr(blocks, "read_rows", counting)
     with unitarium.open(stored) as ds:
         page = ds.format.page
@@ -201,7 +203,7 @@ def test_a_block_whose_newest_bytes_are_in_the_wal_is_read_through_sqlite(stored
             assert got.unitary.tobytes() == want.unitary.tobytes()
             assert got.circuit.codes.tolist() == want.circuit.codes.tolist()
             assert ds[i + 1].unitary.tobytes() == bulk.slow_record(ds, i + 1).unitary.tobytes()
-            assert ds._store._mapped[(0, task)].row is None  # the map disagreed: SQLite reads this block
+            assert ds._store.maps._blocks[(0, task)].row is None  # the map disagreed: SQLite reads this block
     finally:
         hold.close()
 

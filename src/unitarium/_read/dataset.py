@@ -131,6 +131,8 @@ class Dataset:
     def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> Any:
         """Record ``i`` (negative ids count from the end); a slice or a list/array of ids gives
         a list of records."""
+        if type(key) is int:
+            return self._single.one(key, self._fixed)
         if isinstance(key, slice):
             return self._single.many(np.arange(*key.indices(len(self))))
         if isinstance(key, list | tuple | np.ndarray):

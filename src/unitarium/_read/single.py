@@ -25,7 +25,7 @@ from .._core.circuit import Circuit, Record
 from .._core.kernels import ProductTable, _batch_last_step
 from .._spec.sources import recompute
 from .._spec.spec import RandomSource
-from .._storage.blocks import MappedBlock
+from .._storage.mapped import MappedBlock
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -66,27 +66,27 @@ class RecordReader:
         self._ds = ds
         self._store = ds._store
         self._version: int | None = None
-        self._firsts: list[int] = []
-        self._tasks: list[tuple[int, int, int, int]] = []
-        self._n = 0
-        self._sound = False
+        self._index: tuple[list[int], list[tuple[int, int, int, int]], int, bool] = ([], [], 0, False)
+        """First ids and ``(task_id, shard, first_id, count)`` of the non-empty tasks, the records
+        they hold, and whether the task list is the committed prefix (one tuple: threads share it)."""
         self._setup: tuple[Any, ...] | None = None
 
     # -- the task list ------------------------------------------------------------------------
 
     def length(self) -> int | None:
         """The records committed (None: the task list is not the committed prefix: ask SQLite)."""
-        self._refresh()
-        return self._n if self._sound else None
+        _, _, n, sound = self._refresh()
+        return n if sound else None
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> tuple[list[int], list[tuple[int, int, int, int]], int, bool]:
         version = self._store.data_version()
         if version != self._version:
-            self._load()
+            self._index = self._load()
             self._version = version
-            self._store.forget_unmapped()
+            self._store.maps.forget_unmapped()
+        return self._index
 
-    def _load(self) -> None:
+    def _load(self) -> tuple[list[int], list[tuple[int, int, int, int]], int, bool]:
         rows = self._ds._query("SELECT task_id, shard, first_id, count FROM tasks ORDER BY task_id")
         tasks, firsts, end = [], [], 0
         sound = True
@@ -99,35 +99,34 @@ class RecordReader:
                 tasks.append((task_id, shard, first, count))
                 firsts.append(first)
             end = first + count
-        self._tasks, self._firsts, self._n, self._sound = tasks, firsts, end, sound
+        return firsts, tasks, end, sound
 
     # -- reads --------------------------------------------------------------------------------
 
     def one(self, key: Any, fixed: int | None = None) -> Record:
         """Record ``key`` (of the first ``fixed`` records, when given)."""
-        self._refresh()
+        firsts, tasks, n, sound = self._refresh()
         if type(key) is int or (isinstance(key, np.integer) and not isinstance(key, bool)):
             i = int(key)
-            if self._sound and 0 <= i < self._n and (fixed is None or i < fixed):
-                found = self._fast(i)
+            if sound and 0 <= i < n and (fixed is None or i < fixed):
+                found = self._fast(i, firsts, tasks)
                 if found is not None:
                     return found
         return self._ds._slow_record(key)
 
     def many(self, ids: np.ndarray) -> list[Record]:
         """Records ``ids`` (checked, non-negative, in range), in their order."""
-        self._refresh()
-        if not self._sound or (len(ids) and int(ids.max()) >= self._n):
+        firsts, tasks, n, sound = self._refresh()
+        if not sound or (len(ids) and int(ids.max()) >= n):
             return self._ds._slow_records(ids)
         out = []
         for i in ids.tolist():
-            found = self._fast(i)
+            found = self._fast(i, firsts, tasks)
             out.append(found if found is not None else self._ds._slow_record(i))
         return out
 
-    def _fast(self, i: int) -> Record | None:
-        k = bisect_right(self._firsts, i) - 1
-        task_id, shard, first, count = self._tasks[k]
+    def _fast(self, i: int, firsts: list[int], tasks: list[tuple[int, int, int, int]]) -> Record | None:
+        task_id, shard, first, count = tasks[bisect_right(firsts, i) - 1]
         setup = self._setup or self._prepare()
         block = self._store.mapped(setup[0], task_id, shard, first, count)
         if block is None:

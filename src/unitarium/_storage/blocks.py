@@ -29,11 +29,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .._core.codec import Block, BlockFormat, Damage, Reader, read_rows
 from .._errors import DatasetDamagedError, DatasetMissingError, NotADatasetError
-from .filemap import FileMap, RowMap
+from .mapped import MappedBlock, Maps
 from .shards import MANIFEST, SHARDS, is_directory_path, segment_file
 from .store import (
     bounded,
@@ -51,7 +49,7 @@ from .store import (
     storage_error,
 )
 
-__all__ = ["BlockStore", "MappedBlock", "Span"]
+__all__ = ["BlockStore", "Span"]
 
 _OPEN_SHARDS = 64
 """Segment connections kept open per process (least recently used are closed)."""
@@ -59,11 +57,6 @@ _SMALL_COLUMNS = ("offsets", "checks")
 _SMALL_CACHED = 4096
 """Blocks whose small columns (offsets, checksums: ~16 KiB) a process keeps: a random ``ds[i]``
 then opens two BLOBs (codes, unitaries) instead of four. Published blocks never change."""
-
-_MAPPED_CACHED = 4096
-"""Blocks whose map and page checks a process keeps (each: its offsets, ~16 KiB, and a byte a page)."""
-_COLUMNS = ("task_id", "count", "offsets", "codes", "unitaries", "keys", "checks")
-"""The columns of a ``blocks`` row, in the order of its schema (checked when a shard is opened)."""
 
 Span = tuple[int, int, int, int, int, int]
 """``(task_id, shard, first_id, count, lo, hi)``: rows ``lo .. hi - 1`` of that task's block."""
@@ -82,8 +75,7 @@ class BlockStore:
         self._names: dict[int, str] = {}
         self._ranges: dict[int, tuple[int, int]] = {}
         self._small: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
-        self._files: dict[int, tuple[FileMap, int] | None] = {}
-        self._mapped: OrderedDict[tuple[int, int], MappedBlock] = OrderedDict()
+        self.maps = Maps(self)
         self._lock = threading.Lock()
         self.identity: bytes | None = None
         """The dataset's id (None: schema 2), read when the manifest is opened."""
@@ -94,8 +86,7 @@ class BlockStore:
             self._shards.clear()
             self._small.clear()
             self._ranges.clear()
-            self._files.clear()  # (a forked child's maps are its parent's: dropped, not closed)
-            self._mapped.clear()
+            self.maps = Maps(self)  # (a forked child's maps are its parent's: dropped, not closed)
             self._lock = threading.Lock()  # (after a fork, another thread's hold on it is gone with the thread)
             try:
                 version = self._check_manifest()
@@ -159,7 +150,7 @@ class BlockStore:
         if len(self._shards) > _OPEN_SHARDS:
             gone, conn = self._shards.popitem(last=False)
             conn.close()
-            self._unmap(gone)
+            self.maps.drop(gone)
         return segment
 
     def _check_identity(self, shard: int, conn: sqlite3.Connection, path: Path) -> None:
@@ -191,10 +182,10 @@ class BlockStore:
         rows = self.query("SELECT shard, min(task_id), max(task_id) FROM tasks WHERE count > 0 GROUP BY shard")
         for shard, first, last in rows:
             self.shard(shard)
-            self._in_range(shard, first)
-            self._in_range(shard, last)
+            self.in_range(shard, first)
+            self.in_range(shard, last)
 
-    def _in_range(self, shard: int, task_id: int) -> None:
+    def in_range(self, shard: int, task_id: int) -> None:
         if shard in self._ranges:
             first, last = self._ranges[shard]
             if not first <= task_id <= last:
@@ -244,14 +235,14 @@ class BlockStore:
         """Rows ``lo .. hi - 1`` of a task's block, checked."""
         task_id, shard, first, count, lo, hi = span
         try:
-            reader = self._reader(shard, task_id)
-            self._in_range(shard, task_id)
+            reader = self.column_reader(shard, task_id)
+            self.in_range(shard, task_id)
             return read_rows(fmt, task_id, count, lo, hi, reader)
         except Damage as exc:
             rows = (first, first + count) if exc.rows is None else (first + exc.rows[0], first + exc.rows[1])
             raise self.damaged(rows, f"task {task_id}: {exc.detail}") from None
 
-    def _reader(self, shard: int, task_id: int) -> Reader:
+    def column_reader(self, shard: int, task_id: int) -> Reader:
         blob_part = self._blob_reader(shard, task_id)
 
         def read(column: str, at: int, size: int, total: int | None) -> bytes:
@@ -307,55 +298,8 @@ class BlockStore:
 
     def mapped(self, fmt: BlockFormat, task_id: int, shard: int, first: int, count: int) -> MappedBlock | None:
         """Task ``task_id``'s block (records ``first ..``, ``count`` of them, in ``shard``) read through
-        the map, or None where its file cannot be mapped (read it through :meth:`read`)."""
-        key = (shard, task_id)
-        block = self._mapped.get(key)
-        if block is not None:
-            same = block.count == count and block.first == first and block.row is not None
-            return block if same else None
-        self._in_range(shard, task_id)
-        row = self._row(shard, task_id)
-        if row is None:
-            return None
-        try:
-            whole = self._reader(shard, task_id)("offsets", 0, 4 * (count + 1), 4 * (count + 1))
-        except Damage as exc:
-            raise self.damaged(None, f"task {task_id}: {exc.detail}") from None
-        block = MappedBlock(self, fmt, (task_id, shard, first, count), row, whole)
-        self._mapped[key] = block
-        if len(self._mapped) > _MAPPED_CACHED:
-            self._mapped.popitem(last=False)
-        return block
-
-    def forget_unmapped(self) -> None:
-        """Drop the blocks found unmappable (after a commit: a checkpoint may have settled them)."""
-        for key in [k for k, b in self._mapped.items() if b.row is None]:
-            del self._mapped[key]
-        for shard in [s for s, f in self._files.items() if f is None]:
-            del self._files[shard]
-
-    def _row(self, shard: int, task_id: int) -> RowMap | None:
-        if shard not in self._files:
-            conn = self.shard(shard)
-            path = self.manifest if shard == 0 else self.segment_path(shard)
-            try:
-                with sqlite_errors(path, "reading"), bounded(conn, path):
-                    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'blocks'").fetchone()
-                file = FileMap(path)
-            except (OSError, DatasetDamagedError):
-                self._files[shard] = None  # not mappable: read through SQLite
-            else:
-                ok = root is not None and isinstance(root[0], int)
-                self._files[shard] = (file, int(root[0])) if ok else None
-        found = self._files[shard]
-        return None if found is None else found[0].row(found[1], task_id, _COLUMNS)
-
-    def _unmap(self, shard: int) -> None:
-        found = self._files.pop(shard, None)
-        if found is not None:
-            found[0].close()
-        for key in [k for k in self._mapped if k[0] == shard]:
-            del self._mapped[key]
+        the map of its file (:class:`._mapped.Maps`), or None: read it through :meth:`read`."""
+        return self.maps.block(fmt, (task_id, shard, first, count))
 
     def close(self) -> None:
         """Close this process's connections (idempotent)."""
@@ -364,51 +308,8 @@ class BlockStore:
                 conn.close()
             if self._conn is not None:
                 self._conn.close()
-            for found in self._files.values():
-                if found is not None:
-                    found[0].close()
+            self.maps.close()
         self._shards.clear()
         self._small.clear()
-        self._files.clear()
-        self._mapped.clear()
+        self.maps = Maps(self)
         self._conn = None
-
-
-class MappedBlock:
-    """A task's block read through the map of its file (see the module docstring): ``offsets``
-    (the block's, read through SQLite), ``checked[page]`` (0: not yet read; else what the reader
-    marked after checking it: :meth:`check`) and ``row`` (the columns' places in the map; None once
-    the map disagreed with SQLite: then the block is read through SQLite)."""
-
-    __slots__ = ("checked", "count", "first", "fmt", "offsets", "row", "shard", "store", "task_id")
-
-    def __init__(
-        self, store: BlockStore, fmt: BlockFormat, task: tuple[int, int, int, int], row: RowMap, offsets: bytes
-    ) -> None:
-        self.store, self.fmt = store, fmt
-        self.task_id, self.shard, self.first, self.count = task
-        self.row: RowMap | None = row
-        self.offsets = np.frombuffer(offsets, "<u4")
-        self.checked = bytearray(-(-self.count // fmt.page))
-
-    def check(self, page: int) -> Block | None:
-        """Read page ``page`` through the map and check it (the caller then marks ``checked[page]``);
-        None (and the block unmapped) where the map disagrees with SQLite and SQLite's bytes are
-        sound. Damage raises, as from :meth:`BlockStore.read`."""
-        p = self.fmt.page
-        lo, hi = page * p, min(self.count, page * p + p)
-        try:
-            return read_rows(self.fmt, self.task_id, self.count, lo, hi, self._read)
-        except Damage:
-            pass
-        self.store.read(self.fmt, (self.task_id, self.shard, self.first, self.count, lo, hi))  # raises if damaged
-        self.row = None
-        return None
-
-    def _read(self, column: str, at: int, size: int, total: int | None) -> bytes:
-        row = self.row
-        if column not in _SMALL_COLUMNS and row is not None and (total is None or row.length(column) == total):
-            data = row.read(column, at, size)
-            if data is not None:
-                return data
-        return self.store._reader(self.shard, self.task_id)(column, at, size, total)
