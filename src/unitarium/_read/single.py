@@ -1,8 +1,9 @@
 """Records by id: ``ds[i]`` and ``ds[[i, j, ...]]``, on a fast road and a checked slow one.
 
 The fast road (:class:`RecordReader`) keeps the task list in memory (first id, shard and size of
-each task, loaded once and reloaded whenever the manifest's ``data_version`` says another
-connection committed: a run appending records, or anything else) and reads a record's bytes
+each task, loaded once and reloaded whenever another connection committed to the manifest: a run
+appending records, or anything else; :meth:`._storage.blocks.BlockStore.commit_mark` tells, from
+the WAL-index header rather than a query) and reads a record's bytes
 through the map of its block's file (:meth:`._storage.blocks.BlockStore.mapped`). The first read
 of a page checks it whole against its checksums, its move codes against the gate set and its
 unitaries for NaN and infinities; later reads of that page (by this dataset handle, in this
@@ -25,7 +26,7 @@ from .._core.circuit import Circuit, Record
 from .._core.kernels import ProductTable, _batch_last_step
 from .._spec.sources import recompute
 from .._spec.spec import RandomSource
-from .._storage.mapped import MappedBlock
+from .._storage.mapped import MappedBlock, Maps
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -65,7 +66,7 @@ class RecordReader:
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
         self._store = ds._store
-        self._version: int | None = None
+        self._version: object = None
         self._index: tuple[list[int], list[tuple[int, int, int, int]], int, bool] = ([], [], 0, False)
         """First ids and ``(task_id, shard, first_id, count)`` of the non-empty tasks, the records
         they hold, and whether the task list is the committed prefix (one tuple: threads share it)."""
@@ -79,7 +80,7 @@ class RecordReader:
         return n if sound else None
 
     def _refresh(self) -> tuple[list[int], list[tuple[int, int, int, int]], int, bool]:
-        version = self._store.data_version()
+        version = self._store.commit_mark()
         if version != self._version:
             self._index = self._load()
             self._version = version
@@ -109,7 +110,7 @@ class RecordReader:
         if type(key) is int or (isinstance(key, np.integer) and not isinstance(key, bool)):
             i = int(key)
             if sound and 0 <= i < n and (fixed is None or i < fixed):
-                found = self._fast(i, firsts, tasks)
+                found = self._fast(i, firsts, tasks, self._store.maps)
                 if found is not None:
                     return found
         return self._ds._slow_record(key)
@@ -119,19 +120,19 @@ class RecordReader:
         firsts, tasks, n, sound = self._refresh()
         if not sound or (len(ids) and int(ids.max()) >= n):
             return self._ds._slow_records(ids)
-        out = []
+        out, maps = [], self._store.maps
         for i in ids.tolist():
-            found = self._fast(i, firsts, tasks)
+            found = self._fast(i, firsts, tasks, maps)
             out.append(found if found is not None else self._ds._slow_record(i))
         return out
 
-    def _fast(self, i: int, firsts: list[int], tasks: list[tuple[int, int, int, int]]) -> Record | None:
-        task_id, shard, first, count = tasks[bisect_right(firsts, i) - 1]
+    def _fast(self, i: int, firsts: list[int], tasks: list[tuple[int, int, int, int]], maps: Maps) -> Record | None:
+        task = tasks[bisect_right(firsts, i) - 1]
         setup = self._setup or self._prepare()
-        block = self._store.mapped(setup[0], task_id, shard, first, count)
+        block = maps.block(setup[0], task)
         if block is None:
             return None
-        r = i - first
+        r = i - task[2]
         page = r // setup[1]
         state = block.checked[page]
         if state != _CHECKED and (state == _SLOW or self._check(block, page) != _CHECKED):
@@ -150,7 +151,9 @@ class RecordReader:
             raw = row.read("unitaries", r * us, us)
             if raw is None:
                 return None
-            unitary = np.frombuffer(raw, fmt.unitary_dtype).reshape(fmt.dim, fmt.dim).astype(native)
+            unitary = np.ndarray((fmt.dim, fmt.dim), fmt.unitary_dtype, bytearray(raw))  # (a copy, writable)
+            if not fmt.unitary_dtype.isnative:
+                unitary = unitary.astype(native)
         elif table is not None:
             unitary = product(table, codes.tolist(), width).astype(native, copy=False)
         else:

@@ -31,7 +31,7 @@ from typing import Any
 
 from .._core.codec import Block, BlockFormat, Damage, Reader, read_rows
 from .._errors import DatasetDamagedError, DatasetMissingError, NotADatasetError
-from .mapped import MappedBlock, Maps
+from .mapped import CommitWatch, MappedBlock, Maps
 from .shards import MANIFEST, SHARDS, is_directory_path, segment_file
 from .store import (
     bounded,
@@ -76,6 +76,7 @@ class BlockStore:
         self._ranges: dict[int, tuple[int, int]] = {}
         self._small: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
         self.maps = Maps(self)
+        self._watch: CommitWatch | None = None
         self._lock = threading.Lock()
         self.identity: bytes | None = None
         """The dataset's id (None: schema 2), read when the manifest is opened."""
@@ -102,6 +103,7 @@ class BlockStore:
             except BaseException:
                 conn.close()
                 raise
+            self._watch = CommitWatch(self.manifest, conn)  # (the -shm exists now: the check read through it)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -288,6 +290,15 @@ class BlockStore:
 
     # -- the mapped road (single records) ---------------------------------------------------
 
+    def commit_mark(self) -> object:
+        """A value that changes whenever another connection commits to the manifest: the WAL-index
+        header (:class:`._mapped.CommitWatch`), else SQLite's ``data_version``."""
+        if self._pid == os.getpid() and self._watch is not None:
+            mark = self._watch.mark()
+            if mark is not None:
+                return mark
+        return self.data_version()
+
     def data_version(self) -> int:
         """SQLite's ``data_version`` of the manifest: changes whenever another connection commits."""
         conn = self._conn if self._pid == os.getpid() and self._conn is not None else self.connection()
@@ -309,6 +320,9 @@ class BlockStore:
             if self._conn is not None:
                 self._conn.close()
             self.maps.close()
+            if self._watch is not None:
+                self._watch.close()
+        self._watch = None
         self._shards.clear()
         self._small.clear()
         self.maps = Maps(self)

@@ -81,17 +81,16 @@ class RowMap:
         found = self._columns.get(column)
         if found is None or at < 0 or size < 0 or at + size > found[1]:
             return None
-        p = found[0] + at
-        local = len(self._local)
-        if p + size <= local:
-            return self._local[p : p + size]
-        if p >= local:
-            page, off = divmod(p - local, self._room)
+        p = found[0] + at - len(self._local)
+        if p >= 0:  # in the overflow pages (a record's bytes mostly are): one slice unless it crosses a page
+            page, off = divmod(p, self._room)
             if off + size <= self._room and page < len(self._chain):
                 pos = self._chain[page] + off
                 data = self._file.mm[pos : pos + size]
                 return data if len(data) == size else None
-        return self._pieces(p, size)
+        elif p + size <= 0:
+            return self._local[p + len(self._local) : p + len(self._local) + size]
+        return self._pieces(p + len(self._local), size)
 
     def _pieces(self, p: int, size: int) -> bytes | None:
         out, local, room, end = [], len(self._local), self._room, p + size

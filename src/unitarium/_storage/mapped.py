@@ -15,7 +15,11 @@ end the process with SIGBUS, as SQLite's own ``mmap`` reads can; writers never s
 
 from __future__ import annotations
 
+import mmap
+import os
+import sqlite3
 from collections import OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,12 +32,15 @@ from .store import bounded, sqlite_errors
 if TYPE_CHECKING:
     from .blocks import BlockStore
 
-__all__ = ["MappedBlock", "Maps"]
+__all__ = ["CommitWatch", "MappedBlock", "Maps"]
 
 _CACHED = 4096
 """Blocks whose map and page flags a store keeps (each: its offsets, ~16 KiB, and a byte a page)."""
 _COLUMNS = ("task_id", "count", "offsets", "codes", "unitaries", "keys", "checks")
 """The columns of a ``blocks`` row, in the order of its schema (checked when a shard is opened)."""
+_WAL_INDEX_HEADER = 48
+"""Bytes of the first copy of the WAL-index header at the start of the ``-shm`` file (its ``iChange``
+counter goes up with every transaction committed; the copy at 0 is written last)."""
 _THROUGH_SQLITE = ("offsets", "checks")
 """Columns always read through SQLite (and kept whole by the store): what the mapped bytes are checked by."""
 
@@ -144,3 +151,34 @@ class MappedBlock:
             if data is not None:
                 return data
         return self.store.column_reader(self.shard, self.task_id)(column, at, size, total)
+
+
+class CommitWatch:
+    """Whether another connection may have committed to a WAL-mode manifest since the last look, in a
+    slice of a map instead of a query: the WAL-index header in the ``-shm`` file, which every commit
+    rewrites (SQLite's ``data_version`` reads the same header, after taking a lock). ``mark()`` is
+    None where there is nothing to watch (not WAL mode, no ``-shm``): ask ``data_version`` then.
+    Valid while the connection that saw the ``-shm`` stays open (it keeps the file in use: SQLite
+    truncates or removes it only when the last connection goes)."""
+
+    def __init__(self, manifest: Path, conn: sqlite3.Connection) -> None:
+        self._map: mmap.mmap | None = None
+        try:
+            wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+            if wal:
+                fd = os.open(f"{manifest}-shm", os.O_RDONLY)
+                try:
+                    if os.fstat(fd).st_size >= _WAL_INDEX_HEADER:
+                        self._map = mmap.mmap(fd, _WAL_INDEX_HEADER, access=mmap.ACCESS_READ)
+                finally:
+                    os.close(fd)
+        except (OSError, ValueError, sqlite3.Error):
+            self._map = None  # nothing to watch: data_version on every look
+
+    def mark(self) -> bytes | None:
+        return None if self._map is None else self._map[:_WAL_INDEX_HEADER]
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
