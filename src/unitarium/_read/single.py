@@ -1,10 +1,10 @@
 """Records by id: ``ds[i]`` and ``ds[[i, j, ...]]``, on a fast road and a checked slow one.
 
 The fast road (:class:`RecordReader`) keeps the task list in memory (first id, shard and size of
-each task, loaded once and reloaded whenever another connection committed to the manifest: a run
-appending records, or anything else; :meth:`._storage.blocks.BlockStore.commit_mark` tells, from
-the WAL-index header rather than a query) and reads a record's bytes
-through the map of its block's file (:meth:`._storage.blocks.BlockStore.mapped`). The first read
+each task, loaded once and reloaded whenever SQLite's ``data_version`` says another connection
+committed to the manifest: a run appending records, or anything else) and, in a directory, reads a
+record's bytes through the map of its segment (:meth:`._storage.blocks.BlockStore.mapped`; a
+dataset file's pages are read through SQLite, as the slow road does). The first read
 of a page checks it whole against its checksums, its move codes against the gate set and its
 unitaries for NaN and infinities; later reads of that page (by this dataset handle, in this
 process) are served from the map without hashing it again. Computed unitaries are recomputed for
@@ -27,6 +27,7 @@ from .._core.kernels import ProductTable, _batch_last_step
 from .._spec.sources import recompute
 from .._spec.spec import RandomSource
 from .._storage.mapped import MappedBlock, Maps
+from .bulk import check_codes, finite, unitaries_of
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -80,7 +81,7 @@ class RecordReader:
         return n if sound else None
 
     def _refresh(self) -> tuple[list[int], list[tuple[int, int, int, int]], int, bool]:
-        version = self._store.commit_mark()
+        version = self._store.data_version()
         if version != self._version:
             self._index = self._load()
             self._version = version
@@ -130,8 +131,11 @@ class RecordReader:
         task = tasks[bisect_right(firsts, i) - 1]
         setup = self._setup or self._prepare()
         block = maps.block(setup[0], task)
-        if block is None:
-            return None
+        if block is None:  # a dataset file (or a segment the map cannot read): its page through SQLite
+            first = task[2]
+            part = check_codes(self._ds, self._store.read(setup[0], (*task, i - first, i - first + 1)), i)
+            unitary = finite(self._ds, unitaries_of(self._ds, part), [i])[0]
+            return Record(i, Circuit(part.codes.astype(np.int64), setup[4]), unitary)
         r = i - task[2]
         page = r // setup[1]
         state = block.checked[page]

@@ -11,13 +11,9 @@ first opened (:func:`._store.check_schema`, :func:`._store.check_structure`), a 
 identity (dataset id, task range) and size when it is first opened, and its task range again for
 every block read from it (:meth:`BlockStore.shard`, :meth:`BlockStore.read`).
 
-Single records take a faster road (:meth:`BlockStore.mapped`): a block's file is mapped
-(:class:`._filemap.FileMap`) and each page of the block is checked against its checksums the first
-time this store reads it; the bytes of a checked page are then served straight from the map. A page
-whose mapped bytes disagree with SQLite's (a WAL-mode file not yet checkpointed) is read through
-SQLite, checked on every read, as before. So every page is checked on the first read of it by a
-store (per process); a file changed on disk after that is caught by the next store that opens it
-(or by ``verify``), not by this one.
+Single records of a directory take a faster road (:meth:`BlockStore.mapped`, :mod:`._mapped`): a
+segment is mapped and each page of a block is checked against its checksums the first time this
+store reads it; the bytes of a checked page are then served straight from the map.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from typing import Any
 
 from .._core.codec import Block, BlockFormat, Damage, Reader, read_rows
 from .._errors import DatasetDamagedError, DatasetMissingError, NotADatasetError
-from .mapped import CommitWatch, MappedBlock, Maps
+from .mapped import MappedBlock, Maps
 from .shards import MANIFEST, SHARDS, is_directory_path, segment_file
 from .store import (
     bounded,
@@ -76,7 +72,6 @@ class BlockStore:
         self._ranges: dict[int, tuple[int, int]] = {}
         self._small: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
         self.maps = Maps(self)
-        self._watch: CommitWatch | None = None
         self._lock = threading.Lock()
         self.identity: bytes | None = None
         """The dataset's id (None: schema 2), read when the manifest is opened."""
@@ -103,7 +98,6 @@ class BlockStore:
             except BaseException:
                 conn.close()
                 raise
-            self._watch = CommitWatch(self.manifest, conn)  # (the -shm exists now: the check read through it)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -290,15 +284,6 @@ class BlockStore:
 
     # -- the mapped road (single records) ---------------------------------------------------
 
-    def commit_mark(self) -> object:
-        """A value that changes whenever another connection commits to the manifest: the WAL-index
-        header (:class:`._mapped.CommitWatch`), else SQLite's ``data_version``."""
-        if self._pid == os.getpid() and self._watch is not None:
-            mark = self._watch.mark()
-            if mark is not None:
-                return mark
-        return self.data_version()
-
     def data_version(self) -> int:
         """SQLite's ``data_version`` of the manifest: changes whenever another connection commits."""
         conn = self._conn if self._pid == os.getpid() and self._conn is not None else self.connection()
@@ -320,9 +305,6 @@ class BlockStore:
             if self._conn is not None:
                 self._conn.close()
             self.maps.close()
-            if self._watch is not None:
-                self._watch.close()
-        self._watch = None
         self._shards.clear()
         self._small.clear()
         self.maps = Maps(self)

@@ -1,25 +1,22 @@
-"""The mapped road of single-record reads: a store's blocks read through an ``mmap`` of their files.
+"""The mapped road of single-record reads: a directory's blocks read through an ``mmap`` of their segments.
 
 :class:`Maps` (one per :class:`._blocks.BlockStore` and process) maps each shard's file once
 (:class:`._filemap.FileMap`) and keeps, for the blocks read lately, a :class:`MappedBlock`: where
 its columns lie in the map, its offsets (read through SQLite) and a flag per page. Each page is
 checked whole against its checksums (read through SQLite) the first time the store reads it
 (:meth:`MappedBlock.check`); a checked page's bytes are then served straight from the map. A page
-whose mapped bytes fail the check while SQLite's pass (a WAL-mode file whose last commits are not
-checkpointed: the main file still holds older bytes there) sends its block back to SQLite's BLOB
-reads, checked on every read. So every page is checked on the first read of it by a store; a file
-changed on disk after that is caught by the next store that opens it (or by ``verify``, which always
-reads through SQLite), not by this one. Mapping a file that another process truncates in place can
-end the process with SIGBUS, as SQLite's own ``mmap`` reads can; writers never shrink a dataset.
+whose mapped bytes fail the check while SQLite's pass sends its block back to SQLite's BLOB reads,
+checked on every read. Only immutable segments are mapped (see :meth:`Maps._row`: a dataset file
+is read through SQLite, every page checked on every read). So every page is checked on the first
+read of it by a store; a segment changed on disk after that is caught by the next store that opens
+it (or by ``verify``, which always reads through SQLite), not by this one. Segments are published
+whole and never change in place (a rewrite at resume is a new file renamed over the old: the map
+keeps the old one).
 """
 
 from __future__ import annotations
 
-import mmap
-import os
-import sqlite3
 from collections import OrderedDict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,15 +29,12 @@ from .store import bounded, sqlite_errors
 if TYPE_CHECKING:
     from .blocks import BlockStore
 
-__all__ = ["CommitWatch", "MappedBlock", "Maps"]
+__all__ = ["MappedBlock", "Maps"]
 
 _CACHED = 4096
 """Blocks whose map and page flags a store keeps (each: its offsets, ~16 KiB, and a byte a page)."""
 _COLUMNS = ("task_id", "count", "offsets", "codes", "unitaries", "keys", "checks")
 """The columns of a ``blocks`` row, in the order of its schema (checked when a shard is opened)."""
-_WAL_INDEX_HEADER = 48
-"""Bytes of the first copy of the WAL-index header at the start of the ``-shm`` file (its ``iChange``
-counter goes up with every transaction committed; the copy at 0 is written last)."""
 _THROUGH_SQLITE = ("offsets", "checks")
 """Columns always read through SQLite (and kept whole by the store): what the mapped bytes are checked by."""
 
@@ -82,6 +76,12 @@ class Maps:
             del self._files[shard]
 
     def _row(self, shard: int, task_id: int) -> RowMap | None:
+        if shard == 0:
+            # A dataset file is never mapped: SQLite holds POSIX locks on it, and closing any descriptor
+            # of a file drops every lock this process holds on it (SQLite's too: a reader in a writing
+            # process would free another process to truncate the -shm under the writer). Segments are
+            # opened immutable: no locks to lose.
+            return None
         if shard not in self._files:
             store = self._store
             conn = store.shard(shard)
@@ -151,34 +151,3 @@ class MappedBlock:
             if data is not None:
                 return data
         return self.store.column_reader(self.shard, self.task_id)(column, at, size, total)
-
-
-class CommitWatch:
-    """Whether another connection may have committed to a WAL-mode manifest since the last look, in a
-    slice of a map instead of a query: the WAL-index header in the ``-shm`` file, which every commit
-    rewrites (SQLite's ``data_version`` reads the same header, after taking a lock). ``mark()`` is
-    None where there is nothing to watch (not WAL mode, no ``-shm``): ask ``data_version`` then.
-    Valid while the connection that saw the ``-shm`` stays open (it keeps the file in use: SQLite
-    truncates or removes it only when the last connection goes)."""
-
-    def __init__(self, manifest: Path, conn: sqlite3.Connection) -> None:
-        self._map: mmap.mmap | None = None
-        try:
-            wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
-            if wal:
-                fd = os.open(f"{manifest}-shm", os.O_RDONLY)
-                try:
-                    if os.fstat(fd).st_size >= _WAL_INDEX_HEADER:
-                        self._map = mmap.mmap(fd, _WAL_INDEX_HEADER, access=mmap.ACCESS_READ)
-                finally:
-                    os.close(fd)
-        except (OSError, ValueError, sqlite3.Error):
-            self._map = None  # nothing to watch: data_version on every look
-
-    def mark(self) -> bytes | None:
-        return None if self._map is None else self._map[:_WAL_INDEX_HEADER]
-
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
