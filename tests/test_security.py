@@ -216,7 +216,7 @@ SQL_EXCEPTIONS = {
         "_query",
         "sql",
     ): "the Dataset's pass-through to BlockStore.query: its callers are checked here",
-    ("_read/dataset.py", "lookup", "f'SELECT task_id, row FROM lookup WHERE key IN ({marks})'"): "marks is only '?' "
+    ("_read/lookup.py", "lookup", "f'SELECT task_id, row FROM lookup WHERE key IN ({marks})'"): "marks is only '?' "
     "placeholders (checked below); the keys are bound",
 }
 
@@ -274,8 +274,7 @@ def test_the_interpolated_sql_pieces_are_what_the_exceptions_say() -> None:
         assert isinstance(store[name], ast.Constant) and type(store[name].value) is int, name
     assert isinstance(store["_SCHEMA"], ast.Constant) and isinstance(store["_SCHEMA"].value, str)
     assert isinstance(store["_BLOCK_SCHEMA"], ast.Constant) and isinstance(store["_BLOCK_SCHEMA"].value, str)
-    dataset = TREES["_read/dataset.py"]
-    lookup = next(f for f in _functions(dataset) if f.name == "lookup")
+    lookup = next(f for f in _functions(TREES["_read/lookup.py"]) if f.name == "lookup")
     assert [ast.unparse(v) for v in _assigned(lookup, "marks")] == ["','.join('?' * len(probes))"]
     # BLOBs are opened in one place, by a literal table and the column of the reader callback (_codec.Reader)
     opens = [(m, c) for m, tree in TREES.items() for c in _calls(tree) if _call_name(c) == "blobopen"]

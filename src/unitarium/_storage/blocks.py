@@ -10,6 +10,10 @@ What a store opens is untrusted: the manifest's schema and task structure are ch
 first opened (:func:`._store.check_schema`, :func:`._store.check_structure`), a segment's schema,
 identity (dataset id, task range) and size when it is first opened, and its task range again for
 every block read from it (:meth:`BlockStore.shard`, :meth:`BlockStore.read`).
+
+Single records of a directory take a faster road (:meth:`BlockStore.mapped`, :mod:`._mapped`): a
+segment is mapped and each page of a block is checked against its checksums the first time this
+store reads it; the bytes of a checked page are then served straight from the map.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from .._core.codec import Block, BlockFormat, Damage, Reader, read_rows
 from .._errors import DatasetDamagedError, DatasetMissingError, NotADatasetError
+from .mapped import MappedBlock, Maps
 from .schema import (
     check_file,
     check_schema,
@@ -62,6 +67,7 @@ class BlockStore:
         self._names: dict[int, str] = {}
         self._ranges: dict[int, tuple[int, int]] = {}
         self._small: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+        self.maps = Maps(self)
         self._lock = threading.Lock()
         self.identity: bytes | None = None
         """The dataset's id (None: schema 2), read when the manifest is opened."""
@@ -72,6 +78,7 @@ class BlockStore:
             self._shards.clear()
             self._small.clear()
             self._ranges.clear()
+            self.maps = Maps(self)  # (a forked child's maps are its parent's: dropped, not closed)
             self._lock = threading.Lock()  # (after a fork, another thread's hold on it is gone with the thread)
             try:
                 version = self._check_manifest()
@@ -133,7 +140,9 @@ class BlockStore:
             raise
         self._shards[shard] = segment
         if len(self._shards) > _OPEN_SHARDS:
-            self._shards.popitem(last=False)[1].close()
+            gone, conn = self._shards.popitem(last=False)
+            conn.close()
+            self.maps.drop(gone)
         return segment
 
     def _check_identity(self, shard: int, conn: sqlite3.Connection, path: Path) -> None:
@@ -165,10 +174,10 @@ class BlockStore:
         rows = self.query("SELECT shard, min(task_id), max(task_id) FROM tasks WHERE count > 0 GROUP BY shard")
         for shard, first, last in rows:
             self.shard(shard)
-            self._in_range(shard, first)
-            self._in_range(shard, last)
+            self.in_range(shard, first)
+            self.in_range(shard, last)
 
-    def _in_range(self, shard: int, task_id: int) -> None:
+    def in_range(self, shard: int, task_id: int) -> None:
         if shard in self._ranges:
             first, last = self._ranges[shard]
             if not first <= task_id <= last:
@@ -218,14 +227,14 @@ class BlockStore:
         """Rows ``lo .. hi - 1`` of a task's block, checked."""
         task_id, shard, first, count, lo, hi = span
         try:
-            reader = self._reader(shard, task_id)
-            self._in_range(shard, task_id)
+            reader = self.column_reader(shard, task_id)
+            self.in_range(shard, task_id)
             return read_rows(fmt, task_id, count, lo, hi, reader)
         except Damage as exc:
             rows = (first, first + count) if exc.rows is None else (first + exc.rows[0], first + exc.rows[1])
             raise self.damaged(rows, f"task {task_id}: {exc.detail}") from None
 
-    def _reader(self, shard: int, task_id: int) -> Reader:
+    def column_reader(self, shard: int, task_id: int) -> Reader:
         blob_part = self._blob_reader(shard, task_id)
 
         def read(column: str, at: int, size: int, total: int | None) -> bytes:
@@ -269,6 +278,21 @@ class BlockStore:
 
         return read
 
+    # -- the mapped road (single records) ---------------------------------------------------
+
+    def data_version(self) -> int:
+        """SQLite's ``data_version`` of the manifest: changes whenever another connection commits."""
+        conn = self._conn if self._pid == os.getpid() and self._conn is not None else self.connection()
+        try:  # (once per ds[i]: no context manager, no lock: it touches no progress handler)
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.manifest, "reading") from exc
+
+    def mapped(self, fmt: BlockFormat, task_id: int, shard: int, first: int, count: int) -> MappedBlock | None:
+        """Task ``task_id``'s block (records ``first ..``, ``count`` of them, in ``shard``) read through
+        the map of its file (:class:`._mapped.Maps`), or None: read it through :meth:`read`."""
+        return self.maps.block(fmt, (task_id, shard, first, count))
+
     def close(self) -> None:
         """Close this process's connections (idempotent)."""
         if self._pid == os.getpid():
@@ -276,6 +300,8 @@ class BlockStore:
                 conn.close()
             if self._conn is not None:
                 self._conn.close()
+            self.maps.close()
         self._shards.clear()
         self._small.clear()
+        self.maps = Maps(self)
         self._conn = None

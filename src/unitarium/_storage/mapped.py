@@ -1,0 +1,153 @@
+"""The mapped road of single-record reads: a directory's blocks read through an ``mmap`` of their segments.
+
+:class:`Maps` (one per :class:`._blocks.BlockStore` and process) maps each shard's file once
+(:class:`._filemap.FileMap`) and keeps, for the blocks read lately, a :class:`MappedBlock`: where
+its columns lie in the map, its offsets (read through SQLite) and a flag per page. Each page is
+checked whole against its checksums (read through SQLite) the first time the store reads it
+(:meth:`MappedBlock.check`); a checked page's bytes are then served straight from the map. A page
+whose mapped bytes fail the check while SQLite's pass sends its block back to SQLite's BLOB reads,
+checked on every read. Only immutable segments are mapped (see :meth:`Maps._row`: a dataset file
+is read through SQLite, every page checked on every read). So every page is checked on the first
+read of it by a store; a segment changed on disk after that is caught by the next store that opens
+it (or by ``verify``, which always reads through SQLite), not by this one. Segments are published
+whole and never change in place (a rewrite at resume is a new file renamed over the old: the map
+keeps the old one).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._core.codec import Block, BlockFormat, Damage, read_rows
+from .._errors import DatasetDamagedError
+from .filemap import FileMap, RowMap
+from .sqlite import bounded, sqlite_errors
+
+if TYPE_CHECKING:
+    from .blocks import BlockStore
+
+__all__ = ["MappedBlock", "Maps"]
+
+_CACHED = 4096
+"""Blocks whose map and page flags a store keeps (each: its offsets, ~16 KiB, and a byte a page)."""
+_COLUMNS = ("task_id", "count", "offsets", "codes", "unitaries", "keys", "checks")
+"""The columns of a ``blocks`` row, in the order of its schema (checked when a shard is opened)."""
+_THROUGH_SQLITE = ("offsets", "checks")
+"""Columns always read through SQLite (and kept whole by the store): what the mapped bytes are checked by."""
+
+
+class Maps:
+    """The mapped files and blocks of one store (see the module docstring)."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self._store = store
+        self._files: dict[int, tuple[FileMap, int] | None] = {}
+        self._blocks: OrderedDict[tuple[int, int], MappedBlock] = OrderedDict()
+
+    def block(self, fmt: BlockFormat, task: tuple[int, int, int, int]) -> MappedBlock | None:
+        """The block of ``task`` = ``(task_id, shard, first_id, count)`` through the map, or None."""
+        task_id, shard, first, count = task
+        found = self._blocks.get((shard, task_id))
+        if found is not None:
+            return found if found.row is not None and found.first == first and found.count == count else None
+        self._store.in_range(shard, task_id)
+        row = self._row(shard, task_id)
+        if row is None:
+            return None
+        size = 4 * (count + 1)
+        try:
+            offsets = self._store.column_reader(shard, task_id)("offsets", 0, size, size)
+        except Damage as exc:
+            raise self._store.damaged((first, first + count), f"task {task_id}: {exc.detail}") from None
+        found = MappedBlock(self._store, fmt, task, row, offsets)
+        self._blocks[(shard, task_id)] = found
+        if len(self._blocks) > _CACHED:
+            self._blocks.popitem(last=False)
+        return found
+
+    def forget_unmapped(self) -> None:
+        """Drop what could not be mapped (after a commit: a checkpoint may have settled it)."""
+        for key in [k for k, b in self._blocks.items() if b.row is None]:
+            del self._blocks[key]
+        for shard in [s for s, f in self._files.items() if f is None]:
+            del self._files[shard]
+
+    def _row(self, shard: int, task_id: int) -> RowMap | None:
+        if shard == 0:
+            # A dataset file is never mapped: SQLite holds POSIX locks on it, and closing any descriptor
+            # of a file drops every lock this process holds on it (SQLite's too: a reader in a writing
+            # process would free another process to truncate the -shm under the writer). Segments are
+            # opened immutable: no locks to lose.
+            return None
+        if shard not in self._files:
+            store = self._store
+            conn = store.shard(shard)
+            path = store.manifest if shard == 0 else store.segment_path(shard)
+            try:
+                with sqlite_errors(path, "reading"), bounded(conn, path):
+                    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'blocks'").fetchone()
+                file = FileMap(path)
+            except (OSError, DatasetDamagedError):
+                self._files[shard] = None  # not mappable: read through SQLite
+            else:
+                ok = root is not None and isinstance(root[0], int)
+                self._files[shard] = (file, int(root[0])) if ok else None
+        found = self._files[shard]
+        return None if found is None else found[0].row(found[1], task_id, _COLUMNS)
+
+    def drop(self, shard: int) -> None:
+        """Forget ``shard`` (its connection was closed)."""
+        found = self._files.pop(shard, None)
+        if found is not None:
+            found[0].close()
+        for key in [k for k in self._blocks if k[0] == shard]:
+            del self._blocks[key]
+
+    def close(self) -> None:
+        for found in self._files.values():
+            if found is not None:
+                found[0].close()
+        self._files.clear()
+        self._blocks.clear()
+
+
+class MappedBlock:
+    """A task's block read through the map of its file: ``offsets`` (the block's, read through
+    SQLite), ``checked[page]`` (0: not yet read; else what the reader marked after :meth:`check`)
+    and ``row`` (the columns' places in the map; None once the map disagreed with SQLite)."""
+
+    __slots__ = ("checked", "count", "first", "fmt", "offsets", "row", "shard", "store", "task_id")
+
+    def __init__(
+        self, store: BlockStore, fmt: BlockFormat, task: tuple[int, int, int, int], row: RowMap, offsets: bytes
+    ) -> None:
+        self.store, self.fmt = store, fmt
+        self.task_id, self.shard, self.first, self.count = task
+        self.row: RowMap | None = row
+        self.offsets = np.frombuffer(offsets, "<u4")
+        self.checked = bytearray(-(-self.count // fmt.page))
+
+    def check(self, page: int) -> Block | None:
+        """Read page ``page`` through the map and check it (the caller then marks ``checked[page]``);
+        None (and the block unmapped) where the map disagrees with SQLite and SQLite's bytes are
+        sound. Damage raises, as from :meth:`BlockStore.read`."""
+        p = self.fmt.page
+        lo, hi = page * p, min(self.count, page * p + p)
+        try:
+            return read_rows(self.fmt, self.task_id, self.count, lo, hi, self._read)
+        except Damage:
+            pass
+        self.store.read(self.fmt, (self.task_id, self.shard, self.first, self.count, lo, hi))  # raises if damaged
+        self.row = None
+        return None
+
+    def _read(self, column: str, at: int, size: int, total: int | None) -> bytes:
+        row = self.row
+        if column not in _THROUGH_SQLITE and row is not None and (total is None or row.length(column) == total):
+            data = row.read(column, at, size)
+            if data is not None:
+                return data
+        return self.store.column_reader(self.shard, self.task_id)(column, at, size, total)
