@@ -63,7 +63,8 @@ def profile(ds: Any, *, sample: int = _SAMPLE) -> Profile:
         hist = {k: int(v) for k, v in enumerate(lengths) if v}
     if per_task.sum() > n:  # the last task is cut by the prefix
         per_task[-1] -= int(per_task.sum()) - n
-    title = f"{Path(info['path']).name}: {info['description']}"
+    name = os.fsencode(Path(info["path"]).name).decode("utf-8", "backslashreplace")  # any bytes: printable text
+    title = f"{name}: {info['description']}"
     return Profile(title, n, hist, per_task, moves, counts, counted)
 
 
