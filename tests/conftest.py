@@ -27,32 +27,6 @@ import unitarium
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pytest-xdist's own marker, declared here too so --strict-markers accepts it where xdist is not installed
-    config.addinivalue_line("markers", "xdist_group(name): run these tests in one pytest-xdist process")
-
-
-ONE_PROCESS = {
-    ("test_ray.py", "local_ray"): "local ray",
-    ("test_executors.py", "pool"): "process pool",
-    ("test_bad_input.py", "outcomes"): "bad input outcomes",
-    ("test_security.py", "tampered"): "tampered outcomes",
-    ("test_export.py", "exported"): "exported",
-}
-"""(module, module-scoped fixture) whose tests run in one pytest-xdist process (``--dist loadgroup``, as
-scripts/test runs), so the fixture (a local Ray, a process pool, outcomes of many real processes) is made once,
-not once per process. Datasets need no entry: :func:`made` shares them between processes."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        for fixture in getattr(item, "fixturenames", ()):
-            group = ONE_PROCESS.get((item.path.name, fixture))
-            if group:
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
-
-
 REAL_CLI = os.environ.get("UNITARIUM_TEST_REAL_CLI", "") not in ("", "0")
 """``UNITARIUM_TEST_REAL_CLI=1``: every :func:`cli` call runs ``python -m unitarium`` in a process of its own."""
 
