@@ -27,6 +27,23 @@ import unitarium
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Reports naming paths that are not UTF-8 (test_hardening makes such paths) in text pytest-xdist can send."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(_utf8(name), _utf8(text)) for name, text in report.sections]
+    if report.longrepr is not None:
+        try:
+            str(report.longrepr).encode("utf-8")
+        except UnicodeEncodeError:
+            report.longrepr = _utf8(str(report.longrepr))
+
+
 REAL_CLI = os.environ.get("UNITARIUM_TEST_REAL_CLI", "") not in ("", "0")
 """``UNITARIUM_TEST_REAL_CLI=1``: every :func:`cli` call runs ``python -m unitarium`` in a process of its own."""
 
