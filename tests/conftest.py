@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,23 @@ import pytest
 import unitarium
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Reports naming paths that are not UTF-8 (test_hardening makes such paths) in text pytest-xdist can send."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(_utf8(name), _utf8(text)) for name, text in report.sections]
+    if report.longrepr is not None:
+        try:
+            str(report.longrepr).encode("utf-8")
+        except UnicodeEncodeError:
+            report.longrepr = _utf8(str(report.longrepr))
 
 
 REAL_CLI = os.environ.get("UNITARIUM_TEST_REAL_CLI", "") not in ("", "0")
@@ -79,10 +100,9 @@ def small_spec() -> unitarium.Spec:
 
 
 @pytest.fixture
-def small_dataset(tmp_path: Path, small_spec: unitarium.Spec) -> Path:
-    path = tmp_path / "small.db"
-    unitarium.generate(path, small_spec, workers=1)
-    return path
+def small_dataset(tmp_path: Path, small_spec: unitarium.Spec, made: Callable[..., Path]) -> Path:
+    """The dataset of :func:`small_spec` in this test's own file (a copy of the one made once per session)."""
+    return copy_dataset(made(small_spec), tmp_path / "small.db")
 
 
 ALL_GATES = (
@@ -235,10 +255,83 @@ def integrity(path: str | os.PathLike[str]) -> str:
 
 
 def uninterrupted(factory: pytest.TempPathFactory, name: str, args: list[str]) -> Path:
-    """The dataset of an uninterrupted one-worker ``generate ARGS`` (any worker count gives the same content)."""
-    path = factory.mktemp("reference") / name
-    cli("generate", path, *args, "--workers", "1", "--quiet")
-    return path
+    """The dataset of an uninterrupted one-worker ``generate ARGS`` (any worker count gives the same content),
+    made once per test session (:func:`cached`): read it, never change it."""
+
+    def build(path: Path) -> None:
+        cli("generate", path, *args, "--workers", "1", "--quiet")
+
+    return cached(factory, json.dumps(["generate", *map(str, args)]), build, name)
+
+
+# -- a session cache of generated datasets, keyed by spec ----------------------------------------------------
+
+
+def _cache_root(factory: pytest.TempPathFactory) -> Path:
+    """Where :func:`cached` keeps its datasets: this session's base temporary directory, or under pytest-xdist the
+    one its workers share (each worker's own is ``.../popen-gwN`` under it), so each dataset is made once per run."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root = base / "dataset-cache"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def cached(factory: pytest.TempPathFactory, key: str, build: Callable[[Path], object], name: str = "ds.db") -> Path:
+    """``ENTRY/NAME`` after ``build(ENTRY/NAME)``, run once per test session for each ``key`` (a file lock makes
+    the other xdist workers wait for it, then take the same one). Shared: read it, never change it; a test that
+    changes a dataset works on :func:`copy_dataset` of it."""
+    root = _cache_root(factory)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    entry, done = root / digest, root / f"{digest}.done"
+    with open(root / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            if entry.exists():  # a build that failed part way
+                shutil.rmtree(entry)
+            entry.mkdir()
+            build(entry / name)
+            done.write_text(key)
+    return entry / name
+
+
+@pytest.fixture(scope="session")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``made(spec, layout="file", workers=1)`` (or ``made(**make_spec kwargs)``): the path of the dataset
+    ``unitarium.generate`` makes of ``spec``, made once per test session and shared by every test that asks for the
+    same spec, layout and worker count. Read it, never change it: a test that changes it takes
+    :func:`copy_dataset` of it."""
+
+    def make(spec: unitarium.Spec | None = None, /, *, layout: str = "file", workers: int = 1, **kwargs) -> Path:
+        if spec is None:
+            spec = unitarium.make_spec(**kwargs)
+        elif kwargs:
+            raise TypeError("made() takes a spec or make_spec keyword arguments, not both")
+        if layout not in ("file", "directory"):
+            raise ValueError(f"layout must be 'file' or 'directory', not {layout!r}")
+        key = json.dumps(["made", spec.canonical_json(), layout, workers])
+
+        def build(path: Path) -> None:
+            unitarium.generate(f"{path}/" if layout == "directory" else path, spec, workers=workers)
+
+        return cached(tmp_path_factory, key, build, "ds" if layout == "directory" else "ds.db")
+
+    return make
+
+
+def copy_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """A copy of dataset ``src`` at ``dst`` (a file with its ``-wal`` if it has one, or a directory tree) for a
+    test that changes it."""
+    src, dst = Path(src), Path(dst)
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    else:
+        shutil.copyfile(src, dst)
+        wal = Path(f"{src}-wal")
+        if wal.exists() and wal.stat().st_size:
+            shutil.copyfile(wal, f"{dst}-wal")
+    return dst
 
 
 @dataclasses.dataclass

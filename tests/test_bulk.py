@@ -16,13 +16,9 @@ from conftest import cli, one_error_line
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mixed(made) -> Path:
     """Random circuits of lengths 0 to 9, over several blocks."""
-    path = tmp_path_factory.mktemp("bulk") / "mixed.db"
-    unitarium.generate(
-        path, unitarium.make_spec(gates="h,t,cx", qubits=2, count=9_000, length="0:9", seed=4), workers=1
-    )
-    return path
+    return made(gates="h,t,cx", qubits=2, count=9_000, length="0:9", seed=4)
 
 
 def test_lists_and_slices_of_records_equal_single_reads(mixed: Path) -> None:

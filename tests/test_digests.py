@@ -4,8 +4,6 @@ the Ray engine's pins are in ``test_ray``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import unitarium
@@ -18,7 +16,7 @@ LAYOUTS = [("file", 1), ("directory", 2)]
 
 @pytest.mark.parametrize("name", list(PINNED_SPECS))
 @pytest.mark.parametrize(("layout", "workers"), LAYOUTS)
-def test_content_is_pinned(tmp_path: Path, name: str, layout: str, workers: int) -> None:
-    path = f"{tmp_path / 'ds'}/" if layout == "directory" else tmp_path / "ds.db"
-    unitarium.generate(path, unitarium.make_spec(**PINNED_SPECS[name]), workers=workers)
+def test_content_is_pinned(made, name: str, layout: str, workers: int) -> None:
+    """``made`` runs ``unitarium.generate`` (once a session: test_shards reads the same datasets)."""
+    path = made(unitarium.make_spec(**PINNED_SPECS[name]), layout=layout, workers=workers)
     assert dataset_digest(path) == PINNED_DIGESTS[name]

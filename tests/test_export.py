@@ -19,11 +19,8 @@ from conftest import cli, one_error_line
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("export") / "ct.db"
-    spec = unitarium.make_spec(gates="clifford+t", qubits=2, count=6000, length="0:9", seed=4)
-    unitarium.generate(path, spec, workers=1)
-    return path
+def dataset(made) -> Path:
+    return made(gates="clifford+t", qubits=2, count=6000, length="0:9", seed=4)
 
 
 @pytest.fixture(scope="module")

@@ -325,13 +325,13 @@ def test_hostile_paths_files_ids_and_tolerances_through_the_cli(data: dict[str, 
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def pair(made) -> tuple[Path, Path]:
     """Two directory datasets of one gate set and another seed, two segments each, under the same names."""
-    root = tmp_path_factory.mktemp("pair")
-    for name, seed in (("a", 1), ("b", 2)):
-        spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=12_000, length=6, seed=seed)
-        unitarium.generate(f"{root / name}/", spec, workers=2)
-    return root / "a", root / "b"
+    a, b = (
+        made(gates="h,t,cx", qubits=2, count=12_000, length=6, seed=seed, layout="directory", workers=2)
+        for seed in (1, 2)
+    )
+    return a, b
 
 
 def _first_segment(d: Path) -> str:

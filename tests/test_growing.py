@@ -71,11 +71,8 @@ class Growing:
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("growing") / "full.db"
-    spec = unitarium.make_spec(gates="h,s,t,cx", qubits=2, count=40_000, length="1:8", seed=5)
-    unitarium.generate(path, spec, workers=1)
-    return path
+def full(made) -> Path:
+    return made(gates="h,s,t,cx", qubits=2, count=40_000, length="1:8", seed=5)
 
 
 @pytest.fixture
@@ -349,10 +346,8 @@ SPLIT_PINS = {  # sha256 of the parts' ids as on 1ecd914: seeds below 2**64 keep
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("seeds") / "x.db"
-    unitarium.generate(path, unitarium.make_spec(gates="h,s,cx", qubits=2, count=3000, length="1:8", seed=1), workers=1)
-    return path
+def small(made) -> Path:
+    return made(gates="h,s,cx", qubits=2, count=3000, length="1:8", seed=1)
 
 
 def test_split_seeds_of_any_size(small: Path, tmp_path: Path) -> None:

@@ -59,11 +59,8 @@ def fails_in_one_line(*args: str | os.PathLike[str], cwd: Path | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def unique_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("hardening") / "u.db"
-    spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True, seed=5)
-    unitarium.generate(path, spec, workers=1)
-    return path
+def unique_file(made) -> Path:
+    return made(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True, seed=5)
 
 
 def copy_of(src: Path, dst: Path) -> Path:

@@ -28,6 +28,7 @@ from conftest import (
     PINNED_DIGESTS,
     PINNED_SPECS,
     Snapshot,
+    cached,
     cli,
     dataset_digest,
     group_gone,
@@ -42,7 +43,7 @@ from conftest import (
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray: pip install 'unitarium[ray]'")
 
 MODES = {
-    "random": dict(gates="h,t,tdg,cx", qubits=2, count=30_000, length="1:12", seed=3),
+    "random": dict(gates="h,t,tdg,cx", qubits=2, count=20_000, length="1:12", seed=3),
     "enumerate": dict(gates="h,t,tdg,cx", qubits=2, max_length=5),
     "unique random": dict(gates="h,s,cx", qubits=2, count=12_000, length="1:9", seed=5, unique=True),
     "unique enumerate": dict(gates="h,s,cx", qubits=2, max_length=7, unique=True),
@@ -64,10 +65,12 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def cli_reference(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
-    """The single-file dataset of :data:`CLI_ARGS` by the local engine."""
-    path = tmp_path_factory.mktemp("reference") / "ref.db"
-    cli("generate", path, *CLI_ARGS, "--quiet")
-    return Snapshot.of(path)
+    """The single-file dataset of :data:`CLI_ARGS` by the local engine (made once a test run)."""
+
+    def build(path: Path) -> None:
+        cli("generate", path, *CLI_ARGS, "--quiet")
+
+    return Snapshot.of(cached(tmp_path_factory, json.dumps(["ray reference", *CLI_ARGS]), build, "ref.db"))
 
 
 def listed_segments(path: Path) -> set[str]:
@@ -87,13 +90,13 @@ def assert_clean(path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", list(MODES))
-def test_a_ray_run_holds_exactly_the_records_of_the_local_file(local_ray, tmp_path: Path, name: str) -> None:
+def test_a_ray_run_holds_exactly_the_records_of_the_local_file(local_ray, made, tmp_path: Path, name: str) -> None:
     spec = unitarium.make_spec(**MODES[name])
-    unitarium.generate(tmp_path / "ref.db", spec, workers=1)
+    reference = Snapshot.of(made(spec))  # the local engine's file (made once a session)
     seen: list[unitarium.Progress] = []
     summary = unitarium.generate(f"{tmp_path / 'ray'}/", spec, engine="ray", workers=2, progress=seen.append)
-    assert Snapshot.of(tmp_path / "ray").equals(Snapshot.of(tmp_path / "ref.db"))
-    assert summary.complete and summary.new_records == summary.records == len(Snapshot.of(tmp_path / "ref.db"))
+    assert Snapshot.of(tmp_path / "ray").equals(reference)
+    assert summary.complete and summary.new_records == summary.records == len(reference)
     assert [p.records for p in seen] == sorted(p.records for p in seen) and seen[-1].records == summary.records
     assert_clean(tmp_path / "ray")
     with unitarium.open(tmp_path / "ray") as ds:

@@ -30,19 +30,19 @@ def tmp(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cliff3(tmp) -> unitarium.Dataset:
+def cliff3(made) -> unitarium.Dataset:
     """2-qubit Clifford (h, s, cx), unique, every circuit of up to 3 moves: synthesises up to 6."""
-    return _make(tmp / "cliff3.db", gates="h,s,cx", qubits=2, max_length=3, unique=True)
+    return unitarium.open(made(gates="h,s,cx", qubits=2, max_length=3, unique=True))
 
 
 @pytest.fixture(scope="module")
-def ht4(tmp) -> unitarium.Dataset:
-    return _make(tmp / "ht4.db", gates="h,t,tdg", qubits=1, max_length=4, unique=True)
+def ht4(made) -> unitarium.Dataset:
+    return unitarium.open(made(gates="h,t,tdg", qubits=1, max_length=4, unique=True))
 
 
 @pytest.fixture(scope="module")
-def ht8(tmp) -> unitarium.Dataset:
-    return _make(tmp / "ht8.db", gates="h,t,tdg", qubits=1, max_length=8, unique=True)
+def ht8(made) -> unitarium.Dataset:
+    return unitarium.open(made(gates="h,t,tdg", qubits=1, max_length=8, unique=True))
 
 
 def _key(u: np.ndarray) -> bytes:

@@ -21,10 +21,8 @@ TEXT = "h 0; cx 0 1; s 1; h 1; cx 1 0"
 
 
 @pytest.fixture(scope="module")
-def cliff3(tmp_path_factory) -> unitarium.Dataset:
-    path = tmp_path_factory.mktemp("limits") / "cliff3.db"
-    unitarium.generate(path, unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=3, unique=True), workers=1)
-    return unitarium.open(path)
+def cliff3(made) -> unitarium.Dataset:
+    return unitarium.open(made(gates="h,s,cx", qubits=2, max_length=3, unique=True))
 
 
 def _qiskit() -> QuantumCircuit:

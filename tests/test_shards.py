@@ -43,22 +43,20 @@ def generate(path: str | Path, spec: unitarium.Spec, workers: int) -> None:
 
 
 @pytest.fixture(scope="module", params=list(MODES))
-def mode(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Snapshot]:
+def mode(request: pytest.FixtureRequest, made) -> tuple[str, Path, Snapshot]:
     """A mode, and its single-file dataset (the reference)."""
-    path = tmp_path_factory.mktemp("file") / "ref.db"
-    generate(path, unitarium.make_spec(**MODES[request.param]), 1)
+    path = made(unitarium.make_spec(**MODES[request.param]))
     return request.param, path, Snapshot.of(path)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("unitaries", ["stored", "computed"])
 def test_a_directory_holds_exactly_the_records_of_the_file(
-    tmp_path: Path, mode: tuple[str, Path, Snapshot], workers: int, unitaries: str
+    made, mode: tuple[str, Path, Snapshot], workers: int, unitaries: str
 ) -> None:
     name, file, reference = mode
     spec = unitarium.make_spec(**MODES[name], unitaries=unitaries)
-    path = f"{tmp_path / 'ds'}/"
-    generate(path, spec, workers)
+    path = made(spec, layout="directory", workers=workers)  # the same one test_digests pins
     assert Snapshot.of(path).equals(reference), "the directory's records differ from the file's"
     with unitarium.open(path) as ds, unitarium.open(file) as ref:
         assert ds.complete and len(ds) == len(ref)

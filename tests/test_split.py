@@ -16,20 +16,15 @@ FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
 @pytest.fixture(scope="module")
-def one_qubit(tmp_path_factory: pytest.TempPathFactory) -> unitarium.Dataset:
+def one_qubit(made) -> unitarium.Dataset:
     """h,s on 1 qubit, lengths 0..30: only 24 distinct unitaries among 3000 records."""
-    path = tmp_path_factory.mktemp("split") / "hs.db"
-    unitarium.generate(path, unitarium.make_spec(gates="h,s", qubits=1, count=3000, length="0:30", seed=5), workers=1)
-    return unitarium.open(path)
+    return unitarium.open(made(gates="h,s", qubits=1, count=3000, length="0:30", seed=5))
 
 
 @pytest.fixture(scope="module")
-def clifford(tmp_path_factory: pytest.TempPathFactory) -> unitarium.Dataset:
+def clifford(made) -> unitarium.Dataset:
     """2-qubit Cliffords (h,s,cx), lengths 1..40: 11,520 classes, many records repeat one."""
-    path = tmp_path_factory.mktemp("split") / "cliff.db"
-    spec = unitarium.make_spec(gates="clifford", qubits=2, count=30_000, length="1:40", seed=2)
-    unitarium.generate(path, spec, workers=1)
-    return unitarium.open(path)
+    return unitarium.open(made(gates="clifford", qubits=2, count=30_000, length="1:40", seed=2))
 
 
 def classes(u: np.ndarray) -> np.ndarray:

@@ -12,11 +12,8 @@ from unitarium.torch import ShuffledBatches, UnitaryDataset
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> unitarium.Dataset:
-    path = tmp_path_factory.mktemp("torch") / "ct.db"
-    spec = unitarium.make_spec(gates="clifford+t", qubits=2, count=20_000, length="1:12", seed=1)
-    unitarium.generate(path, spec, workers=1)
-    return unitarium.open(path)
+def ds(made) -> unitarium.Dataset:
+    return unitarium.open(made(gates="clifford+t", qubits=2, count=20_000, length="1:12", seed=1))
 
 
 def ids_of(batches) -> np.ndarray:
