@@ -233,8 +233,10 @@ def cli_cases(data: dict[str, Path], paths: dict[str, str], root: Path) -> list[
             (f"synth --matrix {what}", ["synth", str(data["enum"]), "--matrix", p]),
             (f"--gate-file {what}", ["generate", str(root / "new.db"), "--gate-file", p, *gen]),
         ]
-        if what not in ("not utf-8",):  # a new file at a non-UTF-8 path is legal: it is made (tested elsewhere)
+        if what not in ("not utf-8", "missing parent"):  # legal targets: made (a new file at a non-UTF-8 path,
+            # tested elsewhere; missing parents are created, as generate creates them)
             cases.append((f"pack into {what}", ["pack", str(data["dir"]), p]))
+        if what != "not utf-8":
             cases.append((f"export into {what}", ["export", str(data["unique"]), p + "/sub" if what == "junk" else p]))
     rng = np.random.default_rng(11)
     for k in range(6):  # random malformed gate files
