@@ -14,19 +14,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 from .._core.codec import BlockFormat
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
-from .manifest import Manifest
+from .manifest import Manifest, ManifestHolder
 from .schema import insert_block
 from .shards import MANIFEST, DirectoryWriter, is_directory_path
 
 __all__ = ["DirectoryLayout", "FileLayout", "FileWriter", "Layout", "layout_of"]
 
 
-class FileWriter:
+class FileWriter(ManifestHolder):
     """The writer of a dataset file: its :class:`.Manifest` is the file, and a committed task's block
     goes into it in the transaction that lists the task (shard 0)."""
 
@@ -44,15 +43,6 @@ class FileWriter:
             self.manifest.list_tasks(conn, [(r, 0) for r in results])
             for r in results:
                 insert_block(conn, self.fmt, r)
-
-    def close(self) -> None:
-        self.manifest.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

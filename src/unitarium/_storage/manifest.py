@@ -384,6 +384,22 @@ class Manifest:
         self.close()
 
 
+class ManifestHolder:
+    """What a layout's writer shares: it holds a :class:`Manifest`, and closing it (or leaving its
+    ``with``) closes the manifest and releases the write lock."""
+
+    manifest: Manifest
+
+    def close(self) -> None:
+        self.manifest.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Committed(Protocol):
     """What :meth:`Manifest.list_tasks` lists: a computed task (file) or a published one (directory)."""
 

@@ -43,13 +43,12 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 from .._core.codec import BlockFormat
 from .._errors import DatasetDamagedError, NotADatasetError, StorageError
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
-from .manifest import Manifest, make_parents
+from .manifest import Manifest, ManifestHolder, make_parents
 from .schema import check_schema, create_tables, insert_block, merge_state, page_size, segment_schema
 from .sqlite import atomic, bounded, connect, path_text, sqlite_errors
 
@@ -237,7 +236,7 @@ class SegmentWriter:
         self.tasks, self.nbytes, self.task_range = [], 0, None
 
 
-class DirectoryWriter:
+class DirectoryWriter(ManifestHolder):
     """The driver's side of a sharded dataset: holds the :class:`.Manifest` (and so the write lock),
     lists published segments in it, names the segments of this run, and cleans what a crash left at
     start."""
@@ -264,15 +263,6 @@ class DirectoryWriter:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        self.manifest.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _start_run(self) -> int:
         with self.manifest.transaction() as conn:
