@@ -30,6 +30,7 @@ import hashlib, json, sys, time
 import unitarium
 
 path, expected = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)  # imported: the test starts the writer now (a slow start would miss the run)
 seen, ds, deadline = [], None, time.monotonic() + 240
 while time.monotonic() < deadline:
     if ds is None:
@@ -79,6 +80,8 @@ def test_readers_in_other_processes_never_fail_and_never_see_a_partial_task(
         )
         for _ in range(2)
     ]
+    for reader in readers:  # both are looking before the run starts
+        assert reader.stdout is not None and reader.stdout.readline() == b"ready\n"
     writer = start_cli("generate", path, *ARGS, "--workers", "2", "--quiet")
     try:
         _, writer_err = writer.communicate(timeout=240)

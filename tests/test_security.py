@@ -203,6 +203,7 @@ SQL_CONSTANTS = {
 """Module-level integer constants of _storage/sqlite.py and schema.py that PRAGMAs interpolate (PRAGMA values
 cannot be bound)."""
 SQL_EXCEPTIONS = {
+    ("search/label.py", "label", "statement"): "the statements of label.py's module constant _SCHEMA",
     ("_storage/schema.py", "create_tables", "statement"): "the statements of the module constants _SCHEMA and "
     "_BLOCK_SCHEMA, split at ';'",
     (
@@ -319,13 +320,15 @@ WRITERS = {
     ("_storage/manifest.py", ("Manifest",)),
     ("_storage/shards.py", ("SegmentWriter",)),
     ("_storage/shards.py", ("DirectoryWriter",)),
+    ("search/label.py", ("_writer",)),  # the labels file beside a dataset (never the dataset itself)
 }
 
 
 def test_only_the_writer_opens_a_dataset_for_writing() -> None:
     """sqlite3.connect appears in _storage.sqlite.connect only; every call of that ``connect`` says ``readonly=``
     literally, and ``readonly=False`` appears in the writers only: the dataset file's or manifest's (Manifest),
-    and a worker's private segment (SegmentWriter) or its rewrite at resume (DirectoryWriter)."""
+    a worker's private segment (SegmentWriter) or its rewrite at resume (DirectoryWriter), and the labels file
+    beside a dataset (search/label.py)."""
     for module, tree in TREES.items():
         for scope, call in _scoped_calls(tree):
             where = f"{module}:{call.lineno} in {'.'.join(scope) or 'the module'}"

@@ -196,6 +196,7 @@ def test_a_file_is_read_through_sqlite_even_where_its_newest_bytes_are_in_the_wa
     source.close()
     hold = sqlite3.connect(path)  # open until the end: the WAL stays, not checkpointed
     try:
+        hold.execute("PRAGMA journal_mode=WAL")  # (a complete dataset left WAL when its run ended)
         hold.execute("PRAGMA wal_autocheckpoint=0")
         with hold:
             hold.execute("UPDATE blocks SET unitaries = ? WHERE task_id = ?", (good, task))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from .._core.cost import circuit_costs, describe_cost, move_weights
 from .._errors import DatasetError, SpecError, StorageError
-from .._storage.sqlite import atomic, path_text, uri
+from .._storage.sqlite import SMALL_PAGE_SIZE, atomic, connect, path_text, sqlite_errors
 from ._table import table_of
 from .mitm import cost_reach, synthesize_many
 
@@ -65,8 +66,7 @@ def label(
     search = table_of(table, "label")
     reach = cost_reach(table.spec)  # 2 L for a table by length
     ident = json.dumps(
-        {"table": table.spec.to_json(), "records": len(table), "dataset": ds.spec.to_json(), "labelled": len(ds)},
-        sort_keys=True,
+        {"table": table.spec.to_json(), "records": len(table), "labelled": len(ds), **_whose_of(ds)}, sort_keys=True
     )
     weights = move_weights(table.gateset, table.spec.cost)
     n, new, exact = len(ds), 0, 0
@@ -115,16 +115,19 @@ def read_labels(ds: Dataset, start: int = 0, stop: int | None = None) -> np.ndar
     if not where.is_file():
         raise DatasetError(f"{path_text(ds.path)} has no labels: run unitarium label on it with a table")
     with _reader(where) as conn:
-        try:
-            rows = conn.execute(
-                "SELECT first_id, count, costs FROM labels WHERE first_id + count > ? AND first_id < ? "
-                "ORDER BY first_id",
-                (start, stop),
-            ).fetchall()
-        except sqlite3.OperationalError:
-            rows = None
-    if rows is None:
-        raise DatasetError(f"{path_text(ds.path)} has no labels: run unitarium label on it with a table")
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"labels", "label_table"} <= tables:
+            raise DatasetError(f"{path_text(ds.path)} has no labels: run unitarium label on it with a table")
+        row = conn.execute("SELECT value FROM label_table WHERE key = 'table'").fetchone()
+        if row is None or _whose(row[0]) != _whose_of(ds):
+            raise DatasetError(
+                f"{path_text(where)} holds the labels of another dataset (copied or swapped?): not read; "
+                "run unitarium label on this dataset"
+            )
+        rows = conn.execute(
+            "SELECT first_id, count, costs FROM labels WHERE first_id + count > ? AND first_id < ? ORDER BY first_id",
+            (start, stop),
+        ).fetchall()
     out = np.empty(stop - start, dtype=np.int64)
     filled = start
     for first, count, blob in rows:
@@ -151,6 +154,21 @@ def _done(conn: sqlite3.Connection) -> int:
     return int(total)
 
 
+def _whose_of(ds: Dataset) -> dict[str, Any]:
+    """The labelled dataset's identity: its spec and its random id (schema 3), so that labels copied
+    beside another dataset are refused, never served."""
+    fmt = ds.format
+    return {"dataset": ds.spec.to_json(), "dataset_id": None if fmt.dataset is None else fmt.dataset.hex()}
+
+
+def _whose(ident: str) -> dict[str, Any]:
+    try:
+        data = json.loads(ident)
+    except ValueError:
+        return {}
+    return {k: data.get(k) for k in ("dataset", "dataset_id")} if isinstance(data, dict) else {}
+
+
 def _describe(ident: str) -> str:
     data = json.loads(ident)
     spec = data["table"]
@@ -162,24 +180,25 @@ def _describe(ident: str) -> str:
 
 @contextlib.contextmanager
 def _writer(path: Path) -> Iterator[sqlite3.Connection]:
+    """The labels file, created if missing, through the project's connection settings (rollback
+    journal, ``synchronous=FULL``: one chunk per transaction survives kill -9)."""
     try:
-        conn = sqlite3.connect(uri(path, "rwc"), uri=True, isolation_level=None, timeout=30)
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot write labels into {path_text(path)}: {exc}") from exc
-    try:
-        conn.execute("PRAGMA trusted_schema=OFF")
-        conn.execute("PRAGMA journal_mode=DELETE")
-        conn.execute("PRAGMA synchronous=FULL")
-        yield conn
-    finally:
-        conn.close()
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise StorageError(f"cannot write labels into {path_text(path)}: {exc.strerror}") from exc
+    with sqlite_errors(path, "writing"):
+        conn = connect(path, readonly=False, journal="delete", page_size=SMALL_PAGE_SIZE)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 @contextlib.contextmanager
 def _reader(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(uri(path, "ro"), uri=True, isolation_level=None, timeout=30)
-    try:
-        conn.execute("PRAGMA trusted_schema=OFF")
-        yield conn
-    finally:
-        conn.close()
+    with sqlite_errors(path, "reading"):
+        conn = connect(path, readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
