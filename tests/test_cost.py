@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import heapq
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -501,3 +502,19 @@ def test_stored_cost_in_any_key_order() -> None:
     assert list(again.cost) == ["h", "s", "t", "cx"] and again.canonical_json() == spec.canonical_json()
     with pytest.raises(SpecError, match="not a weight for each gate"):
         unitarium.Spec.from_json({**data, "cost": {"h": 0, "t": 1}})
+
+
+def test_labels_copied_beside_another_dataset_are_refused(tmp_path: Path, cx_table: Path) -> None:
+    """Labels carry the labelled dataset's identity (spec and dataset id): copied beside another dataset,
+    even one of the same spec (another id), they are refused, never served."""
+    args = ("--gates", "h,s,cx", "--qubits", "2", "--count", "50", "--length", "4", "-q")
+    data, twin, other = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "c.db"
+    cli("generate", data, *args)
+    cli("generate", twin, *args)  # the same spec: the same records, another dataset id
+    cli("generate", other, *args[:-1], "--seed", "3", "-q")
+    cli("label", data, "--table", cx_table, "-q")
+    assert len(unitarium.open(data).labels()) == 50
+    for target in (twin, other):
+        shutil.copyfile(f"{data}.labels", f"{target}.labels")
+        with pytest.raises(unitarium.DatasetError, match="another dataset"):
+            unitarium.open(target).labels()
