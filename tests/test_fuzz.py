@@ -1,9 +1,10 @@
 """Fuzzing the edges (issue #11): random malformed gate files, matrices (``.npy`` of every dtype and shape,
 NaN/inf/huge entries), paths (FIFO, directory, symlink loop, dangling link, device, not UTF-8, missing parent)
-and record ids, through the API (Hypothesis, in-process) and the real CLI (subprocesses, a table run
-concurrently). Every case either succeeds or fails as designed: the API raises a unitarium error (ids:
-IndexError/TypeError), the CLI prints exactly one ``unitarium: error:`` line with a non-zero status, no
-traceback, nothing existing changes, and nothing hangs (every CLI case runs under a time limit)."""
+and record ids, through the API (Hypothesis, in-process) and the CLI (a table of cases, in process through
+click's runner, every seventh case also as a real process). Every case either succeeds or fails as designed:
+the API raises a unitarium error (ids: IndexError/TypeError), the CLI prints exactly one ``unitarium: error:``
+line with a non-zero status, no traceback, nothing existing changes, and nothing hangs (real processes run
+under a time limit, the rest under the test's)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from unitarium._core.gates import load_gate_file
 from unitarium._core.inputs import load_matrix
 from unitarium.interop import as_unitary
 
-from conftest import edit_sqlite
+from conftest import cli, edit_sqlite
 
 CASE_TIMEOUT_S = 60  # a hang guard: each case takes about a second
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -195,7 +196,7 @@ def test_any_record_id_is_a_record_or_an_index_or_type_error(key: object, data: 
         assert all(np.isfinite(r.unitary).all() and 0 <= r.id < len(ds) for r in records)
 
 
-# -- the CLI (a table of cases, subprocesses, run concurrently) -------------------------------------------------
+# -- the CLI (a table of cases, in process; every seventh also as a real process) ------------------------------------
 
 
 def make_paths(root: Path) -> dict[str, str]:
@@ -290,15 +291,31 @@ def cli_cases(data: dict[str, Path], paths: dict[str, str], root: Path) -> list[
     return cases
 
 
-def run_case(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unitarium", *args],
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        timeout=CASE_TIMEOUT_S,
-        cwd=cwd,
-    )
+def run_case(args: list[str], cwd: Path, real: bool = False) -> subprocess.CompletedProcess:
+    """One CLI case: in this process (click's runner: the same commands and error handling, without a ~1 s
+    interpreter start; the test's own time limit guards hangs), or with ``real`` as ``python -m unitarium`` in a
+    process of its own under :data:`CASE_TIMEOUT_S`. Either way in ``cwd``."""
+    if real:
+        return subprocess.run(
+            [sys.executable, "-m", "unitarium", *args],
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            timeout=CASE_TIMEOUT_S,
+            cwd=cwd,
+        )
+    with contextlib.chdir(cwd):
+        return cli(*args, check=False)
+
+
+def run_cases(cases: list[tuple[str, list[str]]], cwd: Path) -> list[tuple[str, subprocess.CompletedProcess]]:
+    """Every case in this process, one after the other; every seventh also as a real process (concurrently), so
+    that the real entry point is held to the same line."""
+    real = cases[::7]
+    with ThreadPoolExecutor(2) as pool:
+        procs = pool.map(lambda case: (f"{case[0]} (real process)", run_case(case[1], cwd, real=True)), real)
+        outcomes = [(name, run_case(args, cwd)) for name, args in cases]
+        return outcomes + list(procs)
 
 
 def test_hostile_paths_files_ids_and_tolerances_through_the_cli(data: dict[str, Path], tmp_path: Path) -> None:
@@ -306,8 +323,7 @@ def test_hostile_paths_files_ids_and_tolerances_through_the_cli(data: dict[str, 
     cases = cli_cases(data, paths, tmp_path)
     watched = [tmp_path, *(p.parent for p in data.values())]
     before = {str(w): digest(w) for w in watched}
-    with ThreadPoolExecutor(4) as pool:
-        outcomes = list(pool.map(lambda case: (case[0], run_case(case[1], tmp_path)), cases))
+    outcomes = run_cases(cases, tmp_path)
     failures = []
     for name, proc in outcomes:
         lines = proc.stderr.splitlines()
@@ -415,8 +431,7 @@ def test_tampered_directories_are_refused_by_every_command(pair: tuple[Path, Pat
             ["export", d, tmp_path / f"{d.name}-export"],
         ):
             cases.append((f"{name}: {args[0]} {' '.join(map(str, args[2:3]))}", [str(a) for a in args]))
-    with ThreadPoolExecutor(4) as pool:
-        outcomes = list(pool.map(lambda case: (case[0], run_case(case[1], tmp_path)), cases))
+    outcomes = run_cases(cases, tmp_path)
     failures = []
     for name, proc in outcomes:
         lines = [x for x in proc.stderr.splitlines() if x.strip()]

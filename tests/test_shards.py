@@ -26,6 +26,7 @@ from conftest import (
     one_error_line,
     records_in,
     start_cli,
+    uninterrupted,
     wait_until,
 )
 
@@ -196,14 +197,19 @@ def test_a_reader_during_a_directory_run_sees_whole_tasks_only(tmp_path: Path) -
     assert len(seen) == 4, f"the reader saw too little growth: {seen}"
 
 
+KILL_ARGS = ["--gates", "clifford+t", "--qubits", "2", "--count", "600000", "--length", "1:24", "--seed", "11"]
+"""The faults' run: one reference (:func:`uninterrupted`) for the kills and the signals."""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_kill_9_of_the_group_then_resume_with_another_worker_count(tmp_path: Path, seed: int) -> None:
+def test_kill_9_of_the_group_then_resume_with_another_worker_count(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, seed: int
+) -> None:
     """kill -9 of the whole process group at a seeded moment of a directory run, then resume with
     another worker count: the same records as an uninterrupted single-file run."""
-    args = ["--gates", "clifford+t", "--qubits", "2", "--count", "600000", "--length", "1:24", "--seed", "11"]
-    reference = tmp_path / "ref.db"
-    cli("generate", reference, *args, "--workers", "1", "--quiet")
+    args = KILL_ARGS
+    reference = uninterrupted(tmp_path_factory, "ref.db", args)  # made once for the three seeds and two signals
     rng = random.Random(seed)
     path = f"{tmp_path / 'd'}/"
     proc = start_cli("generate", path, *args, "--workers", "2", "--quiet")
@@ -298,9 +304,10 @@ def test_a_foreign_directory_is_refused_and_left_alone(tmp_path: Path, setup, me
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_a_directory_run_and_keeps_what_is_committed(tmp_path: Path, sig: signal.Signals) -> None:
-    # 1,000,000 records: seconds of work after the first commit, when the signal is sent
-    args = ["--gates", "clifford+t", "--qubits", "2", "--count", "1000000", "--length", "1:24", "--seed", "8"]
+def test_a_signal_stops_a_directory_run_and_keeps_what_is_committed(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, sig: signal.Signals
+) -> None:
+    args = KILL_ARGS  # 600,000 records: seconds of work after the first commit, when the signal is sent
     path = f"{tmp_path / 'd'}/"
     proc = start_cli("generate", path, *args, "--workers", "2", "--quiet")
     try:
@@ -318,8 +325,7 @@ def test_a_signal_stops_a_directory_run_and_keeps_what_is_committed(tmp_path: Pa
     assert "stopped by signal" in line and records_in(path) == committed > 0
     assert not [p for p in (Path(path) / "shards").iterdir() if p.name.endswith(".tmp")], "a temporary was left"
     cli("generate", path, *args, "--workers", "1", "--quiet", "--unitaries", "stored")
-    reference = tmp_path / "ref.db"
-    cli("generate", reference, *args, "--workers", "2", "--quiet")
+    reference = uninterrupted(tmp_path_factory, "ref.db", args)  # the kill tests' reference
     assert Snapshot.of(path).equals(Snapshot.of(reference))
 
 
