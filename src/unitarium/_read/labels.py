@@ -112,7 +112,7 @@ class Labels:
         self.path = path
         self._pid = -1
         self._conn: Any = None
-        self._lock = threading.Lock()
+        self._lock, self._owner = threading.Lock(), os.getpid()
         self._carried: tuple[np.ndarray, np.ndarray] | None = None
         """First ids and counts of the chunks, once the file is found complete (then carried)."""
         self._decided = False
@@ -122,6 +122,13 @@ class Labels:
         self._empty = False
 
     # -- the file ------------------------------------------------------------------------------
+
+    def _held(self) -> threading.Lock:
+        """This handle's lock in this process (a forked child gets a fresh one: a parent's thread
+        holding it at the fork would never release the child's copy)."""
+        if self._owner != os.getpid():
+            self._lock, self._owner = threading.Lock(), os.getpid()
+        return self._lock
 
     def _connection(self) -> Any:
         if self._conn is None or self._pid != os.getpid():
@@ -216,7 +223,7 @@ class Labels:
     def _take(self, firsts: np.ndarray, counts: np.ndarray, ids: np.ndarray) -> np.ndarray:
         out = np.empty(len(ids), dtype=np.int64)
         rows = np.searchsorted(firsts, ids, side="right") - 1
-        with self._lock:
+        with self._held():
             for r in np.unique(rows).tolist():
                 mask = rows == r
                 out[mask] = self._chunk(int(firsts[r]), int(counts[r]))[ids[mask] - firsts[r]]
@@ -227,7 +234,7 @@ class Labels:
     def read(self, ds: Dataset, ids: np.ndarray) -> np.ndarray:
         """Labels of records ``ids`` (checked in range), from the file as it is now; raises for an
         id beyond the labelled prefix."""
-        with self._lock:
+        with self._held():
             firsts, counts, end = self._load(ds)
         if len(ids) and int(ids.max()) >= end:
             raise DatasetError(
@@ -239,20 +246,23 @@ class Labels:
     def carried(self, ds: Dataset) -> bool:
         """Whether the reads of this handle carry the labels: the file is complete (decided once;
         an incomplete file warns once, a foreign or damaged one raises every time)."""
-        if not self._decided:
-            with self._lock:
-                firsts, counts, end = self._load(ds)
-                n = len(ds)
-                if end >= n:
-                    self._carried = firsts, counts
-                else:
-                    warnings.warn(
-                        f"{path_text(self.path)} is incomplete (labelled up to record {end:,} of {n:,}): its labels "
-                        f"are not carried by reads; finish it with unitarium label {path_text(ds.path)} --table ...",
-                        LabelsWarning,
-                        stacklevel=4,
-                    )
-                self._decided = True
+        if self._decided:
+            return self._carried is not None
+        with self._held():
+            if self._decided:  # (another thread decided meanwhile)
+                return self._carried is not None
+            firsts, counts, end = self._load(ds)
+            n = len(ds)
+            if end >= n:
+                self._carried = firsts, counts
+            else:
+                warnings.warn(
+                    f"{path_text(self.path)} is incomplete (labelled up to record {end:,} of {n:,}): its labels "
+                    f"are not carried by reads; finish it with unitarium label {path_text(ds.path)} --table ...",
+                    LabelsWarning,
+                    stacklevel=4,
+                )
+            self._decided = True
         return self._carried is not None
 
     def take(self, ds: Dataset, ids: np.ndarray) -> np.ndarray:
