@@ -29,6 +29,7 @@ import json
 import os
 import threading
 import warnings
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -116,6 +117,7 @@ class Labels:
         self._carried: tuple[np.ndarray, np.ndarray] | None = None
         """First ids and counts of the chunks, once the file is found complete (then carried)."""
         self._decided = False
+        self._index: tuple[list[int], list[int]] = ([], [])
         self._info: dict[str, Any] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cached = 0
@@ -255,6 +257,7 @@ class Labels:
             n = len(ds)
             if end >= n:
                 self._carried = firsts, counts
+                self._index = firsts.tolist(), counts.tolist()
             else:
                 warnings.warn(
                     f"{path_text(self.path)} is incomplete (labelled up to record {end:,} of {n:,}): its labels "
@@ -276,9 +279,17 @@ class Labels:
         if not self.carried(ds):
             return found
         if isinstance(found, Record):
-            return replace(found, label=int(self.take(ds, np.array([found.id]))[0]))
+            return replace(found, label=self._one(found.id))
         values = self.take(ds, np.array([r.id for r in found], dtype=np.int64)).tolist()
         return [replace(r, label=v) for r, v in zip(found, values, strict=True)]
+
+    def _one(self, i: int) -> int:
+        """The carried label of record ``i`` (the one-record road of ``ds[i]``: no arrays)."""
+        assert self._carried is not None
+        firsts, counts = self._index
+        k = bisect_right(firsts, i) - 1
+        with self._held():
+            return int(self._chunk(firsts[k], counts[k])[i - firsts[k]])
 
     def attach_all(self, ds: Dataset, records: Iterator[Record], step: int = 4096) -> Iterator[Record]:
         """Records of an iteration with their labels (a piece of ``step`` records at a time)."""
