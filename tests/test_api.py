@@ -23,6 +23,7 @@ EXPORTED = [
     "GateFileError",
     "GateSet",
     "Interrupted",
+    "LabelsWarning",
     "Match",
     "MissingOptionalLibraryError",
     "Move",

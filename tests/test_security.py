@@ -203,7 +203,7 @@ SQL_CONSTANTS = {
 """Module-level integer constants of _storage/sqlite.py and schema.py that PRAGMAs interpolate (PRAGMA values
 cannot be bound)."""
 SQL_EXCEPTIONS = {
-    ("search/label.py", "label", "statement"): "the statements of label.py's module constant _SCHEMA",
+    ("search/label.py", "label", "statement"): "the statements of the module constant _read/labels.py: LABELS_SCHEMA",
     ("_storage/schema.py", "create_tables", "statement"): "the statements of the module constants _SCHEMA and "
     "_BLOCK_SCHEMA, split at ';'",
     (

@@ -32,6 +32,7 @@ from ._errors import (
     WorkerError,
 )
 from ._read.dataset import VerifyReport
+from ._read.labels import LabelsWarning
 from ._read.split import DatasetView
 from ._run.engine import generate
 from ._run.pack import pack
@@ -58,6 +59,7 @@ __all__ = [
     "GateFileError",
     "GateSet",
     "Interrupted",
+    "LabelsWarning",
     "Match",
     "MissingOptionalLibraryError",
     "Move",

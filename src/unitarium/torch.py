@@ -21,6 +21,9 @@ key         dtype, shape         meaning
 ``unitary`` complex64 ``(B,d,d)``  the unitary, qubit 0 least significant (Qiskit's order)
 ``tokens``  int64 ``(B, L)``     move codes (``ds.gateset.moves[c]``), then padding
 ``length``  int64 ``(B,)``       circuit length: ``tokens[b, :length[b]]`` are the moves
+``label``   int64 ``(B,)``       only when the dataset carries labels (``unitarium label``, complete:
+                                 :mod:`unitarium._read.labels`): the least cost under the labelling
+                                 table's cost model, ``-(R + 1)`` beyond its reach ``R``
 ==========  ===================  =======================================================
 
 Padding is :data:`pad` = the number of moves (one past the last move code), so
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import MissingOptionalLibraryError, SpecError
+from ._read.labels import carried_labels, carries_labels
 from ._read.records import pad_tokens
 from ._read.split import as_source, max_length, read_position_ranges
 
@@ -91,6 +95,7 @@ class UnitaryDataset(_TorchDataset):  # type: ignore[type-arg]
         self.pad = pad_value(source)
         self.width = max_length(source)
         self.records = _agreed_count(source, records)
+        self.labelled = carries_labels(as_source(source)[0])  # every batch has a label field, or none
 
     def __len__(self) -> int:
         return self.records
@@ -114,12 +119,15 @@ class UnitaryDataset(_TorchDataset):  # type: ignore[type-arg]
         codes = np.concatenate([r.circuit.codes for r in records]) if records else np.zeros(0, np.int64)
         d = ds.gateset.dim
         u = np.stack([r.unitary for r in records]) if records else np.zeros((0, d, d))
-        return {
+        cols = {
             "id": np.array([r.id for r in records], dtype=np.int64),
             "unitary": u.astype(np.complex64),
             "tokens": pad_tokens(codes.astype(np.int64), offsets, self.width, self.pad),
             "length": lengths,
         }
+        if self.labelled:
+            cols["label"] = carried_labels(ds, cols["id"])
+        return cols
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         cols = self._batch([index])
@@ -297,6 +305,7 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     world_size: int
     pad: int
     width: int
+    labelled: bool
     _state: torch.Tensor
 
     def __init__(
@@ -326,6 +335,7 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
         self.width = max_length(source)
         # (epoch, records): written by the main process only, shared with DataLoader workers
         self._state = torch.tensor([0, _agreed_count(source, None)], dtype=torch.int64).share_memory_()
+        self.labelled = carries_labels(ds)  # every batch has a label field, or none
 
     @property
     def epoch(self) -> int:
@@ -397,12 +407,15 @@ class ShuffledBatches(_TorchIterable):  # type: ignore[type-arg]
     def _columns(self, ranges: list[tuple[int, int]]) -> dict[str, np.ndarray]:
         """The records of position ranges as numpy batch columns (see the module docstring)."""
         ids, u, (codes, offsets) = read_position_ranges(self.source, ranges)
-        return {
+        cols = {
             "id": ids,
             "unitary": u.astype(np.complex64, copy=False),
             "tokens": pad_tokens(codes, offsets, self.width, self.pad, np.uint8 if self.pad < 256 else np.int64),
             "length": _narrow(np.diff(offsets)),
         }
+        if self.labelled:
+            cols["label"] = _narrow(carried_labels(as_source(self.source)[0], ids))
+        return cols
 
     def __iter__(self) -> Iterator[Batch]:
         shard, shards = self._shard()

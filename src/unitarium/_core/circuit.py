@@ -137,12 +137,15 @@ def _find_move(item: str, gateset: GateSet) -> int:
 @dataclass(frozen=True, eq=False)
 class Record:
     """One stored record: its ``id``, its ``circuit`` and its ``unitary`` ``(d, d)``; :attr:`cost`
-    is computed from the circuit under its dataset's cost model (``cost_model``, None: every gate 1)."""
+    is computed from the circuit under its dataset's cost model (``cost_model``, None: every gate 1).
+    :attr:`label`: the record's least cost under a labelling table (``unitarium label``; negative
+    ``-(R + 1)``: beyond the table's reach ``R``), None when the dataset carries no labels."""
 
     id: int
     circuit: Circuit
     unitary: np.ndarray
     cost_model: dict[str, int] | None = field(default=None, repr=False)
+    label: int | None = None
 
     @property
     def cost(self) -> int:
@@ -153,5 +156,7 @@ class Record:
 
     def __repr__(self) -> str:
         return (
-            f"Record(id={self.id}, circuit={str(self.circuit)!r}, unitary=<{self.unitary.shape} {self.unitary.dtype}>)"
+            f"Record(id={self.id}, circuit={str(self.circuit)!r}, unitary=<{self.unitary.shape} {self.unitary.dtype}>"
+            + ("" if self.label is None else f", label={self.label}")
+            + ")"
         )

@@ -36,6 +36,7 @@ from .._spec.spec import Spec
 from .._storage.blocks import BlockStore
 from .._storage.sqlite import sqlite_errors
 from . import bulk, meta
+from .labels import find_labels, read_labels
 from .locate import checked_ids
 from .lookup import lookup
 from .single import RecordReader
@@ -58,6 +59,7 @@ class Dataset:
         self._store = BlockStore(path)  # the path as given: a trailing / says directory
         self._store.connection()  # fail early on a missing or foreign dataset
         self._single = RecordReader(self)
+        self._labels = find_labels(self)  # one stat, at open: None when no labels file lies beside it
 
     def __reduce__(self) -> tuple[type, tuple[str]]:
         return (type(self), (os.fspath(self.path),))
@@ -131,6 +133,11 @@ class Dataset:
     def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> Any:
         """Record ``i`` (negative ids count from the end); a slice or a list/array of ids gives
         a list of records."""
+        if self._labels is not None:  # labels beside the dataset: carried when complete (_read/labels.py)
+            return self._labels.attach(self, self._unlabelled(key))
+        return self._unlabelled(key)
+
+    def _unlabelled(self, key: int | slice | Sequence[int] | np.ndarray) -> Any:
         if type(key) is int:
             return self._single.one(key, self._fixed)
         if isinstance(key, slice):
@@ -173,6 +180,13 @@ class Dataset:
         codes, off = self.codes(start, stop)
         return circuit_costs(codes, off, move_weights(self.gateset, self.spec.cost))
 
+    def labels(self, start: int | Sequence[int] | np.ndarray = 0, stop: int | None = None) -> np.ndarray:
+        """``(n,)`` int64 labels (``unitarium label``, ``ds.label(table)``) of records ``start .. stop-1``
+        (or of the ids in an array ``start``): the least cost under the labelling table's cost model,
+        or ``-(R + 1)`` beyond its reach ``R``. Raises when there are none that far
+        (:mod:`unitarium._read.labels`: which reads carry them, and when)."""
+        return read_labels(self, start, stop)
+
     # (bulk reads by range for torch batches: records.read_ranges)
     def _blocks(self, start: int, stop: int) -> Iterator[tuple[int, Block]]:
         return bulk.blocks(self, start, stop)
@@ -205,6 +219,8 @@ class Dataset:
 
     def __iter__(self) -> Iterator[Record]:
         """Records in id order, a block at a time."""
+        if self._labels is not None:
+            return self._labels.attach_all(self, bulk.iterate(self))
         return bulk.iterate(self)
 
     def dedup_keys(self) -> np.ndarray:

@@ -45,6 +45,7 @@ import numpy as np
 from .._core.canonical import KeyScheme, _splitmix
 from .._core.circuit import Circuit, Record
 from .._errors import RecordIndexError, SpecError
+from .labels import carried_labels, carries_labels
 from .records import chunk_records, gather, read_ranges
 
 if TYPE_CHECKING:
@@ -447,12 +448,15 @@ class DatasetView(SplitMixin):
     def __iter__(self) -> Iterator[Record]:
         """Records in view order, read a chunk at a time."""
         step = chunk_records(self.dataset)
+        labelled = carries_labels(self.dataset)  # (a complete labels file beside the dataset)
         for a in range(0, len(self), step):
             ids, u, c = read_positions(self, a, min(len(self), a + step))
             assert u is not None and c is not None
             codes, off = c
+            labels = carried_labels(self.dataset, ids).tolist() if labelled else [None] * len(ids)
             for k, i in enumerate(ids.tolist()):
-                yield Record(i, Circuit(codes[off[k] : off[k + 1]], self.gateset), u[k], self.dataset.spec.cost)
+                circuit = Circuit(codes[off[k] : off[k + 1]], self.gateset)
+                yield Record(i, circuit, u[k], self.dataset.spec.cost, labels[k])
 
 
 def _rebuild_view(dataset: Dataset, ids: np.ndarray, name: str) -> DatasetView:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .._read.dataset import Dataset
+from .._read.labels import LabelsWarning
 from ..interop.export import FORMATS, export
 
 __all__ = ["export_cmd"]
@@ -35,15 +38,26 @@ def export_cmd(
 ) -> None:
     """Write the dataset at PATH to directory OUT as Parquet shards (Hugging Face layout) or npz, with a card."""
     ds = Dataset(path).snapshot()  # the records committed now: what is exported, counted and printed
-    sizes = export(
-        ds,
-        out,
-        format=fmt,
-        split=split,
-        seed=seed,
-        stratify_by_length=stratify_by_length,
-        allow_incomplete=allow_incomplete,
-    )
+    with warnings.catch_warnings():  # labels beside it but incomplete (not exported): one line on stderr
+        warnings.simplefilter("always", LabelsWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, LabelsWarning):
+                click.echo(f"unitarium: warning: {message}", err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        sizes = export(
+            ds,
+            out,
+            format=fmt,
+            split=split,
+            seed=seed,
+            stratify_by_length=stratify_by_length,
+            allow_incomplete=allow_incomplete,
+        )
     parts = ", ".join(f"{name} {count:,}" for name, count in sizes.items())
     note = "" if ds.complete else " (incomplete: the dataset's run had not finished)"
     click.echo(f"wrote {sum(sizes.values()):,} records to {out} ({fmt}: {parts}){note}; card: {out / 'README.md'}")

@@ -8,6 +8,10 @@
   (int64), ``circuit`` (unicode), ``tokens`` (int64 ``(n, L)``, padded with the number of moves),
   ``length`` (int64), ``unitary`` (complex64 ``(n, d, d)``) and ``moves`` (unicode);
 
+and, when the dataset carries labels (a complete ``unitarium label`` file beside it:
+:mod:`unitarium._read.labels`), a ``label`` column (int32; npz: int64): the least cost under the
+labelling table's cost model, ``-(R + 1)`` beyond its reach ``R``;
+
 and ``out/README.md``, a dataset card: YAML ``configs`` naming each split's files, the columns, the
 conventions and the spec. Without ``split`` everything is one split, ``train``.
 
@@ -45,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import DatasetError, SpecError, StorageError
+from .._read.labels import carried_labels, carries_labels, label_meta
 from .._read.records import pad_tokens
 from .._read.split import as_source, max_length, parse_fractions, read_positions, split_source
 from .._storage.manifest import remove_abandoned
@@ -233,15 +238,17 @@ def _write_npz(view: Any, path: Path) -> None:
     codes, offsets = c
     words = np.array(moves, dtype=str)[codes] if len(codes) else np.zeros(0, dtype=str)
     circuit = np.array(["; ".join(words[a:b]) for a, b in itertools.pairwise(offsets.tolist())], dtype=str)
-    np.savez_compressed(
-        path,
-        id=ids,
-        circuit=circuit,
-        tokens=pad_tokens(codes, offsets, max_length(view), len(moves)),
-        length=np.diff(offsets),
-        unitary=u.astype(np.complex64),
-        moves=np.array(moves, dtype=str),
-    )
+    arrays: dict[str, Any] = {
+        "id": ids,
+        "circuit": circuit,
+        "tokens": pad_tokens(codes, offsets, max_length(view), len(moves)),
+        "length": np.diff(offsets),
+        "unitary": u.astype(np.complex64),
+        "moves": np.array(moves, dtype=str),
+    }
+    if carries_labels(ds):
+        arrays["label"] = carried_labels(ds, ids)
+    np.savez_compressed(path, **arrays)
 
 
 _COLUMNS = {
@@ -292,7 +299,7 @@ def card(
     if format == "npz":
         yaml_files = "\n".join(f"  - split: {name}\n    path: data/{name}.npz" for name in parts)
     sizes = "\n".join(f"| {name} | {len(view):,} | {', '.join(files[name])} |" for name, view in parts.items())
-    columns = _COLUMNS[format].format(n=2 * d * d, d=d, L=max_length(source), pad=len(moves))
+    columns = _COLUMNS[format].format(n=2 * d * d, d=d, L=max_length(source), pad=len(moves)) + _label_note(ds)
     spec = json.dumps(ds.spec.to_json(), indent=2)
     return f"""---
 configs:
@@ -335,6 +342,21 @@ Moves (`tokens` values, in order): {", ".join(f"`{k}`={t}" for k, t in enumerate
 {spec}
 ```
 """
+
+
+def _label_note(ds: Any) -> str:
+    """The card's paragraph on the ``label`` column, when the dataset carries labels."""
+    if not carries_labels(ds):
+        return ""
+    meta = label_meta(ds)
+    cost = meta["cost"]
+    model = ", ".join(f"{g}={w}" for g, w in cost.items() if w) if cost else "every gate 1 (length)"
+    reach = "" if meta["reach"] is None else f" (here R = {meta['reach']})"
+    return (
+        f"\n\n`label` (int32 in Parquet, int64 in npz): each record's least cost under the cost model of the "
+        f"table it was labelled with (`unitarium label`; gates {', '.join(meta['table_gates'] or [])}, weights "
+        f"{model}), or `-(R + 1)` when it is beyond the table's reach R{reach}: the cost is then at least R + 1."
+    )
 
 
 def _incomplete_note(ds: Any, exported: int) -> str:

@@ -13,9 +13,14 @@ column        Arrow type                          meaning
 ``length``    int32                               number of moves
 ``unitary``   fixed_size_list<float32>[2 d^2]     ``U`` row-major, re/im interleaved:
                                                   ``U[r, c] = x[2(rd + c)] + i x[2(rd + c) + 1]``
+``label``     int32                               only when the dataset carries labels (a complete
+                                                  ``unitarium label`` file beside it): the least
+                                                  cost under the labelling table's cost model,
+                                                  ``-(R + 1)`` beyond its reach ``R``
 ============  ==================================  ================================================
 
-The file's schema metadata holds ``unitarium`` (JSON: spec, dim, moves, conventions).
+The file's schema metadata holds ``unitarium`` (JSON: spec, dim, moves, conventions; ``label``:
+the labelling table's gates and cost model, its reach, what the values mean).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import MissingOptionalLibraryError
+from .._read.labels import carried_labels, carries_labels, label_meta
 from .._read.split import as_source, max_length, read_positions
 
 __all__ = ["SHARD_BYTES", "shard_names", "write_split"]
@@ -79,16 +85,17 @@ def schema_and_meta(source: Any) -> tuple[Any, dict[str, Any]]:
         "qubit_order": "qiskit: qubit 0 is the least significant bit of the basis index",
         "unitary_layout": "row-major, re/im interleaved float32, 2*dim*dim values",
     }
-    schema = pa.schema(
-        [
-            ("id", pa.int64()),
-            ("circuit", pa.string()),
-            ("tokens", pa.list_(pa.int32())),
-            ("length", pa.int32()),
-            ("unitary", pa.list_(pa.float32(), 2 * d * d)),
-        ],
-        metadata={"unitarium": json.dumps(meta)},
-    )
+    fields = [
+        ("id", pa.int64()),
+        ("circuit", pa.string()),
+        ("tokens", pa.list_(pa.int32())),
+        ("length", pa.int32()),
+        ("unitary", pa.list_(pa.float32(), 2 * d * d)),
+    ]
+    if carries_labels(ds):  # a complete labels file beside the dataset
+        fields.append(("label", pa.int32()))
+        meta["label"] = label_meta(ds)
+    schema = pa.schema(fields, metadata={"unitarium": json.dumps(meta)})
     return schema, meta
 
 
@@ -102,16 +109,16 @@ def table(source: Any, start: int, stop: int, schema: Any, move_texts: Any) -> A
     words = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), move_texts.take(pa.array(codes)))
     flat = np.ascontiguousarray(u, dtype=np.complex64).view(np.float32).reshape(-1)
     d2 = 2 * u.shape[-1] ** 2
-    return pa.Table.from_arrays(
-        [
-            pa.array(ids, type=pa.int64()),
-            pc.binary_join(words, "; "),
-            tokens,
-            pa.array(np.diff(offsets).astype(np.int32)),
-            pa.FixedSizeListArray.from_arrays(pa.array(flat), d2),
-        ],
-        schema=schema,
-    )
+    columns = [
+        pa.array(ids, type=pa.int64()),
+        pc.binary_join(words, "; "),
+        tokens,
+        pa.array(np.diff(offsets).astype(np.int32)),
+        pa.FixedSizeListArray.from_arrays(pa.array(flat), d2),
+    ]
+    if "label" in schema.names:
+        columns.append(pa.array(carried_labels(as_source(source)[0], ids).astype(np.int32)))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _chunks(start: int, stop: int) -> Iterator[tuple[int, int]]:

@@ -165,7 +165,8 @@ class SearchMixin:
     ) -> dict[str, Any]:
         """Store, for every record, its least cost under ``table`` (a unique enumerated dataset or
         its path; its cost model, ``--cost``, or the length), or ``-(R + 1)`` beyond the table's
-        reach ``R`` (:mod:`unitarium.search.label`); resumes a labelling by the same table."""
+        reach ``R`` (:mod:`unitarium.search.label`); resumes a labelling by the same table. Read them
+        with ``ds.labels()``; ``ds[i].label``, batches and exports carry them once complete."""
         from .._read.dataset import Dataset as Reader
         from .label import label
 
@@ -176,13 +177,6 @@ class SearchMixin:
         finally:
             if own:
                 handle.close()
-
-    def labels(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The labels (``ds.label``) of records ``start .. stop-1``: int64 least costs, negative
-        (``-(R + 1)``) where the cost is beyond the labelling table's reach ``R``."""
-        from .label import read_labels
-
-        return read_labels(self._ds, start, stop)
 
     @property
     def _ds(self) -> Dataset:

@@ -4,7 +4,9 @@
 the table (:func:`unitarium.search.mitm.synthesize_many`: least cost, exact up to the table's reach
 ``R = 2C - w_max + 1``, ``2 L`` for a table by length) and stores, per record, that least cost, or
 ``-(R + 1)`` where no circuit of cost ``<= R`` exists (the cost is then at least ``R + 1``: a lower
-bound). Read them with ``ds.labels(start, stop)`` (int64; negative: a lower bound, negated).
+bound). Read them with ``ds.labels(start, stop)`` (int64; negative: a lower bound, negated); once
+complete, ``ds[i].label``, views, the torch datasets and the exports carry them
+(:mod:`unitarium._read.labels`, which this module's writer shares the schema and identity with).
 
 Storage: a SQLite file beside the dataset, ``DATA.labels`` (:func:`labels_path`; the dataset's own
 file keeps its exact schema and bytes: readers refuse any other table in it). It holds a table
@@ -30,6 +32,7 @@ import numpy as np
 
 from .._core.cost import circuit_costs, describe_cost, move_weights
 from .._errors import DatasetError, SpecError, StorageError
+from .._read.labels import LABELS_SCHEMA, labels_path, refresh_labels, whose_of
 from .._storage.sqlite import SMALL_PAGE_SIZE, atomic, connect, path_text, sqlite_errors
 from ._table import table_of
 from .mitm import cost_reach, synthesize_many
@@ -37,14 +40,10 @@ from .mitm import cost_reach, synthesize_many
 if TYPE_CHECKING:
     from .._read.dataset import Dataset
 
-__all__ = ["CHUNK", "LabelSummary", "label", "labels_path", "read_labels"]
+__all__ = ["CHUNK", "LabelSummary", "label"]
 
 CHUNK = 4096
 """Records labelled and committed at once."""
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS label_table(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS labels(first_id INTEGER PRIMARY KEY, count INTEGER NOT NULL, costs BLOB NOT NULL)",
-)
 
 
 class LabelSummary(dict[str, Any]):
@@ -66,20 +65,20 @@ def label(
     search = table_of(table, "label")
     reach = cost_reach(table.spec)  # 2 L for a table by length
     ident = json.dumps(
-        {"table": table.spec.to_json(), "records": len(table), "labelled": len(ds), **_whose_of(ds)}, sort_keys=True
+        {"table": table.spec.to_json(), "records": len(table), "labelled": len(ds), **whose_of(ds)}, sort_keys=True
     )
     weights = move_weights(table.gateset, table.spec.cost)
     n, new, exact = len(ds), 0, 0
-    with _writer(labels_path(ds)) as conn:
+    with _writer(labels_path(ds.path)) as conn:
         with atomic(conn):
-            for statement in _SCHEMA:
+            for statement in (s.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1) for s in LABELS_SCHEMA):
                 conn.execute(statement)
             row = conn.execute("SELECT value FROM label_table WHERE key = 'table'").fetchone()
             if row is None:
-                conn.execute("INSERT INTO label_table VALUES ('table', ?)", (ident,))
+                conn.execute("INSERT INTO label_table VALUES ('table', ?), ('reach', ?)", (ident, str(reach)))
             elif row[0] != ident:
                 raise SpecError(
-                    f"{path_text(labels_path(ds))} holds labels by another table or of another dataset "
+                    f"{path_text(labels_path(ds.path))} holds labels by another table or of another dataset "
                     f"({_describe(row[0])}), not {path_text(table.path)} ({_describe(ident)}): "
                     "move it away to label again"
                 )
@@ -101,72 +100,13 @@ def label(
             new, exact, done = new + stop - done, exact + len(hit), stop
             if progress is not None:
                 progress(done, n)
+    refresh_labels(ds)  # this handle's reads carry them from now on
     return LabelSummary(records=n, new=new, exact=exact, reach=reach, table=str(table.path))
-
-
-def read_labels(ds: Dataset, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """``(stop - start,)`` int64 labels of records ``start .. stop-1``: the least cost, or ``-(R + 1)``
-    where it is beyond the table's reach ``R``. Raises when the dataset is not (fully) labelled."""
-    n = len(ds)
-    stop = n if stop is None else stop
-    if not 0 <= start <= stop <= n:
-        raise SpecError(f"labels {start}..{stop} are out of range: the dataset has {n} records")
-    where = labels_path(ds)
-    if not where.is_file():
-        raise DatasetError(f"{path_text(ds.path)} has no labels: run unitarium label on it with a table")
-    with _reader(where) as conn:
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"labels", "label_table"} <= tables:
-            raise DatasetError(f"{path_text(ds.path)} has no labels: run unitarium label on it with a table")
-        row = conn.execute("SELECT value FROM label_table WHERE key = 'table'").fetchone()
-        if row is None or _whose(row[0]) != _whose_of(ds):
-            raise DatasetError(
-                f"{path_text(where)} holds the labels of another dataset (copied or swapped?): not read; "
-                "run unitarium label on this dataset"
-            )
-        rows = conn.execute(
-            "SELECT first_id, count, costs FROM labels WHERE first_id + count > ? AND first_id < ? ORDER BY first_id",
-            (start, stop),
-        ).fetchall()
-    out = np.empty(stop - start, dtype=np.int64)
-    filled = start
-    for first, count, blob in rows:
-        costs = np.frombuffer(blob, dtype="<i4")
-        if first > filled or len(costs) != count:
-            break
-        a, b = max(first, start), min(first + count, stop)
-        out[a - start : b - start] = costs[a - first : b - first]
-        filled = b
-    if filled < stop:
-        raise DatasetError(
-            f"{path_text(ds.path)} is labelled up to record {filled} only: re-run unitarium label to finish it"
-        )
-    return out
-
-
-def labels_path(ds: Dataset) -> Path:
-    """Where the labels of ``ds`` live: ``DATA.labels`` beside the file or directory ``DATA``."""
-    return Path(str(ds.path).rstrip("/") + ".labels")
 
 
 def _done(conn: sqlite3.Connection) -> int:
     (total,) = conn.execute("SELECT coalesce(max(first_id + count), 0) FROM labels").fetchone()
     return int(total)
-
-
-def _whose_of(ds: Dataset) -> dict[str, Any]:
-    """The labelled dataset's identity: its spec and its random id (schema 3), so that labels copied
-    beside another dataset are refused, never served."""
-    fmt = ds.format
-    return {"dataset": ds.spec.to_json(), "dataset_id": None if fmt.dataset is None else fmt.dataset.hex()}
-
-
-def _whose(ident: str) -> dict[str, Any]:
-    try:
-        data = json.loads(ident)
-    except ValueError:
-        return {}
-    return {k: data.get(k) for k in ("dataset", "dataset_id")} if isinstance(data, dict) else {}
 
 
 def _describe(ident: str) -> str:
@@ -188,16 +128,6 @@ def _writer(path: Path) -> Iterator[sqlite3.Connection]:
         raise StorageError(f"cannot write labels into {path_text(path)}: {exc.strerror}") from exc
     with sqlite_errors(path, "writing"):
         conn = connect(path, readonly=False, journal="delete", page_size=SMALL_PAGE_SIZE)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-
-@contextlib.contextmanager
-def _reader(path: Path) -> Iterator[sqlite3.Connection]:
-    with sqlite_errors(path, "reading"):
-        conn = connect(path, readonly=True)
         try:
             yield conn
         finally:
