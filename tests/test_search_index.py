@@ -234,15 +234,19 @@ def _offsets(raw: bytes) -> dict[str, int]:
     return {k: v["offset"] for k, v in json.loads(raw[offset : offset + length])["arrays"].items()}
 
 
-def test_damaged_unitaries_stop_the_search_with_one_line(tmp, indexed):
-    """The unitaries are checked a chunk at a time when first read: a flipped byte there is an
-    error (exit 2, one line), never a wrong answer; ``unitarium index`` rebuilds the index."""
-    path = _copy(indexed, tmp / "flipped" / "t.db")
+@pytest.mark.parametrize("array", ["unitaries", "coarse"])
+def test_damaged_unitaries_stop_the_search_with_one_line(tmp, indexed, array):
+    """The unitaries (complex128, and the complex64 copy that scans read) are checked a chunk at
+    a time when first read: a flipped byte there is an error (exit 2, one line), never a wrong
+    answer; ``unitarium index`` rebuilds the index."""
+    path = _copy(indexed, tmp / f"flipped-{array}" / "t.db")
     raw = index_path(indexed).read_bytes()
-    index_path(path).write_bytes(_flip(raw, _offsets(raw)["unitaries"] + 40))
+    index_path(path).write_bytes(_flip(raw, _offsets(raw)[array] + 40))
     with pytest.raises(SearchIndexError, match="damaged"):
         unitarium.open(path).nearest(np.eye(4), k=2)
-    proc = cli("synth", path, "--matrix", _save(tmp / "haar.npy", random_unitary(4, seed=9).data), check=False)
+    # a Haar-random target: every prefix scanned (complex64), a record's unitary: found, verified
+    target = random_unitary(4, seed=9).data if array == "coarse" else unitarium.open(path)[7].circuit.unitary()
+    proc = cli("synth", path, "--matrix", _save(tmp / f"target-{array}.npy", target), check=False)
     assert proc.returncode == 2
     assert "search index" in one_error_line(proc.stderr) and "unitarium index" in proc.stderr
     check = cli("index", path, "--check", check=False)
