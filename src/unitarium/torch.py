@@ -7,7 +7,7 @@ Two ways in, both taking a :class:`~unitarium.Dataset` or a :class:`~unitarium.D
   (position ranges) and shuffled within windows that each take one chunk of every stratum of the
   dataset (well mixed whatever the record order). Use it with ``DataLoader(sb, batch_size=None,
   num_workers=k)``; call ``sb.set_epoch(e)`` before each epoch for a new order. Each batch is a
-  :class:`Batch`: one buffer, sent from a DataLoader worker as one ``bytes``.
+  :class:`Batch`: one buffer, built by a DataLoader worker in a shared-memory slot (:class:`_Ring`).
 - :class:`UnitaryDataset`: a map-style ``Dataset`` (any sampler); its ``__getitems__`` reads a
   whole batch of ids in a few range reads. Use ``collate_fn=UnitaryDataset.collate``.
 
@@ -148,9 +148,12 @@ class Batch(dict):  # type: ignore[type-arg]
     A DataLoader worker sends what it yields to the main process by pickling it. Torch pickles each
     tensor through its own shared-memory file whose descriptor the main process fetches from a
     thread of the worker (a socket round trip per tensor, waiting for the worker's GIL): that cost
-    more than reading the batch. A ``Batch`` pickles as one ``bytes`` of all its tensors (their
-    bytes, 16-aligned) and a layout; unpickling copies it into one fresh writable buffer and views
-    each field in it. Values that are not plain CPU tensors pickle the ordinary way."""
+    more than reading the batch. A ``Batch`` built by :class:`ShuffledBatches` in a DataLoader worker
+    lies in a shared-memory slot of the worker and pickles as a reference to it (:class:`_Ring`):
+    the main process views its fields there, no copy. Any other ``Batch`` pickles as one ``bytes``
+    of all its tensors (their bytes, 16-aligned) and a layout; unpickling copies it into one fresh
+    writable buffer and views each field in it. Values that are not plain CPU tensors pickle the
+    ordinary way."""
 
     _sent: dict[str, tuple[torch.Tensor, int, np.ndarray]]  # field: (its tensor, its version, what to send)
     _slot: tuple[_Ring, int] | None  # built in a DataLoader worker's shared-memory slot
