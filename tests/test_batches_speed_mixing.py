@@ -186,3 +186,18 @@ def test_batches_kept_by_the_main_process_stay_intact(ds: unitarium.Dataset) -> 
     assert len(kept) == 60 and all(_right(ds, b) for b in kept)
     assert np.array_equal(np.sort(np.concatenate([b["id"].numpy() for b in kept])), np.arange(len(ds)))
     assert max(len(r.slots) for r in ut._RECEIVED.values()) == ut._SLOTS  # all slots held, the rest by value
+
+
+class _Relabelled(ShuffledBatches):
+    """Batches changed in the worker (a field that is not in the slot): they travel by value."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for batch in super().__iter__():
+            batch["double"] = batch["length"] * 2
+            yield batch
+
+
+def test_batches_changed_in_the_worker_travel_by_value(ds: unitarium.Dataset) -> None:
+    sb = _Relabelled(ds, 500, seed=3, buffer_size=4000)
+    got = list(DataLoader(sb, batch_size=None, num_workers=2))
+    assert len(got) == 60 and all(_right(ds, b) and torch.equal(b["double"], b["length"] * 2) for b in got)

@@ -170,6 +170,8 @@ class Batch(dict):  # type: ignore[type-arg]
         if message is not None:
             return (_from_slot, message)
         packed = _pack(self)
+        if slot is not None and packed is not None:  # changed in the worker: sent by value, slot free again
+            slot[0].flags.numpy()[slot[1]] = 0
         return (Batch, (dict(self),)) if packed is None else (_unpack, packed)
 
 
