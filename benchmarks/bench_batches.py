@@ -15,7 +15,8 @@ Mixing (an enumerated dataset: h,t,cx, 2 qubits, every circuit to ``--max-length
 order, i.e. sorted by length): the standard deviation of the batch-mean circuit lengths over an
 epoch of ``ShuffledBatches`` (defaults, B = 256 and 1024, epochs 0-2) divided by that of a true
 random permutation of the same lengths cut into the same batches (issue #21 target: <= 1.2).
-``--mixing-only`` runs just that (e.g. with PYTHONPATH pointing at an older checkout, for a before).
+``--mixing-only`` runs just that (e.g. with PYTHONPATH pointing at an older checkout, for a before);
+``--loader-only`` just the DataLoader rounds, ``--dataset FILE`` over an existing file.
 Writes benchmarks/out/batches.json and prints a markdown table.
 """
 
@@ -122,7 +123,7 @@ def spread_ratio(path: Path, batch_size: int, epochs: int = 3) -> dict[str, floa
 
 def speed_round(path: Path, args: argparse.Namespace, r: int) -> dict[str, float]:
     row: dict[str, float] = {}
-    for b in (256, 1024):
+    for b in (256, 1024) if not args.loader_only else ():
         row[f"in_process_{b}"] = in_process(path, b)
     for k in (0, 1, 2):
         got = loader(path, k)
@@ -131,6 +132,8 @@ def speed_round(path: Path, args: argparse.Namespace, r: int) -> dict[str, float
         row[f"cpu_us_main_{k}"] = got["cpu_us_main"]
     row["ratio_2_vs_0"] = row["loader_2"] / row["loader_0"]
     row["ratio_1_vs_0"] = row["loader_1"] / row["loader_0"]
+    if args.loader_only:
+        return row
     row["map_style"] = map_style(path, args.random)
     row["random_ds_i"] = random_access(path, args.random, r)
     return row
@@ -144,6 +147,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--random", type=int, default=5000, help="records read at random per round")
     parser.add_argument("--mixing-only", action="store_true")
+    parser.add_argument("--loader-only", action="store_true", help="only the DataLoader rounds (0, 1, 2 workers)")
+    parser.add_argument("--dataset", type=Path, help="an existing dataset file for the speed rounds (else generated)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -152,9 +157,12 @@ def main() -> None:
     with scratch_dir() as tmp:
         result["machine"] = machine(tmp)
         enum = Path(tmp) / "enumerated.db"
-        unitarium.generate(enum, unitarium.make_spec(gates="h,t,cx", qubits=2, max_length=args.max_length), workers=1)
-        mixing = {f"batch_{b}": spread_ratio(enum, b) for b in (256, 1024)}
-        result["mixing"] = {"max_length": args.max_length, "records": len(unitarium.open(enum)), **mixing}
+        mixing = {}
+        if not args.loader_only:
+            spec = unitarium.make_spec(gates="h,t,cx", qubits=2, max_length=args.max_length)
+            unitarium.generate(enum, spec, workers=1)
+            mixing = {f"batch_{b}": spread_ratio(enum, b) for b in (256, 1024)}
+            result["mixing"] = {"max_length": args.max_length, "records": len(unitarium.open(enum)), **mixing}
         for key, m in mixing.items():
             print(
                 f"mixing {key}: std of batch-mean lengths {m['ours']:.4f} vs true shuffle {m['true']:.4f}: "
@@ -162,9 +170,13 @@ def main() -> None:
                 flush=True,
             )
         if not args.mixing_only:
-            path = Path(tmp) / "batches.db"
-            spec = unitarium.make_spec(gates="clifford+t", qubits=2, count=args.records, length=args.lengths, seed=1)
-            unitarium.generate(path, spec, workers=1)
+            path = args.dataset or Path(tmp) / "batches.db"
+            if args.dataset is None:
+                spec = unitarium.make_spec(
+                    gates="clifford+t", qubits=2, count=args.records, length=args.lengths, seed=1
+                )
+                unitarium.generate(path, spec, workers=1)
+            args.records = len(unitarium.open(path))
             in_process(path, 1024)  # warm the page cache
             rounds = []
             for r in range(args.rounds):
@@ -179,7 +191,7 @@ def main() -> None:
     for key, s in result.get("summary", {}).items():
         unit = "x" if key.startswith("ratio") else (" µs/record" if key.startswith("cpu") else " records/s")
         print(f"| {key} | {s['median']:,.2f}{unit} | {s['min']:,.2f} | {s['max']:,.2f} |")
-    for key, m in result["mixing"].items():
+    for key, m in result.get("mixing", {}).items():
         if isinstance(m, dict):
             print(f"| mixing {key} | {m['ratio']:.2f}x true shuffle | | |")
 

@@ -141,3 +141,63 @@ def test_batches_of_a_sorted_enumeration_are_as_mixed_as_a_true_shuffle(
     assert naive > 3 * true  # the order the test is about
     ratio = batch_mean_spread(sb, epochs=3) / true
     assert ratio <= 1.2, ratio
+
+
+# -- shared memory between DataLoader workers and the main process ------------------------------------
+
+
+def _right(ds: unitarium.Dataset, batch: dict[str, torch.Tensor]) -> bool:
+    ids = batch["id"].numpy()
+    codes, offsets = ds.codes(ids)
+    return bool(
+        np.array_equal(batch["unitary"].numpy(), ds.unitaries(ids))
+        and np.array_equal(batch["length"].numpy(), np.diff(offsets))
+        and all(
+            np.array_equal(batch["tokens"][b, : batch["length"][b]].numpy(), codes[offsets[b] : offsets[b + 1]])
+            for b in range(0, len(ids), 97)
+        )
+    )
+
+
+def test_worker_batches_arrive_in_shared_memory_slots_freed_when_dropped(ds: unitarium.Dataset) -> None:
+    """Through workers, a batch is built in a shared-memory slot of its worker and handed to the main
+    process as views of it; a slot is reused only once the batch that held it is garbage, so a
+    worker streaming an epoch cycles through a few slots (prefetch + 2), every batch right."""
+    import unitarium.torch as ut
+
+    ut._RECEIVED.clear()
+    sb = ShuffledBatches(ds, 500, seed=1, buffer_size=4000)
+    seen = []
+    for batch in DataLoader(sb, batch_size=None, num_workers=2):
+        assert isinstance(batch, Batch) and one_buffer(batch) and _right(ds, batch)
+        seen.append(batch["id"].numpy().copy())
+    assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(len(ds)))
+    assert len(ut._RECEIVED) == 2  # one ring per worker...
+    assert all(1 <= len(r.slots) <= 5 for r in ut._RECEIVED.values())  # ...cycling through a few slots
+
+
+def test_batches_kept_by_the_main_process_stay_intact(ds: unitarium.Dataset) -> None:
+    """Batches kept (here every batch of an epoch) hold their slots: the worker builds the next ones
+    elsewhere (new slots, then ordinary memory sent by value), and none is overwritten."""
+    import unitarium.torch as ut
+
+    sb = ShuffledBatches(ds, 500, seed=2, buffer_size=4000)
+    kept = list(DataLoader(sb, batch_size=None, num_workers=2))
+    assert len(kept) == 60 and all(_right(ds, b) for b in kept)
+    assert np.array_equal(np.sort(np.concatenate([b["id"].numpy() for b in kept])), np.arange(len(ds)))
+    assert max(len(r.slots) for r in ut._RECEIVED.values()) == ut._SLOTS  # all slots held, the rest by value
+
+
+class _Relabelled(ShuffledBatches):
+    """Batches changed in the worker (a field that is not in the slot): they travel by value."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for batch in super().__iter__():
+            batch["double"] = batch["length"] * 2
+            yield batch
+
+
+def test_batches_changed_in_the_worker_travel_by_value(ds: unitarium.Dataset) -> None:
+    sb = _Relabelled(ds, 500, seed=3, buffer_size=4000)
+    got = list(DataLoader(sb, batch_size=None, num_workers=2))
+    assert len(got) == 60 and all(_right(ds, b) and torch.equal(b["double"], b["length"] * 2) for b in got)

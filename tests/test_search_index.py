@@ -4,6 +4,7 @@ trusted, the CLI maps it, ``synth --matrix`` takes a stack, ``approximate`` says
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import struct
@@ -234,15 +235,19 @@ def _offsets(raw: bytes) -> dict[str, int]:
     return {k: v["offset"] for k, v in json.loads(raw[offset : offset + length])["arrays"].items()}
 
 
-def test_damaged_unitaries_stop_the_search_with_one_line(tmp, indexed):
-    """The unitaries are checked a chunk at a time when first read: a flipped byte there is an
-    error (exit 2, one line), never a wrong answer; ``unitarium index`` rebuilds the index."""
-    path = _copy(indexed, tmp / "flipped" / "t.db")
+@pytest.mark.parametrize("array", ["unitaries", "coarse"])
+def test_damaged_unitaries_stop_the_search_with_one_line(tmp, indexed, array):
+    """The unitaries (complex128, and the complex64 copy that scans read) are checked a chunk at
+    a time when first read: a flipped byte there is an error (exit 2, one line), never a wrong
+    answer; ``unitarium index`` rebuilds the index."""
+    path = _copy(indexed, tmp / f"flipped-{array}" / "t.db")
     raw = index_path(indexed).read_bytes()
-    index_path(path).write_bytes(_flip(raw, _offsets(raw)["unitaries"] + 40))
+    index_path(path).write_bytes(_flip(raw, _offsets(raw)[array] + 40))
     with pytest.raises(SearchIndexError, match="damaged"):
         unitarium.open(path).nearest(np.eye(4), k=2)
-    proc = cli("synth", path, "--matrix", _save(tmp / "haar.npy", random_unitary(4, seed=9).data), check=False)
+    # a Haar-random target: every prefix scanned (complex64), a record's unitary: found, verified
+    target = random_unitary(4, seed=9).data if array == "coarse" else unitarium.open(path)[7].circuit.unitary()
+    proc = cli("synth", path, "--matrix", _save(tmp / f"target-{array}.npy", target), check=False)
     assert proc.returncode == 2
     assert "search index" in one_error_line(proc.stderr) and "unitarium index" in proc.stderr
     check = cli("index", path, "--check", check=False)
@@ -385,3 +390,58 @@ def test_fast_query_keys_and_bucket_lookup_equal_the_plain_ones(plain, monkeypat
     monkeypatch.setattr(mitm, "_linear_keys", lambda d: None)
     monkeypatch.setattr(mitm, "find", lambda table, keys: table.index.find(keys))
     assert [str(c) for c in unitarium.open(plain).synthesize_many(targets)] == fast
+
+
+def test_nearest_in_two_passes_equals_exact_brute_force(plain):
+    """nearest on a search table scores complex64 first, then rescores its candidates exactly:
+    the same ids, distances and ties (lower id first) as scoring every record in complex128."""
+    from unitarium.search.nearest import nearest_ids, nearest_in_table
+
+    table = table_of(unitarium.open(plain), "nearest")
+    rng = np.random.default_rng(8)
+    # Haar-random targets, records (distance 0) and the identity: many records tie with it
+    targets = np.concatenate([_targets(unitarium.open(plain), 4, 8), table.take(rng.integers(0, len(table), 3))])
+    targets = np.concatenate([targets, np.eye(4, dtype=np.complex128)[None]])
+    everything = np.abs(np.einsum("qij,nij->qn", np.conj(targets), table.block(0, len(table))))
+    for k in (1, 5, 40):
+        ids, dist = nearest_in_table(table, targets, k)
+        want_ids, want_dist = nearest_ids(targets, table.blocks(), k)
+        np.testing.assert_allclose(dist, want_dist, rtol=0, atol=1e-7)  # (distance = sqrt(rounding) near 0)
+        for row in range(len(targets)):
+            kth = np.sort(np.sqrt(np.maximum(0, 8 - 2 * everything[row])))[k - 1]
+            assert dist[row, -1] == pytest.approx(kth, abs=1e-7)  # the k nearest distances...
+            clear = dist[row] < kth - 1e-7  # ...the same records where no tie decides
+            assert set(ids[row][clear]) == set(want_ids[row][want_dist[row] < kth - 1e-7])
+            assert all(a <= b for a, b in itertools.pairwise(dist[row]))  # nearest first
+
+
+def test_bloom_filter_never_rules_out_a_key_of_the_index(plain):
+    """The Bloom filter before the bucket directory (no false negatives) rules out most absent keys."""
+    from unitarium.search._keys import passes
+
+    table = table_of(unitarium.open(plain), "synthesize")
+    bits, nbits = table.bloom
+    stored = (table.index.packed | np.uint64((1 << table.index.row_bits) - 1)).view(np.int64)
+    assert passes(bits, nbits, stored).all()
+    absent = np.random.default_rng(2).integers(-(2**63), 2**63 - 1, 20000)
+    assert passes(bits, nbits, absent).mean() < 0.2
+
+
+def test_cli_search_imports_no_engine_and_no_optional_library(tmp, indexed):
+    """`unitarium synth`/`nearest` start fast: they import neither the engines nor torch, qiskit,
+    scipy, pyarrow or cirq (python -X importtime shows what a command pays for)."""
+    import subprocess
+    import sys
+
+    target = _save(tmp / "imports.npy", random_unitary(4, seed=4).data)
+    code = (
+        "import sys; from unitarium.cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules)))"
+    )
+    for command in ("synth", "nearest"):
+        argv = [sys.executable, "-c", code, command, str(indexed), "--matrix", str(target)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+        loaded = set(proc.stdout.split("\n")[-2].split())
+        heavy = {"torch", "qiskit", "scipy", "pyarrow", "cirq", "ray", "unitarium._run.engine", "multiprocessing.pool"}
+        assert not loaded & heavy, loaded & heavy

@@ -13,20 +13,21 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
 from .._dataset import Dataset
 from .._errors import Interrupted, SpecError, UnitariumError
-from .._run.engine import generate
-from .._run.progress import Progress
 from .._spec.spec import DTYPES, KEYS, UNITARIES, make_spec
 from .._storage.shards import is_directory_path
 from .._storage.sqlite import JOURNAL_MODES
 from .info import print_info
 from .params import COUNT
+
+if TYPE_CHECKING:  # the engines are imported by `generate` alone (the other commands start faster)
+    from .._run.progress import Progress
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -267,6 +268,8 @@ def generate_cmd(
         max_cost=max_cost,
         keys=keys,
     )
+    from .._run.engine import generate
+
     update, close = _progress_printer(quiet)
     update, said = _with_layout_note(path, update, quiet)
     try:

@@ -104,14 +104,17 @@ class SearchMixin:
         first, ties to the lower id; exact (brute force over every record, in chunks). A
         ``(n, d, d)`` stack gives one list per target. Distances are to the stored unitaries;
         on a unique enumerated dataset, to the circuits' exact unitaries (recomputed in complex128)."""
-        from .nearest import nearest_ids
+        from .nearest import nearest_ids, nearest_in_table
 
         ds = self._ds
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise SpecError(f"nearest needs k >= 1 (a whole number), got {k!r}")
         targets, single = as_targets(unitary, ds.gateset, "nearest")
         with progress("nearest", len(ds)) as bar:
-            ids, dists = nearest_ids(targets, _blocks(ds, bar), int(k))
+            if _is_table(ds):
+                ids, dists = nearest_in_table(table_of(ds, "nearest"), targets, int(k), bar)
+            else:
+                ids, dists = nearest_ids(targets, _blocks(ds, bar), int(k))
         record = _reader(ds, ids)
         out = [
             [Match(record(int(i)), float(x)) for i, x in zip(row, drow, strict=True)]
@@ -208,18 +211,21 @@ def _reader(ds: Dataset, ids: np.ndarray) -> Callable[[int], Record]:
     table = ds.__dict__.get("_search_table")
     if table is None or not ids.size:
         return ds.__getitem__
-    wanted = np.unique(ids)
-    stored = dict(zip(wanted.tolist(), ds.unitaries(wanted), strict=True))
+    wanted = sorted(set(ids.ravel().tolist()))  # (np.unique would import numpy.ma: 0.1-0.25 s)
+    stored = dict(zip(wanted, ds.unitaries(np.array(wanted, dtype=np.int64)), strict=True))
     return lambda i: Record(i, table.circuit(i), stored[i], ds.spec.cost)
 
 
-def _blocks(ds: Dataset, bar: Bar) -> Iterator[tuple[int, np.ndarray]]:
-    """Every record's unitary as ``(first id, (b, d, d) complex128)`` blocks: the exact search
-    table of a complete unique enumeration, else the stored unitaries (kept in memory when small)."""
+def _is_table(ds: Dataset) -> bool:
+    """Whether ``ds`` is searched through its search table (a complete unique enumeration: the
+    circuits' exact unitaries, recomputed in complex128) rather than its stored unitaries."""
     spec = ds.spec
-    if isinstance(spec.source, Enumeration) and spec.unique and ds.complete:
-        yield from table_of(ds, "nearest").blocks(bar=bar)
-        return
+    return isinstance(spec.source, Enumeration) and bool(spec.unique) and ds.complete
+
+
+def _blocks(ds: Dataset, bar: Bar) -> Iterator[tuple[int, np.ndarray]]:
+    """Every stored unitary as ``(first id, (b, d, d) complex128)`` blocks (kept in memory when
+    small) of a dataset that is not a search table (:func:`_is_table`)."""
     n, d = len(ds), ds.gateset.dim
     if "_search_index" not in ds.__dict__:  # looked for once per handle (one warning when unusable)
         ds.__dict__["_search_index"] = usable_index(ds, "records")

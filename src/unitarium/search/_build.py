@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._errors import DatasetError
-from ._index import Stream, searchable_kind, write_index
+from ._index import CHECK_ROWS, Stream, searchable_kind, write_index
 from ._table import _check_searchable, _load
 from .mitm import directory
 
@@ -24,7 +24,7 @@ def build_index(dataset: Dataset | str | os.PathLike[str]) -> Path:
     (``x.db`` -> ``x.db.index``, replacing any older one atomically) and return its path.
 
     A unique enumeration gets its synthesis table (move codes, the hash index, the unitaries in
-    complex128: about ``N (16 d^2 + L + 22)`` bytes for ``N`` records of at most ``L`` moves);
+    complex128 and complex64: about ``N (24 d^2 + L + 31)`` bytes for ``N`` records of at most ``L`` moves);
     any other dataset its unitaries in complex128 (``N d^2 16`` bytes, for ``nearest``). Later
     searches (``synthesize``, ``nearest``, ``approximate``, and the CLI's ``synth``/``nearest``)
     map it instead of loading the table. Costs one load of the table (what the first search of
@@ -47,15 +47,23 @@ def build_index(dataset: Dataset | str | os.PathLike[str]) -> Path:
         table = _load(ds)
         keys = table.index
         buckets, bits = directory(keys.packed, keys.row_bits)
+        filt, filt_bits = table.bloom
         arrays: dict[str, Any] = {
             "lengths": table.lengths,
             "codes": table.codes,
             "starts": table.starts,
             "keys": keys.packed,
             "directory": buckets,
-            "unitaries": Stream((n, d, d), table.block),
+            "bloom": filt,
+            "unitaries": Stream((n, d, d), table.block, rows=CHECK_ROWS),
+            "coarse": Stream((n, d, d), table.block, "<c8"),
         }
-        extra = {"max_length": table.max_length, "row_bits": keys.row_bits, "directory_bits": bits}
+        extra = {
+            "max_length": table.max_length,
+            "row_bits": keys.row_bits,
+            "directory_bits": bits,
+            "bloom_bits": filt_bits,
+        }
     else:
         arrays = {"unitaries": Stream((n, d, d), lambda a, b: ds.unitaries(a, b).astype(np.complex128))}
     return write_index(ds, kind, arrays, extra)

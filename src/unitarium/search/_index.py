@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import struct
 import warnings
@@ -65,14 +66,18 @@ __all__ = [
     "write_index",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"UNTMSIDX"
 _PREFIX = struct.Struct("<8sIIQQQ")
 ALIGN = 4096
 SMALL_CHUNK = 1 << 24
 """Bytes per checksum of the arrays checked when the index is opened."""
 ROW_CHUNK = 1 << 16
-"""Rows per checksum of the unitaries (:data:`._table.CHUNK`): read and checked on first use."""
+"""Rows per checksum of the complex64 copy of the unitaries (:data:`._table.CHUNK`, what a scan
+reads at once): read and checked on first use."""
+CHECK_ROWS = 1 << 12
+"""Rows per checksum of the complex128 unitaries (1 MiB of 2-qubit ones): a search that verifies
+a few records reads and checks a few of these, not a whole :data:`ROW_CHUNK`."""
 
 
 class SearchIndexError(DatasetDamagedError):
@@ -143,10 +148,10 @@ class SearchIndex:
 
     path: Path
     header: dict[str, Any]
-    _map: np.memmap
+    _map: mmap.mmap
     _file: io.BufferedReader
-    _checked: set[int] = field(default_factory=set)
-    _last: tuple[int, np.ndarray] | None = None
+    _checked: set[tuple[str, int]] = field(default_factory=set)
+    _last: tuple[tuple[int, int], np.ndarray] | None = None
 
     @property
     def kind(self) -> str:
@@ -175,50 +180,68 @@ class SearchIndex:
             f"rebuild it with `unitarium index {_dataset_of(self.path)}` or delete it"
         )
 
-    # the unitaries: (N, d, d) complex128, checked a chunk of ROW_CHUNK rows at a time
+    # the unitaries: (N, d, d) complex128 with a checksum per CHECK_ROWS rows, and a complex64
+    # copy ("coarse", what scans read) with one per ROW_CHUNK rows; checked on first read
 
-    def _chunk(self, c: int) -> np.ndarray:
-        """Rows ``c * ROW_CHUNK ..`` of the unitaries, read (not mapped) and checked on first read."""
-        if self._last is not None and self._last[0] == c:
-            return self._last[1]
-        a = self.header["arrays"]["unitaries"]
-        n, d = int(a["shape"][0]), int(a["shape"][1])
+    def _rows_per_check(self, name: str) -> int:
+        a = self.header["arrays"][name]
+        row = int(np.prod(a["shape"][1:], dtype=np.int64)) * np.dtype(a["dtype"]).itemsize
+        return max(1, int(a["chunk_bytes"]) // max(row, 1))
+
+    def _verify(self, name: str, c: int, data: memoryview) -> None:
+        """Check chunk ``c`` of ``name`` (its bytes ``data``) unless this process already did."""
+        if (name, c) not in self._checked:
+            if xxhash.xxh3_64_hexdigest(data) != self.header["arrays"][name]["xxh3"][c]:
+                raise self.damaged(f"{name} chunk {c}")
+            self._checked.add((name, c))
+
+    def coarse(self, c: int) -> np.ndarray:
+        """Chunk ``c`` (:data:`ROW_CHUNK` rows) of the complex64 copy of the unitaries (what scans
+        read: half the bytes), a view of the map checked on first read in the process; hand it
+        back with :meth:`release` so that a full scan does not stay resident."""
+        a = self.header["arrays"]["coarse"]
+        n, rest = int(a["shape"][0]), tuple(int(x) for x in a["shape"][1:])
         lo, hi = c * ROW_CHUNK, min(n, (c + 1) * ROW_CHUNK)
-        out = np.empty((hi - lo, d, d), dtype=np.complex128)
-        if _read_at(self._file, out.data.cast("B"), int(a["offset"]) + lo * d * d * 16) != out.nbytes:
-            raise self.damaged(f"unitaries chunk {c} (short read)")
-        if c not in self._checked:
-            if xxhash.xxh3_64_hexdigest(out.data.cast("B")) != a["xxh3"][c]:
-                raise self.damaged(f"unitaries chunk {c}")
-            self._checked.add(c)
-        self._last = (c, out)
-        return out
+        row = int(np.prod(rest, dtype=np.int64)) * 8
+        view = np.frombuffer(self._map, np.complex64, (hi - lo) * row // 8, int(a["offset"]) + lo * row)
+        self._verify("coarse", c, view.data.cast("B"))
+        return view.reshape(hi - lo, *rest)
+
+    def release(self, c: int) -> None:
+        """Drop chunk ``c`` of the complex64 copy from this process's resident pages (they stay
+        in the page cache; a later read maps them again)."""
+        a = self.header["arrays"]["coarse"]
+        row = int(np.prod(a["shape"][1:], dtype=np.int64)) * 8
+        start = int(a["offset"]) + c * ROW_CHUNK * row
+        length = min(ROW_CHUNK * row, int(a["nbytes"]) - c * ROW_CHUNK * row)
+        if length > 0 and start % mmap.PAGESIZE == 0 and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED, start, length)
 
     def unitaries(self, start: int, stop: int) -> np.ndarray:
-        """The ``(stop - start, d, d)`` complex128 unitaries of rows ``start .. stop - 1``."""
-        if stop - start <= 0:
-            d = int(self.header["arrays"]["unitaries"]["shape"][1])
-            return np.empty((0, d, d), dtype=np.complex128)
-        first, last = start // ROW_CHUNK, (stop - 1) // ROW_CHUNK
-        if first == last:
-            chunk = self._chunk(first)
-            if len(chunk) == stop - start:  # a whole chunk: the caller's (no copy), not kept
-                self._last = None
-                return chunk
-            return chunk[start - first * ROW_CHUNK : stop - first * ROW_CHUNK].copy()
-        parts = [
-            self._chunk(c)[max(start, c * ROW_CHUNK) - c * ROW_CHUNK : min(stop, (c + 1) * ROW_CHUNK) - c * ROW_CHUNK]
-            for c in range(first, last + 1)
-        ]
-        return np.concatenate(parts)
+        """The ``(stop - start, d, d)`` complex128 unitaries of rows ``start .. stop - 1``, read
+        (not mapped: a full scan does not stay resident) and checked; the last one is kept."""
+        if self._last is not None and self._last[0] == (start, stop):
+            return self._last[1]
+        a = self.header["arrays"]["unitaries"]
+        n, d, per = int(a["shape"][0]), int(a["shape"][1]), self._rows_per_check("unitaries")
+        lo, hi = start // per * per, min(n, -(-stop // per) * per)
+        out = np.empty((max(hi - lo, 0), d, d), dtype=np.complex128)
+        if _read_at(self._file, out.data.cast("B"), int(a["offset"]) + lo * d * d * 16) != out.nbytes:
+            raise self.damaged(f"unitaries rows {lo}..{hi} (short read)")
+        for c in range(lo // per, -(-hi // per)):
+            self._verify("unitaries", c, out[c * per - lo : (c + 1) * per - lo].data.cast("B"))
+        got = out[start - lo : stop - lo]
+        self._last = ((start, stop), got)
+        return got
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """The unitaries of rows ``ids`` (any order), through the map, their chunks checked."""
         ids = np.asarray(ids, dtype=np.int64)
-        for c in sorted(set((ids // ROW_CHUNK).tolist())):
-            if c not in self._checked:
-                self._chunk(int(c))
-        return self.array("unitaries")[ids]
+        per = self._rows_per_check("unitaries")
+        whole = self.array("unitaries")
+        for c in sorted(set((ids // per).tolist())):
+            self._verify("unitaries", c, whole[c * per : (c + 1) * per].data.cast("B"))
+        return whole[ids]
 
     def close(self) -> None:
         self._file.close()
@@ -290,16 +313,16 @@ def _open(ds: Dataset, path: Path, f: io.BufferedReader, kind: str) -> tuple[Sea
     if header.get("kind") != kind:
         return None, f"indexes a dataset of another kind ({header.get('kind')!r})"
     d, names = ds.gateset.dim, set(header["arrays"])
-    need = {"lengths", "codes", "starts", "keys", "directory", "unitaries"} if kind == "enumeration" else {"unitaries"}
+    need = set(ENUMERATION_ARRAYS) if kind == "enumeration" else {"unitaries"}
     if names != need or not _shapes_ok(header, kind, d):
         return None, "is damaged (its arrays are not those of a search index)"
     why = _mismatch(header.get("identity", {}), ds)
     if why is not None:
         return None, why
-    mm = np.memmap(f, dtype=np.uint8, mode="r")
+    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     index = SearchIndex(path, header, mm, f)
     for name in header["arrays"]:
-        if name != "unitaries":
+        if name not in ("unitaries", "coarse"):
             try:
                 index.check(name)
             except SearchIndexError:
@@ -307,7 +330,8 @@ def _open(ds: Dataset, path: Path, f: io.BufferedReader, kind: str) -> tuple[Sea
     return index, None
 
 
-_DTYPES = {"|u1", "<u2", "<u4", "<i8", "<u8", "<c16"}
+_DTYPES = {"|u1", "<u2", "<u4", "<i8", "<u8", "<c8", "<c16"}
+ENUMERATION_ARRAYS = ("lengths", "codes", "starts", "keys", "directory", "bloom", "unitaries", "coarse")
 
 
 def _valid_layout(header: Any, end: int) -> bool:
@@ -338,13 +362,16 @@ def _shapes_ok(header: dict[str, Any], kind: str, d: int) -> bool:
         return False
     if kind != "enumeration":
         return True
-    numbers = [header.get(key) for key in ("max_length", "row_bits", "directory_bits")]
+    numbers = [header.get(key) for key in ("max_length", "row_bits", "directory_bits", "bloom_bits")]
     ints = [x for x in numbers if isinstance(x, int) and not isinstance(x, bool)]
-    if len(ints) != 3:
+    if len(ints) != 4:
         return False
-    big, row_bits, bits = ints
+    big, row_bits, bits, bloom = ints
     return (
-        shape["lengths"] == [n]
+        shape["coarse"] == [n, d, d]
+        and 3 <= bloom <= 64 - row_bits
+        and shape["bloom"] == [1 << (bloom - 3)]
+        and shape["lengths"] == [n]
         and shape["codes"] == [n, big]
         and shape["starts"] == [big + 2]
         and 1 <= row_bits <= 63
@@ -410,10 +437,14 @@ class Stream:
 
     shape: tuple[int, ...]
     read: Any
+    dtype: str = "<c16"
+    rows: int = ROW_CHUNK
+    """Rows per checksum."""
 
     def chunks(self) -> Iterator[np.ndarray]:
         for a in range(0, self.shape[0], ROW_CHUNK):
-            yield np.ascontiguousarray(self.read(a, min(self.shape[0], a + ROW_CHUNK)), dtype=np.complex128)
+            block = np.ascontiguousarray(self.read(a, min(self.shape[0], a + ROW_CHUNK)), dtype=self.dtype)
+            yield from (block[b : b + self.rows] for b in range(0, len(block), self.rows))
 
 
 def _write(f: BinaryIO, kind: str, ident: dict[str, Any], arrays: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -424,8 +455,8 @@ def _write(f: BinaryIO, kind: str, ident: dict[str, Any], arrays: dict[str, Any]
         f.write(b"\0" * (offset - f.tell()))
         sums: list[str] = []
         if isinstance(arr, Stream):
-            dtype, shape, nbytes = np.dtype("<c16"), arr.shape, 0
-            step = ROW_CHUNK * int(np.prod(shape[1:], dtype=np.int64)) * 16
+            dtype, shape, nbytes = np.dtype(arr.dtype), arr.shape, 0
+            step = arr.rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
             for chunk in arr.chunks():
                 data = chunk.astype(dtype, copy=False).data.cast("B")
                 sums.append(xxhash.xxh3_64_hexdigest(data))

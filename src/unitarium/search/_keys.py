@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ETA", "KeyIndex", "primary_keys"]
+__all__ = ["ETA", "KeyIndex", "bloom", "primary_keys"]
 
 DIMS = 8
 DELTA = 2.0**-5
@@ -51,13 +51,30 @@ def _coordinates(u: np.ndarray) -> np.ndarray:
 
 
 def _mix(cells: np.ndarray, d: int) -> np.ndarray:
-    """One int64 key per row of ``(n, DIMS)`` integer cells (salted sum, splitmix64 finaliser)."""
-    salt = _scheme(d)[2]
+    """One int64 key per row of ``(n, DIMS)`` integer cells: the splitmix64 finaliser (a
+    bijection) of the cells as eight signed bytes when they fit one (``|cell| <= 32 sqrt(d) + 1``:
+    up to ``d = 8``), else of their salted sum."""
+    if _bytes_fit(d):
+        x = np.ascontiguousarray(cells, dtype=np.int8).view(np.uint64)[:, 0]
+    else:
+        salt = _scheme(d)[2]
+        with np.errstate(over="ignore"):
+            x = (cells.astype(np.uint64) * salt).sum(axis=-1, dtype=np.uint64)
+    return splitmix(x).view(np.int64)
+
+
+def _bytes_fit(d: int) -> bool:
+    """Whether every cell of dimension ``d`` fits a signed byte: a coordinate is a unit vector
+    times the phase-fixed unitary (Frobenius norm ``sqrt(d)``) over ``DELTA``; alternates add 1."""
+    return DIMS == 8 and np.sqrt(d) / DELTA + 2 <= 127
+
+
+def splitmix(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser of uint64 ``x`` (a bijection that spreads the bits)."""
     with np.errstate(over="ignore"):
-        x = (cells.astype(np.uint64) * salt).sum(axis=-1, dtype=np.uint64)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return (x ^ (x >> np.uint64(31))).view(np.int64)
+        return x ^ (x >> np.uint64(31))  # type: ignore[no-any-return]
 
 
 def primary_keys(u: np.ndarray) -> np.ndarray:
@@ -130,3 +147,20 @@ def _pack(keys: np.ndarray, row_bits: int) -> np.ndarray:
     """The high ``64 - row_bits`` bits of int64 ``keys``, as uint64 with the low bits zero."""
     shift = np.uint64(row_bits)
     return (keys.view(np.uint64) >> shift) << shift
+
+
+def bloom(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:
+    """A one-hash Bloom filter of the sorted ``packed`` keys: ``(bits, nbits)``, bit ``h``
+    (byte ``h >> 3``, bit ``h & 7``) set when some key has top ``nbits`` bits ``h``; about 8
+    bits a key (one in nine absent keys passes), ``2^nbits / 8`` bytes. A query key passes when
+    its top ``nbits`` bits are set: a key in the index always does."""
+    nbits = int(min(max(3, max(len(packed), 1).bit_length() + 3), 64 - row_bits))
+    seen = np.zeros(1 << nbits, dtype=bool)
+    seen[packed >> np.uint64(64 - nbits)] = True
+    return np.packbits(seen, bitorder="little"), nbits
+
+
+def passes(bits: np.ndarray, nbits: int, keys: np.ndarray) -> np.ndarray:
+    """Whether each int64 key may be in the filter of :func:`bloom` (no false negatives)."""
+    h = keys.view(np.uint64) >> np.uint64(64 - nbits)
+    return (bits[h >> np.uint64(3)] >> (h & np.uint64(7)).astype(np.uint8)) & np.uint8(1) != 0

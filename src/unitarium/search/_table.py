@@ -16,10 +16,15 @@ unitaries while that is at most :data:`CACHE_BYTES`, plus working buffers of a f
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -27,8 +32,8 @@ from .._core.circuit import Circuit, Record
 from .._core.kernels import ProductTable
 from .._errors import DatasetError, SpecError
 from .._spec.spec import Enumeration
-from ._index import SearchIndex, usable_index
-from ._keys import KeyIndex
+from ._index import ROW_CHUNK, SearchIndex, usable_index
+from ._keys import KeyIndex, bloom
 from ._progress import progress
 
 if TYPE_CHECKING:
@@ -45,8 +50,13 @@ CACHE_BYTES = 1 << 30
 """The recomputed unitaries (``N d^2 16`` bytes) are kept in memory up to this size; larger
 tables recompute them from the codes, :data:`CHUNK` records at a time, on every pass."""
 
-CHUNK = 1 << 16
+CHUNK = ROW_CHUNK
 """Records read, recomputed or scored at once (4 MiB of 2-qubit unitaries)."""
+
+THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+"""Threads of a scan (:func:`scan`): the cores this process may run on, at most 4."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,16 +77,24 @@ class SearchTable:
     read: Callable[[int], Record]
     cache: np.ndarray | None = None
     stored: SearchIndex | None = None
-    _products: ProductTable = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_products", ProductTable(self.gateset.move_matrices, np.complex128))
+    @cached_property
+    def _products(self) -> ProductTable:
+        """The product table of the moves (built on first use: a mapped index never needs it)."""
+        return ProductTable(self.gateset.move_matrices, np.complex128)
 
     @cached_property
     def index(self) -> KeyIndex:
         """The hash index of the unitaries (exact matching up to phase), built chunk by chunk."""
         with progress("indexing the search table", len(self)) as bar:
             return KeyIndex.build(self.blocks(bar=bar), len(self))
+
+    @cached_property
+    def bloom(self) -> tuple[np.ndarray, int]:
+        """``(bits, nbits)``: bit ``h`` (little-endian within bytes) is set when some key of the
+        index has top ``nbits`` bits ``h`` (:func:`._keys.bloom`): most query keys are ruled
+        out by one read of this small array, before the bucket directory."""
+        return bloom(self.index.packed, self.index.row_bits)
 
     @property
     def dim(self) -> int:
@@ -100,6 +118,26 @@ class SearchTable:
         if self.stored is not None:
             return self.stored.unitaries(start, stop)
         return self._compute(self.codes[start:stop])
+
+    def spans(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """Ids ``start .. stop - 1`` cut at multiples of :data:`CHUNK` (the index's chunks)."""
+        cuts = [start, *range((start // CHUNK + 1) * CHUNK, stop, CHUNK), stop]
+        return [(a, b) for a, b in itertools.pairwise(cuts) if a < b]
+
+    @contextmanager
+    def coarse(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """The ``(stop - start, d, d)`` unitaries of one span of :meth:`spans`, rounded to
+        complex64: with an index, a view of its complex64 copy (half the bytes of the complex128
+        ones; checked on first read, dropped from the resident pages at exit)."""
+        if self.stored is None:
+            yield self.block(start, stop).astype(np.complex64)
+            return
+        c = start // ROW_CHUNK
+        chunk = self.stored.coarse(c)
+        try:
+            yield chunk[start - c * ROW_CHUNK : stop - c * ROW_CHUNK]
+        finally:
+            self.stored.release(c)
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """The ``(len(ids), d, d)`` complex128 unitaries of the records ``ids`` (any order)."""
@@ -132,6 +170,22 @@ class SearchTable:
         for a in range(0, len(codes), CHUNK):
             out[a : a + CHUNK] = self._products.unitaries(codes[a : a + CHUNK].astype(np.intp))
         return out
+
+
+def scan(work: Callable[[int, int], T], spans: list[tuple[int, int]]) -> Iterator[T]:
+    """``work(start, stop)`` of each span, in order, on up to :data:`THREADS` threads (numpy's
+    products and array operations release the GIL, so a scan uses every core it is given)."""
+    if THREADS == 1 or len(spans) == 1:
+        yield from (work(a, b) for a, b in spans)
+        return
+    with ThreadPoolExecutor(THREADS) as pool:
+        pending: deque[Future[T]] = deque()
+        for a, b in spans:
+            pending.append(pool.submit(work, a, b))
+            if len(pending) > THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def table_of(ds: Dataset, feature: str) -> SearchTable:
@@ -211,6 +265,7 @@ def _from_index(ds: Dataset, stored: SearchIndex) -> SearchTable:
     )
     table.__dict__["index"] = KeyIndex(stored.array("keys"), int(stored.header["row_bits"]))
     table.__dict__["_directory"] = (stored.array("directory"), int(stored.header["directory_bits"]))
+    table.__dict__["bloom"] = (stored.array("bloom"), int(stored.header["bloom_bits"]))
     return table
 
 

@@ -57,10 +57,10 @@ from .._core.cost import move_weights
 from .._core.kernels import one_blas_thread
 from .._errors import DatasetError, SpecError
 from .._spec.spec import MAX_LENGTH
-from . import _keys, _table
+from . import _keys
 from ._keys import primary_keys
 from ._progress import progress
-from ._table import SearchTable
+from ._table import SearchTable, scan
 
 if TYPE_CHECKING:
     from .._spec.spec import Spec
@@ -97,13 +97,13 @@ def synthesize_many(
         for a in range(top + 1):
             if not len(active):
                 break
-            level = levels[a]
-            for lo in range(level.start, level.stop, _table.CHUNK):
-                ids = slice(lo, min(level.stop, lo + _table.CHUNK))
-                _search_prefixes(table, costs, targets, active, ids, best, atol)
-                bar.advance(len(active) * (ids.stop - lo))
+            spans = table.spans(levels[a].start, levels[a].stop)
+            work = functools.partial(_candidates_of, table, targets, active)
+            for (lo, hi), (t, i, b) in zip(spans, scan(work, spans), strict=True):
+                _settle(table, costs, targets, t, i, b, best, atol)
+                bar.advance(len(active) * (hi - lo))
             settled = best[active, 0] <= top + a - heaviest + 1 + unit
-            bar.advance(int(settled.sum()) * (len(table) - level.stop))
+            bar.advance(int(settled.sum()) * (len(table) - levels[a].stop))
             active = active[~settled]
     found = best[:, 0] <= 2 * top - heaviest + 1
     return [table.circuit(int(best[t, 2]), int(best[t, 3])) if found[t] else None for t in range(n)]
@@ -139,22 +139,29 @@ def _cost_levels(table: SearchTable, spec: Spec | None) -> tuple[np.ndarray, lis
     return costs, [slice(int(starts[a]), int(starts[a + 1])) for a in range(top + 1)], top, heaviest
 
 
-def _search_prefixes(
-    table: SearchTable,
-    costs: np.ndarray,
-    targets: np.ndarray,
-    active: np.ndarray,
-    ids: slice,
-    best: np.ndarray,
-    atol: float,
-) -> None:
-    """Try every record of ``ids`` (one level) as the prefix of every active target; update ``best``."""
-    block = table.block(ids.start, ids.stop)  # A, (m, d, d)
+def _candidates_of(
+    table: SearchTable, targets: np.ndarray, active: np.ndarray, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_candidates` of the prefixes ``start .. stop - 1`` (a span of :meth:`SearchTable.spans`)."""
+    with table.coarse(start, stop) as block:
+        return _candidates(table, targets, active, start, block)
+
+
+def _candidates(
+    table: SearchTable, targets: np.ndarray, active: np.ndarray, first: int, block: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(target, id of A, id of B)`` for records ``A`` of ids ``first .. first + len(block) - 1``
+    (``block``: their unitaries in complex64) and ``B`` whose key matches that of ``U A^dag``
+    (``U`` an active target): the candidates, to verify (:func:`_settle`). Runs on any thread."""
     m, d = len(block), table.dim
+    empty = np.zeros(0, dtype=np.int64)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(empty, empty, empty)]
     if m == 0:
-        return
+        return found[0]
     linear = _linear_keys(d)
-    prefixes = None if linear is not None else np.conj(np.swapaxes(block, 1, 2))  # A^dag
+    prefixes = None
+    if linear is None:
+        prefixes = np.conj(np.swapaxes(table.block(first, first + m), 1, 2))  # A^dag, complex128
     step = max(1, _PAIRS // (m * d * d))
     for lo in range(0, len(active), step):
         chunk = active[lo : lo + step]
@@ -164,10 +171,24 @@ def _search_prefixes(
             assert prefixes is not None
             keys = primary_keys((targets[chunk][:, None] @ prefixes[None]).reshape(-1, d, d))  # U A^dag
         query, rows = find(table, keys)
-        t, i = chunk[query // m], ids.start + query % m
-        ok = _verify(table, targets[t], i, rows, atol)
-        a, b = i[ok], rows[ok]
-        _improve(best, t[ok], costs[a] + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b], a, b)
+        found.append((chunk[query // m], first + query % m, rows))
+    return tuple(np.concatenate(x) for x in zip(*found, strict=True))  # type: ignore[return-value]
+
+
+def _settle(
+    table: SearchTable,
+    costs: np.ndarray,
+    targets: np.ndarray,
+    t: np.ndarray,
+    i: np.ndarray,
+    rows: np.ndarray,
+    best: np.ndarray,
+    atol: float,
+) -> None:
+    """Verify the candidates of :func:`_candidates` and lower ``best`` where they win."""
+    ok = _verify(table, targets[t], i, rows, atol)
+    a, b = i[ok], rows[ok]
+    _improve(best, t[ok], costs[a] + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b], a, b)
 
 
 def directory(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:
@@ -182,8 +203,15 @@ def directory(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:
 
 def find(table: SearchTable, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What ``table.index.find(keys)`` returns (``(query, row)`` pairs, rows ascending per
-    query), through the bucket :func:`directory` of the index (kept on the table, or mapped
-    from its search index)."""
+    query): the keys that pass the table's Bloom filter (:attr:`SearchTable.bloom`: about one
+    absent key in nine) looked up through the bucket :func:`directory` of the index (kept on
+    the table, or mapped from its search index)."""
+    sel = np.flatnonzero(_keys.passes(*table.bloom, keys))
+    q, rows = _find(table, keys[sel])
+    return sel[q], rows
+
+
+def _find(table: SearchTable, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     index = table.index
     got = table.__dict__.get("_directory")
     if got is None:
@@ -205,46 +233,62 @@ def find(table: SearchTable, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def _linear_keys(d: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """The keys of the products ``U A^dag`` of targets ``U`` ``(t, d, d)`` and prefixes ``A``
-    ``(m, d, d)``, in the order ``t * m + i``, without forming the products: a key's
+    ``(m, d, d)`` complex64, in the order ``t * m + i``, without forming the products: a key's
     coordinates (:mod:`._keys`: phase-fixed, then projected) are linear in ``U A^dag`` but for
-    the phase, so per target they are one ``(m, d^2) @ (d^2, DIMS + 1)`` product of the prefixes
-    with a matrix made of ``U``, the projections and the phase weights.
+    the phase, so per target they are one ``(m, 2 d^2) @ (2 d^2, 2 (DIMS + 1))`` float32 product
+    of the prefixes with a matrix made of ``U``, the projections and the phase weights.
 
-    Equal to :func:`._keys.primary_keys` of the products up to rounding (1e-15 in a coordinate,
-    far inside the scheme's margin ``ETA``): checked here on random unitaries, and None (form
-    the products) if :mod:`._keys` has changed in a way this does not follow."""
+    Equal to :func:`._keys.primary_keys` of the products but within about ``1e-4`` of a cell
+    of a boundary (float32 and complex64 rounding: the scheme's margin ``ETA`` is ``1/16`` of a
+    cell, and an entry's alternate keys cover it, so the same entries are found): the
+    coordinates are checked here against :mod:`._keys` on random unitaries, and None (form the
+    products) if :mod:`._keys` has changed in a way this does not follow."""
     try:
         weights, proj, _ = _keys._scheme(d)
-        mix, delta, dims = _keys._mix, _keys.DELTA, _keys.DIMS
+        mix, coordinates, delta, dims = _keys._mix, _keys._coordinates, _keys.DELTA, _keys.DIMS
     except (AttributeError, TypeError, ValueError):
         return None
     p = proj.reshape(d, 2, d, dims)  # row i*2d + j: Re v_ij; i*2d + d + j: Im v_ij
-    form = np.concatenate([(p[:, 0] - 1j * p[:, 1]), weights[:, :, None]], axis=2)  # (d, d, dims + 1)
+    form = np.concatenate([(p[:, 0] - 1j * p[:, 1]), weights[:, :, None]], axis=2) / delta  # (d, d, dims + 1)
     width = dims + 1
 
-    def keys(prefixes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    def coords(prefixes: np.ndarray, targets: np.ndarray, *, cells: bool = True) -> np.ndarray:
         t, m = len(targets), len(prefixes)
-        # z[t, i, k] = sum_ij (U A_i^dag)_ij form_ijk = sum_jm conj(A_i)_jm g[t, jm, k], g = U^T-contracted form
-        g = np.einsum("tim,ijk->jmtk", targets, form).reshape(d * d, t * width)
-        # as reals: A's entries interleaved (re, im) times rows (re g, im g) / (im g, -re g)
-        real = np.empty((d * d, 2, 2, t * width))
-        real[:, 0, 0], real[:, 0, 1], real[:, 1, 0], real[:, 1, 1] = g.real, g.imag, g.imag, -g.real
-        z = np.ascontiguousarray(prefixes).view(np.float64).reshape(m, 2 * d * d) @ real.reshape(2 * d * d, -1)
-        z = z.reshape(m, 2, t, width)
-        zr, zi = z[:, 0].transpose(1, 0, 2), z[:, 1].transpose(1, 0, 2)  # (t, m, width)
-        sr, si = zr[:, :, dims : dims + 1], zi[:, :, dims : dims + 1]  # s = sum(W * V); phase = conj(s) / |s|
-        mag = np.hypot(sr, si)
+        # z[t, i, k] = sum_ij (U A_i^dag)_ij form_ijk = sum_jm conj(A_i)_jm g[t, k, jm]
+        g = np.einsum("tim,ijk->tkjm", targets, form).reshape(t, width, d * d)
+        # as reals, one row per (t, k, re/im): A's entries interleaved (re, im) against (re g, im g)
+        # for the real part and (im g, -re g) for the imaginary part
+        real = np.empty((t, width, 2, d * d, 2), dtype=np.float32)
+        real[:, :, 0, :, 0], real[:, :, 0, :, 1] = g.real, g.imag
+        real[:, :, 1, :, 0], real[:, :, 1, :, 1] = g.imag, -g.real
+        a = np.ascontiguousarray(prefixes, dtype=np.complex64).view(np.float32).reshape(m, 2 * d * d)
+        z = (real.reshape(t * width * 2, 2 * d * d) @ a.T).reshape(t, width, 2, m)  # rows contiguous
+        s = z[:, dims]  # (t, 2, m): s = sum(W * V) / delta, the phase is conj(s) / |s|
+        mag = np.hypot(s[:, 0], s[:, 1])
         zero = mag == 0
-        scale = np.where(zero, 1.0, mag) * delta
-        coords = (np.where(zero, 1.0, sr) * zr[:, :, :dims] + si * zi[:, :, :dims]) / scale
-        return mix(np.floor(coords + 0.5).astype(np.int64).reshape(t * m, dims), d)  # type: ignore[no-any-return]
+        if zero.any():
+            s[:, 0][zero], s[:, 1][zero], mag[zero] = 1.0, 0.0, 1.0
+        out = z[:, :dims, 0] * s[:, None, 0]
+        out += z[:, :dims, 1] * s[:, None, 1]
+        out /= mag[:, None]
+        if cells:
+            out += 0.5
+            np.floor(out, out=out)
+        return out.transpose(0, 2, 1)  # (t, m, dims)
+
+    def keys(prefixes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        cells = coords(prefixes, targets).astype(np.int8)  # |cell| <= 32 sqrt(d) + 1, checked below
+        return mix(cells.reshape(-1, dims), d)  # type: ignore[no-any-return]
 
     rng = np.random.default_rng(7)
     z = rng.normal(size=(24, d, d)) + 1j * rng.normal(size=(24, d, d))
     u = np.linalg.qr(z)[0]
     a, b = u[:8], u[8:]
-    want = primary_keys((b[:, None] @ np.conj(np.swapaxes(a, 1, 2))[None]).reshape(-1, d, d))
-    return keys if np.array_equal(keys(a, b), want) else None
+    prefixes = a.astype(np.complex64)
+    adjoint = np.conj(np.swapaxes(prefixes.astype(np.complex128), 1, 2))
+    want = coordinates((b[:, None] @ adjoint[None]).reshape(-1, d, d))
+    got = coords(prefixes, b, cells=False).reshape(-1, dims)
+    return keys if _keys._bytes_fit(d) and np.abs(got - want).max() < 1e-3 else None
 
 
 def _verify(table: SearchTable, targets: np.ndarray, a: np.ndarray, b: np.ndarray, atol: float) -> np.ndarray:
