@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._core.circuit import Circuit, Record
+from .._core.codec import BlockFormat
 from .._core.kernels import ProductTable, _batch_last_step
 from .._spec.sources import recompute
 from .._spec.spec import RandomSource
-from .._storage.mapped import MappedBlock
+from .._storage.mapped import CACHED as _CACHED
+from .._storage.mapped import MappedBlock, Maps
 from .bulk import check_codes, finite, unitaries_of
 
 if TYPE_CHECKING:
@@ -84,6 +86,8 @@ class RecordReader:
         self._pages: dict[tuple[int, int, int], np.ndarray] = {}
         """Computed unitaries of pages ``(shard, task_id, page)`` (read-only arrays)."""
         self._room = COMPUTED_BYTES
+        self._blocks: dict[tuple[int, int, int, int], MappedBlock] = {}
+        self._maps: Maps | None = None
         self._gateset = ds.gateset
         self._defaults = {f.name: f.default for f in fields(Record) if f.default is not MISSING}
         self._defaults["cost_model"] = ds.spec.cost
@@ -125,7 +129,7 @@ class RecordReader:
         """Record ``key`` (of the first ``fixed`` records, when given)."""
         if type(key) is int or (isinstance(key, np.integer) and not isinstance(key, bool)):
             i = int(key)
-            firsts, tasks, n, sound = self._refresh()
+            firsts, tasks, n, sound = self._index if self._store.maps.version() == self._version else self._refresh()
             if sound and 0 <= i < n and (fixed is None or i < fixed):
                 found = self._parts(i, firsts, tasks)
                 if found is not None:
@@ -176,7 +180,10 @@ class RecordReader:
         None: take the slow road."""
         task = tasks[bisect_right(firsts, i) - 1]
         setup = self._setup or self._prepare()
-        block = self._store.maps.block(setup[0], task)
+        maps = self._store.maps
+        block = self._blocks.get(task) if self._maps is maps else None
+        if block is None or block.row is None:
+            block = self._block(maps, setup[0], task)
         if block is None:  # a block the map cannot read: its page through SQLite
             first = task[2]
             part = check_codes(self._ds, self._store.read(setup[0], (*task, i - first, i - first + 1)), i)
@@ -201,6 +208,18 @@ class RecordReader:
             return codes, unitary if setup[7] else unitary.astype(setup[6].newbyteorder("="))
         kept = self._pages.get((block.shard, block.task_id, page))
         return codes, None if kept is None else kept[r - page * setup[1]].copy()
+
+    def _block(self, maps: Maps, fmt: BlockFormat, task: tuple[int, int, int, int]) -> MappedBlock | None:
+        """The mapped block of ``task`` (None: read it through SQLite), remembered by its task row
+        (a plain dict get on the next read: as many as the store keeps, forgotten with its maps)."""
+        if self._maps is not maps or len(self._blocks) >= _CACHED:
+            self._blocks, self._maps = {}, maps
+        block = maps.block(fmt, task)
+        if block is not None:
+            self._blocks[task] = block
+        else:
+            self._blocks.pop(task, None)
+        return block
 
     def _product(self, codes: np.ndarray) -> np.ndarray:
         """The computed unitary of one record's move codes (bit for bit the batch kernel's)."""

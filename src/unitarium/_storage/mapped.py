@@ -37,9 +37,9 @@ from .sqlite import bounded, sqlite_errors
 if TYPE_CHECKING:
     from .blocks import BlockStore
 
-__all__ = ["MappedBlock", "Maps"]
+__all__ = ["CACHED", "MappedBlock", "Maps"]
 
-_CACHED = 4096
+CACHED = 4096
 """Blocks whose map and page flags a store keeps (each: its offsets, ~16 KiB, and a byte a page)."""
 _COLUMNS = ("task_id", "count", "offsets", "codes", "unitaries", "keys", "checks")
 """The columns of a ``blocks`` row, in the order of its schema (checked when a shard is opened)."""
@@ -96,7 +96,7 @@ class Maps:
             raise self._store.damaged((first, first + count), f"task {task_id}: {exc.detail}") from None
         found = MappedBlock(self._store, fmt, task, row, offsets)
         self._blocks[(shard, task_id)] = found
-        if len(self._blocks) > _CACHED:
+        if len(self._blocks) > CACHED:
             self._blocks.popitem(last=False)
         return found
 
