@@ -19,7 +19,8 @@ The computed file is read a second time by this tree with no computed page kept
 (``single.COMPUTED_BYTES = 0``: every record recomputed alone, the per-record product). The
 reference layouts are read in the same rounds, each in its own fresh process too (the machine's
 speed of the moment: the issue's figures were 86k/s for SQLite rows, 512k/s for the memmap). Rates
-are wall-clock; the machine may be shared, so compare within a round. Writes
+are per second of the process's CPU time (``time.process_time``), which a shared machine's other
+loads inflate less than wall-clock (not at all by time-slicing; still by shared caches and cores). Writes
 benchmarks/out/single.json and prints a markdown table of medians.
 """
 
@@ -57,21 +58,21 @@ def worker(path: str, count: int, seed: int, pages: bool = True) -> dict[str, fl
     with unitarium.open(path) as ds:
         rng = np.random.default_rng(seed)
         first, second = (rng.integers(0, len(ds), size=count).tolist() for _ in range(2))
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for i in first:
             ds[i]
-        out["fresh handle"] = count / (time.perf_counter() - t0)
+        out["fresh handle"] = count / (time.process_time() - t0)
         n, page = len(ds), ds.format.page
         for i in range(0, n, max(1, page // 2)):  # every page read once (most, the first time)
             ds[i]
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for i in second:
             ds[i]
-        out["same handle"] = count / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        out["same handle"] = count / (time.process_time() - t0)
+        t0 = time.process_time()
         for a in range(0, count, 1000):
             ds[second[a : a + 1000]]
-        out["ds[ids], 1,000 ids"] = count / (time.perf_counter() - t0)
+        out["ds[ids], 1,000 ids"] = count / (time.process_time() - t0)
     return out
 
 
@@ -104,16 +105,16 @@ def references(tmp: str, count: int, seed: int) -> dict[str, float]:
     ids = np.random.default_rng(seed).integers(0, n, size=count).tolist()
     for i in ids[: count // 4]:  # (warm: the b-tree's pages in SQLite's cache, as the steady state)
         conn.execute("SELECT u FROM t WHERE id = ?", (i,)).fetchone()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in ids:
         np.frombuffer(conn.execute("SELECT u FROM t WHERE id = ?", (i,)).fetchone()[0], np.complex64).reshape(4, 4)
-    out["SQLite, a row per record"] = count / (time.perf_counter() - t0)
+    out["SQLite, a row per record"] = count / (time.process_time() - t0)
     conn.close()
     mm = np.load(npy, mmap_mode="r", allow_pickle=False)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in ids:
         np.array(mm[i])
-    out["numpy memmap"] = count / (time.perf_counter() - t0)
+    out["numpy memmap"] = count / (time.process_time() - t0)
     return out
 
 

@@ -76,6 +76,7 @@ class Maps:
         self._manifest = file or False
         if file is not None:  # (a handle dropped unclosed gives it back too)
             self._finalizer = weakref.finalize(self, release, file)
+            self._finalizer.atexit = False  # (at exit the process's descriptors close anyway)
             self._fd = file.fd
         return self._fd
 
