@@ -159,8 +159,8 @@ class RecordReader:
     def record(self, i: int, codes: np.ndarray, unitary: np.ndarray) -> Record:
         """Record ``i`` of the fast road, from its move codes (int64) and unitary (its own copy):
         the one place it is built. (Filled in place of the frozen dataclasses' ``__init__``, which
-        costs as much as the rest of a read: every field set, defaults included; pinned by
-        test_single_reads against the constructor.)"""
+        costs twice this, a tenth of a read: every field set, defaults included; pinned by
+        test_single_reads against the constructors.)"""
         circuit = _new(Circuit)
         fill = circuit.__dict__
         fill["codes"] = codes
