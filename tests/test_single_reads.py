@@ -63,7 +63,7 @@ def test_the_fast_road_reads_what_the_slow_road_and_the_bulk_read(kinds: dict[st
         n = len(ds)
         ids = [*np.random.default_rng(0).integers(0, n, 600).tolist(), 0, n - 1, n // 2]
         fast = [ds[i] for i in ids]
-        assert bool(_mapped_blocks(ds)) == ("directory" in kind), "a directory's reads take the mapped road"
+        assert _mapped_blocks(ds), "files and directories alike take the mapped road"
         again = [ds[i] for i in ids]  # pages checked: served from the map
         listed = ds[ids]
         bulk_u = ds.unitaries(np.array(ids))
@@ -151,7 +151,7 @@ def test_damage_is_caught_on_the_first_read_through_the_map(
         _flip_on_disk(ds, i)
     with unitarium.open(path) as ds:
         assert np.array_equal(ds[i - page].unitary, pristine[i - page])  # another page: served
-        assert bool(_mapped_blocks(ds)) == directory, "a directory's read takes the mapped road"
+        assert _mapped_blocks(ds), "the read takes the mapped road"
         with pytest.raises(DatasetDamagedError, match=r"checksum") as caught:
             ds[i]
         assert f"records {3 * page}..{4 * page - 1}" in str(caught.value)
@@ -177,9 +177,8 @@ def test_damage_after_a_pages_first_read_is_caught_by_the_next_handle_and_verify
 
 def test_a_file_is_read_through_sqlite_even_where_its_newest_bytes_are_in_the_wal(stored: Path, tmp_path: Path) -> None:
     """A WAL-mode file whose last commit is not checkpointed: the main file holds older bytes at the
-    block's place (here: damaged ones), SQLite reads the WAL's. A dataset file is never mapped (SQLite
-    holds POSIX locks on it, which closing a descriptor of it would drop): what is served is the
-    committed record."""
+    block's place (here: damaged ones), SQLite reads the WAL's. The map disagrees with SQLite on that
+    page, so the block is read through SQLite: what is served is the committed record."""
     path = tmp_path / "wal.db"
     shutil.copyfile(stored, path)
     with unitarium.open(stored) as ds:
@@ -270,3 +269,83 @@ def test_product_is_the_batch_kernel_bit_for_bit(kinds: dict[str, Path]) -> None
         for k, length in enumerate(lengths):
             one = single.product(table, seqs[k, :length].tolist(), width)
             assert one.tobytes() == batch[k].tobytes()
+
+
+def test_records_of_the_fast_road_are_the_constructors(kinds: dict[str, Path]) -> None:
+    """The fast road fills its records in place of the dataclasses' ``__init__``: every field the
+    constructor sets, with the same values."""
+    from dataclasses import fields
+
+    from unitarium._core.circuit import Circuit, Record
+
+    for kind in ("stored file", "computed file", "stored directory"):
+        with unitarium.open(kinds[kind]) as ds:
+            rec = ds[7]
+            want = Record(7, Circuit(rec.circuit.codes, ds.gateset), rec.unitary, ds.spec.cost)
+            assert vars(rec).keys() == vars(want).keys() == {f.name for f in fields(Record)}
+            assert vars(rec.circuit).keys() == vars(want.circuit).keys() == {f.name for f in fields(Circuit)}
+            assert all(getattr(rec, f.name) is getattr(want, f.name) for f in fields(Record) if f.name != "circuit")
+            assert rec.circuit == want.circuit and repr(rec) == repr(want) and rec.cost == want.cost
+            assert rec.unitary.flags.writeable and rec.unitary.flags.owndata is not None
+
+
+@pytest.mark.parametrize("room", [single.COMPUTED_BYTES, 0], ids=["pages kept", "nothing kept"])
+def test_computed_records_kept_by_page_or_recomputed_alone(
+    kinds: dict[str, Path], monkeypatch: pytest.MonkeyPatch, room: int
+) -> None:
+    """A computed page's unitaries are computed at its first read and kept while they fit; past that
+    (here: no room at all) a record is recomputed alone, and ``ds[ids]`` in one batch: the same bits."""
+    monkeypatch.setattr(single, "COMPUTED_BYTES", room)
+    for kind in ("computed file", "computed enumeration"):
+        with unitarium.open(kinds[kind]) as ds:
+            ids = np.random.default_rng(2).integers(0, len(ds), 300)
+            want = ds.unitaries(ids)
+            got = [ds[int(i)].unitary for i in ids]
+            assert bool(ds._single._pages) == bool(room)
+            listed = [r.unitary for r in ds[ids]]
+            for k in range(len(ids)):
+                assert got[k].tobytes() == listed[k].tobytes() == want[k].tobytes()
+            got[0][0, 0] = 7  # a record's unitary is its own copy
+            assert ds[int(ids[0])].unitary.tobytes() == want[0].tobytes()
+
+
+_TRY_LEAVING_WAL = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=0)
+try:
+    print(conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0])
+except sqlite3.OperationalError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_reader_in_the_writers_process_keeps_the_writers_locks(tmp_path: Path) -> None:
+    """SQLite's POSIX locks belong to a process and a file: closing any descriptor of the file drops
+    all of them. A dataset opened, read (through its map) and closed in the writer's own process, mid-run
+    (here: in the run's progress callback; the file's map is taken and given back), must leave the
+    writer's locks held: another process still
+    cannot take the file out of WAL under the running writer."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "running.db"
+    answers: list[str] = []
+
+    def progress(_: object) -> None:
+        if answers or not path.exists():
+            return
+        with unitarium.open(path) as ds:
+            if len(ds) < 2:
+                return
+            first, last = ds[0], ds[len(ds) - 1]
+            assert first.unitary.tobytes() == bulk.slow_record(ds, 0).unitary.tobytes()
+            assert last.id == len(ds) - 1  # (its blocks may be in the -wal yet: read through SQLite)
+        done = subprocess.run(
+            [sys.executable, "-c", _TRY_LEAVING_WAL, str(path)], capture_output=True, text=True, timeout=120
+        )
+        answers.append(done.stdout.strip() or done.stderr.strip())
+
+    unitarium.generate(path, unitarium.make_spec(**{**SPEC, "count": 40_000}), workers=1, progress=progress)
+    assert answers == ["refused: database is locked"]
+    with unitarium.open(path) as ds:
+        assert ds.verify(sample=None).ok

@@ -1,39 +1,50 @@
 """Records by id: ``ds[i]`` and ``ds[[i, j, ...]]``, on a fast road and a checked slow one.
 
 The fast road (:class:`RecordReader`) keeps the task list in memory (first id, shard and size of
-each task, loaded once and reloaded whenever SQLite's ``data_version`` says another connection
-committed to the manifest: a run appending records, or anything else) and, in a directory, reads a
-record's bytes through the map of its segment (:meth:`._storage.blocks.BlockStore.mapped`; a
-dataset file's pages are read through SQLite, as the slow road does). The first read
-of a page checks it whole against its checksums, its move codes against the gate set and its
-unitaries for NaN and infinities; later reads of that page (by this dataset handle, in this
-process) are served from the map without hashing it again. Computed unitaries are recomputed for
-the one record with the kernel's own arithmetic (:func:`product`), bit for bit what the bulk read
-computes. Anything off the fast road (ids out of range or negative, a task list that is not the
-committed prefix, a file the map cannot read, a page holding a bad record) takes the slow road: the
-reads through SQLite that check every page on every read and word every error.
+each task, loaded once and reloaded whenever another connection committed to the manifest: a run
+appending records, or anything else; told by :meth:`._storage.mapped.Maps.version`, one ``pread`` of
+the header of a complete dataset) and reads a record's bytes through the map of its file, a dataset
+file or a directory's segment (:meth:`._storage.blocks.BlockStore.mapped`). The first read of a page
+checks it whole against its checksums, its move codes against the gate set and its unitaries for NaN
+and infinities; later reads of that page (by this dataset handle, in this process) are served from
+the map without hashing it again. Computed unitaries: a page's are computed at once with the batch
+kernel when its first read checks it, and kept while they fit in :data:`COMPUTED_BYTES` (then kept,
+not replaced: a random read that misses recomputes its one record with the kernel's own arithmetic,
+:func:`product`, bit for bit what the batch computes); ``ds[ids]`` recomputes the missing ones in one
+batch. Anything off the fast road (ids out of range or negative, a task list that is not the
+committed prefix, a block the map cannot read, a page holding a bad record) takes the slow road: the
+reads through SQLite that check every page on every read and word every error. Records are built in
+one place, :meth:`RecordReader.record`.
 """
 
 from __future__ import annotations
 
 import operator
 from bisect import bisect_right
+from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._core.circuit import Circuit, Record
+from .._core.codec import BlockFormat
 from .._core.kernels import ProductTable, _batch_last_step
 from .._spec.sources import recompute
 from .._spec.spec import RandomSource
+from .._storage.mapped import CACHED as _CACHED
 from .._storage.mapped import MappedBlock, Maps
 from .bulk import check_codes, finite, unitaries_of
 
 if TYPE_CHECKING:
     from .dataset import Dataset
 
-__all__ = ["RecordReader", "product"]
+__all__ = ["COMPUTED_BYTES", "RecordReader", "product"]
 
+COMPUTED_BYTES = 128 << 20
+"""Computed unitaries a dataset handle keeps (whole pages, computed at their first read; 1M 2-qubit
+complex64 records): reads of those pages cost a copy instead of a product."""
+
+_new = object.__new__
 _CHECKED, _SLOW = 1, 2
 """What a page's first read found: sound (served from the map), or holding a bad record (slow road)."""
 
@@ -72,6 +83,14 @@ class RecordReader:
         """First ids and ``(task_id, shard, first_id, count)`` of the non-empty tasks, the records
         they hold, and whether the task list is the committed prefix (one tuple: threads share it)."""
         self._setup: tuple[Any, ...] | None = None
+        self._pages: dict[tuple[int, int, int], np.ndarray] = {}
+        """Computed unitaries of pages ``(shard, task_id, page)`` (read-only arrays)."""
+        self._room = COMPUTED_BYTES
+        self._blocks: dict[tuple[int, int, int, int], MappedBlock] = {}
+        self._maps: Maps | None = None
+        self._gateset = ds.gateset
+        self._defaults = {f.name: f.default for f in fields(Record) if f.default is not MISSING}
+        self._defaults["cost_model"] = ds.spec.cost
 
     # -- the task list ------------------------------------------------------------------------
 
@@ -81,11 +100,12 @@ class RecordReader:
         return n if sound else None
 
     def _refresh(self) -> tuple[list[int], list[tuple[int, int, int, int]], int, bool]:
-        version = self._store.data_version()
+        maps = self._store.maps
+        version = maps.version()
         if version != self._version:
             self._index = self._load()
             self._version = version
-            self._store.maps.forget_unmapped()
+            maps.forget_unmapped()
         return self._index
 
     def _load(self) -> tuple[list[int], list[tuple[int, int, int, int]], int, bool]:
@@ -107,13 +127,14 @@ class RecordReader:
 
     def one(self, key: Any, fixed: int | None = None) -> Record:
         """Record ``key`` (of the first ``fixed`` records, when given)."""
-        firsts, tasks, n, sound = self._refresh()
         if type(key) is int or (isinstance(key, np.integer) and not isinstance(key, bool)):
             i = int(key)
+            firsts, tasks, n, sound = self._index if self._store.maps.version() == self._version else self._refresh()
             if sound and 0 <= i < n and (fixed is None or i < fixed):
-                found = self._fast(i, firsts, tasks, self._store.maps)
+                found = self._parts(i, firsts, tasks)
                 if found is not None:
-                    return found
+                    codes, unitary = found
+                    return self.record(i, codes, self._product(codes) if unitary is None else unitary)
         return self._ds._slow_record(key)
 
     def many(self, ids: np.ndarray) -> list[Record]:
@@ -121,21 +142,52 @@ class RecordReader:
         firsts, tasks, n, sound = self._refresh()
         if not sound or (len(ids) and int(ids.max()) >= n):
             return self._ds._slow_records(ids)
-        out, maps = [], self._store.maps
-        for i in ids.tolist():
-            found = self._fast(i, firsts, tasks, maps)
-            out.append(found if found is not None else self._ds._slow_record(i))
-        return out
+        found = [self._parts(i, firsts, tasks) for i in ids.tolist()]
+        missing = [k for k, f in enumerate(found) if f is not None and f[1] is None]
+        if missing:  # computed unitaries not kept: recomputed in one batch
+            codes = [found[k][0] for k in missing]  # type: ignore[index]
+            offsets = np.zeros(len(codes) + 1, dtype=np.int64)
+            np.cumsum([len(c) for c in codes], out=offsets[1:])
+            done = recompute(self._ds._context, np.concatenate(codes), offsets)
+            for j, k in enumerate(missing):
+                found[k] = (found[k][0], done[j])  # type: ignore[index]
+        return [
+            self._ds._slow_record(i) if f is None else self.record(i, f[0], f[1])  # type: ignore[arg-type]
+            for i, f in zip(ids.tolist(), found, strict=True)
+        ]
 
-    def _fast(self, i: int, firsts: list[int], tasks: list[tuple[int, int, int, int]], maps: Maps) -> Record | None:
+    def record(self, i: int, codes: np.ndarray, unitary: np.ndarray) -> Record:
+        """Record ``i`` of the fast road, from its move codes (int64) and unitary (its own copy):
+        the one place it is built. (Filled in place of the frozen dataclasses' ``__init__``, which
+        costs twice this, a tenth of a read: every field set, defaults included; pinned by
+        test_single_reads against the constructors.)"""
+        circuit = _new(Circuit)
+        fill = circuit.__dict__
+        fill["codes"] = codes
+        fill["gateset"] = self._gateset
+        rec = _new(Record)
+        fill = rec.__dict__
+        fill.update(self._defaults)
+        fill["id"] = i
+        fill["circuit"] = circuit
+        fill["unitary"] = unitary
+        return rec
+
+    def _parts(
+        self, i: int, firsts: list[int], tasks: list[tuple[int, int, int, int]]
+    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Record ``i``'s move codes and unitary (None: computed, not kept: :meth:`_product`);
+        None: take the slow road."""
         task = tasks[bisect_right(firsts, i) - 1]
         setup = self._setup or self._prepare()
-        block = maps.block(setup[0], task)
-        if block is None:  # a dataset file (or a segment the map cannot read): its page through SQLite
+        maps = self._store.maps
+        block = self._blocks.get(task) if self._maps is maps else None
+        if block is None or block.row is None:
+            block = self._block(maps, setup[0], task)
+        if block is None:  # a block the map cannot read: its page through SQLite
             first = task[2]
             part = check_codes(self._ds, self._store.read(setup[0], (*task, i - first, i - first + 1)), i)
-            unitary = finite(self._ds, unitaries_of(self._ds, part), [i])[0]
-            return Record(i, Circuit(part.codes.astype(np.int64), setup[4]), unitary, self._ds.spec.cost)
+            return part.codes.astype(np.int64), finite(self._ds, unitaries_of(self._ds, part), [i])[0]
         r = i - task[2]
         page = r // setup[1]
         state = block.checked[page]
@@ -144,26 +196,38 @@ class RecordReader:
         row = block.row
         if row is None:
             return None
-        fmt, _, cs, us, gs, native, table, width = setup
         off = block.offsets
-        a, b = int(off[r]), int(off[r + 1])
-        raw = row.read("codes", a * cs, (b - a) * cs)
+        a = off[r]
+        cs, us = setup[2], setup[3]
+        raw = row.read_pair(a * cs, (off[r + 1] - a) * cs, r * us, us)
         if raw is None:
             return None
-        codes = np.frombuffer(raw, fmt.code_dtype).astype(np.int64)
+        codes = np.frombuffer(raw[0], setup[4]).astype(np.int64)
         if us:
-            raw = row.read("unitaries", r * us, us)
-            if raw is None:
-                return None
-            unitary = np.ndarray((fmt.dim, fmt.dim), fmt.unitary_dtype, bytearray(raw))  # (a copy, writable)
-            if not fmt.unitary_dtype.isnative:
-                unitary = unitary.astype(native)
-        elif table is not None:
-            unitary = product(table, codes.tolist(), width).astype(native, copy=False)
+            unitary = np.ndarray(setup[5], setup[6], bytearray(raw[1]))  # (a copy, writable)
+            return codes, unitary if setup[7] else unitary.astype(setup[6].newbyteorder("="))
+        kept = self._pages.get((block.shard, block.task_id, page))
+        return codes, None if kept is None else kept[r - page * setup[1]].copy()
+
+    def _block(self, maps: Maps, fmt: BlockFormat, task: tuple[int, int, int, int]) -> MappedBlock | None:
+        """The mapped block of ``task`` (None: read it through SQLite), remembered by its task row
+        (a plain dict get on the next read: as many as the store keeps, forgotten with its maps)."""
+        if self._maps is not maps or len(self._blocks) >= _CACHED:
+            self._blocks, self._maps = {}, maps
+        block = maps.block(fmt, task)
+        if block is not None:
+            self._blocks[task] = block
         else:
-            offsets = np.array([0, len(codes)], dtype=np.int64)
-            unitary = recompute(self._ds._context, codes, offsets)[0]
-        return Record(i, Circuit(codes, gs), unitary, self._ds.spec.cost)
+            self._blocks.pop(task, None)
+        return block
+
+    def _product(self, codes: np.ndarray) -> np.ndarray:
+        """The computed unitary of one record's move codes (bit for bit the batch kernel's)."""
+        setup = self._setup or self._prepare()
+        if setup[8] is not None:
+            return product(setup[8], codes.tolist(), setup[9]).astype(setup[10], copy=False)
+        offsets = np.array([0, len(codes)], dtype=np.int64)
+        return recompute(self._ds._context, codes, offsets)[0]
 
     def _prepare(self) -> tuple[Any, ...]:
         ds = self._ds
@@ -176,20 +240,31 @@ class RecordReader:
             fmt.page,
             fmt.code_dtype.itemsize,
             fmt.unitary_bytes,
-            ds.gateset,
-            fmt.unitary_dtype.newbyteorder("="),
+            fmt.code_dtype,
+            (fmt.dim, fmt.dim),
+            fmt.unitary_dtype,
+            fmt.unitary_dtype.isnative,
             table,
             width,
+            fmt.unitary_dtype.newbyteorder("="),
         )
         return self._setup
 
     def _check(self, block: MappedBlock, page: int) -> int:
-        """Check page ``page`` on its first read: checksums (damage raises), move codes, finite unitaries."""
+        """Check page ``page`` on its first read: checksums (damage raises), move codes, finite
+        unitaries; a computed page's unitaries computed while they fit (:data:`COMPUTED_BYTES`)."""
         part = block.check(page)
         if part is None:
             return 0  # the map disagrees with SQLite: the block reads through SQLite from now on
         sound = not (part.codes.size and int(part.codes.max()) >= len(self._ds.gateset.moves))
         if sound and part.unitaries is not None:
             sound = bool(np.isfinite(part.unitaries).all())
+        if sound and part.unitaries is None:
+            size = part.count * self._ds.format.dim**2 * self._ds.format.unitary_dtype.itemsize
+            if size <= self._room:
+                kept = unitaries_of(self._ds, part)
+                kept.flags.writeable = False
+                self._pages[(block.shard, block.task_id, page)] = kept
+                self._room -= size
         block.checked[page] = _CHECKED if sound else _SLOW
         return block.checked[page]

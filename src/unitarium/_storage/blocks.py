@@ -11,9 +11,9 @@ first opened (:func:`._store.check_schema`, :func:`._store.check_structure`), a 
 identity (dataset id, task range) and size when it is first opened, and its task range again for
 every block read from it (:meth:`BlockStore.shard`, :meth:`BlockStore.read`).
 
-Single records of a directory take a faster road (:meth:`BlockStore.mapped`, :mod:`._mapped`): a
-segment is mapped and each page of a block is checked against its checksums the first time this
-store reads it; the bytes of a checked page are then served straight from the map.
+Single records take a faster road (:meth:`BlockStore.mapped`, :mod:`._mapped`): the block's file
+(a segment, or the dataset file) is mapped and each page of a block is checked against its checksums
+the first time this store reads it; the bytes of a checked page are then served straight from the map.
 """
 
 from __future__ import annotations

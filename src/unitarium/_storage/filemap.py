@@ -16,22 +16,35 @@ once committed never change (blocks are only appended, and their overflow pages 
 while the row exists); the cell itself may move when the b-tree rebalances, which is why its bytes
 are copied, not mapped. Format: https://www.sqlite.org/fileformat2.html (b-tree pages, cell
 payload, overflow pages).
+
+Descriptors of files SQLite may lock (dataset files, manifests: :func:`acquire`, :func:`read_header`)
+follow SQLite's own rule (``unixInodeInfo``/``pUnused`` in its ``os_unix.c``): POSIX locks belong to a
+process and an inode, and closing *any* descriptor of a file drops every lock the process holds on it,
+SQLite's included (a writer in this process would lose its locks, and another process could then
+switch the file out of WAL or truncate its ``-shm`` under it). So such a descriptor (and its maps,
+which hold descriptors of their own) is closed only while this process holds no POSIX lock on the
+file (``/proc/locks``); otherwise it is parked and closed later (:func:`settle`, called on every
+acquire and release and by the writer when it closes). Where ``/proc/locks`` cannot be read (not
+Linux), dataset files are not mapped and headers are read as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
 import threading
 from pathlib import Path
 
-__all__ = ["FileMap", "RowMap"]
+__all__ = ["FileMap", "RowMap", "acquire", "read_header", "release", "settle"]
 
 _U16 = struct.Struct(">H").unpack_from
 _U32 = struct.Struct(">I").unpack_from
 _LEAF, _INTERIOR = 0x0D, 0x05
 _MAX_DEPTH = 40
+_REMAPS = 64
+"""Maps of a lockable file kept at most (one more each time a growing file is read past its map)."""
 
 
 def _varint(buf: bytes | mmap.mmap, at: int) -> tuple[int, int]:
@@ -54,7 +67,7 @@ def _serial_size(serial: int) -> int:
 class RowMap:
     """One row's columns as byte ranges of a mapped file (see the module docstring)."""
 
-    __slots__ = ("_chain", "_columns", "_file", "_local", "_room")
+    __slots__ = ("_chain", "_columns", "_file", "_local", "_pair", "_room")
 
     def __init__(self, file: FileMap, columns: dict[str, tuple[int, int]], local: bytes, chain: list[int]) -> None:
         self._file = file
@@ -62,6 +75,40 @@ class RowMap:
         self._local = local
         self._chain = chain  # file position of each overflow page's payload
         self._room = file.usable - 4
+        self._pair: tuple[int, int, int, int] | None = None
+
+    def pair(self, first: str, second: str) -> None:
+        """Name the two columns :meth:`read_pair` reads (each: a BLOB of this row, or not read)."""
+        a, b = self._columns.get(first, (0, -1)), self._columns.get(second, (0, -1))
+        local = len(self._local)
+        self._pair = (a[0] - local, a[1], b[0] - local, b[1])
+
+    def read_pair(self, at: int, size: int, at2: int, size2: int) -> tuple[bytes, bytes] | None:
+        """:meth:`read` of the two columns named by :meth:`pair` at once (``size2`` 0: the second
+        is not read, ``b""``): the hot path of a single record, one call for both of its slices."""
+        pair = self._pair
+        if pair is None or at < 0 or at2 < 0 or at + size > pair[1] or (size2 and at2 + size2 > pair[3]):
+            return None
+        room, chain, mm = self._room, self._chain, self._file.mm
+        p = pair[0] + at
+        page, off = divmod(p, room)
+        if p >= 0 and off + size <= room and page < len(chain):
+            pos = chain[page] + off
+            one = mm[pos : pos + size]
+        else:
+            one = self._span(p, size)  # type: ignore[assignment]
+        if not size2:
+            return None if one is None or len(one) != size else (one, b"")
+        p = pair[2] + at2
+        page, off = divmod(p, room)
+        if p >= 0 and off + size2 <= room and page < len(chain):
+            pos = chain[page] + off
+            two = mm[pos : pos + size2]
+        else:
+            two = self._span(p, size2)  # type: ignore[assignment]
+        if one is None or two is None or len(one) != size or len(two) != size2:
+            return None
+        return one, two
 
     def length(self, column: str) -> int | None:
         """Bytes of ``column`` (None: not a BLOB of this row)."""
@@ -92,6 +139,13 @@ class RowMap:
             return self._local[p + len(self._local) : p + len(self._local) + size]
         return self._pieces(p + len(self._local), size)
 
+    def _span(self, p: int, size: int) -> bytes | None:
+        """``size`` bytes from ``p`` (relative to the end of the cell's bytes): in the cell, or across pages."""
+        local = len(self._local)
+        if p + size <= 0:
+            return self._local[p + local : p + local + size]
+        return self._pieces(p + local, size)
+
     def _pieces(self, p: int, size: int) -> bytes | None:
         out, local, room, end = [], len(self._local), self._room, p + size
         if p < local:
@@ -113,13 +167,20 @@ class RowMap:
 
 class FileMap:
     """A SQLite file mapped read-only, and its table rows located by rowid (see the module
-    docstring). ``row()`` answers None for anything it cannot map: the caller reads through SQLite."""
+    docstring). ``row()`` answers None for anything it cannot map: the caller reads through SQLite.
+    ``lockable``: a file SQLite may lock (see the module docstring): its maps are kept until
+    :meth:`close` (a map dropped on its own would close its descriptor), and only :func:`release`
+    closes it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, lockable: bool = False, fd: int | None = None) -> None:
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(self.path, os.O_RDONLY) if fd is None else fd
+        stat = os.fstat(self._fd)
+        self.key = (stat.st_dev, stat.st_ino)
+        self.lockable = lockable
         self._lock = threading.Lock()
         self.mm: mmap.mmap | bytes = b""
+        self._old: list[mmap.mmap] = []
         self.page_size = self.usable = 0
         try:
             self._remap()
@@ -131,18 +192,47 @@ class FileMap:
             self.page_size = 0  # not mappable: row() answers None
 
     def _remap(self) -> bool:
-        """Map the file's current length (it grows while a run writes); whether it grew."""
+        """Map the file's current length (it grows while a run writes); whether it grew. A file
+        shorter than its map (truncated under it: damage) is not read through the map any more."""
         size = os.fstat(self._fd).st_size
-        if size <= len(self.mm):
+        if size == len(self.mm):
+            return False
+        if size < len(self.mm):
+            if self.lockable and isinstance(self.mm, mmap.mmap):
+                self._old.append(self.mm)
+            self.mm, self.page_size = b"", 0
+            return False
+        if isinstance(self.mm, mmap.mmap) and not self._retire():
             return False
         self.mm = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
         return True
 
+    def _retire(self) -> bool:
+        """Stop using the current map; a lockable file's is kept until :meth:`close` (False: too
+        many kept, keep using it)."""
+        if self.lockable and isinstance(self.mm, mmap.mmap):
+            if len(self._old) >= _REMAPS:
+                return False
+            self._old.append(self.mm)
+        return True
+
+    @property
+    def fd(self) -> int:
+        """The descriptor (-1 once closed): ``os.pread`` reads the file now, never past its end."""
+        return self._fd
+
     def close(self) -> None:
+        """Close the descriptor and the maps (a lockable file's: through :func:`release` only)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self.mm = b""  # (slices already taken are copies; the old map goes with its last reference)
+        for old in self._old:
+            old.close()
+        self._old.clear()
+        if isinstance(self.mm, mmap.mmap):
+            with contextlib.suppress(BufferError):  # (a slice still exported: closed with its last view)
+                self.mm.close()
+        self.mm = b""  # (slices already taken are copies)
 
     def _page(self, number: int) -> int | None:
         """The file position of page ``number`` (None: past the file)."""
@@ -160,7 +250,8 @@ class FileMap:
             return None
         with self._lock:
             try:
-                return self._row(root, rowid, columns)
+                self._remap()  # (the file's length now: never walk past its end)
+                return self._row(root, rowid, columns) if self.page_size >= 512 else None
             except (IndexError, ValueError, struct.error, OSError):
                 return None
 
@@ -239,3 +330,108 @@ class FileMap:
         if offset != size:
             return None
         return RowMap(self, found, cell, chain)
+
+
+# -- descriptors of files SQLite may lock (see the module docstring) -------------------------------
+
+_FILES: dict[tuple[int, int], tuple[FileMap, int]] = {}
+"""The lockable files mapped in this process, by (device, inode): the map and its users."""
+_PARKED: list[tuple[FileMap | int, tuple[int, int]]] = []
+"""Maps and descriptors released while this process held a POSIX lock on their file."""
+_FILES_LOCK = threading.Lock()
+_PROC_LOCKS = Path("/proc/locks")
+
+
+def _locked_here(key: tuple[int, int]) -> bool | None:
+    """Whether this process holds a POSIX lock on the file ``key`` (None: cannot tell)."""
+    dev, ino = key
+    where = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino} "
+    pid = f" {os.getpid()} "
+    try:
+        text = _PROC_LOCKS.read_text()
+    except OSError:
+        return None
+    return any(pid in line and where in line and " POSIX " in line for line in text.splitlines())
+
+
+def _close_when_unlocked(item: FileMap | int, key: tuple[int, int], *, unknown: bool = False) -> None:
+    """Close ``item`` (a map, or a descriptor) now if that drops no lock of this process, else park
+    it (``unknown``: what to do where that cannot be told: close, as before)."""
+    locked = _locked_here(key)
+    if locked is False or (locked is None and unknown):
+        if isinstance(item, FileMap):
+            item.close()
+        else:
+            os.close(item)
+    else:
+        _PARKED.append((item, key))
+
+
+def settle() -> None:
+    """Close what was parked, where this process now holds no POSIX lock on its file."""
+    with _FILES_LOCK:
+        parked = list(_PARKED)
+        _PARKED.clear()
+        for item, key in parked:
+            _close_when_unlocked(item, key)
+
+
+def _key(stat: os.stat_result) -> tuple[int, int]:
+    return (stat.st_dev, stat.st_ino)
+
+
+def acquire(path: str | os.PathLike[str]) -> FileMap | None:
+    """The map of the lockable file at ``path`` (shared by this process's readers; give it back with
+    :func:`release`), or None where it cannot be closed safely later (no ``/proc/locks``) or opened."""
+    settle()
+    if not _PROC_LOCKS.exists():
+        return None
+    try:
+        with _FILES_LOCK:
+            found = _FILES.get(_key(os.stat(path)))
+            if found is not None:
+                _FILES[found[0].key] = (found[0], found[1] + 1)
+                return found[0]
+            file = FileMap(path, lockable=True)  # (opening a descriptor drops nothing)
+            found = _FILES.get(file.key)
+            if found is not None:  # (replaced meanwhile by a file mapped already)
+                _PARKED.append((file, file.key))
+                return None
+            _FILES[file.key] = (file, 1)
+            return file
+    except OSError:
+        return None
+
+
+def release(file: FileMap) -> None:
+    """Give back a map from :func:`acquire`: closed with its last user, once that drops no lock."""
+    with _FILES_LOCK:
+        found = _FILES.get(file.key)
+        if found is None or found[0] is not file:
+            return
+        if found[1] > 1:
+            _FILES[file.key] = (file, found[1] - 1)
+            return
+        del _FILES[file.key]
+        _close_when_unlocked(file, file.key)
+
+
+def read_header(path: str | os.PathLike[str], size: int = 100) -> tuple[bytes, int]:
+    """The first ``size`` bytes of the file at ``path`` and its length, its descriptor closed only
+    once that drops no lock of this process (see the module docstring)."""
+    fd = os.open(path, os.O_RDONLY)
+    stat = os.fstat(fd)
+    try:
+        data = os.pread(fd, size, 0)
+    finally:
+        with _FILES_LOCK:
+            _close_when_unlocked(fd, _key(stat), unknown=True)
+    return data, stat.st_size
+
+
+def _after_fork() -> None:
+    global _FILES_LOCK
+    _FILES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -40,6 +40,7 @@ from .._errors import (
     StorageError,
 )
 from .._spec.spec import Spec
+from .filemap import settle
 from .schema import (
     block_format,
     check_file,
@@ -376,6 +377,7 @@ class Manifest:
         os.close(self._fd)
         self._fd = -1
         self._unlock_sidecar()
+        settle()  # (readers' descriptors kept open beside this writer's locks: closed now)
 
     def __enter__(self) -> Self:
         return self

@@ -1,41 +1,50 @@
-"""The mapped road of single-record reads: a directory's blocks read through an ``mmap`` of their segments.
+"""The mapped road of single-record reads: blocks read through an ``mmap`` of their file.
 
 :class:`Maps` (one per :class:`._blocks.BlockStore` and process) maps each shard's file once
-(:class:`._filemap.FileMap`) and keeps, for the blocks read lately, a :class:`MappedBlock`: where
-its columns lie in the map, its offsets (read through SQLite) and a flag per page. Each page is
-checked whole against its checksums (read through SQLite) the first time the store reads it
-(:meth:`MappedBlock.check`); a checked page's bytes are then served straight from the map. A page
-whose mapped bytes fail the check while SQLite's pass sends its block back to SQLite's BLOB reads,
-checked on every read. Only immutable segments are mapped (see :meth:`Maps._row`: a dataset file
-is read through SQLite, every page checked on every read). So every page is checked on the first
-read of it by a store; a segment changed on disk after that is caught by the next store that opens
-it (or by ``verify``, which always reads through SQLite), not by this one. Segments are published
-whole and never change in place (a rewrite at resume is a new file renamed over the old: the map
-keeps the old one).
+(:class:`._filemap.FileMap`: a directory's segments, and a dataset file itself, shared by the
+process's readers through :func:`._filemap.acquire`) and keeps, for the blocks read lately, a
+:class:`MappedBlock`: where its columns lie in the map, its offsets (read through SQLite) and a flag
+per page. Each page is checked whole against its checksums (read through SQLite) the first time the
+store reads it (:meth:`MappedBlock.check`); a checked page's bytes are then served straight from the
+map. A page whose mapped bytes fail the check while SQLite's pass sends its block back to SQLite's
+BLOB reads, checked on every read: so a WAL-mode file whose newest pages are still in its ``-wal``
+(where only SQLite sees them) is read through SQLite where the main file is behind. Every page is
+checked on the first read of it by a store; a file changed on disk after that is caught by the next
+store that opens it (or by ``verify``, which always reads through SQLite), not by this one. Blocks
+never change once committed (segments are published whole; a dataset file's blocks are only
+appended, and a rewrite at resume is a new segment renamed over the old: the map keeps the old one).
+
+:meth:`Maps.version` tells a commit by another connection cheaply: a file in rollback-journal mode
+(every complete dataset) increments the change counter of its header at every commit, read here with
+one ``pread``; a WAL-mode file asks SQLite (``PRAGMA data_version``, a read transaction).
 """
 
 from __future__ import annotations
 
+import os
+import weakref
+from array import array
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._core.codec import Block, BlockFormat, Damage, read_rows
 from .._errors import DatasetDamagedError
-from .filemap import FileMap, RowMap
+from .filemap import FileMap, RowMap, acquire, release
 from .sqlite import bounded, sqlite_errors
 
 if TYPE_CHECKING:
     from .blocks import BlockStore
 
-__all__ = ["MappedBlock", "Maps"]
+__all__ = ["CACHED", "MappedBlock", "Maps"]
 
-_CACHED = 4096
+CACHED = 4096
 """Blocks whose map and page flags a store keeps (each: its offsets, ~16 KiB, and a byte a page)."""
 _COLUMNS = ("task_id", "count", "offsets", "codes", "unitaries", "keys", "checks")
 """The columns of a ``blocks`` row, in the order of its schema (checked when a shard is opened)."""
 _THROUGH_SQLITE = ("offsets", "checks")
+_U32 = "I" if array("I").itemsize == 4 else "L"
 """Columns always read through SQLite (and kept whole by the store): what the mapped bytes are checked by."""
 
 
@@ -46,6 +55,30 @@ class Maps:
         self._store = store
         self._files: dict[int, tuple[FileMap, int] | None] = {}
         self._blocks: OrderedDict[tuple[int, int], MappedBlock] = OrderedDict()
+        self._manifest: FileMap | bool | None = None
+        """The manifest's map (shared in this process: :func:`._filemap.acquire`; False: none)."""
+        self._finalizer: weakref.finalize | None = None
+        self._fd = -1
+
+    def version(self) -> object:
+        """What changes whenever another connection commits to the manifest: its header's journal
+        mode and change counter while it is in rollback-journal mode, else SQLite's ``data_version``."""
+        fd = self._fd if self._manifest is not None else self._watch()
+        if fd >= 0:
+            head = os.pread(fd, 10, 18)
+            if head[0] == 1 and head[1] == 1:  # (bytes 18, 19: 1, rollback journal; 24..27: the counter)
+                return head
+        return self._store.data_version()
+
+    def _watch(self) -> int:
+        self._store.connection()  # (the manifest checked first)
+        file = acquire(self._store.manifest)
+        self._manifest = file or False
+        if file is not None:  # (a handle dropped unclosed gives it back too)
+            self._finalizer = weakref.finalize(self, release, file)
+            self._finalizer.atexit = False  # (at exit the process's descriptors close anyway)
+            self._fd = file.fd
+        return self._fd
 
     def block(self, fmt: BlockFormat, task: tuple[int, int, int, int]) -> MappedBlock | None:
         """The block of ``task`` = ``(task_id, shard, first_id, count)`` through the map, or None."""
@@ -64,7 +97,7 @@ class Maps:
             raise self._store.damaged((first, first + count), f"task {task_id}: {exc.detail}") from None
         found = MappedBlock(self._store, fmt, task, row, offsets)
         self._blocks[(shard, task_id)] = found
-        if len(self._blocks) > _CACHED:
+        if len(self._blocks) > CACHED:
             self._blocks.popitem(last=False)
         return found
 
@@ -76,40 +109,41 @@ class Maps:
             del self._files[shard]
 
     def _row(self, shard: int, task_id: int) -> RowMap | None:
-        if shard == 0:
-            # A dataset file is never mapped: SQLite holds POSIX locks on it, and closing any descriptor
-            # of a file drops every lock this process holds on it (SQLite's too: a reader in a writing
-            # process would free another process to truncate the -shm under the writer). Segments are
-            # opened immutable: no locks to lose.
-            return None
         if shard not in self._files:
             store = self._store
             conn = store.shard(shard)
             path = store.manifest if shard == 0 else store.segment_path(shard)
+            root: Any = None
+            file: FileMap | None = None
             try:
                 with sqlite_errors(path, "reading"), bounded(conn, path):
                     root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'blocks'").fetchone()
-                file = FileMap(path)
+                # A dataset file is shared with SQLite's locks: never closed beside them (see _filemap).
+                if shard == 0 and self._manifest is None:
+                    self._watch()
+                file = (self._manifest or None) if shard == 0 else FileMap(path)  # type: ignore[assignment]
             except (OSError, DatasetDamagedError):
-                self._files[shard] = None  # not mappable: read through SQLite
-            else:
-                ok = root is not None and isinstance(root[0], int)
-                self._files[shard] = (file, int(root[0])) if ok else None
+                pass
+            ok = file is not None and root is not None and isinstance(root[0], int)
+            self._files[shard] = (file, int(root[0])) if ok else None  # type: ignore[assignment]  # (None: through SQLite)
         found = self._files[shard]
         return None if found is None else found[0].row(found[1], task_id, _COLUMNS)
 
     def drop(self, shard: int) -> None:
         """Forget ``shard`` (its connection was closed)."""
         found = self._files.pop(shard, None)
-        if found is not None:
+        if found is not None and shard != 0:
             found[0].close()
         for key in [k for k in self._blocks if k[0] == shard]:
             del self._blocks[key]
 
     def close(self) -> None:
-        for found in self._files.values():
-            if found is not None:
+        for shard, found in self._files.items():
+            if found is not None and shard != 0:
                 found[0].close()
+        if self._finalizer is not None:
+            self._finalizer()
+        self._manifest, self._fd = False, -1
         self._files.clear()
         self._blocks.clear()
 
@@ -127,7 +161,9 @@ class MappedBlock:
         self.store, self.fmt = store, fmt
         self.task_id, self.shard, self.first, self.count = task
         self.row: RowMap | None = row
-        self.offsets = np.frombuffer(offsets, "<u4")
+        row.pair("codes", "unitaries")
+        self.offsets = array(_U32, np.frombuffer(offsets, "<u4").astype("=u4", copy=False).tobytes())
+        """(An ``array``: Python ints at a fraction of a list's memory.)"""
         self.checked = bytearray(-(-self.count // fmt.page))
 
     def check(self, page: int) -> Block | None:

@@ -51,6 +51,7 @@ from .._errors import (
 )
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
+from .filemap import read_header
 from .sqlite import PAGE_SIZE, QUERY_STEPS, SMALL_PAGE_SIZE, bounded, check_regular, connect, path_text, sqlite_errors
 
 SCHEMA_VERSION = 3
@@ -104,9 +105,8 @@ _STATISTICS = ("sqlite_stat1", "sqlite_stat4")
 def _read_header(path: Path) -> tuple[bytes, int]:
     """The first 100 bytes (SQLite's header) and the size of a regular file."""
     check_regular(path)
-    try:
-        with path.open("rb") as f:
-            return f.read(100), os.fstat(f.fileno()).st_size
+    try:  # (a descriptor closed beside SQLite's locks would drop them: see _filemap.read_header)
+        return read_header(path)
     except OSError as exc:
         raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
 
