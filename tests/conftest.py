@@ -238,6 +238,20 @@ def file_digests(path: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
+def label_rows(path: str | os.PathLike[str]) -> int:
+    """How many label chunks ``PATH.labels`` has committed (0 while it is missing or has no table yet)."""
+    where = Path(f"{path}.labels")
+    if not where.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{where}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM labels").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
 def integrity(path: str | os.PathLike[str]) -> str:
     """``PRAGMA integrity_check`` through plain read-only sqlite3 connections: of a dataset file, or of a
     directory's manifest and every segment file in it ("ok" when all are)."""

@@ -17,7 +17,7 @@ import unitarium
 from unitarium._core.cost import check_free_closure, circuit_cost, circuit_costs, move_weights, split_level
 from unitarium._errors import SpecError, SpecMismatchError
 
-from conftest import cli, dataset_digest, kill_group, one_error_line, records_in, start_cli, wait_until
+from conftest import cli, dataset_digest, kill_group, label_rows, one_error_line, records_in, start_cli, wait_until
 
 # -- an independent model of 2-qubit gates (qubit 0 least significant, as Qiskit) ---------------
 
@@ -396,20 +396,6 @@ def cx_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _label_rows(path: Path) -> int:
-    import sqlite3
-
-    if not Path(f"{path}.labels").exists():
-        return 0
-    conn = sqlite3.connect(f"file:{path}.labels?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT count(*) FROM labels").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-
-
 def test_labels_against_dijkstra(tmp_path: Path, cx_table: Path) -> None:
     data = tmp_path / "rnd.db"
     cli("generate", data, "--gates", "h,s,cx", "--qubits", "2", "--count", "600", "--length", "0:12", "-q")
@@ -469,10 +455,10 @@ def test_label_kill_9_and_resume(tmp_path: Path, cx_table: Path) -> None:
     shutil.copy(data, copy)
     proc = start_cli("label", data, "--table", cx_table, "-q", "--chunk", "200")
     try:
-        wait_until(lambda: _label_rows(data) >= 2, timeout=300, what="two committed label chunks")
+        wait_until(lambda: label_rows(data) >= 2, timeout=300, what="two committed label chunks")
     finally:
         kill_group(proc)
-    rows = _label_rows(data)
+    rows = label_rows(data)
     assert 2 <= rows < 12  # 2,400 records are 12 chunks
     out = cli("label", data, "--table", cx_table, "-q", "--chunk", "200").stdout
     assert f"{2400 - rows * 200:,} new" in out

@@ -19,7 +19,7 @@ from test_cost import CLIFFORD_GENS, cost_levels, keys
 from unitarium._errors import DatasetDamagedError, DatasetError
 from unitarium._read.labels import LabelsWarning
 
-from conftest import cli, kill_group, start_cli, wait_until
+from conftest import cli, kill_group, label_rows, start_cli, wait_until
 
 RANDOM = ("--gates", "h,s,cx", "--qubits", "2", "--length", "0:12", "-q")
 
@@ -165,19 +165,6 @@ def test_exports_carry_labels(labelled: Path, tmp_path: Path, exact: dict[bytes,
     assert "`label`" not in (tmp_path / "hf2" / "README.md").read_text()
 
 
-def _label_rows(path: Path) -> int:
-    where = Path(f"{path}.labels")
-    if not where.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{where}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT count(*) FROM labels").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-
-
 def test_incomplete_labels_are_not_carried_and_resume_completes_them(
     tmp_path: Path, table: Path, exact: dict[bytes, tuple[int, int]]
 ) -> None:
@@ -196,10 +183,10 @@ def test_incomplete_labels_are_not_carried_and_resume_completes_them(
     shutil.copy(data, copy)
     proc = start_cli("label", data, "--table", table, "-q", "--chunk", "200")
     try:
-        wait_until(lambda: _label_rows(data) >= 2, timeout=300, what="two committed label chunks")
+        wait_until(lambda: label_rows(data) >= 2, timeout=300, what="two committed label chunks")
     finally:
         kill_group(proc)
-    rows = _label_rows(data)
+    rows = label_rows(data)
     assert 2 <= rows < 12
     ds = unitarium.open(data)
     want = oracle(ds, exact)
