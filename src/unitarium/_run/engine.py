@@ -16,6 +16,7 @@ from typing import Any
 
 from .._errors import SpecError
 from .._spec.spec import Spec
+from .._storage.keystore import memory_budget
 from .._storage.layout import layout_of
 from .driver import Driver
 from .engines import ENGINES, Request
@@ -36,6 +37,7 @@ def generate(
     engine: str = "local",
     ray_address: str | None = None,
     executor: Executor | None = None,
+    memory: int | str | None = None,
 ) -> Summary:
     """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``, or into the
     sharded dataset directory ``path`` (a path ending in ``/``, or an existing directory).
@@ -55,6 +57,11 @@ def generate(
     shuts down): the standard library's ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``,
     ``mpi4py.futures``, loky (a directory only; :mod:`.jobs`); ``workers`` caps the jobs in
     flight (default: one per core of this machine). The content is the same.
+
+    ``memory`` bounds the keys of a unique run in RAM: bytes, or a size such as ``"2GB"``,
+    ``"500MiB"``, ``"25%"`` (of this machine's memory; the default); past a quarter of it the keys
+    are spilled to sorted runs on disk beside the dataset (``PATH.keys/`` for a file, ``PATH/keys/``
+    for a directory), which resume with it and are deleted when it is complete. Never changes the content.
     """
     summary, _ = drive(
         path,
@@ -65,6 +72,7 @@ def generate(
         journal=journal,
         ray_address=ray_address,
         executor=executor,
+        memory=memory,
     )
     return summary
 
@@ -79,8 +87,10 @@ def drive(
     journal: str = "wal",
     ray_address: str | None = None,
     executor: Executor | None = None,
+    memory: int | str | None = None,
 ) -> tuple[Summary, Any]:
     """The run behind :func:`generate`; also returns the engine's statistics (jobs: :class:`.RunStats`)."""
+    budget = memory_budget(memory)  # garbage or too little: refused before anything is opened
     layout = layout_of(path)
     spec = adopt_stored_keys(path, spec)  # a resumed dataset keeps the keys it was made with
     note = check_size(layout.path, spec)
@@ -102,9 +112,14 @@ def drive(
     t0 = time.monotonic()
     with chosen.start(request) as execute, Stop() as stop, layout.writer(spec, journal=journal) as writer:
         announce(progress, note, spec)  # the size it will reach, once the run holds the lock
-        driver = Driver(writer, progress, stop)
-        stats = execute(driver, plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.location))
-        driver.check_stop()
-        writer.manifest.set_state(complete=True)
+        driver = Driver(writer, progress, stop, budget)
+        try:
+            stats = execute(
+                driver, plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.location)
+            )
+            driver.check_stop()
+            driver.complete()
+        finally:
+            driver.close()
     new = driver.records - driver.start_records
     return Summary(os.fspath(path), driver.records, new, driver.tasks, time.monotonic() - t0, True), stats

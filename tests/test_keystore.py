@@ -1,0 +1,323 @@
+"""The key store of unique runs under a memory budget (``--memory``): keys spilled to sorted runs on disk
+beside the dataset, resumed after kill -9, rebuilt (with one note) when deleted, damaged, foreign or stale,
+and never a change of content: every dataset here is compared with the same spec run without a budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unitarium
+from unitarium._core.keyset import KeySet
+from unitarium._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, memory_budget
+
+from conftest import cached, cli, dataset_digest, file_digests, kill_group, one_error_line, start_cli, wait_until
+
+BUDGET = "1MiB"
+SMALL = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", "200000", "--length", "20", "--unique"]
+SMALL += ["--unitaries", "computed", "--seed", "4"]
+"""About 142,000 unique keys (2.2 MiB): several runs on disk under a 1 MiB budget, a few seconds per run."""
+BIG = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", "1000000", "--length", "20", "--unique"]
+BIG += ["--unitaries", "computed", "--seed", "5"]
+"""About 710,000 unique keys: 16 bytes each, more than 10x a 1 MiB budget."""
+
+
+def store_of(path: Path) -> Path:
+    return path / "keys" if path.is_dir() or str(path).endswith("/") else path.with_name(path.name + ".keys")
+
+
+def reference(factory: pytest.TempPathFactory, args: list[str], layout: str = "file") -> str:
+    """The digest of ``generate ARGS`` without a budget (the default: nothing spills), made once a session."""
+    name = "ds" if layout == "directory" else "ds.db"
+
+    def build(path: Path) -> None:
+        cli("generate", f"{path}/" if layout == "directory" else path, *args, "--workers", "1", "--quiet")
+
+    return dataset_digest(cached(factory, json.dumps(["keystore-reference", *args, layout]), build, name))
+
+
+class _Stop(Exception):
+    pass
+
+
+def stopped_at(path: str | Path, args: list[str], records: int) -> None:
+    """Run ``generate ARGS --memory 1MiB`` in this process and stop it once ``records`` are committed (an
+    exception from the progress callback): a partial dataset with its key store beside it."""
+    spec = spec_of(args)
+
+    def progress(p: unitarium.Progress) -> None:
+        if p.note is None and p.records >= records:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        unitarium.generate(path, spec, workers=1, memory=BUDGET, progress=progress)
+
+
+def spec_of(args: list[str]) -> unitarium.Spec:
+    """The spec of ``SMALL``/``BIG``-shaped arguments (options with values, and the ``--unique`` flag)."""
+    values = [a for a in args if a != "--unique"]
+    opts = dict(zip(values[::2], values[1::2], strict=True))
+    return unitarium.make_spec(
+        gates=opts["--gates"],
+        qubits=int(opts["--qubits"]),
+        count=int(opts["--count"]),
+        length=opts["--length"],
+        unique=True,
+        unitaries=opts["--unitaries"],
+        seed=int(opts["--seed"]),
+    )
+
+
+def listing(path: Path) -> dict:
+    return json.loads((store_of(path) / "keys.json").read_text())
+
+
+# -- the store on its own ----------------------------------------------------------------------------------------
+
+
+def test_store_answers_membership_like_a_set_across_spills_and_merges(tmp_path: Path) -> None:
+    """Random keys fed in batches under the smallest budget: many runs written and merged; every answer agrees
+    with a Python set (the oracle), including keys that share their first word."""
+    rng = np.random.default_rng(1)
+    store = KeyStore(tmp_path / "keys", b"id", MIN_BUDGET)
+    seen: set[tuple[int, int]] = set()
+    added = [np.zeros((0, 2), np.int64)]
+    for task in range(60):
+        batch = rng.integers(-(2**63), 2**63 - 1, size=(4096, 2), dtype=np.int64)
+        batch[:300, 0] = batch[300:600, 0]  # equal first words, other second words
+        batch[600:700] = batch[700:800]  # repeats within the batch
+        if seen:
+            old = np.concatenate(added)
+            batch[800:1300] = old[rng.integers(0, len(old), 500)]  # keys already in the store
+        expect = np.array([tuple(k) in seen for k in batch.tolist()])
+        assert np.array_equal(store.contains(batch), expect)
+        keep = store.select_new(batch, {})
+        new = {tuple(k) for k in batch[keep].tolist()}
+        assert new == {tuple(k) for k in batch.tolist()} - seen
+        store.add(batch[keep], through=task + 1)
+        store.committed(task + 1)
+        seen |= new
+        added.append(batch[keep])
+    assert store.spills >= 10 and store.merges >= 5 and len(store) == len(seen)
+    assert store.disk_bytes > 2 * MIN_BUDGET
+    probe = rng.integers(-(2**63), 2**63 - 1, size=(2000, 2), dtype=np.int64)
+    probe[:1000] = np.concatenate(added)[:1000]
+    assert np.array_equal(store.contains(probe), np.array([tuple(k) in seen for k in probe.tolist()]))
+    store.close()
+
+
+def test_store_resumes_what_it_listed_and_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    store = KeyStore(tmp_path / "keys", b"dataset", MIN_BUDGET)
+    keys = rng.integers(-(2**63), 2**63 - 1, size=(40 * 4096, 2), dtype=np.int64)
+    for task in range(40):
+        store.add(keys[task * 4096 : (task + 1) * 4096], through=task + 1)
+        store.committed(min(task, 30))  # commits trail decisions; tasks 30.. are never committed: never listed
+    listed = json.loads((tmp_path / "keys" / "keys.json").read_text())
+    store.close()
+    assert 0 < listed["tasks"] <= 30 and listed["keys"] == 4096 * listed["tasks"]
+
+    again = KeyStore(tmp_path / "keys", b"dataset", MIN_BUDGET)
+    assert again.open(committed=30, records_before=lambda t: 4096 * t) == listed["tasks"]
+    covered = keys[: 4096 * listed["tasks"]]
+    assert again.contains(covered).all() and not again.contains(keys[4096 * listed["tasks"] :]).any()
+    again.close()
+
+    with pytest.raises(StoreRejected, match="another dataset"):
+        KeyStore(tmp_path / "keys", b"other", MIN_BUDGET).open(30, lambda t: 4096 * t)
+    assert not (tmp_path / "keys" / "keys.json").exists()  # emptied: rebuilt from the dataset
+
+
+def test_keyset_drain_is_every_key_sorted() -> None:
+    rng = np.random.default_rng(3)
+    ks = KeySet()
+    parts = [rng.integers(-(2**63), 2**63 - 1, size=(n, 2), dtype=np.int64) for n in (5000, 100, 2500, 7)]
+    for p in parts:
+        ks.add(p)
+    hi, lo = ks.drain()
+    allkeys = np.concatenate(parts)
+    assert len(ks) == 0 and np.all(np.diff(hi) >= 0)
+    assert sorted(zip(hi.tolist(), lo.tolist(), strict=True)) == sorted(map(tuple, allkeys.tolist()))
+
+
+# -- --memory: sizes, and bad input --------------------------------------------------------------------------
+
+
+def test_memory_sizes() -> None:
+    assert memory_budget("2MB") == 2_000_000
+    assert memory_budget("500MiB") == 500 * 2**20
+    assert memory_budget("1.5G") == int(1.5 * 2**30)
+    assert memory_budget(" 3 mib ") == 3 * 2**20
+    assert memory_budget(5 << 20) == 5 << 20
+    assert memory_budget("10%") > MIN_BUDGET
+    assert memory_budget(None) >= MIN_BUDGET
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("lots", "is not a size"),
+        ("12 parsecs", "is not a size"),
+        ("-5MB", "is not a size"),
+        ("100KB", "below the key store's fixed minimum"),
+        ("0", "below the key store's fixed minimum"),
+        ("250%", "between 0% and 100%"),
+        ("1000000TB", "more than this machine's"),
+    ],
+)
+def test_bad_memory_is_one_line_and_changes_nothing(tmp_path: Path, value: str, says: str) -> None:
+    path = tmp_path / "d.db"
+    args = ["--gates", "h,s,cx", "--qubits", "2", "--count", "3000", "--length", "6", "--unique", "--quiet"]
+    cli("generate", path, *args, "--count", "2000")
+    before = file_digests(path)
+    proc = cli("generate", path, *args, "--memory", value, check=False)
+    assert proc.returncode == 2
+    assert says in one_error_line(proc.stderr)
+    assert file_digests(path) == before and sorted(os.listdir(tmp_path)) == ["d.db"]
+
+
+# -- runs under a budget: the same content -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("layout", "workers"), [("file", 1), ("file", 2), ("directory", 2)])
+def test_budget_keeps_the_content(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, layout: str, workers: int
+) -> None:
+    path = f"{tmp_path / 'd'}/" if layout == "directory" else tmp_path / "d.db"
+    cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", str(workers), "--quiet")
+    assert dataset_digest(path) == reference(tmp_path_factory, SMALL, layout)
+    assert not store_of(Path(path)).exists()  # complete: the store is resumable state only, and goes
+
+
+@pytest.mark.parametrize("layout", ["file", "directory"])
+def test_stopped_run_resumes_from_its_store(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, layout: str
+) -> None:
+    path = f"{tmp_path / 'd'}/" if layout == "directory" else tmp_path / "d.db"
+    stopped_at(path, SMALL, 80_000)
+    store = listing(Path(path))
+    assert store["tasks"] > 0 and store["keys"] * 16 > 2**20  # spilled and listed: beyond the budget
+    with unitarium.open(path) as ds:  # readers never need it
+        assert ds.verify(sample=50).ok and len(ds) >= 80_000
+    proc = cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", "2", "--quiet")
+    assert "key store" not in proc.stderr  # taken up, not rebuilt
+    assert dataset_digest(path) == reference(tmp_path_factory, SMALL, layout)
+
+
+def _damage_run(store: Path) -> None:
+    run = store / json.loads((store / "keys.json").read_text())["runs"][0]["file"]
+    with open(run, "r+b") as f:
+        f.seek(os.path.getsize(run) - 100)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def _truncate_run(store: Path) -> None:
+    run = store / json.loads((store / "keys.json").read_text())["runs"][-1]["file"]
+    os.truncate(run, os.path.getsize(run) - 16)
+
+
+def _garble_listing(store: Path) -> None:
+    (store / "keys.json").write_text('{"format": 1, "runs": [')
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_damage_run, "checksum mismatch"),
+        (_truncate_run, "wrong size"),
+        (_garble_listing, "unreadable"),
+        (lambda store: (store / "keys.json").unlink(), "keys.json is missing"),
+    ],
+)
+def test_damaged_store_is_rebuilt_with_one_note(tmp_path_factory, tmp_path: Path, damage, says: str) -> None:
+    path = tmp_path / "d.db"
+    stopped_at(path, SMALL, 80_000)
+    damage(store_of(path))
+    proc = cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", "1", "--quiet")
+    notes = [line for line in proc.stderr.splitlines() if "key store" in line]
+    assert len(notes) == 1 and says in notes[0] and "rebuilt from the dataset" in notes[0], proc.stderr
+    assert dataset_digest(path) == reference(tmp_path_factory, SMALL)
+
+
+def test_deleted_store_is_rebuilt(tmp_path_factory, tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    stopped_at(path, SMALL, 80_000)
+    shutil.rmtree(store_of(path))
+    cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", "1", "--quiet")
+    assert dataset_digest(path) == reference(tmp_path_factory, SMALL)
+
+
+def test_foreign_and_stale_stores_are_not_trusted(tmp_path_factory, tmp_path: Path) -> None:
+    """A store of another dataset (another seed), and one of this dataset's later state (covering tasks the
+    dataset does not have): each rebuilt from the dataset, with a note saying why."""
+    other = [*SMALL[:-1], "6"]
+    stopped_at(tmp_path / "other.db", other, 80_000)
+    path = tmp_path / "d.db"
+    stopped_at(path, SMALL, 40_000)
+    early = tmp_path / "early.db"
+    shutil.copyfile(path, early)
+    stopped_at(path, SMALL, 100_000)  # resumed, stopped later: its store covers more
+    shutil.copytree(store_of(path), store_of(early))
+    assert listing(early)["tasks"] > unitarium.open(early).summary["tasks"]
+    shutil.rmtree(store_of(path))
+    shutil.copytree(store_of(tmp_path / "other.db"), store_of(path))
+    for target, says in ((early, "and the dataset has"), (path, "another dataset")):
+        proc = cli("generate", target, *SMALL, "--memory", BUDGET, "--workers", "1", "--quiet")
+        notes = [line for line in proc.stderr.splitlines() if "key store" in line]
+        assert len(notes) == 1 and says in notes[0], proc.stderr
+        assert dataset_digest(target) == reference(tmp_path_factory, SMALL)
+
+
+# -- kill -9: a real process, killed while its key set is many times its budget ---------------------------------------
+
+
+def _kill_when_spilled(path: Path | str, args: list[str], workers: int, keys: int) -> None:
+    """Start ``generate ARGS --memory 1MiB`` in a process of its own, SIGKILL it once its store lists ``keys``."""
+
+    def listed() -> bool:
+        try:
+            return listing(Path(path))["keys"] >= keys
+        except (OSError, ValueError):
+            return False
+
+    proc = start_cli("generate", path, *args, "--memory", BUDGET, "--workers", str(workers), "--quiet")
+    try:
+        wait_until(listed, timeout=600, what=f"a key store listing {keys} keys")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+
+
+@pytest.mark.slow
+def test_ten_times_the_budget_survives_kill_9(tmp_path_factory, tmp_path: Path) -> None:
+    """The acceptance run: a key set over 10x the budget, killed with SIGKILL once its store holds 4x the budget,
+    resumed with another worker count (the store taken up, not rebuilt): the content of a run without a budget."""
+    path = tmp_path / "big.db"
+    _kill_when_spilled(path, BIG, 1, 4 * 2**20 // 16)
+    assert (store_of(path) / "keys.json").exists()
+    proc = cli("generate", path, *BIG, "--memory", BUDGET, "--workers", "2", "--quiet")
+    assert "key store" not in proc.stderr
+    with unitarium.open(path) as ds:
+        assert ds.complete and 16 * len(ds) > 10 * 2**20
+    assert dataset_digest(path) == reference(tmp_path_factory, BIG)
+    assert not store_of(path).exists()
+
+
+@pytest.mark.slow
+def test_directory_survives_kill_9_with_another_worker_count(tmp_path_factory, tmp_path: Path) -> None:
+    path = f"{tmp_path / 'd'}/"
+    _kill_when_spilled(path, SMALL, 2, 2**20 // 16)
+    proc = cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", "1", "--quiet")
+    assert "key store" not in proc.stderr
+    assert dataset_digest(path) == reference(tmp_path_factory, SMALL, "directory")
