@@ -10,9 +10,10 @@ are merged size-tiered (a new run at least half as large as the one before it is
 chunks read from the files, never whole in RAM), so there are ``O(log)`` of them.
 
 Memory: RAM keys up to ``budget / 4`` (twice that while they are sorted into a run), the pages of the
-maps that queries touched up to ``budget / 4`` (then handed back with ``MADV_DONTNEED``; the maps are
-``MADV_RANDOM``, so a fault maps one page), merge buffers of ``budget / 16``, and fences of 1/64 byte
-per key: about ``0.8 * budget`` in all, whatever the number of keys.
+maps that queries touched up to ``budget / 4`` (measured as the growth of the process's file-backed
+resident pages, then handed back with ``MADV_DONTNEED``; the maps are ``MADV_RANDOM``), merge buffers
+of ``budget / 16``, and fences of 1/64 byte per key: about ``0.8 * budget`` in all, whatever the
+number of keys.
 
 The store is part of the dataset's resumable state, never of its content: readers, ``pack`` and
 ``verify`` ignore it. ``keys.json`` lists the runs (written atomically: temporary file, fsync, rename,
@@ -64,7 +65,7 @@ DEFAULT_FRACTION = 0.25
 """The default budget: this fraction of the memory this process may use."""
 _FENCE = 512
 """Keys per fence entry: one 4 KiB page of ``hi`` words."""
-_PAGE = 4096
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _READ = 1 << 16
 """Keys per read when checking a run's checksum."""
 _RUN = re.compile(r"run-(\d{6,})\.npy")
@@ -151,6 +152,15 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _file_resident() -> int:
+    """Bytes of this process's resident file-backed (and shared) pages: the maps' pages among them."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * _PAGE
+    except (OSError, IndexError, ValueError):  # pragma: no cover - not Linux: never released
+        return 0
 
 
 def _read_words(fd: int, offset: int, count: int) -> np.ndarray:
@@ -318,7 +328,8 @@ class KeyStore:
         """Runs in ``keys.json`` (name -> keys)."""
         self.listed_tasks = 0
         self.seq = 0
-        self.resident = 0
+        self.baseline: int | None = None
+        self.releases = 0
         self.spills = 0
         self.merges = 0
         self._count = 0
@@ -418,13 +429,21 @@ class KeyStore:
         for run in self.runs:
             ask = np.flatnonzero(~hit)
             hit[ask] = run.contains(hi[ask], lo[ask])
-            self.resident += 2 * _PAGE * len(ask)
         found[order] |= hit
-        if self.resident > self.map_limit:
+        self._bound_maps()
+        return found
+
+    def _bound_maps(self) -> None:
+        """Hand back the pages the maps hold once they pass :attr:`map_limit`: measured as the growth of
+        this process's file-backed resident pages (``/proc/self/statm``) since the last release."""
+        now = _file_resident()
+        if self.baseline is None:
+            self.baseline = now
+        if now - self.baseline > self.map_limit:
             for run in self.runs:
                 run.release()
-            self.resident = 0
-        return found
+            self.releases += 1
+            self.baseline = _file_resident()
 
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new (:func:`.._core.keyset.select_new` against the store)."""
