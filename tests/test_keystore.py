@@ -15,9 +15,21 @@ import pytest
 
 import unitarium
 from unitarium._core.keyset import KeySet
+from unitarium._run.authority import partition_of
 from unitarium._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, memory_budget
 
-from conftest import cached, cli, dataset_digest, file_digests, kill_group, one_error_line, start_cli, wait_until
+from conftest import (
+    PINNED_DIGESTS,
+    PINNED_SPECS,
+    cached,
+    cli,
+    dataset_digest,
+    file_digests,
+    kill_group,
+    one_error_line,
+    start_cli,
+    wait_until,
+)
 
 BUDGET = "1MiB"
 SMALL = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", "200000", "--length", "20", "--unique"]
@@ -28,8 +40,15 @@ BIG += ["--unitaries", "computed", "--seed", "5"]
 """About 710,000 unique keys: 16 bytes each, more than 10x a 1 MiB budget."""
 
 
-def store_of(path: Path) -> Path:
-    return path / "keys" if path.is_dir() or str(path).endswith("/") else path.with_name(path.name + ".keys")
+def store_of(path: Path | str) -> Path:
+    """The key store's directory of the dataset at ``path``."""
+    path = Path(path)
+    return path / "keys" if path.is_dir() else path.with_name(path.name + ".keys")
+
+
+def part_of(path: Path | str, index: int = 0, parts: int = 1) -> Path:
+    """Partition ``index`` of ``parts`` of that store."""
+    return store_of(path) / f"part-{index}-of-{parts}"
 
 
 def reference(factory: pytest.TempPathFactory, args: list[str], layout: str = "file") -> str:
@@ -74,8 +93,8 @@ def spec_of(args: list[str]) -> unitarium.Spec:
     )
 
 
-def listing(path: Path) -> dict:
-    return json.loads((store_of(path) / "keys.json").read_text())
+def listing(path: Path | str, index: int = 0, parts: int = 1) -> dict:
+    return json.loads((part_of(path, index, parts) / "keys.json").read_text())
 
 
 # -- the store on its own ----------------------------------------------------------------------------------------
@@ -240,7 +259,7 @@ def _garble_listing(store: Path) -> None:
 def test_damaged_store_is_rebuilt_with_one_note(tmp_path_factory, tmp_path: Path, damage, says: str) -> None:
     path = tmp_path / "d.db"
     stopped_at(path, SMALL, 80_000)
-    damage(store_of(path))
+    damage(part_of(path))
     proc = cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", "1", "--quiet")
     notes = [line for line in proc.stderr.splitlines() if "key store" in line]
     assert len(notes) == 1 and says in notes[0] and "rebuilt from the dataset" in notes[0], proc.stderr
@@ -279,16 +298,19 @@ def test_foreign_and_stale_stores_are_not_trusted(tmp_path_factory, tmp_path: Pa
 # -- kill -9: a real process, killed while its key set is many times its budget ---------------------------------------
 
 
-def _kill_when_spilled(path: Path | str, args: list[str], workers: int, keys: int) -> None:
-    """Start ``generate ARGS --memory 1MiB`` in a process of its own, SIGKILL it once its store lists ``keys``."""
+def _kill_when_spilled(
+    path: Path | str, args: list[str], workers: int, keys: int, *, parts: int = 1, budget: str = BUDGET
+) -> None:
+    """Start ``generate ARGS --memory BUDGET`` in a process of its own, SIGKILL it once its store (every
+    partition's) lists ``keys``."""
 
     def listed() -> bool:
         try:
-            return listing(Path(path))["keys"] >= keys
+            return all(listing(path, i, parts)["keys"] >= keys for i in range(parts))
         except (OSError, ValueError):
             return False
 
-    proc = start_cli("generate", path, *args, "--memory", BUDGET, "--workers", str(workers), "--quiet")
+    proc = start_cli("generate", path, *args, "--memory", budget, "--workers", str(workers), "--quiet")
     try:
         wait_until(listed, timeout=600, what=f"a key store listing {keys} keys")
         os.kill(proc.pid, signal.SIGKILL)
@@ -305,7 +327,7 @@ def test_ten_times_the_budget_survives_kill_9(tmp_path_factory, tmp_path: Path) 
     resumed with another worker count (the store taken up, not rebuilt): the content of a run without a budget."""
     path = tmp_path / "big.db"
     _kill_when_spilled(path, BIG, 1, 4 * 2**20 // 16)
-    assert (store_of(path) / "keys.json").exists()
+    assert (part_of(path) / "keys.json").exists()
     proc = cli("generate", path, *BIG, "--memory", BUDGET, "--workers", "2", "--quiet")
     assert "key store" not in proc.stderr
     with unitarium.open(path) as ds:
@@ -321,3 +343,67 @@ def test_directory_survives_kill_9_with_another_worker_count(tmp_path_factory, t
     proc = cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", "1", "--quiet")
     assert "key store" not in proc.stderr
     assert dataset_digest(path) == reference(tmp_path_factory, SMALL, "directory")
+
+
+# -- the key authority partitioned by key range (--partitions) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("name", ["unique random", "unique enumerate"])
+@pytest.mark.parametrize(("layout", "workers"), [("file", 1), ("directory", 2)])
+def test_partitions_keep_the_pinned_content(tmp_path: Path, parts: int, name: str, layout: str, workers: int) -> None:
+    """Grid keys with alternates (the rule is not per key: the driver decides from the partitions' answers), under
+    a budget: the content of main ``6c1f742``, bit for bit, whatever P."""
+    path = f"{tmp_path / 'd'}/" if layout == "directory" else tmp_path / "d.db"
+    spec = unitarium.make_spec(**PINNED_SPECS[name])
+    unitarium.generate(path, spec, workers=workers, partitions=parts, memory=f"{parts}MiB")
+    assert dataset_digest(path) == PINNED_DIGESTS[name]
+    assert not store_of(path).exists()
+
+
+def test_partitions_spread_keys_by_range() -> None:
+    hi = np.array([-(2**63), -1, 0, 2**62, 2**63 - 1], dtype=np.int64)  # unsigned: 2^63, 2^64-1, 0, 2^62, 2^63-1
+    assert partition_of(hi, 1).tolist() == [0, 0, 0, 0, 0]
+    assert partition_of(hi, 2).tolist() == [1, 1, 0, 0, 0]
+    assert partition_of(hi, 4).tolist() == [2, 3, 0, 1, 1]
+    keys = np.random.default_rng(5).integers(-(2**63), 2**63 - 1, size=100_000, dtype=np.int64)
+    assert np.all(np.abs(np.bincount(partition_of(keys, 3)) / 100_000 - 1 / 3) < 0.01)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--partitions", "0"], "must be a whole number from 1 to 64"),
+        (["--partitions", "65"], "must be a whole number from 1 to 64"),
+        (["--partitions", "3", "--memory", "2MiB"], "leaves each partition less than"),
+    ],
+)
+def test_bad_partitions_are_one_line_and_change_nothing(tmp_path: Path, args: list[str], says: str) -> None:
+    path = tmp_path / "d.db"
+    base = ["--gates", "h,s,cx", "--qubits", "2", "--count", "2000", "--length", "6", "--unique", "--quiet"]
+    cli("generate", path, *base)
+    before = file_digests(path)
+    proc = cli("generate", path, *base, *args, check=False)
+    assert proc.returncode == 2 and says in one_error_line(proc.stderr)
+    assert file_digests(path) == before and sorted(os.listdir(tmp_path)) == ["d.db"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("layout", "before", "after"),
+    [("file", (1, 3), (2, 3)), ("directory", (2, 2), (1, 3)), ("file", (2, 2), (1, 1))],
+)
+def test_partitioned_run_survives_kill_9(
+    tmp_path_factory, tmp_path: Path, layout: str, before: tuple[int, int], after: tuple[int, int]
+) -> None:
+    """``(workers, partitions)`` before a SIGKILL and after: the same P takes its stores up (no note), another P
+    rebuilds them (one note); the content is that of a run without a budget or partitions."""
+    path = f"{tmp_path / 'd'}/" if layout == "directory" else tmp_path / "d.db"
+    (w0, p0), (w1, p1) = before, after
+    _kill_when_spilled(path, [*SMALL, "--partitions", str(p0)], w0, 2**20 // 16 // p0, parts=p0, budget=f"{p0}MiB")
+    assert len(list(store_of(path).glob(f"part-*-of-{p0}"))) == p0
+    proc = cli("generate", path, *SMALL, "--memory", f"{p1}MiB", "--partitions", str(p1), "--workers", str(w1), "-q")
+    notes = [line for line in proc.stderr.splitlines() if "key store" in line]
+    assert len(notes) == (p1 != p0), proc.stderr
+    assert dataset_digest(path) == reference(tmp_path_factory, SMALL, layout)
+    assert not store_of(path).exists()

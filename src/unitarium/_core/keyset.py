@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["KeySet", "select_new"]
+__all__ = ["KeySet", "alternate_rows", "keep_mask", "select_new"]
 
 
 def _pairs(keys: np.ndarray) -> np.ndarray:
@@ -97,18 +97,33 @@ def select_new(
     alternate keys (rows near a grid boundary). Earlier rows win, so order decides ties.
     """
     primary = _pairs(primary)
-    keep = ~contains(primary)
+    rows, alts = alternate_rows(alternates)
+    return keep_mask(primary, contains(primary), rows, alts, contains(np.concatenate(alts)) if rows else None)
+
+
+def alternate_rows(alternates: dict[int, np.ndarray]) -> tuple[list[int], list[np.ndarray]]:
+    """The rows that have alternates, in order, and their ``(k, 2)`` alternate keys."""
+    rows = sorted(alternates)
+    return rows, [_pairs(alternates[r]) for r in rows]
+
+
+def keep_mask(
+    primary: np.ndarray, in_set: np.ndarray, rows: list[int], alts: list[np.ndarray], alts_in_set: np.ndarray | None
+) -> np.ndarray:
+    """:func:`select_new` from the membership already known: ``in_set`` of the primary keys, and
+    ``alts_in_set`` of the alternates ``alts`` of ``rows`` concatenated (a partitioned authority asks
+    each partition for its share of both at once)."""
+    keep = ~in_set
     _, first = np.unique(primary, axis=0, return_index=True)
     first_mask = np.zeros(len(primary), dtype=bool)
     first_mask[first] = True
     keep &= first_mask
-    rows = sorted(alternates)
     if not rows:
         return keep
-    alts = [_pairs(alternates[r]) for r in rows]
-    stored = np.split(contains(np.concatenate(alts)), np.cumsum([len(a) for a in alts])[:-1])
-    for row, row_alts, in_set in zip(rows, alts, stored, strict=True):
-        if keep[row] and (in_set.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
+    assert alts_in_set is not None
+    stored = np.split(alts_in_set, np.cumsum([len(a) for a in alts])[:-1])
+    for row, row_alts, found in zip(rows, alts, stored, strict=True):
+        if keep[row] and (found.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
             keep[row] = False
     return keep
 

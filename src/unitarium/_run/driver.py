@@ -47,15 +47,18 @@ class Driver:
         progress: Callable[[Any], None] | None,
         stop: Any,
         memory: int | None = None,
+        partitions: int = 1,
     ) -> None:
-        """``memory``: the key store's budget in bytes (unique mode; None: the default share of RAM)."""
+        """``memory``: the key store's budget in bytes (unique mode; None: the default share of RAM),
+        shared by ``partitions`` partitions of the key authority (:mod:`.authority`)."""
         self.writer, self.spec, self.progress, self.stop = writer, writer.spec, progress, stop
         manifest = writer.manifest
         self.next_commit = manifest.tasks_done()
         self.start_tasks = self.next_commit
         self.keys: KeyAuthority | None = None
         if self.spec.unique:
-            self.keys = KeyAuthority(writer, memory if memory is not None else memory_budget(None), self.note)
+            budget = memory if memory is not None else memory_budget(None)
+            self.keys = KeyAuthority(writer, budget, self.note, lambda error: self.failed(None, error), partitions)
         self.next_dedup = self.next_commit
         self.records = manifest.next_id()
         self.start_records = self.records

@@ -358,9 +358,10 @@ class KeyStore:
 
     # -- resume -----------------------------------------------------------------------------------
 
-    def open(self, committed: int, records_before: Callable[[int], int]) -> int:
+    def open(self, committed: int, records_before: Callable[[int], int], *, share: bool = False) -> int:
         """Take up the listed runs if they can be trusted (the dataset's, intact, covering at most the
-        ``committed`` tasks, holding as many keys as ``records_before(tasks)``); returns the tasks they
+        ``committed`` tasks, holding as many keys as ``records_before(tasks)``, or at most as many for a
+        ``share`` of the keys: a partition's); returns the tasks they
         cover (the caller adds the keys of the tasks after them). Raises :class:`StoreRejected` (what
         is wrong) after emptying the store when they cannot: the caller rebuilds it from the dataset."""
         self.committed_tasks = committed
@@ -371,7 +372,7 @@ class KeyStore:
                 f"{path_text(self.directory)} is in the way of the key store (not a directory): move it away"
             )
         try:
-            covered = self._take_up(committed, records_before)
+            covered = self._take_up(committed, records_before, share)
         except StoreRejected:
             self.clear()
             raise
@@ -381,7 +382,7 @@ class KeyStore:
         self._remove_unlisted()
         return covered
 
-    def _take_up(self, committed: int, records_before: Callable[[int], int]) -> int:
+    def _take_up(self, committed: int, records_before: Callable[[int], int], share: bool) -> int:
         try:
             listing = json.loads((self.directory / LISTING).read_text())
         except FileNotFoundError:
@@ -395,7 +396,7 @@ class KeyStore:
         tasks, total = int(listing["tasks"]), int(listing["keys"])
         if tasks > committed:
             raise StoreRejected(f"it covers {tasks} tasks and the dataset has {committed} committed")
-        if total != records_before(tasks):
+        if total > records_before(tasks) or (total != records_before(tasks) and not share):
             raise StoreRejected(f"it holds {total} keys and the dataset's first {tasks} tasks hold other records")
         start = 0
         for entry in listing["runs"]:

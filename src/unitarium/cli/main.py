@@ -226,6 +226,12 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
     help="--unique: RAM for the dedup keys, e.g. 2GB, 500MiB, 25% (the default: 25% of this machine's); "
     "beyond it keys spill to sorted runs on disk beside PATH. Never changes the content.",
 )
+@click.option(
+    "--partitions",
+    type=int,
+    help="--unique: processes that share the dedup keys by key range (default: one per 8 workers; "
+    "1: the driver itself). Never changes the content.",
+)
 def generate_cmd(
     path: str,
     gates: str,
@@ -250,6 +256,7 @@ def generate_cmd(
     engine: str,
     ray_address: str | None,
     memory: str | None,
+    partitions: int | None,
 ) -> None:
     """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
     directory PATH (a path ending in / or an existing directory: one writer per worker). A new
@@ -285,6 +292,7 @@ def generate_cmd(
             engine=engine,
             ray_address=ray_address,
             memory=memory,
+            partitions=partitions,
         )
     finally:
         close()
