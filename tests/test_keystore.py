@@ -27,8 +27,10 @@ from conftest import (
     file_digests,
     kill_group,
     one_error_line,
+    records_in,
     start_cli,
     wait_until,
+    worker_pids,
 )
 
 BUDGET = "1MiB"
@@ -407,3 +409,24 @@ def test_partitioned_run_survives_kill_9(
     assert len(notes) == (p1 != p0), proc.stderr
     assert dataset_digest(path) == reference(tmp_path_factory, SMALL, layout)
     assert not store_of(path).exists()
+
+
+@pytest.mark.slow
+def test_a_killed_partition_is_one_error_line_and_the_run_resumes(tmp_path_factory, tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    args = [*SMALL, "--memory", "2MiB", "--partitions", "2"]
+    proc = start_cli("generate", path, *args, "--workers", "1", "--quiet")
+    try:
+        parts = wait_until(lambda: len(w := worker_pids(proc.pid)) == 2 and w, timeout=300, what="two partitions")
+        wait_until(lambda: records_in(path) >= 20_000, timeout=300, what="20,000 committed records")
+        os.kill(parts[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    if proc.returncode != 0:  # (0: the run had decided everything before the kill)
+        assert proc.returncode == 2
+        line = one_error_line(stderr)
+        assert f"key partition process {parts[0]} died" in line and "re-run the same command to resume" in line
+    cli("generate", path, *args, "--workers", "2", "--quiet")
+    assert dataset_digest(path) == reference(tmp_path_factory, SMALL)

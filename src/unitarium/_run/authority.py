@@ -201,7 +201,7 @@ class KeyAuthority:
         writer: FileWriter | DirectoryWriter,
         budget: int,
         note: Callable[[str], None],
-        failed: Callable[[str | None], WorkerError],
+        failed: Callable[[str], WorkerError],
         parts: int = 1,
     ) -> None:
         self.writer, self.budget, self.note, self.failed, self.parts = writer, budget, note, failed, parts
@@ -297,19 +297,22 @@ class KeyAuthority:
 
     # -- messages -------------------------------------------------------------------------------------
 
+    def _died(self, i: int) -> WorkerError:
+        return self.failed(f"key partition process {self.procs[i].pid} died (killed, or out of memory?)")
+
     def _send(self, i: int, message: tuple[Any, ...]) -> None:
         try:
             send_message(self.conns[i].fileno(), message)
         except OSError:
-            raise self.failed(None) from None
+            raise self._died(i) from None
 
     def _reply(self, i: int) -> Any:
         try:
             reply = recv_message(self.conns[i].fileno())
         except (EOFError, OSError):
-            raise self.failed(None) from None
+            raise self._died(i) from None
         if isinstance(reply, tuple) and reply[0] == "error":
-            raise self.failed(f"key partition {i}: {reply[1]}")
+            raise self.failed(f"key partition {i} failed: {reply[1]}")
         return reply
 
     # -- commits, the end ---------------------------------------------------------------------------------

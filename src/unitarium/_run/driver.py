@@ -58,7 +58,7 @@ class Driver:
         self.keys: KeyAuthority | None = None
         if self.spec.unique:
             budget = memory if memory is not None else memory_budget(None)
-            self.keys = KeyAuthority(writer, budget, self.note, lambda error: self.failed(None, error), partitions)
+            self.keys = KeyAuthority(writer, budget, self.note, self.partition_failed, partitions)
         self.next_dedup = self.next_commit
         self.records = manifest.next_id()
         self.start_records = self.records
@@ -123,6 +123,10 @@ class Driver:
             raise Interrupted(
                 f"stopped by signal; {self.records} records are committed in {str(self.writer.location)!r}: {RESUME}"
             )
+
+    def partition_failed(self, what: str) -> WorkerError:
+        """The error of a key partition process that failed or died (``what``, in words)."""
+        return WorkerError(f"{what}; {self.records} records are committed: {RESUME}")
 
     def failed(self, task_id: int | None, error: str | None) -> WorkerError:
         """The error of a failed task (``error``: ``"Type: message"``) or of a worker that died (None)."""
