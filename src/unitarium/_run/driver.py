@@ -125,7 +125,9 @@ class Driver:
             )
 
     def partition_failed(self, what: str) -> WorkerError:
-        """The error of a key partition process that failed or died (``what``, in words)."""
+        """The error of a key partition process that failed or died (``what``, in words); a stop
+        requested meanwhile is reported instead (the same signal may have ended the partition)."""
+        self.check_stop()
         return WorkerError(f"{what}; {self.records} records are committed: {RESUME}")
 
     def failed(self, task_id: int | None, error: str | None) -> WorkerError:
