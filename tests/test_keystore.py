@@ -430,3 +430,13 @@ def test_a_killed_partition_is_one_error_line_and_the_run_resumes(tmp_path_facto
         assert f"key partition process {parts[0]} died" in line and "re-run the same command to resume" in line
     cli("generate", path, *args, "--workers", "2", "--quiet")
     assert dataset_digest(path) == reference(tmp_path_factory, SMALL)
+
+
+def test_partitions_under_an_executor(tmp_path: Path) -> None:
+    """Jobs on a concurrent.futures executor (the engine Ray shares): the same authority, the pinned content."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    spec = unitarium.make_spec(**PINNED_SPECS["unique enumerate"])
+    with ProcessPoolExecutor(2) as executor:
+        unitarium.generate(f"{tmp_path / 'd'}/", spec, executor=executor, partitions=2, memory="2MiB")
+    assert dataset_digest(tmp_path / "d") == PINNED_DIGESTS["unique enumerate"]
