@@ -20,7 +20,9 @@ The store is part of the dataset's resumable state, never of its content: reader
 fsync of the directory) with the identity of the dataset (its id and its spec's digest) and the
 committed prefix they cover: the keys of tasks ``0 .. tasks-1``, as many as the records those tasks
 hold (every kept record adds its key, once). A run is listed only once every task it covers is
-committed, so after a kill -9 the listing never covers more than the dataset. Each run's checksum
+committed, so after a kill -9 the listing never covers more than the dataset. The store's ``lock``
+(an ``flock`` held while a process uses the store) keeps a partition process orphaned by a killed
+run from writing beside its successor. Each run's checksum
 (XXH3-64 of its words, seeded by the dataset's identity and the run's task range) is checked when a
 run resumes it: a store that is missing a file, damaged, of another dataset or covering more than is
 committed is never trusted: the caller rebuilds it from the dataset's records (and says so once).
@@ -29,6 +31,7 @@ committed is never trusted: the caller rebuilds it from the dataset's records (a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import mmap
@@ -59,6 +62,7 @@ __all__ = [
 
 STORE_FORMAT = 1
 LISTING = "keys.json"
+LOCK = "lock"
 MIN_BUDGET = 1 << 20
 """The smallest ``--memory``: the store's fixed needs (a run's buffers, a fence page, the listing)."""
 DEFAULT_FRACTION = 0.25
@@ -329,6 +333,7 @@ class KeyStore:
         self.listed_tasks = 0
         self.seq = 0
         self.baseline: int | None = None
+        self._lock_fd: int | None = None
         self.releases = 0
         self.spills = 0
         self.merges = 0
@@ -366,11 +371,8 @@ class KeyStore:
         is wrong) after emptying the store when they cannot: the caller rebuilds it from the dataset."""
         self.committed_tasks = committed
         if not self.directory.exists() and not self.directory.is_symlink():
-            return 0
-        if self.directory.is_symlink() or not self.directory.is_dir():
-            raise StorageError(
-                f"{path_text(self.directory)} is in the way of the key store (not a directory): move it away"
-            )
+            return 0  # created at the first spill
+        self._lock()
         try:
             covered = self._take_up(committed, records_before, share)
         except StoreRejected:
@@ -381,6 +383,23 @@ class KeyStore:
             raise StoreRejected(f"unreadable ({type(exc).__name__}: {exc})") from None
         self._remove_unlisted()
         return covered
+
+    def _lock(self) -> None:
+        """Create the store's directory and hold its lock until :meth:`close`: a partition process
+        orphaned by a killed run finishes the step it is in before a new one takes the store."""
+        if self._lock_fd is not None:
+            return
+        if self.directory.is_symlink() or (self.directory.exists() and not self.directory.is_dir()):
+            raise StorageError(
+                f"{path_text(self.directory)} is in the way of the key store (not a directory): move it away"
+            )
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create the key store {path_text(self.directory)}: {exc.strerror}") from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
 
     def _take_up(self, committed: int, records_before: Callable[[int], int], share: bool) -> int:
         try:
@@ -466,7 +485,7 @@ class KeyStore:
         merge runs size-tiered and list what is committed."""
         if not len(self.ram):
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock()
         hi, lo = self.ram.drain()
         self.runs.append(self._write((self.spilled, self.decided), len(hi), iter([(hi, lo)])))
         del hi, lo
@@ -549,14 +568,20 @@ class KeyStore:
                 with contextlib.suppress(OSError):
                     p.unlink()
 
-    def close(self) -> None:
+    def _unmap(self) -> None:
         for run in self.runs:
             run.close()
         self.runs = []
 
+    def close(self) -> None:
+        self._unmap()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
     def clear(self) -> None:
-        """Forget everything, on disk too (the store is rebuilt from the dataset)."""
-        self.close()
+        """Forget everything, on disk too (the store is rebuilt from the dataset); the lock is kept."""
+        self._unmap()
         self.ram = KeySet()
         self.listed, self.listed_tasks = {}, 0
         self.decided = self.spilled = self._count = 0
@@ -568,7 +593,11 @@ class KeyStore:
 
     def remove(self) -> None:
         """Delete the store (the dataset is complete: nothing will resume it)."""
+        self._lock()
         self.clear()
+        self.close()
+        with contextlib.suppress(OSError):
+            (self.directory / LOCK).unlink()
         with contextlib.suppress(OSError):
             self.directory.rmdir()
 
