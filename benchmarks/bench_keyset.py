@@ -4,6 +4,7 @@ the cost of computing the keys: exact (tableau, channel) against today's grid ke
     .venv/bin/python benchmarks/bench_keyset.py              # 1M, 10M, 100M keys
     .venv/bin/python benchmarks/bench_keyset.py --quick      # 1M, 4M
     .venv/bin/python benchmarks/bench_keyset.py --key-cost   # key computation only: exact / grid ratios
+    .venv/bin/python benchmarks/bench_keyset.py --store 4MiB --keys 2e6   # the on-disk store vs RAM
 
 Feeds the writer's KeySet the way a unique run does (batches of 4096 candidates, membership
 test then insert) and reports bytes per key (steady and peak, from tracemalloc, which sees
@@ -48,6 +49,41 @@ def run(n: int, batch: int = 4096) -> dict[str, float]:
     }
 
 
+def run_store(n: int, budget: int, batch: int = 4096) -> dict[str, float]:
+    """The same feed into the key store under ``budget`` (runs spilled to a scratch directory) and into
+    the in-RAM set, alternating, with a tenth of each batch drawn from keys already added (duplicates
+    found on disk): ns per candidate of each, and the store's spills, merges and disk bytes."""
+    import tempfile
+    from pathlib import Path
+
+    from unitarium._storage.keystore import KeyStore
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "out") as tmp:
+        for name in ("ram", "store"):
+            rng = np.random.default_rng(n)
+            keys: KeySet | KeyStore = KeySet() if name == "ram" else KeyStore(Path(tmp) / "keys", b"", budget)
+            added = np.zeros((0, 2), np.int64)
+            t0 = time.perf_counter()
+            for task in range(n // batch):
+                cand = rng.integers(-(2**63), 2**63 - 1, size=(batch, 2), dtype=np.int64)
+                if len(added):
+                    cand[: batch // 10] = added[rng.integers(0, len(added), batch // 10)]
+                keep = keys.select_new(cand, {})
+                if isinstance(keys, KeyStore):
+                    keys.add(cand[keep], through=task + 1)
+                    keys.committed(task + 1)
+                else:
+                    keys.add(cand[keep])
+                if task % 64 == 0:
+                    added = np.concatenate([added, cand[keep][:64]])
+            out[f"{name}_ns"] = (time.perf_counter() - t0) / (n // batch * batch) * 1e9
+            if isinstance(keys, KeyStore):
+                out.update(keys=len(keys), spills=keys.spills, merges=keys.merges, disk=keys.disk_bytes)
+                keys.close()
+    return out
+
+
 KEY_CASES = [("h,s,cx", 2), ("h,s,cx", 3), ("h,t,tdg,cx", 2), ("h,t,tdg,cx", 3)]
 
 
@@ -76,7 +112,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--key-cost", action="store_true", help="time key computation only")
+    parser.add_argument("--store", help="the key store under this budget (e.g. 4MiB) against the in-RAM set")
+    parser.add_argument("--keys", default="2e6", help="candidates fed with --store")
     args = parser.parse_args()
+    if args.store:
+        from unitarium._storage.keystore import memory_budget
+
+        budget = memory_budget(args.store)
+        r = run_store(int(float(args.keys)), budget)
+        print(
+            "| candidates | unique keys | keys / budget | RAM set ns/candidate | store ns/candidate | ratio "
+            "| spills | merges | disk |\n|---|---|---|---|---|---|---|---|---|"
+        )
+        print(
+            f"| {int(float(args.keys)):,} | {r['keys']:,.0f} | {16 * r['keys'] / budget:.1f}x | {r['ram_ns']:.0f} "
+            f"| {r['store_ns']:.0f} | {r['store_ns'] / r['ram_ns']:.2f}x | {r['spills']:.0f} | {r['merges']:.0f} "
+            f"| {r['disk'] / 2**20:.0f} MiB |"
+        )
+        return
     if args.key_cost:
         print("| gates | qubits | exact scheme | grid us/unitary | exact us/unitary | exact / grid |")
         print("|---|---|---|---|---|---|")

@@ -1,7 +1,9 @@
-"""Peak memory of `unitarium generate` (main process + workers) at 2M and 20M records.
+"""Peak memory of `unitarium generate` (main process + workers) at 2M and 20M records; and unique runs
+under a key budget (``--budget``).
 
     .venv/bin/python benchmarks/bench_memory.py            # 2M and 20M records, 3 rounds, 2 workers
     .venv/bin/python benchmarks/bench_memory.py --quick    # 200k and 2M, 1 round
+    .venv/bin/python benchmarks/bench_memory.py --budget 2MiB --count 2e6 --rounds 1 --workers 1
 
 Runs the CLI as a subprocess and samples, every 20 ms, ``/proc/<pid>/status`` of it and all
 its descendants (workers, resource tracker): each process's ``VmHWM`` (its own peak RSS,
@@ -101,14 +103,96 @@ def measure(path: Path, count: int, workers: int, interval: float = 0.02) -> dic
     }
 
 
+_RUSAGE = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_maxrss, r.ru_utime + r.ru_stime); sys.exit(rc)"
+)
+"""A fresh parent per run, so RUSAGE_CHILDREN is that run's processes alone: the largest peak RSS of one of
+them (``ru_maxrss``) and their CPU seconds."""
+
+MODES = {
+    "plain": [],
+    "unique": ["--unique", "--partitions", "1"],
+    "unique P=2": ["--unique", "--partitions", "2"],
+    "unique, budget": ["--unique", "--partitions", "1", "--memory", "BUDGET"],
+}
+
+
+def budget_run(path: Path, count: int, mode: str, budget: str, workers: int) -> dict[str, Any]:
+    """One ``generate`` of random Clifford+T, 2 qubits, length 20, stored unitaries (``mode``: plain, unique
+    with 1 or 2 key partitions, or unique under ``--memory budget``): candidates/s, CPU seconds, and the
+    largest peak RSS of its processes (``ru_maxrss``)."""
+    args = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", str(count), "--length", "20", "--seed", "11"]
+    args += ["--workers", str(workers), "-q", *(budget if a == "BUDGET" else a for a in MODES[mode])]
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUSAGE, *unitarium_cmd(), "generate", str(path), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"generate failed: {proc.stdout}\n{proc.stderr}")
+    records = int(proc.stdout.split(": ", 1)[1].split(" records", 1)[0].replace(",", ""))
+    maxrss, cpu = proc.stdout.strip().splitlines()[-1].split()
+    rm_dataset(path)
+    return {
+        "mode": mode,
+        "seconds": wall,
+        "records": records,
+        "candidates_per_s": count / wall,
+        "cpu_us_per_candidate": float(cpu) / count * 1e6,
+        "peak_rss_mib": int(maxrss) / 1024,
+    }
+
+
+def budget_main(args: argparse.Namespace) -> None:
+    """The runs of :data:`MODES` on the same candidates, interleaved, ``rounds`` times."""
+    from unitarium._storage.keystore import memory_budget
+
+    budget = memory_budget(args.budget)
+    count = int(float(args.count))
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    with scratch_dir(args.tmpdir) as tmp:
+        info = machine(tmp)
+        for r in range(args.rounds):
+            for mode in runs:
+                res = budget_run(Path(tmp) / "b.db", count, mode, args.budget, args.workers)
+                runs[mode].append(res)
+                print(f"round {r + 1} {mode}: {res}, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    fields = ("candidates_per_s", "cpu_us_per_candidate", "peak_rss_mib", "seconds")
+    med = {m: {k: summarize([x[k] for x in rs])["median"] for k in fields} for m, rs in runs.items()}
+    keys = runs["unique"][0]["records"]
+    out = write_json("memory_budget.json", {"machine": info, "budget": budget, "count": count, "runs": runs})
+    print(
+        f"\n{count:,} candidates, {keys:,} unique keys ({16 * keys / budget:.1f}x the budget of "
+        f"{budget / 2**20:.1f} MiB); {args.workers} worker(s), {args.rounds} round(s), median; "
+        f"{info['nproc']} CPUs, {info['disk']}\n"
+    )
+    print("| run | candidates/s | vs plain | CPU µs/candidate | peak RSS (ru_maxrss) |\n|---|---|---|---|---|")
+    for mode, m in med.items():
+        ratio = m["candidates_per_s"] / med["plain"]["candidates_per_s"]
+        print(
+            f"| {mode} | {m['candidates_per_s']:,.0f} | {ratio:.2f}x | {m['cpu_us_per_candidate']:.2f} "
+            f"| {m['peak_rss_mib']:.0f} MiB |"
+        )
+    print(f"\nwrote {out.relative_to(HERE.parent)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--budget", help="unique runs under this --memory against plain and unbudgeted ones")
+    parser.add_argument("--count", default="2e6", help="candidates of the --budget runs")
     parser.add_argument("--counts", type=int, nargs="+", default=[2_000_000, 20_000_000])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tmpdir")
     args = parser.parse_args()
+    if args.budget:
+        budget_main(args)
+        return
     if args.quick:
         args.counts, args.rounds = [200_000, 2_000_000], 1
     runs: dict[int, list[dict[str, Any]]] = {c: [] for c in args.counts}

@@ -10,9 +10,11 @@ adding ``k`` keys costs an ``O(k log k)`` sort plus amortised linear merges, a m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["KeySet"]
+__all__ = ["KeySet", "alternate_rows", "keep_mask", "select_new"]
 
 
 def _pairs(keys: np.ndarray) -> np.ndarray:
@@ -66,27 +68,64 @@ class KeySet:
             self._runs.append((hi[order], lo[order]))
 
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
-        """Which rows of a batch are new: not in the set, and not equal to an earlier
-        row of the batch, under their primary key or any alternate key.
+        """Which rows of a batch are new (:func:`select_new` against this set)."""
+        return select_new(self.contains, primary, alternates)
 
-        ``primary`` is ``(batch, 2)`` int64; ``alternates`` maps a row to its ``(k, 2)``
-        alternate keys (rows near a grid boundary). Earlier rows win, so order decides ties.
-        """
-        primary = _pairs(primary)
-        keep = ~self.contains(primary)
-        _, first = np.unique(primary, axis=0, return_index=True)
-        first_mask = np.zeros(len(primary), dtype=bool)
-        first_mask[first] = True
-        keep &= first_mask
-        rows = sorted(alternates)
-        if not rows:
-            return keep
-        alts = [_pairs(alternates[r]) for r in rows]
-        stored = np.split(self.contains(np.concatenate(alts)), np.cumsum([len(a) for a in alts])[:-1])
-        for row, row_alts, in_set in zip(rows, alts, stored, strict=True):
-            if keep[row] and (in_set.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
-                keep[row] = False
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every key as one run ``(hi, lo)`` sorted by ``hi``; the set is left empty (for spilling
+        to disk: transient memory about twice the set's)."""
+        runs, self._runs = self._runs, []
+        if not runs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if len(runs) == 1:
+            return runs[0]
+        hi = np.concatenate([r[0] for r in runs])
+        lo = np.concatenate([r[1] for r in runs])
+        del runs
+        order = np.argsort(hi, kind="stable")  # sorted runs: timsort merges them
+        hi = hi[order]
+        return hi, lo[order]
+
+
+def select_new(
+    contains: Callable[[np.ndarray], np.ndarray], primary: np.ndarray, alternates: dict[int, np.ndarray]
+) -> np.ndarray:
+    """Which rows of a batch are new: not in the set (``contains``: its membership mask), and not
+    equal to an earlier row of the batch, under their primary key or any alternate key.
+
+    ``primary`` is ``(batch, 2)`` int64; ``alternates`` maps a row to its ``(k, 2)``
+    alternate keys (rows near a grid boundary). Earlier rows win, so order decides ties.
+    """
+    primary = _pairs(primary)
+    rows, alts = alternate_rows(alternates)
+    return keep_mask(primary, contains(primary), rows, alts, contains(np.concatenate(alts)) if rows else None)
+
+
+def alternate_rows(alternates: dict[int, np.ndarray]) -> tuple[list[int], list[np.ndarray]]:
+    """The rows that have alternates, in order, and their ``(k, 2)`` alternate keys."""
+    rows = sorted(alternates)
+    return rows, [_pairs(alternates[r]) for r in rows]
+
+
+def keep_mask(
+    primary: np.ndarray, in_set: np.ndarray, rows: list[int], alts: list[np.ndarray], alts_in_set: np.ndarray | None
+) -> np.ndarray:
+    """:func:`select_new` from the membership already known: ``in_set`` of the primary keys, and
+    ``alts_in_set`` of the alternates ``alts`` of ``rows`` concatenated (a partitioned authority asks
+    each partition for its share of both at once)."""
+    keep = ~in_set
+    _, first = np.unique(primary, axis=0, return_index=True)
+    first_mask = np.zeros(len(primary), dtype=bool)
+    first_mask[first] = True
+    keep &= first_mask
+    if not rows:
         return keep
+    assert alts_in_set is not None
+    stored = np.split(alts_in_set, np.cumsum([len(a) for a in alts])[:-1])
+    for row, row_alts, found in zip(rows, alts, stored, strict=True):
+        if keep[row] and (found.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
+            keep[row] = False
+    return keep
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -12,19 +12,20 @@ progress, and words the stop and failure messages (the one place that says how t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from .._core.keyset import KeySet
 from .._errors import Interrupted, WorkerError
-from .._read.dataset import Dataset
 from .._spec.sources import Task
 from .._spec.spec import RandomSource
+from .._storage.keystore import memory_budget
 from .._storage.layout import FileWriter
 from .._storage.manifest import Committed
 from .._storage.shards import DirectoryWriter, Published
+from .authority import KeyAuthority
 from .progress import Progress
 
 __all__ = ["RESUME", "Driver", "Execute"]
@@ -40,15 +41,24 @@ first), for the driver; returns the engine's statistics, if any."""
 class Driver:
     """Dedups in task order, has tasks committed in task order, counts, and words stops and failures."""
 
-    def __init__(self, writer: FileWriter | DirectoryWriter, progress: Callable[[Any], None] | None, stop: Any) -> None:
+    def __init__(
+        self,
+        writer: FileWriter | DirectoryWriter,
+        progress: Callable[[Any], None] | None,
+        stop: Any,
+        memory: int | None = None,
+        partitions: int = 1,
+    ) -> None:
+        """``memory``: the key store's budget in bytes (unique mode; None: the default share of RAM),
+        shared by ``partitions`` partitions of the key authority (:mod:`.authority`)."""
         self.writer, self.spec, self.progress, self.stop = writer, writer.spec, progress, stop
         manifest = writer.manifest
-        if self.spec.unique:
-            with Dataset(writer.location) as reader:
-                self.keys: KeySet | None = KeySet(reader.dedup_keys())
-        else:
-            self.keys = None
         self.next_commit = manifest.tasks_done()
+        self.start_tasks = self.next_commit
+        self.keys: KeyAuthority | None = None
+        if self.spec.unique:
+            budget = memory if memory is not None else memory_budget(None)
+            self.keys = KeyAuthority(writer, budget, self.note, self.partition_failed, partitions)
         self.next_dedup = self.next_commit
         self.records = manifest.next_id()
         self.start_records = self.records
@@ -58,14 +68,26 @@ class Driver:
         self.published: dict[int, Published] = {}
         self.undecided: dict[int, tuple[int, Any]] = {}
 
+    def note(self, text: str) -> None:
+        """Say ``text`` through the progress callback (the CLI prints it on stderr)."""
+        if self.progress is not None:
+            self.progress(dataclasses.replace(self.counts(), note=text))
+
     def decide(self, task_id: int, keys: Any) -> np.ndarray:
         """The keep-mask of task ``task_id``'s candidates (``keys``: primary keys and alternates),
         decided against everything before it; called in task order."""
         assert self.keys is not None
-        primary, alternates = keys
-        keep = self.keys.select_new(primary, alternates or {})
-        self.keys.add(primary[keep])
-        return keep
+        return self.keys.decide(task_id, keys)
+
+    def complete(self) -> None:
+        """Mark the dataset complete; its key store (resumable state only) goes."""
+        self.writer.manifest.set_state(complete=True)
+        if self.keys is not None:
+            self.keys.finish()
+
+    def close(self) -> None:
+        if self.keys is not None:
+            self.keys.close()
 
     def add_published(self, published: list[Published]) -> None:
         """Tasks whose segments are published (any order): the next ones in task order are listed."""
@@ -87,6 +109,8 @@ class Driver:
             self.candidates += t.candidates
             self.tasks += 1
             self.level = t.level
+        if self.keys is not None:
+            self.keys.committed(self.start_tasks + self.tasks)
         if self.progress:
             self.progress(self.counts())
 
@@ -99,6 +123,12 @@ class Driver:
             raise Interrupted(
                 f"stopped by signal; {self.records} records are committed in {str(self.writer.location)!r}: {RESUME}"
             )
+
+    def partition_failed(self, what: str) -> WorkerError:
+        """The error of a key partition process that failed or died (``what``, in words); a stop
+        requested meanwhile is reported instead (the same signal may have ended the partition)."""
+        self.check_stop()
+        return WorkerError(f"{what}; {self.records} records are committed: {RESUME}")
 
     def failed(self, task_id: int | None, error: str | None) -> WorkerError:
         """The error of a failed task (``error``: ``"Type: message"``) or of a worker that died (None)."""

@@ -16,7 +16,9 @@ from typing import Any
 
 from .._errors import SpecError
 from .._spec.spec import Spec
+from .._storage.keystore import memory_budget
 from .._storage.layout import layout_of
+from .authority import check_partitions
 from .driver import Driver
 from .engines import ENGINES, Request
 from .plan import adopt_stored_keys, check_size, plan
@@ -36,6 +38,8 @@ def generate(
     engine: str = "local",
     ray_address: str | None = None,
     executor: Executor | None = None,
+    memory: int | str | None = None,
+    partitions: int | None = None,
 ) -> Summary:
     """Generate (or resume) the dataset ``spec`` into the SQLite file ``path``, or into the
     sharded dataset directory ``path`` (a path ending in ``/``, or an existing directory).
@@ -55,6 +59,15 @@ def generate(
     shuts down): the standard library's ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``,
     ``mpi4py.futures``, loky (a directory only; :mod:`.jobs`); ``workers`` caps the jobs in
     flight (default: one per core of this machine). The content is the same.
+
+    ``memory`` bounds the keys of a unique run in RAM: bytes, or a size such as ``"2GB"``,
+    ``"500MiB"``, ``"25%"`` (of this machine's memory; the default); past a quarter of it the keys
+    are spilled to sorted runs on disk beside the dataset (``PATH.keys/`` for a file, ``PATH/keys/``
+    for a directory), which resume with it and are deleted when it is complete. Never changes the content.
+
+    ``partitions`` splits a unique run's key authority by key range into that many processes (each
+    with ``memory / partitions``; 1: in this process). Default: one per 8 workers (``workers``, else
+    this machine's cores). Never changes the content.
     """
     summary, _ = drive(
         path,
@@ -65,6 +78,8 @@ def generate(
         journal=journal,
         ray_address=ray_address,
         executor=executor,
+        memory=memory,
+        partitions=partitions,
     )
     return summary
 
@@ -79,8 +94,12 @@ def drive(
     journal: str = "wal",
     ray_address: str | None = None,
     executor: Executor | None = None,
+    memory: int | str | None = None,
+    partitions: int | None = None,
 ) -> tuple[Summary, Any]:
     """The run behind :func:`generate`; also returns the engine's statistics (jobs: :class:`.RunStats`)."""
+    budget = memory_budget(memory)  # garbage or too little: refused before anything is opened
+    parts = check_partitions(partitions, workers, budget)
     layout = layout_of(path)
     spec = adopt_stored_keys(path, spec)  # a resumed dataset keeps the keys it was made with
     note = check_size(layout.path, spec)
@@ -102,9 +121,14 @@ def drive(
     t0 = time.monotonic()
     with chosen.start(request) as execute, Stop() as stop, layout.writer(spec, journal=journal) as writer:
         announce(progress, note, spec)  # the size it will reach, once the run holds the lock
-        driver = Driver(writer, progress, stop)
-        stats = execute(driver, plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.location))
-        driver.check_stop()
-        writer.manifest.set_state(complete=True)
+        driver = Driver(writer, progress, stop, budget, parts)
+        try:
+            stats = execute(
+                driver, plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.location)
+            )
+            driver.check_stop()
+            driver.complete()
+        finally:
+            driver.close()
     new = driver.records - driver.start_records
     return Summary(os.fspath(path), driver.records, new, driver.tasks, time.monotonic() - t0, True), stats

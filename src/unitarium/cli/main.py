@@ -222,6 +222,17 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
     "--ray-address",
     help="Ray cluster to run on (HOST:PORT; default: RAY_ADDRESS, else a local Ray started for the run).",
 )
+@click.option(
+    "--memory",
+    help="--unique: RAM for the dedup keys, e.g. 2GB, 500MiB, 25% (the default: 25% of this machine's); "
+    "beyond it keys spill to sorted runs on disk beside PATH. Never changes the content.",
+)
+@click.option(
+    "--partitions",
+    type=int,
+    help="--unique: processes that share the dedup keys by key range (default: one per 8 workers; "
+    "1: the driver itself). Never changes the content.",
+)
 def generate_cmd(
     path: str,
     gates: str,
@@ -245,6 +256,8 @@ def generate_cmd(
     journal: str,
     engine: str,
     ray_address: str | None,
+    memory: str | None,
+    partitions: int | None,
 ) -> None:
     """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
     directory PATH (a path ending in / or an existing directory: one writer per worker). A new
@@ -274,7 +287,15 @@ def generate_cmd(
     update, said = _with_layout_note(path, update, quiet)
     try:
         summary = generate(
-            path, spec, workers=workers, progress=update, journal=journal, engine=engine, ray_address=ray_address
+            path,
+            spec,
+            workers=workers,
+            progress=update,
+            journal=journal,
+            engine=engine,
+            ray_address=ray_address,
+            memory=memory,
+            partitions=partitions,
         )
     finally:
         close()

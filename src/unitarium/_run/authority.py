@@ -1,0 +1,352 @@
+"""The dedup authority of a unique run: its keys, under the run's memory budget, in P partitions.
+
+The rule is the one unique mode always had: a candidate is kept iff its key is in no earlier task
+and it is the first of its key in its task ("the first record in task order wins"), and, with grid
+keys, none of its alternate keys is in an earlier task or is the key of an earlier *kept* row of its
+task. The keys live in :class:`~.._storage.keystore.KeyStore` s (in RAM up to a share of
+``--memory``, then in sorted runs on disk beside the dataset), one per partition.
+
+**Partitions.** With ``P`` partitions, partition ``i`` owns the keys whose high word (unsigned) lies
+in the ``i``-th of ``P`` equal ranges, in a process of its own (``P = 1``: in this process). A task
+is decided in two rounds: each partition answers membership for its share of the task's keys
+(primary and alternates: only keys travel), the driver computes the keep-mask from the answers (the
+alternates make the rule depend on earlier rows' fate, so it cannot be decided per key), and each
+partition adds its share of the kept keys. Partitions answer in parallel, each in task order, so
+the content never depends on ``P``. A partition's store is ``part-<i>-of-<P>/`` under the store's
+directory; a resume with another ``P`` rebuilds them (one note).
+
+A store is opened at the first decision of a run: the runs its listing trusts are taken up, and the
+keys of the committed records after them are read from the dataset (all of them when there is no
+store, or one that cannot be trusted: a note says so). Listed runs follow the commits; a complete
+dataset's store is deleted (nothing will resume it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import re
+import signal
+from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.keyset import alternate_rows, keep_mask
+from .._errors import SpecError, WorkerError
+from .._read.bulk import blocks
+from .._read.dataset import Dataset
+from .._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, format_bytes, remove_store
+from .._storage.layout import FileWriter
+from .._storage.manifest import Manifest
+from .._storage.shards import DirectoryWriter
+from .._storage.sqlite import path_text, sqlite_errors
+from .plan import default_workers
+from .wire import recv_message, send_message, start_worker, stop_workers
+
+__all__ = [
+    "FEED_RECORDS",
+    "MAX_PARTITIONS",
+    "KeyAuthority",
+    "check_partitions",
+    "default_partitions",
+    "partition_of",
+    "store_directory",
+]
+
+FEED_RECORDS = 1 << 16
+"""Records whose keys are read from the dataset at a time when a store is extended or rebuilt."""
+_PART = re.compile(r"part-(\d+)-of-(\d+)")
+_WORKERS_PER_PARTITION = 8
+"""Default partitions: one per this many workers (a partition's work per candidate, a search and an
+insert, is a fraction of a worker's)."""
+
+
+def default_partitions(workers: int) -> int:
+    """Partitions of the key authority for ``workers`` workers: one per :data:`_WORKERS_PER_PARTITION`."""
+    return max(1, -(-workers // _WORKERS_PER_PARTITION))
+
+
+MAX_PARTITIONS = 64
+
+
+def check_partitions(partitions: int | None, workers: int | None, budget: int) -> int:
+    """The partition count of a run: ``partitions``, or :func:`default_partitions` of the workers
+    (``workers``, else this machine's cores); a clear :class:`SpecError` if it is not a count from 1
+    to :data:`MAX_PARTITIONS`, or leaves a partition less than the store's minimum budget."""
+    if partitions is None:
+        return default_partitions(workers if isinstance(workers, int) and workers > 0 else default_workers() + 1)
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+        raise SpecError(f"--partitions {partitions!r} must be a whole number from 1 to {MAX_PARTITIONS}")
+    if budget // partitions < MIN_BUDGET:
+        raise SpecError(
+            f"--partitions {partitions}: --memory {format_bytes(budget)} leaves each partition less than the key "
+            f"store's minimum of {format_bytes(MIN_BUDGET)}: give more --memory or fewer partitions"
+        )
+    return partitions
+
+
+def partition_of(hi: np.ndarray, parts: int) -> np.ndarray:
+    """The partition of each key by its high word: ``parts`` equal ranges of its top 32 bits (unsigned)."""
+    top = np.ascontiguousarray(hi, dtype=np.int64).view(np.uint64) >> np.uint64(32)
+    return ((top * np.uint64(parts)) >> np.uint64(32)).astype(np.intp)
+
+
+def store_directory(writer: FileWriter | DirectoryWriter) -> Path:
+    """Where a dataset's key store lives: ``DATA.keys/`` beside a file, ``DATA/keys/`` in a directory."""
+    if isinstance(writer, DirectoryWriter):
+        return writer.directory / "keys"
+    return writer.path.with_name(writer.path.name + ".keys")
+
+
+def _identity(writer: FileWriter | DirectoryWriter, index: int, parts: int) -> bytes:
+    """What a partition's store is bound to: the dataset's id (none before schema 3), its spec's
+    digest, and the partition."""
+    spec = json.dumps(writer.spec.to_json(), sort_keys=True).encode()
+    return (writer.fmt.dataset or b"") + hashlib.sha256(spec).digest() + f"{index}/{parts}".encode()
+
+
+def _firsts(manifest: Manifest) -> np.ndarray:
+    """The first record id of every committed task, and the record count after them."""
+    with sqlite_errors(manifest.path, "reading"):
+        rows = manifest.conn.execute("SELECT first_id FROM tasks ORDER BY task_id").fetchall()
+    return np.array([r[0] for r in rows] + [manifest.next_id()], dtype=np.int64)
+
+
+def _task_groups(firsts: np.ndarray, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+    """``(first id, end id, through)`` over tasks ``start .. stop-1``: record ranges of about
+    :data:`FEED_RECORDS`, each ending with a whole task (``through``: the task after it)."""
+    task = start
+    while task < stop:
+        end = int(np.searchsorted(firsts, firsts[task] + FEED_RECORDS, side="left"))
+        through = min(stop, max(task + 1, end))
+        yield int(firsts[task]), int(firsts[through]), through
+        task = through
+
+
+def open_store(store: KeyStore, location: Path, firsts: np.ndarray, index: int, parts: int) -> str | None:
+    """Open ``store`` (partition ``index`` of ``parts``) for a run of the dataset at ``location`` whose
+    committed tasks start at the record ids ``firsts``: take up what it can trust, read the keys of
+    the records committed after that. Returns a note when the store could not be trusted."""
+    committed = len(firsts) - 1
+    note = None
+    try:
+        covered = store.open(committed, lambda tasks: int(firsts[tasks]), share=parts > 1)
+    except StoreRejected as exc:
+        note = f"note: the key store {path_text(store.directory)} is not used ({exc}): rebuilt from the dataset"
+        covered = 0
+    if covered < committed:
+        with Dataset(location) as reader:
+            for first, end, through in _task_groups(firsts, covered, committed):
+                parts_read = [b.keys for _, b in blocks(reader, first, end) if b.keys is not None]
+                keys = np.concatenate(parts_read) if parts_read else np.zeros((0, 2), np.int64)
+                if parts > 1:
+                    keys = keys[partition_of(keys[:, 0], parts) == index]
+                store.add(keys, through)
+    return note
+
+
+# -- a partition's process ----------------------------------------------------------------------------------
+
+
+def _serve(
+    conn: Connection, location: str, directory: str, identity: bytes, budget: int, index: int, parts: int
+) -> None:
+    """A partition: answer ``query`` (membership), take ``add`` and ``committed``, in the order sent;
+    return at end-of-file (the driver is done, or gone)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    store = KeyStore(Path(directory), identity, budget)
+    fd = conn.fileno()
+    try:
+        while True:
+            try:
+                message = recv_message(fd)
+            except (EOFError, OSError):
+                return
+            kind = message[0]
+            if kind == "query":
+                send_message(fd, store.contains(message[1]))
+            elif kind == "add":
+                store.add(message[1], message[2])
+            elif kind == "committed":
+                store.committed(message[1])
+            elif kind == "open":
+                send_message(fd, ("opened", open_store(store, Path(location), message[1], index, parts)))
+            elif kind == "finish":
+                store.close()
+                remove_store(store.directory)
+                send_message(fd, ("done", None))
+    except Exception as exc:  # reported as one line by the driver, never a traceback
+        with contextlib.suppress(OSError):
+            send_message(fd, ("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        store.close()
+
+
+# -- the driver's side --------------------------------------------------------------------------------------
+
+
+class KeyAuthority:
+    """Decides keep-masks in task order against every key before (see the module's docstring):
+    ``parts`` partitions, each with ``budget / parts`` bytes."""
+
+    def __init__(
+        self,
+        writer: FileWriter | DirectoryWriter,
+        budget: int,
+        note: Callable[[str], None],
+        failed: Callable[[str], WorkerError],
+        parts: int = 1,
+    ) -> None:
+        self.writer, self.budget, self.note, self.failed, self.parts = writer, budget, note, failed, parts
+        self.base = store_directory(writer)
+        self.opened = False
+        self.told = 0
+        self.store: KeyStore | None = None  # one partition, in this process
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.conns: list[Connection] = []
+
+    def _directory(self, index: int) -> Path:
+        return self.base / f"part-{index}-of-{self.parts}"
+
+    def decide(self, task_id: int, keys: Any) -> np.ndarray:
+        """The keep-mask of task ``task_id``'s candidates (``keys``: primary keys and alternates);
+        called in task order."""
+        if not self.opened:
+            self._open()
+        primary, alternates = keys
+        primary = np.asarray(primary, dtype=np.int64).reshape(-1, 2)
+        rows, alts = alternate_rows(alternates or {})
+        asked = np.concatenate([primary, *alts]) if rows else primary
+        found = self._contains(asked)
+        keep = keep_mask(primary, found[: len(primary)], rows, alts, found[len(primary) :] if rows else None)
+        self._add(primary[keep], task_id + 1)
+        return keep
+
+    def _contains(self, keys: np.ndarray) -> np.ndarray:
+        if self.store is not None:
+            return self.store.contains(keys)
+        part = partition_of(keys[:, 0], self.parts)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
+        for i in range(self.parts):
+            self._send(i, ("query", keys[order[bounds[i] : bounds[i + 1]]]))
+        found = np.empty(len(keys), dtype=bool)
+        for i in range(self.parts):
+            found[order[bounds[i] : bounds[i + 1]]] = self._reply(i)
+        return found
+
+    def _add(self, keys: np.ndarray, through: int) -> None:
+        if self.store is not None:
+            self.store.add(keys, through)
+            return
+        part = partition_of(keys[:, 0], self.parts)
+        for i in range(self.parts):
+            self._send(i, ("add", keys[part == i], through))
+
+    # -- opening ------------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._remove_other_partitionings()
+        firsts = _firsts(self.writer.manifest)
+        share = max(1, self.budget // self.parts)
+        identities = [_identity(self.writer, i, self.parts) for i in range(self.parts)]
+        if self.parts == 1:
+            self.store = KeyStore(self._directory(0), identities[0], share)
+            notes = [open_store(self.store, self.writer.location, firsts, 0, 1)]
+        else:
+            self._start(identities, share)
+            for i in range(self.parts):
+                self._send(i, ("open", firsts))
+            notes = [self._reply(i)[1] for i in range(self.parts)]
+        for text in dict.fromkeys(n for n in notes if n):
+            self.note(text)
+        self.opened = True
+
+    def _remove_other_partitionings(self) -> None:
+        """Stores of another partition count (a resume with another ``P``): rebuilt, said once."""
+        if not self.base.is_dir() or self.base.is_symlink():
+            return
+        others = [p for p in self.base.iterdir() if (m := _PART.fullmatch(p.name)) and int(m.group(2)) != self.parts]
+        for p in others:
+            remove_store(p)
+        if others:
+            self.note(
+                f"note: the key store {path_text(self.base)} was made by another number of partitions: "
+                f"rebuilt for {self.parts} from the dataset"
+            )
+
+    def _start(self, identities: list[bytes], share: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        resource_tracker.ensure_running()
+        try:
+            for i in range(self.parts):
+                mine, theirs = ctx.Pipe(duplex=True)
+                args = (theirs, str(self.writer.location), str(self._directory(i)), identities[i], share, i, self.parts)
+                self.procs.append(start_worker(ctx, _serve, args, (theirs,)))
+                self.conns.append(mine)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    def _died(self, i: int) -> WorkerError:
+        return self.failed(f"key partition process {self.procs[i].pid} died (killed, or out of memory?)")
+
+    def _send(self, i: int, message: tuple[Any, ...]) -> None:
+        try:
+            send_message(self.conns[i].fileno(), message)
+        except OSError:
+            raise self._died(i) from None
+
+    def _reply(self, i: int) -> Any:
+        try:
+            reply = recv_message(self.conns[i].fileno())
+        except (EOFError, OSError):
+            raise self._died(i) from None
+        if isinstance(reply, tuple) and reply[0] == "error":
+            raise self.failed(f"key partition {i} failed: {reply[1]}")
+        return reply
+
+    # -- commits, the end ---------------------------------------------------------------------------------
+
+    def committed(self, tasks: int) -> None:
+        """Tasks ``0 .. tasks-1`` are committed (the stores list the runs they cover)."""
+        if not self.opened or tasks <= self.told:
+            return
+        self.told = tasks
+        if self.store is not None:
+            self.store.committed(tasks)
+        else:
+            for i in range(self.parts):
+                self._send(i, ("committed", tasks))
+
+    def finish(self) -> None:
+        """The dataset is complete: its key store goes."""
+        if self.conns:
+            for i in range(self.parts):
+                self._send(i, ("finish",))
+            for i in range(self.parts):
+                self._reply(i)
+        self.close()
+        if self.base.is_dir() and not self.base.is_symlink():
+            for p in self.base.iterdir():
+                if _PART.fullmatch(p.name):
+                    remove_store(p)
+            with contextlib.suppress(OSError):
+                self.base.rmdir()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        for conn in self.conns:
+            conn.close()
+        stop_workers(self.procs, graceful=True, wait_s=10)
+        self.conns, self.procs = [], []

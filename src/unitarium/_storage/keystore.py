@@ -1,0 +1,609 @@
+"""The key store of a unique run: its dedup keys under a memory budget, spilled to sorted runs on disk.
+
+Keys are 128 bits, ``(hi, lo)`` int64 words (:mod:`.._core.keyset`). The newest keys are held in RAM
+(a :class:`~.._core.keyset.KeySet`); once they take more than a quarter of the budget they are written,
+merged into one run sorted by ``hi``, to a file beside the dataset (``DATA.keys/`` for a file,
+``DATA/keys/`` for a directory), and answered from there: each run is a ``.npy`` array ``(2, n)``
+(``hi`` then ``lo``, little-endian int64) mapped read-only, with a fence of every 512th ``hi`` word in
+RAM, so a membership query touches one page of the map (binary search inside the fenced page). Runs
+are merged size-tiered (a new run at least half as large as the one before it is merged into it, in
+chunks read from the files, never whole in RAM), so there are ``O(log)`` of them.
+
+Memory: RAM keys up to ``budget / 4`` (twice that while they are sorted into a run), the pages of the
+maps that queries touched up to ``budget / 4`` (measured as the growth of the process's file-backed
+resident pages, then handed back with ``MADV_DONTNEED``; the maps are ``MADV_RANDOM``), merge buffers
+of ``budget / 16``, and fences of 1/64 byte per key: about ``0.8 * budget`` in all, whatever the
+number of keys.
+
+The store is part of the dataset's resumable state, never of its content: readers, ``pack`` and
+``verify`` ignore it. ``keys.json`` lists the runs (written atomically: temporary file, fsync, rename,
+fsync of the directory) with the identity of the dataset (its id and its spec's digest) and the
+committed prefix they cover: the keys of tasks ``0 .. tasks-1``, as many as the records those tasks
+hold (every kept record adds its key, once). A run is listed only once every task it covers is
+committed, so after a kill -9 the listing never covers more than the dataset. The store's ``lock``
+(an ``flock`` held while a process uses the store) keeps a partition process orphaned by a killed
+run from writing beside its successor. Each run's checksum
+(XXH3-64 of its words, seeded by the dataset's identity and the run's task range) is checked when a
+run resumes it: a store that is missing a file, damaged, of another dataset or covering more than is
+committed is never trusted: the caller rebuilds it from the dataset's records (and says so once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import mmap
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from .._core.keyset import KeySet, select_new
+from .._errors import SpecError, StorageError
+from .._spec.spec import memory_limit
+from .sqlite import path_text
+
+__all__ = [
+    "DEFAULT_FRACTION",
+    "LISTING",
+    "MIN_BUDGET",
+    "KeyStore",
+    "StoreRejected",
+    "format_bytes",
+    "memory_budget",
+    "remove_store",
+]
+
+STORE_FORMAT = 1
+LISTING = "keys.json"
+LOCK = "lock"
+MIN_BUDGET = 1 << 20
+"""The smallest ``--memory``: the store's fixed needs (a run's buffers, a fence page, the listing)."""
+DEFAULT_FRACTION = 0.25
+"""The default budget: this fraction of the memory this process may use."""
+_FENCE = 512
+"""Keys per fence entry: one 4 KiB page of ``hi`` words."""
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_READ = 1 << 16
+"""Keys per read when checking a run's checksum."""
+_RUN = re.compile(r"run-(\d{6,})\.npy")
+_TEMPORARY = re.compile(r"\.run-\d{6,}\.npy\.[0-9a-f]+\.tmp|\.keys\.json\.[0-9a-f]+\.tmp")
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+    "t": 2**40,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*|%)", re.IGNORECASE)
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def memory_budget(value: int | str | None) -> int:
+    """The key store's budget in bytes from ``--memory``: an int (bytes), or text such as ``2GB``,
+    ``500MiB``, ``1.5G`` (K, M, G, T alone are binary), ``25%`` (of the memory this process may use);
+    None: :data:`DEFAULT_FRACTION` of it (1 GiB where it cannot be told). A clear :class:`SpecError`
+    for anything else, below :data:`MIN_BUDGET`, or above this machine's memory."""
+    total = memory_limit()
+    if value is None:
+        return max(MIN_BUDGET, int(DEFAULT_FRACTION * total)) if total else 1 << 30
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise SpecError(f"--memory {value!r} is not a size: write e.g. 2GB, 500MiB or 25%")
+    if isinstance(value, int):
+        budget = value
+    else:
+        match = _SIZE.fullmatch(value.strip())
+        unit = match.group(2).lower() if match else ""
+        if match is None or (unit != "%" and unit not in _UNITS):
+            raise SpecError(f"--memory {value!r} is not a size: write e.g. 2GB, 500MiB or 25% (of this machine's RAM)")
+        number = float(match.group(1))
+        if unit == "%":
+            if total is None:
+                raise SpecError(f"--memory {value}: this machine's memory is unknown: give a size such as 2GB")
+            if not 0 < number <= 100:
+                raise SpecError(f"--memory {value}: a share of this machine's memory is between 0% and 100%")
+            budget = int(number / 100 * total)
+        else:
+            budget = int(number * _UNITS[unit])
+    if budget < MIN_BUDGET:
+        raise SpecError(
+            f"--memory {value}: {format_bytes(budget)} is below the key store's fixed minimum of "
+            f"{format_bytes(MIN_BUDGET)}: give at least 1MiB"
+        )
+    if total is not None and budget > total:
+        raise SpecError(
+            f"--memory {value}: {format_bytes(budget)} is more than this machine's {format_bytes(total)}: "
+            "give less, e.g. 25%"
+        )
+    return budget
+
+
+class StoreRejected(Exception):
+    """A key store that cannot be trusted (``args[0]``: why, in words)."""
+
+
+def _header(n: int) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<i8", "fortran_order": False, "shape": (2, n)})
+    return buf.getvalue()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_resident() -> int:
+    """Bytes of this process's resident file-backed (and shared) pages: the maps' pages among them."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * _PAGE
+    except (OSError, IndexError, ValueError):  # pragma: no cover - not Linux: never released
+        return 0
+
+
+def _read_words(fd: int, offset: int, count: int) -> np.ndarray:
+    data = os.pread(fd, 8 * count, offset)
+    if len(data) != 8 * count:
+        raise StoreRejected("a run is shorter than listed")
+    return np.frombuffer(data, dtype="<i8")
+
+
+class _Run:
+    """One sorted run on disk: ``hi`` and ``lo`` words mapped read-only, its fence in RAM; it holds the
+    keys of tasks ``tasks[0] .. tasks[1]-1`` (those not in an earlier run)."""
+
+    def __init__(self, path: Path, tasks: tuple[int, int], n: int, sums: tuple[str, str]) -> None:
+        self.path, self.tasks, self.n, self.sums = path, tasks, n, sums
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version != (1, 0):
+                raise StoreRejected(f"{path.name} is not a run of this store")
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            self.offset = f.tell()
+            if shape != (2, n) or fortran or dtype != np.dtype("<i8"):
+                raise StoreRejected(f"{path.name} does not hold the {n} keys listed")
+            if os.fstat(f.fileno()).st_size != self.offset + 16 * n:
+                raise StoreRejected(f"{path.name} has the wrong size")
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.map.madvise(mmap.MADV_RANDOM)  # one page per fault: what a query touches, no read-around
+        self.hi = np.frombuffer(self.map, dtype="<i8", count=n, offset=self.offset)
+        self.lo = np.frombuffer(self.map, dtype="<i8", count=n, offset=self.offset + 8 * n)
+        self.fence = np.array(self.hi[::_FENCE])
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def checksums(self, seed: int) -> tuple[str, str]:
+        """The XXH3-64 of the ``hi`` and ``lo`` words, read from the file (not through the map)."""
+        sums = []
+        with open(self.path, "rb") as f:
+            for start in (self.offset, self.offset + 8 * self.n):
+                h = xxhash.xxh3_64(seed=seed)
+                for a in range(0, self.n, _READ):
+                    h.update(_read_words(f.fileno(), start + 8 * a, min(_READ, self.n - a)).tobytes())
+                sums.append(h.hexdigest())
+        return sums[0], sums[1]
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The run's ``(hi, lo)`` words in chunks of ``size``, read from the file (not through the map)."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for a in range(0, self.n, size):
+                k = min(size, self.n - a)
+                yield (
+                    _read_words(fd, self.offset + 8 * a, k).astype(np.int64),
+                    _read_words(fd, self.offset + 8 * (self.n + a), k).astype(np.int64),
+                )
+        finally:
+            os.close(fd)
+
+    def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Which keys ``(hi, lo)`` are in the run; the fence narrows each search to one page."""
+        page = np.searchsorted(self.fence, hi, side="left")  # fence[page-1] < hi <= fence[page]
+        below = np.where(page == 0, -1, (page - 1) * _FENCE)  # hi[below] < q
+        above = np.where(page == 0, 0, np.minimum(page * _FENCE, self.n))  # hi[above] >= q, or the end
+        active = np.flatnonzero(above - below > 1)
+        while len(active):
+            mid = (below[active] + above[active]) // 2
+            less = self.hi[mid] < hi[active]
+            below[active[less]] = mid[less]
+            above[active[~less]] = mid[~less]
+            active = active[above[active] - below[active] > 1]
+        found = np.zeros(len(hi), dtype=bool)
+        inside = np.flatnonzero(above < self.n)
+        same = inside[self.hi[above[inside]] == hi[inside]]
+        found[same] = self.lo[above[same]] == lo[same]
+        for r in same[~found[same]]:  # equal first words: ~never
+            k = int(above[r]) + 1
+            while k < self.n and self.hi[k] == hi[r] and not found[r]:
+                found[r] = self.lo[k] == lo[r]
+                k += 1
+        return found
+
+    def release(self) -> None:
+        """Hand the pages that queries mapped back to the kernel (they stay in the page cache)."""
+        self.map.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        del self.hi, self.lo
+        self.map.close()
+
+
+def _write_run(path: Path, n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]], seed: int) -> tuple[str, str]:
+    """Write the run ``(2, n)`` from its ``(hi, lo)`` chunks, in order: a temporary file, fsync,
+    rename, fsync of the directory. Returns its checksums."""
+    header = _header(n)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    sums = [xxhash.xxh3_64(seed=seed), xxhash.xxh3_64(seed=seed)]
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.pwrite(fd, header, 0)
+        at = 0
+        for hi, lo in parts:
+            hi_bytes, lo_bytes = hi.astype("<i8").tobytes(), lo.astype("<i8").tobytes()
+            os.pwrite(fd, hi_bytes, len(header) + 8 * at)
+            os.pwrite(fd, lo_bytes, len(header) + 8 * (n + at))
+            sums[0].update(hi_bytes)
+            sums[1].update(lo_bytes)
+            at += len(hi)
+        if at != n:
+            raise AssertionError(f"a run of {n} keys got {at}")
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    _fsync_directory(path.parent)
+    return sums[0].hexdigest(), sums[1].hexdigest()
+
+
+def _merged(older: _Run, newer: _Run, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The keys of two runs in ``hi`` order, in chunks of about ``size`` (read from the files)."""
+    a_chunks, b_chunks = older.chunks(size), newer.chunks(size)
+    a = next(a_chunks, None)
+    b = next(b_chunks, None)
+    while a is not None or b is not None:
+        if a is None or b is None:
+            rest = a if a is not None else b
+            assert rest is not None
+            yield rest
+            a = next(a_chunks, None) if a is not None else None
+            b = next(b_chunks, None) if b is not None else None
+            continue
+        limit = min(a[0][-1], b[0][-1])
+        i = int(np.searchsorted(a[0], limit, side="right"))
+        j = int(np.searchsorted(b[0], limit, side="right"))
+        hi = np.concatenate([a[0][:i], b[0][:j]])
+        lo = np.concatenate([a[1][:i], b[1][:j]])
+        order = np.argsort(hi, kind="stable")
+        yield hi[order], lo[order]
+        a = (a[0][i:], a[1][i:]) if i < len(a[0]) else next(a_chunks, None)
+        b = (b[0][j:], b[1][j:]) if j < len(b[0]) else next(b_chunks, None)
+
+
+class KeyStore:
+    """The dedup keys of one unique run, under ``budget`` bytes (see the module's docstring).
+
+    ``directory`` is where runs go (created at the first spill); ``identity`` binds them to the dataset
+    (its id and its spec's digest). Feed it with :meth:`add` in task order (``through``: the tasks whose
+    keys are now all in), tell it what is committed with :meth:`committed` (runs are listed, and so
+    resumable, only once committed), ask it :meth:`contains`/:meth:`select_new`."""
+
+    def __init__(self, directory: Path, identity: bytes, budget: int) -> None:
+        self.directory, self.identity, self.budget = directory, identity, budget
+        self.ram = KeySet()
+        self.runs: list[_Run] = []
+        self.decided = 0
+        """Tasks whose keys are all in the store."""
+        self.spilled = 0
+        """Tasks whose keys are in runs (the rest of the decided ones are in RAM)."""
+        self.committed_tasks = 0
+        self.listed: dict[str, int] = {}
+        """Runs in ``keys.json`` (name -> keys)."""
+        self.listed_tasks = 0
+        self.seq = 0
+        self.baseline: int | None = None
+        self._lock_fd: int | None = None
+        self.releases = 0
+        self.spills = 0
+        self.merges = 0
+        self._count = 0
+
+    # -- budget shares --------------------------------------------------------------------------
+
+    @property
+    def ram_limit(self) -> int:
+        return self.budget // 4
+
+    @property
+    def map_limit(self) -> int:
+        return self.budget // 4
+
+    @property
+    def chunk(self) -> int:
+        """Keys per chunk of a merge: its buffers (inputs, output, order) stay below ``budget / 16``."""
+        return max(_FENCE, self.budget // 16 // 64)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(16 * r.n for r in self.runs)
+
+    # -- resume -----------------------------------------------------------------------------------
+
+    def open(self, committed: int, records_before: Callable[[int], int], *, share: bool = False) -> int:
+        """Take up the listed runs if they can be trusted (the dataset's, intact, covering at most the
+        ``committed`` tasks, holding as many keys as ``records_before(tasks)``, or at most as many for a
+        ``share`` of the keys: a partition's); returns the tasks they
+        cover (the caller adds the keys of the tasks after them). Raises :class:`StoreRejected` (what
+        is wrong) after emptying the store when they cannot: the caller rebuilds it from the dataset."""
+        self.committed_tasks = committed
+        if not self.directory.exists() and not self.directory.is_symlink():
+            return 0  # created at the first spill
+        self._lock()
+        try:
+            covered = self._take_up(committed, records_before, share)
+        except StoreRejected:
+            self.clear()
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.clear()
+            raise StoreRejected(f"unreadable ({type(exc).__name__}: {exc})") from None
+        self._remove_unlisted()
+        return covered
+
+    def _lock(self) -> None:
+        """Create the store's directory and hold its lock until :meth:`close`: a partition process
+        orphaned by a killed run finishes the step it is in before a new one takes the store."""
+        if self._lock_fd is not None:
+            return
+        if self.directory.is_symlink() or (self.directory.exists() and not self.directory.is_dir()):
+            raise StorageError(
+                f"{path_text(self.directory)} is in the way of the key store (not a directory): move it away"
+            )
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create the key store {path_text(self.directory)}: {exc.strerror}") from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+
+    def _take_up(self, committed: int, records_before: Callable[[int], int], share: bool) -> int:
+        try:
+            listing = json.loads((self.directory / LISTING).read_text())
+        except FileNotFoundError:
+            if any(_RUN.fullmatch(p.name) for p in self.directory.iterdir()):
+                raise StoreRejected(f"its {LISTING} is missing") from None
+            return 0
+        if not isinstance(listing, dict) or listing.get("format") != STORE_FORMAT:
+            raise StoreRejected(f"its {LISTING} is not a key store listing")
+        if listing.get("identity") != self.identity.hex():
+            raise StoreRejected("it belongs to another dataset or spec")
+        tasks, total = int(listing["tasks"]), int(listing["keys"])
+        if tasks > committed:
+            raise StoreRejected(f"it covers {tasks} tasks and the dataset has {committed} committed")
+        if total > records_before(tasks) or (total != records_before(tasks) and not share):
+            raise StoreRejected(f"it holds {total} keys and the dataset's first {tasks} tasks hold other records")
+        start = 0
+        for entry in listing["runs"]:
+            name, (a, b), n = str(entry["file"]), entry["tasks"], int(entry["keys"])
+            if not _RUN.fullmatch(name) or a != start or not a < b or n < 1:
+                raise StoreRejected(f"its {LISTING} is inconsistent")
+            run = _Run(self.directory / name, (int(a), int(b)), n, tuple(entry["xxh3"]))  # type: ignore[arg-type]
+            self.runs.append(run)
+            if run.checksums(self._seed(run.tasks)) != run.sums:
+                raise StoreRejected(f"{name} is damaged (checksum mismatch)")
+            start = int(b)
+        if start != tasks or sum(r.n for r in self.runs) != total:
+            raise StoreRejected(f"its {LISTING} is inconsistent")
+        self.listed = {r.name: r.n for r in self.runs}
+        self.listed_tasks = self.decided = self.spilled = tasks
+        self._count = total
+        self.seq = max((int(m.group(1)) for p in self.directory.iterdir() if (m := _RUN.fullmatch(p.name))), default=0)
+        return tasks
+
+    # -- membership -------------------------------------------------------------------------------
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of the ``(n, 2)`` keys are in the store."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        found = self.ram.contains(keys)
+        if not self.runs or not len(keys):
+            return found
+        order = np.argsort(keys[:, 0], kind="stable")
+        hi, lo = keys[order, 0], keys[order, 1]
+        hit = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            ask = np.flatnonzero(~hit)
+            hit[ask] = run.contains(hi[ask], lo[ask])
+        found[order] |= hit
+        self._bound_maps()
+        return found
+
+    def _bound_maps(self) -> None:
+        """Hand back the pages the maps hold once they pass :attr:`map_limit`: measured as the growth of
+        this process's file-backed resident pages (``/proc/self/statm``) since the last release."""
+        now = _file_resident()
+        if self.baseline is None:
+            self.baseline = now
+        if now - self.baseline > self.map_limit:
+            for run in self.runs:
+                run.release()
+            self.releases += 1
+            self.baseline = _file_resident()
+
+    def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
+        """Which rows of a batch are new (:func:`.._core.keyset.select_new` against the store)."""
+        return select_new(self.contains, primary, alternates)
+
+    # -- growth -----------------------------------------------------------------------------------
+
+    def add(self, keys: np.ndarray, through: int) -> None:
+        """Add new keys (not in the store); all keys of tasks ``0 .. through-1`` are now in."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        self.ram.add(keys)
+        self._count += len(keys)
+        self.decided = through
+        if self.ram.nbytes > self.ram_limit:
+            self.spill()
+
+    def spill(self) -> None:
+        """Write the keys in RAM as a run (they cover the tasks decided since the last run), then
+        merge runs size-tiered and list what is committed."""
+        if not len(self.ram):
+            return
+        self._lock()
+        hi, lo = self.ram.drain()
+        self.runs.append(self._write((self.spilled, self.decided), len(hi), iter([(hi, lo)])))
+        del hi, lo
+        self.spilled = self.decided
+        self.spills += 1
+        while len(self.runs) > 1 and 2 * self.runs[-1].n >= self.runs[-2].n:
+            newer, older = self.runs.pop(), self.runs.pop()
+            tasks = (older.tasks[0], newer.tasks[1])
+            self.runs.append(self._write(tasks, older.n + newer.n, _merged(older, newer, self.chunk)))
+            self.merges += 1
+            for run in (older, newer):
+                run.close()
+                if run.name not in self.listed:
+                    run.path.unlink()
+        self._list()
+
+    def _seed(self, tasks: tuple[int, int]) -> int:
+        return xxhash.xxh3_64_intdigest(self.identity + b"".join(int(t).to_bytes(8, "little") for t in tasks))
+
+    def _write(self, tasks: tuple[int, int], n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> _Run:
+        self.seq += 1
+        path = self.directory / f"run-{self.seq:06d}.npy"
+        try:
+            sums = _write_run(path, n, parts, self._seed(tasks))
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the key store {path_text(self.directory)}: {exc.strerror}; free some space, or give "
+                "--memory more room (nothing committed is lost)"
+            ) from exc
+        return _Run(path, tasks, n, sums)
+
+    # -- commits and listing ------------------------------------------------------------------------
+
+    def committed(self, tasks: int) -> None:
+        """Tasks ``0 .. tasks-1`` are committed: list the runs that now cover only committed tasks."""
+        self.committed_tasks = tasks
+        if self.runs and self.runs[-1].tasks[1] > self.listed_tasks:
+            self._list()
+
+    def _list(self) -> None:
+        prefix = []
+        for run in self.runs:
+            if run.tasks[1] > self.committed_tasks:
+                break
+            prefix.append(run)
+        tasks = prefix[-1].tasks[1] if prefix else 0
+        if tasks <= self.listed_tasks:
+            return
+        listing = {
+            "format": STORE_FORMAT,
+            "identity": self.identity.hex(),
+            "tasks": tasks,
+            "keys": sum(r.n for r in prefix),
+            "runs": [{"file": r.name, "tasks": list(r.tasks), "keys": r.n, "xxh3": list(r.sums)} for r in prefix],
+        }
+        tmp = self.directory / f".{LISTING}.{secrets.token_hex(4)}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(listing, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / LISTING)
+            _fsync_directory(self.directory)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StorageError(f"cannot write the key store {path_text(self.directory)}: {exc.strerror}") from exc
+        old, self.listed, self.listed_tasks = self.listed, {r.name: r.n for r in prefix}, tasks
+        in_use = {r.name for r in self.runs}
+        for name in old.keys() - self.listed.keys() - in_use:
+            with contextlib.suppress(OSError):
+                (self.directory / name).unlink()
+
+    # -- cleaning up ----------------------------------------------------------------------------------
+
+    def _remove_unlisted(self) -> None:
+        """Runs and temporaries nobody lists (a run killed while spilling, merging or listing)."""
+        for p in self.directory.iterdir():
+            if (_RUN.fullmatch(p.name) and p.name not in self.listed) or _TEMPORARY.fullmatch(p.name):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+    def _unmap(self) -> None:
+        for run in self.runs:
+            run.close()
+        self.runs = []
+
+    def close(self) -> None:
+        self._unmap()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    def clear(self) -> None:
+        """Forget everything, on disk too (the store is rebuilt from the dataset); the lock is kept."""
+        self._unmap()
+        self.ram = KeySet()
+        self.listed, self.listed_tasks = {}, 0
+        self.decided = self.spilled = self._count = 0
+        if self.directory.is_dir() and not self.directory.is_symlink():
+            for p in self.directory.iterdir():
+                if _RUN.fullmatch(p.name) or _TEMPORARY.fullmatch(p.name) or p.name == LISTING:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+
+    def remove(self) -> None:
+        """Delete the store (the dataset is complete: nothing will resume it)."""
+        self._lock()
+        self.clear()
+        self.close()
+        with contextlib.suppress(OSError):
+            (self.directory / LOCK).unlink()
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
+
+
+def remove_store(directory: Path) -> None:
+    """Delete the key store in ``directory`` (our files only; the directory if it is then empty)."""
+    if directory.is_dir() and not directory.is_symlink():
+        store = KeyStore(directory, b"", MIN_BUDGET)
+        store.remove()
