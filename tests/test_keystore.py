@@ -408,7 +408,10 @@ def test_partitioned_run_survives_kill_9(
     assert len(list(store_of(path).glob(f"part-*-of-{p0}"))) == p0
     proc = cli("generate", path, *KILL, "--memory", f"{p1}MiB", "--partitions", str(p1), "--workers", str(w1), "-q")
     notes = [line for line in proc.stderr.splitlines() if "key store" in line]
-    assert len(notes) == (p1 != p0), proc.stderr
+    # another P: one note, when the resume has a task left to decide (a kill that lands after the last commit, as
+    # on a loaded machine, leaves none: the store is only dropped); the same P: none
+    assert len(notes) <= (p1 != p0), proc.stderr
+    assert all("another number of partitions" in line for line in notes), notes
     assert dataset_digest(path) == reference(tmp_path_factory, KILL, layout)
     assert not store_of(path).exists()
 
