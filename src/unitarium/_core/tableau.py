@@ -208,7 +208,7 @@ class TableauRules:
         def rule(t: np.ndarray) -> np.ndarray:
             x_a = (t >> xa) & mask
             z_b = (t >> zb) & mask
-            r = x_a & z_b & ~(((t >> xb) ^ (t >> za)))
+            r = x_a & z_b & ~((t >> xb) ^ (t >> za))
             return t ^ ((r & mask) << sq) ^ (x_a << xb) ^ (z_b << za)
 
         return rule
