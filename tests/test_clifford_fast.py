@@ -98,7 +98,7 @@ def test_rules_are_used_exactly_where_only_tableau_keys_are_needed(monkeypatch: 
 
 SAME_SPECS = {
     "3q h,s,cx L5": ({"gates": "h,s,cx", "qubits": 3, "max_length": 5}, "dir/", 2),
-    "2q every clifford L5": ({"gates": "h,s,sdg,sx,cx,cz,swap,iswap", "qubits": 2, "max_length": 5}, "e.db", 1),
+    "2q every clifford L5": ({"gates": "h,s,sdg,sx,cx,cz,swap,iswap", "qubits": 2, "max_length": 5}, "e.db", 2),
     "2q random": ({"gates": "h,s,cx", "qubits": 2, "count": 3000, "length": "1:12", "seed": 5}, "r.db", 2),
     "1q cost": ({"gates": "h,s,x", "qubits": 1, "max_length": 8, "cost": "h=1,s=1"}, "c/", 1),
 }
