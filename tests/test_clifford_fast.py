@@ -171,3 +171,13 @@ def test_three_qubit_clifford_levels_agree_with_a_stim_breadth_first_search(tmp_
         words = rules.circuits(seqs)[:, 0]
         for length, level in enumerate(levels):
             assert set(words[lengths == length].tolist()) == level
+
+
+def test_rule_keys_beyond_128_bits_are_the_matrix_keys() -> None:
+    """From 6 qubits a tableau (156 bits) is hashed with BLAKE2b, and its rows span several words."""
+    gs = _gateset("h,s,sx,cx,iswap", 6)
+    rules = TableauRules(gs.move_matrices)
+    assert rules.words > 1
+    seqs = np.random.default_rng(6).integers(0, len(gs.moves) + 1, size=(60, 20))
+    u = ProductTable(gs.move_matrices, np.complex128).unitaries(seqs)
+    assert np.array_equal(rules.keys(rules.circuits(seqs)), tableau_keys(u))
