@@ -31,7 +31,10 @@ commuting neighbours keeps cost and length.
 
 In unique mode the products are formed in complex128 (the dedup keys need it); the
 stored unitaries are then cast to the dataset's dtype. The keys are the spec's scheme
-(:func:`unitarium._core.exact.dedup_keys`: grid, tableau or channel).
+(:func:`unitarium._core.exact.dedup_keys`: grid, tableau or channel). With tableau keys and
+``--unitaries computed`` no matrix is formed at all: tasks track the circuits' stabilizer tableaux by
+update rules (:mod:`unitarium._core.tableau`, the same keys bit for bit), and an enumeration task
+drops a child equal to an earlier child of its own (never kept: the first in task order wins).
 
 **A record's unitary is a function of its circuit alone** (:func:`recompute`): a random
 circuit's is the product table's over the circuit padded to the spec's maximum length; an
