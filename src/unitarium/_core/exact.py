@@ -13,7 +13,9 @@ sign within :data:`TABLEAU_EPS`, so a non-Clifford cannot pass. The key is the `
 bits (42 for 3 qubits, 110 for 5), through a two-round Feistel mix of the two 64-bit words, which is a
 bijection: **exact, no collisions, up to 5 qubits**; from 6 qubits (156 bits and more) the bits are
 hashed to 128 bits with BLAKE2b (two distinct tableaux collide with probability ``2**-128``: below
-``N**2 / 2**129`` for ``N`` unitaries, ~1e-16 at 3e11).
+``N**2 / 2**129`` for ``N`` unitaries, ~1e-16 at 3e11). Where no matrix is needed at all (unique runs with
+``--unitaries computed``), tasks compute the same keys from tableaux tracked by update rules, without
+matrices (:mod:`unitarium._core.tableau`).
 
 **Channel** (every gate in the Clifford+T ring: matrices in ``Z[1/sqrt2, i]`` up to phase). The
 channel representation ``S = U (x) conj(U)`` is phase-free and its entries are ``(a + b sqrt2) / 2^k``

@@ -31,7 +31,10 @@ commuting neighbours keeps cost and length.
 
 In unique mode the products are formed in complex128 (the dedup keys need it); the
 stored unitaries are then cast to the dataset's dtype. The keys are the spec's scheme
-(:func:`unitarium._core.exact.dedup_keys`: grid, tableau or channel).
+(:func:`unitarium._core.exact.dedup_keys`: grid, tableau or channel). With tableau keys and
+``--unitaries computed`` no matrix is formed at all: tasks track the circuits' stabilizer tableaux by
+update rules (:mod:`unitarium._core.tableau`, the same keys bit for bit), and an enumeration task
+drops a child equal to an earlier child of its own (never kept: the first in task order wins).
 
 **A record's unitary is a function of its circuit alone** (:func:`recompute`): a random
 circuit's is the product table's over the circuit padded to the spec's maximum length; an
@@ -43,6 +46,7 @@ datasets recompute on read the bits a ``stored`` one holds. Tasks carry their in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -52,9 +56,14 @@ from .._core.codec import code_dtype
 from .._core.cost import LEVEL_STRIDE, move_weights
 from .._core.exact import dedup_keys
 from .._core.kernels import ProductTable, extend
+from .._core.tableau import TableauRules
 from .spec import Enumeration, RandomSource, Spec
 
-__all__ = ["Task", "TaskContext", "TaskResult", "recompute", "run_task"]
+__all__ = ["TABLEAU_RULES_ENV", "Task", "TaskContext", "TaskResult", "recompute", "run_task"]
+
+TABLEAU_RULES_ENV = "UNITARIUM_TABLEAU_RULES"
+"""Set to ``0`` to compute tableau keys from the unitaries even where the update rules apply (the
+keys, and so the datasets, are the same bits either way: a diagnostic switch, inherited by workers)."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,22 @@ class TaskContext:
         self.num_moves = len(spec.gateset.moves)
         self.compute_dtype = spec.compute_dtype
         self.code_dtype = code_dtype(self.num_moves)
-        self.need_unitaries = spec.stored_unitaries or spec.unique
         self.weights = move_weights(spec.gateset, spec.cost)
+
+    @cached_property
+    def rules(self) -> TableauRules | None:
+        """Tableau update rules where a run needs tableau keys and no matrix (unique mode, tableau keys,
+        ``--unitaries computed``): tasks then track tableaux, never unitaries (:mod:`unitarium._core.tableau`)."""
+        spec = self.spec
+        if not (spec.unique and spec.keys == "tableau" and not spec.stored_unitaries):
+            return None
+        if os.environ.get(TABLEAU_RULES_ENV, "1") == "0":
+            return None
+        return TableauRules(spec.gateset.move_matrices)
+
+    @property
+    def need_unitaries(self) -> bool:
+        return self.spec.stored_unitaries or (self.spec.unique and self.rules is None)
 
     @cached_property
     def table(self) -> ProductTable:
@@ -140,12 +163,23 @@ class TaskContext:
         return self.spec.gateset.move_matrices.astype(self.compute_dtype)
 
     def pack(
-        self, task: Task, candidates: int, codes: np.ndarray, offsets: np.ndarray, u: np.ndarray | None
+        self,
+        task: Task,
+        candidates: int,
+        codes: np.ndarray,
+        offsets: np.ndarray,
+        u: np.ndarray | None,
+        tableaux: np.ndarray | None = None,
     ) -> TaskResult:
         """A result from stored-form circuits and their unitaries in the compute dtype (keys
-        in unique mode; unitaries cast to the stored dtype, or dropped when computed on read)."""
+        in unique mode; unitaries cast to the stored dtype, or dropped when computed on read), or
+        their packed tableaux (:attr:`rules`: the same keys, bit for bit)."""
         result = TaskResult(task.task_id, task.level, candidates, codes, offsets, None)
-        if self.spec.unique:
+        if tableaux is not None:
+            assert self.rules is not None
+            keys = self.rules.keys(tableaux)
+            result.dedup, result.alternates, result.lookup = keys, {}, keys[:, 0].copy()
+        elif self.spec.unique:
             assert u is not None
             result.dedup, result.alternates, result.lookup = dedup_keys(self.spec.keys, u)
         if self.spec.stored_unitaries and u is not None:
@@ -168,12 +202,17 @@ def _random(ctx: TaskContext, src: RandomSource, task: Task) -> TaskResult:
     valid = np.arange(src.max_length)[None, :] < lengths[:, None]
     seqs[~valid] = ctx.num_moves
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+    codes = seqs[valid].astype(ctx.code_dtype)
+    if ctx.rules is not None:
+        return ctx.pack(task, n, codes, offsets, None, ctx.rules.circuits(seqs))
     u = ctx.table.unitaries(seqs) if ctx.need_unitaries else None
-    return ctx.pack(task, n, seqs[valid].astype(ctx.code_dtype), offsets, u)
+    return ctx.pack(task, n, codes, offsets, u)
 
 
 def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
     if task.level == 0:
+        if ctx.rules is not None:
+            return ctx.pack(task, 1, np.zeros(0, ctx.code_dtype), np.zeros(2, np.uint32), None, ctx.rules.identity(1))
         identity = np.eye(ctx.spec.gateset.dim, dtype=ctx.compute_dtype)[None]
         return ctx.pack(task, 1, np.zeros(0, ctx.code_dtype), np.zeros(2, np.uint32), identity)
     length = task.length
@@ -190,8 +229,19 @@ def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
     codes = np.empty((len(parent_idx), length), dtype=ctx.code_dtype)
     codes[:, :-1] = parents.astype(ctx.code_dtype)[parent_idx]
     codes[:, -1] = move_idx
-    u = extend(ctx.table.unitaries(parents), ctx.moves, allowed) if ctx.need_unitaries else None
     offsets = np.arange(0, codes.size + 1, length, dtype=np.uint32)
+    if ctx.rules is not None:
+        children = ctx.rules.extend(ctx.rules.circuits(parents), allowed)
+        if children.shape[1] == 1:
+            # A child equal to an earlier one of this task is never kept (the first in task order wins):
+            # dropped here, on the worker's core, it costs the key authority nothing (a quarter of the
+            # candidates of a 3-qubit Clifford level). The task's candidate count stays that of every child.
+            first = np.unique(children[:, 0], return_index=True)[1]
+            first.sort()
+            children, codes = children[first], codes[first]
+            offsets = offsets[: len(first) + 1]
+        return ctx.pack(task, int(allowed.sum()), codes.reshape(-1), offsets, None, children)
+    u = extend(ctx.table.unitaries(parents), ctx.moves, allowed) if ctx.need_unitaries else None
     return ctx.pack(task, len(codes), codes.reshape(-1), offsets, u)
 
 
