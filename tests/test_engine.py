@@ -346,3 +346,16 @@ def test_workers_start_with_one_blas_thread(tmp_path: Path) -> None:
             assert b"OPENBLAS_NUM_THREADS=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     finally:
         kill_group(proc)
+
+
+@pytest.mark.slow
+def test_tasks_and_results_larger_than_the_pipes_do_not_deadlock(tmp_path: Path) -> None:
+    """Tasks whose parents (~600 KB) and results (~2 MB of keys) overflow the 1 MiB pipes, two workers: the driver
+    waiting to send a task must still take in results, else a worker blocked writing its result never reads its
+    next task (this run hung for good before). 3-qubit h,s,cx to length 8: 2,038,309 Cliffords up to phase."""
+    import dataclasses
+
+    spec = unitarium.make_spec(gates="h,s,cx", qubits=3, max_length=8, unique=True, unitaries="computed", keys="exact")
+    spec = dataclasses.replace(spec, task_size=131072)
+    summary = unitarium.generate(tmp_path / "c.db", spec, workers=2)
+    assert summary.complete and summary.records == 2_038_309

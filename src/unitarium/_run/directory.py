@@ -22,6 +22,7 @@ import contextlib
 import multiprocessing
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
@@ -254,17 +255,33 @@ def _run_pool(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | No
         pids = [pool.procs[w].pid or 0] if w is not None else [p.pid or 0 for p in pool.procs]
         watch.check(f"task {driver.next_commit}", pids)
 
-    def pump(timeout: float) -> None:
+    inbox: deque[tuple[int, tuple[Any, ...]]] = deque()  # received, not yet handled: (worker, message)
+
+    def receive(timeout: float, wait_fn: Wait) -> None:
         for conn in wait(pool.recv, timeout):
             assert isinstance(conn, Connection)
-            w = pool.recv.index(conn)
             try:
-                message = recv_message(conn.fileno(), wait=waiting)
+                message = recv_message(conn.fileno(), wait=wait_fn)
             except (EOFError, OSError):
                 driver.check_stop()
                 raise driver.failed(None, None) from None
             watch.arrived()
-            _handle(driver, pool, w, message, owner, waiting)
+            inbox.append((pool.recv.index(conn), message))
+
+    def sending() -> None:
+        """While a post waits for room in a task pipe: take in the results meanwhile (handled after the
+        post), since a worker blocked writing its result into a full pipe is not reading its tasks."""
+        waiting()
+        receive(0, waiting)
+
+    def post(worker: int, message: tuple[Any, ...]) -> None:
+        pool.post(worker, message, sending)
+
+    def pump(timeout: float) -> None:
+        receive(timeout, waiting)
+        while inbox:
+            w, message = inbox.popleft()
+            _handle(driver, pool, w, message, owner, post)
 
     def wait_until(condition: Callable[[], bool]) -> None:
         while not condition():
@@ -276,18 +293,18 @@ def _run_pool(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | No
             driver.check_stop()
             if task is None:  # a barrier: everything so far listed in the manifest
                 for w in range(count):
-                    pool.post(w, ("flush",), waiting)
+                    post(w, ("flush",))
                 wait_until(lambda s=submitted: driver.next_commit >= s)  # type: ignore[misc]
                 continue
             wait_until(lambda s=submitted: _room(driver, pool, s))  # type: ignore[misc]
             w = min(range(count), key=lambda k: pool.queued[k])
-            pool.post(w, ("task", task), waiting)
+            post(w, ("task", task))
             pool.queued[w] += 1
             owner[task.task_id] = w
             submitted = task.task_id + 1
             pump(0)
         for w in range(count):
-            pool.post(w, ("flush",), waiting)
+            post(w, ("flush",))
         wait_until(lambda: driver.next_commit >= submitted)
     except _Died:
         driver.check_stop()
@@ -310,7 +327,12 @@ def _room(driver: Driver, pool: _Workers, submitted: int) -> bool:
 
 
 def _handle(
-    driver: Driver, pool: _Workers, w: int, message: tuple[Any, ...], owner: dict[int, int], waiting: Wait | None = None
+    driver: Driver,
+    pool: _Workers,
+    w: int,
+    message: tuple[Any, ...],
+    owner: dict[int, int],
+    post: Callable[[int, tuple[Any, ...]], None],
 ) -> None:
     kind = message[0]
     if kind == "error":
@@ -323,7 +345,7 @@ def _handle(
                 driver.undecided[task_id] = (w, keys)
             while driver.next_dedup in driver.undecided:
                 worker, keys = driver.undecided.pop(driver.next_dedup)
-                pool.post(worker, ("keep", driver.next_dedup, driver.decide(driver.next_dedup, keys)), waiting)
+                post(worker, ("keep", driver.next_dedup, driver.decide(driver.next_dedup, keys)))
                 owner.pop(driver.next_dedup, None)
                 driver.next_dedup += 1
     elif kind == "published":

@@ -298,8 +298,16 @@ class _Run:
         return wait
 
     def _submit(self, pool: _Pool, task: Task) -> None:
+        waiting = self._waiting(pool, task.task_id)
+
+        def sending() -> None:
+            """While the task waits for room in its pipe: take in results meanwhile (a worker blocked writing
+            its result into a full pipe is not reading its tasks)."""
+            waiting()
+            pool.poll(0, waiting)
+
         try:
-            pool.submit(task, self._waiting(pool, task.task_id))
+            pool.submit(task, sending)
         except _WorkerFailed as exc:
             self.check_stop()
             raise self._worker_error(*exc.args) from None
