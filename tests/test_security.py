@@ -85,8 +85,9 @@ FORBIDDEN_MODULES = {
 PICKLE_PIPES = {"_run/wire.py": "recv_message"}
 """Where pickle may appear, and the one function that may unpickle: the messages on the pipes between a driver
 and the workers it spawned (never a file, never anything another program wrote)."""
-PIPE_USERS = {"_run/wire.py", "_run/file.py", "_run/directory.py"}
-"""The modules that may read those pipes: the engines, whose workers they spawned."""
+PIPE_USERS = {"_run/wire.py", "_run/file.py", "_run/directory.py", "_run/authority.py"}
+"""The modules that may read those pipes: the engines, whose workers they spawned, and the key authority, whose
+partition processes it spawned."""
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "breakpoint"}
 FORBIDDEN_METHODS = {"eval", "exec", "import_module", "system", "popen", "literal_eval"}
 
@@ -131,7 +132,22 @@ def test_no_eval_exec_compile_or_dynamic_import(module: str) -> None:
         if isinstance(func, ast.Name):
             assert func.id not in FORBIDDEN_BUILTINS, f"{module}:{call.lineno} calls {func.id}()"
         elif isinstance(func, ast.Attribute):
+            if module == "__init__.py" and func.attr == "import_module":
+                continue  # the package's lazy names: test_lazy_imports_name_only_the_packages_own_modules
             assert func.attr not in FORBIDDEN_METHODS, f"{module}:{call.lineno} calls .{func.attr}()"
+
+
+def test_lazy_imports_name_only_the_packages_own_modules() -> None:
+    """The one dynamic import, ``unitarium.__getattr__``'s, imports a module named by the literal ``_LAZY`` table
+    (relative names of the package's own modules), looked up by attribute name, never anything given at run time."""
+    tree = TREES["__init__.py"]
+    calls = [c for c in _calls(tree) if isinstance(c.func, ast.Attribute) and c.func.attr == "import_module"]
+    assert len(calls) == 1 and ast.unparse(calls[0]) == "importlib.import_module(module, __name__)"
+    (table,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "_LAZY"]
+    assert isinstance(table, ast.Dict) and all(isinstance(v, ast.Constant) for v in table.values)
+    assert all(v.value.startswith(".") for v in table.values)  # type: ignore[union-attr]
+    (getattr_,) = [f for f in _functions(tree) if f.name == "__getattr__"]
+    assert "module = _LAZY.get(name)" in ast.unparse(getattr_)
 
 
 def test_angles_are_parsed_by_a_whitelist_walker() -> None:

@@ -338,7 +338,9 @@ _FILES: dict[tuple[int, int], tuple[FileMap, int]] = {}
 """The lockable files mapped in this process, by (device, inode): the map and its users."""
 _PARKED: list[tuple[FileMap | int, tuple[int, int]]] = []
 """Maps and descriptors released while this process held a POSIX lock on their file."""
-_FILES_LOCK = threading.Lock()
+_FILES_LOCK = threading.RLock()
+"""Re-entrant: reading ``/proc/locks`` under it may run the garbage collector, and a dropped reader's
+finalizer then calls :func:`release` in the same thread (a plain lock deadlocked there)."""
 _PROC_LOCKS = Path("/proc/locks")
 
 
@@ -431,7 +433,7 @@ def read_header(path: str | os.PathLike[str], size: int = 100) -> tuple[bytes, i
 
 def _after_fork() -> None:
     global _FILES_LOCK
-    _FILES_LOCK = threading.Lock()
+    _FILES_LOCK = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_after_fork)
