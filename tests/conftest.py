@@ -254,12 +254,17 @@ def label_rows(path: str | os.PathLike[str]) -> int:
 
 def integrity(path: str | os.PathLike[str]) -> str:
     """``PRAGMA integrity_check`` through plain read-only sqlite3 connections: of a dataset file, or of a
-    directory's manifest and every segment file in it ("ok" when all are)."""
+    directory's manifest and every segment file in it ("ok" when all are). A file with a non-empty ``-journal``
+    (perhaps hot: a writer killed mid-commit in rollback-journal mode) is checked through a plain read-write
+    connection, which rolls a hot journal back first, as any SQLite reader that may write does (a read-only one
+    refuses such a file)."""
     path = Path(path)
     files = [path / "manifest.db", *sorted((path / "shards").glob("*.db"))] if path.is_dir() else [path]
     results = []
     for file in files:
-        conn = sqlite3.connect(f"file:{file.absolute()}?mode=ro", uri=True)
+        journal = Path(f"{file}-journal")
+        hot = journal.exists() and journal.stat().st_size > 0
+        conn = sqlite3.connect(f"file:{file.absolute()}?mode={'rw' if hot else 'ro'}", uri=True)
         try:
             results.append("; ".join(row[0] for row in conn.execute("PRAGMA integrity_check")))
         finally:

@@ -20,6 +20,8 @@ import unitarium
 from unitarium._storage.sqlite import NETWORK_FILESYSTEMS, filesystem_type, parse_mountinfo
 
 from conftest import (
+    DROP_ROOT_POWERS,
+    IS_ROOT,
     Snapshot,
     cli,
     integrity,
@@ -186,3 +188,54 @@ def test_an_unknown_journal_mode_is_refused(tmp_path: Path) -> None:
     with pytest.raises(unitarium.SpecError, match="journal mode 'memory'"):
         unitarium.generate(path, spec, journal="memory")
     assert not path.exists()
+
+
+KILLED_MID_COMMIT = r"""
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=2")  # (the commit's pages spill into the file before it ends)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("UPDATE blocks SET codes = zeroblob(length(codes))")
+conn.execute("DELETE FROM lookup")
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_hot_journal_of_a_writer_killed_mid_commit_is_rolled_back_by_readers(tmp_path: Path) -> None:
+    """A writer killed mid-commit in rollback-journal mode leaves the file with half a commit in it and the
+    pages it overwrote in a hot ``-journal``. SQLite rolls that back on the next read of a connection that may
+    write; readers are read-only, so they used to refuse the file ("check the permissions"). They roll it back
+    now, and where the file cannot be written they say so in one line and change nothing."""
+    path = tmp_path / "d" / "x.db"
+    path.parent.mkdir()
+    args = ["--gates", "clifford+t", "--qubits", "2", "--count", "20000", "--length", "1:10", "--seed", "1"]
+    cli("generate", path, *args, "--journal", "delete", "--unique", "--quiet")
+    before = Snapshot.of(path)
+    crash = subprocess.run([sys.executable, "-c", KILLED_MID_COMMIT, str(path)], check=False)
+    assert crash.returncode == -signal.SIGKILL
+    journal = Path(f"{path}-journal")
+    assert journal.stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # hot: plain read-only SQLite refuses it
+        sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute("SELECT count(*) FROM blocks").fetchone()
+    # where it cannot be written, one line, nothing changed
+    stamp = (path.read_bytes(), journal.read_bytes())
+    os.chmod(path.parent, 0o555)
+    os.chmod(path, 0o444)
+    try:
+        proc = subprocess.run(
+            [*(DROP_ROOT_POWERS if IS_ROOT else []), sys.executable, "-m", "unitarium", "info", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.chmod(path.parent, 0o755)
+        os.chmod(path, 0o644)
+    assert proc.returncode != 0
+    assert "interrupted writer" in one_error_line(proc.stderr)
+    assert (path.read_bytes(), journal.read_bytes()) == stamp
+    # where it can: the reader rolls it back, and serves the last commit
+    assert Snapshot.of(path).equals(before)
+    assert not journal.exists() or journal.stat().st_size == 0
+    assert integrity(path) == "ok"
+    assert cli("verify", path).returncode == 0

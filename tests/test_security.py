@@ -337,14 +337,16 @@ WRITERS = {
     ("_storage/shards.py", ("SegmentWriter",)),
     ("_storage/shards.py", ("DirectoryWriter",)),
     ("search/label.py", ("_writer",)),  # the labels file beside a dataset (never the dataset itself)
+    ("_storage/schema.py", ("roll_back_hot_journal",)),  # SQLite's own recovery of a killed writer's commit
 }
 
 
 def test_only_the_writer_opens_a_dataset_for_writing() -> None:
     """sqlite3.connect appears in _storage.sqlite.connect only; every call of that ``connect`` says ``readonly=``
     literally, and ``readonly=False`` appears in the writers only: the dataset file's or manifest's (Manifest),
-    a worker's private segment (SegmentWriter) or its rewrite at resume (DirectoryWriter), and the labels file
-    beside a dataset (search/label.py)."""
+    a worker's private segment (SegmentWriter) or its rewrite at resume (DirectoryWriter), the labels file
+    beside a dataset (search/label.py), and a reader's moment of write access that lets SQLite roll back the hot
+    journal of a writer killed mid-commit (schema.roll_back_hot_journal: it writes only what SQLite restores)."""
     for module, tree in TREES.items():
         for scope, call in _scoped_calls(tree):
             where = f"{module}:{call.lineno} in {'.'.join(scope) or 'the module'}"

@@ -52,7 +52,16 @@ from .._errors import (
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .filemap import read_header
-from .sqlite import PAGE_SIZE, QUERY_STEPS, SMALL_PAGE_SIZE, bounded, check_regular, connect, path_text, sqlite_errors
+from .sqlite import (
+    PAGE_SIZE,
+    QUERY_STEPS,
+    SMALL_PAGE_SIZE,
+    bounded,
+    check_regular,
+    connect,
+    path_text,
+    sqlite_errors,
+)
 
 SCHEMA_VERSION = 3
 """3: a dataset id in ``meta.format``, bound into every block's checksums; segments name their
@@ -119,6 +128,8 @@ def check_file(path: Path) -> int:
         raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
     if _settled(path):  # else SQLite first replays its WAL or rolls back its hot journal
         check_length(path, header, size)
+    else:
+        roll_back_hot_journal(path)
     with sqlite_errors(path, "opening"):
         conn = connect(path, readonly=True)
         try:
@@ -239,6 +250,28 @@ def _settled(path: Path) -> bool:
         except OSError:
             continue
     return True
+
+
+def roll_back_hot_journal(path: Path) -> None:
+    """Let SQLite roll back the unfinished commit of a writer that was killed in rollback-journal mode
+    (``--journal delete``): its hot ``-journal`` holds the pages the commit had begun to overwrite.
+    Only a connection that may write does that (a read-only one refuses the file: "attempt to write a
+    readonly database"), so a reader opens one for a moment and reads the header; SQLite tells a hot
+    journal from a live writer's by its locks, so this changes nothing while a writer lives, and what
+    it restores is the last commit, as a resumed run would. Where the file cannot be written, one
+    clear error says what to do (:data:`.sqlite.SQLITE_ERRORS`, action "recovering")."""
+    journal = Path(f"{os.fsdecode(path)}-journal")
+    try:
+        if journal.stat().st_size == 0:
+            return
+    except OSError:
+        return
+    with sqlite_errors(path, "recovering"):
+        conn = connect(path, readonly=False, journal=None)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
 
 
 def check_length(path: Path, header: bytes, size: int) -> None:

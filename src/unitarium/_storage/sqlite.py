@@ -79,6 +79,9 @@ _NO_SPACE = (
 )
 
 
+_REFUSED = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
+
+
 def _named(*prefixes: str) -> Callable[[str, str], bool]:
     """A predicate of the table: the error's name starts with one of ``prefixes``."""
     return lambda name, action: name.startswith(prefixes)
@@ -107,6 +110,14 @@ def _shm_directory(exc: sqlite3.Error, path: Path, action: str, name: str) -> Da
     )
 
 
+def _hot_journal(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
+    return StorageError(
+        f"{path_text(path)} was left mid-commit by an interrupted writer (its -journal is hot) and cannot be "
+        "written here to roll that back: open it once where it can be written, or resume it with the same "
+        "generate command"
+    )
+
+
 def _refused(exc: sqlite3.Error, path: Path, action: str, name: str) -> DatasetError:
     flags = os.O_RDONLY if name.startswith("SQLITE_CANTOPEN") else os.O_RDWR
     reason = _os_reason(path, flags) or f"{exc}: check the permissions of it, its -wal/-shm and its directory"
@@ -126,14 +137,16 @@ SQLITE_ERRORS: tuple[tuple[Callable[[str, str], bool], _Factory], ...] = (
     (_named("SQLITE_NOTADB"), _not_sqlite),
     (_named("SQLITE_CORRUPT"), _corrupt),
     (lambda name, action: name == "SQLITE_READONLY_DIRECTORY" and action != "writing", _shm_directory),
-    (_named("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"), _refused),
+    (lambda name, action: action == "recovering" and name.startswith(_REFUSED), _hot_journal),
+    (_named(*_REFUSED), _refused),
     (lambda name, action: True, _other),
 )
 """The one mapping of SQLite's errors to unitarium's, first matching row wins: ``(predicate on
 (sqlite_errorname, action), factory(exc, path, action, name))``. A full disk, quota or file-size
 limit: :class:`StorageError` naming what may be full; busy or locked: :class:`DatasetBusyError`;
 not a database: :class:`NotADatasetError`; malformed: :class:`DatasetDamagedError`; refused
-(read-only, cannot open, permission): :class:`StorageError` with the OS's reason; anything else:
+(read-only, cannot open, permission): :class:`StorageError` with the OS's reason, or, rolling back
+a hot journal (action "recovering"), what to do about it; anything else:
 :class:`StorageError`. Applied by :func:`storage_error` (and so :func:`sqlite_errors`) only."""
 
 
