@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["KeySet", "alternate_rows", "keep_mask", "select_new"]
+__all__ = ["KeySet", "alternate_rows", "first_occurrences", "keep_mask", "select_new"]
 
 
 def _pairs(keys: np.ndarray) -> np.ndarray:
@@ -43,12 +43,17 @@ class KeySet:
         hi, lo = keys[order, 0], keys[order, 1]
         found = np.zeros(len(keys), dtype=bool)
         for run_hi, run_lo in self._runs:
+            # One search per query: the first entry with the same first word, if any, is at ``left``;
+            # a query whose first word occurs more than once there (~never) scans all of them.
             left = np.searchsorted(run_hi, hi, side="left")
-            right = np.searchsorted(run_hi, hi, side="right")
-            one = right - left == 1
-            found[one] |= run_lo[left[one]] == lo[one]
-            for r in np.flatnonzero(right - left > 1):  # equal first words: ~never
-                found[r] |= bool(np.any(run_lo[left[r] : right[r]] == lo[r]))
+            at = np.minimum(left, len(run_hi) - 1)
+            hit = run_hi[at] == hi
+            found |= hit & (run_lo[at] == lo)
+            more = np.flatnonzero(hit & (at + 1 < len(run_hi)))
+            more = more[run_hi[at[more] + 1] == hi[more]]
+            for r in more:
+                right = np.searchsorted(run_hi, hi[r], side="right")
+                found[r] |= bool(np.any(run_lo[left[r] : right] == lo[r]))
         out = np.empty_like(found)
         out[order] = found
         return out
@@ -113,11 +118,7 @@ def keep_mask(
     """:func:`select_new` from the membership already known: ``in_set`` of the primary keys, and
     ``alts_in_set`` of the alternates ``alts`` of ``rows`` concatenated (a partitioned authority asks
     each partition for its share of both at once)."""
-    keep = ~in_set
-    _, first = np.unique(primary, axis=0, return_index=True)
-    first_mask = np.zeros(len(primary), dtype=bool)
-    first_mask[first] = True
-    keep &= first_mask
+    keep = ~in_set & first_occurrences(primary)
     if not rows:
         return keep
     assert alts_in_set is not None
@@ -126,6 +127,27 @@ def keep_mask(
         if keep[row] and (found.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
             keep[row] = False
     return keep
+
+
+def first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """Boolean mask of the ``(n, 2)`` keys that do not equal an earlier row: what
+    ``np.unique(keys, axis=0, return_index=True)`` tells, ~5x faster. One stable sort by the first
+    word; equal pairs are then adjacent unless two different pairs share a first word (~never with
+    well-mixed keys: then a stable sort by both words)."""
+    keys = _pairs(keys)
+    first = np.ones(len(keys), dtype=bool)
+    if len(keys) < 2:
+        return first
+    order = np.argsort(keys[:, 0], kind="stable")
+    hi, lo = keys[order, 0], keys[order, 1]
+    same_hi = hi[1:] == hi[:-1]
+    same = same_hi & (lo[1:] == lo[:-1])
+    if not np.array_equal(same, same_hi):
+        order = np.lexsort((keys[:, 1], keys[:, 0]))  # (stable: the earliest row of equal ones comes first)
+        hi, lo = keys[order, 0], keys[order, 1]
+        same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+    first[order[1:][same]] = False
+    return first
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:

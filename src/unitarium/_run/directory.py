@@ -38,7 +38,7 @@ from .._storage.schema import block_format
 from .._storage.shards import SHARDS, DirectoryWriter, Published, SegmentWriter, segment_name
 from .driver import Driver
 from .progress import StallWatch
-from .wire import Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
+from .wire import Outbox, Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
 
 __all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
 
@@ -109,32 +109,34 @@ def _serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     segments = None
+    outbox = Outbox(results.fileno())
     try:
         pin_one_blas_thread()
         spec = Spec.from_json(spec_json)
         ctx = TaskContext(spec)
         fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))
         segments = _Segments(Path(directory), fmt, lambda seq: segment_name(run, worker, seq), network)
-        _loop(tasks, results, ctx, segments)
+        _loop(tasks, outbox, ctx, segments)
     except Exception as exc:  # reported as one line by the driver, never a worker's traceback
-        with contextlib.suppress(OSError):
-            send_message(results.fileno(), ("error", None, f"{type(exc).__name__}: {exc}"))
+        outbox.put(("error", None, f"{type(exc).__name__}: {exc}"))
     finally:
+        outbox.close()
         if segments is not None:
             segments.discard()
 
 
-def _loop(tasks: Connection, results: Connection, ctx: TaskContext, segments: _Segments) -> None:
+def _loop(tasks: Connection, outbox: Outbox, ctx: TaskContext, segments: _Segments) -> None:
     pending: dict[int, TaskResult] = {}
     acks: list[int] = []
-    fd = results.fileno()
     while True:
         if acks and (len(acks) >= _ACKS or not tasks.poll(0)):  # never block with acks unsent
-            send_message(fd, ("computed", acks, None))
+            if not outbox.put(("computed", acks, None)):
+                return  # the driver is gone
             acks = []
         due = segments.due()
         if due == 0.0 or not tasks.poll(due):
-            send_message(fd, ("published", segments.publish()))
+            if not outbox.put(("published", segments.publish())):
+                return
             continue
         try:
             message = recv_message(tasks.fileno())
@@ -147,11 +149,12 @@ def _loop(tasks: Connection, results: Connection, ctx: TaskContext, segments: _S
             try:
                 result = run_task(ctx, task)
             except Exception as exc:
-                send_message(fd, ("error", task.task_id, f"{type(exc).__name__}: {exc}"))
+                outbox.put(("error", task.task_id, f"{type(exc).__name__}: {exc}"))
                 return
             if ctx.spec.unique:
                 pending[task.task_id] = result
-                send_message(fd, ("computed", [task.task_id], [(result.dedup, result.alternates)]))
+                if not outbox.put(("computed", [task.task_id], [(result.dedup, result.alternates)])):
+                    return
             else:
                 acks.append(task.task_id)
                 published = segments.add(result)
@@ -159,8 +162,8 @@ def _loop(tasks: Connection, results: Connection, ctx: TaskContext, segments: _S
             published = segments.add(pending.pop(message[1]).select(message[2]))
         elif kind == "flush":
             published = segments.publish()
-        if published:
-            send_message(fd, ("published", published))
+        if published and not outbox.put(("published", published)):
+            return
 
 
 class _Workers:

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._core.codec import code_dtype
 from .._core.cost import level_of, move_weights
 from .._errors import SpecError, StorageError, UnitariumError
 from .._read.dataset import Dataset
@@ -64,6 +65,7 @@ def plan(spec: Spec, manifest: Manifest, done: int, *, reader_path: Path) -> Ite
     yield BARRIER
     task_id = 1
     per_task = max(1, size // len(spec.gateset.moves))
+    compact = code_dtype(len(spec.gateset.moves))  # parents travel as stored (8x fewer bytes than int64)
     with Dataset(reader_path) as reader:
         for level in range(1, src.max_length + 1):
             parents = manifest.level_range(level - 1)
@@ -72,7 +74,8 @@ def plan(spec: Spec, manifest: Manifest, done: int, *, reader_path: Path) -> Ite
             for start in range(parents[0], parents[1], per_task):
                 stop = min(parents[1], start + per_task)
                 if task_id >= done:
-                    yield Task(task_id, level, start, stop, reader.circuit_array(start, stop, level - 1))
+                    circuits = reader.circuit_array(start, stop, level - 1).astype(compact)
+                    yield Task(task_id, level, start, stop, circuits)
                 task_id += 1
             yield BARRIER
 
@@ -87,6 +90,7 @@ def _cost_plan(spec: Spec, manifest: Manifest, done: int, reader_path: Path) -> 
     heaviest = max(weights)
     max_cost = src.max_cost if src.max_cost is not None else heaviest * src.max_length
     per_task = max(1, spec.task_size // len(spec.gateset.moves))
+    compact = code_dtype(len(spec.gateset.moves))
     if done == 0:
         yield Task(0, 0, 0, 1)
     yield BARRIER
@@ -105,7 +109,7 @@ def _cost_plan(spec: Spec, manifest: Manifest, done: int, reader_path: Path) -> 
                         for start in range(first, end, per_task):
                             stop = min(end, start + per_task)
                             if task_id >= done:
-                                parents = reader.circuit_array(start, stop, length - 1)
+                                parents = reader.circuit_array(start, stop, length - 1).astype(compact)
                                 yield Task(task_id, level_of(cost, length), start, stop, parents, weight)
                             task_id += 1
                     yield BARRIER

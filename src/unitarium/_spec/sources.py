@@ -218,7 +218,7 @@ def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
     length = task.length
     if task.parents is None or task.parents.shape != (task.stop - task.start, length - 1):
         raise ValueError(f"task {task.task_id} carries no parents of length {length - 1}")
-    parents = task.parents
+    parents = task.parents.astype(np.int64)  # (they travel in the stored code dtype)
     if src.prune and length > 1:
         allowed = _pruning_mask(ctx, parents[:, -1])
     else:

@@ -146,7 +146,7 @@ class Spec:
         if self.task_size == 0:
             object.__setattr__(self, "task_size", default_task_size(self.gateset.dim))
         if not 1 <= self.task_size <= 1 << 20:
-            raise SpecError(f"task size {self.task_size} is out of range 1..{1 << 20}")
+            raise SpecError(f"--task-size {self.task_size} is out of range 1..{1 << 20}")
         self.check_memory()
         object.__setattr__(self, "keys_auto", self.keys == "auto")
         object.__setattr__(self, "keys", self._resolve_keys(self.keys))
@@ -351,6 +351,7 @@ def make_spec(
     cost: str | dict[str, int] | None = None,
     max_cost: int | None = None,
     keys: str = "grid",
+    task_size: int = 0,
 ) -> Spec:
     """Build a spec the way the CLI does: ``gates`` as ``"h,t,cx"`` or a preset, and
     either ``count`` + ``length`` (``12`` or ``"1:30"``) for random circuits, or
@@ -359,7 +360,9 @@ def make_spec(
     increasing cost up to ``max_cost`` (and/or ``max_length``); see :mod:`unitarium._core.cost`.
     ``keys`` (unique mode): ``grid`` (the default: float grid keys), ``auto`` (exact keys where the
     gate set allows) or ``exact``. Exact keys cost 1.3x grid keys per candidate today (BENCHMARKS.md,
-    "Exact keys"): the default moves to ``auto`` once they are as fast."""
+    "Exact keys"): the default moves to ``auto`` once they are as fast. ``task_size``: records
+    (random) or candidates (enumeration) per task; 0: :func:`default_task_size` (part of the spec:
+    random content depends on it; an enumeration's records do not)."""
     from .._core.gates import load_gate_file, parse_gates, split_gate_list
     from .._core.gateset import parse_coupling
 
@@ -389,6 +392,18 @@ def make_spec(
             raise SpecError("random circuits need --count and --length (or use --enumerate --max-length)")
         lo, hi = parse_length(str(length))
         source = RandomSource(count, lo, hi)
-    spec = Spec(gateset, source, unique=unique, dtype=dtype, seed=seed, unitaries=unitaries, cost=model, keys=keys)
+    if not isinstance(task_size, int) or isinstance(task_size, bool):
+        raise SpecError(f"--task-size {task_size!r} must be an integer")
+    spec = Spec(
+        gateset,
+        source,
+        unique=unique,
+        dtype=dtype,
+        seed=seed,
+        task_size=task_size,
+        unitaries=unitaries,
+        cost=model,
+        keys=keys,
+    )
     check_free_closure(gateset, model)
     return spec

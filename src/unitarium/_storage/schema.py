@@ -33,6 +33,7 @@ they must be (ids ``0..n-1``, first ids the running sum of the counts) with one 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -41,6 +42,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .._core.codec import BlockFormat, code_dtype, encode, page_records
 from .._errors import (
@@ -426,8 +429,11 @@ def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult) -> N
         (r.task_id, r.count, blobs["offsets"], blobs["codes"], blobs["unitaries"], blobs["keys"], blobs["checks"]),
     )
     if r.lookup is not None:
-        rows = ((key, r.task_id, j) for j, key in enumerate(r.lookup.tolist()))
-        conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", rows)
+        # In key order: each insert lands next to the last one in the index's b-tree (random order
+        # touched a random leaf per row: ~3x slower once the index outgrows the page cache).
+        order = np.argsort(r.lookup, kind="stable")
+        keys = r.lookup[order].tolist()
+        conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", zip(keys, itertools.repeat(r.task_id), order.tolist()))
 
 
 def update_summary(conn: sqlite3.Connection, entries: Sequence[tuple[int, int, dict[int, int]]]) -> int:

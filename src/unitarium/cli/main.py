@@ -190,6 +190,14 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
 )
 @click.option("--dtype", type=click.Choice(DTYPES), default="complex64", show_default=True)
 @click.option(
+    "--task-size",
+    type=int,
+    default=0,
+    help="Records (random) or candidates (enumeration) per task, up to 1048576; part of the spec (random "
+    "content depends on it). Default: about 512 KiB of unitaries (1024 at 3 qubits). Larger tasks pay "
+    "for unique enumerations with --unitaries computed (131072 for the 3-qubit Clifford group).",
+)
+@click.option(
     "--unitaries",
     type=click.Choice(UNITARIES),
     default="stored",
@@ -249,6 +257,7 @@ def generate_cmd(
     unique: bool,
     keys: str,
     dtype: str,
+    task_size: int,
     unitaries: str,
     seed: int,
     workers: int | None,
@@ -280,6 +289,7 @@ def generate_cmd(
         cost=cost,
         max_cost=max_cost,
         keys=keys,
+        task_size=task_size,
     )
     from .._run.engine import generate
 
