@@ -53,22 +53,28 @@ import math
 
 import numpy as np
 
+from . import ring
 from .kernels import one_blas_thread
 
 __all__ = [
     "CHANNEL_K",
     "CHANNEL_TOL",
+    "GATE_K",
     "SCHEMES",
     "TABLEAU_EPS",
     "TABLEAU_LOOKUP_EPS",
     "NotExact",
+    "RingMoves",
     "channel_form",
     "channel_keys",
     "channel_keys_of_form",
     "dedup_keys",
     "is_clifford",
     "is_clifford_t",
+    "is_ring_gate",
     "lookup_probes",
+    "ring_gate",
+    "ring_keys_of_form",
     "tableau",
     "tableau_keys",
 ]
@@ -79,6 +85,10 @@ CHANNEL_TOL = 1e-12
 """Tolerance on a channel entry: it must lie this close to ``(a + b sqrt2) / 2^CHANNEL_K``."""
 CHANNEL_K = 18
 """The largest denominator exponent read off floats (see the module docstring)."""
+GATE_K = 16
+"""The largest exponent at which a gate's matrix (up to phase) is read as an exact ring matrix: far within
+what floats fix (a matrix off the ring passes the ``CHANNEL_TOL`` check on all its entries with a chance
+below ``1e-13``)."""
 
 _MASK64 = (1 << 64) - 1
 
@@ -328,6 +338,123 @@ def channel_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys, good
 
 
+# -- exact evaluation from circuits (the ring scheme) ------------------------------------------
+
+
+def ring_gate(matrix: np.ndarray, *, k: int = GATE_K) -> tuple[complex, np.ndarray, int] | None:
+    """A ``(d, d)`` matrix in the Clifford+T ring up to phase, read exactly: ``(phase, numerators, e)`` with
+    ``matrix = phase * numerators / sqrt2^e`` (numerators ``(d, d, 4)`` int64 over ``Z[w]``, ``e`` reduced),
+    or None when no phase makes every entry ``(a + b sqrt2) / 2^k`` (real and imaginary parts) within
+    :data:`CHANNEL_TOL`. A ring unitary's determinant is a power of ``w``, so the phase is one of the
+    ``8 d`` roots of ``det / w^j``."""
+    matrix = np.asarray(matrix, dtype=np.complex128)
+    d = len(matrix)
+    det = complex(np.linalg.det(matrix))
+    for j in range(8 * d):
+        phase = complex(np.exp(1j * (np.angle(det) - j * np.pi / 4) / d))
+        form = _read_matrix(matrix / phase, k)
+        if form is not None:
+            return (phase, *form)
+    return None
+
+
+def _read_matrix(x: np.ndarray, k: int) -> tuple[np.ndarray, int] | None:
+    """``(numerators, e)`` of a ring matrix ``x`` read off floats at exponent ``k``, or None."""
+    d = len(x)
+    a, b, ok = _read_ring(np.concatenate([x.real.ravel(), x.imag.ravel()]), k, CHANNEL_TOL)
+    if not ok.all():
+        return None
+    ar, ai, br, bi = a[: d * d], a[d * d :], b[: d * d], b[d * d :]
+    # x 2^k = (ar + br sqrt2) + i (ai + bi sqrt2), sqrt2 = w - w^3, i sqrt2 = w + w^3
+    c = np.stack([ar, br + bi, ai, bi - br], axis=-1).reshape(d, d, 4)
+    stacked = c.transpose(0, 2, 1).reshape(1, 4 * d, d).copy()
+    m = np.array([2 * k])
+    ring.reduce_exponent(stacked, m)
+    return stacked.reshape(d, 4, d).transpose(0, 2, 1).copy(), int(m[0])
+
+
+def is_ring_gate(matrices: np.ndarray) -> bool:
+    """Whether every ``(m, d, d)`` matrix is in the Clifford+T ring up to phase (read at :data:`GATE_K`)."""
+    return all(ring_gate(x) is not None for x in matrices)
+
+
+class RingMoves:
+    """The exact moves of a Clifford+T gate set (every gate passes :func:`is_ring_gate`): each move's matrix
+    divided by its gate's phase, read exactly, as a multiplication map, with its exponent; code
+    ``len(moves)`` (the padding of random circuits) is the identity."""
+
+    def __init__(self, gateset: object) -> None:
+        gates, moves = gateset.gates, gateset.moves  # type: ignore[attr-defined]
+        matrices = gateset.move_matrices  # type: ignore[attr-defined]
+        phases = []
+        for g in gates:
+            form = ring_gate(g.matrix)
+            if form is None:
+                raise NotExact(f"gate {g.name} is not in the Clifford+T ring: it has no exact key")
+            phases.append(form[0])
+        d = matrices.shape[-1]
+        numerators, exps = [], []
+        for move, x in zip(moves, matrices, strict=True):
+            read = _read_matrix(x / phases[move.gate], GATE_K)
+            assert read is not None  # a ring gate's entries, and zeros
+            numerators.append(read[0])
+            exps.append(read[1])
+        identity = np.zeros((d, d, 4), dtype=np.int64)
+        identity[np.arange(d), np.arange(d), 0] = 1
+        self.maps = ring.multiplication_maps(np.stack([*numerators, identity]))
+        self.exps = np.array([*exps, 0], dtype=np.int64)
+
+    def bound(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``(n,)``: each circuit's bound on its channel exponent (the sum of its moves' exponents, plus 1)."""
+        total = np.concatenate([[0], np.cumsum(self.exps[codes.astype(np.int64)])])
+        offsets = offsets.astype(np.int64)
+        return total[offsets[1:]] - total[offsets[:-1]] + 1
+
+    def forms(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The exact channel forms ``(ref, k, a, b)`` of ``(n, L)`` move sequences (``a``, ``b`` object
+        arrays of Python ints: exact at any depth); int64 where it is exact, Python integers beyond."""
+        c, m, safe = ring.evaluate(self.maps, self.exps, seqs)
+        ref, k, a, b = ring.channel_forms(c[safe], m[safe])
+        n, width = len(seqs), a.shape[1]
+        out = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((n, width), object), np.zeros((n, width), object))
+        rows = np.flatnonzero(safe)
+        out[0][rows], out[1][rows], out[2][rows], out[3][rows] = ref, k, a, b
+        if not safe.all():
+            rows = np.flatnonzero(~safe)
+            c, m, _ = ring.evaluate(self.maps, self.exps, seqs[rows], dtype=object)
+            out[0][rows], out[1][rows], out[2][rows], out[3][rows] = ring.channel_forms(c, m)
+        return out
+
+    def keys(self, codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), 2)`` int64 exact channel keys of circuits ``rows`` of ``codes``/``offsets``."""
+        offsets = offsets.astype(np.int64)
+        start, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+        span = np.arange(int(lengths.max(initial=0)))
+        seqs = np.full((len(rows), len(span)), len(self.exps) - 1, dtype=np.int64)
+        inside = span[None, :] < lengths[:, None]
+        seqs[inside] = codes[(start[:, None] + span[None, :])[inside]]
+        return ring_keys_of_form(*self.forms(seqs))
+
+
+def ring_keys_of_form(ref: np.ndarray, k: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(batch, 2)`` int64 keys of exact channel forms at any exponent: :func:`channel_keys_of_form` (int32
+    integers) up to ``k = 30``, the same bits; beyond, BLAKE2b-128 of ``(ref, k)`` as int32 and each ``a``,
+    ``b`` signed little-endian in ``k // 8 + 2`` bytes (``|a|, |b| <= 2^k``; never the length of an int32 row)."""
+    keys = np.zeros((len(ref), 2), dtype=np.int64)
+    narrow = k <= 30
+    if narrow.any():
+        keys[narrow] = channel_keys_of_form(
+            ref[narrow], k[narrow], a[narrow].astype(np.int64), b[narrow].astype(np.int64)
+        )
+    for r in np.flatnonzero(~narrow).tolist():
+        width = int(k[r]) // 8 + 2
+        body = b"".join(int(v).to_bytes(width, "little", signed=True) for v in (*a[r], *b[r]))
+        h = _BLAKE.copy()
+        h.update(np.array([ref[r], k[r]], dtype="<i4").tobytes() + body)
+        keys[r] = np.frombuffer(h.digest(), dtype="<i8")
+    return keys
+
+
 # -- gate checks ----------------------------------------------------------------------------
 
 
@@ -348,28 +475,44 @@ def is_clifford_t(matrices: np.ndarray) -> bool:
 
 # -- schemes --------------------------------------------------------------------------------
 
-SCHEMES = ("grid", "tableau", "channel")
+SCHEMES = ("grid", "tableau", "channel", "ring")
 """Key schemes of unique mode: ``grid`` (float grid keys with neighbour-cell alternates, any gate set),
-``tableau`` (Clifford gate sets), ``channel`` (Clifford+T ring gate sets)."""
+``tableau`` (Clifford gate sets), ``ring`` (Clifford+T ring gate sets: exact channel keys at every depth),
+``channel`` (the same keys up to :data:`CHANNEL_K`, grid keys beyond: Clifford+T datasets made before
+``ring``, which resume with it)."""
 
 TABLEAU_LOOKUP_EPS = 1e-3
 """Reading a lookup query's tableau: Cliffords are far apart (a non-Clifford read as one is then
 rejected by the lookup's own tolerance check), and complex64 queries must read."""
 
 
-def dedup_keys(scheme: str, u: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:
+def dedup_keys(
+    scheme: str, u: np.ndarray, circuits: tuple[RingMoves, np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:
     """Unique mode's keys of ``(batch, d, d)`` complex128 products under ``scheme``: 128-bit dedup keys
     ``(batch, 2)``, alternates of rows near a grid boundary, and lookup keys ``(batch,)``.
 
     ``tableau``: the tableau key, no alternates, its first word as lookup key. ``channel``: the exact
     channel key where the unitary has one (its channel's exponent is at most :data:`CHANNEL_K`), the grid
     keys otherwise (a property of the unitary alone, so one unitary never gets both kinds); lookup keys
-    stay on the coarse grid (a complex64 copy of a deep ring element cannot be read back exactly)."""
+    stay on the coarse grid (a complex64 copy of a deep ring element cannot be read back exactly).
+    ``ring`` (needs ``circuits``: the gate set's :class:`RingMoves` and the rows' ``codes``, ``offsets``):
+    the channel key of every unitary, read off the floats where the circuit bounds its exponent within
+    :data:`CHANNEL_K` (exact there), evaluated exactly from the circuit otherwise; no alternates."""
     from .canonical import DEDUP, LOOKUP
 
     if scheme == "tableau":
         keys = tableau_keys(u)
         return keys, {}, keys[:, 0].copy()
+    if scheme == "ring":
+        if circuits is None:
+            raise ValueError("ring keys are computed from the circuits: pass them")
+        moves, codes, offsets = circuits
+        keys, good = channel_keys(u)
+        deep = np.flatnonzero(~good | (moves.bound(codes, offsets) > CHANNEL_K))
+        if len(deep):
+            keys[deep] = moves.keys(codes, offsets, deep)
+        return keys, {}, LOOKUP.primary(u)
     if scheme == "channel":
         keys, good = channel_keys(u)
         alternates: dict[int, np.ndarray] = {}
