@@ -370,6 +370,16 @@ def test_ring_evaluation_agrees_with_exact_arithmetic_on_deep_circuits(
     ring, alternates, _ = dedup_keys("ring", u * _phase(rng, len(u)), (moves, codes, offsets))
     assert np.array_equal(ring, keys) and alternates == {}
     assert len({tuple(key) for key in keys.tolist()}) == len(set(forms)) == rows
+    # an enumeration task's rows: every move after each of three deep parents (prefixes evaluated once)
+    parents = _deep_circuits(gs, rng, 3, length)[:, : length // 2]
+    parents = parents[:, : (parents < len(gs.moves)).sum(axis=1).min()]
+    children = np.concatenate(
+        [np.repeat(parents, len(gs.moves), axis=0), np.tile(np.arange(len(gs.moves)), 3)[:, None]], 1
+    )
+    shared = moves.forms(children)
+    for r in range(len(children)):
+        one = moves.forms(children[r : r + 1])
+        assert all(np.array_equal(x[r], y[0]) for x, y in zip(shared, one, strict=True))
 
 
 def _stored_form(seqs: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:

@@ -412,9 +412,9 @@ class RingMoves:
 
     def forms(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The exact channel forms ``(ref, k, a, b)`` of ``(n, L)`` move sequences (``a``, ``b`` object
-        arrays of Python ints: exact at any depth); int64 where it is exact, Python integers beyond."""
-        c, m, safe = ring.evaluate(self.maps, self.exps, seqs)
-        ref, k, a, b = ring.channel_forms(c[safe], m[safe])
+        arrays of Python ints): int64 where it is exact, Python integers beyond."""
+        c, m, safe = self._evaluate(seqs)
+        ref, k, a, b = ring.channel_forms(ring.unstack(c[safe]), m[safe])
         n, width = len(seqs), a.shape[1]
         out = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((n, width), object), np.zeros((n, width), object))
         rows = np.flatnonzero(safe)
@@ -422,8 +422,20 @@ class RingMoves:
         if not safe.all():
             rows = np.flatnonzero(~safe)
             c, m, _ = ring.evaluate(self.maps, self.exps, seqs[rows], dtype=object)
-            out[0][rows], out[1][rows], out[2][rows], out[3][rows] = ring.channel_forms(c, m)
+            out[0][rows], out[1][rows], out[2][rows], out[3][rows] = ring.channel_forms(ring.unstack(c), m)
         return out
+
+    def _evaluate(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`ring.evaluate` in int64, each distinct prefix once: an enumeration task's children share
+        their parent (all but the last move), the parents their own parents, and so on."""
+        n, length = seqs.shape
+        if n >= 2 and length >= 2 and (seqs[:, -1] < len(self.exps) - 1).all():
+            prefixes, inverse = np.unique(seqs[:, :-1], axis=0, return_inverse=True)
+            if len(prefixes) <= n // 2:
+                c, m, safe = self._evaluate(prefixes)
+                inverse = inverse.reshape(-1)
+                return ring.evaluate(self.maps, self.exps, seqs[:, -1:], start=(c[inverse], m[inverse], safe[inverse]))
+        return ring.evaluate(self.maps, self.exps, seqs)
 
     def keys(self, codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), 2)`` int64 exact channel keys of circuits ``rows`` of ``codes``/``offsets``."""

@@ -23,7 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["INT64_M", "channel_forms", "evaluate", "multiplication_maps", "reduce_exponent", "to_complex"]
+__all__ = [
+    "INT64_M",
+    "channel_forms",
+    "evaluate",
+    "multiplication_maps",
+    "reduce_exponent",
+    "to_complex",
+    "unstack",
+]
 
 INT64_M = 58
 """The largest exponent whose channel row int64 holds exactly (see the module docstring)."""
@@ -76,18 +84,27 @@ def reduce_exponent(c: np.ndarray, m: np.ndarray, rows: np.ndarray | None = None
 
 
 def evaluate(
-    maps: np.ndarray, exps: np.ndarray, seqs: np.ndarray, *, dtype: type = np.int64
+    maps: np.ndarray,
+    exps: np.ndarray,
+    seqs: np.ndarray,
+    *,
+    dtype: type = np.int64,
+    start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The exact unitaries of ``(n, L)`` move sequences over the moves' ``maps`` (:func:`multiplication_maps`)
     and exponents ``exps``, the first move applied first (an identity map, e.g. a padding code, is
-    skipped): ``(n, d, d, 4)`` numerators, ``(n,)`` reduced exponents, and ``(n,)`` bool: False where
+    skipped), after ``start`` (an earlier output: the sequences' prefixes) or the identity: stacked
+    ``(n, 4 d, d)`` numerators (:func:`unstack`), ``(n,)`` reduced exponents, and ``(n,)`` bool: False where
     int64 could overflow (the row's outputs are then meaningless; ``dtype=object`` is exact for every row)."""
     n, length = seqs.shape
     d = maps.shape[-1] // 4
-    c = np.zeros((n, 4 * d, d), dtype=dtype)
-    c[:, np.arange(d) * 4, np.arange(d)] = 1
-    m = np.zeros(n, dtype=np.int64)
-    safe = np.ones(n, dtype=bool)
+    if start is None:
+        c = np.zeros((n, 4 * d, d), dtype=dtype)
+        c[:, np.arange(d) * 4, np.arange(d)] = 1
+        m = np.zeros(n, dtype=np.int64)
+        safe = np.ones(n, dtype=bool)
+    else:
+        c, m, safe = (x.copy() for x in start)
     limit = 2 * (62 - int(np.ceil(np.log2(4 * d))))
     big: np.ndarray = maps.astype(dtype)
     trivial = [
@@ -112,7 +129,13 @@ def evaluate(
         safe &= m <= INT64_M
     else:
         safe[:] = True
-    return c.reshape(n, d, 4, d).transpose(0, 1, 3, 2), m, safe
+    return c, m, safe
+
+
+def unstack(c: np.ndarray) -> np.ndarray:
+    """``(n, d, d, 4)`` numerators from :func:`evaluate`'s stacked ``(n, 4 d, d)``."""
+    n, d = len(c), c.shape[-1]
+    return c.reshape(n, d, 4, d).transpose(0, 1, 3, 2)
 
 
 def channel_forms(c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
