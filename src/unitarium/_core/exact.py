@@ -1,8 +1,9 @@
 """Exact keys of unitaries up to global phase, where the gate set's algebra gives them. Pure numpy.
 
-Two schemes, both read off the float unitaries a run computes (complex128 in unique mode), by rounding to
+Two kinds, both read off the float unitaries a run computes (complex128 in unique mode), by rounding to
 a lattice with a checked tolerance: a value that is not within the tolerance of its lattice point means the
-unitary is not in the group (or ring), and is refused (:class:`NotExact`), never rounded silently.
+unitary is not in the group (or ring), and is refused (:class:`NotExact`), never rounded silently. Where
+floats cannot decide, the ``ring`` scheme computes the channel key exactly from the circuit instead.
 
 **Tableau** (every gate Clifford). A Clifford ``U`` up to phase *is* its stabilizer tableau: for each
 generator ``G`` in ``X_0..X_{n-1}, Z_0..Z_{n-1}``, the Pauli ``U G U^dagger = s i^{x.z} X^x Z^z``
@@ -27,19 +28,36 @@ the smallest common exponent), hashed to 128 bits with BLAKE2b (collision bound 
 Reading ``a + b sqrt2`` off a float ``x`` needs its Galois conjugate bound: ``sqrt2 -> -sqrt2`` maps a
 ring unitary to a unitary, so ``|a - b sqrt2| <= 2^k``; with that bound the pair is the closest point of
 a 2-d lattice, found by rounding in a reduced basis (exact while ``2^(2k)`` times the float error stays
-far below 1). That holds to ``k =`` :data:`CHANNEL_K` (about 18 T or H gates' worth): a ring unitary
-whose channel needs a larger ``k`` has no exact key and gets a grid key instead (:func:`channel_keys`
-says which rows; whether a unitary has an exact key depends on the unitary alone, so the two kinds never
-split one unitary).
+far below 1). That holds to ``k =`` :data:`CHANNEL_K` (about 18 T or H gates' worth): the ``channel``
+scheme gives a ring unitary whose channel needs a larger ``k`` a grid key instead (:func:`channel_keys`
+says which rows).
+
+**Ring** (the scheme ``--keys exact`` and ``auto`` choose for Clifford+T gate sets): the same key for
+*every* ring unitary, at any depth. Where the floats cannot decide, the form is computed exactly from the
+circuit (:class:`RingMoves`, :mod:`unitarium._core.ring`): each move's matrix, divided by its gate's
+phase, is read once as an exact matrix over ``Z[w] / sqrt2^e`` (:func:`ring_gate`, at :data:`GATE_K`),
+and a circuit's product is formed in integers (int64 within a proven overflow bound, Python integers
+beyond), reduced, and its channel row taken: the same ``(r, k, a, b)``, so the same key wherever the
+floats read one (hashed as int32 up to ``k = 30``; deeper forms, which only exact evaluation reaches,
+as wider integers: :func:`ring_keys_of_form`). Which rows are evaluated exactly: those whose circuit
+does not bound the exponent within ``CHANNEL_K`` (the sum of its moves' ``e``, plus 1), or whose floats
+do not read. Rows within the bound are read off the floats, which is then exact: two distinct channel
+values with exponents at most ``k`` differ by at least ``2^-(2k + 1)`` (their difference's conjugate is at
+most 2), ``7e-12`` at ``k = 18``, far above the reading's tolerance plus the float error; past the bound
+a deep unitary could lie within the tolerance of a shallow form, and the ``channel`` scheme would read
+that form: rarely (measured on deep 1-qubit rows: each value falls within ``1e-12`` of a lattice point at
+``k = 18`` one time in ten, and all 7 free values of the row must, so about ``1e-7`` per deep 1-qubit
+unitary; from 2 qubits, 31 values and more, never in practice); ``ring`` never does. Datasets made with
+``channel`` (their spec says so) keep it when resumed, bit for bit.
 
 **What floats can and cannot separate.** Two distinct ring unitaries with entries in ``Z[omega] / sqrt2^m``
 differ somewhere by at least ``2^-(m+1)``: the difference times ``sqrt2^m`` is a non-zero element of
 ``Z[omega]``, of norm at least 1, whose conjugates are at most ``2 sqrt2^m``. ``m`` is about the channel's
 ``k`` (measured: ``(h t)^n`` has ``m = k`` for n up to 30), so within ``CHANNEL_K`` distinct ring unitaries
 (with such representatives) lie at least ~2e-6 apart, about the grid's own resolution: pairs closer than the
-grid's tolerance need ``k`` of 20 and more, where floats no longer fix the form entry by entry (that would take
-exact products in the kernels, or a decoder that uses the whole matrix's unitarity); such unitaries get grid
-keys here, as before.
+grid's tolerance need ``k`` of 20 and more, where floats no longer fix the form entry by entry. Grid keys
+(and ``channel`` keys, which fall back to them there) merge such pairs; ``ring`` keys keep them apart
+(``test_exact_keys``: the identity and a gridsynth approximation of a tiny rotation, 1.7e-8 apart).
 
 Both words of every key are well spread (Feistel mix, BLAKE2b, splitmix for grid keys), so a key authority
 may partition keys by range.
@@ -401,7 +419,9 @@ class RingMoves:
             exps.append(read[1])
         identity = np.zeros((d, d, 4), dtype=np.int64)
         identity[np.arange(d), np.arange(d), 0] = 1
-        self.maps = ring.multiplication_maps(np.stack([*numerators, identity]))
+        self.numerators = np.stack([*numerators, identity])
+        self.maps = ring.multiplication_maps(self.numerators)
+        self.complex_maps = ring.complex_maps(self.numerators)
         self.exps = np.array([*exps, 0], dtype=np.int64)
 
     def bound(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -414,7 +434,7 @@ class RingMoves:
         """The exact channel forms ``(ref, k, a, b)`` of ``(n, L)`` move sequences (``a``, ``b`` object
         arrays of Python ints): int64 where it is exact, Python integers beyond."""
         c, m, safe = self._evaluate(seqs)
-        ref, k, a, b = ring.channel_forms(ring.unstack(c[safe]), m[safe])
+        ref, k, a, b = ring.channel_forms(ring.coefficients(c[safe]), m[safe])
         n, width = len(seqs), a.shape[1]
         out = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((n, width), object), np.zeros((n, width), object))
         rows = np.flatnonzero(safe)
@@ -426,16 +446,17 @@ class RingMoves:
         return out
 
     def _evaluate(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:func:`ring.evaluate` in int64, each distinct prefix once: an enumeration task's children share
-        their parent (all but the last move), the parents their own parents, and so on."""
+        """:func:`ring.evaluate_complex`, each run of rows with one prefix (all but the last move) once: an
+        enumeration task's children follow their parent's, and the parents their own parents'."""
         n, length = seqs.shape
         if n >= 2 and length >= 2 and (seqs[:, -1] < len(self.exps) - 1).all():
-            prefixes, inverse = np.unique(seqs[:, :-1], axis=0, return_inverse=True)
-            if len(prefixes) <= n // 2:
-                c, m, safe = self._evaluate(prefixes)
-                inverse = inverse.reshape(-1)
-                return ring.evaluate(self.maps, self.exps, seqs[:, -1:], start=(c[inverse], m[inverse], safe[inverse]))
-        return ring.evaluate(self.maps, self.exps, seqs)
+            new = np.concatenate([[True], (seqs[1:, :-1] != seqs[:-1, :-1]).any(axis=1)])
+            if new.sum() <= n // 2:
+                c, m, safe = self._evaluate(seqs[new, :-1])
+                inverse = np.cumsum(new) - 1
+                start = (c[inverse], m[inverse], safe[inverse])
+                return ring.evaluate_complex(self.complex_maps, self.exps, seqs[:, -1:], start=start)
+        return ring.evaluate_complex(self.complex_maps, self.exps, seqs)
 
     def keys(self, codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), 2)`` int64 exact channel keys of circuits ``rows`` of ``codes``/``offsets``."""
