@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ring.py            # 1 to 3 qubits, median of 5 alternating runs
     .venv/bin/python benchmarks/bench_ring.py --runs 3
+    .venv/bin/python benchmarks/bench_ring.py --end-to-end 30   # and a deep unique run under each scheme
 
 Per gate set, a batch of random circuits (length 20, and 40 on one qubit) is keyed two ways, alternately:
 the **float path** (what a channel key costs: the complex128 products by the product table, then
@@ -16,12 +17,14 @@ path evaluating each distinct prefix once. Reported: microseconds per record and
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 import unitarium
-from unitarium._core.exact import RingMoves, channel_keys
+from unitarium._core.exact import CHANNEL_K, RingMoves, channel_keys
 from unitarium._core.kernels import ProductTable, extend
 
 CASES = [("h,t", 1, 40, 4096), ("h,t,tdg,cx", 2, 20, 4096), ("clifford+t", 3, 20, 1024)]
@@ -74,9 +77,34 @@ def measure_children(gates: str, qubits: int, length: int, parents: int, runs: i
     return out
 
 
+def end_to_end(max_length: int, runs: int) -> dict[str, float]:
+    """Seconds of a unique enumeration of h,t on 1 qubit (deep rows: the exponent grows with the length)
+    under ring, channel and grid keys, median of ``runs`` alternating runs, in process with 1 worker."""
+    times: dict[str, list[float]] = {"ring": [], "channel": [], "grid": []}
+    records = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(runs):
+            for keys in times:
+                spec = unitarium.make_spec(gates="h,t", qubits=1, max_length=max_length, unique=True, keys=keys)
+                path = Path(tmp) / f"{keys}{r}.db"
+                t0 = time.perf_counter()
+                summary = unitarium.generate(path, spec, workers=1)
+                times[keys].append(time.perf_counter() - t0)
+                records[keys] = summary.records
+                if keys == "ring" and r == 0:  # the records evaluated exactly (their candidates: about as many)
+                    with unitarium.open(path) as ds:
+                        codes, offsets = ds.codes(0, len(ds))
+                        deep = float((RingMoves(ds.gateset).bound(codes, offsets) > CHANNEL_K).mean())
+    out = {name: float(np.median(t)) for name, t in times.items()}
+    out.update({f"{name} records": float(n) for name, n in records.items()})
+    out["deep"] = deep
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--end-to-end", type=int, metavar="L", help="also a unique h,t enumeration to length L")
     args = parser.parse_args()
     print("| gates | qubits | length | batch | float us/record | exact us/record | exact / float |")
     print("|---|---|---|---|---|---|---|")
@@ -87,6 +115,18 @@ def main() -> None:
         r = measure_children(gates, qubits, length, parents, args.runs)
         what = f"{parents} parents x every move"
         print(f"| {gates} | {qubits} | {length} | {what} | {r['float']:.2f} | {r['exact']:.2f} | {r['ratio']:.1f}x |")
+    if args.end_to_end:
+        e = end_to_end(args.end_to_end, min(args.runs, 3))
+        print(
+            "\n| run | records (ring / channel / grid) | records evaluated exactly | ring s | channel s | grid s "
+            "| ring / channel | ring / grid |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        print(
+            f"| h,t 1q enumerate L={args.end_to_end} --unique | {e['ring records']:,.0f} / "
+            f"{e['channel records']:,.0f} / {e['grid records']:,.0f} | {100 * e['deep']:.0f}% | {e['ring']:.2f} | "
+            f"{e['channel']:.2f} | {e['grid']:.2f} | {e['ring'] / e['channel']:.2f}x | {e['ring'] / e['grid']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":
