@@ -405,6 +405,16 @@ def test_ring_keys_are_channel_keys_where_those_are_exact() -> None:
     assert np.array_equal(ring[~good], ring_keys_of_form(ref, k, a, b)) and k.min() > CHANNEL_K
 
 
+@pytest.mark.parametrize(
+    ("gates", "qubits"), [("h,t,tdg,cx", 2), ("clifford+t", 3), ("h,s,sdg,sx,sxdg,x,y,z,ch,ccx", 3)]
+)
+def test_exact_inverse_moves_are_the_gate_sets_for_standard_gates(gates: str, qubits: int) -> None:
+    """Pruning under ring keys takes exact inverses (so a deep gate's approximate inverse is not one); for
+    standard gates they are the float-judged ones, so enumerations prune the same sequences."""
+    gs = unitarium.make_spec(gates=gates, qubits=qubits, count=1, length=1).gateset
+    assert np.array_equal(RingMoves(gs).inverse_moves, gs.inverse_moves)
+
+
 def _circuit_exactly(qc: object) -> list[list[tuple]]:
     gates = [unitarium.parse_gate(i.operation.name).matrix for i in qc.data]  # type: ignore[attr-defined]
     return _exact_product([_exact_gate(m) for m in [np.eye(2), *gates]])
@@ -459,14 +469,16 @@ def test_unitaries_closer_than_the_grid_tolerance_are_kept_apart_by_exact_keys(t
     records = {}
     for keys in ("exact", "grid"):
         path = tmp_path / f"{keys}.db"
-        # --no-prune: pruning takes g2 for g1's inverse (equal within 1e-9 up to phase) and skips g1 g2
-        args = ("--qubits", "1", "--enumerate", "--max-length", "2", "--no-prune", "--unique", "--keys", keys)
+        args = ("--qubits", "1", "--enumerate", "--max-length", "2", "--unique", "--keys", keys)
         cli("generate", path, "--gate-file", gate_file, *args, "--quiet")
         with unitarium.open(path) as ds:
             assert ds.spec.keys == {"exact": "ring"}.get(keys, keys)
             records[keys] = {str(r.circuit): r.unitary for r in ds}
+            gs_exact = ds.gateset
     # the 7 circuits of length <= 2 are 7 distinct unitaries; g1 g2 = W and g2 g1 = g1^-1 W g1 lie 1.7e-8
-    # from the identity: grid keys drop them as the empty circuit's duplicates
+    # from the identity: grid keys drop them as the empty circuit's duplicates (or pruning does: g2 is g1's
+    # inverse within 1e-9; under ring keys pruning takes exact inverses only)
+    assert gs_exact.inverse_moves.tolist() == [1, 0] and RingMoves(gs_exact).inverse_moves.tolist() == [-1, -1]
     assert sorted(records["exact"]) == ["", "g1 0", "g1 0; g1 0", "g1 0; g2 0", "g2 0", "g2 0; g1 0", "g2 0; g2 0"]
     assert set(records["exact"]) - set(records["grid"]) == {"g1 0; g2 0", "g2 0; g1 0"}
     w = records["exact"]["g1 0; g2 0"]

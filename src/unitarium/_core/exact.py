@@ -424,6 +424,30 @@ class RingMoves:
         self.complex_maps = ring.complex_maps(self.numerators)
         self.exps = np.array([*exps, 0], dtype=np.int64)
 
+    @functools.cached_property
+    def inverse_moves(self) -> np.ndarray:
+        """For each move, the first move that undoes it exactly (their product is a unit times the identity:
+        exponent 0, scalar), or -1: :attr:`unitarium._core.gateset.GateSet.inverse_moves` judged on floats
+        (within 1e-9) would also take a deep gate's approximate inverse for one."""
+        count = len(self.exps) - 1
+        first, second = np.meshgrid(np.arange(count), np.arange(count), indexing="ij")
+        seqs = np.stack([first.ravel(), second.ravel()], axis=1)
+        d = self.numerators.shape[1]
+        if 2 * int(self.exps.max()) > 2 * (52 - int(np.ceil(np.log2(4 * d)))):  # past complex128's exactness
+            c, m, _ = ring.evaluate(self.maps, self.exps, seqs, dtype=object)
+            coeffs = ring.unstack(c)
+        else:  # complex128 holds every pair's product exactly (see ring.evaluate_complex)
+            c, m, _ = ring.evaluate_complex(self.complex_maps, self.exps, seqs)
+            coeffs = ring.coefficients(c)
+        diagonal = coeffs[:, np.arange(d), np.arange(d)]
+        off = coeffs.copy()
+        off[:, np.arange(d), np.arange(d)] = 0
+        scalar = (
+            (m == 0) & ~(off != 0).reshape(len(seqs), -1).any(axis=1) & (diagonal == diagonal[:, :1]).all(axis=(1, 2))
+        )
+        hit = scalar.reshape(count, count)
+        return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+
     def bound(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """``(n,)``: each circuit's bound on its channel exponent (the sum of its moves' exponents, plus 1)."""
         total = np.concatenate([[0], np.cumsum(self.exps[codes.astype(np.int64)])])

@@ -8,7 +8,8 @@
   in parent-major, move-minor order (breadth-first order overall). Each child is
   ``M[move] @ U_parent`` (prefix sharing). With ``prune``, a child is skipped when
 
-  1. its last move undoes the parent's last move (``h h``, ``t tdg``, ``cx 0 1; cx 0 1``), or
+  1. its last move undoes the parent's last move (``h h``, ``t tdg``, ``cx 0 1; cx 0 1``; judged on the
+     matrices within 1e-9, exactly under ring keys: a deep gate's near-inverse is no inverse there), or
   2. its last two moves act on disjoint qubits and are out of index order
      (``h 1; h 0`` is kept only as ``h 0; h 1``).
 
@@ -256,7 +257,8 @@ def _pruning_mask(ctx: TaskContext, last: np.ndarray) -> np.ndarray:
     """``(parents, moves)`` True where appending the move is not trivially redundant."""
     gs = ctx.spec.gateset
     moves = np.arange(ctx.num_moves)
-    undoes = gs.inverse_moves[last][:, None] == moves[None, :]
+    inverse = gs.inverse_moves if ctx.ring is None else ctx.ring.inverse_moves  # ring keys: exact inverses only
+    undoes = inverse[last][:, None] == moves[None, :]
     reordered = gs.disjoint_moves[last] & (moves[None, :] < last[:, None])
     return ~(undoes | reordered)
 
