@@ -420,9 +420,17 @@ class RingMoves:
         identity = np.zeros((d, d, 4), dtype=np.int64)
         identity[np.arange(d), np.arange(d), 0] = 1
         self.numerators = np.stack([*numerators, identity])
-        self.maps = ring.multiplication_maps(self.numerators)
-        self.complex_maps = ring.complex_maps(self.numerators)
         self.exps = np.array([*exps, 0], dtype=np.int64)
+
+    @functools.cached_property
+    def complex_maps(self) -> np.ndarray:
+        """:func:`ring.complex_maps` of the moves (4 times the move matrices' size)."""
+        return ring.complex_maps(self.numerators)
+
+    @functools.cached_property
+    def maps(self) -> np.ndarray:
+        """:func:`ring.multiplication_maps` of the moves (Python-integer rows only: 8 times their size)."""
+        return ring.multiplication_maps(self.numerators)
 
     @functools.cached_property
     def inverse_moves(self) -> np.ndarray:

@@ -10,9 +10,10 @@ and ``e`` its exponent; after each move the exponent is reduced while every entr
 with complex conjugation), so a numerator coefficient ``c_t = (1/4) sum_l sigma_l(y) w^(-lt)`` of an
 entry ``y / sqrt2^m`` is at most ``sqrt2^m`` in absolute value. A move's product sums ``4 d`` terms each
 at most ``sqrt2^(m + e)``, and a channel row's entry (a product of two entries) 4 terms of at most
-``2^m``: int64 is exact while ``m + e <= 2 (62 - log2(4 d))`` during the product and ``m <=``
-:data:`INT64_M` for the channel row. Rows beyond either bound are evaluated again with Python integers
-(numpy object arrays, the same code): exact at any depth, slower (gridsynth-deep circuits only).
+``2^m``. So products are formed as Gaussian integers in complex128 (:func:`evaluate_complex`: one small
+complex product per move, exact while ``m + e <= 2 (52 - log2(4 d))``), the channel row in int64 (exact
+while ``m <=`` :data:`INT64_M`); rows beyond either bound are evaluated again with Python integers
+(:func:`evaluate` on numpy object arrays): exact at any depth, slower (gridsynth-deep circuits only).
 
 **Channel form.** ``w = U conj(u_r)`` (``r`` the first non-zero entry, row-major) has numerators over
 ``2^m``; its real and imaginary parts are ``(a + b sqrt2) / 2^(m + 1)`` (``re = 2 p0 + (p1 - p3) sqrt2``,
@@ -32,7 +33,6 @@ __all__ = [
     "evaluate_complex",
     "multiplication_maps",
     "reduce_exponent",
-    "to_complex",
     "unstack",
 ]
 
@@ -175,7 +175,8 @@ def evaluate_complex(
             if trivial[code]:
                 continue
             rows = np.flatnonzero(col == code)
-            c[rows] = maps[code] @ c[rows]
+            with np.errstate(over="ignore", invalid="ignore"):  # rows past the bound (unsafe) may overflow
+                c[rows] = maps[code] @ c[rows]
             if exps[code]:
                 m[rows] += exps[code]
                 safe[rows] &= m[rows] <= limit
@@ -192,7 +193,8 @@ def _reduce_complex(c: np.ndarray, m: np.ndarray, rows: np.ndarray) -> None:
     d = c.shape[-1]
     while len(rows):
         q = c[rows]
-        odd = np.fmod(q.real - q.imag, 2) != 0
+        with np.errstate(invalid="ignore"):  # inf or nan in an unsafe row: never divisible
+            odd = ~(np.fmod(q.real - q.imag, 2) == 0)
         rows = rows[(m[rows] > 0) & ~odd.reshape(len(rows), -1).any(axis=1)]
         if not len(rows):
             return
@@ -247,9 +249,3 @@ def _shift_rows(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 def _trailing_zeros(v: int) -> int:
     return (v & -v).bit_length() - 1 if v else 1 << 30
-
-
-def to_complex(c: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``(n, d, d)`` complex128 values of exact unitaries (a check, not a key)."""
-    w = np.exp(1j * np.pi / 4) ** np.arange(4)
-    return (c.astype(np.float64) @ w) / np.sqrt(2.0) ** m.astype(np.float64)[:, None, None]
