@@ -24,6 +24,7 @@ import unitarium
 from unitarium._core.canonical import DEDUP
 from unitarium._core.exact import (
     CHANNEL_K,
+    TRUSTED_LENGTH,
     NotExact,
     RingMoves,
     channel_form,
@@ -352,8 +353,12 @@ def test_ring_evaluation_agrees_with_exact_arithmetic_on_deep_circuits(
     seqs = np.concatenate([seqs, seqs[:4]])  # repeats
     ref, k, a, b = moves.forms(seqs)
     forms = []
+    oracle: dict[tuple[int, ...], tuple] = {}  # the repeats are computed once
     for r in range(len(seqs)):
-        want = _exact_channel_form(_exact_product([exact_moves[c] for c in seqs[r] if c < len(gs.moves)]))
+        seq = tuple(int(c) for c in seqs[r] if c < len(gs.moves))
+        if seq not in oracle:
+            oracle[seq] = _exact_channel_form(_exact_product([exact_moves[c] for c in seq]))
+        want = oracle[seq]
         assert (int(ref[r]), int(k[r]), [int(v) for v in a[r]], [int(v) for v in b[r]]) == want
         forms.append(repr(want))
     assert k.min() <= CHANNEL_K < k.max()  # float-readable rows and deeper ones
@@ -403,6 +408,14 @@ def test_ring_keys_are_channel_keys_where_those_are_exact() -> None:
     assert np.array_equal(ring[good], channel[good]) and np.array_equal(lookup, ring_lookup)
     ref, k, a, b = moves.forms(seqs[~good])
     assert np.array_equal(ring[~good], ring_keys_of_form(ref, k, a, b)) and k.min() > CHANNEL_K
+    # circuits longer than TRUSTED_LENGTH are evaluated exactly even when shallow: the same keys
+    is_h = np.array([m.text.startswith("h ") for m in gs.moves])
+    long = rng.choice(np.flatnonzero(~is_h), size=(12, TRUSTED_LENGTH + 200))
+    long[:, ::400] = rng.choice(np.flatnonzero(is_h), size=(12, long[:, ::400].shape[1]))
+    u = ProductTable(gs.move_matrices, np.complex128).unitaries(long)
+    channel, good = channel_keys(u)
+    assert good.all() and (moves.bound(*_stored_form(long, len(gs.moves))) <= CHANNEL_K).all()
+    assert np.array_equal(dedup_keys("ring", u, (moves, *_stored_form(long, len(gs.moves))))[0], channel)
 
 
 @pytest.mark.parametrize(

@@ -36,13 +36,14 @@ says which rows).
 *every* ring unitary, at any depth. Where the floats cannot decide, the form is computed exactly from the
 circuit (:class:`RingMoves`, :mod:`unitarium._core.ring`): each move's matrix, divided by its gate's
 phase, is read once as an exact matrix over ``Z[w] / sqrt2^e`` (:func:`ring_gate`, at :data:`GATE_K`),
-and a circuit's product is formed in integers (int64 within a proven overflow bound, Python integers
-beyond), reduced, and its channel row taken: the same ``(r, k, a, b)``, so the same key wherever the
-floats read one (hashed as int32 up to ``k = 30``; deeper forms, which only exact evaluation reaches,
-as wider integers: :func:`ring_keys_of_form`). Which rows are evaluated exactly: those whose circuit
-does not bound the exponent within ``CHANNEL_K`` (the sum of its moves' ``e``, plus 1), or whose floats
-do not read. Rows within the bound are read off the floats, which is then exact: two distinct channel
-values with exponents at most ``k`` differ by at least ``2^-(2k + 1)`` (their difference's conjugate is at
+and a circuit's product is formed in integers (Gaussian integers in complex128, the channel row in int64,
+within proven bounds; Python integers beyond), reduced, and its channel row taken: the same
+``(r, k, a, b)``, so the same key wherever the floats read one (hashed as int32 up to ``k = 30``; deeper
+forms, which only exact evaluation reaches, as wider integers: :func:`ring_keys_of_form`). Which rows are
+evaluated exactly: those whose circuit does not bound the exponent within ``CHANNEL_K`` (the sum of its
+moves' ``e``, plus 1) or is longer than :data:`TRUSTED_LENGTH`, or whose floats do not read. The other
+rows are read off the floats, which is then exact: two distinct channel values with exponents at most
+``k`` differ by at least ``2^-(2k + 1)`` (their difference's conjugate is at
 most 2), ``7e-12`` at ``k = 18``, far above the reading's tolerance plus the float error; past the bound
 a deep unitary could lie within the tolerance of a shallow form, and the ``channel`` scheme would read
 that form: rarely (measured on deep 1-qubit rows: each value falls within ``1e-12`` of a lattice point at
@@ -81,6 +82,7 @@ __all__ = [
     "SCHEMES",
     "TABLEAU_EPS",
     "TABLEAU_LOOKUP_EPS",
+    "TRUSTED_LENGTH",
     "NotExact",
     "RingMoves",
     "channel_form",
@@ -103,6 +105,10 @@ CHANNEL_TOL = 1e-12
 """Tolerance on a channel entry: it must lie this close to ``(a + b sqrt2) / 2^CHANNEL_K``."""
 CHANNEL_K = 18
 """The largest denominator exponent read off floats (see the module docstring)."""
+TRUSTED_LENGTH = 1000
+"""Ring keys read off floats only for circuits of at most this many moves: their products' error (about
+``1e-16`` per move, ``1e-13`` at worst here) stays far within ``CHANNEL_TOL``, itself far within the
+``7e-12`` that separates distinct channel values of exponent 18; longer circuits are evaluated exactly."""
 GATE_K = 16
 """The largest exponent at which a gate's matrix (up to phase) is read as an exact ring matrix: far within
 what floats fix (a matrix off the ring passes the ``CHANNEL_TOL`` check on all its entries with a chance
@@ -563,7 +569,8 @@ def dedup_keys(
     stay on the coarse grid (a complex64 copy of a deep ring element cannot be read back exactly).
     ``ring`` (needs ``circuits``: the gate set's :class:`RingMoves` and the rows' ``codes``, ``offsets``):
     the channel key of every unitary, read off the floats where the circuit bounds its exponent within
-    :data:`CHANNEL_K` (exact there), evaluated exactly from the circuit otherwise; no alternates."""
+    :data:`CHANNEL_K` and has at most :data:`TRUSTED_LENGTH` moves (exact there), evaluated exactly from
+    the circuit otherwise; no alternates."""
     from .canonical import DEDUP, LOOKUP
 
     if scheme == "tableau":
@@ -574,7 +581,8 @@ def dedup_keys(
             raise ValueError("ring keys are computed from the circuits: pass them")
         moves, codes, offsets = circuits
         keys, good = channel_keys(u)
-        deep = np.flatnonzero(~good | (moves.bound(codes, offsets) > CHANNEL_K))
+        lengths = np.diff(offsets.astype(np.int64))
+        deep = np.flatnonzero(~good | (moves.bound(codes, offsets) > CHANNEL_K) | (lengths > TRUSTED_LENGTH))
         if len(deep):
             keys[deep] = moves.keys(codes, offsets, deep)
         return keys, {}, LOOKUP.primary(u)
