@@ -23,7 +23,7 @@ import numpy as np
 
 import unitarium
 from unitarium._core.canonical import DEDUP
-from unitarium._core.exact import dedup_keys
+from unitarium._core.exact import RingMoves, dedup_keys
 from unitarium._core.kernels import ProductTable
 from unitarium._core.keyset import KeySet
 
@@ -89,10 +89,13 @@ KEY_CASES = [("h,s,cx", 2), ("h,s,cx", 3), ("h,t,tdg,cx", 2), ("h,t,tdg,cx", 3)]
 
 def key_cost(gates: str, qubits: int, batch: int = 4096, runs: int = 7) -> dict[str, float]:
     """Microseconds per unitary of grid keys and of the gate set's exact keys, on the same products."""
-    spec = unitarium.make_spec(gates=gates, qubits=qubits, count=1, length=1, unique=True)
+    spec = unitarium.make_spec(gates=gates, qubits=qubits, count=1, length=1, unique=True, keys="auto")
     moves = spec.gateset.move_matrices
     rng = np.random.default_rng(qubits)
-    u = ProductTable(moves, np.complex128).unitaries(rng.integers(0, len(moves), size=(batch, 20)))
+    seqs = rng.integers(0, len(moves), size=(batch, 20))
+    u = ProductTable(moves, np.complex128).unitaries(seqs)
+    offsets = np.arange(0, seqs.size + 1, 20, dtype=np.uint32)  # ring keys read the circuits too
+    circuits = (RingMoves(spec.gateset), seqs.reshape(-1), offsets) if spec.keys == "ring" else None
     times: dict[str, list[float]] = {"grid": [], spec.keys: []}
     for _ in range(runs):
         for name in times:
@@ -100,7 +103,7 @@ def key_cost(gates: str, qubits: int, batch: int = 4096, runs: int = 7) -> dict[
             if name == "grid":
                 DEDUP.wide_keys(u)
             else:
-                dedup_keys(name, u)
+                dedup_keys(name, u, circuits)
             times[name].append((time.perf_counter() - t0) / batch * 1e6)
     out = {name: float(np.median(t)) for name, t in times.items()}
     out["ratio"] = out[spec.keys] / out["grid"]

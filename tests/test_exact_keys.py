@@ -2,15 +2,17 @@
 forms for Clifford+T gate sets against exact arithmetic over Z[omega] written here (Python integers and
 fractions), and unique runs, resumes, lookups, synthesis and the CLI with them.
 
-Not here: two *distinct* ring unitaries closer than the grid's tolerance kept apart by exact keys. Within
-the exponents floats determine (k <= CHANNEL_K) distinct ring unitaries lie about 2e-6 apart at least,
-entrywise between representatives in Z[omega] / sqrt2^m (:mod:`unitarium._core.exact`, "What floats can
-and cannot separate"); closer pairs need deeper exponents, which get grid keys. What is tested instead:
-exact keys are equal exactly when the exact forms are (against exact arithmetic, up to k = CHANNEL_K), and
-make the same decisions as grid keys where both apply."""
+Ring keys (exact channel keys at every depth, :class:`unitarium._core.exact.RingMoves`): the exact evaluation
+from circuits against the same exact arithmetic on deep random circuits of 1 to 3 qubits (int64 and Python
+integer rows), the identical keys where floats read them (``channel``), and the acceptance test: two distinct
+Clifford+T unitaries closer than the grid's tolerance (the identity and a gridsynth approximation of a tiny
+rotation, 1.7e-8 apart; Qiskit's ``Operator`` says close, the exact arithmetic here says distinct) are merged
+by grid keys and kept apart by exact keys, in a real unique run (an enumeration over two custom gates, the
+approximation's halves, through the CLI), where ``--keys grid`` keeps one of them."""
 
 from __future__ import annotations
 
+import functools
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -22,17 +24,22 @@ import unitarium
 from unitarium._core.canonical import DEDUP
 from unitarium._core.exact import (
     CHANNEL_K,
+    TRUSTED_LENGTH,
     NotExact,
+    RingMoves,
     channel_form,
     channel_keys,
     dedup_keys,
     is_clifford,
     is_clifford_t,
+    is_ring_gate,
     lookup_probes,
+    ring_keys_of_form,
     tableau,
     tableau_keys,
 )
 from unitarium._core.kernels import ProductTable
+from unitarium._core.ring import INT64_M
 
 from conftest import cli, content, one_error_line
 
@@ -308,6 +315,189 @@ def test_deep_ring_unitaries_fall_back_to_grid_keys_consistently() -> None:
     assert np.array_equal(keys[good], keys2[good])
 
 
+# -- ring keys: exact evaluation from circuits ---------------------------------------------------
+
+
+def _deep_circuits(gs: unitarium.GateSet, rng: np.random.Generator, rows: int, length: int) -> np.ndarray:
+    """``(rows, length)`` move sequences that grow the exponent: h on a qubit then t on it (the qubit changes
+    at random one pair in five), one pair in five another move instead of t (a random circuit's exponent
+    grows much slower), padded to lengths spread from 4 to ``length`` (code ``len(moves)``)."""
+    index = gs.move_index()
+    change = rng.random((rows, (length + 1) // 2)) < 0.2  # the qubit of the next pair: mostly the same one
+    qubits = np.cumsum(change * rng.integers(1, max(2, gs.num_qubits), size=change.shape), axis=1) % gs.num_qubits
+    seqs = np.empty((rows, 2 * qubits.shape[1]), dtype=np.int64)
+    seqs[:, ::2] = np.vectorize(lambda q: index[f"h {q}"])(qubits)
+    seqs[:, 1::2] = np.vectorize(lambda q: index[f"t {q}"])(qubits)
+    other = rng.random(qubits.shape) < 0.2
+    seqs[:, 1::2][other] = rng.integers(0, len(gs.moves), size=int(other.sum()))
+    seqs = seqs[:, :length]
+    for r, n in enumerate(rng.permutation(np.linspace(4, length, rows).astype(int))):
+        seqs[r, n:] = len(gs.moves)
+    return seqs
+
+
+@pytest.mark.parametrize(
+    ("gates", "qubits", "rows", "length"), [("h,t,tdg", 1, 24, 400), ("h,t,s,cx", 2, 24, 160), ("h,t,ccx", 3, 5, 120)]
+)
+def test_ring_evaluation_agrees_with_exact_arithmetic_on_deep_circuits(
+    gates: str, qubits: int, rows: int, length: int
+) -> None:
+    """The exact channel forms of deep random circuits, evaluated from their move codes (int64 rows and, past
+    its bound, Python-integer rows), are the exact arithmetic's; their keys are channel keys where floats
+    read those (k <= CHANNEL_K: the same bits), distinct exactly where the forms are, and phase-free."""
+    gs = unitarium.make_spec(gates=gates, qubits=qubits, count=1, length=1, unique=True, keys="exact").gateset
+    moves = RingMoves(gs)
+    exact_moves = [_exact_gate(m) for m in gs.move_matrices]
+    rng = np.random.default_rng(qubits)
+    seqs = _deep_circuits(gs, rng, rows, length)
+    seqs = np.concatenate([seqs, seqs[:4]])  # repeats
+    ref, k, a, b = moves.forms(seqs)
+    forms = []
+    oracle: dict[tuple[int, ...], tuple] = {}  # the repeats are computed once
+    for r in range(len(seqs)):
+        seq = tuple(int(c) for c in seqs[r] if c < len(gs.moves))
+        if seq not in oracle:
+            oracle[seq] = _exact_channel_form(_exact_product([exact_moves[c] for c in seq]))
+        want = oracle[seq]
+        assert (int(ref[r]), int(k[r]), [int(v) for v in a[r]], [int(v) for v in b[r]]) == want
+        forms.append(repr(want))
+    assert k.min() <= CHANNEL_K < k.max()  # float-readable rows and deeper ones
+    if qubits < 3:
+        assert k.max() > 30  # wide keys (beyond int32)
+    if qubits == 1:
+        assert k.max() > INT64_M + 1  # the Python-integer rows
+    codes, offsets = _stored_form(seqs, len(gs.moves))
+    keys = ring_keys_of_form(ref, k, a, b)
+    assert np.array_equal(moves.keys(codes, offsets, np.arange(len(seqs))), keys)
+    u = ProductTable(gs.move_matrices, np.complex128).unitaries(seqs)
+    floats, good = channel_keys(u)
+    assert good.any() and np.array_equal(floats[good], keys[good])
+    ring, alternates, _ = dedup_keys("ring", u * _phase(rng, len(u)), (moves, codes, offsets))
+    assert np.array_equal(ring, keys) and alternates == {}
+    assert len({tuple(key) for key in keys.tolist()}) == len(set(forms)) == rows
+    # an enumeration task's rows: every move after each of three deep parents (prefixes evaluated once)
+    parents = _deep_circuits(gs, rng, 3, length)[:, : length // 2]
+    parents = parents[:, : (parents < len(gs.moves)).sum(axis=1).min()]
+    children = np.concatenate(
+        [np.repeat(parents, len(gs.moves), axis=0), np.tile(np.arange(len(gs.moves)), 3)[:, None]], 1
+    )
+    shared = moves.forms(children)
+    for r in range(len(children)):
+        one = moves.forms(children[r : r + 1])
+        assert all(np.array_equal(x[r], y[0]) for x, y in zip(shared, one, strict=True))
+
+
+def _stored_form(seqs: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    lengths = (seqs < pad).sum(axis=1)
+    return seqs[seqs < pad], np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+
+
+def test_ring_keys_are_channel_keys_where_those_are_exact() -> None:
+    """Every unitary that has an exact channel key gets the identical ring key (datasets made with either
+    scheme keep the same records up to CHANNEL_K); deep rows get exact keys instead of grid keys."""
+    gs = unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, count=1, length=1).gateset
+    rng = np.random.default_rng(21)
+    seqs = rng.integers(0, len(gs.moves), size=(2000, 80))
+    seqs[:1000] = _deep_circuits(gs, rng, 1000, 80)
+    u = ProductTable(gs.move_matrices, np.complex128).unitaries(seqs)
+    channel, _, lookup = dedup_keys("channel", u)
+    _, good = channel_keys(u)
+    moves = RingMoves(gs)
+    ring, alternates, ring_lookup = dedup_keys("ring", u, (moves, *_stored_form(seqs, len(gs.moves))))
+    assert 0 < good.sum() < len(u) and alternates == {}
+    assert np.array_equal(ring[good], channel[good]) and np.array_equal(lookup, ring_lookup)
+    ref, k, a, b = moves.forms(seqs[~good])
+    assert np.array_equal(ring[~good], ring_keys_of_form(ref, k, a, b)) and k.min() > CHANNEL_K
+    # circuits longer than TRUSTED_LENGTH are evaluated exactly even when shallow: the same keys
+    is_h = np.array([m.text.startswith("h ") for m in gs.moves])
+    long = rng.choice(np.flatnonzero(~is_h), size=(12, TRUSTED_LENGTH + 200))
+    long[:, ::400] = rng.choice(np.flatnonzero(is_h), size=(12, long[:, ::400].shape[1]))
+    u = ProductTable(gs.move_matrices, np.complex128).unitaries(long)
+    channel, good = channel_keys(u)
+    assert good.all() and (moves.bound(*_stored_form(long, len(gs.moves))) <= CHANNEL_K).all()
+    assert np.array_equal(dedup_keys("ring", u, (moves, *_stored_form(long, len(gs.moves))))[0], channel)
+
+
+@pytest.mark.parametrize(
+    ("gates", "qubits"), [("h,t,tdg,cx", 2), ("clifford+t", 3), ("h,s,sdg,sx,sxdg,x,y,z,ch,ccx", 3)]
+)
+def test_exact_inverse_moves_are_the_gate_sets_for_standard_gates(gates: str, qubits: int) -> None:
+    """Pruning under ring keys takes exact inverses (so a deep gate's approximate inverse is not one); for
+    standard gates they are the float-judged ones, so enumerations prune the same sequences."""
+    gs = unitarium.make_spec(gates=gates, qubits=qubits, count=1, length=1).gateset
+    assert np.array_equal(RingMoves(gs).inverse_moves, gs.inverse_moves)
+
+
+def _circuit_exactly(qc: object) -> list[list[tuple]]:
+    gates = [unitarium.parse_gate(i.operation.name).matrix for i in qc.data]  # type: ignore[attr-defined]
+    return _exact_product([_exact_gate(m) for m in [np.eye(2), *gates]])
+
+
+def test_unitaries_closer_than_the_grid_tolerance_are_kept_apart_by_exact_keys(tmp_path: Path) -> None:
+    """The acceptance test of issue 19: two distinct Clifford+T unitaries 1.7e-8 apart, the identity and
+    gridsynth's approximation ``W`` of rz(3e-8) within 1e-8 (100 h gates), and two approximations of
+    rz(0.3). Distinct by exact arithmetic, close by Qiskit's Operator; grid keys merge each pair and ring
+    keys keep them apart. Then a real unique run through the CLI: an enumeration over two custom gates,
+    ``W``'s two parts (each read exactly off its matrix), reaches the identity (length 0) and ``W`` (length
+    2): ``--keys exact`` keeps both, ``--keys grid`` the identity only."""
+    synthesis = pytest.importorskip("qiskit.synthesis")
+    from qiskit.quantum_info import Operator
+
+    w_circuit = synthesis.gridsynth_rz(3e-8, 1e-8)
+    pairs = [
+        (w_circuit.copy_empty_like(), w_circuit),
+        (synthesis.gridsynth_rz(0.3, 1e-8), synthesis.gridsynth_rz(0.3, 1e-9)),
+    ]
+    for first, second in pairs:
+        one, two = _circuit_exactly(first), _circuit_exactly(second)
+        assert _exact_channel_form(one) != _exact_channel_form(two)  # distinct up to phase
+        one_op, two_op = Operator(first), Operator(second)
+        assert one_op.equiv(two_op, rtol=0, atol=1e-7) and not one_op.equiv(two_op, rtol=0, atol=1e-10)
+    # key level: the circuits as moves of h, s, t, x on one qubit
+    gs = unitarium.make_spec(gates="h,s,t,x", qubits=1, count=1, length=1, unique=True, keys="exact").gateset
+    index = gs.move_index()
+    seqs = np.full((4, 300), len(gs.moves))
+    for r, qc in enumerate(c for pair in pairs for c in pair):
+        seqs[r, : len(qc.data)] = [index[f"{i.operation.name} 0"] for i in qc.data]
+    u = ProductTable(gs.move_matrices, np.complex128).unitaries(seqs)
+    grid, alternates, _ = dedup_keys("grid", u)
+    ring, _, _ = dedup_keys("ring", u, (RingMoves(gs), *_stored_form(seqs, len(gs.moves))))
+    for a, b in ((0, 1), (2, 3)):
+        assert tuple(grid[a]) in {tuple(grid[b]), *map(tuple, alternates.get(b, np.zeros((0, 2))).tolist())}
+        assert tuple(ring[a]) != tuple(ring[b])
+
+    # a real run: custom gates g1, g2 with W = g2 g1, each the longest part of W's circuit read exactly
+    def part(names: list[str]) -> np.ndarray:
+        return functools.reduce(lambda u, name: unitarium.parse_gate(name).matrix @ u, names, np.eye(2))
+
+    names = [i.operation.name for i in w_circuit.data]
+    cut = next(n for n in range(len(names) - 1, 0, -1) if is_ring_gate(part(names[:n])[None]))
+    g1, g2 = part(names[:cut]), part(names[cut:])
+    assert is_ring_gate(g2[None]) and not is_clifford_t(g1[None])  # deeper than the gates channel keys allow
+    body = {
+        "gates": {n: {"matrix": [[[v.real, v.imag] for v in row] for row in m]} for n, m in (("g1", g1), ("g2", g2))}
+    }
+    gate_file = tmp_path / "halves.json"
+    gate_file.write_text(json.dumps(body))
+    records = {}
+    for keys in ("exact", "grid"):
+        path = tmp_path / f"{keys}.db"
+        args = ("--qubits", "1", "--enumerate", "--max-length", "2", "--unique", "--keys", keys)
+        cli("generate", path, "--gate-file", gate_file, *args, "--quiet")
+        with unitarium.open(path) as ds:
+            assert ds.spec.keys == {"exact": "ring"}.get(keys, keys)
+            records[keys] = {str(r.circuit): r.unitary for r in ds}
+            gs_exact = ds.gateset
+    # the 7 circuits of length <= 2 are 7 distinct unitaries; g1 g2 = W and g2 g1 = g1^-1 W g1 lie 1.7e-8
+    # from the identity: grid keys drop them as the empty circuit's duplicates (or pruning does: g2 is g1's
+    # inverse within 1e-9; under ring keys pruning takes exact inverses only)
+    assert gs_exact.inverse_moves.tolist() == [1, 0] and RingMoves(gs_exact).inverse_moves.tolist() == [-1, -1]
+    assert sorted(records["exact"]) == ["", "g1 0", "g1 0; g1 0", "g1 0; g2 0", "g2 0", "g2 0; g1 0", "g2 0; g2 0"]
+    assert set(records["exact"]) - set(records["grid"]) == {"g1 0; g2 0", "g2 0; g1 0"}
+    w = records["exact"]["g1 0; g2 0"]
+    assert Operator(w).equiv(Operator(w_circuit), rtol=0, atol=1e-6)  # complex64, as stored
+
+
 # -- unique runs --------------------------------------------------------------------------------
 
 
@@ -321,21 +511,22 @@ def _lengths(path: Path) -> dict[str, int]:
     [
         ("h,s,cx", 2, 7, "tableau"),
         ("h,s,cx", 3, 4, "tableau"),
-        ("h,t,tdg,cx", 2, 5, "channel"),
-        ("h,t", 1, 14, "channel"),
+        ("h,t,tdg,cx", 2, 5, "ring"),
+        ("h,t", 1, 14, "ring"),
     ],
 )
 def test_exact_keys_keep_and_drop_what_grid_keys_do(
     tmp_path: Path, gates: str, qubits: int, max_length: int, scheme: str
 ) -> None:
     runs = {}
-    for keys in ("exact", "grid"):
+    for keys in ("exact", "grid", *(("channel",) if scheme == "ring" else ())):  # channel: the keys before ring
         spec = unitarium.make_spec(gates=gates, qubits=qubits, max_length=max_length, unique=True, keys=keys)
-        assert spec.keys == (scheme if keys == "exact" else "grid")
+        assert spec.keys == {"exact": scheme}.get(keys, keys)
         runs[keys] = tmp_path / f"{keys}.db"
         unitarium.generate(runs[keys], spec, workers=1)
-    assert content(runs["exact"]) == content(runs["grid"])
-    assert _lengths(runs["exact"]) == _lengths(runs["grid"])
+    for keys in runs:
+        assert content(runs[keys]) == content(runs["grid"])
+        assert _lengths(runs[keys]) == _lengths(runs["grid"])
 
 
 def test_the_two_qubit_clifford_group_has_11520_elements_up_to_phase(tmp_path: Path) -> None:
@@ -384,7 +575,7 @@ def test_an_exact_key_dataset_resumes_with_its_keys(tmp_path: Path) -> None:
     spec = unitarium.make_spec(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True, keys="auto")
     unitarium.generate(path, spec, workers=1)
     with unitarium.open(path) as ds:
-        assert ds.meta["spec"]["keys"] == "channel" and ds.spec.keys == "channel"
+        assert ds.meta["spec"]["keys"] == "ring" and ds.spec.keys == "ring"
     summary = unitarium.generate(
         path, unitarium.make_spec(gates="h,t,cx", qubits=2, count=3000, length="1:8", unique=True, keys="auto")
     )
@@ -395,6 +586,46 @@ def test_an_exact_key_dataset_resumes_with_its_keys(tmp_path: Path) -> None:
         )
 
 
+def test_a_channel_key_dataset_resumes_with_channel_keys(tmp_path: Path) -> None:
+    """A Clifford+T dataset made before ring keys (its spec JSON says "channel", as --keys exact and auto made
+    it) resumes, interrupted, with channel keys under --keys exact and auto: to the same content and stored
+    keys as a run made with channel keys throughout; --keys grid is refused."""
+    h, t = unitarium.parse_gate("h").matrix, unitarium.parse_gate("t").matrix
+    gates = {"ht": t @ h, "htdg": t.conj() @ h}  # no two h or t in a row: the exponent grows with the length
+    body = {"gates": {k: {"matrix": [[[v.real, v.imag] for v in row] for row in m]} for k, m in gates.items()}}
+    (tmp_path / "gates.json").write_text(json.dumps(body))
+    args = dict(
+        gates="ht,htdg", qubits=1, count=20_000, length="1:50", seed=2, unique=True, gate_file=tmp_path / "gates.json"
+    )
+    reference, partial = tmp_path / "reference.db", tmp_path / "partial.db"
+    unitarium.generate(reference, unitarium.make_spec(**args, keys="channel"), workers=1)
+    seen: list[unitarium.Progress] = []
+
+    def explode(p: unitarium.Progress) -> None:
+        seen.append(p)
+        if len(seen) == 2:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        unitarium.generate(partial, unitarium.make_spec(**args, keys="channel"), workers=1, progress=explode)
+    for keys in ("exact", "auto"):
+        spec = unitarium.make_spec(**args, keys=keys)
+        assert spec.keys == "ring"
+        unitarium.generate(partial, spec, workers=1)
+        with unitarium.open(partial) as ds:
+            assert ds.complete and ds.meta["spec"]["keys"] == "channel"
+    assert content(partial) == content(reference)
+    with unitarium.open(partial) as ds, unitarium.open(reference) as ref:
+        assert np.array_equal(ds.dedup_keys(), ref.dedup_keys())
+    with pytest.raises(unitarium.SpecMismatchError, match="keys"):
+        unitarium.generate(partial, unitarium.make_spec(**args, keys="grid"), workers=1)
+    ring = tmp_path / "ring.db"  # a new dataset gets ring keys: the same records here, other keys for deep rows
+    unitarium.generate(ring, unitarium.make_spec(**args, keys="exact"), workers=1)
+    with unitarium.open(ring) as ds, unitarium.open(reference) as ref:
+        assert ds.meta["spec"]["keys"] == "ring" and content(ring) == content(reference)
+        assert not np.array_equal(ds.dedup_keys(), ref.dedup_keys())
+
+
 def test_keys_enter_the_spec_only_when_exact() -> None:
     """(``grid`` is the default while exact keys cost more per candidate; ``auto`` chooses them.)"""
     plain = unitarium.make_spec(gates="h,s,cx", qubits=2, count=10, length=3)
@@ -402,9 +633,7 @@ def test_keys_enter_the_spec_only_when_exact() -> None:
     assert (
         unitarium.make_spec(gates="h,rz(0.1),cx", qubits=2, count=10, length=3, unique=True, keys="auto").keys == "grid"
     )
-    assert (
-        unitarium.make_spec(gates="h,s,ccx", qubits=3, count=10, length=3, unique=True, keys="auto").keys == "channel"
-    )
+    assert unitarium.make_spec(gates="h,s,ccx", qubits=3, count=10, length=3, unique=True, keys="auto").keys == "ring"
     spec = unitarium.make_spec(gates="sx,cz", qubits=2, count=10, length=3, unique=True, keys="auto")
     assert spec.to_json()["keys"] == "tableau"
     assert unitarium.Spec.from_json(json.loads(spec.canonical_json())).keys == "tableau"
@@ -440,7 +669,7 @@ def test_lookup_on_a_channel_dataset(tmp_path: Path) -> None:
         path, unitarium.make_spec(gates="h,t,cx", qubits=2, max_length=4, unique=True, keys="auto"), workers=1
     )
     with unitarium.open(path) as ds:
-        assert ds.spec.keys == "channel"
+        assert ds.spec.keys == "ring"
         for i in (0, 7, len(ds) - 1):
             assert [r.id for r in ds.lookup(ds[i].unitary)] == [i]
         assert ds.lookup(np.kron(np.eye(2), unitarium.parse_gate("rz(0.3)").matrix)) == []
@@ -521,7 +750,7 @@ def test_custom_gates_are_judged_by_their_matrices(tmp_path: Path) -> None:
         spec = unitarium.make_spec(gates=names, qubits=2, count=10, length=3, unique=True, gate_file=path, keys="auto")
         return spec.keys
 
-    assert (scheme("hs,cx"), scheme("hs,ht,cx"), scheme("hs,odd")) == ("tableau", "channel", "grid")
+    assert (scheme("hs,cx"), scheme("hs,ht,cx"), scheme("hs,odd")) == ("tableau", "ring", "grid")
     runs = {}
     for keys in ("exact", "grid"):
         runs[keys] = tmp_path / f"{keys}.db"

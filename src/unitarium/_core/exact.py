@@ -1,8 +1,9 @@
 """Exact keys of unitaries up to global phase, where the gate set's algebra gives them. Pure numpy.
 
-Two schemes, both read off the float unitaries a run computes (complex128 in unique mode), by rounding to
+Two kinds, both read off the float unitaries a run computes (complex128 in unique mode), by rounding to
 a lattice with a checked tolerance: a value that is not within the tolerance of its lattice point means the
-unitary is not in the group (or ring), and is refused (:class:`NotExact`), never rounded silently.
+unitary is not in the group (or ring), and is refused (:class:`NotExact`), never rounded silently. Where
+floats cannot decide, the ``ring`` scheme computes the channel key exactly from the circuit instead.
 
 **Tableau** (every gate Clifford). A Clifford ``U`` up to phase *is* its stabilizer tableau: for each
 generator ``G`` in ``X_0..X_{n-1}, Z_0..Z_{n-1}``, the Pauli ``U G U^dagger = s i^{x.z} X^x Z^z``
@@ -27,19 +28,37 @@ the smallest common exponent), hashed to 128 bits with BLAKE2b (collision bound 
 Reading ``a + b sqrt2`` off a float ``x`` needs its Galois conjugate bound: ``sqrt2 -> -sqrt2`` maps a
 ring unitary to a unitary, so ``|a - b sqrt2| <= 2^k``; with that bound the pair is the closest point of
 a 2-d lattice, found by rounding in a reduced basis (exact while ``2^(2k)`` times the float error stays
-far below 1). That holds to ``k =`` :data:`CHANNEL_K` (about 18 T or H gates' worth): a ring unitary
-whose channel needs a larger ``k`` has no exact key and gets a grid key instead (:func:`channel_keys`
-says which rows; whether a unitary has an exact key depends on the unitary alone, so the two kinds never
-split one unitary).
+far below 1). That holds to ``k =`` :data:`CHANNEL_K` (about 18 T or H gates' worth): the ``channel``
+scheme gives a ring unitary whose channel needs a larger ``k`` a grid key instead (:func:`channel_keys`
+says which rows).
+
+**Ring** (the scheme ``--keys exact`` and ``auto`` choose for Clifford+T gate sets): the same key for
+*every* ring unitary, at any depth. Where the floats cannot decide, the form is computed exactly from the
+circuit (:class:`RingMoves`, :mod:`unitarium._core.ring`): each move's matrix, divided by its gate's
+phase, is read once as an exact matrix over ``Z[w] / sqrt2^e`` (:func:`ring_gate`, at :data:`GATE_K`),
+and a circuit's product is formed in integers (Gaussian integers in complex128, the channel row in int64,
+within proven bounds; Python integers beyond), reduced, and its channel row taken: the same
+``(r, k, a, b)``, so the same key wherever the floats read one (hashed as int32 up to ``k = 30``; deeper
+forms, which only exact evaluation reaches, as wider integers: :func:`ring_keys_of_form`). Which rows are
+evaluated exactly: those whose circuit does not bound the exponent within ``CHANNEL_K`` (the sum of its
+moves' ``e``, plus 1) or is longer than :data:`TRUSTED_LENGTH`, or whose floats do not read. The other
+rows are read off the floats, which is then exact: two distinct channel values with exponents at most
+``k`` differ by at least ``2^-(2k + 1)`` (their difference's conjugate is at
+most 2), ``7e-12`` at ``k = 18``, far above the reading's tolerance plus the float error; past the bound
+a deep unitary could lie within the tolerance of a shallow form, and the ``channel`` scheme would read
+that form: rarely (measured on deep 1-qubit rows: each value falls within ``1e-12`` of a lattice point at
+``k = 18`` one time in ten, and all 7 free values of the row must, so about ``1e-7`` per deep 1-qubit
+unitary; from 2 qubits, 31 values and more, never in practice); ``ring`` never does. Datasets made with
+``channel`` (their spec says so) keep it when resumed, bit for bit.
 
 **What floats can and cannot separate.** Two distinct ring unitaries with entries in ``Z[omega] / sqrt2^m``
 differ somewhere by at least ``2^-(m+1)``: the difference times ``sqrt2^m`` is a non-zero element of
 ``Z[omega]``, of norm at least 1, whose conjugates are at most ``2 sqrt2^m``. ``m`` is about the channel's
 ``k`` (measured: ``(h t)^n`` has ``m = k`` for n up to 30), so within ``CHANNEL_K`` distinct ring unitaries
 (with such representatives) lie at least ~2e-6 apart, about the grid's own resolution: pairs closer than the
-grid's tolerance need ``k`` of 20 and more, where floats no longer fix the form entry by entry (that would take
-exact products in the kernels, or a decoder that uses the whole matrix's unitarity); such unitaries get grid
-keys here, as before.
+grid's tolerance need ``k`` of 20 and more, where floats no longer fix the form entry by entry. Grid keys
+(and ``channel`` keys, which fall back to them there) merge such pairs; ``ring`` keys keep them apart
+(``test_exact_keys``: the identity and a gridsynth approximation of a tiny rotation, 1.7e-8 apart).
 
 Both words of every key are well spread (Feistel mix, BLAKE2b, splitmix for grid keys), so a key authority
 may partition keys by range.
@@ -53,22 +72,29 @@ import math
 
 import numpy as np
 
+from . import ring
 from .kernels import one_blas_thread
 
 __all__ = [
     "CHANNEL_K",
     "CHANNEL_TOL",
+    "GATE_K",
     "SCHEMES",
     "TABLEAU_EPS",
     "TABLEAU_LOOKUP_EPS",
+    "TRUSTED_LENGTH",
     "NotExact",
+    "RingMoves",
     "channel_form",
     "channel_keys",
     "channel_keys_of_form",
     "dedup_keys",
     "is_clifford",
     "is_clifford_t",
+    "is_ring_gate",
     "lookup_probes",
+    "ring_gate",
+    "ring_keys_of_form",
     "tableau",
     "tableau_keys",
 ]
@@ -79,6 +105,14 @@ CHANNEL_TOL = 1e-12
 """Tolerance on a channel entry: it must lie this close to ``(a + b sqrt2) / 2^CHANNEL_K``."""
 CHANNEL_K = 18
 """The largest denominator exponent read off floats (see the module docstring)."""
+TRUSTED_LENGTH = 1000
+"""Ring keys read off floats only for circuits of at most this many moves: their products' error (about
+``1e-16`` per move, ``1e-13`` at worst here) stays far within ``CHANNEL_TOL``, itself far within the
+``7e-12`` that separates distinct channel values of exponent 18; longer circuits are evaluated exactly."""
+GATE_K = 16
+"""The largest exponent at which a gate's matrix (up to phase) is read as an exact ring matrix: far within
+what floats fix (a matrix off the ring passes the ``CHANNEL_TOL`` check on all its entries with a chance
+below ``1e-13``)."""
 
 _MASK64 = (1 << 64) - 1
 
@@ -328,6 +362,170 @@ def channel_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys, good
 
 
+# -- exact evaluation from circuits (the ring scheme) ------------------------------------------
+
+
+def ring_gate(matrix: np.ndarray, *, k: int = GATE_K) -> tuple[complex, np.ndarray, int] | None:
+    """A ``(d, d)`` matrix in the Clifford+T ring up to phase, read exactly: ``(phase, numerators, e)`` with
+    ``matrix = phase * numerators / sqrt2^e`` (numerators ``(d, d, 4)`` int64 over ``Z[w]``, ``e`` reduced),
+    or None when no phase makes every entry ``(a + b sqrt2) / 2^k`` (real and imaginary parts) within
+    :data:`CHANNEL_TOL`. A ring unitary's determinant is a power of ``w``, so the phase is one of the
+    ``8 d`` roots of ``det / w^j``."""
+    matrix = np.asarray(matrix, dtype=np.complex128)
+    d = len(matrix)
+    det = complex(np.linalg.det(matrix))
+    for j in range(8 * d):
+        phase = complex(np.exp(1j * (np.angle(det) - j * np.pi / 4) / d))
+        form = _read_matrix(matrix / phase, k)
+        if form is not None:
+            return (phase, *form)
+    return None
+
+
+def _read_matrix(x: np.ndarray, k: int) -> tuple[np.ndarray, int] | None:
+    """``(numerators, e)`` of a ring matrix ``x`` read off floats at exponent ``k``, or None."""
+    d = len(x)
+    a, b, ok = _read_ring(np.concatenate([x.real.ravel(), x.imag.ravel()]), k, CHANNEL_TOL)
+    if not ok.all():
+        return None
+    ar, ai, br, bi = a[: d * d], a[d * d :], b[: d * d], b[d * d :]
+    # x 2^k = (ar + br sqrt2) + i (ai + bi sqrt2), sqrt2 = w - w^3, i sqrt2 = w + w^3
+    c = np.stack([ar, br + bi, ai, bi - br], axis=-1).reshape(d, d, 4)
+    stacked = c.transpose(0, 2, 1).reshape(1, 4 * d, d).copy()
+    m = np.array([2 * k])
+    ring.reduce_exponent(stacked, m)
+    return stacked.reshape(d, 4, d).transpose(0, 2, 1).copy(), int(m[0])
+
+
+def is_ring_gate(matrices: np.ndarray) -> bool:
+    """Whether every ``(m, d, d)`` matrix is in the Clifford+T ring up to phase (read at :data:`GATE_K`)."""
+    return all(ring_gate(x) is not None for x in matrices)
+
+
+class RingMoves:
+    """The exact moves of a Clifford+T gate set (every gate passes :func:`is_ring_gate`): each move's matrix
+    divided by its gate's phase, read exactly, as a multiplication map, with its exponent; code
+    ``len(moves)`` (the padding of random circuits) is the identity."""
+
+    def __init__(self, gateset: object) -> None:
+        gates, moves = gateset.gates, gateset.moves  # type: ignore[attr-defined]
+        matrices = gateset.move_matrices  # type: ignore[attr-defined]
+        phases = []
+        for g in gates:
+            form = ring_gate(g.matrix)
+            if form is None:
+                raise NotExact(f"gate {g.name} is not in the Clifford+T ring: it has no exact key")
+            phases.append(form[0])
+        d = matrices.shape[-1]
+        numerators, exps = [], []
+        for move, x in zip(moves, matrices, strict=True):
+            read = _read_matrix(x / phases[move.gate], GATE_K)
+            assert read is not None  # a ring gate's entries, and zeros
+            numerators.append(read[0])
+            exps.append(read[1])
+        identity = np.zeros((d, d, 4), dtype=np.int64)
+        identity[np.arange(d), np.arange(d), 0] = 1
+        self.numerators = np.stack([*numerators, identity])
+        self.exps = np.array([*exps, 0], dtype=np.int64)
+
+    @functools.cached_property
+    def complex_maps(self) -> np.ndarray:
+        """:func:`ring.complex_maps` of the moves (4 times the move matrices' size)."""
+        return ring.complex_maps(self.numerators)
+
+    @functools.cached_property
+    def maps(self) -> np.ndarray:
+        """:func:`ring.multiplication_maps` of the moves (Python-integer rows only: 8 times their size)."""
+        return ring.multiplication_maps(self.numerators)
+
+    @functools.cached_property
+    def inverse_moves(self) -> np.ndarray:
+        """For each move, the first move that undoes it exactly (their product is a unit times the identity:
+        exponent 0, scalar), or -1: :attr:`unitarium._core.gateset.GateSet.inverse_moves` judged on floats
+        (within 1e-9) would also take a deep gate's approximate inverse for one."""
+        count = len(self.exps) - 1
+        first, second = np.meshgrid(np.arange(count), np.arange(count), indexing="ij")
+        seqs = np.stack([first.ravel(), second.ravel()], axis=1)
+        d = self.numerators.shape[1]
+        if 2 * int(self.exps.max()) > 2 * (52 - int(np.ceil(np.log2(4 * d)))):  # past complex128's exactness
+            c, m, _ = ring.evaluate(self.maps, self.exps, seqs, dtype=object)
+            coeffs = ring.unstack(c)
+        else:  # complex128 holds every pair's product exactly (see ring.evaluate_complex)
+            c, m, _ = ring.evaluate_complex(self.complex_maps, self.exps, seqs)
+            coeffs = ring.coefficients(c)
+        diagonal = coeffs[:, np.arange(d), np.arange(d)]
+        off = coeffs.copy()
+        off[:, np.arange(d), np.arange(d)] = 0
+        scalar = (
+            (m == 0) & ~(off != 0).reshape(len(seqs), -1).any(axis=1) & (diagonal == diagonal[:, :1]).all(axis=(1, 2))
+        )
+        hit = scalar.reshape(count, count)
+        return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+
+    def bound(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``(n,)``: each circuit's bound on its channel exponent (the sum of its moves' exponents, plus 1)."""
+        total = np.concatenate([[0], np.cumsum(self.exps[codes.astype(np.int64)])])
+        offsets = offsets.astype(np.int64)
+        return total[offsets[1:]] - total[offsets[:-1]] + 1
+
+    def forms(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The exact channel forms ``(ref, k, a, b)`` of ``(n, L)`` move sequences (``a``, ``b`` object
+        arrays of Python ints): int64 where it is exact, Python integers beyond."""
+        c, m, safe = self._evaluate(seqs)
+        ref, k, a, b = ring.channel_forms(ring.coefficients(c[safe]), m[safe])
+        n, width = len(seqs), a.shape[1]
+        out = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((n, width), object), np.zeros((n, width), object))
+        rows = np.flatnonzero(safe)
+        out[0][rows], out[1][rows], out[2][rows], out[3][rows] = ref, k, a, b
+        if not safe.all():
+            rows = np.flatnonzero(~safe)
+            c, m, _ = ring.evaluate(self.maps, self.exps, seqs[rows], dtype=object)
+            out[0][rows], out[1][rows], out[2][rows], out[3][rows] = ring.channel_forms(ring.unstack(c), m)
+        return out
+
+    def _evaluate(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`ring.evaluate_complex`, each run of rows with one prefix (all but the last move) once: an
+        enumeration task's children follow their parent's, and the parents their own parents'."""
+        n, length = seqs.shape
+        if n >= 2 and length >= 2 and (seqs[:, -1] < len(self.exps) - 1).all():
+            new = np.concatenate([[True], (seqs[1:, :-1] != seqs[:-1, :-1]).any(axis=1)])
+            if new.sum() <= n // 2:
+                c, m, safe = self._evaluate(seqs[new, :-1])
+                inverse = np.cumsum(new) - 1
+                start = (c[inverse], m[inverse], safe[inverse])
+                return ring.evaluate_complex(self.complex_maps, self.exps, seqs[:, -1:], start=start)
+        return ring.evaluate_complex(self.complex_maps, self.exps, seqs)
+
+    def keys(self, codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), 2)`` int64 exact channel keys of circuits ``rows`` of ``codes``/``offsets``."""
+        offsets = offsets.astype(np.int64)
+        start, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+        span = np.arange(int(lengths.max(initial=0)))
+        seqs = np.full((len(rows), len(span)), len(self.exps) - 1, dtype=np.int64)
+        inside = span[None, :] < lengths[:, None]
+        seqs[inside] = codes[(start[:, None] + span[None, :])[inside]]
+        return ring_keys_of_form(*self.forms(seqs))
+
+
+def ring_keys_of_form(ref: np.ndarray, k: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(batch, 2)`` int64 keys of exact channel forms at any exponent: :func:`channel_keys_of_form` (int32
+    integers) up to ``k = 30``, the same bits; beyond, BLAKE2b-128 of ``(ref, k)`` as int32 and each ``a``,
+    ``b`` signed little-endian in ``k // 8 + 2`` bytes (``|a|, |b| <= 2^k``; never the length of an int32 row)."""
+    keys = np.zeros((len(ref), 2), dtype=np.int64)
+    narrow = k <= 30
+    if narrow.any():
+        keys[narrow] = channel_keys_of_form(
+            ref[narrow], k[narrow], a[narrow].astype(np.int64), b[narrow].astype(np.int64)
+        )
+    for r in np.flatnonzero(~narrow).tolist():
+        width = int(k[r]) // 8 + 2
+        body = b"".join(int(v).to_bytes(width, "little", signed=True) for v in (*a[r], *b[r]))
+        h = _BLAKE.copy()
+        h.update(np.array([ref[r], k[r]], dtype="<i4").tobytes() + body)
+        keys[r] = np.frombuffer(h.digest(), dtype="<i8")
+    return keys
+
+
 # -- gate checks ----------------------------------------------------------------------------
 
 
@@ -348,28 +546,46 @@ def is_clifford_t(matrices: np.ndarray) -> bool:
 
 # -- schemes --------------------------------------------------------------------------------
 
-SCHEMES = ("grid", "tableau", "channel")
+SCHEMES = ("grid", "tableau", "channel", "ring")
 """Key schemes of unique mode: ``grid`` (float grid keys with neighbour-cell alternates, any gate set),
-``tableau`` (Clifford gate sets), ``channel`` (Clifford+T ring gate sets)."""
+``tableau`` (Clifford gate sets), ``ring`` (Clifford+T ring gate sets: exact channel keys at every depth),
+``channel`` (the same keys up to :data:`CHANNEL_K`, grid keys beyond: Clifford+T datasets made before
+``ring``, which resume with it)."""
 
 TABLEAU_LOOKUP_EPS = 1e-3
 """Reading a lookup query's tableau: Cliffords are far apart (a non-Clifford read as one is then
 rejected by the lookup's own tolerance check), and complex64 queries must read."""
 
 
-def dedup_keys(scheme: str, u: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:
+def dedup_keys(
+    scheme: str, u: np.ndarray, circuits: tuple[RingMoves, np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:
     """Unique mode's keys of ``(batch, d, d)`` complex128 products under ``scheme``: 128-bit dedup keys
     ``(batch, 2)``, alternates of rows near a grid boundary, and lookup keys ``(batch,)``.
 
     ``tableau``: the tableau key, no alternates, its first word as lookup key. ``channel``: the exact
     channel key where the unitary has one (its channel's exponent is at most :data:`CHANNEL_K`), the grid
     keys otherwise (a property of the unitary alone, so one unitary never gets both kinds); lookup keys
-    stay on the coarse grid (a complex64 copy of a deep ring element cannot be read back exactly)."""
+    stay on the coarse grid (a complex64 copy of a deep ring element cannot be read back exactly).
+    ``ring`` (needs ``circuits``: the gate set's :class:`RingMoves` and the rows' ``codes``, ``offsets``):
+    the channel key of every unitary, read off the floats where the circuit bounds its exponent within
+    :data:`CHANNEL_K` and has at most :data:`TRUSTED_LENGTH` moves (exact there), evaluated exactly from
+    the circuit otherwise; no alternates."""
     from .canonical import DEDUP, LOOKUP
 
     if scheme == "tableau":
         keys = tableau_keys(u)
         return keys, {}, keys[:, 0].copy()
+    if scheme == "ring":
+        if circuits is None:
+            raise ValueError("ring keys are computed from the circuits: pass them")
+        moves, codes, offsets = circuits
+        keys, good = channel_keys(u)
+        lengths = np.diff(offsets.astype(np.int64))
+        deep = np.flatnonzero(~good | (moves.bound(codes, offsets) > CHANNEL_K) | (lengths > TRUSTED_LENGTH))
+        if len(deep):
+            keys[deep] = moves.keys(codes, offsets, deep)
+        return keys, {}, LOOKUP.primary(u)
     if scheme == "channel":
         keys, good = channel_keys(u)
         alternates: dict[int, np.ndarray] = {}

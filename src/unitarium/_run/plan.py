@@ -189,8 +189,9 @@ def check_size(path: Path, spec: Spec) -> str | None:
 
 def adopt_stored_keys(path: str | os.PathLike[str], spec: Spec) -> Spec:
     """``spec``, with the key scheme of the dataset at ``path`` when ``spec`` resumes it and chose its
-    keys by ``auto``: a dataset keeps its keys (one made before exact keys resumes with grid keys)."""
-    if not (spec.unique and spec.keys_auto):
+    keys by ``auto`` or ``exact``: a dataset keeps its keys (one made before exact keys resumes with grid keys,
+    a Clifford+T one made before ring keys with channel keys)."""
+    if not (spec.unique and (spec.keys_auto or spec.keys_exact)):
         return spec
     try:
         with Dataset(path) as ds:

@@ -8,7 +8,8 @@
   in parent-major, move-minor order (breadth-first order overall). Each child is
   ``M[move] @ U_parent`` (prefix sharing). With ``prune``, a child is skipped when
 
-  1. its last move undoes the parent's last move (``h h``, ``t tdg``, ``cx 0 1; cx 0 1``), or
+  1. its last move undoes the parent's last move (``h h``, ``t tdg``, ``cx 0 1; cx 0 1``; judged on the
+     matrices within 1e-9, exactly under ring keys: a deep gate's near-inverse is no inverse there), or
   2. its last two moves act on disjoint qubits and are out of index order
      (``h 1; h 0`` is kept only as ``h 0; h 1``).
 
@@ -31,7 +32,8 @@ commuting neighbours keeps cost and length.
 
 In unique mode the products are formed in complex128 (the dedup keys need it); the
 stored unitaries are then cast to the dataset's dtype. The keys are the spec's scheme
-(:func:`unitarium._core.exact.dedup_keys`: grid, tableau or channel). With tableau keys and
+(:func:`unitarium._core.exact.dedup_keys`: grid, tableau, channel or ring: ring keys of deep circuits are
+evaluated exactly from their move codes, :class:`unitarium._core.exact.RingMoves`). With tableau keys and
 ``--unitaries computed`` no matrix is formed at all: tasks track the circuits' stabilizer tableaux by
 update rules (:mod:`unitarium._core.tableau`, the same keys bit for bit), and an enumeration task
 drops a child equal to an earlier child of its own (never kept: the first in task order wins).
@@ -54,7 +56,7 @@ import numpy as np
 
 from .._core.codec import code_dtype
 from .._core.cost import LEVEL_STRIDE, move_weights
-from .._core.exact import dedup_keys
+from .._core.exact import RingMoves, dedup_keys
 from .._core.kernels import ProductTable, extend
 from .._core.tableau import TableauRules
 from .spec import Enumeration, RandomSource, Spec
@@ -150,6 +152,11 @@ class TaskContext:
             return None
         return TableauRules(spec.gateset.move_matrices)
 
+    @cached_property
+    def ring(self) -> RingMoves | None:
+        """The exact moves where the keys are ``ring`` (deep rows are keyed from their circuits)."""
+        return RingMoves(self.spec.gateset) if self.spec.unique and self.spec.keys == "ring" else None
+
     @property
     def need_unitaries(self) -> bool:
         return self.spec.stored_unitaries or (self.spec.unique and self.rules is None)
@@ -181,7 +188,8 @@ class TaskContext:
             result.dedup, result.alternates, result.lookup = keys, {}, keys[:, 0].copy()
         elif self.spec.unique:
             assert u is not None
-            result.dedup, result.alternates, result.lookup = dedup_keys(self.spec.keys, u)
+            circuits = None if self.ring is None else (self.ring, codes, offsets)
+            result.dedup, result.alternates, result.lookup = dedup_keys(self.spec.keys, u, circuits)
         if self.spec.stored_unitaries and u is not None:
             result.unitaries = u.astype(self.spec.np_dtype, copy=False)
         return result
@@ -249,7 +257,8 @@ def _pruning_mask(ctx: TaskContext, last: np.ndarray) -> np.ndarray:
     """``(parents, moves)`` True where appending the move is not trivially redundant."""
     gs = ctx.spec.gateset
     moves = np.arange(ctx.num_moves)
-    undoes = gs.inverse_moves[last][:, None] == moves[None, :]
+    inverse = gs.inverse_moves if ctx.ring is None else ctx.ring.inverse_moves  # ring keys: exact inverses only
+    undoes = inverse[last][:, None] == moves[None, :]
     reordered = gs.disjoint_moves[last] & (moves[None, :] < last[:, None])
     return ~(undoes | reordered)
 

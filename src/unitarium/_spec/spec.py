@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._core.cost import CostModel, check_free_closure, describe_cost, parse_cost
-from .._core.exact import SCHEMES, is_clifford, is_clifford_t
+from .._core.exact import SCHEMES, is_clifford, is_clifford_t, is_ring_gate
 from .._core.gates import custom_gate, parse_gate
 from .._core.gateset import GateSet
 from .._core.kernels import KERNEL_VERSION
@@ -134,6 +134,8 @@ class Spec:
     keys: str = "grid"
     keys_auto: bool = field(default=False, init=False, repr=False)
     """Whether :attr:`keys` was chosen by ``auto`` (then a resumed dataset's stored scheme wins)."""
+    keys_exact: bool = field(default=False, init=False, repr=False)
+    """Whether :attr:`keys` was chosen by ``exact`` (then a resumed dataset's stored exact scheme wins)."""
 
     def __post_init__(self) -> None:
         self._check_cost()
@@ -149,6 +151,7 @@ class Spec:
             raise SpecError(f"--task-size {self.task_size} is out of range 1..{1 << 20}")
         self.check_memory()
         object.__setattr__(self, "keys_auto", self.keys == "auto")
+        object.__setattr__(self, "keys_exact", self.keys == "exact")
         object.__setattr__(self, "keys", self._resolve_keys(self.keys))
 
     def _resolve_keys(self, keys: str) -> str:
@@ -159,6 +162,8 @@ class Spec:
         if not self.unique:
             raise SpecError(f"--keys {keys} goes with --unique (keys decide which unitaries are the same)")
         allowed = self.exact_scheme()
+        if keys == "channel" and allowed == "ring":  # a Clifford+T dataset made before ring keys
+            allowed = "channel" if all(is_clifford_t(g.matrix[None]) for g in self.gateset.gates) else "grid"
         if allowed == "grid" or (keys == "tableau" and allowed != "tableau"):
             gates = ",".join(g.name for g in self.gateset.gates)
             what = "all Clifford" if keys == "tableau" else "all Clifford, nor all Clifford+T"
@@ -170,22 +175,24 @@ class Spec:
 
     def exact_scheme(self) -> str:
         """The exact key scheme the gate set allows, judged on each gate's matrix: ``tableau`` (all
-        Clifford), ``channel`` (all in the Clifford+T ring), else ``grid``."""
+        Clifford), ``ring`` (all in the Clifford+T ring), else ``grid``. (``channel``, the ring's keys
+        read off floats only, is what datasets made before ``ring`` resume with.)"""
         gates = [g.matrix[None] for g in self.gateset.gates]
         if all(is_clifford(m) for m in gates):
             return "tableau"
-        if all(is_clifford_t(m) for m in gates):
-            return "channel"
+        if all(is_ring_gate(m) for m in gates):
+            return "ring"
         return "grid"
 
     def adopt_keys(self, stored: object) -> Spec:
         """This spec with the key scheme of the dataset it resumes (``stored``: that dataset's spec JSON),
-        when this one's scheme was chosen by ``auto``: a dataset keeps the keys it was made with (one
-        made before exact keys has none in its JSON: grid)."""
-        if not (self.keys_auto and self.unique and isinstance(stored, dict)):
+        when this one's scheme was chosen by ``auto``, or by ``exact`` and the stored one is exact: a
+        dataset keeps the keys it was made with (one made before exact keys has none in its JSON: grid;
+        a Clifford+T one made before ring keys: channel)."""
+        if not ((self.keys_auto or self.keys_exact) and self.unique and isinstance(stored, dict)):
             return self
         theirs = stored.get("keys", "grid")
-        if theirs == self.keys or theirs not in SCHEMES:
+        if theirs == self.keys or theirs not in SCHEMES or (self.keys_exact and theirs == "grid"):
             return self
         try:
             return dataclasses.replace(self, keys=theirs)
