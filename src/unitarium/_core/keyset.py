@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["KeySet", "alternate_rows", "first_occurrences", "keep_mask", "select_new"]
+__all__ = ["KeySet", "alternate_rows", "first_occurrences", "first_sorted", "keep_mask", "select_new"]
 
 
 def _pairs(keys: np.ndarray) -> np.ndarray:
@@ -40,8 +40,14 @@ class KeySet:
         """Boolean mask: which of the ``(n, 2)`` keys are in the set."""
         keys = _pairs(keys)
         order = np.argsort(keys[:, 0], kind="stable")  # sorted queries walk each run in order: ~4x faster
-        hi, lo = keys[order, 0], keys[order, 1]
-        found = np.zeros(len(keys), dtype=bool)
+        found = self.contains_sorted(keys[order, 0], keys[order, 1])
+        out = np.empty_like(found)
+        out[order] = found
+        return out
+
+    def contains_sorted(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """:meth:`contains` of keys already sorted by their first word ``hi`` (mask in that order)."""
+        found = np.zeros(len(hi), dtype=bool)
         for run_hi, run_lo in self._runs:
             # One search per query: the first entry with the same first word, if any, is at ``left``;
             # a query whose first word occurs more than once there (~never) scans all of them.
@@ -54,17 +60,20 @@ class KeySet:
             for r in more:
                 right = np.searchsorted(run_hi, hi[r], side="right")
                 found[r] |= bool(np.any(run_lo[left[r] : right] == lo[r]))
-        out = np.empty_like(found)
-        out[order] = found
-        return out
+        return found
 
     def add(self, keys: np.ndarray) -> None:
         """Add keys not yet in the set (the caller filters; duplicates waste space only)."""
         keys = _pairs(keys)
-        if not len(keys):
-            return
         order = np.argsort(keys[:, 0], kind="stable")
-        self._runs.append((keys[order, 0].copy(), keys[order, 1].copy()))
+        self.add_sorted(keys[order, 0], keys[order, 1])
+
+    def add_sorted(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        """:meth:`add` of keys already sorted by their first word ``hi`` (no sort: the decision path
+        sorts a task's keys once)."""
+        if not len(hi):
+            return
+        self._runs.append((np.array(hi, dtype=np.int64), np.array(lo, dtype=np.int64)))
         while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
             new_hi, new_lo = self._runs.pop()
             old_hi, old_lo = self._runs.pop()
@@ -127,6 +136,21 @@ def keep_mask(
         if keep[row] and (found.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
             keep[row] = False
     return keep
+
+
+def first_sorted(hi: np.ndarray, lo: np.ndarray) -> np.ndarray | None:
+    """For keys sorted by their first word ``hi`` (stably: equal keys in row order), the mask of those
+    not equal to an earlier one, in that order; None when two different keys share a first word (~never
+    with well-mixed keys: the caller falls back to :func:`first_occurrences`)."""
+    first = np.ones(len(hi), dtype=bool)
+    if len(hi) < 2:
+        return first
+    same_hi = hi[1:] == hi[:-1]
+    same = same_hi & (lo[1:] == lo[:-1])
+    if not np.array_equal(same, same_hi):
+        return None
+    first[1:] = ~same
+    return first
 
 
 def first_occurrences(keys: np.ndarray) -> np.ndarray:

@@ -440,16 +440,19 @@ class KeyStore:
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of the ``(n, 2)`` keys are in the store."""
         keys = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
-        found = self.ram.contains(keys)
-        if not self.runs or not len(keys):
-            return found
         order = np.argsort(keys[:, 0], kind="stable")
-        hi, lo = keys[order, 0], keys[order, 1]
-        hit = np.zeros(len(keys), dtype=bool)
+        found = np.empty(len(keys), dtype=bool)
+        found[order] = self.contains_sorted(keys[order, 0], keys[order, 1])
+        return found
+
+    def contains_sorted(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """:meth:`contains` of keys sorted by their first word ``hi`` (the mask in that order)."""
+        found = self.ram.contains_sorted(hi, lo)
+        if not self.runs or not len(hi):
+            return found
         for run in self.runs:
-            ask = np.flatnonzero(~hit)
-            hit[ask] = run.contains(hi[ask], lo[ask])
-        found[order] |= hit
+            ask = np.flatnonzero(~found)
+            found[ask] = run.contains(hi[ask], lo[ask])
         self._bound_maps()
         return found
 
@@ -474,8 +477,13 @@ class KeyStore:
     def add(self, keys: np.ndarray, through: int) -> None:
         """Add new keys (not in the store); all keys of tasks ``0 .. through-1`` are now in."""
         keys = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
-        self.ram.add(keys)
-        self._count += len(keys)
+        order = np.argsort(keys[:, 0], kind="stable")
+        self.add_sorted(keys[order, 0], keys[order, 1], through)
+
+    def add_sorted(self, hi: np.ndarray, lo: np.ndarray, through: int) -> None:
+        """:meth:`add` of keys sorted by their first word ``hi``."""
+        self.ram.add_sorted(hi, lo)
+        self._count += len(hi)
         self.decided = through
         if self.ram.nbytes > self.ram_limit:
             self.spill()
