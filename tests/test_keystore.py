@@ -445,3 +445,34 @@ def test_partitions_under_an_executor(tmp_path: Path) -> None:
     with ProcessPoolExecutor(2) as executor:
         unitarium.generate(f"{tmp_path / 'd'}/", spec, executor=executor, partitions=2, memory="2MiB")
     assert dataset_digest(tmp_path / "d") == PINNED_DIGESTS["unique enumerate"]
+
+
+def test_a_stopped_partition_is_named_and_the_run_completes_once_continued(tmp_path_factory, tmp_path: Path) -> None:
+    """issue #21's closing note: a partition stopped by SIGSTOP hung the driver without a word. Now the driver's
+    wait for a partition's reply goes through the run's stall watch: after ``STOPPED_NOTE_S`` (2 s) stopped, a note
+    on stderr (even with --quiet) names the partition's process; continued, the run completes, content unchanged."""
+    import queue
+    import threading
+
+    path = tmp_path / "d.db"
+    args = [*KILL, "--memory", "2MiB", "--partitions", "2"]
+    proc = start_cli("generate", path, *args, "--workers", "1", "--quiet")
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
+    try:
+        parts = wait_until(lambda: len(w := worker_pids(proc.pid)) == 2 and w, timeout=300, what="two partitions")
+        wait_until(lambda: records_in(path) > 0, timeout=300, what="the first commit")
+        os.kill(parts[1], signal.SIGSTOP)
+        try:
+            while "waiting" not in (note := lines.get(timeout=120)):
+                pass
+        finally:
+            os.kill(parts[1], signal.SIGCONT)
+        assert "key partition 1" in note and f"process {parts[1]} is stopped" in note, note
+        assert f"kill -CONT {parts[1]}" in note, note
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    assert dataset_digest(path) == reference(tmp_path_factory, KILL)
+    assert not store_of(path).exists()

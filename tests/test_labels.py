@@ -253,3 +253,30 @@ def test_foreign_crafted_and_damaged_labels_are_refused(tmp_path: Path, labelled
         unitarium.open(damaged)[5]
     # copies with their own labels file are fine (a file dataset copied whole is the same dataset)
     assert unitarium.open(a)[5].label == unitarium.open(a).labels(5, 6)[0]
+
+
+def test_a_torch_batch_reads_its_labels_once(labelled: Path, exact: dict[bytes, tuple[int, int]], monkeypatch) -> None:
+    """issue #21's closing note: ``UnitaryDataset`` read a batch's labels twice (``ds[ids]`` carries them, then
+    it read them again). Counted through the real labels reader of a labelled dataset."""
+    pytest.importorskip("torch")
+    from unitarium._read.labels import Labels
+    from unitarium.torch import UnitaryDataset
+
+    reads: list[int] = []
+    real = Labels._take
+
+    def counted(self, firsts, counts, ids):  # the real read, counted
+        reads.append(len(ids))
+        return real(self, firsts, counts, ids)
+
+    ds = unitarium.open(labelled)
+    want = oracle(ds, exact)
+    mapped = UnitaryDataset(ds)
+    monkeypatch.setattr(Labels, "_take", counted)
+    ids = [699, 5, 5, 0, 333, 64]
+    batch = UnitaryDataset.collate(mapped.__getitems__(ids))
+    assert batch["label"].tolist() == want[ids].tolist()
+    assert reads == [len(ids)]
+    reads.clear()
+    assert int(mapped[7]["label"]) == want[7]
+    assert len(reads) == 1

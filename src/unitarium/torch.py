@@ -128,8 +128,9 @@ class UnitaryDataset(_TorchDataset):  # type: ignore[type-arg]
             "tokens": pad_tokens(codes.astype(np.int64), offsets, self.width, self.pad),
             "length": lengths,
         }
-        if self.labelled:
-            cols["label"] = carried_labels(ds, cols["id"])
+        if self.labelled:  # ds[ids] read them (one read per batch); None: no longer carried, said by carried_labels
+            labels = [r.label for r in records]
+            cols["label"] = carried_labels(ds, cols["id"]) if None in labels else np.array(labels, dtype=np.int64)
         return cols
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

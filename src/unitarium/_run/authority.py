@@ -47,6 +47,7 @@ from .._storage.manifest import Manifest
 from .._storage.shards import DirectoryWriter
 from .._storage.sqlite import path_text, sqlite_errors
 from .plan import default_workers
+from .progress import StallWatch
 from .wire import recv_message, send_message, start_worker, stop_workers
 
 __all__ = [
@@ -203,8 +204,12 @@ class KeyAuthority:
         note: Callable[[str], None],
         failed: Callable[[str], WorkerError],
         parts: int = 1,
+        watch: StallWatch | None = None,
     ) -> None:
+        """``watch``: says which partition process (pid) a decision waits for, when it waits long
+        (a partition stopped by SIGSTOP, as a worker: :class:`~.progress.StallWatch`)."""
         self.writer, self.budget, self.note, self.failed, self.parts = writer, budget, note, failed, parts
+        self.watch = watch
         self.base = store_directory(writer)
         self.opened = False
         self.told = 0
@@ -321,15 +326,24 @@ class KeyAuthority:
     def _died(self, i: int) -> WorkerError:
         return self.failed(f"key partition process {self.procs[i].pid} died (killed, or out of memory?)")
 
+    def _waiting(self, i: int) -> Callable[[], None] | None:
+        """What a blocked transfer with partition ``i`` calls: the watch's check, from now on."""
+        watch = self.watch
+        if watch is None:
+            return None
+        watch.arrived()
+        pid = self.procs[i].pid
+        return lambda: watch.check(f"key partition {i}", [] if pid is None else [pid])
+
     def _send(self, i: int, message: tuple[Any, ...]) -> None:
         try:
-            send_message(self.conns[i].fileno(), message)
+            send_message(self.conns[i].fileno(), message, wait=self._waiting(i))
         except OSError:
             raise self._died(i) from None
 
     def _reply(self, i: int) -> Any:
         try:
-            reply = recv_message(self.conns[i].fileno())
+            reply = recv_message(self.conns[i].fileno(), wait=self._waiting(i))
         except (EOFError, OSError):
             raise self._died(i) from None
         if isinstance(reply, tuple) and reply[0] == "error":

@@ -26,7 +26,7 @@ from .._storage.layout import FileWriter
 from .._storage.manifest import Committed
 from .._storage.shards import DirectoryWriter, Published
 from .authority import KeyAuthority
-from .progress import Progress
+from .progress import Progress, StallWatch
 
 __all__ = ["RESUME", "Driver", "Execute"]
 
@@ -58,7 +58,8 @@ class Driver:
         self.keys: KeyAuthority | None = None
         if self.spec.unique:
             budget = memory if memory is not None else memory_budget(None)
-            self.keys = KeyAuthority(writer, budget, self.note, self.partition_failed, partitions)
+            watch = StallWatch(progress, self.counts)
+            self.keys = KeyAuthority(writer, budget, self.note, self.partition_failed, partitions, watch)
         self.next_dedup = self.next_commit
         self.records = manifest.next_id()
         self.start_records = self.records

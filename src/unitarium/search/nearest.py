@@ -33,10 +33,19 @@ targets (tens of seconds on two cores; BENCHMARKS.md, "Search memory")."""
 _ENTRIES = 1 << 22
 """Scores formed at once (64 MiB of complex128)."""
 
-PAIRS_PER_SECOND = 5e7
-"""Brute-force scoring rate used by :func:`estimate`: a rough guide, not a promise (2 qubits on
-the 2-core machine of BENCHMARKS.md: 1.5-1.8e7 pairs/s under a load average of 14, about 8.7e7
-when quiet, issue #21)."""
+PAIRS_PER_SECOND = 2.5e7
+"""Brute-force scoring rate used by :func:`estimate` (2 qubits on the 2-core machine of
+BENCHMARKS.md: 2.6e7 pairs/s of CPU at a load average of 2-3, 1.5-1.8e7 under a load of 14,
+faster when quiet; BENCHMARKS.md, "Search": the estimate against a real search)."""
+_SMALL_BYTES = 1 << 23
+"""Allowance of :func:`estimate` for what the search allocates besides its chunks: small arrays,
+an index reader's reads rounded out to its 4,096-row checksums (1 MiB each), the answer."""
+SCAN_RECORDS_PER_SECOND = {"memory": 4e6, "index": 2e6, "computed": 5e5}
+"""Records per second of the first pass over the table (every record of length ``<= max_length``
+scored alone), by where their unitaries come from: kept in memory, read from a search index, or
+recomputed from the codes (a table above :data:`~._table.CACHE_BYTES`). A record of that pass
+costs 6 to 50 scored pairs: counting it as one pair (issue #21's closing note) made a
+``max_length 10`` search of 1M records look like under a second."""
 KD_STEPS_PER_SECOND = 5e5
 """The same for the one-qubit k-d trees (a query of ``log2 N_b`` steps counts that many; 4-6e5
 measured on 3,404 records under load)."""
@@ -45,10 +54,10 @@ measured on 3,404 records under load)."""
 @dataclass(frozen=True)
 class SearchCost:
     """What an ``approximate`` search will cost, estimated from the table's level sizes before
-    it starts: ``pairs`` scored (or k-d tree steps) over all targets, ``seconds`` at
-    :data:`PAIRS_PER_SECOND` (rough), ``memory`` bytes of working buffers (and k-d trees) on
-    top of the table, ``table_memory`` bytes of the table in memory (small when it is mapped
-    from a search index)."""
+    it starts (within about 2x: :func:`estimate`): ``pairs`` scored (or k-d tree steps) over
+    all targets, ``seconds`` of CPU, ``memory`` bytes of the search's peak working buffers (and
+    k-d trees) on top of the table, ``table_memory`` bytes of the table in memory (small when it
+    is mapped from a search index); the interpreter's own ~50 MiB is in neither."""
 
     records: int
     targets: int
@@ -65,7 +74,7 @@ class SearchCost:
         return (
             f"approximate at max_length {self.max_length} over {self.records:,} records{of}: "
             f"about {self.pairs:.2g} {unit}, ~{_duration(self.seconds)}, "
-            f"~{(self.memory + self.table_memory) / 2**20:,.0f} MiB"
+            f"~{(self.memory + self.table_memory) / 2**20:,.0f} MiB of table and buffers"
         )
 
 
@@ -79,14 +88,28 @@ def _duration(seconds: float) -> str:
 
 
 def estimate(table: SearchTable, max_length: int, targets: int) -> SearchCost:
-    """The :class:`SearchCost` of :func:`approximate_many` for ``targets`` targets."""
+    """The :class:`SearchCost` of :func:`approximate_many` for ``targets`` targets: an honest
+    estimate, not a bound. ``pairs`` is exact; ``memory`` is what the search allocates at its peak
+    within about 2x (tests/test_search_limits.py measures it); ``seconds`` is within about 2x of
+    the CPU time on the 2-core machine of BENCHMARKS.md at a moderate load (a loaded or faster
+    machine differs by its own factor), and a whole CLI call adds its start and the table's load."""
     kd = table.dim == 2 and _scipy()
     pairs = approximate_cost(table, max_length, kd=kd) * targets
-    d2, work = table.dim**2, 0
-    for a, b in _splits(table, max_length):  # queries and a suffix block (and its conjugate), scores
+    scanned = table.upto(min(max_length, table.max_length)) * targets
+    where = "memory" if table.cache is not None else "index" if table.stored is not None else "computed"
+    d2 = table.dim**2
+    # the first pass: a chunk's conjugate, and the chunk itself unless it is a view of the
+    # memory table (an index reader keeps the previous chunk while it reads the next)
+    work = {"memory": 1, "computed": 2, "index": 3}[where] * min(_table.CHUNK, scanned) * d2 * 16
+    for a, b in _splits(table, max_length):
+        # U A^dag: a prefix chunk (read), its conjugate transpose, the queries; a suffix chunk and
+        # its conjugate; the scores: each complex product (16 bytes an entry) and its modulus (8),
+        # while the previous modulus still lives (8 more) when a chunk pair takes several products
         na, nb = min(_table.CHUNK, a.stop - a.start), min(_table.CHUNK, b.stop - b.start)
-        scores = 0 if kd else min(_ENTRIES, na * nb) * 24
-        work = max(work, (na + 2 * nb) * d2 * 16 + scores)
+        entries = min(_ENTRIES, na * nb)
+        scores = 0 if kd else entries * (24 if na * nb <= _ENTRIES else 32)
+        work = max(work, (3 * na + 2 * nb) * d2 * 16 + scores)
+    work += _SMALL_BYTES
     if kd:  # the trees over the suffix levels: d^4 floats a record, about twice that with the tree
         levels = {(b.start, b.stop) for _, b in _splits(table, max_length)}
         work += sum(2 * (hi - lo) * d2 * d2 * 8 for lo, hi in levels)
@@ -94,7 +117,8 @@ def estimate(table: SearchTable, max_length: int, targets: int) -> SearchCost:
     index = table.__dict__.get("index")
     resident += 0 if index is None else index.packed.nbytes
     rate = KD_STEPS_PER_SECOND if kd else PAIRS_PER_SECOND
-    return SearchCost(len(table), targets, max_length, pairs, pairs / rate, work, resident, kd)
+    seconds = (pairs - scanned) / rate + scanned / SCAN_RECORDS_PER_SECOND[where]
+    return SearchCost(len(table), targets, max_length, pairs, seconds, work, resident, kd)
 
 
 def distance(score: np.ndarray | float, d: int) -> np.ndarray:
