@@ -356,6 +356,28 @@ def test_generate_builds_the_index_of_a_unique_enumeration(tmp):
     assert not index_path(tmp / "gen" / "r.db").exists()
 
 
+def test_generate_builds_no_index_too_large_to_build_unasked(tmp, monkeypatch):
+    """The 3-qubit Clifford group's index would take ~133 GiB: generate builds an index unasked only while it
+    is small (AUTO_INDEX_BYTES, a quarter of the free disk), else says so in one note and leaves the dataset
+    searchable without it; `unitarium index` builds it when asked."""
+    import unitarium.cli.search as search_cli
+    from unitarium.search._build import index_bytes
+
+    path = tmp / "big-table" / "t.db"
+    path.parent.mkdir()
+    args = ["--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "3", "--unique", "-q"]
+    monkeypatch.setattr(search_cli, "AUTO_INDEX_BYTES", 1000)  # (this table's index: ~40 KiB)
+    out = cli("generate", path, *args)
+    assert not index_path(path).exists() and "search index" not in out.stdout
+    note = out.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("unitarium: note: no search index built for ")
+    assert f"unitarium index {path}" in note[0]
+    with unitarium.open(path) as ds:
+        assert ds.synthesize(np.eye(4)) is not None  # searchable without it
+        assert index_bytes(ds) == len(ds) * (24 * 16 + 3 + 31) > 1000
+    assert "search index" in cli("index", path).stdout and index_path(path).exists()
+
+
 def test_directory_dataset_gets_its_index_beside_it(tmp):
     path = tmp / "dirs" / "big"
     path.parent.mkdir()

@@ -197,15 +197,31 @@ def _build(ds: Any) -> None:
 def index_after_generate(path: str) -> None:
     """At the end of ``generate``: the search index of a complete unique enumeration."""
     from .._dataset import Dataset
+    from ..search._build import index_room
     from ..search._index import open_index, searchable_kind
 
     ds = Dataset(path)
     if ds.spec.unique and ds.complete and searchable_kind(ds) == "enumeration":
         index, _ = open_index(ds)
-        if index is None:  # none yet, or not this dataset's as it is now (a finished resume: kept)
-            _build(ds)
-        else:
+        if index is not None:
             index.close()
+            return
+        # None yet, or not this dataset's as it is now (a finished resume: kept). Built unasked only
+        # while it is small: the 3-qubit Clifford group's would take ~133 GiB and an hour.
+        need, free = index_room(ds)
+        if need > min(AUTO_INDEX_BYTES, free // 4):
+            click.echo(
+                f"unitarium: note: no search index built for {len(ds):,} records (it would take about "
+                f"{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB free): synth and nearest search the table "
+                f"without it; build it with `unitarium index {path}` where it fits",
+                err=True,
+            )
+            return
+        _build(ds)
+
+
+AUTO_INDEX_BYTES = 4 << 30
+"""The largest search index ``generate`` builds unasked (and at most a quarter of the free disk)."""
 
 
 @contextmanager

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._errors import DatasetError
+from .._errors import DatasetError, StorageError
 from ._index import CHECK_ROWS, Stream, searchable_kind, write_index
 from ._table import _check_searchable, _load
 from .mitm import directory
@@ -16,7 +17,28 @@ from .mitm import directory
 if TYPE_CHECKING:
     from .._read.dataset import Dataset
 
-__all__ = ["build_index"]
+__all__ = ["build_index", "index_bytes", "index_room"]
+
+
+def index_bytes(ds: Dataset) -> int:
+    """About how many bytes the index of ``ds`` takes (see :func:`build_index`): the file, and the
+    table's codes and keys the build holds in memory are a small part of it."""
+    n, d = len(ds), ds.gateset.dim
+    if searchable_kind(ds) == "enumeration":
+        src = ds.spec.source
+        longest = int(getattr(src, "max_length", 0) or 0)
+        if ds.spec.cost is not None or longest > 255:
+            longest = int(ds.lengths().max(initial=0))
+        return n * (24 * d * d + longest + 31)
+    return n * d * d * 16
+
+
+def index_room(ds: Dataset) -> tuple[int, int]:
+    """``(bytes the index takes, bytes free where it goes)``."""
+    from ._index import index_path
+
+    where = index_path(ds.path).parent
+    return index_bytes(ds), shutil.disk_usage(where).free
 
 
 def build_index(dataset: Dataset | str | os.PathLike[str]) -> Path:
@@ -38,6 +60,12 @@ def build_index(dataset: Dataset | str | os.PathLike[str]) -> Path:
         raise DatasetError(
             f"{str(ds.path)!r} is not complete (its generation was interrupted or is still running): "
             "an index needs every record; re-run its generate command to finish it"
+        )
+    need, free = index_room(ds)
+    if need > free:
+        raise StorageError(
+            f"the search index of {str(ds.path)!r} ({len(ds):,} records) would take about {need / 2**30:,.1f} GiB "
+            f"and {free / 2**30:,.1f} GiB are free there: not built (synth and nearest search the table without it)"
         )
     n, d = len(ds), ds.gateset.dim
     kind = searchable_kind(ds)
