@@ -433,3 +433,18 @@ def dataset_digest(path: str | os.PathLike[str]) -> str:
             u = ds.unitaries(a, min(n, a + (1 << 15)))
             h.update(u.astype(u.dtype.newbyteorder("<")).tobytes())
     return h.hexdigest()
+
+
+def stopped_after(path: str | os.PathLike[str], spec: unitarium.Spec, reports: int = 2, **kwargs) -> list:
+    """``unitarium.generate(path, spec, **kwargs)`` stopped by its progress callback raising at its ``reports``-th
+    report (a run that dies after some commits; the commits in flight are kept); returns the reports seen."""
+    seen: list[unitarium.Progress] = []
+
+    def explode(p: unitarium.Progress) -> None:
+        seen.append(p)
+        if len(seen) == reports:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        unitarium.generate(path, spec, progress=explode, **kwargs)
+    return seen

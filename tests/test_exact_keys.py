@@ -41,7 +41,7 @@ from unitarium._core.exact import (
 from unitarium._core.kernels import ProductTable
 from unitarium._core.ring import INT64_M
 
-from conftest import cli, content, one_error_line
+from conftest import cli, content, one_error_line, stopped_after
 
 stim = pytest.importorskip("stim", reason="the test extra installs stim (the independent tableau oracle)")
 
@@ -547,15 +547,7 @@ def test_a_grid_key_dataset_resumes_with_grid_keys(tmp_path: Path) -> None:
     args = dict(gates="h,s,cx", qubits=2, count=6000, length="1:9", seed=5, unique=True)
     reference, partial = tmp_path / "reference.db", tmp_path / "partial.db"
     unitarium.generate(reference, unitarium.make_spec(**args, keys="grid"), workers=1)
-    seen: list[unitarium.Progress] = []
-
-    def explode(p: unitarium.Progress) -> None:
-        seen.append(p)
-        if len(seen) == 2:
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        unitarium.generate(partial, unitarium.make_spec(**args, keys="grid"), workers=1, progress=explode)
+    stopped_after(partial, unitarium.make_spec(**args, keys="grid"), workers=1)
     with unitarium.open(partial) as ds:
         assert "keys" not in ds.meta["spec"] and ds.spec.keys == "grid" and not ds.complete
     auto = unitarium.make_spec(**args, keys="auto")
@@ -599,15 +591,7 @@ def test_a_channel_key_dataset_resumes_with_channel_keys(tmp_path: Path) -> None
     )
     reference, partial = tmp_path / "reference.db", tmp_path / "partial.db"
     unitarium.generate(reference, unitarium.make_spec(**args, keys="channel"), workers=1)
-    seen: list[unitarium.Progress] = []
-
-    def explode(p: unitarium.Progress) -> None:
-        seen.append(p)
-        if len(seen) == 2:
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        unitarium.generate(partial, unitarium.make_spec(**args, keys="channel"), workers=1, progress=explode)
+    stopped_after(partial, unitarium.make_spec(**args, keys="channel"), workers=1)
     for keys in ("exact", "auto"):
         spec = unitarium.make_spec(**args, keys=keys)
         assert spec.keys == "ring"
