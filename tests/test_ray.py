@@ -110,6 +110,18 @@ def test_the_ray_engine_keeps_the_pinned_content(local_ray, tmp_path: Path, name
     assert dataset_digest(tmp_path / "ray") == PINNED_DIGESTS[name]
 
 
+@pytest.mark.parametrize("parts", [1, 3])
+def test_the_ray_engine_keeps_the_pinned_unique_content_whatever_the_partitions(
+    local_ray, tmp_path: Path, parts: int
+) -> None:
+    """Unique mode through Ray with the key authority in 1 or 3 partitions (processes beside the driver, under a
+    budget that spills): the content of main ``6c1f742``, bit for bit (P = 2 and the local engines: test_keystore)."""
+    path = f"{tmp_path / 'ray'}/"
+    spec = unitarium.make_spec(**PINNED_SPECS["unique random"])
+    unitarium.generate(path, spec, engine="ray", workers=2, partitions=parts, memory=f"{parts}MiB")
+    assert dataset_digest(tmp_path / "ray") == PINNED_DIGESTS["unique random"]
+
+
 def test_a_rerun_of_a_ray_task_writes_the_same_segment(tmp_path: Path) -> None:
     """What Ray re-runs after a lost worker: the same arguments give the same file under the same name."""
     spec = unitarium.make_spec(**MODES["unique random"])
