@@ -7,7 +7,7 @@ import pytest
 from qiskit.quantum_info import random_unitary
 
 from unitarium._core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
-from unitarium._core.keyset import KeySet
+from unitarium._core.keyset import KeySet, first_occurrences, first_sorted, keep_mask
 
 
 def haar(n: int, d: int, seed: int) -> np.ndarray:
@@ -130,3 +130,38 @@ def test_select_new_keeps_first_occurrences_and_honours_alternates():
     keep = ks.select_new(primary, alternates)
     # 10 stored; first 30 kept, second dropped; 40's alternate 20 stored; 50's alternate 30 kept earlier
     assert keep.tolist() == [False, True, False, False, False, True]
+
+
+@pytest.mark.parametrize("spread", ["wide", "narrow"])
+def test_first_occurrences_and_the_sorted_decisions_equal_numpy_unique(spread: str):
+    """The driver's fast paths against numpy's own answer: first occurrences by one sort of the first word (with
+    its fallback when different keys share a first word: "narrow" keys do, often), and the one-sort decision
+    path (membership, first occurrences and insert from one order) against keep_mask, batch after batch."""
+    rng = np.random.default_rng(7)
+    fast, reference = KeySet(), KeySet()
+    for _ in range(200):
+        n = int(rng.integers(0, 60))
+        if spread == "wide":
+            keys = rng.integers(-(2**63), 2**63 - 1, size=(n, 2), dtype=np.int64)
+            if n:
+                keys[rng.integers(0, n, n // 2)] = keys[rng.integers(0, n, n // 2)]
+        else:
+            keys = rng.integers(0, 4, size=(n, 2)).astype(np.int64)
+        first = np.zeros(n, dtype=bool)
+        first[np.unique(keys, axis=0, return_index=True)[1] if n else []] = True
+        assert first_occurrences(keys).tolist() == first.tolist()
+        expected = keep_mask(keys, reference.contains(keys), [], [], None)
+        reference.add(keys[expected])
+        order = np.argsort(keys[:, 0], kind="stable")
+        hi, lo = keys[order, 0], keys[order, 1]
+        sorted_first = first_sorted(hi, lo)
+        if sorted_first is None:  # different keys share a first word: the general path, as decide() falls back
+            assert spread == "narrow"
+            keep = keep_mask(keys, fast.contains(keys), [], [], None)
+            fast.add(keys[keep])
+        else:
+            new = sorted_first & ~fast.contains_sorted(hi, lo)
+            fast.add_sorted(hi[new], lo[new])
+            keep = np.empty(n, dtype=bool)
+            keep[order] = new
+        assert keep.tolist() == expected.tolist()

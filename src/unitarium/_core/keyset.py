@@ -156,22 +156,19 @@ def first_sorted(hi: np.ndarray, lo: np.ndarray) -> np.ndarray | None:
 def first_occurrences(keys: np.ndarray) -> np.ndarray:
     """Boolean mask of the ``(n, 2)`` keys that do not equal an earlier row: what
     ``np.unique(keys, axis=0, return_index=True)`` tells, ~5x faster. One stable sort by the first
-    word; equal pairs are then adjacent unless two different pairs share a first word (~never with
-    well-mixed keys: then a stable sort by both words)."""
+    word (:func:`first_sorted`); a stable sort by both words when two different pairs share a first
+    word (~never with well-mixed keys)."""
     keys = _pairs(keys)
-    first = np.ones(len(keys), dtype=bool)
-    if len(keys) < 2:
-        return first
     order = np.argsort(keys[:, 0], kind="stable")
-    hi, lo = keys[order, 0], keys[order, 1]
-    same_hi = hi[1:] == hi[:-1]
-    same = same_hi & (lo[1:] == lo[:-1])
-    if not np.array_equal(same, same_hi):
+    first = first_sorted(keys[order, 0], keys[order, 1])
+    if first is None:
         order = np.lexsort((keys[:, 1], keys[:, 0]))  # (stable: the earliest row of equal ones comes first)
         hi, lo = keys[order, 0], keys[order, 1]
-        same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
-    first[order[1:][same]] = False
-    return first
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    out = np.empty(len(keys), dtype=bool)
+    out[order] = first
+    return out
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
