@@ -22,6 +22,8 @@ while ``m <=`` :data:`INT64_M`); rows beyond either bound are evaluated again wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = [
@@ -99,7 +101,7 @@ def evaluate(
     skipped), after ``start`` (an earlier output: the sequences' prefixes) or the identity: stacked
     ``(n, 4 d, d)`` numerators (:func:`unstack`), ``(n,)`` reduced exponents, and ``(n,)`` bool: False where
     int64 could overflow (the row's outputs are then meaningless; ``dtype=object`` is exact for every row)."""
-    n, length = seqs.shape
+    n = seqs.shape[0]
     d = maps.shape[-1] // 4
     if start is None:
         c = np.zeros((n, 4 * d, d), dtype=dtype)
@@ -109,30 +111,46 @@ def evaluate(
     else:
         c, m, safe = (x.copy() for x in start)
     limit = 2 * (62 - int(np.ceil(np.log2(4 * d))))
-    big: np.ndarray = maps.astype(dtype)
-    trivial = [
-        bool(exps[g] == 0 and np.array_equal(maps[g], np.eye(4 * d, dtype=maps.dtype))) for g in range(len(maps))
-    ]
-    for step in range(length):
+    _apply_moves(c, m, safe, seqs, maps.astype(dtype), exps, limit, reduce_exponent)
+    if dtype is np.int64:
+        safe &= m <= INT64_M
+    else:
+        safe[:] = True
+    return c, m, safe
+
+
+def _apply_moves(
+    c: np.ndarray,
+    m: np.ndarray,
+    safe: np.ndarray,
+    seqs: np.ndarray,
+    maps: np.ndarray,
+    exps: np.ndarray,
+    limit: int,
+    reduce: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+) -> None:
+    """The loop of :func:`evaluate` and :func:`evaluate_complex`, in place: column by column of ``seqs``, the
+    rows of each move multiplied by its map (an identity map of exponent 0, e.g. a padding code, skipped),
+    its exponent added to ``m`` (rows past ``limit`` no longer ``safe``), then the rows whose exponent grew
+    reduced by ``reduce`` (a move of exponent 0 is a unitary over Z[w], its inverse too: it keeps
+    divisibility by sqrt2)."""
+    eye = np.eye(maps.shape[-1])
+    trivial = [bool(exps[g] == 0 and np.array_equal(maps[g], eye)) for g in range(len(maps))]
+    for step in range(seqs.shape[1]):
         col = seqs[:, step]
         grew = []
         for code in np.unique(col):
             if trivial[code]:
                 continue
             rows = np.flatnonzero(col == code)
-            c[rows] = big[code] @ c[rows]
+            with np.errstate(over="ignore", invalid="ignore"):  # rows past the bound (unsafe) may overflow
+                c[rows] = maps[code] @ c[rows]
             if exps[code]:
                 m[rows] += exps[code]
                 safe[rows] &= m[rows] <= limit
                 grew.append(rows)
-        # a move of exponent 0 is a unitary over Z[w] (its inverse too): it keeps divisibility by sqrt2
         if grew:
-            reduce_exponent(c, m, np.concatenate(grew))
-    if dtype is np.int64:
-        safe &= m <= INT64_M
-    else:
-        safe[:] = True
-    return c, m, safe
+            reduce(c, m, np.concatenate(grew))
 
 
 def complex_maps(coeffs: np.ndarray) -> np.ndarray:
@@ -156,7 +174,7 @@ def evaluate_complex(
     ``2^53``, i.e. ``m + e <= 2 (52 - log2(4 d))`` (the bound of the module docstring); ``safe`` is False
     past it, or where the exponent exceeds :data:`INT64_M` (whose channel row int64 would not hold).
     Returns stacked ``(n, 2 d, d)`` complex numerators (:func:`coefficients`), exponents and ``safe``."""
-    n, length = seqs.shape
+    n = seqs.shape[0]
     d = maps.shape[-1] // 2
     if start is None:
         c = np.zeros((n, 2 * d, d), dtype=np.complex128)
@@ -166,23 +184,7 @@ def evaluate_complex(
     else:
         c, m, safe = (x.copy() for x in start)
     limit = 2 * (52 - int(np.ceil(np.log2(4 * d))))
-    eye = np.eye(2 * d)
-    trivial = [bool(exps[g] == 0 and np.array_equal(maps[g], eye)) for g in range(len(maps))]
-    for step in range(length):
-        col = seqs[:, step]
-        grew = []
-        for code in np.unique(col):
-            if trivial[code]:
-                continue
-            rows = np.flatnonzero(col == code)
-            with np.errstate(over="ignore", invalid="ignore"):  # rows past the bound (unsafe) may overflow
-                c[rows] = maps[code] @ c[rows]
-            if exps[code]:
-                m[rows] += exps[code]
-                safe[rows] &= m[rows] <= limit
-                grew.append(rows)
-        if grew:  # a move of exponent 0 keeps divisibility by sqrt2 (see evaluate)
-            _reduce_complex(c, m, np.concatenate(grew))
+    _apply_moves(c, m, safe, seqs, maps, exps, limit, _reduce_complex)
     safe &= m <= INT64_M
     return c, m, safe
 
