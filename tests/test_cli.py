@@ -198,16 +198,28 @@ def test_spec_mismatch_via_the_cli_changes_nothing(dataset: Path, tmp_path: Path
 def test_task_size_is_part_of_the_spec(tmp_path: Path) -> None:
     """--task-size: recorded in the spec (a resume must ask for the same); random content depends on it, an
     enumeration's records do not (only how many tasks hold them)."""
-    enum = ["--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "6", "--unique", "-q"]
-    small, large = tmp_path / "small/", tmp_path / "large/"
-    cli("generate", f"{small}/", *enum, "--task-size", "64")
-    cli("generate", f"{large}/", *enum, "--task-size", "4096")
+    enum = [
+        "--gates",
+        "h,s,cx",
+        "--qubits",
+        "2",
+        "--enumerate",
+        "--max-length",
+        "5",
+        "--unique",
+        "-q",
+        "--workers",
+        "1",
+    ]
+    small, large = tmp_path / "small.db", tmp_path / "large.db"
+    cli("generate", small, *enum, "--task-size", "64")
+    cli("generate", large, *enum, "--task-size", "4096")
     with unitarium.open(small) as a, unitarium.open(large) as b:
         assert a.meta["spec"]["task_size"] == 64 and b.meta["spec"]["task_size"] == 4096
         assert a.summary["tasks"] > b.summary["tasks"]
         assert len(a) == len(b) and np.array_equal(a.codes(0, len(a))[0], b.codes(0, len(b))[0])
     before = content(small)
-    proc = cli("generate", f"{small}/", *enum, check=False)  # the default task size: another spec
+    proc = cli("generate", small, *enum, check=False)  # the default task size: another spec
     assert_one_line_error(proc, "another spec", "task_size")
     assert content(small) == before
     one, other = tmp_path / "one.db", tmp_path / "other.db"

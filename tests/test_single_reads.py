@@ -94,25 +94,91 @@ def test_computed_unitaries_match_qiskit(kinds: dict[str, Path]) -> None:
 
 
 def test_each_page_is_hashed_once_per_handle(kinds: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page is checked at its first read by a handle, with the unchecked pages of its group
+    (single.GROUP_PAGES), never twice by one handle; a new handle checks again."""
     stored = kinds["stored directory"]
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[int, int, int]] = []
     real = mapped.read_rows
 
     def counting(fmt, task_id, count, lo, hi, read):  # type: ignore[no-untyped-def]
-        calls.append((task_id, lo))
+        calls.append((task_id, lo, hi))
         return real(fmt, task_id, count, lo, hi, read)
 
     monkeypatch.setattr(mapped, "read_rows", counting)
     monkeypatch.setattr(blocks, "read_rows", counting)
     with unitarium.open(stored) as ds:
         page = ds.format.page
+        count = ds._query("SELECT count FROM tasks WHERE task_id = 0")[0][0]
+        pages = -(-count // page)
+        assert pages > 6
         for _ in range(3):
             for i in (0, 1, page - 1, page, 5 * page + 3):
                 ds[i]
-        assert sorted(set(calls)) == sorted(calls) and len(calls) == 3  # pages 0, 1 and 5 of task 0
+            assert len(calls) == 1  # one check for the group holding pages 0, 1 and 5, at the first read
+        ((task, lo, hi),) = calls
+        assert task == 0 and lo == 0 and hi == min(count, single.GROUP_PAGES * page)
+        if pages > single.GROUP_PAGES:  # the next group: its own check, once
+            ds[single.GROUP_PAGES * page + 1]
+            ds[single.GROUP_PAGES * page]
+            assert calls[1:] == [(0, single.GROUP_PAGES * page, min(count, 2 * single.GROUP_PAGES * page))]
+    covered = [(t, k) for t, lo, hi in calls for k in range(lo // page, -(-hi // page))]
+    assert len(covered) == len(set(covered))  # no page checked twice by one handle
     with unitarium.open(stored) as ds:
         ds[0]
-    assert len(calls) == 4  # a new handle checks again
+    assert calls[-1] == (0, 0, min(count, single.GROUP_PAGES * page))  # a new handle checks again
+
+
+def test_a_group_check_skips_pages_already_checked(kinds: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages checked alone (a group with a bad page is checked page by page) are not checked again
+    when a neighbour's first read checks the rest of their group."""
+    calls: list[tuple[int, int]] = []
+    real = mapped.read_rows
+
+    def counting(fmt, task_id, count, lo, hi, read):  # type: ignore[no-untyped-def]
+        calls.append((lo, hi))
+        return real(fmt, task_id, count, lo, hi, read)
+
+    monkeypatch.setattr(mapped, "read_rows", counting)
+    with unitarium.open(kinds["stored file"]) as ds:
+        page = ds.format.page
+        ds[0]  # pages 0 .. GROUP_PAGES - 1 of task 0
+        (block,) = ds._single._blocks.values()
+        block.checked[2:4] = bytes(2)  # as if pages 2 and 3 had not been read
+        block.checked[5] = 0
+        ds[2 * page]  # the unchecked run around page 2: pages 2 and 3 only
+        ds[5 * page + 1]  # page 5 alone
+        assert calls[1:] == [(2 * page, 4 * page), (5 * page, 6 * page)]
+
+
+def test_a_bad_record_in_a_group_costs_only_its_own_page(stored: Path, tmp_path: Path) -> None:
+    """A NaN written with a matching checksum (a forged page) in page 3 of task 0: the group check
+    finds it and checks page by page, so the pages around it stay on the fast road and served, and
+    its records are refused every time."""
+    from unitarium._core.codec import page_checks
+
+    path = tmp_path / "bad.db"
+    shutil.copy(stored, path)
+    with unitarium.open(path) as ds:
+        fmt, page = ds.format, ds.format.page
+        pristine = {j: ds[j].unitary.copy() for j in (2 * page, 4 * page + 1)}
+    conn = sqlite3.connect(path)
+    off, codes, blob = conn.execute("SELECT offsets, codes, unitaries FROM blocks WHERE task_id = 0").fetchone()
+    u = np.frombuffer(blob, "<c8").copy()
+    bad = 3 * page + 2
+    u[16 * bad + 5] = complex("nan")
+    checks = page_checks(fmt, 0, np.frombuffer(off, "<u4"), np.frombuffer(codes, fmt.code_dtype), u, None)
+    with conn:
+        conn.execute("UPDATE blocks SET unitaries = ?, checks = ? WHERE task_id = 0", (u.tobytes(), checks.tobytes()))
+    conn.close()
+    with unitarium.open(path) as ds:
+        for _ in range(2):
+            assert np.array_equal(ds[2 * page].unitary, pristine[2 * page])
+            with pytest.raises(DatasetDamagedError, match="NaN"):
+                ds[bad]
+            assert np.array_equal(ds[4 * page + 1].unitary, pristine[4 * page + 1])
+            assert np.isfinite(ds[bad + 1].unitary).all()  # the page's sound records: the slow road serves them
+        (block,) = _mapped_blocks(ds)
+        assert block.checked[2] == block.checked[4] == single._CHECKED and block.checked[3] == single._SLOW
 
 
 def _flip_on_disk(ds: unitarium.Dataset, i: int) -> None:

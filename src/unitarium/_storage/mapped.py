@@ -166,16 +166,21 @@ class MappedBlock:
         """(An ``array``: Python ints at a fraction of a list's memory.)"""
         self.checked = bytearray(-(-self.count // fmt.page))
 
-    def check(self, page: int) -> Block | None:
-        """Read page ``page`` through the map and check it (the caller then marks ``checked[page]``);
-        None (and the block unmapped) where the map disagrees with SQLite and SQLite's bytes are
-        sound. Damage raises, as from :meth:`BlockStore.read`."""
+    def check(self, page: int, start: int | None = None, end: int | None = None) -> tuple[Block, int, int] | None:
+        """Read page ``page``, or the pages ``start .. end - 1`` around it, through the map and check
+        them, one read and one pass for the run: ``(its records, its first page, the page after its
+        last)`` (the caller then marks ``checked``). Where a page of a longer run fails its check,
+        only ``page`` is read and checked (a damaged neighbour must not cost a sound page its record). None (and
+        the block unmapped) where the map disagrees with SQLite and SQLite's bytes are sound.
+        Damage of ``page`` raises, as from :meth:`BlockStore.read`."""
         p = self.fmt.page
-        lo, hi = page * p, min(self.count, page * p + p)
+        start, end = (page, page + 1) if start is None or end is None else (start, end)
+        lo, hi = start * p, min(self.count, end * p)
         try:
-            return read_rows(self.fmt, self.task_id, self.count, lo, hi, self._read)
+            return read_rows(self.fmt, self.task_id, self.count, lo, hi, self._read), start, end
         except Damage:
-            pass
+            if end - start > 1:
+                return self.check(page)
         self.store.read(self.fmt, (self.task_id, self.shard, self.first, self.count, lo, hi))  # raises if damaged
         self.row = None
         return None
