@@ -65,7 +65,10 @@ class Maps:
         mode and change counter while it is in rollback-journal mode, else SQLite's ``data_version``."""
         fd = self._fd if self._manifest is not None else self._watch()
         if fd >= 0:
-            head = os.pread(fd, 10, 18)
+            mm = self._manifest.mm  # type: ignore[union-attr]  # (fd >= 0: a FileMap)
+            # The header through the file's shared map (what write() changed, without a system call;
+            # the first page of a database file is never truncated away), else by pread.
+            head = mm[18:28] if len(mm) >= 100 else os.pread(fd, 10, 18)
             if head[0] == 1 and head[1] == 1:  # (bytes 18, 19: 1, rollback journal; 24..27: the counter)
                 return head
         return self._store.data_version()
