@@ -2,13 +2,14 @@
 
 The fast road (:class:`RecordReader`) keeps the task list in memory (first id, shard and size of
 each task, loaded once and reloaded whenever another connection committed to the manifest: a run
-appending records, or anything else; told by :meth:`._storage.mapped.Maps.version`, one ``pread`` of
-the header of a complete dataset) and reads a record's bytes through the map of its file, a dataset
-file or a directory's segment (:meth:`._storage.blocks.BlockStore.mapped`). The first read of a page
-checks it whole against its checksums, its move codes against the gate set and its unitaries for NaN
-and infinities; later reads of that page (by this dataset handle, in this process) are served from
-the map without hashing it again. Computed unitaries: a page's are computed at once with the batch
-kernel when its first read checks it, and kept while they fit in :data:`COMPUTED_BYTES` (then kept,
+appending records, or anything else; told by :meth:`._storage.mapped.Maps.version`, the change
+counter in the header of a complete dataset) and reads a record's bytes through the map of its file, a
+dataset file or a directory's segment (:meth:`._storage.blocks.BlockStore.mapped`). The first read of a
+page checks it whole against its checksums, its move codes against the gate set and its unitaries for
+NaN and infinities, with the unchecked pages of its group (:data:`GROUP_PAGES`); later reads of those
+pages (by this dataset handle, in this process) are served from the map without hashing them again.
+Computed unitaries: a group's are computed at once with the batch kernel when its first read checks
+it, and kept while they fit in :data:`COMPUTED_BYTES` (then kept,
 not replaced: a random read that misses recomputes its one record with the kernel's own arithmetic,
 :func:`product`, bit for bit what the batch computes); ``ds[ids]`` recomputes the missing ones in one
 batch. Anything off the fast road (ids out of range or negative, a task list that is not the
