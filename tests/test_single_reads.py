@@ -10,6 +10,7 @@ not hash it again (its later reads of the page are not re-checked); every handle
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -355,24 +356,33 @@ def test_records_of_the_fast_road_are_the_constructors(kinds: dict[str, Path]) -
             assert rec.unitary.flags.writeable and rec.unitary.flags.owndata is not None
 
 
-@pytest.mark.parametrize("room", [single.COMPUTED_BYTES, 0], ids=["pages kept", "nothing kept"])
-def test_computed_records_kept_by_page_or_recomputed_alone(
+@pytest.mark.parametrize("room", [single.KEPT_BYTES, 0], ids=["pages kept", "nothing kept"])
+def test_records_kept_by_group_or_read_from_the_map_or_recomputed_alone(
     kinds: dict[str, Path], monkeypatch: pytest.MonkeyPatch, room: int
 ) -> None:
-    """A computed page's unitaries are computed at its first read and kept while they fit; past that
-    (here: no room at all) a record is recomputed alone, and ``ds[ids]`` in one batch: the same bits."""
-    monkeypatch.setattr(single, "COMPUTED_BYTES", room)
-    for kind in ("computed file", "computed enumeration"):
+    """A group's records are kept at its first read while they fit (a computed group's unitaries
+    computed for that); past that (here: no room at all) a stored record is read from the map, a
+    computed one recomputed alone, and ``ds[ids]`` in one batch: the same bits, every record its own."""
+    monkeypatch.setattr(single, "KEPT_BYTES", room)
+    for kind in ("computed file", "computed enumeration", "stored file", "stored directory", "complex128 unique"):
         with unitarium.open(kinds[kind]) as ds:
             ids = np.random.default_rng(2).integers(0, len(ds), 300)
             want = ds.unitaries(ids)
-            got = [ds[int(i)].unitary for i in ids]
-            assert bool(ds._single._pages) == bool(room)
-            listed = [r.unitary for r in ds[ids]]
-            for k in range(len(ids)):
-                assert got[k].tobytes() == listed[k].tobytes() == want[k].tobytes()
-            got[0][0, 0] = 7  # a record's unitary is its own copy
-            assert ds[int(ids[0])].unitary.tobytes() == want[0].tobytes()
+            want_codes, want_offsets = ds.codes(ids)
+            for _ in range(2):  # the first reads check (and keep), the second are served from what is kept
+                got = [ds[int(i)] for i in ids]
+                assert bool(ds._single._pages) == bool(room)
+                listed = ds[ids]
+                for k in range(len(ids)):
+                    assert got[k].unitary.tobytes() == listed[k].unitary.tobytes() == want[k].tobytes()
+                    codes = want_codes[want_offsets[k] : want_offsets[k + 1]]
+                    assert got[k].circuit.codes.dtype == np.int64 and np.array_equal(got[k].circuit.codes, codes)
+                    assert np.array_equal(listed[k].circuit.codes, codes)
+            got[0].unitary[0, 0] = 7  # a record's unitary and codes are its own copies
+            got[0].circuit.codes[0] = 1 - got[0].circuit.codes[0]
+            again = ds[int(ids[0])]
+            assert again.unitary.tobytes() == want[0].tobytes()
+            assert np.array_equal(again.circuit.codes, want_codes[want_offsets[0] : want_offsets[1]])
 
 
 _TRY_LEAVING_WAL = """
@@ -415,3 +425,23 @@ def test_a_reader_in_the_writers_process_keeps_the_writers_locks(tmp_path: Path)
     assert answers == ["refused: database is locked"]
     with unitarium.open(path) as ds:
         assert ds.verify(sample=None).ok
+
+
+def test_a_closed_handle_reused_after_its_file_was_replaced_never_serves_what_it_kept(tmp_path: Path) -> None:
+    """Records kept by a handle belong to the file it read: once closed (or reconnected), they are
+    dropped, so a handle used again after another dataset took its path refuses to read (the other
+    dataset's checksums are not its own) rather than serving the first dataset's records."""
+    first, other, path = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "x.db"
+    for p, seed in ((first, 1), (other, 2)):
+        unitarium.generate(p, unitarium.make_spec(**{**SPEC, "seed": seed}), workers=1)
+    shutil.copy(first, path)
+    ds = unitarium.open(path)
+    kept = {i: ds[i].unitary.copy() for i in range(0, len(ds), 97)}
+    assert ds._single._pages
+    ds.close()
+    assert not ds._single._pages
+    os.replace(other, path)
+    with pytest.raises(DatasetDamagedError):
+        ds[5]
+    ds.close()
+    assert not any(np.array_equal(unitarium.open(path)[i].unitary, u) for i, u in kept.items())

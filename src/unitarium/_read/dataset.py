@@ -69,6 +69,7 @@ class Dataset:
 
     def close(self) -> None:
         self._store.close()
+        self._single.forget()  # (the records kept for ds[i]: up to single.KEPT_BYTES)
 
     def __enter__(self) -> Dataset:
         return self

@@ -1,21 +1,21 @@
 """Records by id: ``ds[i]`` and ``ds[[i, j, ...]]``, on a fast road and a checked slow one.
 
-The fast road (:class:`RecordReader`) keeps the task list in memory (first id, shard and size of
-each task, loaded once and reloaded whenever another connection committed to the manifest: a run
-appending records, or anything else; told by :meth:`._storage.mapped.Maps.version`, the change
-counter in the header of a complete dataset) and reads a record's bytes through the map of its file, a
-dataset file or a directory's segment (:meth:`._storage.blocks.BlockStore.mapped`). The first read of a
-page checks it whole against its checksums, its move codes against the gate set and its unitaries for
-NaN and infinities, with the unchecked pages of its group (:data:`GROUP_PAGES`); later reads of those
-pages (by this dataset handle, in this process) are served from the map without hashing them again.
-Computed unitaries: a group's are computed at once with the batch kernel when its first read checks
-it, and kept while they fit in :data:`COMPUTED_BYTES` (then kept,
-not replaced: a random read that misses recomputes its one record with the kernel's own arithmetic,
-:func:`product`, bit for bit what the batch computes); ``ds[ids]`` recomputes the missing ones in one
-batch. Anything off the fast road (ids out of range or negative, a task list that is not the
-committed prefix, a block the map cannot read, a page holding a bad record) takes the slow road: the
-reads through SQLite that check every page on every read and word every error. Records are built in
-one place, :meth:`RecordReader.record`.
+The fast road (:class:`RecordReader`) keeps the task list in memory (first id, shard and size of each
+task, loaded once and reloaded whenever another connection committed to the manifest: a run appending
+records, or anything else; told by :meth:`._storage.mapped.Maps.version`, the change counter in the
+header of a complete dataset) and reads a record's bytes through the map of its file, a dataset file or
+a directory's segment (:meth:`._storage.blocks.BlockStore.mapped`). The first read of a page checks it
+whole against its checksums, its move codes against the gate set and its unitaries for NaN and
+infinities, with the unchecked pages of its group (:data:`GROUP_PAGES`); later reads of those pages (by
+this dataset handle, in this process) are served without hashing them again: from what the check read,
+kept while it fits in :data:`KEPT_BYTES` (the group's move codes and unitaries: a record is then two
+slices), else from the map. Computed unitaries: a group's are computed at once with the batch kernel
+when its first read checks it, and kept while they fit (then kept, not replaced: a random read that
+misses recomputes its one record with the kernel's own arithmetic, :func:`product`, bit for bit what the
+batch computes); ``ds[ids]`` recomputes the missing ones in one batch. Anything off the fast road (ids
+out of range or negative, a task list that is not the committed prefix, a block the map cannot read, a
+page holding a bad record) takes the slow road: the reads through SQLite that check every page on every
+read and word every error. Records are built in one place, :meth:`RecordReader.record`.
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ from .bulk import check_codes, finite, unitaries_of
 if TYPE_CHECKING:
     from .dataset import Dataset
 
-__all__ = ["COMPUTED_BYTES", "RecordReader", "product"]
+__all__ = ["GROUP_PAGES", "KEPT_BYTES", "RecordReader", "product"]
 
-COMPUTED_BYTES = 128 << 20
-"""Computed unitaries a dataset handle keeps (whole pages, computed at their first read; 1M 2-qubit
-complex64 records): reads of those pages cost a copy instead of a product."""
+KEPT_BYTES = 128 << 20
+"""Records a dataset handle keeps in memory once their pages are checked (move codes and unitaries,
+stored or computed, a group at a time; about 1M 2-qubit complex64 records): a read of one costs two
+slices instead of reading the map (stored) or a product (computed). Past it, groups are not kept
+(never replaced: under random reads a replaced group would be needed again as often as the new one)."""
 
 GROUP_PAGES = 16
 """Pages checked together at the first read of one of them (the unchecked ones of its aligned group
@@ -90,9 +92,10 @@ class RecordReader:
         """First ids and ``(task_id, shard, first_id, count)`` of the non-empty tasks, the records
         they hold, and whether the task list is the committed prefix (one tuple: threads share it)."""
         self._setup: tuple[Any, ...] | None = None
-        self._pages: dict[tuple[int, int, int], np.ndarray] = {}
-        """Computed unitaries of pages ``(shard, task_id, page)`` (read-only arrays)."""
-        self._room = COMPUTED_BYTES
+        self._pages: dict[tuple[int, int, int], tuple[int, np.ndarray, np.ndarray, int]] = {}
+        """What is kept of pages ``(shard, task_id, page)``: their group's first code offset, move
+        codes, unitaries (read-only) and first row in the block (one tuple per group, shared by its pages)."""
+        self._room = KEPT_BYTES
         self._blocks: dict[tuple[int, int, int, int], MappedBlock] = {}
         self._maps: Maps | None = None
         self._gateset = ds.gateset
@@ -154,17 +157,17 @@ class RecordReader:
             fmt, pg, cs, us = self._setup[:4]
             if row is not None and block.checked[r // pg] == _CHECKED:
                 off = block.offsets
+                kept = self._pages.get((block.shard, block.task_id, r // pg))
+                if kept is not None:
+                    base, codes, units, r0 = kept
+                    return self.record(
+                        i, codes[off[r] - base : off[r + 1] - base].astype(np.int64), units[r - r0].copy()
+                    )
                 a = off[r]
                 raw = row.read_pair(a * cs, (off[r + 1] - a) * cs, r * us, us)
-                if raw is not None:
+                if raw is not None and us and self._setup[7]:
                     codes = np.frombuffer(raw[0], fmt.code_dtype).astype(np.int64)
-                    if us and self._setup[7]:
-                        return self.record(i, codes, np.ndarray(self._setup[5], self._setup[6], bytearray(raw[1])))
-                    if not us:
-                        page = r // pg
-                        kept = self._pages.get((block.shard, block.task_id, page))
-                        if kept is not None:
-                            return self.record(i, codes, kept[r - page * pg].copy())
+                    return self.record(i, codes, np.ndarray(self._setup[5], self._setup[6], bytearray(raw[1])))
         found = self._parts(i, firsts, tasks)
         if found is None:
             return self._ds._slow_record(key)
@@ -231,6 +234,10 @@ class RecordReader:
         if row is None:
             return None
         off = block.offsets
+        kept = self._pages.get((block.shard, block.task_id, page))
+        if kept is not None:
+            base, codes, units, r0 = kept
+            return codes[off[r] - base : off[r + 1] - base].astype(np.int64), units[r - r0].copy()
         a = off[r]
         cs, us = setup[2], setup[3]
         raw = row.read_pair(a * cs, (off[r + 1] - a) * cs, r * us, us)
@@ -240,20 +247,26 @@ class RecordReader:
         if us:
             unitary = np.ndarray(setup[5], setup[6], bytearray(raw[1]))  # (a copy, writable)
             return codes, unitary if setup[7] else unitary.astype(setup[6].newbyteorder("="))
-        kept = self._pages.get((block.shard, block.task_id, page))
-        return codes, None if kept is None else kept[r - page * setup[1]].copy()
+        return codes, None
 
     def _block(self, maps: Maps, fmt: BlockFormat, task: tuple[int, int, int, int]) -> MappedBlock | None:
         """The mapped block of ``task`` (None: read it through SQLite), remembered by its task row
         (a plain dict get on the next read: as many as the store keeps, forgotten with its maps)."""
-        if self._maps is not maps or len(self._blocks) >= _CACHED:
-            self._blocks, self._maps = {}, maps
+        if self._maps is not maps:  # (the store reconnected: what was kept came through its old maps)
+            self.forget()
+            self._maps = maps
+        elif len(self._blocks) >= _CACHED:
+            self._blocks = {}
         block = maps.block(fmt, task)
         if block is not None:
             self._blocks[task] = block
         else:
             self._blocks.pop(task, None)
         return block
+
+    def forget(self) -> None:
+        """Drop the blocks and the records kept (the dataset closed, or its store reconnected)."""
+        self._blocks, self._pages, self._room = {}, {}, KEPT_BYTES
 
     def _product(self, codes: np.ndarray) -> np.ndarray:
         """The computed unitary of one record's move codes (bit for bit the batch kernel's)."""
@@ -287,8 +300,8 @@ class RecordReader:
     def _check(self, block: MappedBlock, page: int) -> int:
         """Check page ``page`` on its first read, with the unchecked pages around it in its group of
         :data:`GROUP_PAGES` (one read and one pass for them all): checksums (damage raises), move
-        codes, finite unitaries; a computed group's unitaries computed while they fit
-        (:data:`COMPUTED_BYTES`). A group holding a bad record is checked again page by page."""
+        codes, finite unitaries; then kept while they fit (:data:`KEPT_BYTES`; computed unitaries
+        computed for that). A group holding a bad record is checked again page by page."""
         checked = block.checked
         start = page - page % GROUP_PAGES
         end = min(len(checked), start + GROUP_PAGES)
@@ -306,7 +319,7 @@ class RecordReader:
             part, start, end = found
             sound = self._sound(part)
         state = _CHECKED if sound else _SLOW
-        if sound and part.unitaries is None:
+        if sound:
             self._keep(block, start, part)
         checked[start:end] = bytes([state]) * (end - start)
         return state
@@ -318,14 +331,20 @@ class RecordReader:
         return part.unitaries is None or bool(np.isfinite(part.unitaries).all())
 
     def _keep(self, block: MappedBlock, start: int, part: Block) -> None:
-        """Compute and keep the unitaries of the computed pages from ``start`` held by ``part``
-        while they fit (a read-only view per page)."""
-        size = part.count * self._ds.format.dim**2 * self._ds.format.unitary_dtype.itemsize
+        """Keep the move codes and unitaries (computed here for a computed dataset) of the checked
+        pages from ``start`` that ``part`` holds, while they fit."""
+        fmt = self._ds.format
+        units = part.unitaries
+        size = part.codes.nbytes + part.count * fmt.dim**2 * fmt.unitary_dtype.itemsize
         if size > self._room:
             return
-        kept = unitaries_of(self._ds, part)
-        kept.flags.writeable = False
-        p = self._ds.format.page
+        if units is None:
+            units = unitaries_of(self._ds, part)
+        elif not units.dtype.isnative:
+            units = units.astype(units.dtype.newbyteorder("="))
+        units.flags.writeable = False
+        p = fmt.page
+        entry = (block.offsets[start * p], part.codes, units, start * p)
         for k in range(-(-part.count // p)):
-            self._pages[(block.shard, block.task_id, start + k)] = kept[k * p : k * p + p]
+            self._pages[(block.shard, block.task_id, start + k)] = entry
         self._room -= size
