@@ -54,6 +54,7 @@ pages ~10x cheaper in groups; a sparse read pays for ~16 pages (256 KiB) instead
 (Checksums stay per page: a damaged page costs only its own records.)"""
 
 _new = object.__new__
+_I64 = np.dtype(np.int64)
 _CHECKED, _SLOW = 1, 2
 """What a page's first read found: sound (served from the map), or holding a bad record (slow road)."""
 
@@ -96,6 +97,7 @@ class RecordReader:
         """What is kept of pages ``(shard, task_id, page)``: their group's first code offset, move
         codes, unitaries (read-only) and first row in the block (one tuple per group, shared by its pages)."""
         self._room = KEPT_BYTES
+        self._page = ds.format.page
         self._blocks: dict[tuple[int, int, int, int], MappedBlock] = {}
         self._maps: Maps | None = None
         self._gateset = ds.gateset
@@ -152,17 +154,16 @@ class RecordReader:
         task = tasks[bisect_right(firsts, i) - 1]
         block = self._blocks.get(task) if self._maps is maps else None
         if block is not None and self._setup is not None:
-            row = block.row
             r = i - task[2]
+            kept = self._pages.get((block.shard, block.task_id, r // self._page))  # (kept: checked and sound)
+            if kept is not None:
+                base, codes, units, r0 = kept
+                off = block.offsets
+                return self.record(i, codes[off[r] - base : off[r + 1] - base].astype(_I64), units[r - r0].copy())
+            row = block.row
             fmt, pg, cs, us = self._setup[:4]
             if row is not None and block.checked[r // pg] == _CHECKED:
                 off = block.offsets
-                kept = self._pages.get((block.shard, block.task_id, r // pg))
-                if kept is not None:
-                    base, codes, units, r0 = kept
-                    return self.record(
-                        i, codes[off[r] - base : off[r + 1] - base].astype(np.int64), units[r - r0].copy()
-                    )
                 a = off[r]
                 raw = row.read_pair(a * cs, (off[r + 1] - a) * cs, r * us, us)
                 if raw is not None and us and self._setup[7]:
