@@ -93,10 +93,8 @@ class RecordReader:
         """First ids and ``(task_id, shard, first_id, count)`` of the non-empty tasks, the records
         they hold, and whether the task list is the committed prefix (one tuple: threads share it)."""
         self._setup: tuple[Any, ...] | None = None
-        self._pages: dict[tuple[int, int, int], tuple[int, np.ndarray, np.ndarray, int]] = {}
-        """What is kept of pages ``(shard, task_id, page)``: their group's first code offset, move
-        codes, unitaries (read-only) and first row in the block (one tuple per group, shared by its pages)."""
-        self._room = KEPT_BYTES
+        self._checked = Checked(ds)
+        self._pages = self._checked.pages  # (the hot path's dict get)
         self._page = ds.format.page
         self._blocks: dict[tuple[int, int, int, int], MappedBlock] = {}
         self._maps: Maps | None = None
@@ -229,7 +227,7 @@ class RecordReader:
         r = i - task[2]
         page = r // setup[1]
         state = block.checked[page]
-        if state != _CHECKED and (state == _SLOW or self._check(block, page) != _CHECKED):
+        if state != _CHECKED and (state == _SLOW or self._checked.check(block, page) != _CHECKED):
             return None
         row = block.row
         if row is None:
@@ -267,7 +265,8 @@ class RecordReader:
 
     def forget(self) -> None:
         """Drop the blocks and the records kept (the dataset closed, or its store reconnected)."""
-        self._blocks, self._pages, self._room = {}, {}, KEPT_BYTES
+        self._blocks = {}
+        self._checked.forget()
 
     def _product(self, codes: np.ndarray) -> np.ndarray:
         """The computed unitary of one record's move codes (bit for bit the batch kernel's)."""
@@ -298,7 +297,25 @@ class RecordReader:
         )
         return self._setup
 
-    def _check(self, block: MappedBlock, page: int) -> int:
+
+class Checked:
+    """The pages a dataset handle has checked, by their blocks' ``checked`` marks, and what it keeps
+    of them: ``pages[(shard, task_id, page)]`` = the page's group's first code offset, move codes,
+    unitaries (read-only) and first row in the block (one tuple per group, shared by its pages),
+    while they fit in :data:`KEPT_BYTES`."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self._ds = ds
+        self._moves = len(ds.gateset.moves)
+        self.pages: dict[tuple[int, int, int], tuple[int, np.ndarray, np.ndarray, int]] = {}
+        self._room = KEPT_BYTES
+
+    def forget(self) -> None:
+        """Drop what is kept (the dict stays the same object: readers hold it)."""
+        self.pages.clear()
+        self._room = KEPT_BYTES
+
+    def check(self, block: MappedBlock, page: int) -> int:
         """Check page ``page`` on its first read, with the unchecked pages around it in its group of
         :data:`GROUP_PAGES` (one read and one pass for them all): checksums (damage raises), move
         codes, finite unitaries; then kept while they fit (:data:`KEPT_BYTES`; computed unitaries
@@ -327,7 +344,7 @@ class RecordReader:
 
     def _sound(self, part: Block) -> bool:
         """No move code past the gate set's last move, no NaN or infinite stored unitary."""
-        if part.codes.size and int(part.codes.max()) >= len(self._gateset.moves):
+        if part.codes.size and int(part.codes.max()) >= self._moves:
             return False
         return part.unitaries is None or bool(np.isfinite(part.unitaries).all())
 
@@ -347,5 +364,5 @@ class RecordReader:
         p = fmt.page
         entry = (block.offsets[start * p], part.codes, units, start * p)
         for k in range(-(-part.count // p)):
-            self._pages[(block.shard, block.task_id, start + k)] = entry
+            self.pages[(block.shard, block.task_id, start + k)] = entry
         self._room -= size
