@@ -163,7 +163,7 @@ def test_worker_batches_arrive_in_shared_memory_slots_freed_when_dropped(ds: uni
     """Through workers, a batch is built in a shared-memory slot of its worker and handed to the main
     process as views of it; a slot is reused only once the batch that held it is garbage, so a
     worker streaming an epoch cycles through a few slots (prefetch + 2), every batch right."""
-    import unitarium.torch as ut
+    import unitarium.torch.batch as ut
 
     ut._RECEIVED.clear()
     sb = ShuffledBatches(ds, 500, seed=1, buffer_size=4000)
@@ -179,7 +179,7 @@ def test_worker_batches_arrive_in_shared_memory_slots_freed_when_dropped(ds: uni
 def test_batches_kept_by_the_main_process_stay_intact(ds: unitarium.Dataset) -> None:
     """Batches kept (here every batch of an epoch) hold their slots: the worker builds the next ones
     elsewhere (new slots, then ordinary memory sent by value), and none is overwritten."""
-    import unitarium.torch as ut
+    import unitarium.torch.batch as ut
 
     sb = ShuffledBatches(ds, 500, seed=2, buffer_size=4000)
     kept = list(DataLoader(sb, batch_size=None, num_workers=2))
