@@ -135,3 +135,53 @@ def test_ctrl_c_while_workers_are_still_starting(tmp_path: Path, reference: Snap
         line = one_error_line(stderr)
         assert "stopped by signal" in line
     check_kept_and_resume(path, line, reference)
+
+
+UNIQUE = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", "200000", "--length", "20", "--unique"]
+UNIQUE += ["--unitaries", "computed", "--seed", "4", "--partitions", "2", "--memory", "2MiB"]
+
+
+def test_ctrl_c_while_the_run_waits_for_a_stopped_key_partition(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A key partition stopped (SIGSTOP, Ctrl-Z) blocks the run's next decision; the stall note says
+    "interrupt the run", and one Ctrl-C does: exit 130 with the usual line while the partition is
+    still stopped (it used to wait until the partition was continued), no process left behind (the
+    stopped one continued and reaped), and the same command resumes to the content of a run never
+    interrupted."""
+    import queue
+    import threading
+
+    path = tmp_path / "u.db"
+    proc = start_cli("generate", path, *UNIQUE, "--workers", "1")
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
+    reader.start()
+    stopped = None
+    try:
+        parts = wait_until(lambda: len(w := worker_pids(proc.pid)) == 2 and w, timeout=300, what="two partitions")
+        wait_until(lambda: records_in(path) > 0, timeout=300, what="the first commit")
+        stopped = parts[1]
+        os.kill(stopped, signal.SIGSTOP)
+        while "waiting" not in (note := lines.get(timeout=120)):  # the driver is blocked on it now
+            pass
+        assert f"process {stopped} is stopped" in note and "interrupt the run" in note, note
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=STOP_TIMEOUT_S) == 130
+        wait_until(lambda: group_gone(proc.pid), timeout=STOP_TIMEOUT_S, what="the partitions to exit")
+    finally:
+        if proc.poll() is None or not group_gone(proc.pid):
+            if stopped is not None:
+                os.kill(stopped, signal.SIGCONT)
+            kill_group(proc)
+    reader.join(timeout=STOP_TIMEOUT_S)
+    rest = []
+    while not lines.empty():
+        rest.append(lines.get())
+    errors = [line for line in rest if line.startswith("unitarium: error:")]
+    assert len(errors) == 1 and "stopped by signal" in errors[0] and "re-run the same command" in errors[0], rest
+    assert not any("Traceback" in line for line in rest), rest
+    assert integrity(path) == "ok"
+    cli("generate", path, *UNIQUE, "--workers", "2", "--quiet")
+    reference = uninterrupted(tmp_path_factory, "unique-reference.db", [*UNIQUE[:-4]])
+    assert Snapshot.of(path).equals(Snapshot.of(reference))

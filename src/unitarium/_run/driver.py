@@ -58,7 +58,7 @@ class Driver:
         self.keys: KeyAuthority | None = None
         if self.spec.unique:
             budget = memory if memory is not None else memory_budget(None)
-            watch = StallWatch(progress, self.counts)
+            watch = StallWatch(progress, self.counts, self.check_stop)  # (Ctrl-C ends a wait for a stopped partition)
             self.keys = KeyAuthority(writer, budget, self.note, self.partition_failed, partitions, watch)
         self.next_dedup = self.next_commit
         self.records = manifest.next_id()

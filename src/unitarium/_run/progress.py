@@ -46,8 +46,15 @@ def process_state(pid: int) -> str | None:
 class StallWatch:
     """Tells a run's progress callback, now and then, what it is waiting for while no result arrives."""
 
-    def __init__(self, progress: Callable[[Progress], None] | None, counts: Callable[[], Progress]) -> None:
-        self.progress, self.counts = progress, counts
+    def __init__(
+        self,
+        progress: Callable[[Progress], None] | None,
+        counts: Callable[[], Progress],
+        interrupt: Callable[[], None] | None = None,
+    ) -> None:
+        """``interrupt``: called first by every :meth:`check`; raises to end the wait (a stop
+        requested by a signal while the run waits for a process that may never answer: stopped)."""
+        self.progress, self.counts, self.interrupt = progress, counts, interrupt
         self.since = time.monotonic()
         self.next_note = 0.0
 
@@ -58,6 +65,8 @@ class StallWatch:
 
     def check(self, waiting_for: str, pids: list[int]) -> None:
         """Report ``waiting_for`` (e.g. "task 12") through the callback if the wait has lasted."""
+        if self.interrupt is not None:
+            self.interrupt()
         now = time.monotonic()
         idle = now - self.since
         stopped = [pid for pid in pids if process_state(pid) in ("T", "t")]

@@ -21,6 +21,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from .progress import process_state
+
 __all__ = ["WAIT_S", "Outbox", "Wait", "grow_pipe", "recv_message", "send_message", "start_worker", "stop_workers"]
 
 _HEADER = struct.Struct("<QI")  # pickle bytes, out-of-band buffers
@@ -139,13 +141,15 @@ def _read_exact(fd: int, size: int, wait: Wait | None = None) -> bytearray:
 
 def stop_workers(procs: Sequence[BaseProcess], *, graceful: bool, wait_s: float) -> None:
     """Reap worker processes (their pipes already closed, so idle ones exit): unless
-    ``graceful``, terminate them first (continuing stopped ones, which get SIGTERM only once
-    continued); one still alive after ``wait_s`` is killed."""
+    ``graceful``, terminate them first; stopped ones (SIGSTOP, Ctrl-Z) are continued either way
+    (a stopped process reads no end of file and gets SIGTERM only once continued); one still alive
+    after ``wait_s`` is killed."""
     for proc in procs:
         if not graceful:
             proc.terminate()
-            with contextlib.suppress(OSError, TypeError):
-                os.kill(proc.pid, signal.SIGCONT)  # type: ignore[arg-type]  # pid is set once started
+        if proc.pid is not None and process_state(proc.pid) in ("T", "t"):
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGCONT)
     for proc in procs:
         proc.join(wait_s)
         if proc.exitcode is None:
