@@ -4,6 +4,7 @@ and the persistent search index they map (docs/search.md)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -84,16 +85,8 @@ def synth_cmd(
     u, stack = _target(ds, matrix, qasm, circuit)
     with _index_warnings():
         if approximate:
-            cost = ds.approximate_cost(len(u) if stack else 1, max_length=max_length)
-            if estimate:
-                click.echo(json.dumps(vars(cost)) if as_json else cost.describe())
-                return
-            pairs = {} if max_pairs is None else {"max_pairs": max_pairs}
-            if cost.pairs <= (MAX_PAIRS if max_pairs is None else max_pairs):  # else refused, in one line
-                click.echo(f"unitarium: {cost.describe()}", err=True)
-            one = [] if stack else [ds.approximate(u, max_length=max_length, **pairs)]
-            for i, a in enumerate(ds.approximate_many(u, max_length=max_length, **pairs) if stack else one):
-                _report(a.circuit, {"distance": a.distance, **_cost_of(ds, a.circuit)}, as_json, i if stack else None)
+            with blas_on_every_core():  # its large products are its parallelism
+                _approximate(ds, u, stack, max_length, max_pairs, estimate, as_json)
             return
         results = ds.synthesize_many(u, atol=atol) if stack else [ds.synthesize(u, atol=atol)]
     if ds.spec.cost is not None:
@@ -116,6 +109,38 @@ def synth_cmd(
         what = "this unitary" if not stack else f"{missing:,} of the {len(results):,} targets"
         click.echo(f"no circuit {beyond} implements {what}", err=True)
         sys.exit(1)
+
+
+def _approximate(
+    ds: Any, u: np.ndarray, stack: bool, max_length: int | None, max_pairs: int | None, estimate: bool, as_json: bool
+) -> None:
+    """``synth --approximate``: says the cost on stderr first (or only, with ``--estimate``)."""
+    cost = ds.approximate_cost(len(u) if stack else 1, max_length=max_length)
+    if estimate:
+        click.echo(json.dumps(vars(cost)) if as_json else cost.describe())
+        return
+    pairs = {} if max_pairs is None else {"max_pairs": max_pairs}
+    if cost.pairs <= (MAX_PAIRS if max_pairs is None else max_pairs):  # else refused, in one line
+        click.echo(f"unitarium: {cost.describe()}", err=True)
+    one = [] if stack else [ds.approximate(u, max_length=max_length, **pairs)]
+    for i, a in enumerate(ds.approximate_many(u, max_length=max_length, **pairs) if stack else one):
+        _report(a.circuit, {"distance": a.distance, **_cost_of(ds, a.circuit)}, as_json, i if stack else None)
+
+
+@contextmanager
+def blas_on_every_core() -> Iterator[None]:
+    """BLAS on a thread per core for the block when the command line pinned it to one
+    (:data:`.main.BLAS_PINNED`); else nothing (the user's setting, or a library caller's, holds)."""
+    from .main import BLAS_PINNED
+
+    if not BLAS_PINNED:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with threadpool_limits(limits=cores, user_api="blas"):
+        yield
 
 
 def _cost_of(ds: Any, circuit: Circuit) -> dict[str, float]:
