@@ -86,6 +86,14 @@ def synthesize_many(
             f"atol {atol!r} is out of range for exact synthesis: use 0 < atol <= {MAX_ATOL:g} "
             "(for looser matches use approximate())"
         )
+    best, reach = _search(table, targets, atol, spec)
+    found = best[:, 0] <= reach
+    return [table.circuit(int(best[t, 2]), int(best[t, 3])) if found[t] else None for t in range(len(targets))]
+
+
+def _search(table: SearchTable, targets: np.ndarray, atol: float, spec: Spec | None) -> tuple[np.ndarray, int]:
+    """``(best, reach)``: per target the least ``(cost, length, id of A, id of B)`` of
+    :func:`synthesize_many` (:data:`_NONE` where no hit), and the highest cost that is an answer."""
     costs, levels, top, heaviest = _cost_levels(table, spec)
     n = len(targets)
     best = np.full((n, 4), _NONE, dtype=np.int64)  # (cost, length, id of A, id of B)
@@ -98,8 +106,7 @@ def synthesize_many(
             _by_length(run, levels)
         else:
             _by_cost(run, levels, top, heaviest)
-    found = best[:, 0] <= 2 * top - heaviest + 1
-    return [table.circuit(int(best[t, 2]), int(best[t, 3])) if found[t] else None for t in range(n)]
+    return best, 2 * top - heaviest + 1
 
 
 _NONE = np.iinfo(np.int64).max
