@@ -98,10 +98,8 @@ def _search(table: SearchTable, targets: np.ndarray, atol: float, spec: Spec | N
     n = len(targets)
     best = np.full((n, 4), _NONE, dtype=np.int64)  # (cost, length, id of A, id of B)
     table.index  # noqa: B018  # built (with its own progress) before the search's bar starts
-    # one BLAS thread: the key products are small (a thread team costs more than it gives on a busy
-    # machine) and their bits then do not depend on the thread count
-    with progress("synthesising", n * len(table)) as bar, one_blas_thread():
-        run = _Run(table, costs, targets, best, atol, bar)
+    with progress("synthesising", n * len(table)) as bar, contextlib.ExitStack() as blas:
+        run = _Run(table, costs, targets, best, atol, bar, blas)
         if spec is None or spec.cost is None:
             _by_length(run, levels)
         else:
@@ -123,9 +121,17 @@ class _Run:
     """One search: the table, the targets, their best hits so far and the progress bar."""
 
     def __init__(
-        self, table: SearchTable, costs: np.ndarray, targets: np.ndarray, best: np.ndarray, atol: float, bar: Any
+        self,
+        table: SearchTable,
+        costs: np.ndarray,
+        targets: np.ndarray,
+        best: np.ndarray,
+        atol: float,
+        bar: Any,
+        blas: contextlib.ExitStack,
     ) -> None:
         self.table, self.costs, self.targets, self.best, self.atol, self.bar = table, costs, targets, best, atol, bar
+        self.blas, self.pinned = blas, False  # one_blas_thread: entered before the first scan of several chunks
         self.tried = np.zeros(len(best), dtype=np.int64)  # prefixes tried per target (the progress bar)
 
     def done(self, finished: np.ndarray) -> None:
@@ -143,6 +149,11 @@ class _Run:
         spans = table.spans(ids.start, ids.stop)
         if not len(active) or not spans:
             return
+        if len(spans) > 1 and not self.pinned:
+            # one BLAS thread: the scan's threads are the parallelism (an idle BLAS team spins a
+            # core), and the key products' bits then do not depend on the thread count
+            self.blas.enter_context(one_blas_thread())
+            self.pinned = True
         state = [active]  # the targets still looking, read by each chunk when it starts
 
         def work(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,7 +251,7 @@ def _cost_levels(table: SearchTable, spec: Spec | None) -> tuple[np.ndarray, lis
     every gate 1, the lengths and the length levels."""
     if spec is None or spec.cost is None:
         levels = [table.level(a) for a in range(table.max_length + 1)]
-        return table.lengths.astype(np.int64), levels, table.max_length, 1
+        return table.lengths, levels, table.max_length, 1  # (not copied: converted where summed)
     src = spec.source
     weights = move_weights(table.gateset, spec.cost)
     heaviest = int(weights.max())
@@ -305,7 +316,8 @@ def _settle(
     """Verify the candidates of :func:`_candidates` and lower ``best`` where they win."""
     ok = _verify(table, targets[t], i, rows, atol)
     a, b = i[ok], rows[ok]
-    _improve(best, t[ok], costs[a] + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b], a, b)
+    cost, length = costs[a].astype(np.int64) + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b]
+    _improve(best, t[ok], cost, length, a, b)
 
 
 def directory(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:

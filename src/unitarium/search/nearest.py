@@ -13,6 +13,7 @@ exact, not approximate: an index library only pays where it may miss neighbours
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -177,7 +178,8 @@ def nearest_in_table(table: SearchTable, targets: np.ndarray, k: int, bar: Any =
             return np.abs(block.reshape(len(block), d * d) @ coarse).T  # type: ignore[no-any-return]
 
     spans = table.spans(0, len(table))
-    with one_blas_thread():  # the scan's threads are the parallelism (and no idle BLAS team spins)
+    # the scan's threads are the parallelism (and no idle BLAS team spins)
+    with one_blas_thread() if len(spans) > 1 else contextlib.nullcontext():
         for (lo, hi), scores in zip(spans, _table.scan(work, spans), strict=True):
             if hi - lo >= k:
                 np.maximum(floor, -np.partition(-scores, k - 1, axis=1)[:, k - 1], out=floor)
