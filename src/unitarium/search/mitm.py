@@ -18,7 +18,10 @@ gives the circuit ``A; B`` of length ``a + len(B)``. Every hit is a real circuit
 best hit is never shorter than ``l``; after level ``a`` every length ``<= L + a`` has been
 tried (its split ``a' = max(0, l - L) <= a`` was), so a best hit of length ``<= L + a + 1``
 is shortest and the target is settled. A target with no hit after level ``L`` has no
-circuit of length ``<= 2L``. Ties: the least ``(length, id of A, id of B)``.
+circuit of length ``<= 2L``. Ties: the least ``(length, id of A, id of B)``. In practice the
+search jumps to level ``L`` once the levels get large (:func:`_by_length`): level ``L`` alone
+decides every length from ``L`` to ``2L``, so a target with no circuit costs level ``L``'s
+prefixes rather than all of them, and the answer is the same.
 
 **Under a cost model** (a table enumerated with ``--cost``: weights ``w`` per gate, complete up
 to cost ``C``, each record a least-cost circuit of its unitary, ties to the shorter), the same
