@@ -193,3 +193,10 @@ def test_command_line_runs_blas_on_one_thread_unless_the_user_chose():
     assert during == [cores]
     pinned, before, during, after, env, _ = json.loads(_python(BLAS, OPENBLAS_NUM_THREADS="2"))
     assert pinned is False and before == during == after == [2] and env == ["OPENBLAS_NUM_THREADS"]
+
+
+def test_command_line_import_leaves_the_collector_as_it_found_it():
+    """The command line imports with the garbage collector off and turns it back on, unless it was off."""
+    code = "import gc, sys\n{}\nimport unitarium.cli.main\nprint(gc.isenabled())"
+    assert _python(code.format("")) == "True"
+    assert _python(code.format("gc.disable()")) == "False"

@@ -7,6 +7,7 @@ interrupted); they never change an existing dataset.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -16,7 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
+_GC = gc.isenabled()
+gc.disable()  # the imports allocate much and free little: no collector passes meanwhile (enabled at the end)
+
+import click  # noqa: E402
 
 _BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 BLAS_PINNED = "numpy" not in sys.modules and not any(var in os.environ for var in _BLAS_THREADS)
@@ -448,6 +452,9 @@ def lookup_cmd(
 ) -> None:
     """Find the records implementing a unitary up to global phase."""
     from .._core.circuit import Circuit
+    from .search import read_only_exit
+
+    read_only_exit()
     from .._core.inputs import load_matrix
     from ..interop import unitary_from_qasm_file
 
@@ -480,3 +487,6 @@ main.add_command(label_cmd)
 
 _LAZY_COMMANDS = {"export": ".export", "plot": ".plot", "info": ".info"}
 """Commands imported when named (or listed by --help): the others start without their imports."""
+
+if _GC:
+    gc.enable()

@@ -3,6 +3,8 @@ and the persistent search index they map (docs/search.md)."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
 import sys
@@ -77,6 +79,7 @@ def synth_cmd(
     table is mapped, not loaded: a target costs milliseconds to a second instead of seconds."""
     from .._dataset import Dataset
 
+    read_only_exit()
     ds = Dataset(path)
     if sum(x is not None for x in (matrix, qasm, circuit)) != 1:
         raise SpecError("give exactly one of --matrix FILE.npy, --qasm FILE.qasm or --circuit TEXT")
@@ -127,6 +130,18 @@ def _approximate(
         _report(a.circuit, {"distance": a.distance, **_cost_of(ds, a.circuit)}, as_json, i if stack else None)
 
 
+_EXIT = [False]
+
+
+def read_only_exit() -> None:
+    """At the interpreter's exit, skip the collector's passes over every object left (``gc.freeze``:
+    30-50 ms of a search command on the machine of BENCHMARKS.md): a command that writes nothing
+    leaves no cyclic garbage whose finalizer matters (the OS closes its files). Registered once."""
+    if not _EXIT[0]:
+        _EXIT[0] = True
+        atexit.register(gc.freeze)
+
+
 @contextmanager
 def blas_on_every_core() -> Iterator[None]:
     """BLAS on a thread per core for the block when the command line pinned it to one
@@ -162,6 +177,7 @@ def nearest_cmd(path: Path, matrix: Path | None, qasm: Path | None, circuit: str
     distance and the circuit. Maps the search index beside PATH when there is one."""
     from .._dataset import Dataset
 
+    read_only_exit()
     ds = Dataset(path)
     if sum(x is not None for x in (matrix, qasm, circuit)) != 1:
         raise SpecError("give exactly one of --matrix FILE.npy, --qasm FILE.qasm or --circuit TEXT")
