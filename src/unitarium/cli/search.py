@@ -142,13 +142,14 @@ def read_only_exit() -> None:
         atexit.register(gc.freeze)
 
 
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 @contextmanager
 def blas_on_every_core() -> Iterator[None]:
-    """BLAS on a thread per core for the block when the command line pinned it to one
-    (:data:`.main.BLAS_PINNED`); else nothing (the user's setting, or a library caller's, holds)."""
-    from .main import BLAS_PINNED
-
-    if not BLAS_PINNED:
+    """BLAS on a thread per core for the block unless the user chose its threads (one of
+    :data:`_BLAS_THREADS` set): the command line loads numpy with one (:data:`.main.BLAS_PINNED`)."""
+    if any(var in os.environ for var in _BLAS_THREADS):
         yield
         return
     from threadpoolctl import threadpool_limits
