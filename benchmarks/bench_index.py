@@ -96,6 +96,7 @@ def main() -> None:
         ("nearest -k 3 (Haar-random)", ["nearest", "-k", "3"], "Haar-random"),
         ("lookup (record)", ["lookup"], "record"),
     ]
+    load_at_start = os.getloadavg()[0]
     floor = [timed([sys.executable, "-c", "import unitarium.cli.main"]) for _ in range(args.rounds)]
     rows: list[dict[str, Any]] = []
     for label, cmd, target in ops:
@@ -123,6 +124,7 @@ def main() -> None:
         "import_floor_rss_mib": statistics.median(r[1] for r in floor),
         "import_floor_cpu_s": statistics.median(r[4] for r in floor),
         "rows": rows,
+        "loadavg_at_start": load_at_start,
         "loadavg_at_end": os.getloadavg()[0],
     }
     write_json("index.json", result)
@@ -130,7 +132,8 @@ def main() -> None:
         f"\n{n:,} records; index {result['index_bytes'] / 2**20:,.0f} MiB (dataset "
         f"{result['dataset_bytes'] / 2**20:,.0f} MiB), built in {build_s:.1f} s; interpreter + import "
         f"floor {result['import_floor_s']:.2f} s ({result['import_floor_cpu_s']:.2f} s CPU), "
-        f"{result['import_floor_rss_mib']:.0f} MiB\n"
+        f"{result['import_floor_rss_mib']:.0f} MiB; load average {load_at_start:.1f} at the start, "
+        f"{result['loadavg_at_end']:.1f} at the end\n"
     )
     print(
         "| command | without index: wall s, CPU s, peak RSS MiB | with index: wall s, CPU s, peak RSS MiB | speedup |"

@@ -7,6 +7,8 @@ interrupted); they never change an existing dataset.
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import os
 import sys
@@ -15,16 +17,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-import numpy as np
+_GC = gc.isenabled()
+gc.disable()  # the imports allocate much and free little: no collector passes meanwhile (enabled at the end)
 
-from .._dataset import Dataset
-from .._errors import Interrupted, SpecError, UnitariumError
-from .._spec.spec import DTYPES, KEYS, UNITARIES, make_spec
-from .._storage.shards import is_directory_path
-from .._storage.sqlite import JOURNAL_MODES
-from .info import print_info
-from .params import COUNT
+import click  # noqa: E402
+
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_PINNED = "numpy" not in sys.modules and not any(var in os.environ for var in _BLAS_THREADS)
+"""Whether this process runs BLAS on one thread: numpy loaded here and the user set none of
+:data:`_BLAS_THREADS`. The commands' own threads are their parallelism (the search scans), and an
+idle BLAS team spins a core for a while after numpy loads and after each product (0.05-0.2 s of
+CPU a search command: BENCHMARKS.md, "Search index"); ``synth --approximate``, whose products
+are large, gets a thread per core back (:func:`.search.blas_on_every_core`). BLAS reads these
+when numpy loads: they are set for the import only (child processes see the user's environment)."""
+if BLAS_PINNED:
+    os.environ.update(dict.fromkeys(_BLAS_THREADS, "1"))
+try:
+    import numpy as np
+finally:
+    if BLAS_PINNED:
+        for _var in _BLAS_THREADS:
+            os.environ.pop(_var, None)
+
+from .._dataset import Dataset  # noqa: E402  (after numpy: _BLAS_THREADS)
+from .._errors import Interrupted, SpecError, UnitariumError  # noqa: E402  (after numpy: _BLAS_THREADS)
+from .._spec.spec import DTYPES, KEYS, UNITARIES, make_spec  # noqa: E402  (after numpy: _BLAS_THREADS)
+from .._storage.shards import is_directory_path  # noqa: E402  (after numpy: _BLAS_THREADS)
+from .._storage.sqlite import JOURNAL_MODES  # noqa: E402  (after numpy: _BLAS_THREADS)
+from .params import COUNT  # noqa: E402  (after numpy: _BLAS_THREADS)
 
 if TYPE_CHECKING:  # the engines are imported by `generate` alone (the other commands start faster)
     from .._run.progress import Progress
@@ -34,7 +54,17 @@ EXIT_INTERRUPTED = 130
 
 
 class _Group(click.Group):
-    """Runs a command and turns every expected error into one line on stderr."""
+    """Runs a command and turns every expected error into one line on stderr; imports the
+    commands of :data:`_LAZY_COMMANDS` when named."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            module = importlib.import_module(_LAZY_COMMANDS[cmd_name], __package__)
+            self.add_command(getattr(module, f"{cmd_name}_cmd"))
+        return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         try:
@@ -316,6 +346,8 @@ def generate_cmd(
         f"{summary.seconds:.2f} s, {rate:,.0f} records/s; complete"
     )
     if not quiet:
+        from .info import print_info
+
         print_info(Dataset(path).info())
     index_after_generate(path)  # a unique enumeration: its search index beside it (unitarium index)
 
@@ -420,6 +452,9 @@ def lookup_cmd(
 ) -> None:
     """Find the records implementing a unitary up to global phase."""
     from .._core.circuit import Circuit
+    from .search import read_only_exit
+
+    read_only_exit()
     from .._core.inputs import load_matrix
     from ..interop import unitary_from_qasm_file
 
@@ -450,14 +485,8 @@ main.add_command(nearest_cmd)
 main.add_command(index_cmd)
 main.add_command(label_cmd)
 
-from .export import export_cmd  # noqa: E402
+_LAZY_COMMANDS = {"export": ".export", "plot": ".plot", "info": ".info"}
+"""Commands imported when named (or listed by --help): the others start without their imports."""
 
-main.add_command(export_cmd)
-
-from .plot import plot_cmd  # noqa: E402
-
-main.add_command(plot_cmd)
-
-from .info import info_cmd  # noqa: E402
-
-main.add_command(info_cmd)
+if _GC:
+    gc.enable()

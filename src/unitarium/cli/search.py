@@ -3,7 +3,10 @@ and the persistent search index they map (docs/search.md)."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
+import os
 import sys
 import time
 import warnings
@@ -76,6 +79,7 @@ def synth_cmd(
     table is mapped, not loaded: a target costs milliseconds to a second instead of seconds."""
     from .._dataset import Dataset
 
+    read_only_exit()
     ds = Dataset(path)
     if sum(x is not None for x in (matrix, qasm, circuit)) != 1:
         raise SpecError("give exactly one of --matrix FILE.npy, --qasm FILE.qasm or --circuit TEXT")
@@ -84,16 +88,8 @@ def synth_cmd(
     u, stack = _target(ds, matrix, qasm, circuit)
     with _index_warnings():
         if approximate:
-            cost = ds.approximate_cost(len(u) if stack else 1, max_length=max_length)
-            if estimate:
-                click.echo(json.dumps(vars(cost)) if as_json else cost.describe())
-                return
-            pairs = {} if max_pairs is None else {"max_pairs": max_pairs}
-            if cost.pairs <= (MAX_PAIRS if max_pairs is None else max_pairs):  # else refused, in one line
-                click.echo(f"unitarium: {cost.describe()}", err=True)
-            one = [] if stack else [ds.approximate(u, max_length=max_length, **pairs)]
-            for i, a in enumerate(ds.approximate_many(u, max_length=max_length, **pairs) if stack else one):
-                _report(a.circuit, {"distance": a.distance, **_cost_of(ds, a.circuit)}, as_json, i if stack else None)
+            with blas_on_every_core():  # its large products are its parallelism
+                _approximate(ds, u, stack, max_length, max_pairs, estimate, as_json)
             return
         results = ds.synthesize_many(u, atol=atol) if stack else [ds.synthesize(u, atol=atol)]
     if ds.spec.cost is not None:
@@ -118,6 +114,51 @@ def synth_cmd(
         sys.exit(1)
 
 
+def _approximate(
+    ds: Any, u: np.ndarray, stack: bool, max_length: int | None, max_pairs: int | None, estimate: bool, as_json: bool
+) -> None:
+    """``synth --approximate``: says the cost on stderr first (or only, with ``--estimate``)."""
+    cost = ds.approximate_cost(len(u) if stack else 1, max_length=max_length)
+    if estimate:
+        click.echo(json.dumps(vars(cost)) if as_json else cost.describe())
+        return
+    pairs = {} if max_pairs is None else {"max_pairs": max_pairs}
+    if cost.pairs <= (MAX_PAIRS if max_pairs is None else max_pairs):  # else refused, in one line
+        click.echo(f"unitarium: {cost.describe()}", err=True)
+    one = [] if stack else [ds.approximate(u, max_length=max_length, **pairs)]
+    for i, a in enumerate(ds.approximate_many(u, max_length=max_length, **pairs) if stack else one):
+        _report(a.circuit, {"distance": a.distance, **_cost_of(ds, a.circuit)}, as_json, i if stack else None)
+
+
+_EXIT = [False]
+
+
+def read_only_exit() -> None:
+    """At the interpreter's exit, skip the collector's passes over every object left (``gc.freeze``:
+    30-50 ms of a search command on the machine of BENCHMARKS.md): a command that writes nothing
+    leaves no cyclic garbage whose finalizer matters (the OS closes its files). Registered once."""
+    if not _EXIT[0]:
+        _EXIT[0] = True
+        atexit.register(gc.freeze)
+
+
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def blas_on_every_core() -> Iterator[None]:
+    """BLAS on a thread per core for the block unless the user chose its threads (one of
+    :data:`_BLAS_THREADS` set): the command line loads numpy with one (:data:`.main.BLAS_PINNED`)."""
+    if any(var in os.environ for var in _BLAS_THREADS):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with threadpool_limits(limits=cores, user_api="blas"):
+        yield
+
+
 def _cost_of(ds: Any, circuit: Circuit) -> dict[str, float]:
     """``{"cost": ...}`` under the table's cost model (``--cost``), else nothing (the length says it)."""
     from .._core.cost import circuit_cost
@@ -137,6 +178,7 @@ def nearest_cmd(path: Path, matrix: Path | None, qasm: Path | None, circuit: str
     distance and the circuit. Maps the search index beside PATH when there is one."""
     from .._dataset import Dataset
 
+    read_only_exit()
     ds = Dataset(path)
     if sum(x is not None for x in (matrix, qasm, circuit)) != 1:
         raise SpecError("give exactly one of --matrix FILE.npy, --qasm FILE.qasm or --circuit TEXT")

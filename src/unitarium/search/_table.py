@@ -19,8 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -172,20 +171,29 @@ class SearchTable:
         return out
 
 
-def scan(work: Callable[[int, int], T], spans: list[tuple[int, int]]) -> Iterator[T]:
+def scan(work: Callable[[int, int], T], spans: list[tuple[int, int]]) -> Generator[T, None, None]:
     """``work(start, stop)`` of each span, in order, on up to :data:`THREADS` threads (numpy's
-    products and array operations release the GIL, so a scan uses every core it is given)."""
-    if THREADS == 1 or len(spans) == 1:
+    products and array operations release the GIL, so a scan uses every core it is given). At
+    most :data:`THREADS` spans run ahead of the one yielded; closing the iterator early cancels
+    the spans not started and waits for the running ones."""
+    threads = min(THREADS, len(spans))
+    if threads <= 1:
         yield from (work(a, b) for a, b in spans)
         return
-    with ThreadPoolExecutor(THREADS) as pool:
-        pending: deque[Future[T]] = deque()
-        for a, b in spans:
-            pending.append(pool.submit(work, a, b))
-            if len(pending) > THREADS:
+    from concurrent.futures import Future, ThreadPoolExecutor  # (here: a command that scans nothing skips it)
+
+    pending: deque[Future[T]] = deque()
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            for a, b in spans:
+                pending.append(pool.submit(work, a, b))
+                if len(pending) > threads:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def table_of(ds: Dataset, feature: str) -> SearchTable:

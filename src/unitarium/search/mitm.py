@@ -18,7 +18,10 @@ gives the circuit ``A; B`` of length ``a + len(B)``. Every hit is a real circuit
 best hit is never shorter than ``l``; after level ``a`` every length ``<= L + a`` has been
 tried (its split ``a' = max(0, l - L) <= a`` was), so a best hit of length ``<= L + a + 1``
 is shortest and the target is settled. A target with no hit after level ``L`` has no
-circuit of length ``<= 2L``. Ties: the least ``(length, id of A, id of B)``.
+circuit of length ``<= 2L``. Ties: the least ``(length, id of A, id of B)``. In practice the
+search jumps to level ``L`` once the levels get large (:func:`_by_length`): level ``L`` alone
+decides every length from ``L`` to ``2L``, so a target with no circuit costs level ``L``'s
+prefixes rather than all of them, and the answer is the same.
 
 **Under a cost model** (a table enumerated with ``--cost``: weights ``w`` per gate, complete up
 to cost ``C``, each record a least-cost circuit of its unitary, ties to the shorter), the same
@@ -46,6 +49,7 @@ capped at ``MAX_ATOL``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -85,28 +89,155 @@ def synthesize_many(
             f"atol {atol!r} is out of range for exact synthesis: use 0 < atol <= {MAX_ATOL:g} "
             "(for looser matches use approximate())"
         )
+    best, reach = _search(table, targets, atol, spec)
+    found = best[:, 0] <= reach
+    return [table.circuit(int(best[t, 2]), int(best[t, 3])) if found[t] else None for t in range(len(targets))]
+
+
+def _search(table: SearchTable, targets: np.ndarray, atol: float, spec: Spec | None) -> tuple[np.ndarray, int]:
+    """``(best, reach)``: per target the least ``(cost, length, id of A, id of B)`` of
+    :func:`synthesize_many` (:data:`_NONE` where no hit), and the highest cost that is an answer."""
     costs, levels, top, heaviest = _cost_levels(table, spec)
-    unit = spec is None or spec.cost is None
     n = len(targets)
-    best = np.full((n, 4), np.iinfo(np.int64).max, dtype=np.int64)  # (cost, length, id of A, id of B)
-    active = np.arange(n)
+    best = np.full((n, 4), _NONE, dtype=np.int64)  # (cost, length, id of A, id of B)
     table.index  # noqa: B018  # built (with its own progress) before the search's bar starts
-    # one BLAS thread: the key products are small (a thread team costs more than it gives on a busy
-    # machine) and their bits then do not depend on the thread count
-    with progress("synthesising", n * len(table)) as bar, one_blas_thread():
-        for a in range(top + 1):
-            if not len(active):
-                break
-            spans = table.spans(levels[a].start, levels[a].stop)
-            work = functools.partial(_candidates_of, table, targets, active)
-            for (lo, hi), (t, i, b) in zip(spans, scan(work, spans), strict=True):
-                _settle(table, costs, targets, t, i, b, best, atol)
-                bar.advance(len(active) * (hi - lo))
-            settled = best[active, 0] <= top + a - heaviest + 1 + unit
-            bar.advance(int(settled.sum()) * (len(table) - levels[a].stop))
-            active = active[~settled]
-    found = best[:, 0] <= 2 * top - heaviest + 1
-    return [table.circuit(int(best[t, 2]), int(best[t, 3])) if found[t] else None for t in range(n)]
+    with progress("synthesising", n * len(table)) as bar, contextlib.ExitStack() as blas:
+        run = _Run(table, costs, targets, best, atol, bar, blas)
+        if spec is None or spec.cost is None:
+            _by_length(run, levels)
+        else:
+            _by_cost(run, levels, top, heaviest)
+    return best, 2 * top - heaviest + 1
+
+
+_NONE = np.iinfo(np.int64).max
+"""``best`` of a target with no hit yet."""
+
+JUMP_SHARE = 1 / 8
+"""Levels ``1, 2, ...`` of prefixes are scanned in order while together they hold at most this
+share of the longest level ``L``'s records; the targets left then go to level ``L`` at once
+(:func:`_by_length`): about a third fewer prefixes to rule out a ``2 L``-move circuit on a table
+whose levels grow threefold."""
+
+
+class _Run:
+    """One search: the table, the targets, their best hits so far and the progress bar."""
+
+    def __init__(
+        self,
+        table: SearchTable,
+        costs: np.ndarray,
+        targets: np.ndarray,
+        best: np.ndarray,
+        atol: float,
+        bar: Any,
+        blas: contextlib.ExitStack,
+    ) -> None:
+        self.table, self.costs, self.targets, self.best, self.atol, self.bar = table, costs, targets, best, atol, bar
+        self.blas, self.pinned = blas, False  # one_blas_thread: entered before the first scan of several chunks
+        self.tried = np.zeros(len(best), dtype=np.int64)  # prefixes tried per target (the progress bar)
+
+    def done(self, finished: np.ndarray) -> None:
+        """The progress bar: targets ``finished`` count as ``len(table)`` prefixes each."""
+        self.bar.advance(int(np.maximum(len(self.table) - self.tried[finished], 0).sum()))
+        self.tried[finished] = len(self.table)
+
+    def level(self, ids: slice, active: np.ndarray, enough: np.ndarray | None = None) -> None:
+        """Try the prefixes ``ids`` (a level) for the targets ``active``, lowering ``best``; a
+        target stops once its best length is at most ``enough[t]`` (no later prefix of the level
+        can then beat it: later prefixes have larger ids). Chunks run on :func:`._table.scan`'s
+        threads; a chunk computed before a target stopped may still offer it candidates, which
+        never win, so the answer does not depend on the threads' timing."""
+        table, best = self.table, self.best
+        spans = table.spans(ids.start, ids.stop)
+        if not len(active) or not spans:
+            return
+        if len(spans) > 1 and not self.pinned:
+            # one BLAS thread: the scan's threads are the parallelism (an idle BLAS team spins a
+            # core), and the key products' bits then do not depend on the thread count
+            self.blas.enter_context(one_blas_thread())
+            self.pinned = True
+        state = [active]  # the targets still looking, read by each chunk when it starts
+
+        def work(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return _candidates_of(table, self.targets, state[0], start, stop)
+
+        with contextlib.closing(scan(work, spans)) as results:
+            for (lo, hi), (t, i, b) in zip(spans, results, strict=False):
+                _settle(table, self.costs, self.targets, t, i, b, best, self.atol)
+                self.bar.advance(len(state[0]) * (hi - lo))
+                self.tried[state[0]] += hi - lo
+                if enough is not None:
+                    state[0] = state[0][best[state[0], 1] > enough[state[0]]]
+                    if not len(state[0]):
+                        break
+
+
+def _by_length(run: _Run, levels: list[slice]) -> None:
+    """Every gate weighs 1: the least ``(length, id of A, id of B)`` hit of each target, or none.
+
+    In order, prefixes of length ``a = 0, 1, ..., j`` (the standard search of the module
+    docstring: a target with a hit at level ``a`` has its answer there, and at ``a >= 1`` every
+    hit there has length ``L + a``, so the first one, by prefix id, is it). The targets left have
+    length ``l > L + j`` or none; then level ``L`` alone: every circuit of length ``L <= l <= 2L``
+    splits as a prefix of length ``L`` (a record) and a suffix of length ``l - L`` (a record), so
+    the least length found there is ``l`` exactly, or there is no circuit of ``<= 2L`` moves
+    (a target with no circuit needs no more prefixes than level ``L``'s). The answer of the
+    standard search is the first hit at level ``l - L`` (its first level with any hit): level
+    ``L``'s for ``l = 2L``, else found by scanning level ``l - L`` until the first hit. ``j``:
+    see :data:`JUMP_SHARE`."""
+    table, best = run.table, run.best
+    top, n = table.max_length, len(best)
+    active = np.arange(n)
+    jump = _jump_after([s.stop - s.start for s in levels], JUMP_SHARE)
+    enough = np.zeros(n, dtype=np.int64)
+    for a in range(jump + 1):
+        enough[active] = 0 if a == 0 else top + a  # the least length a hit at level a can have
+        run.level(levels[a], active, enough)
+        run.done(active[best[active, 0] != _NONE])
+        active = active[best[active, 0] == _NONE]
+    if not len(active) or jump >= top:
+        return
+    enough[active] = top + jump + 1
+    run.level(levels[top], active, enough)
+    found = active[best[active, 0] != _NONE]
+    run.done(active[best[active, 1] >= 2 * top])  # none, or 2L moves: answered at level L
+    split = best[found, 1] - top
+    for a in range(jump + 1, top):
+        group = found[split == a]
+        if len(group):
+            kept = best[group].copy()
+            best[group] = _NONE
+            enough[group] = top + a
+            run.level(levels[a], group, enough)
+            lost = best[group, 0] == _NONE  # (only if rounding makes a hit at level L alone)
+            best[group[lost]] = kept[lost]
+            run.done(group)
+
+
+def _jump_after(sizes: list[int], share: float) -> int:
+    """The last level scanned in order before level ``L`` (the last of ``sizes``): the longest
+    run of levels ``1 .. j`` holding at most ``share`` of level ``L``'s records (``L`` when that
+    is every level below it: no jump)."""
+    top = len(sizes) - 1
+    budget, used, j = share * sizes[top], 0, 0
+    while j + 1 < top and used + sizes[j + 1] <= budget:
+        j += 1
+        used += sizes[j]
+    return top if j >= top - 1 else j
+
+
+def _by_cost(run: _Run, levels: list[slice], top: int, heaviest: int) -> None:
+    """Under a cost model: cost levels ``a = 0, 1, ...`` in order, each target settled once its
+    best cost is final (the module docstring)."""
+    active = np.arange(len(run.best))
+    for a in range(top + 1):
+        if not len(active):
+            break
+        run.level(levels[a], active)
+        settled = run.best[active, 0] <= top + a - heaviest + 1
+        run.done(active[settled])
+        active = active[~settled]
 
 
 def cost_reach(spec: Spec) -> int:
@@ -123,7 +254,7 @@ def _cost_levels(table: SearchTable, spec: Spec | None) -> tuple[np.ndarray, lis
     every gate 1, the lengths and the length levels."""
     if spec is None or spec.cost is None:
         levels = [table.level(a) for a in range(table.max_length + 1)]
-        return table.lengths.astype(np.int64), levels, table.max_length, 1
+        return table.lengths, levels, table.max_length, 1  # (not copied: converted where summed)
     src = spec.source
     weights = move_weights(table.gateset, spec.cost)
     heaviest = int(weights.max())
@@ -188,7 +319,8 @@ def _settle(
     """Verify the candidates of :func:`_candidates` and lower ``best`` where they win."""
     ok = _verify(table, targets[t], i, rows, atol)
     a, b = i[ok], rows[ok]
-    _improve(best, t[ok], costs[a] + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b], a, b)
+    cost, length = costs[a].astype(np.int64) + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b]
+    _improve(best, t[ok], cost, length, a, b)
 
 
 def directory(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:

@@ -13,12 +13,14 @@ exact, not approximate: an index library only pays where it may miss neighbours
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._core.kernels import one_blas_thread
 from .._errors import SearchCostError
 from . import _table
 from ._progress import progress
@@ -176,13 +178,15 @@ def nearest_in_table(table: SearchTable, targets: np.ndarray, k: int, bar: Any =
             return np.abs(block.reshape(len(block), d * d) @ coarse).T  # type: ignore[no-any-return]
 
     spans = table.spans(0, len(table))
-    for (lo, hi), scores in zip(spans, _table.scan(work, spans), strict=True):
-        if hi - lo >= k:
-            np.maximum(floor, -np.partition(-scores, k - 1, axis=1)[:, k - 1], out=floor)
-        row, col = np.nonzero(scores >= (floor - SCORE_MARGIN)[:, None])
-        found.append((row, lo + col, scores[row, col]))
-        if bar is not None:
-            bar.advance(hi - lo)
+    # the scan's threads are the parallelism (and no idle BLAS team spins)
+    with one_blas_thread() if len(spans) > 1 else contextlib.nullcontext():
+        for (lo, hi), scores in zip(spans, _table.scan(work, spans), strict=True):
+            if hi - lo >= k:
+                np.maximum(floor, -np.partition(-scores, k - 1, axis=1)[:, k - 1], out=floor)
+            row, col = np.nonzero(scores >= (floor - SCORE_MARGIN)[:, None])
+            found.append((row, lo + col, scores[row, col]))
+            if bar is not None:
+                bar.advance(hi - lo)
     row, ids, approx = (np.concatenate(x) for x in zip(*found, strict=True))
     keep = approx >= floor[row] - SCORE_MARGIN  # the final floor: fewer candidates
     row, ids = row[keep], ids[keep]
