@@ -32,12 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
-import json
-import mmap
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,6 +43,19 @@ import xxhash
 from .._core.keyset import KeySet, select_new
 from .._errors import SpecError, StorageError
 from .._spec.spec import memory_limit
+from .keyruns import (
+    FENCE,
+    LISTING,
+    RUN,
+    TEMPORARY,
+    Run,
+    StoreRejected,
+    file_resident,
+    merged,
+    read_listing,
+    write_listing,
+    write_run,
+)
 from .sqlite import path_text
 
 __all__ = [
@@ -60,20 +69,11 @@ __all__ = [
     "remove_store",
 ]
 
-STORE_FORMAT = 1
-LISTING = "keys.json"
 LOCK = "lock"
 MIN_BUDGET = 1 << 20
 """The smallest ``--memory``: the store's fixed needs (a run's buffers, a fence page, the listing)."""
 DEFAULT_FRACTION = 0.25
 """The default budget: this fraction of the memory this process may use."""
-_FENCE = 512
-"""Keys per fence entry: one 4 KiB page of ``hi`` words."""
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_READ = 1 << 16
-"""Keys per read when checking a run's checksum."""
-_RUN = re.compile(r"run-(\d{6,})\.npy")
-_TEMPORARY = re.compile(r"\.run-\d{6,}\.npy\.[0-9a-f]+\.tmp|\.keys\.json\.[0-9a-f]+\.tmp")
 
 _UNITS = {
     "": 1,
@@ -140,177 +140,6 @@ def memory_budget(value: int | str | None) -> int:
     return budget
 
 
-class StoreRejected(Exception):
-    """A key store that cannot be trusted (``args[0]``: why, in words)."""
-
-
-def _header(n: int) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": "<i8", "fortran_order": False, "shape": (2, n)})
-    return buf.getvalue()
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_resident() -> int:
-    """Bytes of this process's resident file-backed (and shared) pages: the maps' pages among them."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[2]) * _PAGE
-    except (OSError, IndexError, ValueError):  # pragma: no cover - not Linux: never released
-        return 0
-
-
-def _read_words(fd: int, offset: int, count: int) -> np.ndarray:
-    data = os.pread(fd, 8 * count, offset)
-    if len(data) != 8 * count:
-        raise StoreRejected("a run is shorter than listed")
-    return np.frombuffer(data, dtype="<i8")
-
-
-class _Run:
-    """One sorted run on disk: ``hi`` and ``lo`` words mapped read-only, its fence in RAM; it holds the
-    keys of tasks ``tasks[0] .. tasks[1]-1`` (those not in an earlier run)."""
-
-    def __init__(self, path: Path, tasks: tuple[int, int], n: int, sums: tuple[str, str]) -> None:
-        self.path, self.tasks, self.n, self.sums = path, tasks, n, sums
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version != (1, 0):
-                raise StoreRejected(f"{path.name} is not a run of this store")
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            self.offset = f.tell()
-            if shape != (2, n) or fortran or dtype != np.dtype("<i8"):
-                raise StoreRejected(f"{path.name} does not hold the {n} keys listed")
-            if os.fstat(f.fileno()).st_size != self.offset + 16 * n:
-                raise StoreRejected(f"{path.name} has the wrong size")
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.map.madvise(mmap.MADV_RANDOM)  # one page per fault: what a query touches, no read-around
-        self.hi = np.frombuffer(self.map, dtype="<i8", count=n, offset=self.offset)
-        self.lo = np.frombuffer(self.map, dtype="<i8", count=n, offset=self.offset + 8 * n)
-        self.fence = np.array(self.hi[::_FENCE])
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def checksums(self, seed: int) -> tuple[str, str]:
-        """The XXH3-64 of the ``hi`` and ``lo`` words, read from the file (not through the map)."""
-        sums = []
-        with open(self.path, "rb") as f:
-            for start in (self.offset, self.offset + 8 * self.n):
-                h = xxhash.xxh3_64(seed=seed)
-                for a in range(0, self.n, _READ):
-                    h.update(_read_words(f.fileno(), start + 8 * a, min(_READ, self.n - a)).tobytes())
-                sums.append(h.hexdigest())
-        return sums[0], sums[1]
-
-    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The run's ``(hi, lo)`` words in chunks of ``size``, read from the file (not through the map)."""
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            for a in range(0, self.n, size):
-                k = min(size, self.n - a)
-                yield (
-                    _read_words(fd, self.offset + 8 * a, k).astype(np.int64),
-                    _read_words(fd, self.offset + 8 * (self.n + a), k).astype(np.int64),
-                )
-        finally:
-            os.close(fd)
-
-    def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """Which keys ``(hi, lo)`` are in the run; the fence narrows each search to one page."""
-        page = np.searchsorted(self.fence, hi, side="left")  # fence[page-1] < hi <= fence[page]
-        below = np.where(page == 0, -1, (page - 1) * _FENCE)  # hi[below] < q
-        above = np.where(page == 0, 0, np.minimum(page * _FENCE, self.n))  # hi[above] >= q, or the end
-        active = np.flatnonzero(above - below > 1)
-        while len(active):
-            mid = (below[active] + above[active]) // 2
-            less = self.hi[mid] < hi[active]
-            below[active[less]] = mid[less]
-            above[active[~less]] = mid[~less]
-            active = active[above[active] - below[active] > 1]
-        found = np.zeros(len(hi), dtype=bool)
-        inside = np.flatnonzero(above < self.n)
-        same = inside[self.hi[above[inside]] == hi[inside]]
-        found[same] = self.lo[above[same]] == lo[same]
-        for r in same[~found[same]]:  # equal first words: ~never
-            k = int(above[r]) + 1
-            while k < self.n and self.hi[k] == hi[r] and not found[r]:
-                found[r] = self.lo[k] == lo[r]
-                k += 1
-        return found
-
-    def release(self) -> None:
-        """Hand the pages that queries mapped back to the kernel (they stay in the page cache)."""
-        self.map.madvise(mmap.MADV_DONTNEED)
-
-    def close(self) -> None:
-        del self.hi, self.lo
-        self.map.close()
-
-
-def _write_run(path: Path, n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]], seed: int) -> tuple[str, str]:
-    """Write the run ``(2, n)`` from its ``(hi, lo)`` chunks, in order: a temporary file, fsync,
-    rename, fsync of the directory. Returns its checksums."""
-    header = _header(n)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    sums = [xxhash.xxh3_64(seed=seed), xxhash.xxh3_64(seed=seed)]
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.pwrite(fd, header, 0)
-        at = 0
-        for hi, lo in parts:
-            hi_bytes, lo_bytes = hi.astype("<i8").tobytes(), lo.astype("<i8").tobytes()
-            os.pwrite(fd, hi_bytes, len(header) + 8 * at)
-            os.pwrite(fd, lo_bytes, len(header) + 8 * (n + at))
-            sums[0].update(hi_bytes)
-            sums[1].update(lo_bytes)
-            at += len(hi)
-        if at != n:
-            raise AssertionError(f"a run of {n} keys got {at}")
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    _fsync_directory(path.parent)
-    return sums[0].hexdigest(), sums[1].hexdigest()
-
-
-def _merged(older: _Run, newer: _Run, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The keys of two runs in ``hi`` order, in chunks of about ``size`` (read from the files)."""
-    a_chunks, b_chunks = older.chunks(size), newer.chunks(size)
-    a = next(a_chunks, None)
-    b = next(b_chunks, None)
-    while a is not None or b is not None:
-        if a is None or b is None:
-            rest = a if a is not None else b
-            assert rest is not None
-            yield rest
-            a = next(a_chunks, None) if a is not None else None
-            b = next(b_chunks, None) if b is not None else None
-            continue
-        limit = min(a[0][-1], b[0][-1])
-        i = int(np.searchsorted(a[0], limit, side="right"))
-        j = int(np.searchsorted(b[0], limit, side="right"))
-        hi = np.concatenate([a[0][:i], b[0][:j]])
-        lo = np.concatenate([a[1][:i], b[1][:j]])
-        order = np.argsort(hi, kind="stable")
-        yield hi[order], lo[order]
-        a = (a[0][i:], a[1][i:]) if i < len(a[0]) else next(a_chunks, None)
-        b = (b[0][j:], b[1][j:]) if j < len(b[0]) else next(b_chunks, None)
-
-
 class KeyStore:
     """The dedup keys of one unique run, under ``budget`` bytes (see the module's docstring).
 
@@ -322,7 +151,7 @@ class KeyStore:
     def __init__(self, directory: Path, identity: bytes, budget: int) -> None:
         self.directory, self.identity, self.budget = directory, identity, budget
         self.ram = KeySet()
-        self.runs: list[_Run] = []
+        self.runs: list[Run] = []
         self.decided = 0
         """Tasks whose keys are all in the store."""
         self.spilled = 0
@@ -352,7 +181,7 @@ class KeyStore:
     @property
     def chunk(self) -> int:
         """Keys per chunk of a merge: its buffers (inputs, output, order) stay below ``budget / 16``."""
-        return max(_FENCE, self.budget // 16 // 64)
+        return max(FENCE, self.budget // 16 // 64)
 
     def __len__(self) -> int:
         return self._count
@@ -402,37 +231,13 @@ class KeyStore:
         self._lock_fd = fd
 
     def _take_up(self, committed: int, records_before: Callable[[int], int], share: bool) -> int:
-        try:
-            listing = json.loads((self.directory / LISTING).read_text())
-        except FileNotFoundError:
-            if any(_RUN.fullmatch(p.name) for p in self.directory.iterdir()):
-                raise StoreRejected(f"its {LISTING} is missing") from None
+        taken = read_listing(self.directory, self.identity, committed, records_before, share, self._seed)
+        if taken is None:
             return 0
-        if not isinstance(listing, dict) or listing.get("format") != STORE_FORMAT:
-            raise StoreRejected(f"its {LISTING} is not a key store listing")
-        if listing.get("identity") != self.identity.hex():
-            raise StoreRejected("it belongs to another dataset or spec")
-        tasks, total = int(listing["tasks"]), int(listing["keys"])
-        if tasks > committed:
-            raise StoreRejected(f"it covers {tasks} tasks and the dataset has {committed} committed")
-        if total > records_before(tasks) or (total != records_before(tasks) and not share):
-            raise StoreRejected(f"it holds {total} keys and the dataset's first {tasks} tasks hold other records")
-        start = 0
-        for entry in listing["runs"]:
-            name, (a, b), n = str(entry["file"]), entry["tasks"], int(entry["keys"])
-            if not _RUN.fullmatch(name) or a != start or not a < b or n < 1:
-                raise StoreRejected(f"its {LISTING} is inconsistent")
-            run = _Run(self.directory / name, (int(a), int(b)), n, tuple(entry["xxh3"]))  # type: ignore[arg-type]
-            self.runs.append(run)
-            if run.checksums(self._seed(run.tasks)) != run.sums:
-                raise StoreRejected(f"{name} is damaged (checksum mismatch)")
-            start = int(b)
-        if start != tasks or sum(r.n for r in self.runs) != total:
-            raise StoreRejected(f"its {LISTING} is inconsistent")
+        self.runs, tasks, total, self.seq = taken
         self.listed = {r.name: r.n for r in self.runs}
         self.listed_tasks = self.decided = self.spilled = tasks
         self._count = total
-        self.seq = max((int(m.group(1)) for p in self.directory.iterdir() if (m := _RUN.fullmatch(p.name))), default=0)
         return tasks
 
     # -- membership -------------------------------------------------------------------------------
@@ -459,14 +264,14 @@ class KeyStore:
     def _bound_maps(self) -> None:
         """Hand back the pages the maps hold once they pass :attr:`map_limit`: measured as the growth of
         this process's file-backed resident pages (``/proc/self/statm``) since the last release."""
-        now = _file_resident()
+        now = file_resident()
         if self.baseline is None:
             self.baseline = now
         if now - self.baseline > self.map_limit:
             for run in self.runs:
                 run.release()
             self.releases += 1
-            self.baseline = _file_resident()
+            self.baseline = file_resident()
 
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new (:func:`.._core.keyset.select_new` against the store)."""
@@ -502,7 +307,7 @@ class KeyStore:
         while len(self.runs) > 1 and 2 * self.runs[-1].n >= self.runs[-2].n:
             newer, older = self.runs.pop(), self.runs.pop()
             tasks = (older.tasks[0], newer.tasks[1])
-            self.runs.append(self._write(tasks, older.n + newer.n, _merged(older, newer, self.chunk)))
+            self.runs.append(self._write(tasks, older.n + newer.n, merged(older, newer, self.chunk)))
             self.merges += 1
             for run in (older, newer):
                 run.close()
@@ -513,17 +318,17 @@ class KeyStore:
     def _seed(self, tasks: tuple[int, int]) -> int:
         return xxhash.xxh3_64_intdigest(self.identity + b"".join(int(t).to_bytes(8, "little") for t in tasks))
 
-    def _write(self, tasks: tuple[int, int], n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> _Run:
+    def _write(self, tasks: tuple[int, int], n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> Run:
         self.seq += 1
         path = self.directory / f"run-{self.seq:06d}.npy"
         try:
-            sums = _write_run(path, n, parts, self._seed(tasks))
+            sums = write_run(path, n, parts, self._seed(tasks))
         except OSError as exc:
             raise StorageError(
                 f"cannot write the key store {path_text(self.directory)}: {exc.strerror}; free some space, or give "
                 "--memory more room (nothing committed is lost)"
             ) from exc
-        return _Run(path, tasks, n, sums)
+        return Run(path, tasks, n, sums)
 
     # -- commits and listing ------------------------------------------------------------------------
 
@@ -542,25 +347,7 @@ class KeyStore:
         tasks = prefix[-1].tasks[1] if prefix else 0
         if tasks <= self.listed_tasks:
             return
-        listing = {
-            "format": STORE_FORMAT,
-            "identity": self.identity.hex(),
-            "tasks": tasks,
-            "keys": sum(r.n for r in prefix),
-            "runs": [{"file": r.name, "tasks": list(r.tasks), "keys": r.n, "xxh3": list(r.sums)} for r in prefix],
-        }
-        tmp = self.directory / f".{LISTING}.{secrets.token_hex(4)}.tmp"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(listing, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.directory / LISTING)
-            _fsync_directory(self.directory)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise StorageError(f"cannot write the key store {path_text(self.directory)}: {exc.strerror}") from exc
+        write_listing(self.directory, self.identity, prefix, tasks)
         old, self.listed, self.listed_tasks = self.listed, {r.name: r.n for r in prefix}, tasks
         in_use = {r.name for r in self.runs}
         for name in old.keys() - self.listed.keys() - in_use:
@@ -572,7 +359,7 @@ class KeyStore:
     def _remove_unlisted(self) -> None:
         """Runs and temporaries nobody lists (a run killed while spilling, merging or listing)."""
         for p in self.directory.iterdir():
-            if (_RUN.fullmatch(p.name) and p.name not in self.listed) or _TEMPORARY.fullmatch(p.name):
+            if (RUN.fullmatch(p.name) and p.name not in self.listed) or TEMPORARY.fullmatch(p.name):
                 with contextlib.suppress(OSError):
                     p.unlink()
 
@@ -595,7 +382,7 @@ class KeyStore:
         self.decided = self.spilled = self._count = 0
         if self.directory.is_dir() and not self.directory.is_symlink():
             for p in self.directory.iterdir():
-                if _RUN.fullmatch(p.name) or _TEMPORARY.fullmatch(p.name) or p.name == LISTING:
+                if RUN.fullmatch(p.name) or TEMPORARY.fullmatch(p.name) or p.name == LISTING:
                     with contextlib.suppress(OSError):
                         p.unlink()
 
