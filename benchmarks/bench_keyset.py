@@ -23,9 +23,10 @@ import numpy as np
 
 import unitarium
 from unitarium._core.canonical import DEDUP
-from unitarium._core.exact import RingMoves, dedup_keys
+from unitarium._core.exact import dedup_keys
 from unitarium._core.kernels import ProductTable
 from unitarium._core.keyset import KeySet
+from unitarium._core.ringmoves import RingMoves
 
 
 def run(n: int, batch: int = 4096) -> dict[str, float]:

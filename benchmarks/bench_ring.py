@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 import unitarium
-from unitarium._core.exact import CHANNEL_K, RingMoves, channel_keys
+from unitarium._core.exact import CHANNEL_K, channel_keys
 from unitarium._core.kernels import ProductTable, extend
+from unitarium._core.ringmoves import RingMoves
 
 CASES = [("h,t", 1, 40, 4096), ("h,t,tdg,cx", 2, 20, 4096), ("clifford+t", 3, 20, 1024)]
 CHILD_CASES = [("h,t,tdg,cx", 2, 20, 512), ("clifford+t", 3, 20, 64)]

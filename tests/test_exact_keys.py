@@ -2,7 +2,7 @@
 forms for Clifford+T gate sets against exact arithmetic over Z[omega] written here (Python integers and
 fractions), and unique runs, resumes, lookups, synthesis and the CLI with them.
 
-Ring keys (exact channel keys at every depth, :class:`unitarium._core.exact.RingMoves`): the exact evaluation
+Ring keys (exact channel keys at every depth, :class:`unitarium._core.ringmoves.RingMoves`): the exact evaluation
 from circuits against the same exact arithmetic on deep random circuits of 1 to 3 qubits (int64 and Python
 integer rows), the identical keys where floats read them (``channel``), and the acceptance test: two distinct
 Clifford+T unitaries closer than the grid's tolerance (the identity and a gridsynth approximation of a tiny
@@ -26,20 +26,18 @@ from unitarium._core.exact import (
     CHANNEL_K,
     TRUSTED_LENGTH,
     NotExact,
-    RingMoves,
     channel_form,
     channel_keys,
     dedup_keys,
     is_clifford,
     is_clifford_t,
-    is_ring_gate,
     lookup_probes,
-    ring_keys_of_form,
     tableau,
     tableau_keys,
 )
 from unitarium._core.kernels import ProductTable
 from unitarium._core.ring import INT64_M
+from unitarium._core.ringmoves import RingMoves, is_ring_gate, ring_keys_of_form
 
 from conftest import cli, content, one_error_line, stopped_after
 

@@ -33,7 +33,7 @@ commuting neighbours keeps cost and length.
 In unique mode the products are formed in complex128 (the dedup keys need it); the
 stored unitaries are then cast to the dataset's dtype. The keys are the spec's scheme
 (:func:`unitarium._core.exact.dedup_keys`: grid, tableau, channel or ring: ring keys of deep circuits are
-evaluated exactly from their move codes, :class:`unitarium._core.exact.RingMoves`). With tableau keys and
+evaluated exactly from their move codes, :class:`unitarium._core.ringmoves.RingMoves`). With tableau keys and
 ``--unitaries computed`` no matrix is formed at all: tasks track the circuits' stabilizer tableaux by
 update rules (:mod:`unitarium._core.tableau`, the same keys bit for bit), and an enumeration task
 drops a child equal to an earlier child of its own (never kept: the first in task order wins).
@@ -56,8 +56,9 @@ import numpy as np
 
 from .._core.codec import code_dtype
 from .._core.cost import LEVEL_STRIDE, move_weights
-from .._core.exact import RingMoves, dedup_keys
+from .._core.exact import dedup_keys
 from .._core.kernels import ProductTable, extend
+from .._core.ringmoves import RingMoves
 from .._core.tableau import TableauRules
 from .spec import Enumeration, RandomSource, Spec
 

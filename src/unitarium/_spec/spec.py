@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from .._core.cost import CostModel, check_free_closure, describe_cost, parse_cost
-from .._core.exact import SCHEMES, is_clifford, is_clifford_t, is_ring_gate
+from .._core.exact import SCHEMES, is_clifford, is_clifford_t
 from .._core.gates import custom_gate, parse_gate
 from .._core.gateset import GateSet
 from .._core.kernels import KERNEL_VERSION
+from .._core.ringmoves import is_ring_gate
 from .._errors import SpecError
 
 __all__ = ["DTYPES", "KEYS", "UNITARIES", "Enumeration", "RandomSource", "Spec", "make_spec"]
