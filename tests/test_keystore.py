@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -554,3 +555,26 @@ def test_a_stopped_partition_is_named_and_the_run_completes_once_continued(tmp_p
             kill_group(proc)
     assert dataset_digest(path) == reference(tmp_path_factory, KILL)
     assert not store_of(path).exists()
+
+
+def _lookup_rows(path: Path) -> list[tuple[int, int, int]]:
+    files = sorted((path / "shards").glob("*.db")) if path.is_dir() else [path]
+    rows: list[tuple[int, int, int]] = []
+    for f in files:
+        conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        rows += conn.execute("SELECT key, task_id, row FROM lookup").fetchall()
+        conn.close()
+    return sorted(rows)
+
+
+def test_lookup_rows_written_per_commit_equal_those_written_per_task(tmp_path: Path) -> None:
+    """A file's writer inserts the lookup rows of a whole commit (many tasks) sorted together; a directory's
+    segments insert them task by task: the same rows ``(key, task, row)``, one per record."""
+    spec = unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, count=30_000, length=20, unique=True, seed=8)
+    unitarium.generate(tmp_path / "f.db", spec, workers=1)
+    unitarium.generate(f"{tmp_path / 'd'}/", spec, workers=2)
+    rows = _lookup_rows(tmp_path / "f.db")
+    with unitarium.open(tmp_path / "f.db") as ds:
+        assert len(rows) == len(ds) and ds.summary["tasks"] > 3
+    assert rows == _lookup_rows(tmp_path / "d")
+    assert len({(t, r) for _, t, r in rows}) == len(rows)
