@@ -16,7 +16,7 @@ import pytest
 
 import unitarium
 from unitarium._core.keyset import KeySet, first_sorted, keep_mask
-from unitarium._run.authority import KeyAuthority, partition_of
+from unitarium._run.authority import KeyAuthority, partition_of, sorted_ranges
 from unitarium._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, memory_budget
 from unitarium._storage.layout import FileWriter
 
@@ -374,6 +374,22 @@ def test_partitions_spread_keys_by_range() -> None:
     assert partition_of(hi, 4).tolist() == [2, 3, 0, 1, 1]
     keys = np.random.default_rng(5).integers(-(2**63), 2**63 - 1, size=100_000, dtype=np.int64)
     assert np.all(np.abs(np.bincount(partition_of(keys, 3)) / 100_000 - 1 / 3) < 0.01)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 5, 7, 64])
+def test_sorted_ranges_are_the_partitions_of_sorted_keys(parts: int) -> None:
+    """The driver hands each partition position ranges of the task's keys sorted by first word (signed): every
+    key goes to :func:`partition_of`'s partition, each partition's keys in sorted order."""
+    rng = np.random.default_rng(parts)
+    for n in (0, 1, 2, 50, 3000):
+        hi = np.sort(_edge_words(rng, n))
+        seen = np.zeros(n, dtype=int)
+        for i, spans in enumerate(sorted_ranges(hi, parts)):
+            mine = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, int)
+            seen[mine] += 1
+            assert np.all(partition_of(hi[mine], parts) == i)
+            assert np.all(hi[mine][1:] >= hi[mine][:-1])
+        assert np.all(seen == 1)
 
 
 def _edge_words(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -36,22 +36,21 @@ from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._core.keyset import alternate_rows, drop_for_alternates, first_sorted, keep_mask
 from .._errors import SpecError, WorkerError
-from .._read.bulk import blocks
-from .._read.dataset import Dataset
 from .._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, format_bytes, remove_store
-from .._storage.layout import FileWriter
-from .._storage.manifest import Manifest
-from .._storage.shards import DirectoryWriter
 from .._storage.sqlite import path_text, sqlite_errors
-from .plan import default_workers
-from .progress import StallWatch
 from .wire import recv_message, send_message, start_worker, stop_workers
+
+if TYPE_CHECKING:  # a partition's process imports this module: what it never uses is imported where used
+    from .._storage.layout import FileWriter
+    from .._storage.manifest import Manifest
+    from .._storage.shards import DirectoryWriter
+    from .progress import StallWatch
 
 __all__ = [
     "FEED_RECORDS",
@@ -60,6 +59,7 @@ __all__ = [
     "check_partitions",
     "default_partitions",
     "partition_of",
+    "sorted_ranges",
     "store_directory",
 ]
 
@@ -84,6 +84,8 @@ def check_partitions(partitions: int | None, workers: int | None, budget: int) -
     (``workers``, else this machine's cores); a clear :class:`SpecError` if it is not a count from 1
     to :data:`MAX_PARTITIONS`, or leaves a partition less than the store's minimum budget."""
     if partitions is None:
+        from .plan import default_workers
+
         return default_partitions(workers if isinstance(workers, int) and workers > 0 else default_workers() + 1)
     if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
         raise SpecError(f"--partitions {partitions!r} must be a whole number from 1 to {MAX_PARTITIONS}")
@@ -101,8 +103,38 @@ def partition_of(hi: np.ndarray, parts: int) -> np.ndarray:
     return ((top * np.uint64(parts)) >> np.uint64(32)).astype(np.intp)
 
 
+def sorted_ranges(hi: np.ndarray, parts: int) -> list[list[tuple[int, int]]]:
+    """Each partition's keys among first words ``hi`` sorted (signed): the position ranges ``(start, stop)``
+    of :func:`partition_of`'s ``i``-th unsigned range, which signed order cuts in two where it holds
+    both signs (its negative words first: the ranges' keys in order are still sorted)."""
+    starts = [-(-i * 2**32 // parts) << 32 for i in range(parts + 1)]  # unsigned, starts[parts] = 2^64
+    signed = np.array([b - 2**64 if b >= 2**63 else b for b in starts[:-1]], dtype=np.int64)
+    at = np.searchsorted(hi, signed).tolist()
+    zero, n = int(np.searchsorted(hi, 0)), len(hi)
+    out = []
+    for i in range(parts):
+        low, high = starts[i], starts[i + 1]
+        end = at[i + 1] if i + 1 < parts else zero  # 2^64: the end of the negative words
+        if high <= 2**63:
+            out.append([(at[i], n if high == 2**63 else end)])
+        elif low >= 2**63:
+            out.append([(0 if low == 2**63 else at[i], end)])
+        else:
+            out.append([(0, end), (at[i], n)])
+    return out
+
+
+def _gather(words: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """The words at position ranges ``spans``, in order (one range: a view, no copy)."""
+    if len(spans) == 1:
+        return words[spans[0][0] : spans[0][1]]
+    return np.concatenate([words[a:b] for a, b in spans])
+
+
 def store_directory(writer: FileWriter | DirectoryWriter) -> Path:
     """Where a dataset's key store lives: ``DATA.keys/`` beside a file, ``DATA/keys/`` in a directory."""
+    from .._storage.shards import DirectoryWriter
+
     if isinstance(writer, DirectoryWriter):
         return writer.directory / "keys"
     return writer.path.with_name(writer.path.name + ".keys")
@@ -145,6 +177,9 @@ def open_store(store: KeyStore, location: Path, firsts: np.ndarray, index: int, 
         note = f"note: the key store {path_text(store.directory)} is not used ({exc}): rebuilt from the dataset"
         covered = 0
     if covered < committed:
+        from .._read.bulk import blocks
+        from .._read.dataset import Dataset
+
         with Dataset(location) as reader:
             for first, end, through in _task_groups(firsts, covered, committed):
                 parts_read = [b.keys for _, b in blocks(reader, first, end) if b.keys is not None]
@@ -207,7 +242,9 @@ def _serve(
                 return
             kind = message[0]
             if kind == "decide":
-                send_message(fd, share.decide(*message[1:]))
+                if message[5] is not None:  # the previous decision's drops
+                    share.drop(message[5])
+                send_message(fd, share.decide(*message[1:5]))
             elif kind == "drop":
                 share.drop(message[1])
             elif kind == "query":
@@ -254,10 +291,10 @@ class KeyAuthority:
         self.told = 0
         self.store: KeyStore | None = None  # one partition, in this process
         self.share: _Share | None = None  # its side of the decisions
-        self.routed = np.zeros(0, dtype=np.intp)
-        """The last decision's distinct keys in partition order (each partition's range, sorted)."""
-        self.bounds = np.zeros(1, dtype=np.intp)
-        """Where each partition's range starts in :attr:`routed` (and the end)."""
+        self.ranges: list[list[tuple[int, int]]] = []
+        """Each partition's share of the last decision's sorted keys: position ranges (:func:`sorted_ranges`)."""
+        self.drops: list[np.ndarray | None] = [None] * parts
+        """Per partition, the positions of its held keys to drop, not yet said (:meth:`_drop`)."""
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self.conns: list[Connection] = []
 
@@ -309,34 +346,44 @@ class KeyAuthority:
         are stored, from each partition's share; without alternates the new keys are added at once."""
         if self.share is not None:
             return self.share.decide(hi, lo, alt_keys, through)
-        part = partition_of(hi, self.parts)
-        self.routed = np.argsort(part, kind="stable")  # each partition's range, still sorted by hi
-        self.bounds = np.searchsorted(part[self.routed], np.arange(self.parts + 1))
+        self.ranges = sorted_ranges(hi, self.parts)
         alt_part = None if alt_keys is None else partition_of(alt_keys[:, 0], self.parts)
-        for i in range(self.parts):
-            mine = self.routed[self.bounds[i] : self.bounds[i + 1]]
+        for i, spans in enumerate(self.ranges):
             alt_mine = None if alt_part is None or alt_keys is None else alt_keys[alt_part == i]
-            self._send(i, ("decide", hi[mine], lo[mine], alt_mine, through))
+            drop, self.drops[i] = self.drops[i], None
+            self._send(i, ("decide", _gather(hi, spans), _gather(lo, spans), alt_mine, through, drop))
         new = np.empty(len(hi), dtype=bool)
         alt_found = None if alt_keys is None else np.empty(len(alt_keys), dtype=bool)
-        for i in range(self.parts):
+        for i, spans in enumerate(self.ranges):
             new_i, alt_i = self._reply(i)
-            new[self.routed[self.bounds[i] : self.bounds[i + 1]]] = new_i
+            at = 0
+            for a, b in spans:
+                new[a:b] = new_i[at : at + b - a]
+                at += b - a
             if alt_found is not None:
                 alt_found[alt_part == i] = alt_i
         return new, alt_found
 
     def _drop(self, positions: np.ndarray) -> None:
-        """The partitions' held keys go in, but for those at ``positions`` (of the last :meth:`_ask`)."""
+        """The partitions' held keys go in, but for those at ``positions`` (of the last :meth:`_ask`);
+        said to each partition with its next message (:meth:`_flush` before any but a decision)."""
         if self.share is not None:
             self.share.drop(positions)
             return
-        where = np.empty(len(self.routed), dtype=np.intp)
-        where[self.routed] = np.arange(len(self.routed))
-        at = where[positions]
-        for i in range(self.parts):
-            mine = at[(at >= self.bounds[i]) & (at < self.bounds[i + 1])]
-            self._send(i, ("drop", mine - self.bounds[i]))
+        for i, spans in enumerate(self.ranges):
+            mine, at = [], 0
+            for a, b in spans:
+                inside = positions[(positions >= a) & (positions < b)]
+                mine.append(inside - a + at)
+                at += b - a
+            self.drops[i] = np.concatenate(mine) if mine else np.zeros(0, dtype=np.intp)
+
+    def _flush(self) -> None:
+        """Say the drops not yet said (before a message that is not a decision)."""
+        for i, drop in enumerate(self.drops):
+            if drop is not None:
+                self.drops[i] = None
+                self._send(i, ("drop", drop))
 
     def _decide_unsorted(
         self, primary: np.ndarray, alternates: dict[int, np.ndarray] | None, task_id: int
@@ -353,6 +400,7 @@ class KeyAuthority:
     def _contains(self, keys: np.ndarray) -> np.ndarray:
         if self.store is not None:
             return self.store.contains(keys)
+        self._flush()
         part = partition_of(keys[:, 0], self.parts)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
@@ -456,12 +504,14 @@ class KeyAuthority:
         if self.store is not None:
             self.store.committed(tasks)
         else:
+            self._flush()
             for i in range(self.parts):
                 self._send(i, ("committed", tasks))
 
     def finish(self) -> None:
         """The dataset is complete: its key store goes."""
         if self.conns:
+            self._flush()
             for i in range(self.parts):
                 self._send(i, ("finish",))
             for i in range(self.parts):
