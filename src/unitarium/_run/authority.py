@@ -324,11 +324,16 @@ class KeyAuthority:
         if first is None:
             return self._decide_unsorted(primary, alternates, task_id)
         rows, alts = alternate_rows(alternates or {})
-        at = np.flatnonzero(first)  # in sorted order: each key's first row
         alt_keys = np.concatenate(alts) if rows else None
-        new, alt_found = self._ask(hi[at], lo[at], alt_keys, task_id + 1)
-        keep_sorted = np.zeros(len(hi), dtype=bool)
-        keep_sorted[at] = new
+        if first.all():  # no key twice (exact keys: tasks drop their repeats): no gather
+            at = None
+            new, alt_found = self._ask(hi, lo, alt_keys, task_id + 1)
+            keep_sorted = new
+        else:
+            at = np.flatnonzero(first)  # in sorted order: each key's first row
+            new, alt_found = self._ask(hi[at], lo[at], alt_keys, task_id + 1)
+            keep_sorted = np.zeros(len(hi), dtype=bool)
+            keep_sorted[at] = new
         keep = np.empty(len(hi), dtype=bool)
         keep[order] = keep_sorted
         if rows:
@@ -336,7 +341,7 @@ class KeyAuthority:
             dropped = drop_for_alternates(keep, hi, lo, order, rows, alt_keys, [len(a) for a in alts], alt_found)
             rank = np.empty(len(hi), dtype=np.intp)
             rank[order] = np.arange(len(hi))
-            self._drop(np.searchsorted(at, rank[dropped]))
+            self._drop(rank[dropped] if at is None else np.searchsorted(at, rank[dropped]))
         return keep
 
     def _ask(
