@@ -115,13 +115,14 @@ MODES = {
     "unique": ["--unique", "--partitions", "1"],
     "unique P=2": ["--unique", "--partitions", "2"],
     "unique, budget": ["--unique", "--partitions", "1", "--memory", "BUDGET"],
+    "unique, exact keys": ["--unique", "--partitions", "1", "--keys", "exact"],
 }
 
 
 def budget_run(path: Path, count: int, mode: str, budget: str, workers: int) -> dict[str, Any]:
     """One ``generate`` of random Clifford+T, 2 qubits, length 20, stored unitaries (``mode``: plain, unique
-    with 1 or 2 key partitions, or unique under ``--memory budget``): candidates/s, CPU seconds, and the
-    largest peak RSS of its processes (``ru_maxrss``)."""
+    with 1 or 2 key partitions, unique under ``--memory budget``, or unique with exact keys): candidates/s, CPU
+    seconds, and the largest peak RSS of its processes (``ru_maxrss``)."""
     args = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", str(count), "--length", "20", "--seed", "11"]
     args += ["--workers", str(workers), "-q", *(budget if a == "BUDGET" else a for a in MODES[mode])]
     t0 = time.perf_counter()
@@ -170,13 +171,26 @@ def budget_main(args: argparse.Namespace) -> None:
         f"{budget / 2**20:.1f} MiB); {args.workers} worker(s), {args.rounds} round(s), median; "
         f"{info['nproc']} CPUs, {info['disk']}\n"
     )
-    print("| run | candidates/s | vs plain | CPU µs/candidate | peak RSS (ru_maxrss) |\n|---|---|---|---|---|")
+    print(
+        "| run | candidates/s | vs plain | CPU µs/candidate | CPU vs unique P=1 | peak RSS (ru_maxrss) |\n"
+        "|---|---|---|---|---|---|"
+    )
     for mode, m in med.items():
         ratio = m["candidates_per_s"] / med["plain"]["candidates_per_s"]
+        cpu = m["cpu_us_per_candidate"] / med["unique"]["cpu_us_per_candidate"]
         print(
             f"| {mode} | {m['candidates_per_s']:,.0f} | {ratio:.2f}x | {m['cpu_us_per_candidate']:.2f} "
-            f"| {m['peak_rss_mib']:.0f} MiB |"
+            f"| {'' if mode == 'plain' else f'{cpu:.2f}x'} | {m['peak_rss_mib']:.0f} MiB |"
         )
+    ratios = {
+        mode: [r["cpu_us_per_candidate"] / u["cpu_us_per_candidate"] for r, u in zip(rs, runs["unique"], strict=True)]
+        for mode, rs in runs.items()
+        if mode != "plain"
+    }
+    rates = [u["candidates_per_s"] / p["candidates_per_s"] for u, p in zip(runs["unique"], runs["plain"], strict=True)]
+    print(f"\nper round, unique vs plain (candidates/s): {', '.join(f'{x:.2f}x' for x in rates)}")
+    for mode, rs in ratios.items():
+        print(f"per round, {mode} CPU vs unique P=1: {', '.join(f'{x:.2f}x' for x in rs)}")
     print(f"\nwrote {out.relative_to(HERE.parent)}")
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 import pytest
 from qiskit.quantum_info import random_unitary
 
-from unitarium._core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase
+from unitarium._core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase, grid_keys
 from unitarium._core.keyset import KeySet, first_occurrences, first_sorted, keep_mask
 
 
@@ -165,3 +167,35 @@ def test_first_occurrences_and_the_sorted_decisions_equal_numpy_unique(spread: s
             keep = np.empty(n, dtype=bool)
             keep[order] = new
         assert keep.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("eta", [DEDUP.eta, 2.0**-23])
+def test_wide_keys_equal_their_definition_row_by_row(eta: float):
+    """The vectorised keys (both words from one integer product, every alternate at once, the phase fixed once
+    for the dedup and lookup keys) against their definition written out row by row: each word is ``_mix`` of
+    the cells, each alternate the cells with a non-empty subset of the (first 12) near coordinates moved to the
+    neighbouring cell. A wide ``eta`` makes most rows near, many in several coordinates."""
+    scheme = KeyScheme("dedup", dims=16, delta=DEDUP.delta, eta=eta)
+    u = haar(300, 4, 11)
+    cells, neighbour, near = scheme.cells(u)
+
+    def words(c: np.ndarray) -> np.ndarray:
+        return np.stack([scheme._mix(c, 4), scheme._mix(c, 4, 1)], axis=-1)
+
+    primary, alternates = scheme.wide_keys(u)
+    assert np.array_equal(primary, words(cells))
+    assert sorted(alternates) == np.flatnonzero(near.any(axis=1)).tolist()
+    assert eta == DEDUP.eta or sum(len(a) > 1 for a in alternates.values()) > 30
+    for row, alts in alternates.items():
+        idx = np.flatnonzero(near[row])[:12]
+        expected = []
+        for size in range(1, len(idx) + 1):
+            for subset in combinations(idx, size):
+                moved = cells[row].copy()
+                moved[list(subset)] = neighbour[row, list(subset)]
+                expected.append(words(moved))
+        assert np.array_equal(alts, np.array(expected)), row
+    dedup, alts, lookup = grid_keys(u)
+    reference = DEDUP.wide_keys(u)
+    assert np.array_equal(dedup, reference[0]) and np.array_equal(lookup, LOOKUP.primary(u))
+    assert alts.keys() == reference[1].keys() and all(np.array_equal(alts[r], reference[1][r]) for r in alts)

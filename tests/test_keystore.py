@@ -8,15 +8,17 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import unitarium
-from unitarium._core.keyset import KeySet
-from unitarium._run.authority import partition_of
+from unitarium._core.keyset import KeySet, first_sorted, keep_mask
+from unitarium._run.authority import KeyAuthority, partition_of, sorted_ranges
 from unitarium._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, memory_budget
+from unitarium._storage.layout import FileWriter
 
 from conftest import (
     PINNED_DIGESTS,
@@ -374,6 +376,99 @@ def test_partitions_spread_keys_by_range() -> None:
     assert np.all(np.abs(np.bincount(partition_of(keys, 3)) / 100_000 - 1 / 3) < 0.01)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 5, 7, 64])
+def test_sorted_ranges_are_the_partitions_of_sorted_keys(parts: int) -> None:
+    """The driver hands each partition position ranges of the task's keys sorted by first word (signed): every
+    key goes to :func:`partition_of`'s partition, each partition's keys in sorted order."""
+    rng = np.random.default_rng(parts)
+    for n in (0, 1, 2, 50, 3000):
+        hi = np.sort(_edge_words(rng, n))
+        seen = np.zeros(n, dtype=int)
+        for i, spans in enumerate(sorted_ranges(hi, parts)):
+            mine = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, int)
+            seen[mine] += 1
+            assert np.all(partition_of(hi[mine], parts) == i)
+            assert np.all(hi[mine][1:] >= hi[mine][:-1])
+        assert np.all(seen == 1)
+
+
+def _edge_words(rng: np.random.Generator, n: int) -> np.ndarray:
+    """First words at and beside the partitions' range boundaries for P = 2 and 3 (unsigned top 32 bits at
+    ``ceil(i 2^32 / P)``; signed 0/-1 and the extremes), mixed with random ones."""
+    edges = [0, 2**64 - 1, 2**63, 2**63 - 1]  # as unsigned: signed 0, -1, the least and the greatest
+    for parts in (2, 3):
+        for i in range(1, parts):
+            start = (-(-i * 2**32 // parts)) << 32
+            edges += [(start + d) % 2**64 for d in (-1, 0, 1)]
+    edges = np.array(edges, dtype=np.uint64).view(np.int64)
+    words = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
+    near = np.flatnonzero(rng.random(n) < 0.3)  # within 2^20 of a boundary (distinct first words, ~always)
+    with np.errstate(over="ignore"):
+        words[near] = edges[rng.integers(0, len(edges), len(near))] + rng.integers(-(2**20), 2**20, len(near))
+    on = near[:2]  # on a boundary or beside it, exactly
+    words[on] = edges[rng.integers(0, len(edges), len(on))]
+    return words
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_sorted_decisions_equal_keep_mask_batch_after_batch(tmp_path: Path, parts: int) -> None:
+    """The authority's one-sort path (the driver sorts a task's keys once; each partition gets its key range
+    already sorted, answers a mask, holds its new keys while alternates are decided) against keep_mask on a
+    plain KeySet, batch after batch: keys on the partitions' boundaries, repeated within and across batches,
+    alternates that are stored, equal to earlier or later rows' keys or to each other, and batches where two
+    different keys share a first word (the unsorted fallback). A 1 MiB budget per partition: the stores spill."""
+    rng = np.random.default_rng(19 + parts)
+    spec = unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, count=10, length=3, unique=True)
+    writer = FileWriter(tmp_path / "d.db", spec)
+
+    def failed(what: str) -> Exception:
+        raise AssertionError(what)
+
+    authority = KeyAuthority(writer, parts * MIN_BUDGET, lambda _: None, failed, parts)  # type: ignore[arg-type]
+    reference = KeySet()
+    seen = np.zeros((0, 2), dtype=np.int64)
+    fallbacks = 0
+    try:
+        for task in range(150):
+            n = int(rng.integers(0, 900))
+            keys = np.stack([_edge_words(rng, n), rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)], 1)
+            if n and len(seen):  # keys of earlier tasks again
+                again = rng.random(n) < 0.2
+                keys[again] = seen[rng.integers(0, len(seen), int(again.sum()))]
+            if n > 1 and task % 3:  # repeats within the task (none in a third of them: the path without a gather)
+                keys[rng.integers(0, n, n // 4)] = keys[rng.integers(0, n, n // 4)]
+            if n > 1 and task % 10 == 9:  # two different keys with one first word: the fallback
+                keys[1] = [keys[0, 0], keys[0, 1] ^ 1]
+            alternates = {}
+            for row in np.flatnonzero(rng.random(n) < 0.05):
+                alts = rng.integers(-(2**63), 2**63 - 1, size=(int(rng.integers(1, 4)), 2), dtype=np.int64)
+                for a in range(len(alts)):
+                    source = rng.integers(0, 4)
+                    if source == 0 and len(seen):
+                        alts[a] = seen[rng.integers(0, len(seen))]
+                    elif source in (1, 2):  # an earlier row's key (or any row's, itself and later ones too)
+                        alts[a] = keys[rng.integers(0, row + 1 if source == 1 else n)]
+                alternates[int(row)] = alts
+            rows = sorted(alternates)
+            alts_list = [alternates[r] for r in rows]
+            asked = np.concatenate([keys, *alts_list]) if rows else keys
+            found = reference.contains(asked)
+            expected = keep_mask(keys, found[:n], rows, alts_list, found[n:] if rows else None)
+            reference.add(keys[expected])
+            order = np.argsort(keys[:, 0], kind="stable")
+            fallbacks += first_sorted(keys[order, 0], keys[order, 1]) is None
+            keep = authority.decide(task, (keys, alternates))
+            assert keep.tolist() == expected.tolist(), f"task {task}"
+            seen = np.concatenate([seen, keys])  # dropped ones too: they must not have been stored
+            authority.committed(task + 1)
+        assert 15 <= fallbacks <= 60  # the one-sort path, mostly
+        if parts == 1:
+            assert authority.store is not None and authority.store.spills > 0
+    finally:
+        authority.close()
+        writer.close()
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -476,3 +571,26 @@ def test_a_stopped_partition_is_named_and_the_run_completes_once_continued(tmp_p
             kill_group(proc)
     assert dataset_digest(path) == reference(tmp_path_factory, KILL)
     assert not store_of(path).exists()
+
+
+def _lookup_rows(path: Path) -> list[tuple[int, int, int]]:
+    files = sorted((path / "shards").glob("*.db")) if path.is_dir() else [path]
+    rows: list[tuple[int, int, int]] = []
+    for f in files:
+        conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        rows += conn.execute("SELECT key, task_id, row FROM lookup").fetchall()
+        conn.close()
+    return sorted(rows)
+
+
+def test_lookup_rows_written_per_commit_equal_those_written_per_task(tmp_path: Path) -> None:
+    """A file's writer inserts the lookup rows of a whole commit (many tasks) sorted together; a directory's
+    segments insert them task by task: the same rows ``(key, task, row)``, one per record."""
+    spec = unitarium.make_spec(gates="h,t,tdg,cx", qubits=2, count=30_000, length=20, unique=True, seed=8)
+    unitarium.generate(tmp_path / "f.db", spec, workers=1)
+    unitarium.generate(f"{tmp_path / 'd'}/", spec, workers=2)
+    rows = _lookup_rows(tmp_path / "f.db")
+    with unitarium.open(tmp_path / "f.db") as ds:
+        assert len(rows) == len(ds) and ds.summary["tasks"] > 3
+    assert rows == _lookup_rows(tmp_path / "d")
+    assert len({(t, r) for _, t, r in rows}) == len(rows)

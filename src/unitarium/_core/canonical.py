@@ -35,7 +35,7 @@ import numpy as np
 
 from .kernels import one_blas_thread
 
-__all__ = ["DEDUP", "LOOKUP", "KeyScheme", "canonical_phase", "equal_up_to_phase"]
+__all__ = ["DEDUP", "LOOKUP", "KeyScheme", "canonical_phase", "equal_up_to_phase", "grid_keys", "phased_flat"]
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -91,9 +91,11 @@ class KeyScheme:
 
     def project(self, u: np.ndarray) -> np.ndarray:
         """``(batch, dims)`` coordinates of ``(batch, d, d)`` unitaries, in grid units."""
-        v = canonical_phase(u)
-        flat = np.concatenate([v.real, v.imag], axis=-1).reshape(len(v), -1)
-        proj, _ = self._projection(v.shape[-1])
+        return self.project_flat(phased_flat(u), np.shape(u)[-1])
+
+    def project_flat(self, flat: np.ndarray, d: int) -> np.ndarray:
+        """:meth:`project` of :func:`phased_flat` ``(batch, 2 d^2)`` (one phase for several schemes)."""
+        proj, _ = self._projection(d)
         with one_blas_thread():
             return (flat @ proj) / self.delta
 
@@ -117,8 +119,13 @@ class KeyScheme:
         return _splitmix(acc).view(np.int64)
 
     def _wide(self, cells: np.ndarray, d: int) -> np.ndarray:
-        """``(..., 2)`` int64: the 64-bit key and a second, independent 64-bit word (128 bits)."""
-        return np.stack([self._mix(cells, d), self._mix(cells, d, 1)], axis=-1)
+        """``(n, 2)`` int64 for ``(n, dims)`` cells: the 64-bit key (:meth:`_mix`) and a second,
+        independent 64-bit word (128 bits). Both words' salted sums in one integer product: sums
+        modulo 2^64 in any order are the same bits."""
+        salts = _wide_salts(self.name, self.dims, d)
+        with np.errstate(over="ignore"):
+            acc = np.asarray(cells, dtype=np.int64).view(np.uint64) @ salts
+        return _splitmix(acc).view(np.int64)
 
     def primary(self, u: np.ndarray) -> np.ndarray:
         """Primary keys ``(batch,)`` int64 of ``(batch, d, d)`` unitaries."""
@@ -135,9 +142,25 @@ class KeyScheme:
         """:meth:`keys` as 128-bit keys: primary ``(batch, 2)`` int64 and, per row with near
         coordinates, its alternates ``(k, 2)``. Two distinct cells collide with probability
         ~2**-128 (64-bit keys: n**2 / 2**65, ~2,400 pairs among 3e11 unitaries)."""
-        cells, neighbour, near = self.cells(u)
-        d = np.shape(u)[-1]
-        return self._wide(cells, d), {r: self._wide(m, d) for r, m in self._moved(cells, neighbour, near).items()}
+        return self.wide_keys_of(self.project(u), np.shape(u)[-1])
+
+    def wide_keys_of(self, y: np.ndarray, d: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """:meth:`wide_keys` from the coordinates ``y`` (:meth:`project`): the alternates' keys of
+        every near row at once, neighbours formed for those rows only (the same cells as :meth:`grid`)."""
+        cells = np.floor(y + 0.5)
+        frac = y + 0.5 - cells
+        near = np.minimum(frac, 1 - frac) < self.eta / self.delta
+        rows = np.flatnonzero(near.any(axis=1))
+        primary = self._wide(cells.astype(np.int64), d)
+        if not len(rows):
+            return primary, {}
+        at = cells[rows]
+        neighbour = np.where(frac[rows] < 0.5, at - 1, at + 1).astype(np.int64)
+        moved = self._moved(at.astype(np.int64), neighbour, near[rows])
+        stacked = [moved[r] for r in range(len(rows))]
+        keys = self._wide(np.concatenate(stacked), d)
+        ends = np.cumsum([len(m) for m in stacked])
+        return primary, {int(r): keys[e - len(m) : e] for r, m, e in zip(rows, stacked, ends, strict=True)}
 
     def keys_of_cells(
         self, cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray, d: int
@@ -189,6 +212,27 @@ def _second_salt(name: str, dims: int, d: int) -> np.ndarray:
     """Salts of the second key word (:meth:`KeyScheme.wide_keys`), independent of the first."""
     rng = np.random.default_rng(np.random.SeedSequence(0xC0FFEE, spawn_key=(d, dims, sum(map(ord, name)), 2)))
     return rng.integers(1, 2**63, size=dims, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+@functools.cache
+def _wide_salts(name: str, dims: int, d: int) -> np.ndarray:
+    """``(dims, 2)`` uint64: the salts of both key words (:meth:`KeyScheme._wide`)."""
+    return np.stack([_projection(name, dims, d)[1], _second_salt(name, dims, d)], axis=1)
+
+
+def phased_flat(u: np.ndarray) -> np.ndarray:
+    """``(batch, 2 d^2)`` reals of ``(batch, d, d)`` unitaries with their phase fixed
+    (:func:`canonical_phase`): what :meth:`KeyScheme.project` projects."""
+    v = canonical_phase(u)
+    return np.concatenate([v.real, v.imag], axis=-1).reshape(len(v), -1)
+
+
+def grid_keys(u: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]:
+    """Unique mode's grid keys of ``(batch, d, d)`` unitaries: ``DEDUP.wide_keys(u)`` and
+    ``LOOKUP.primary(u)``, bit for bit, with the phase fixed once for both."""
+    flat, d = phased_flat(u), np.shape(u)[-1]
+    primary, alternates = DEDUP.wide_keys_of(DEDUP.project_flat(flat, d), d)
+    return primary, alternates, LOOKUP._mix(LOOKUP.grid(LOOKUP.project_flat(flat, d))[0], d)
 
 
 DEDUP = KeyScheme("dedup", dims=16, delta=2.0**-20, eta=2.0**-32)

@@ -409,7 +409,7 @@ def dedup_keys(
     the channel key of every unitary, read off the floats where the circuit bounds its exponent within
     :data:`CHANNEL_K` and has at most :data:`TRUSTED_LENGTH` moves (exact there), evaluated exactly from
     the circuit otherwise; no alternates."""
-    from .canonical import DEDUP, LOOKUP
+    from .canonical import DEDUP, LOOKUP, grid_keys
 
     if scheme == "tableau":
         keys = tableau_keys(u)
@@ -435,8 +435,7 @@ def dedup_keys(
         return keys, alternates, LOOKUP.primary(u)
     if scheme != "grid":
         raise ValueError(f"unknown key scheme {scheme!r}")
-    primary, alternates = DEDUP.wide_keys(u)
-    return primary, alternates, LOOKUP.primary(u)
+    return grid_keys(u)
 
 
 def lookup_probes(scheme: str, u: np.ndarray) -> list[int]:

@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["KeySet", "alternate_rows", "first_occurrences", "first_sorted", "keep_mask", "select_new"]
+__all__ = [
+    "KeySet",
+    "alternate_rows",
+    "drop_for_alternates",
+    "first_occurrences",
+    "first_sorted",
+    "keep_mask",
+    "select_new",
+]
 
 
 def _pairs(keys: np.ndarray) -> np.ndarray:
@@ -136,6 +144,36 @@ def keep_mask(
         if keep[row] and (found.any() or _rows_in(row_alts, primary[:row][keep[:row]]).any()):
             keep[row] = False
     return keep
+
+
+def drop_for_alternates(
+    keep: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    order: np.ndarray,
+    rows: list[int],
+    alt_keys: np.ndarray,
+    sizes: list[int],
+    alt_found: np.ndarray,
+) -> np.ndarray:
+    """:func:`keep_mask`'s alternates on the one-sort path: ``keep`` holds the rows kept by their primary
+    key alone (first of their key, not stored); ``hi, lo`` are the primary keys ``primary[order]``
+    sorted stably by ``hi``, where equal first words mean equal keys (:func:`first_sorted` did not
+    return None); ``alt_keys`` the alternates of ``rows`` concatenated (``sizes`` each), ``alt_found``
+    their membership. A kept row is dropped when one of its alternates is stored or is the key of an
+    earlier kept row (whose fate is settled first: rows in order). Updates ``keep``; returns the
+    dropped rows, in order."""
+    owner = np.repeat(np.asarray(rows, dtype=np.intp), sizes)
+    pos = np.minimum(np.searchsorted(hi, alt_keys[:, 0], side="left"), len(hi) - 1)
+    same = (hi[pos] == alt_keys[:, 0]) & (lo[pos] == alt_keys[:, 1])
+    earliest = np.where(same, order[pos], len(hi))  # the first row whose key is the alternate
+    dropped = []
+    for k in np.flatnonzero(alt_found | (earliest < owner)):  # few; in row order
+        row = owner[k]
+        if keep[row] and (alt_found[k] or keep[earliest[k]]):
+            keep[row] = False
+            dropped.append(row)
+    return np.array(dropped, dtype=np.intp)
 
 
 def first_sorted(hi: np.ndarray, lo: np.ndarray) -> np.ndarray | None:

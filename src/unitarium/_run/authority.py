@@ -7,12 +7,15 @@ task. The keys live in :class:`~.._storage.keystore.KeyStore` s (in RAM up to a 
 ``--memory``, then in sorted runs on disk beside the dataset), one per partition.
 
 **Partitions.** With ``P`` partitions, partition ``i`` owns the keys whose high word (unsigned) lies
-in the ``i``-th of ``P`` equal ranges, in a process of its own (``P = 1``: in this process). A task
-is decided in two rounds: each partition answers membership for its share of the task's keys
-(primary and alternates: only keys travel), the driver computes the keep-mask from the answers (the
-alternates make the rule depend on earlier rows' fate, so it cannot be decided per key), and each
-partition adds its share of the kept keys. Partitions answer in parallel, each in task order, so
-the content never depends on ``P``. A partition's store is ``part-<i>-of-<P>/`` under the store's
+in the ``i``-th of ``P`` equal ranges, in a process of its own (``P = 1``: in this process). The
+driver sorts a task's keys once by their first word and keeps each key's first row; each partition
+gets its range of those, already sorted (only keys travel), answers which are new and adds them:
+one message each way, no sort in the partition. A task with alternates (grid keys near a cell
+boundary) has rows whose fate depends on more than their own key (an alternate stored, or equal to
+an earlier kept row's key, so it cannot be decided per key): the partitions answer the alternates'
+membership too and hold their new keys until the driver, having decided those rows, says which to
+drop (a message without an answer). Partitions answer in parallel, each in task order, so the
+content never depends on ``P``. A partition's store is ``part-<i>-of-<P>/`` under the store's
 directory; a resume with another ``P`` rebuilds them (one note).
 
 A store is opened at the first decision of a run: the runs its listing trusts are taken up, and the
@@ -33,22 +36,21 @@ from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._core.keyset import alternate_rows, first_sorted, keep_mask
+from .._core.keyset import alternate_rows, drop_for_alternates, first_sorted, keep_mask
 from .._errors import SpecError, WorkerError
-from .._read.bulk import blocks
-from .._read.dataset import Dataset
 from .._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, format_bytes, remove_store
-from .._storage.layout import FileWriter
-from .._storage.manifest import Manifest
-from .._storage.shards import DirectoryWriter
 from .._storage.sqlite import path_text, sqlite_errors
-from .plan import default_workers
-from .progress import StallWatch
 from .wire import recv_message, send_message, start_worker, stop_workers
+
+if TYPE_CHECKING:  # a partition's process imports this module: what it never uses is imported where used
+    from .._storage.layout import FileWriter
+    from .._storage.manifest import Manifest
+    from .._storage.shards import DirectoryWriter
+    from .progress import StallWatch
 
 __all__ = [
     "FEED_RECORDS",
@@ -57,6 +59,7 @@ __all__ = [
     "check_partitions",
     "default_partitions",
     "partition_of",
+    "sorted_ranges",
     "store_directory",
 ]
 
@@ -81,6 +84,8 @@ def check_partitions(partitions: int | None, workers: int | None, budget: int) -
     (``workers``, else this machine's cores); a clear :class:`SpecError` if it is not a count from 1
     to :data:`MAX_PARTITIONS`, or leaves a partition less than the store's minimum budget."""
     if partitions is None:
+        from .plan import default_workers
+
         return default_partitions(workers if isinstance(workers, int) and workers > 0 else default_workers() + 1)
     if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
         raise SpecError(f"--partitions {partitions!r} must be a whole number from 1 to {MAX_PARTITIONS}")
@@ -98,8 +103,38 @@ def partition_of(hi: np.ndarray, parts: int) -> np.ndarray:
     return ((top * np.uint64(parts)) >> np.uint64(32)).astype(np.intp)
 
 
+def sorted_ranges(hi: np.ndarray, parts: int) -> list[list[tuple[int, int]]]:
+    """Each partition's keys among first words ``hi`` sorted (signed): the position ranges ``(start, stop)``
+    of :func:`partition_of`'s ``i``-th unsigned range, which signed order cuts in two where it holds
+    both signs (its negative words first: the ranges' keys in order are still sorted)."""
+    starts = [-(-i * 2**32 // parts) << 32 for i in range(parts + 1)]  # unsigned, starts[parts] = 2^64
+    signed = np.array([b - 2**64 if b >= 2**63 else b for b in starts[:-1]], dtype=np.int64)
+    at = np.searchsorted(hi, signed).tolist()
+    zero, n = int(np.searchsorted(hi, 0)), len(hi)
+    out = []
+    for i in range(parts):
+        low, high = starts[i], starts[i + 1]
+        end = at[i + 1] if i + 1 < parts else zero  # 2^64: the end of the negative words
+        if high <= 2**63:
+            out.append([(at[i], n if high == 2**63 else end)])
+        elif low >= 2**63:
+            out.append([(0 if low == 2**63 else at[i], end)])
+        else:
+            out.append([(0, end), (at[i], n)])
+    return out
+
+
+def _gather(words: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """The words at position ranges ``spans``, in order (one range: a view, no copy)."""
+    if len(spans) == 1:
+        return words[spans[0][0] : spans[0][1]]
+    return np.concatenate([words[a:b] for a, b in spans])
+
+
 def store_directory(writer: FileWriter | DirectoryWriter) -> Path:
     """Where a dataset's key store lives: ``DATA.keys/`` beside a file, ``DATA/keys/`` in a directory."""
+    from .._storage.shards import DirectoryWriter
+
     if isinstance(writer, DirectoryWriter):
         return writer.directory / "keys"
     return writer.path.with_name(writer.path.name + ".keys")
@@ -142,6 +177,9 @@ def open_store(store: KeyStore, location: Path, firsts: np.ndarray, index: int, 
         note = f"note: the key store {path_text(store.directory)} is not used ({exc}): rebuilt from the dataset"
         covered = 0
     if covered < committed:
+        from .._read.bulk import blocks
+        from .._read.dataset import Dataset
+
         with Dataset(location) as reader:
             for first, end, through in _task_groups(firsts, covered, committed):
                 parts_read = [b.keys for _, b in blocks(reader, first, end) if b.keys is not None]
@@ -155,6 +193,37 @@ def open_store(store: KeyStore, location: Path, firsts: np.ndarray, index: int, 
 # -- a partition's process ----------------------------------------------------------------------------------
 
 
+class _Share:
+    """A partition's side of :meth:`KeyAuthority.decide`, on its store: in its own process, or in the
+    driver's with one partition."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+        self.held: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
+
+    def decide(
+        self, hi: np.ndarray, lo: np.ndarray, alt_keys: np.ndarray | None, through: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Which of the distinct keys ``(hi, lo)``, sorted by ``hi``, are new, and (``alt_keys`` not
+        None: the task has alternates) which of ``alt_keys`` are stored. Without alternates the new
+        keys are added now (all of tasks ``0 .. through-1`` are then in); with them they are held
+        until :meth:`drop`."""
+        new = ~self.store.contains_sorted(hi, lo)
+        if alt_keys is None:
+            self.store.add_sorted(hi[new], lo[new], through)
+            return new, None
+        self.held = (hi, lo, new.copy(), through)
+        return new, self.store.contains(alt_keys)
+
+    def drop(self, positions: np.ndarray) -> None:
+        """Add the held new keys but those at ``positions`` (rows that an alternate drops)."""
+        assert self.held is not None, "drop without a held decision"
+        hi, lo, new, through = self.held
+        self.held = None
+        new[positions] = False
+        self.store.add_sorted(hi[new], lo[new], through)
+
+
 def _serve(
     conn: Connection, location: str, directory: str, identity: bytes, budget: int, index: int, parts: int
 ) -> None:
@@ -163,6 +232,7 @@ def _serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     store = KeyStore(Path(directory), identity, budget)
+    share = _Share(store)
     fd = conn.fileno()
     try:
         while True:
@@ -171,7 +241,13 @@ def _serve(
             except (EOFError, OSError):
                 return
             kind = message[0]
-            if kind == "query":
+            if kind == "decide":
+                if message[5] is not None:  # the previous decision's drops
+                    share.drop(message[5])
+                send_message(fd, share.decide(*message[1:5]))
+            elif kind == "drop":
+                share.drop(message[1])
+            elif kind == "query":
                 send_message(fd, store.contains(message[1]))
             elif kind == "add":
                 store.add(message[1], message[2])
@@ -214,6 +290,11 @@ class KeyAuthority:
         self.opened = False
         self.told = 0
         self.store: KeyStore | None = None  # one partition, in this process
+        self.share: _Share | None = None  # its side of the decisions
+        self.ranges: list[list[tuple[int, int]]] = []
+        """Each partition's share of the last decision's sorted keys: position ranges (:func:`sorted_ranges`)."""
+        self.drops: list[np.ndarray | None] = [None] * parts
+        """Per partition, the positions of its held keys to drop, not yet said (:meth:`_drop`)."""
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self.conns: list[Connection] = []
 
@@ -222,15 +303,98 @@ class KeyAuthority:
 
     def decide(self, task_id: int, keys: Any) -> np.ndarray:
         """The keep-mask of task ``task_id``'s candidates (``keys``: primary keys and alternates);
-        called in task order."""
+        called in task order.
+
+        One sort of the task's keys by their first word serves everything: its first occurrences, and
+        their membership and insert, each partition getting its share already sorted (a range of the
+        sorted keys: partitions own key ranges) and answering a mask. Without alternates that is one
+        message each way per partition, and the partition adds the new keys itself. With alternates,
+        only the rows that have some depend on more than their own key (an alternate stored, or equal
+        to an earlier kept row's key): the partitions answer the alternates' membership with the
+        rest, hold their new keys, and take them once the driver has said which of those rows to
+        drop (a message that needs no answer). Falls back to :meth:`_decide_unsorted` when two
+        different keys share a first word (~never)."""
         if not self.opened:
             self._open()
         primary, alternates = keys
         primary = np.asarray(primary, dtype=np.int64).reshape(-1, 2)
-        if self.store is not None and not alternates:
-            keep = self._decide_sorted(primary, task_id)
-            if keep is not None:
-                return keep
+        order = np.argsort(primary[:, 0], kind="stable")
+        hi, lo = primary[order, 0], primary[order, 1]
+        first = first_sorted(hi, lo)
+        if first is None:
+            return self._decide_unsorted(primary, alternates, task_id)
+        rows, alts = alternate_rows(alternates or {})
+        alt_keys = np.concatenate(alts) if rows else None
+        if first.all():  # no key twice (exact keys: tasks drop their repeats): no gather
+            at = None
+            new, alt_found = self._ask(hi, lo, alt_keys, task_id + 1)
+            keep_sorted = new
+        else:
+            at = np.flatnonzero(first)  # in sorted order: each key's first row
+            new, alt_found = self._ask(hi[at], lo[at], alt_keys, task_id + 1)
+            keep_sorted = np.zeros(len(hi), dtype=bool)
+            keep_sorted[at] = new
+        keep = np.empty(len(hi), dtype=bool)
+        keep[order] = keep_sorted
+        if rows:
+            assert alt_keys is not None and alt_found is not None
+            dropped = drop_for_alternates(keep, hi, lo, order, rows, alt_keys, [len(a) for a in alts], alt_found)
+            rank = np.empty(len(hi), dtype=np.intp)
+            rank[order] = np.arange(len(hi))
+            self._drop(rank[dropped] if at is None else np.searchsorted(at, rank[dropped]))
+        return keep
+
+    def _ask(
+        self, hi: np.ndarray, lo: np.ndarray, alt_keys: np.ndarray | None, through: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Which of the distinct keys ``(hi, lo)`` (sorted by ``hi``) are new, and which of ``alt_keys``
+        are stored, from each partition's share; without alternates the new keys are added at once."""
+        if self.share is not None:
+            return self.share.decide(hi, lo, alt_keys, through)
+        self.ranges = sorted_ranges(hi, self.parts)
+        alt_part = None if alt_keys is None else partition_of(alt_keys[:, 0], self.parts)
+        for i, spans in enumerate(self.ranges):
+            alt_mine = None if alt_part is None or alt_keys is None else alt_keys[alt_part == i]
+            drop, self.drops[i] = self.drops[i], None
+            self._send(i, ("decide", _gather(hi, spans), _gather(lo, spans), alt_mine, through, drop))
+        new = np.empty(len(hi), dtype=bool)
+        alt_found = None if alt_keys is None else np.empty(len(alt_keys), dtype=bool)
+        for i, spans in enumerate(self.ranges):
+            new_i, alt_i = self._reply(i)
+            at = 0
+            for a, b in spans:
+                new[a:b] = new_i[at : at + b - a]
+                at += b - a
+            if alt_found is not None:
+                alt_found[alt_part == i] = alt_i
+        return new, alt_found
+
+    def _drop(self, positions: np.ndarray) -> None:
+        """The partitions' held keys go in, but for those at ``positions`` (of the last :meth:`_ask`);
+        said to each partition with its next message (:meth:`_flush` before any but a decision)."""
+        if self.share is not None:
+            self.share.drop(positions)
+            return
+        for i, spans in enumerate(self.ranges):
+            mine, at = [], 0
+            for a, b in spans:
+                inside = positions[(positions >= a) & (positions < b)]
+                mine.append(inside - a + at)
+                at += b - a
+            self.drops[i] = np.concatenate(mine) if mine else np.zeros(0, dtype=np.intp)
+
+    def _flush(self) -> None:
+        """Say the drops not yet said (before a message that is not a decision)."""
+        for i, drop in enumerate(self.drops):
+            if drop is not None:
+                self.drops[i] = None
+                self._send(i, ("drop", drop))
+
+    def _decide_unsorted(
+        self, primary: np.ndarray, alternates: dict[int, np.ndarray] | None, task_id: int
+    ) -> np.ndarray:
+        """:meth:`decide` when two different keys share a first word: membership of every key and
+        alternate, the keep-mask, then the insert."""
         rows, alts = alternate_rows(alternates or {})
         asked = np.concatenate([primary, *alts]) if rows else primary
         found = self._contains(asked)
@@ -238,26 +402,10 @@ class KeyAuthority:
         self._add(primary[keep], task_id + 1)
         return keep
 
-    def _decide_sorted(self, primary: np.ndarray, task_id: int) -> np.ndarray | None:
-        """:meth:`decide` in this process without alternates (exact keys, and most grid batches): the
-        task's keys sorted once by their first word serve the membership query, the first occurrences
-        and the insert (three sorts of the same keys before, a quarter of the driver's time on the
-        3-qubit Clifford group). None when two different keys share a first word (~never)."""
-        assert self.store is not None
-        order = np.argsort(primary[:, 0], kind="stable")
-        hi, lo = primary[order, 0], primary[order, 1]
-        first = first_sorted(hi, lo)
-        if first is None:
-            return None
-        new = first & ~self.store.contains_sorted(hi, lo)
-        self.store.add_sorted(hi[new], lo[new], task_id + 1)
-        keep = np.empty(len(primary), dtype=bool)
-        keep[order] = new
-        return keep
-
     def _contains(self, keys: np.ndarray) -> np.ndarray:
         if self.store is not None:
             return self.store.contains(keys)
+        self._flush()
         part = partition_of(keys[:, 0], self.parts)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
@@ -286,6 +434,7 @@ class KeyAuthority:
         if self.parts == 1:
             self.store = KeyStore(self._directory(0), identities[0], share)
             notes = [open_store(self.store, self.writer.location, firsts, 0, 1)]
+            self.share = _Share(self.store)
         else:
             self._start(identities, share)
             for i in range(self.parts):
@@ -346,7 +495,7 @@ class KeyAuthority:
             reply = recv_message(self.conns[i].fileno(), wait=self._waiting(i))
         except (EOFError, OSError):
             raise self._died(i) from None
-        if isinstance(reply, tuple) and reply[0] == "error":
+        if isinstance(reply, tuple) and isinstance(reply[0], str) and reply[0] == "error":
             raise self.failed(f"key partition {i} failed: {reply[1]}")
         return reply
 
@@ -360,12 +509,14 @@ class KeyAuthority:
         if self.store is not None:
             self.store.committed(tasks)
         else:
+            self._flush()
             for i in range(self.parts):
                 self._send(i, ("committed", tasks))
 
     def finish(self) -> None:
         """The dataset is complete: its key store goes."""
         if self.conns:
+            self._flush()
             for i in range(self.parts):
                 self._send(i, ("finish",))
             for i in range(self.parts):

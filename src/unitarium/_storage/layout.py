@@ -19,7 +19,7 @@ from .._core.codec import BlockFormat
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .manifest import Manifest, ManifestHolder
-from .schema import insert_block
+from .schema import insert_block, insert_lookup
 from .shards import MANIFEST, DirectoryWriter, is_directory_path
 
 __all__ = ["DirectoryLayout", "FileLayout", "FileWriter", "Layout", "layout_of"]
@@ -42,7 +42,8 @@ class FileWriter(ManifestHolder):
         with self.manifest.transaction() as conn:
             self.manifest.list_tasks(conn, [(r, 0) for r in results])
             for r in results:
-                insert_block(conn, self.fmt, r)
+                insert_block(conn, self.fmt, r, lookup=False)
+            insert_lookup(conn, results)  # sorted over the whole commit
 
 
 @dataclass(frozen=True)

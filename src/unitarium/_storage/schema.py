@@ -33,7 +33,6 @@ they must be (ids ``0..n-1``, first ids the running sum of the counts) with one 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -419,8 +418,9 @@ def write_header(conn: sqlite3.Connection, spec: Spec, layout: str, fmt: BlockFo
     )
 
 
-def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult) -> None:
-    """Task ``r``'s block (and lookup rows, in unique mode) into ``conn``'s ``blocks`` table."""
+def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult, *, lookup: bool = True) -> None:
+    """Task ``r``'s block (and, unless not ``lookup``, its lookup rows in unique mode) into ``conn``'s
+    ``blocks`` table."""
     if not r.count:
         return
     blobs = encode(fmt, r.task_id, r.offsets, r.codes, r.unitaries, r.dedup)
@@ -428,12 +428,25 @@ def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult) -> N
         "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
         (r.task_id, r.count, blobs["offsets"], blobs["codes"], blobs["unitaries"], blobs["keys"], blobs["checks"]),
     )
-    if r.lookup is not None:
-        # In key order: each insert lands next to the last one in the index's b-tree (random order
-        # touched a random leaf per row: ~3x slower once the index outgrows the page cache).
-        order = np.argsort(r.lookup, kind="stable")
-        keys = r.lookup[order].tolist()
-        conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", zip(keys, itertools.repeat(r.task_id), order.tolist()))
+    if lookup:
+        insert_lookup(conn, [r])
+
+
+def insert_lookup(conn: sqlite3.Connection, results: Sequence[TaskResult]) -> None:
+    """The lookup rows ``(key, task, row)`` of ``results`` (unique mode), in key order over all of them:
+    each insert lands next to the last one in the index's b-tree (random order touched a random leaf
+    per row: ~3x slower once the index outgrows the page cache; sorted per task rather than per
+    commit: 1.2x slower, measured on 1.2M rows in commits of 50 tasks)."""
+    done = [r for r in results if r.lookup is not None and len(r.lookup)]
+    if not done:
+        return
+    keys = np.concatenate([r.lookup for r in done])  # type: ignore[misc]  # not None: filtered above
+    sizes = [len(r.lookup) for r in done]  # type: ignore[arg-type]
+    tasks = np.repeat(np.array([r.task_id for r in done], dtype=np.int64), sizes)
+    rows = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
+    order = np.argsort(keys, kind="stable")  # ties: task then row, as given
+    columns = (keys[order].tolist(), tasks[order].tolist(), rows[order].tolist())
+    conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", zip(*columns, strict=True))
 
 
 def update_summary(conn: sqlite3.Connection, entries: Sequence[tuple[int, int, dict[int, int]]]) -> int:
