@@ -16,7 +16,8 @@ import pytest
 
 import unitarium
 from unitarium._core.keyset import KeySet, first_sorted, keep_mask
-from unitarium._run.authority import KeyAuthority, partition_of, sorted_ranges
+from unitarium._run.authority import KeyAuthority
+from unitarium._run.partition import partition_of, sorted_ranges
 from unitarium._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, memory_budget
 from unitarium._storage.layout import FileWriter
 
