@@ -147,8 +147,8 @@ def stop_workers(procs: Sequence[BaseProcess], *, graceful: bool, wait_s: float)
     for proc in procs:
         if not graceful:
             proc.terminate()
-        if proc.pid is not None and process_state(proc.pid) in ("T", "t"):
-            with contextlib.suppress(OSError):
+        if proc.pid is not None and (not graceful or process_state(proc.pid) in ("T", "t")):
+            with contextlib.suppress(OSError):  # (not graceful: continued whatever /proc says, or cannot)
                 os.kill(proc.pid, signal.SIGCONT)
     for proc in procs:
         proc.join(wait_s)
