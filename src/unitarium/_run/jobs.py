@@ -299,7 +299,23 @@ class JobRun:
                 self._pump()
         finally:
             self.executor.cancel(self.inflight)
+            self._remove_cancelled()
             self.inflight.clear()
+
+    def _remove_cancelled(self) -> None:
+        """What a stopped run's unfinished write jobs left, never to be listed: the segments of jobs
+        cancelled (published after the stop) or done but waiting for an earlier one, and attempts'
+        temporaries. So a stopped run leaves only what its manifest lists (the next run would remove
+        them too; an executor that does not wait for its cancelled jobs may still leave one)."""
+        shards = Path(self.directory) / SHARDS
+        names = {p.segment for p in self.driver.published.values() if p.segment is not None}
+        for kind, chunk in self.inflight.values():
+            if kind == "write":
+                names.add(range_segment_name(chunk.tasks[0].task_id, chunk.tasks[-1].task_id))
+        for name in names:
+            for entry in [shards / f"{name}.db", *shards.glob(f".{name}.*.tmp")]:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
 
     def _fill(self, chunks: _Chunker) -> None:
         while len(self.inflight) < self.workers:

@@ -172,6 +172,9 @@ def check_nodes(ray: Any, directory: Path) -> None:
 
 # -- the executor ---------------------------------------------------------------------------------------
 
+_CANCEL_WAIT_S = 10.0
+"""How long a stop waits for Ray to end the jobs it cancelled."""
+
 
 class RayExecutor:
     """Ray as a :class:`~.jobs.JobExecutor`: one plain Ray task per job (one CPU, re-run up to
@@ -205,9 +208,13 @@ class RayExecutor:
             raise JobLost(f"failed {_RETRIES + 1} times ({type(exc).__name__}: {first})") from None
 
     def cancel(self, handles: dict[Any, Any]) -> None:
+        """Cancel ``handles`` (their workers killed) and wait, a bounded while, until Ray says each
+        ended: a cancelled job writes nothing after this returns (forced cancels are asynchronous)."""
         for ref in handles:
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref, force=True)
+        with contextlib.suppress(Exception):
+            self.ray.wait(list(handles), num_returns=len(handles), timeout=_CANCEL_WAIT_S)
 
 
 @contextlib.contextmanager
