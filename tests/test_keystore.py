@@ -85,7 +85,7 @@ def stopped_at(path: str | Path, args: list[str], records: int) -> None:
         unitarium.generate(path, spec, workers=1, memory=BUDGET, progress=progress)
 
 
-def stopped_listed(path: Path, args: list[str], records: int) -> None:
+def stopped_listed(path: Path | str, args: list[str], records: int) -> None:
     """:func:`stopped_at`, resumed and stopped again 10,000 records later until the store lists its runs (a stop
     can fall after a spill and before the commit that lists it: unlisted runs, which a resume never trusts)."""
     for more in range(0, 100_000, 10_000):
@@ -236,7 +236,7 @@ def test_stopped_run_resumes_from_its_store(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, layout: str
 ) -> None:
     path = f"{tmp_path / 'd'}/" if layout == "directory" else tmp_path / "d.db"
-    stopped_at(path, SMALL, 50_000)
+    stopped_listed(path, SMALL, 50_000)
     store = listing(Path(path))
     assert store["tasks"] > 0 and store["keys"] >= 32_000  # spilled (at 16k keys each) and listed
     with unitarium.open(path) as ds:  # readers never need it
@@ -275,7 +275,7 @@ def _garble_listing(store: Path) -> None:
 )
 def test_damaged_store_is_rebuilt_with_one_note(tmp_path_factory, tmp_path: Path, damage, says: str) -> None:
     path = tmp_path / "d.db"
-    stopped_at(path, SMALL, 50_000)
+    stopped_listed(path, SMALL, 50_000)
     damage(part_of(path))
     proc = cli("generate", path, *SMALL, "--memory", BUDGET, "--workers", "1", "--quiet")
     notes = [line for line in proc.stderr.splitlines() if "key store" in line]
