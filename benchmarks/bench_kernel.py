@@ -1,6 +1,8 @@
-"""Single-core kernel throughput: ``ProductTable.unitaries`` against the previous kernel
-(one ``np.matmul`` over the stack per chunk, i.e. one BLAS call per tiny matrix) and against
-the naive per-circuit loop (``u = M[g] @ u`` gate by gate), on the same sequences.
+"""Single-core kernel throughput: ``ProductTable.unitaries`` (kernel 6: the same bits on every
+machine, :mod:`unitarium._core.portable`) against kernel 5 (BLAS and numpy complex multiplies, whose
+bits depend on the CPU), against the first kernel (one ``np.matmul`` over the stack per chunk, i.e.
+one BLAS call per tiny matrix) and against the naive per-circuit loop (``u = M[g] @ u`` gate by
+gate), on the same sequences; and enumeration's one-move extensions (``extend``), kernel 6 vs 5.
 
     .venv/bin/python benchmarks/bench_kernel.py            # 7 shapes, 7 repeats
     .venv/bin/python benchmarks/bench_kernel.py --quick
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import unitarium
-from unitarium._core.kernels import KERNEL_VERSION, ProductTable
+from unitarium._core.kernels import KERNEL_VERSION, ProductTable, extend
 
 from _common import HERE, machine, write_json
 
@@ -85,9 +87,14 @@ def main() -> None:
         spec = unitarium.make_spec(gates=gates, qubits=qubits, count=1, length=length, dtype=dtype)
         moves = spec.gateset.move_matrices.astype(dtype)
         table = ProductTable(spec.gateset.move_matrices, dtype)
+        table5 = ProductTable(spec.gateset.move_matrices, dtype, kernel=5)
         n = spec.task_size
-        seqs = np.random.default_rng(0).integers(0, len(moves), size=(n, length))
+        rng = np.random.default_rng(0)
+        seqs = rng.integers(0, len(moves), size=(n, length))
         new, old = table.unitaries(seqs), stack_matmul(table, seqs)
+        parents = new[: min(n, 4096)]
+        allowed = rng.random((len(parents), len(moves))) < 0.6
+        kids = int(allowed.sum())
         naive_n = min(n, 256)
         row = {
             "gates": gates,
@@ -98,6 +105,9 @@ def main() -> None:
             "depth": table.depth,
             "max_abs_diff_vs_v1": float(np.abs(new - old).max()),
             "product_table": cpu_rate(lambda t=table, s=seqs: t.unitaries(s), n, repeat),
+            "kernel5": cpu_rate(lambda t=table5, s=seqs: t.unitaries(s), n, repeat),
+            "extend": cpu_rate(lambda p=parents, m=moves, a=allowed: extend(p, m, a), kids, repeat),
+            "extend5": cpu_rate(lambda p=parents, m=moves, a=allowed: extend(p, m, a, 5), kids, repeat),
             "v1_stack_matmul": cpu_rate(lambda t=table, s=seqs: stack_matmul(t, s), n, repeat),
             "naive_loop": cpu_rate(lambda m=moves, s=seqs[:naive_n]: naive_loop(m, s), naive_n, max(1, repeat // 3)),
         }
@@ -105,16 +115,19 @@ def main() -> None:
     out = write_json("kernel.json", {"machine": machine(), "kernel_version": KERNEL_VERSION, "results": rows})
     print(f"\nunitaries per CPU-second, one core, median (best) of {repeat}; KERNEL_VERSION {KERNEL_VERSION}\n")
     print(
-        "| gates | qubits | length | dtype | depth | ProductTable | v1 (np.matmul on the stack) | gain | "
-        "naive loop | vs naive | max diff vs v1 |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| gates | qubits | length | dtype | depth | ProductTable | kernel 5 | 6 / 5 | v1 (np.matmul on the stack) | "
+        "6 / v1 | naive loop | vs naive | extend (children/s) | extend, kernel 5 | 6 / 5 |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
-        p, v, nv = r["product_table"], r["v1_stack_matmul"], r["naive_loop"]
+        p, k5, v, nv = r["product_table"], r["kernel5"], r["v1_stack_matmul"], r["naive_loop"]
+        e, e5 = r["extend"], r["extend5"]
         print(
             f"| {r['gates']} | {r['qubits']} | {r['length']} | {r['dtype']} | {r['depth']} | "
-            f"{p['median']:,.0f} ({p['best']:,.0f}) | {v['median']:,.0f} ({v['best']:,.0f}) | "
+            f"{p['median']:,.0f} ({p['best']:,.0f}) | {k5['median']:,.0f} | {p['median'] / k5['median']:.2f}x | "
+            f"{v['median']:,.0f} ({v['best']:,.0f}) | "
             f"{p['median'] / v['median']:.2f}x | {nv['median']:,.0f} | {p['median'] / nv['median']:.0f}x | "
-            f"{r['max_abs_diff_vs_v1']:.1e} |"
+            f"{e['median']:,.0f} | {e5['median']:,.0f} | {e['median'] / e5['median']:.2f}x |"
         )
     print(f"\nwrote {out.relative_to(HERE.parent)}")
 

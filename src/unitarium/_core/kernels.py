@@ -9,19 +9,21 @@ Conventions:
 - Move index ``m`` (one past the last real move) is the identity, used to pad
   circuits of different lengths to one array: multiplying by it is exact.
 
-Performance: ``np.matmul`` on a stack of tiny matrices makes one BLAS call per matrix, and
-for 2x2 and 4x4 matrices that call overhead is most of a task's time. :class:`ProductTable`
-therefore multiplies tiny matrices (at most 128 bytes each: complex64 up to 4x4, complex128
-up to 2x2) in a "batch-last" layout ``(d, d, batch)``, where each of the ``d`` steps of a
-product is one vectorised multiply-add over the whole batch. Larger matrices keep
-``np.matmul``. Enumeration's one-move extensions (:func:`extend`) instead multiply each parent
-by all moves at once, a ``(m * d, d)`` by ``(d, d)`` product: one call per parent, not per
-child. Measurements: BENCHMARKS.md, "Kernels" and "Workers".
+Arithmetic (kernel 6, every new dataset): every product is formed by :mod:`.portable` from float
+multiplies and adds, one numpy ufunc call per operation over a whole sub-batch, in the batch-last layout
+``(d, d, batch)`` of real and imaginary planes; such operations round the same on every CPU, so a record's
+unitary has the same bits wherever it is computed (generation on any node, a resume elsewhere, a
+``--unitaries computed`` read on another machine: ``test_portable``). :class:`ProductTable` chains its
+table's chunk products so; enumeration's one-move extensions (:func:`extend`) apply each move's nonzero
+entries only. The cost against BLAS (kernel 5): about the same end to end for 1 and 2 qubits, the
+products 3-10x slower from 3 qubits up (BENCHMARKS.md, "Kernels").
 
-Determinism: a BLAS product's bits can depend on how many threads compute it (OpenBLAS splits
-a large product into tiles whose edge kernels round differently), so every BLAS product here
-runs on one thread (:func:`one_blas_thread`), in workers, in the writer and in a reader
-recomputing ``--unitaries computed`` alike. The workers are the parallelism.
+Kernel 5 (datasets made before, which resume and recompute with it): ``np.matmul`` on a stack of tiny
+matrices makes one BLAS call per matrix, so tiny matrices (at most 128 bytes each) were multiplied in the
+batch-last layout with complex multiplies, larger ones by ``np.matmul``, and extensions as one ``(m * d, d)``
+by ``(d, d)`` product per parent. Its bits depend on the machine: OpenBLAS picks its kernels by the CPU,
+and numpy's complex multiply fuses multiply-adds on CPUs with FMA. A BLAS product's bits can also depend on
+how many threads compute it, so every BLAS product here runs on one thread (:func:`one_blas_thread`).
 """
 
 from __future__ import annotations
@@ -33,15 +35,33 @@ from functools import cache, cached_property
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["ProductTable", "embed", "extend", "one_blas_thread", "pin_one_blas_thread", "table_depth"]
+from .portable import apply_moves, matmul_planes, matmul_stack, planes, sub_batch
 
-KERNEL_VERSION = 5
-"""Bumped whenever a change alters the bits a kernel produces; stored in datasets so a
-resume never mixes records of two kernel versions. 2: batch-last products of tiny matrices;
-3: the same for enumeration's one-move extensions; 4: enumeration extends each parent by all
-moves in one product (:func:`extend`); 5: enumeration recomputes its parents from their circuits with
+__all__ = [
+    "KERNELS",
+    "KERNEL_VERSION",
+    "ProductTable",
+    "embed",
+    "extend",
+    "one_blas_thread",
+    "pin_one_blas_thread",
+    "table_depth",
+]
+
+KERNEL_VERSION = 6
+"""Bumped whenever a change alters the bits a kernel produces; stored in datasets (their spec's
+``kernel_version``) so a resume never mixes records of two kernel versions. 2: batch-last products of
+tiny matrices; 3: the same for enumeration's one-move extensions; 4: enumeration extends each parent by
+all moves in one product (:func:`extend`); 5: enumeration recomputes its parents from their circuits with
 the product table (tasks carry their input and never read the dataset being written), so that a
-record's unitary is a function of its circuit alone and can be recomputed on read."""
+record's unitary is a function of its circuit alone and can be recomputed on read; 6: every product in
+float arithmetic that rounds the same on every machine (:mod:`.portable`): version 5's BLAS products and
+numpy complex multiplies gave other bits on other CPUs (AVX-512 or not, fused multiply-add or not)."""
+
+KERNELS = (5, 6)
+"""The kernel versions this code computes: a dataset of version 5 resumes, and recomputes its
+``--unitaries computed`` records, with version 5's arithmetic (the bits of the machine that made it,
+on a machine of the same kind; see :data:`KERNEL_VERSION`); new datasets get version 6."""
 
 _TABLE_BYTES = 16 << 20
 _BATCH_LAST_MAX_BYTES = 128
@@ -117,12 +137,17 @@ class ProductTable:
     a circuit of length L costs ``ceil(L / depth)`` gathers and matrix products.
 
     ``moves`` is the ``(m, d, d)`` stack of move matrices; products are formed in
-    complex128 and stored in ``dtype``.
+    complex128 and stored in ``dtype``; ``kernel``: the arithmetic (:data:`KERNELS`).
     """
 
-    def __init__(self, moves: np.ndarray, dtype: np.dtype | type, depth: int | None = None) -> None:
+    def __init__(
+        self, moves: np.ndarray, dtype: np.dtype | type, depth: int | None = None, kernel: int = KERNEL_VERSION
+    ) -> None:
         m, d, _ = moves.shape
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel version {kernel} is not one this unitarium computes ({KERNELS})")
         self.num_moves = m
+        self.kernel = kernel
         self.dtype = np.dtype(dtype)
         self.depth = depth or table_depth(m, d, self.dtype.itemsize)
         base = np.concatenate([moves, np.eye(d, dtype=np.complex128)[None]])
@@ -130,7 +155,10 @@ class ProductTable:
         with one_blas_thread():
             for _ in range(self.depth - 1):
                 # entry (a_0, ..., a_{k-1}) -> M[a_{k-1}] @ ... @ M[a_0]; a_0 is the fastest index
-                table = (base[:, None] @ table[None, :]).reshape(-1, d, d)
+                if kernel == 5:
+                    table = (base[:, None] @ table[None, :]).reshape(-1, d, d)
+                else:
+                    table = matmul_stack(np.repeat(base, len(table), axis=0), np.tile(table, (len(base), 1, 1)))
         self.table = np.ascontiguousarray(table.astype(self.dtype))
         self.radix = m + 1
 
@@ -145,6 +173,8 @@ class ProductTable:
         index = self.chunk_index(seqs)
         if index.shape[1] == 0:
             return np.broadcast_to(np.eye(d, dtype=self.dtype), (batch, d, d)).copy()
+        if self.kernel != 5:
+            return self._portable(index)
         step = _batch_last_step(d, self.dtype)
         if step is None:
             out = self.table[index[:, 0]]
@@ -173,6 +203,24 @@ class ProductTable:
             index += digits[:, :, j]
         return index
 
+    def _portable(self, index: np.ndarray) -> np.ndarray:
+        """:meth:`unitaries` in kernel 6's arithmetic (:mod:`.portable`), a sub-batch at a time (each
+        chunk's table entries gathered whole, then split into planes: a gather along the planes' last
+        axis reads the table ~1.5x slower)."""
+        batch = len(index)
+        table = self.table
+        d = table.shape[1]
+        out = np.empty((batch, d, d), dtype=self.dtype)
+        step = sub_batch(d, out.real.dtype)
+        for a in range(0, batch, step):
+            rows = index[a : a + step]
+            re, im = planes(table[rows[:, 0]])
+            for c in range(1, rows.shape[1]):
+                re, im = matmul_planes(*planes(table[rows[:, c]]), re, im)
+            out.real[a : a + step] = re.transpose(2, 0, 1)
+            out.imag[a : a + step] = im.transpose(2, 0, 1)
+        return out
+
     @cached_property
     def _table_batch_last(self) -> np.ndarray:
         return np.ascontiguousarray(self.table.transpose(1, 2, 0))
@@ -197,7 +245,7 @@ def _matmul_batch_last(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def extend(parents: np.ndarray, moves: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+def extend(parents: np.ndarray, moves: np.ndarray, allowed: np.ndarray, kernel: int = KERNEL_VERSION) -> np.ndarray:
     """Every allowed one-move extension: ``moves[k] @ parents[p]`` for each ``(p, k)`` with
     ``allowed[p, k]``, in parent-major, move-minor order, as an ``(allowed.sum(), d, d)`` array.
 
@@ -206,8 +254,11 @@ def extend(parents: np.ndarray, moves: np.ndarray, allowed: np.ndarray) -> np.nd
     as one ``(m * d, d)`` matrix: one matrix product per parent instead of one per child
     (enumeration's parents have about five children each), then the disallowed children are
     dropped. The bits of a child depend only on its parent and the gate set, never on the
-    batch. Parents go in sub-batches whose products take at most 16 MiB.
+    batch. Parents go in sub-batches whose products take at most 16 MiB. Kernel 6 (not 5):
+    :func:`.portable.apply_moves`, the same products in machine-independent arithmetic.
     """
+    if kernel != 5:
+        return apply_moves(parents, moves, allowed)
     batch, d, _ = parents.shape
     m = len(moves)
     stacked = np.ascontiguousarray(moves.reshape(m * d, d))

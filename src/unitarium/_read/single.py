@@ -30,6 +30,7 @@ import numpy as np
 from .._core.circuit import Circuit, Record
 from .._core.codec import Block, BlockFormat
 from .._core.kernels import ProductTable, _batch_last_step
+from .._core.portable import product_one
 from .._spec.sources import recompute
 from .._spec.spec import RandomSource
 from .._storage.mapped import CACHED as _CACHED
@@ -62,8 +63,9 @@ _CHECKED, _SLOW = 1, 2
 def product(table: ProductTable, seq: list[int], width: int) -> np.ndarray:
     """The unitary ``(d, d)`` of one move sequence padded to ``width``: bit for bit
     ``table.unitaries(seqs)[k]`` for a row ``k`` of a batch holding it. The same chunk products in
-    the same order, and each matrix product formed as the batch kernel forms it (entrywise, summed
-    in ascending order; or ``np.matmul`` for large matrices)."""
+    the same order, and each matrix product formed as the batch kernel forms it (kernel 6:
+    :func:`.._core.portable.product_one`; kernel 5: entrywise, summed in ascending order, or
+    ``np.matmul`` for large matrices)."""
     k, m, radix = table.depth, table.num_moves, table.radix
     padded = seq + [m] * (-(-width // k) * k - len(seq))
     powers = [radix**j for j in range(k)]  # the chunk's first move is the fastest digit
@@ -72,6 +74,10 @@ def product(table: ProductTable, seq: list[int], width: int) -> np.ndarray:
     if not index:
         return np.eye(t.shape[1], dtype=table.dtype)
     out = t[index[0]]
+    if table.kernel != 5:  # kernel 6: each product as portable.matmul_planes forms it
+        for c in index[1:]:
+            out = product_one(t[c], out)
+        return out.copy() if len(index) == 1 else out
     if _batch_last_step(t.shape[1], table.dtype) is None:
         for c in index[1:]:
             out = np.matmul(t[c : c + 1], out[None])[0]

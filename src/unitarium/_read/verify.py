@@ -48,7 +48,7 @@ def verify(ds: Dataset, *, sample: int | None = 1000, seed: int = 0) -> VerifyRe
         pieces = [np.arange(a, min(n, a + READ_RECORDS)) for a in range(0, n, READ_RECORDS)]
     else:
         pieces = [np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))]
-    table = ProductTable(ds.gateset.move_matrices, np.complex128)
+    table = ProductTable(ds.gateset.move_matrices, np.complex128)  # (within a tolerance: any kernel)
     worst, checked = 0.0, 0
     for ids in pieces:
         try:

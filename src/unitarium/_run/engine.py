@@ -21,7 +21,7 @@ from .._storage.layout import layout_of
 from .authority import check_partitions
 from .driver import Driver
 from .engines import ENGINES, Request
-from .plan import adopt_stored_keys, check_size, plan
+from .plan import adopt_stored, check_size, plan
 from .progress import Progress, Summary, announce
 from .signals import Stop
 
@@ -101,7 +101,7 @@ def drive(
     budget = memory_budget(memory)  # garbage or too little: refused before anything is opened
     parts = check_partitions(partitions, workers, budget)
     layout = layout_of(path)
-    spec = adopt_stored_keys(path, spec)  # a resumed dataset keeps the keys it was made with
+    spec = adopt_stored(path, spec)  # a resumed dataset keeps the kernel and keys it was made with
     note = check_size(layout.path, spec)
     if executor is not None:
         if engine != "local" or ray_address is not None:

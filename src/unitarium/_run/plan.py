@@ -20,7 +20,7 @@ from .._storage.sqlite import path_text
 __all__ = [
     "BARRIER",
     "SIZE_NOTE_BYTES",
-    "adopt_stored_keys",
+    "adopt_stored",
     "check_size",
     "check_workers",
     "default_workers",
@@ -187,15 +187,13 @@ def check_size(path: Path, spec: Spec) -> str | None:
     return f"{what}; {free / 2**30:,.1f} GiB free" if size >= SIZE_NOTE_BYTES else None
 
 
-def adopt_stored_keys(path: str | os.PathLike[str], spec: Spec) -> Spec:
-    """``spec``, with the key scheme of the dataset at ``path`` when ``spec`` resumes it and chose its
-    keys by ``auto`` or ``exact``: a dataset keeps its keys (one made before exact keys resumes with grid keys,
-    a Clifford+T one made before ring keys with channel keys)."""
-    if not (spec.unique and (spec.keys_auto or spec.keys_exact)):
-        return spec
+def adopt_stored(path: str | os.PathLike[str], spec: Spec) -> Spec:
+    """``spec`` as the dataset at ``path`` was made, when ``spec`` resumes it (:meth:`Spec.adopt`): its kernel
+    version, where this code computes it, and its key scheme where ``spec`` chose its keys by ``auto`` or ``exact``
+    (one made before exact keys resumes with grid keys, a Clifford+T one made before ring keys with channel keys)."""
     try:
         with Dataset(path) as ds:
             stored = ds.meta.get("spec")
     except (UnitariumError, OSError):  # nothing there yet (or the writer reports what is wrong)
         return spec
-    return spec.adopt_keys(stored)
+    return spec.adopt(stored)

@@ -164,7 +164,7 @@ class TaskContext:
 
     @cached_property
     def table(self) -> ProductTable:
-        return ProductTable(self.spec.gateset.move_matrices, self.compute_dtype)
+        return ProductTable(self.spec.gateset.move_matrices, self.compute_dtype, kernel=self.spec.kernel)
 
     @cached_property
     def moves(self) -> np.ndarray:
@@ -250,7 +250,7 @@ def _enumerate(ctx: TaskContext, src: Enumeration, task: Task) -> TaskResult:
             children, codes = children[first], codes[first]
             offsets = offsets[: len(first) + 1]
         return ctx.pack(task, int(allowed.sum()), codes.reshape(-1), offsets, None, children)
-    u = extend(ctx.table.unitaries(parents), ctx.moves, allowed) if ctx.need_unitaries else None
+    u = extend(ctx.table.unitaries(parents), ctx.moves, allowed, ctx.spec.kernel) if ctx.need_unitaries else None
     return ctx.pack(task, len(codes), codes.reshape(-1), offsets, u)
 
 
@@ -286,5 +286,5 @@ def recompute(ctx: TaskContext, codes: np.ndarray, offsets: np.ndarray) -> np.nd
         last = seqs[rows, length - 1]
         allowed = np.zeros((len(rows), ctx.num_moves), dtype=bool)
         allowed[np.arange(len(rows)), last] = True
-        out[rows] = extend(ctx.table.unitaries(seqs[rows, : length - 1]), ctx.moves, allowed)
+        out[rows] = extend(ctx.table.unitaries(seqs[rows, : length - 1]), ctx.moves, allowed, spec.kernel)
     return out

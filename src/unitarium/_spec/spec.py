@@ -22,7 +22,7 @@ from .._core.cost import CostModel, check_free_closure, describe_cost, parse_cos
 from .._core.exact import SCHEMES, is_clifford, is_clifford_t
 from .._core.gates import custom_gate, parse_gate
 from .._core.gateset import GateSet
-from .._core.kernels import KERNEL_VERSION
+from .._core.kernels import KERNEL_VERSION, KERNELS
 from .._core.ringmoves import is_ring_gate
 from .._errors import SpecError
 
@@ -133,6 +133,9 @@ class Spec:
     cost: CostModel = None
     """``{gate name: weight}`` over every gate (:mod:`unitarium._core.cost`), or None: every gate 1."""
     keys: str = "grid"
+    kernel: int = KERNEL_VERSION
+    """The kernels' arithmetic (stored as ``kernel_version``): the current one for a new dataset, the
+    stored one for a dataset that resumes (:meth:`adopt`; :data:`~.._core.kernels.KERNELS`)."""
     keys_auto: bool = field(default=False, init=False, repr=False)
     """Whether :attr:`keys` was chosen by ``auto`` (then a resumed dataset's stored scheme wins)."""
     keys_exact: bool = field(default=False, init=False, repr=False)
@@ -184,6 +187,16 @@ class Spec:
         if all(is_ring_gate(m) for m in gates):
             return "ring"
         return "grid"
+
+    def adopt(self, stored: object) -> Spec:
+        """This spec as the dataset it resumes was made (``stored``: that dataset's spec JSON): its
+        kernel version where this code still computes it (:data:`~.._core.kernels.KERNELS`: a dataset
+        keeps its arithmetic), and its key scheme as :meth:`adopt_keys` says."""
+        spec = self.adopt_keys(stored)
+        theirs = stored.get("kernel_version") if isinstance(stored, dict) else None
+        if theirs != spec.kernel and theirs in KERNELS:
+            return dataclasses.replace(spec, kernel=theirs)
+        return spec
 
     def adopt_keys(self, stored: object) -> Spec:
         """This spec with the key scheme of the dataset it resumes (``stored``: that dataset's spec JSON),
@@ -274,7 +287,7 @@ class Spec:
             "seed": self.seed,
             "task_size": self.task_size,
             "unitaries": self.unitaries,
-            "kernel_version": KERNEL_VERSION,
+            "kernel_version": self.kernel,
         } | ({} if self.keys == "grid" else {"keys": self.keys})
 
     def canonical_json(self) -> str:
@@ -305,6 +318,7 @@ class Spec:
             unitaries=data.get("unitaries", "stored"),
             cost=data.get("cost"),
             keys=data.get("keys", "grid"),
+            kernel=data.get("kernel_version", KERNEL_VERSION),
         )
 
     def describe(self) -> str:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .._core.codec import BlockFormat, code_dtype, encode, page_records
+from .._core.kernels import KERNELS
 from .._errors import (
     DatasetDamagedError,
     NotADatasetError,
@@ -476,6 +477,12 @@ def merge_state(conn: sqlite3.Connection, **state: Any) -> dict[str, Any]:
 
 def mismatch_message(path: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
     diffs = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+    if diffs == ["kernel_version"]:
+        return (
+            f"{path_text(path)} was made by kernel version {json.dumps(stored.get('kernel_version'))}, which this "
+            f"unitarium no longer computes (it resumes versions {', '.join(map(str, KERNELS))}): finish it with the "
+            "unitarium that made it, or write to a new path (it stays readable)"
+        )
     parts = [f"{k}: file has {json.dumps(stored.get(k))}, asked {json.dumps(wanted.get(k))}" for k in diffs[:3]]
     return (
         f"{path_text(path)} holds a dataset of another spec ({'; '.join(parts)}): "

@@ -1,0 +1,196 @@
+"""Kernel 6: a record's unitary is the same bits on every machine.
+
+Kernel 5 multiplied with BLAS (whose kernels OpenBLAS picks by the CPU) and numpy's complex multiply (fused
+multiply-adds where the CPU has them): the pinned digests came out other on an AVX-512 machine, and the
+records of one spec differed between the nodes of a mixed cluster, or between generation and a
+``--unitaries computed`` read on another machine. Here the other machines are simulated in this one: OpenBLAS
+told to use its kernels for older CPUs (``OPENBLAS_CORETYPE``) and numpy its baseline loops only
+(``NPY_DISABLE_CPU_FEATURES``: no AVX2, no FMA); both changed kernel 5's bits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unitarium
+from unitarium._core.kernels import KERNEL_VERSION, ProductTable, extend
+from unitarium._core.portable import apply_moves, matmul_stack, product_one
+from unitarium._read.single import product
+
+from conftest import PINNED_DIGESTS, PINNED_SPECS, cli, dataset_digest, file_digests, one_error_line, stopped_after
+
+TESTS = Path(__file__).parent
+
+_DIGESTS = """
+import json, os, sys, tempfile
+sys.path.insert(0, {tests!r})
+import numpy as np
+import unitarium
+from conftest import PINNED_SPECS, dataset_digest
+out = {{}}
+with tempfile.TemporaryDirectory() as d:
+    for k, (name, kw) in enumerate(PINNED_SPECS.items()):
+        path = os.path.join(d, f"{{k}}.db")
+        unitarium.generate(path, unitarium.make_spec(**kw), workers=1)
+        out[name] = dataset_digest(path)
+        with unitarium.open(path) as ds:  # ds[i]: the single-record road (computed: a record's own product)
+            ids = range(0, len(ds), 97)
+            out[name + " [i]"] = [ds[i].unitary.tobytes().hex() for i in ids]
+print(json.dumps(out))
+"""
+
+
+def _other_machine(env: dict[str, str]) -> dict[str, list[str] | str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIGESTS.format(tests=str(TESTS))],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
+def _dispatched() -> str:
+    """numpy's SIMD targets above its baseline that this CPU has (disabled: numpy on an older CPU)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # type: ignore[no-redef]
+    return " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OPENBLAS_CORETYPE": "Haswell"},
+        {"OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": _dispatched()},
+    ],
+    ids=["avx2-blas", "baseline-simd-generic-blas"],
+)
+def test_every_machine_computes_the_pinned_bits(made, env: dict[str, str]) -> None:
+    """The pinned specs' digests, and ``ds[i]``'s unitaries, from a process computing as another machine would."""
+    theirs = _other_machine(env)
+    for name, digest in PINNED_DIGESTS.items():
+        assert theirs[name] == digest, (name, env)
+    for name, kw in PINNED_SPECS.items():
+        with unitarium.open(made(unitarium.make_spec(**kw))) as ds:
+            ours = [ds[i].unitary.tobytes().hex() for i in range(0, len(ds), 97)]
+        assert theirs[name + " [i]"] == ours, (name, env)
+
+
+def _reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` by the definition, one scalar operation at a time (numpy scalars of the planes' type)."""
+    d = a.shape[0]
+    out = np.zeros((d, d), dtype=a.dtype)
+    for i in range(d):
+        for k in range(d):
+            re = im = None
+            for j in range(d):
+                ar, ai, br, bi = a[i, j].real, a[i, j].imag, b[j, k].real, b[j, k].imag
+                tr, ti = ar * br - ai * bi, ar * bi + ai * br
+                re, im = (tr, ti) if re is None else (re + tr, im + ti)
+            out.real[i, k], out.imag[i, k] = re, im
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("d", [2, 4, 8])
+def test_products_follow_the_definition(dtype, d: int) -> None:
+    rng = np.random.default_rng(d)
+    a = (rng.normal(size=(5, d, d)) + 1j * rng.normal(size=(5, d, d))).astype(dtype)
+    b = (rng.normal(size=(5, d, d)) + 1j * rng.normal(size=(5, d, d))).astype(dtype)
+    stack = matmul_stack(a, b)
+    for n in range(5):
+        want = _reference(a[n], b[n])
+        assert stack[n].tobytes() == want.tobytes()
+        assert product_one(a[n], b[n]).tobytes() == want.tobytes()
+    np.testing.assert_allclose(stack, a @ b, rtol=0, atol=1e-5 if dtype == np.complex64 else 1e-12)
+
+
+def test_extensions_follow_their_definition_and_the_table_its_products() -> None:
+    """``apply_moves`` omits a move's zero parts; the product table chains the definition's products."""
+    spec = unitarium.make_spec(gates="h,s,t,cx", qubits=2, count=10, length="0:9")
+    moves = spec.gateset.move_matrices
+    rng = np.random.default_rng(1)
+    table = ProductTable(moves, np.complex128)
+    seqs = rng.integers(0, len(moves) + 1, size=(40, 9))
+    units = table.unitaries(seqs)
+    allowed = rng.random((40, len(moves))) < 0.5
+    kids = extend(units, moves, allowed)
+    at = 0
+    for p in range(40):
+        want = np.eye(4, dtype=np.complex128)
+        for m in seqs[p]:
+            if m < len(moves):
+                want = _reference(moves[m].astype(np.complex128), want)
+        np.testing.assert_allclose(units[p], want, atol=1e-12)
+        assert np.array_equal(product(table, seqs[p].tolist(), 9), units[p])
+        for k in np.flatnonzero(allowed[p]):
+            mv = moves[k]
+            ref = np.zeros((4, 4), dtype=np.complex128)
+            for i in range(4):
+                for col in range(4):
+                    re = im = None  # (a sum starts at its first term; none: +0)
+                    for j in range(4):
+                        c, x = mv[i, j], units[p][j, col]
+                        if c == 0:
+                            continue
+                        tr = c.real * x.real if c.imag == 0 else -(c.imag * x.imag) if c.real == 0 else None
+                        ti = c.real * x.imag if c.imag == 0 else c.imag * x.real if c.real == 0 else None
+                        if tr is None:
+                            tr, ti = c.real * x.real - c.imag * x.imag, c.real * x.imag + c.imag * x.real
+                        re, im = (tr, ti) if re is None else (re + tr, im + ti)
+                    ref.real[i, col], ref.imag[i, col] = (0.0, 0.0) if re is None else (re, im)
+            assert kids[at].tobytes() == ref.tobytes()
+            at += 1
+    assert at == len(kids)
+    assert np.array_equal(kids, apply_moves(units, moves, allowed))
+
+
+SPEC = dict(gates="h,t,cx", qubits=3, count=6_000, length="0:14", seed=4, dtype="complex128", task_size=500)
+
+
+def test_a_kernel_5_dataset_resumes_with_kernel_5_and_an_older_one_is_refused(tmp_path: Path) -> None:
+    """A dataset keeps the arithmetic it was made with: a kernel-5 run stopped midway, resumed by today's
+    command, ends as an uninterrupted kernel-5 run (on this machine); new datasets are kernel 6; a dataset of a
+    kernel this code no longer computes is refused in one line, unchanged."""
+    new = unitarium.make_spec(**SPEC)
+    assert new.kernel == KERNEL_VERSION == 6
+    old = dataclasses.replace(new, kernel=5)
+    whole = tmp_path / "whole.db"
+    unitarium.generate(whole, old, workers=1)
+    resumed = tmp_path / "resumed.db"
+    stopped_after(resumed, old, reports=2, workers=1)
+    assert 0 < len(unitarium.open(resumed)) < 6_000
+    unitarium.generate(resumed, new, workers=2)
+    assert unitarium.open(resumed).spec.kernel == 5
+    assert dataset_digest(resumed) == dataset_digest(whole)
+    fresh = tmp_path / "fresh.db"
+    unitarium.generate(fresh, new, workers=1)
+    assert unitarium.open(fresh).spec.kernel == 6
+
+    older = tmp_path / "older.db"
+    stopped_after(older, old, reports=2, workers=1)
+    spec = json.loads(json.dumps(unitarium.open(older).meta["spec"]))
+    spec["kernel_version"] = 4
+    conn = sqlite3.connect(older)
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'spec'", (json.dumps(spec),))
+    conn.close()
+    before = file_digests(older)
+    args = ["generate", older, "--gates", "h,t,cx", "--qubits", "3", "--count", "6000", "--length", "0:14"]
+    args += ["--seed", "4", "--dtype", "complex128", "--task-size", "500"]
+    proc = cli(*args, check=False)
+    line = one_error_line(proc.stderr)
+    assert proc.returncode != 0 and "kernel version 4" in line and "new path" in line, line
+    assert file_digests(older) == before
