@@ -3,7 +3,8 @@
 An engine is a context manager that yields an :data:`~.driver.Execute` (run the plan's tasks for the
 driver) and says which layouts it writes. The driver, the plan, the manifest, dedup, progress, stop
 and resume are the same for every engine (:func:`.engine.drive`). Adding one is a module with a
-``start`` context manager and one line in :data:`ENGINES`; bringing an executor needs no engine at all:
+``start`` context manager and one line in :data:`ENGINES` (with, optionally, what holds a unique run's
+key partitions: local processes by default, Ray actors for Ray); bringing an executor needs no engine at all:
 ``unitarium.generate(..., executor=...)`` takes any :class:`concurrent.futures.Executor` (docs/executors.md).
 """
 
@@ -21,6 +22,7 @@ from . import jobs, ray
 from .directory import run_directory
 from .driver import Execute
 from .file import run_file
+from .partitions import LocalProcesses, PartitionsFactory
 from .plan import check_workers, default_workers
 
 __all__ = ["ENGINES", "Engine", "Request"]
@@ -46,6 +48,8 @@ class Engine:
     start: Callable[[Request], AbstractContextManager[Execute]]
     option: str
     """How the user asks for it (messages)."""
+    partitions: PartitionsFactory = LocalProcesses
+    """What holds a unique run's key partitions when there are several (called inside ``start``)."""
 
 
 @contextlib.contextmanager
