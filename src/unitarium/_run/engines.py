@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from .._spec.spec import Spec
 from .._storage.layout import Layout
 from . import jobs, ray
+from .actors import RayActors
 from .directory import run_directory
 from .driver import Execute
 from .file import run_file
@@ -65,7 +66,7 @@ def _local(request: Request) -> Iterator[Execute]:
 
 ENGINES: dict[str, Engine] = {
     "local": Engine(("file", "directory"), _local, "--engine local"),
-    "ray": Engine(("directory",), lambda r: ray.start(r.ray_address, r.workers), "--engine ray"),
+    "ray": Engine(("directory",), lambda r: ray.start(r.ray_address, r.workers), "--engine ray", RayActors),
     "executor": Engine(("directory",), lambda r: jobs.start(r.executor, r.workers), "executor="),  # type: ignore[arg-type]
 }
 """The engines by name (``executor`` is what ``executor=`` selects)."""
