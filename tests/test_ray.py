@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 
 import unitarium
+from unitarium._run.actors import RayActors
 from unitarium._run.jobs import write_chunk
+from unitarium._run.partition import PartitionArgs
 from unitarium._run.ray import check_nodes, probe_node
 from unitarium._spec.sources import Task
 from unitarium._storage.shards import range_segment_name
@@ -38,6 +41,7 @@ from conftest import (
     records_in,
     start_cli,
     wait_until,
+    worker_pids,
 )
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray: pip install 'unitarium[ray]'")
@@ -110,16 +114,84 @@ def test_the_ray_engine_keeps_the_pinned_content(local_ray, tmp_path: Path, name
     assert dataset_digest(tmp_path / "ray") == PINNED_DIGESTS[name]
 
 
-@pytest.mark.parametrize("parts", [1, 3])
+@pytest.mark.parametrize("parts", [1, 2, 3])
 def test_the_ray_engine_keeps_the_pinned_unique_content_whatever_the_partitions(
     local_ray, tmp_path: Path, parts: int
 ) -> None:
-    """Unique mode through Ray with the key authority in 1 or 3 partitions (processes beside the driver, under a
-    budget that spills): the content of main ``6c1f742``, bit for bit (P = 2 and the local engines: test_keystore)."""
+    """Unique mode through Ray with the key authority in 1, 2 or 3 partitions (one: the driver itself; more: Ray
+    actors, seen serving while the run commits, none of them a process of this driver's, under a budget that
+    spills): the content of main ``6c1f742``, bit for bit (the local engines' partitions: test_keystore)."""
     path = f"{tmp_path / 'ray'}/"
     spec = unitarium.make_spec(**PINNED_SPECS["unique random"])
-    unitarium.generate(path, spec, engine="ray", workers=2, partitions=parts, memory=f"{parts}MiB")
+    actors: set[int] = set()
+    local: set[int] = set()
+
+    def progress(_: unitarium.Progress) -> None:  # after each commit: the partitions live from the first decision
+        actors.update(running_tasks("KeyPartition"))
+        local.update(worker_pids(os.getpid()))
+
+    unitarium.generate(path, spec, engine="ray", workers=2, partitions=parts, memory=f"{parts}MiB", progress=progress)
     assert dataset_digest(tmp_path / "ray") == PINNED_DIGESTS["unique random"]
+    assert len(actors) == (parts if parts > 1 else 0), actors
+    assert not local, f"local partition processes {local} were started"
+    assert not (tmp_path / "ray" / "keys").exists(), "the complete dataset's key store was left"
+
+
+UNIQUE_KILLED = dict(gates="h,s,cx", qubits=2, count=200_000, length="1:9", seed=5, unique=True)
+"""A unique run of about 50 tasks (a kill after the first commit lands before the last decision)."""
+
+
+def test_a_killed_partition_actor_is_one_error_and_the_same_run_resumes(local_ray, made, tmp_path: Path) -> None:
+    """kill -9 of a key partition's Ray actor after the run's first commit: the run stops with one line naming the
+    partition and how to resume (as a dead local partition process does); the same call completes the content of
+    the local engine's file."""
+    spec = unitarium.make_spec(**UNIQUE_KILLED)
+    reference = Snapshot.of(made(spec))
+    path = f"{tmp_path / 'ray'}/"
+    killed: list[int] = []
+
+    def kill_one(_: unitarium.Progress) -> None:  # called by the driver after each commit
+        if not killed:
+            killed.extend(running_tasks("KeyPartition")[:1])
+            if killed:
+                os.kill(killed[0], signal.SIGKILL)
+                wait_until(lambda: not Path(f"/proc/{killed[0]}").exists(), timeout=30, what="the actor to die")
+
+    with pytest.raises(unitarium.WorkerError) as failed:
+        unitarium.generate(path, spec, engine="ray", workers=2, partitions=2, memory="2MiB", progress=kill_one)
+    assert killed, "no partition actor was running to kill"
+    message = str(failed.value)
+    assert "\n" not in message and "died" in message and "re-run the same command to resume" in message, message
+    assert re.search(r"key partition [01] \(a Ray actor\)", message), message
+    partial = Snapshot.of(tmp_path / "ray")
+    assert 0 < len(partial) < len(reference) and partial.is_prefix_of(reference)
+
+    unitarium.generate(path, spec, engine="ray", workers=2, partitions=2, memory="2MiB")
+    assert Snapshot.of(tmp_path / "ray").equals(reference)
+    assert_clean(tmp_path / "ray")
+
+
+def test_a_partition_actor_answers_in_order_and_a_silent_failure_surfaces_at_the_next_reply(
+    local_ray, tmp_path: Path
+) -> None:
+    """Messages without an answer are not waited for: an ``add`` that fails (keys of a wrong shape) is one line at
+    the partition's next reply; the actor still answers every message in the order sent."""
+    args = PartitionArgs(str(tmp_path / "d"), str(tmp_path / "part-0-of-2"), b"id", 1 << 22, 0, 2)
+    actors = RayActors(unitarium.WorkerError, None)
+    actors.start([args])
+    try:
+        keys = np.array([[5, 6], [-7, 8]], dtype=np.int64)
+        actors.send(0, ("add", keys, 1))
+        actors.send(0, ("query", np.array([[5, 6], [5, 7], [-7, 8]], dtype=np.int64)))
+        assert actors.reply(0).tolist() == [True, False, True]
+        actors.send(0, ("add", np.zeros((3, 3), dtype=np.int64), 2))
+        actors.send(0, ("query", keys))
+        with pytest.raises(unitarium.WorkerError) as failed:
+            actors.reply(0)
+        assert str(failed.value).startswith("key partition 0 failed: ValueError: cannot reshape"), failed.value
+        assert "\n" not in str(failed.value)
+    finally:
+        actors.close()
 
 
 def test_a_rerun_of_a_ray_task_writes_the_same_segment(tmp_path: Path) -> None:

@@ -85,9 +85,10 @@ FORBIDDEN_MODULES = {
 PICKLE_PIPES = {"_run/wire.py": "recv_message"}
 """Where pickle may appear, and the one function that may unpickle: the messages on the pipes between a driver
 and the workers it spawned (never a file, never anything another program wrote)."""
-PIPE_USERS = {"_run/wire.py", "_run/file.py", "_run/directory.py", "_run/authority.py", "_run/partition.py"}
-"""The modules that may read those pipes: the engines, whose workers they spawned, the key authority, whose
-partition processes it spawned, and a partition's process, which reads the pipe its driver holds."""
+PIPE_USERS = {"_run/wire.py", "_run/file.py", "_run/directory.py", "_run/partitions.py", "_run/partition.py"}
+"""The modules that may read those pipes: the engines, whose workers they spawned, the key authority's local
+partitions (partitions.py), whose processes it spawned, and a partition's process, which reads the pipe its driver
+holds."""
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "breakpoint"}
 FORBIDDEN_METHODS = {"eval", "exec", "import_module", "system", "popen", "literal_eval"}
 

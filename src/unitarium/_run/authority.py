@@ -7,15 +7,17 @@ task. The keys live in :class:`~.._storage.keystore.KeyStore` s (in RAM up to a 
 ``--memory``, then in sorted runs on disk beside the dataset), one per partition.
 
 **Partitions.** With ``P`` partitions, partition ``i`` owns the keys whose high word (unsigned) lies
-in the ``i``-th of ``P`` equal ranges, in a process of its own (``P = 1``: in this process). The
+in the ``i``-th of ``P`` equal ranges, in a process of its own or a Ray actor, whichever the engine
+hands the authority (:mod:`.partitions`, :mod:`.actors`; ``P = 1``: in this process). The
 driver sorts a task's keys once by their first word and keeps each key's first row; each partition
 gets its range of those, already sorted (only keys travel), answers which are new and adds them:
 one message each way, no sort in the partition. A task with alternates (grid keys near a cell
 boundary) has rows whose fate depends on more than their own key (an alternate stored, or equal to
 an earlier kept row's key, so it cannot be decided per key): the partitions answer the alternates'
 membership too and hold their new keys until the driver, having decided those rows, says which to
-drop (a message without an answer). Partitions answer in parallel, each in task order, so the
-content never depends on ``P``. A partition's store is ``part-<i>-of-<P>/`` under the store's
+drop (a message without an answer). Partitions answer in parallel, each in the order of the
+messages sent to it (:class:`~.partition.KeyPartition`), so the content never depends on ``P`` or
+on where the partitions run. A partition's store is ``part-<i>-of-<P>/`` under the store's
 directory; a resume with another ``P`` rebuilds them (one note).
 
 A store is opened at the first decision of a run: the runs its listing trusts are taken up, and the
@@ -29,11 +31,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import re
 from collections.abc import Callable
-from multiprocessing import resource_tracker
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +40,10 @@ import numpy as np
 
 from .._core.keyset import alternate_rows, drop_for_alternates, first_sorted, keep_mask
 from .._errors import SpecError, WorkerError
-from .._storage.keystore import MIN_BUDGET, KeyStore, format_bytes, remove_store
+from .._storage.keystore import MIN_BUDGET, format_bytes, remove_store
 from .._storage.sqlite import path_text, sqlite_errors
-from .partition import Share, gather, open_store, partition_of, serve, sorted_ranges
-from .wire import recv_message, send_message, start_worker, stop_workers
+from .partition import PartitionArgs, gather, partition_of, sorted_ranges
+from .partitions import InProcess, LocalProcesses, Partitions, PartitionsFactory
 
 if TYPE_CHECKING:  # (imported where used: a partition's process imports .partition, which imports none of these)
     from .._storage.layout import FileWriter
@@ -130,22 +129,20 @@ class KeyAuthority:
         failed: Callable[[str], WorkerError],
         parts: int = 1,
         watch: StallWatch | None = None,
+        partitions: PartitionsFactory = LocalProcesses,
     ) -> None:
-        """``watch``: says which partition process (pid) a decision waits for, when it waits long
-        (a partition stopped by SIGSTOP, as a worker: :class:`~.progress.StallWatch`)."""
-        self.writer, self.budget, self.note, self.failed, self.parts = writer, budget, note, failed, parts
-        self.watch = watch
+        """``partitions``: makes the partitions of a run with ``parts > 1`` (the engine's: local
+        processes, Ray actors); ``failed`` and ``watch`` go to it (``watch``: says what a decision
+        waits for, when it waits long: :class:`~.progress.StallWatch`). One partition is this process."""
+        self.writer, self.budget, self.note, self.parts = writer, budget, note, parts
         self.base = store_directory(writer)
         self.opened = False
         self.told = 0
-        self.store: KeyStore | None = None  # one partition, in this process
-        self.share: Share | None = None  # its side of the decisions
+        self.partitions: Partitions = InProcess() if parts == 1 else partitions(failed, watch)
         self.ranges: list[list[tuple[int, int]]] = []
         """Each partition's share of the last decision's sorted keys: position ranges (:func:`sorted_ranges`)."""
         self.drops: list[np.ndarray | None] = [None] * parts
         """Per partition, the positions of its held keys to drop, not yet said (:meth:`_drop`)."""
-        self.procs: list[multiprocessing.process.BaseProcess] = []
-        self.conns: list[Connection] = []
 
     def _directory(self, index: int) -> Path:
         return self.base / f"part-{index}-of-{self.parts}"
@@ -198,18 +195,16 @@ class KeyAuthority:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Which of the distinct keys ``(hi, lo)`` (sorted by ``hi``) are new, and which of ``alt_keys``
         are stored, from each partition's share; without alternates the new keys are added at once."""
-        if self.share is not None:
-            return self.share.decide(hi, lo, alt_keys, through)
         self.ranges = sorted_ranges(hi, self.parts)
         alt_part = None if alt_keys is None else partition_of(alt_keys[:, 0], self.parts)
         for i, spans in enumerate(self.ranges):
             alt_mine = None if alt_part is None or alt_keys is None else alt_keys[alt_part == i]
             drop, self.drops[i] = self.drops[i], None
-            self._send(i, ("decide", gather(hi, spans), gather(lo, spans), alt_mine, through, drop))
+            self.partitions.send(i, ("decide", gather(hi, spans), gather(lo, spans), alt_mine, through, drop))
         new = np.empty(len(hi), dtype=bool)
         alt_found = None if alt_keys is None else np.empty(len(alt_keys), dtype=bool)
         for i, spans in enumerate(self.ranges):
-            new_i, alt_i = self._reply(i)
+            new_i, alt_i = self.partitions.reply(i)
             at = 0
             for a, b in spans:
                 new[a:b] = new_i[at : at + b - a]
@@ -221,9 +216,6 @@ class KeyAuthority:
     def _drop(self, positions: np.ndarray) -> None:
         """The partitions' held keys go in, but for those at ``positions`` (of the last :meth:`_ask`);
         said to each partition with its next message (:meth:`_flush` before any but a decision)."""
-        if self.share is not None:
-            self.share.drop(positions)
-            return
         for i, spans in enumerate(self.ranges):
             mine, at = [], 0
             for a, b in spans:
@@ -237,7 +229,7 @@ class KeyAuthority:
         for i, drop in enumerate(self.drops):
             if drop is not None:
                 self.drops[i] = None
-                self._send(i, ("drop", drop))
+                self.partitions.send(i, ("drop", drop))
 
     def _decide_unsorted(
         self, primary: np.ndarray, alternates: dict[int, np.ndarray] | None, task_id: int
@@ -252,26 +244,21 @@ class KeyAuthority:
         return keep
 
     def _contains(self, keys: np.ndarray) -> np.ndarray:
-        if self.store is not None:
-            return self.store.contains(keys)
         self._flush()
         part = partition_of(keys[:, 0], self.parts)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
         for i in range(self.parts):
-            self._send(i, ("query", keys[order[bounds[i] : bounds[i + 1]]]))
+            self.partitions.send(i, ("query", keys[order[bounds[i] : bounds[i + 1]]]))
         found = np.empty(len(keys), dtype=bool)
         for i in range(self.parts):
-            found[order[bounds[i] : bounds[i + 1]]] = self._reply(i)
+            found[order[bounds[i] : bounds[i + 1]]] = self.partitions.reply(i)
         return found
 
     def _add(self, keys: np.ndarray, through: int) -> None:
-        if self.store is not None:
-            self.store.add(keys, through)
-            return
         part = partition_of(keys[:, 0], self.parts)
         for i in range(self.parts):
-            self._send(i, ("add", keys[part == i], through))
+            self.partitions.send(i, ("add", keys[part == i], through))
 
     # -- opening ------------------------------------------------------------------------------------
 
@@ -280,15 +267,16 @@ class KeyAuthority:
         firsts = _firsts(self.writer.manifest)
         share = max(1, self.budget // self.parts)
         identities = [_identity(self.writer, i, self.parts) for i in range(self.parts)]
-        if self.parts == 1:
-            self.store = KeyStore(self._directory(0), identities[0], share)
-            notes = [open_store(self.store, self.writer.location, firsts, 0, 1)]
-            self.share = Share(self.store)
-        else:
-            self._start(identities, share)
-            for i in range(self.parts):
-                self._send(i, ("open", firsts))
-            notes = [self._reply(i)[1] for i in range(self.parts)]
+        location = str(self.writer.location)
+        self.partitions.start(
+            [
+                PartitionArgs(location, str(self._directory(i)), identities[i], share, i, self.parts)
+                for i in range(self.parts)
+            ]
+        )
+        for i in range(self.parts):
+            self.partitions.send(i, ("open", firsts))
+        notes = [self.partitions.reply(i)[1] for i in range(self.parts)]
         for text in dict.fromkeys(n for n in notes if n):
             self.note(text)
         self.opened = True
@@ -306,48 +294,6 @@ class KeyAuthority:
                 f"rebuilt for {self.parts} from the dataset"
             )
 
-    def _start(self, identities: list[bytes], share: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        resource_tracker.ensure_running()
-        try:
-            for i in range(self.parts):
-                mine, theirs = ctx.Pipe(duplex=True)
-                args = (theirs, str(self.writer.location), str(self._directory(i)), identities[i], share, i, self.parts)
-                self.procs.append(start_worker(ctx, serve, args, (theirs,)))
-                self.conns.append(mine)
-        except BaseException:
-            self.close()
-            raise
-
-    # -- messages -------------------------------------------------------------------------------------
-
-    def _died(self, i: int) -> WorkerError:
-        return self.failed(f"key partition process {self.procs[i].pid} died (killed, or out of memory?)")
-
-    def _waiting(self, i: int) -> Callable[[], None] | None:
-        """What a blocked transfer with partition ``i`` calls: the watch's check, from now on."""
-        watch = self.watch
-        if watch is None:
-            return None
-        watch.arrived()
-        pid = self.procs[i].pid
-        return lambda: watch.check(f"key partition {i}", [] if pid is None else [pid])
-
-    def _send(self, i: int, message: tuple[Any, ...]) -> None:
-        try:
-            send_message(self.conns[i].fileno(), message, wait=self._waiting(i))
-        except OSError:
-            raise self._died(i) from None
-
-    def _reply(self, i: int) -> Any:
-        try:
-            reply = recv_message(self.conns[i].fileno(), wait=self._waiting(i))
-        except (EOFError, OSError):
-            raise self._died(i) from None
-        if isinstance(reply, tuple) and isinstance(reply[0], str) and reply[0] == "error":
-            raise self.failed(f"key partition {i} failed: {reply[1]}")
-        return reply
-
     # -- commits, the end ---------------------------------------------------------------------------------
 
     def committed(self, tasks: int) -> None:
@@ -355,21 +301,18 @@ class KeyAuthority:
         if not self.opened or tasks <= self.told:
             return
         self.told = tasks
-        if self.store is not None:
-            self.store.committed(tasks)
-        else:
-            self._flush()
-            for i in range(self.parts):
-                self._send(i, ("committed", tasks))
+        self._flush()
+        for i in range(self.parts):
+            self.partitions.send(i, ("committed", tasks))
 
     def finish(self) -> None:
         """The dataset is complete: its key store goes."""
-        if self.conns:
+        if self.opened:
             self._flush()
             for i in range(self.parts):
-                self._send(i, ("finish",))
+                self.partitions.send(i, ("finish",))
             for i in range(self.parts):
-                self._reply(i)
+                self.partitions.reply(i)
         self.close()
         if self.base.is_dir() and not self.base.is_symlink():
             for p in self.base.iterdir():
@@ -379,9 +322,4 @@ class KeyAuthority:
                 self.base.rmdir()
 
     def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-        for conn in self.conns:
-            conn.close()
-        stop_workers(self.procs, graceful=True, wait_s=10)
-        self.conns, self.procs = [], []
+        self.partitions.close()

@@ -26,6 +26,7 @@ from .._storage.layout import FileWriter
 from .._storage.manifest import Committed
 from .._storage.shards import DirectoryWriter, Published
 from .authority import KeyAuthority
+from .partitions import LocalProcesses, PartitionsFactory
 from .progress import Progress, StallWatch
 
 __all__ = ["RESUME", "Driver", "Execute"]
@@ -48,9 +49,11 @@ class Driver:
         stop: Any,
         memory: int | None = None,
         partitions: int = 1,
+        make_partitions: PartitionsFactory = LocalProcesses,
     ) -> None:
         """``memory``: the key store's budget in bytes (unique mode; None: the default share of RAM),
-        shared by ``partitions`` partitions of the key authority (:mod:`.authority`)."""
+        shared by ``partitions`` partitions of the key authority (:mod:`.authority`), made by
+        ``make_partitions`` when more than one (the engine's: local processes, Ray actors)."""
         self.writer, self.spec, self.progress, self.stop = writer, writer.spec, progress, stop
         manifest = writer.manifest
         self.next_commit = manifest.tasks_done()
@@ -59,7 +62,8 @@ class Driver:
         if self.spec.unique:
             budget = memory if memory is not None else memory_budget(None)
             watch = StallWatch(progress, self.counts, self.check_stop)  # (Ctrl-C ends a wait for a stopped partition)
-            self.keys = KeyAuthority(writer, budget, self.note, self.partition_failed, partitions, watch)
+            failed = self.partition_failed
+            self.keys = KeyAuthority(writer, budget, self.note, failed, partitions, watch, make_partitions)
         self.next_dedup = self.next_commit
         self.records = manifest.next_id()
         self.start_records = self.records
@@ -126,7 +130,7 @@ class Driver:
             )
 
     def partition_failed(self, what: str) -> WorkerError:
-        """The error of a key partition process that failed or died (``what``, in words); a stop
+        """The error of a key partition (process or actor) that failed or died (``what``, in words); a stop
         requested meanwhile is reported instead (the same signal may have ended the partition)."""
         self.check_stop()
         return WorkerError(f"{what}; {self.records} records are committed: {RESUME}")

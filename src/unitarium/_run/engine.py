@@ -66,8 +66,8 @@ def generate(
     for a directory), which resume with it and are deleted when it is complete. Never changes the content.
 
     ``partitions`` splits a unique run's key authority by key range into that many processes (each
-    with ``memory / partitions``; 1: in this process). Default: one per 8 workers (``workers``, else
-    this machine's cores). Never changes the content.
+    with ``memory / partitions``; 1: in this process; with ``engine="ray"``: Ray actors). Default: one
+    per 8 workers (``workers``, else this machine's cores). Never changes the content.
     """
     summary, _ = drive(
         path,
@@ -121,7 +121,7 @@ def drive(
     t0 = time.monotonic()
     with chosen.start(request) as execute, Stop() as stop, layout.writer(spec, journal=journal) as writer:
         announce(progress, note, spec)  # the size it will reach, once the run holds the lock
-        driver = Driver(writer, progress, stop, budget, parts)
+        driver = Driver(writer, progress, stop, budget, parts, chosen.partitions)
         try:
             stats = execute(
                 driver, plan(spec, writer.manifest, writer.manifest.tasks_done(), reader_path=writer.location)

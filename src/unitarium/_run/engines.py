@@ -3,7 +3,8 @@
 An engine is a context manager that yields an :data:`~.driver.Execute` (run the plan's tasks for the
 driver) and says which layouts it writes. The driver, the plan, the manifest, dedup, progress, stop
 and resume are the same for every engine (:func:`.engine.drive`). Adding one is a module with a
-``start`` context manager and one line in :data:`ENGINES`; bringing an executor needs no engine at all:
+``start`` context manager and one line in :data:`ENGINES` (with, optionally, what holds a unique run's
+key partitions: local processes by default, Ray actors for Ray); bringing an executor needs no engine at all:
 ``unitarium.generate(..., executor=...)`` takes any :class:`concurrent.futures.Executor` (docs/executors.md).
 """
 
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from .._spec.spec import Spec
 from .._storage.layout import Layout
 from . import jobs, ray
+from .actors import RayActors
 from .directory import run_directory
 from .driver import Execute
 from .file import run_file
+from .partitions import LocalProcesses, PartitionsFactory
 from .plan import check_workers, default_workers
 
 __all__ = ["ENGINES", "Engine", "Request"]
@@ -46,6 +49,8 @@ class Engine:
     start: Callable[[Request], AbstractContextManager[Execute]]
     option: str
     """How the user asks for it (messages)."""
+    partitions: PartitionsFactory = LocalProcesses
+    """What holds a unique run's key partitions when there are several (called inside ``start``)."""
 
 
 @contextlib.contextmanager
@@ -61,7 +66,7 @@ def _local(request: Request) -> Iterator[Execute]:
 
 ENGINES: dict[str, Engine] = {
     "local": Engine(("file", "directory"), _local, "--engine local"),
-    "ray": Engine(("directory",), lambda r: ray.start(r.ray_address, r.workers), "--engine ray"),
+    "ray": Engine(("directory",), lambda r: ray.start(r.ray_address, r.workers), "--engine ray", RayActors),
     "executor": Engine(("directory",), lambda r: jobs.start(r.executor, r.workers), "executor="),  # type: ignore[arg-type]
 }
 """The engines by name (``executor`` is what ``executor=`` selects)."""

@@ -1,14 +1,17 @@
 """A key partition of a unique run (see :mod:`.authority`): the key ranges partitions own, a partition's
-store opened and resumed (:func:`open_store`), its side of each decision (:class:`Share`), and the
-process that serves it when ``P > 1`` (:func:`serve`). Imported by a partition's process: light imports."""
+store opened and resumed (:func:`open_store`), its side of each decision (:class:`Share`), its answers to
+the authority's messages (:class:`KeyPartition`, wherever it runs), and the local process that serves
+it (:func:`serve`). Imported by a partition's process or Ray actor: light imports."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +19,18 @@ from .._storage.keystore import KeyStore, StoreRejected, remove_store
 from .._storage.sqlite import path_text
 from .wire import recv_message, send_message
 
-__all__ = ["FEED_RECORDS", "Share", "gather", "open_store", "partition_of", "serve", "sorted_ranges"]
+__all__ = [
+    "FEED_RECORDS",
+    "SILENT",
+    "KeyPartition",
+    "PartitionArgs",
+    "Share",
+    "gather",
+    "open_store",
+    "partition_of",
+    "serve",
+    "sorted_ranges",
+]
 
 FEED_RECORDS = 1 << 16
 """Records whose keys are read from the dataset at a time when a store is extended or rebuilt."""
@@ -92,12 +106,11 @@ def open_store(store: KeyStore, location: Path, firsts: np.ndarray, index: int, 
     return note
 
 
-# -- a partition's process ----------------------------------------------------------------------------------
+# -- a partition ---------------------------------------------------------------------------------------------
 
 
 class Share:
-    """A partition's side of :meth:`KeyAuthority.decide`, on its store: in its own process, or in the
-    driver's with one partition."""
+    """A partition's side of :meth:`KeyAuthority.decide`, on its store."""
 
     def __init__(self, store: KeyStore) -> None:
         self.store = store
@@ -126,15 +139,76 @@ class Share:
         self.store.add_sorted(hi[new], lo[new], through)
 
 
-def serve(
-    conn: Connection, location: str, directory: str, identity: bytes, budget: int, index: int, parts: int
-) -> None:
-    """A partition: answer ``query`` (membership), take ``add`` and ``committed``, in the order sent;
-    return at end-of-file (the driver is done, or gone)."""
+@dataclass(frozen=True)
+class PartitionArgs:
+    """What partition ``index`` of ``parts`` is made of: the dataset at ``location``, its store's
+    ``directory``, the ``identity`` the store is bound to, and its ``budget`` in bytes (plain values:
+    they travel to a partition's process or Ray actor)."""
+
+    location: str
+    directory: str
+    identity: bytes
+    budget: int
+    index: int
+    parts: int
+
+
+SILENT = frozenset({"drop", "add", "committed"})
+"""The messages without an answer (:meth:`KeyPartition.handle` returns None)."""
+
+
+class KeyPartition:
+    """A partition: its store and its side of the decisions, answering the authority's messages in the
+    order sent. The same in the driver (``P = 1``), in a local process (:func:`serve`) and as a Ray
+    actor (:mod:`.actors`).
+
+    Messages: ``("decide", hi, lo, alt_keys, through, drop)`` (:meth:`Share.decide`, after the
+    previous decision's ``drop`` if not None), ``("drop", positions)``, ``("query", keys)``
+    (membership), ``("add", keys, through)``, ``("committed", tasks)``, ``("open", firsts)``
+    (:func:`open_store`; answers ``("opened", note)``), ``("finish",)`` (the store is deleted;
+    answers ``("done", None)``)."""
+
+    def __init__(self, args: PartitionArgs) -> None:
+        self.args = args
+        self.store = KeyStore(Path(args.directory), args.identity, args.budget)
+        self.share = Share(self.store)
+
+    def handle(self, message: tuple[Any, ...]) -> Any:
+        """The answer to ``message``, or None for the :data:`SILENT` ones."""
+        kind, store = message[0], self.store
+        if kind == "decide":
+            if message[5] is not None:  # the previous decision's drops
+                self.share.drop(message[5])
+            return self.share.decide(*message[1:5])
+        if kind == "drop":
+            self.share.drop(message[1])
+        elif kind == "query":
+            return store.contains(message[1])
+        elif kind == "add":
+            store.add(message[1], message[2])
+        elif kind == "committed":
+            store.committed(message[1])
+        elif kind == "open":
+            args = self.args
+            return ("opened", open_store(store, Path(args.location), message[1], args.index, args.parts))
+        elif kind == "finish":
+            store.close()
+            remove_store(store.directory)
+            return ("done", None)
+        else:
+            raise ValueError(f"unknown message {kind!r}")
+        return None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def serve(conn: Connection, args: PartitionArgs) -> None:
+    """A partition's process: answer its driver's messages (:meth:`KeyPartition.handle`) in the order
+    sent; return at end-of-file (the driver is done, or gone). A failure is sent as ``("error", line)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    store = KeyStore(Path(directory), identity, budget)
-    share = Share(store)
+    partition = KeyPartition(args)
     fd = conn.fileno()
     try:
         while True:
@@ -142,27 +216,11 @@ def serve(
                 message = recv_message(fd)
             except (EOFError, OSError):
                 return
-            kind = message[0]
-            if kind == "decide":
-                if message[5] is not None:  # the previous decision's drops
-                    share.drop(message[5])
-                send_message(fd, share.decide(*message[1:5]))
-            elif kind == "drop":
-                share.drop(message[1])
-            elif kind == "query":
-                send_message(fd, store.contains(message[1]))
-            elif kind == "add":
-                store.add(message[1], message[2])
-            elif kind == "committed":
-                store.committed(message[1])
-            elif kind == "open":
-                send_message(fd, ("opened", open_store(store, Path(location), message[1], index, parts)))
-            elif kind == "finish":
-                store.close()
-                remove_store(store.directory)
-                send_message(fd, ("done", None))
+            reply = partition.handle(message)
+            if reply is not None:
+                send_message(fd, reply)
     except Exception as exc:  # reported as one line by the driver, never a traceback
         with contextlib.suppress(OSError):
             send_message(fd, ("error", f"{type(exc).__name__}: {exc}"))
     finally:
-        store.close()
+        partition.close()

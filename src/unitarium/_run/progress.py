@@ -79,8 +79,10 @@ class StallWatch:
                 f"waiting {idle:.0f} s for {waiting_for}: worker process {which} is stopped (SIGSTOP or Ctrl-Z); "
                 f"resume it with kill -CONT {which}, or interrupt the run (committed records are kept)"
             )
-        else:
+        elif pids:
             note = f"waiting {idle:.0f} s for {waiting_for} from worker process {', '.join(map(str, pids))} (running)"
+        else:  # (no process of this machine: a Ray actor)
+            note = f"waiting {idle:.0f} s for {waiting_for} (running)"
         self.progress(dataclasses.replace(self.counts(), note=note))
 
 

@@ -39,7 +39,7 @@ from .._storage.sqlite import path_text
 from .driver import Driver, Execute
 from .jobs import JobFailed, JobLost, RunStats, check_jobs_in_flight, remove_job_temporaries, run_jobs
 
-__all__ = ["RayExecutor", "import_ray", "start"]
+__all__ = ["RayExecutor", "import_ray", "start", "task_nodes"]
 
 _RETRIES = 4
 """Re-runs of a Ray task whose worker process or node died."""
@@ -140,6 +140,11 @@ def cluster_cpus(ray: Any) -> int:
     return cpus
 
 
+def task_nodes(ray: Any) -> list[str]:
+    """The ids of the alive nodes that run tasks (with CPUs): those :func:`check_nodes` probes."""
+    return [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+
+
 def check_nodes(ray: Any, directory: Path) -> None:
     """Every alive node with CPUs writes a probe file in the dataset directory (it must see the one
     this process wrote): a clear :class:`StorageError` naming the first node that cannot."""
@@ -151,12 +156,11 @@ def check_nodes(ray: Any, directory: Path) -> None:
     mine.write_text(token)
     try:
         probe = ray.remote(num_cpus=0, max_retries=1)(probe_node)
-        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
         refs = [
-            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
                 str(directory), token
             )
-            for n in nodes
+            for node in task_nodes(ray)
         ]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=_PROBE_S)
         if len(ready) < len(refs):
