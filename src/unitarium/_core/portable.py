@@ -39,21 +39,32 @@ def matmul_planes(ar: np.ndarray, ai: np.ndarray, br: np.ndarray, bi: np.ndarray
     t1, t2 = np.empty(shape, ar.dtype), np.empty(shape, ar.dtype)
     for j in range(d):
         a_r, a_i, b_r, b_i = ar[:, j, None, :], ai[:, j, None, :], br[None, j], bi[None, j]
-        np.multiply(a_r, b_r, out=t1)
-        np.multiply(a_i, b_i, out=t2)
-        if j:
-            np.subtract(t1, t2, out=t1)
-            re += t1
-        else:
-            np.subtract(t1, t2, out=re)
-        np.multiply(a_r, b_i, out=t1)
-        np.multiply(a_i, b_r, out=t2)
-        if j:
-            np.add(t1, t2, out=t1)
-            im += t1
-        else:
-            np.add(t1, t2, out=im)
+        _add_term(re, np.subtract, a_r, b_r, a_i, b_i, t1, t2, first=not j)  # ar*br - ai*bi
+        _add_term(im, np.add, a_r, b_i, a_i, b_r, t1, t2, first=not j)  # ar*bi + ai*br
     return re, im
+
+
+def _add_term(
+    acc: np.ndarray,
+    combine: np.ufunc,
+    x1: np.ndarray,
+    y1: np.ndarray,
+    x2: np.ndarray,
+    y2: np.ndarray,
+    t1: np.ndarray,
+    t2: np.ndarray,
+    *,
+    first: bool,
+) -> None:
+    """``acc (+)= combine(x1 * y1, x2 * y2)``, each product rounded, then their combination (the
+    first term is written, later ones added)."""
+    np.multiply(x1, y1, out=t1)
+    np.multiply(x2, y2, out=t2)
+    if first:
+        combine(t1, t2, out=acc)
+    else:
+        combine(t1, t2, out=t1)
+        acc += t1
 
 
 def sub_batch(d: int, dtype: np.dtype | type) -> int:
