@@ -26,6 +26,9 @@ import unitarium
 
 REPO = Path(__file__).resolve().parents[1]
 
+with contextlib.suppress(ImportError):  # pytest-xdist's hook, where xdist is installed (the test extra)
+    from _xdist_order import pytest_xdist_make_scheduler  # noqa: F401
+
 
 def _utf8(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -17,7 +17,7 @@ import unitarium
 from unitarium._core.cost import check_free_closure, circuit_cost, circuit_costs, move_weights, split_level
 from unitarium._errors import SpecError, SpecMismatchError
 
-from conftest import cli, dataset_digest, kill_group, label_rows, one_error_line, records_in, start_cli, wait_until
+from conftest import cli, dataset_digest, kill_group, one_error_line, records_in, start_cli, wait_until
 
 # -- an independent model of 2-qubit gates (qubit 0 least significant, as Qiskit) ---------------
 
@@ -444,26 +444,6 @@ def test_label_refusals(tmp_path: Path, cx_table: Path) -> None:
     cli("generate", fresh, "--gates", "h,s,cx", "--qubits", "2", "--count", "5", "--length", "4", "-q")
     with pytest.raises(unitarium.DatasetError, match="no labels"):
         unitarium.open(fresh).labels()
-
-
-def test_label_kill_9_and_resume(tmp_path: Path, cx_table: Path) -> None:
-    import shutil
-
-    data = tmp_path / "big.db"
-    cli("generate", data, "--gates", "h,s,cx", "--qubits", "2", "--count", "2400", "--length", "0:10", "-q")
-    copy = tmp_path / "copy.db"
-    shutil.copy(data, copy)
-    proc = start_cli("label", data, "--table", cx_table, "-q", "--chunk", "200")
-    try:
-        wait_until(lambda: label_rows(data) >= 2, timeout=300, what="two committed label chunks")
-    finally:
-        kill_group(proc)
-    rows = label_rows(data)
-    assert 2 <= rows < 12  # 2,400 records are 12 chunks
-    out = cli("label", data, "--table", cx_table, "-q", "--chunk", "200").stdout
-    assert f"{2400 - rows * 200:,} new" in out
-    cli("label", copy, "--table", cx_table, "-q")  # another chunk size: the same labels
-    assert np.array_equal(unitarium.open(data).labels(), unitarium.open(copy).labels())
 
 
 def test_export_and_torch_width_by_cost(tmp_path: Path, cx_table: Path) -> None:

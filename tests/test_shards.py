@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sqlite3
 from pathlib import Path
@@ -104,10 +103,8 @@ def test_one_dataset_to_every_command(tmp_path: Path) -> None:
     assert found.startswith("2\t") or "\th 0; s 0" in found
 
 
-def test_pack_makes_one_equal_file(tmp_path: Path) -> None:
-    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=6, unique=True)
-    path = f"{tmp_path / 'd'}/"
-    generate(path, spec, 2)
+def test_pack_makes_one_equal_file(made, tmp_path: Path) -> None:
+    path = made(unitarium.make_spec(**MODES["unique enumerate"]), layout="directory", workers=2)  # read only
     cli("pack", path, tmp_path / "one.db")
     assert Snapshot.of(tmp_path / "one.db").equals(Snapshot.of(path))
     with unitarium.open(tmp_path / "one.db") as ds:
@@ -202,18 +199,19 @@ KILL_ARGS = ["--gates", "clifford+t", "--qubits", "2", "--count", "600000", "--l
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("threshold", "resume_workers"), [(1, 3), (100_000, 1)])
 def test_kill_9_of_the_group_then_resume_with_another_worker_count(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, seed: int
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, threshold: int, resume_workers: int
 ) -> None:
-    """kill -9 of the whole process group at a seeded moment of a directory run, then resume with
-    another worker count: the same records as an uninterrupted single-file run."""
+    """kill -9 of the whole process group of a 2-worker directory run once ``threshold`` records are committed (the
+    first commit: while only one worker has published, the run is mid-way; or a later one), then resume with
+    another worker count (more, fewer): the same records as an uninterrupted single-file run. (Three seeded
+    moments before: their thresholds, 30,000 to 125,000, were first seen at the full 600,000 records, and all
+    three resumed with 1 worker.)"""
     args = KILL_ARGS
-    reference = uninterrupted(tmp_path_factory, "ref.db", args)  # made once for the three seeds and two signals
-    rng = random.Random(seed)
+    reference = uninterrupted(tmp_path_factory, "ref.db", args)  # made once for the kills and the two signals
     path = f"{tmp_path / 'd'}/"
     proc = start_cli("generate", path, *args, "--workers", "2", "--quiet")
-    threshold = rng.randrange(0, 400_000)
     try:
         wait_until(lambda: records_in(path) >= threshold or proc.poll() is not None, timeout=120, what="progress")
         os.killpg(proc.pid, signal.SIGKILL)
@@ -223,7 +221,7 @@ def test_kill_9_of_the_group_then_resume_with_another_worker_count(
     partial = Snapshot.of(path) if records_in(path) else None
     if partial is not None:
         assert integrity(path) == "ok" and partial.is_prefix_of(ref)
-    cli("generate", path, *args, "--workers", str(rng.choice([1, 3])), "--quiet")
+    cli("generate", path, *args, "--workers", str(resume_workers), "--quiet")
     assert Snapshot.of(path).equals(ref)
     shards = Path(path) / "shards"
     listed = {Path(p).name for p in _listed_segments(Path(path))}
