@@ -343,3 +343,20 @@ def test_a_directory_under_a_missing_parent_is_created(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert len(unitarium.open(f"{tmp_path}/no/such/")) == 5
+
+
+def test_a_level_barrier_publishes_every_decided_task(tmp_path: Path) -> None:
+    """A unique enumeration's level barrier flushes each worker once its tasks are all decided, so a level's records
+    lie in one segment per worker. Before, the flush could overtake the keep-masks still on their way: the rest
+    of the level waited for its segment's age (2 s, SEGMENT_SECONDS) in a segment of its own, at every level."""
+    import dataclasses
+
+    spec = unitarium.make_spec(gates="h,s,cx", qubits=2, max_length=7, unique=True)
+    generate(f"{tmp_path / 'd'}/", dataclasses.replace(spec, task_size=64), 2)  # 270 tasks, up to 150 a level
+    conn = sqlite3.connect(f"file:{tmp_path / 'd' / 'manifest.db'}?mode=ro", uri=True)
+    try:
+        levels = conn.execute("SELECT level, count(*), count(DISTINCT shard) FROM tasks GROUP BY level").fetchall()
+    finally:
+        conn.close()
+    assert len(levels) == 8 and sum(n for _, n, _ in levels) == 270, levels
+    assert all(segments <= 2 for _, _, segments in levels), levels

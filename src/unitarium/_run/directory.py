@@ -295,6 +295,7 @@ def _run_pool(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | No
         for task in tasks:
             driver.check_stop()
             if task is None:  # a barrier: everything so far listed in the manifest
+                wait_until(lambda s=submitted: driver.keys is None or driver.next_dedup >= s)  # type: ignore[misc]
                 for w in range(count):
                     post(w, ("flush",))
                 wait_until(lambda s=submitted: driver.next_commit >= s)  # type: ignore[misc]
@@ -306,6 +307,7 @@ def _run_pool(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | No
             owner[task.task_id] = w
             submitted = task.task_id + 1
             pump(0)
+        wait_until(lambda: driver.keys is None or driver.next_dedup >= submitted)
         for w in range(count):
             post(w, ("flush",))
         wait_until(lambda: driver.next_commit >= submitted)
