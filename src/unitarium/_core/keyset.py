@@ -5,7 +5,7 @@ collide (~2,400 pairs among 3e11 unitaries), and a collision would drop a distin
 with 128 bits the chance is ~1e-16 at that scale. Keys live in a few runs sorted by ``hi``
 (``lo`` alongside) whose sizes at least double from newest to oldest (a log-structured merge):
 adding ``k`` keys costs an ``O(k log k)`` sort plus amortised linear merges, a membership query
-``O(log^2 n)``. Memory is 16 bytes per key, plus a transient copy of the largest run while it merges.
+``O(log^2 n)``. Memory is 16 bytes per key, plus about 1.3 times the largest run while it merges (:func:`merge_runs`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "first_occurrences",
     "first_sorted",
     "keep_mask",
+    "merge_runs",
     "select_new",
 ]
 
@@ -83,11 +84,8 @@ class KeySet:
             return
         self._runs.append((np.array(hi, dtype=np.int64), np.array(lo, dtype=np.int64)))
         while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
-            new_hi, new_lo = self._runs.pop()
-            old_hi, old_lo = self._runs.pop()
-            hi, lo = np.concatenate([old_hi, new_hi]), np.concatenate([old_lo, new_lo])
-            order = np.argsort(hi, kind="stable")
-            self._runs.append((hi[order], lo[order]))
+            newer = self._runs.pop()
+            self._runs.append(merge_runs(self._runs.pop(), newer))
 
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new (:func:`select_new` against this set)."""
@@ -95,18 +93,34 @@ class KeySet:
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         """Every key as one run ``(hi, lo)`` sorted by ``hi``; the set is left empty (for spilling
-        to disk: transient memory about twice the set's)."""
+        to disk: transient memory about 2.3 times the set's, :func:`merge_runs`)."""
         runs, self._runs = self._runs, []
         if not runs:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if len(runs) == 1:
-            return runs[0]
-        hi = np.concatenate([r[0] for r in runs])
-        lo = np.concatenate([r[1] for r in runs])
-        del runs
-        order = np.argsort(hi, kind="stable")  # sorted runs: timsort merges them
-        hi = hi[order]
-        return hi, lo[order]
+        merged = runs.pop()
+        while runs:  # newest (smallest) first: each input is freed once merged
+            merged = merge_runs(runs.pop(), merged)
+        return merged
+
+
+def merge_runs(
+    older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two runs ``(hi, lo)`` sorted by ``hi`` as one, in the order a stable sort of ``older`` then
+    ``newer`` gives (equal first words: the older run's first). Placed, not sorted: the output
+    (16 bytes a key) plus 8 bytes per key of ``newer`` and 1 per key beside the inputs, so about 2.3
+    times the keys' bytes at the peak (a concatenation sorted by ``argsort`` took 3.5 times)."""
+    old_hi, old_lo = older
+    new_hi, new_lo = newer
+    n = len(old_hi) + len(new_hi)
+    at = np.searchsorted(old_hi, new_hi, side="right")
+    at += np.arange(len(new_hi), dtype=at.dtype)  # the newer keys' places in the output
+    theirs = np.ones(n, dtype=bool)
+    theirs[at] = False  # the older keys' places
+    hi, lo = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    hi[at], lo[at] = new_hi, new_lo
+    hi[theirs], lo[theirs] = old_hi, old_lo
+    return hi, lo
 
 
 def select_new(

@@ -8,12 +8,15 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from .._core.codec import code_dtype
 from .._core.cost import level_of, move_weights
 from .._errors import SpecError, StorageError, UnitariumError
 from .._read.dataset import Dataset
 from .._spec.sources import Task
 from .._spec.spec import Enumeration, RandomSource, Spec, memory_limit
+from .._storage.keyruns import file_resident
 from .._storage.manifest import Manifest
 from .._storage.sqlite import path_text
 
@@ -32,6 +35,38 @@ __all__ = [
 BARRIER = None
 """In a plan: everything before must be committed before what follows is planned."""
 _MAX_WORKERS = 1024
+
+
+PARENT_PAGES = 32 << 20
+"""Bytes of the dataset's pages the plan's reader may keep mapped (SQLite maps a reader's file, and a page
+read stays resident until the map goes): past that, the reader is opened afresh."""
+
+
+class _Parents:
+    """The plan's reader of parent circuits: a :class:`Dataset` reopened whenever the file-backed pages
+    of this process have grown :data:`PARENT_PAGES` above the lowest level seen (an enumeration reads
+    every record of a level once: kept mapped, its pages would be a resident copy of the dataset)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reader = Dataset(path)
+        self.low = file_resident()
+
+    def circuit_array(self, start: int, stop: int, length: int) -> np.ndarray:
+        circuits = self.reader.circuit_array(start, stop, length)
+        now = file_resident()
+        self.low = min(self.low, now)
+        if now - self.low > PARENT_PAGES:
+            self.reader.close()
+            self.reader = Dataset(self.path)
+            self.low = min(self.low, file_resident())
+        return circuits
+
+    def __enter__(self) -> _Parents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
 
 
 def default_workers() -> int:
@@ -66,7 +101,7 @@ def plan(spec: Spec, manifest: Manifest, done: int, *, reader_path: Path) -> Ite
     task_id = 1
     per_task = max(1, size // len(spec.gateset.moves))
     compact = code_dtype(len(spec.gateset.moves))  # parents travel as stored (8x fewer bytes than int64)
-    with Dataset(reader_path) as reader:
+    with _Parents(reader_path) as reader:
         for level in range(1, src.max_length + 1):
             parents = manifest.level_range(level - 1)
             if parents is None or parents[0] == parents[1]:
@@ -97,7 +132,7 @@ def _cost_plan(spec: Spec, manifest: Manifest, done: int, reader_path: Path) -> 
     filled: dict[tuple[int, int], tuple[int, int]] = {(0, 0): (0, 1)}  # nonempty levels: record ranges
     longest: dict[int, int] = {0: 0}  # per cost, the longest nonempty level
     task_id = 1
-    with Dataset(reader_path) as reader:
+    with _Parents(reader_path) as reader:
         for cost in range(0, max_cost + 1):
             if cost > 0 and not any(c in longest for c in range(cost - heaviest, cost)):
                 return  # no level within reach of the heaviest move: nothing costs more

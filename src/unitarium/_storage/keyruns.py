@@ -82,7 +82,12 @@ class Run:
     """One sorted run on disk: ``hi`` and ``lo`` words mapped read-only, its fence in RAM; it holds the
     keys of tasks ``tasks[0] .. tasks[1]-1`` (those not in an earlier run)."""
 
-    def __init__(self, path: Path, tasks: tuple[int, int], n: int, sums: tuple[str, str]) -> None:
+    def __init__(
+        self, path: Path, tasks: tuple[int, int], n: int, sums: tuple[str, str], fence: np.ndarray | None = None
+    ) -> None:
+        """``fence``: every :data:`FENCE`-th ``hi`` word, as :func:`write_run` returns it (None: read
+        from the file, never through the map: a fence built from the map would fault in every page
+        of ``hi``, 8 bytes a key of resident memory until the next release)."""
         self.path, self.tasks, self.n, self.sums = path, tasks, n, sums
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -98,7 +103,16 @@ class Run:
         self.map.madvise(mmap.MADV_RANDOM)  # one page per fault: what a query touches, no read-around
         self.hi = np.frombuffer(self.map, dtype="<i8", count=n, offset=self.offset)
         self.lo = np.frombuffer(self.map, dtype="<i8", count=n, offset=self.offset + 8 * n)
-        self.fence = np.array(self.hi[::FENCE])
+        self.fence = self._read_fence() if fence is None else fence
+
+    def _read_fence(self) -> np.ndarray:
+        parts, fd = [], os.open(self.path, os.O_RDONLY)
+        try:
+            for a in range(0, self.n, _READ):  # (_READ is a multiple of FENCE)
+                parts.append(_read_words(fd, self.offset + 8 * a, min(_READ, self.n - a))[::FENCE].astype(np.int64))
+        finally:
+            os.close(fd)
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     @property
     def name(self) -> str:
@@ -160,22 +174,26 @@ class Run:
         self.map.close()
 
 
-def write_run(path: Path, n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]], seed: int) -> tuple[str, str]:
+def write_run(
+    path: Path, n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]], seed: int
+) -> tuple[tuple[str, str], np.ndarray]:
     """Write the run ``(2, n)`` from its ``(hi, lo)`` chunks, in order: a temporary file, fsync,
-    rename, fsync of the directory. Returns its checksums."""
+    rename, fsync of the directory. Returns its checksums and its fence (every :data:`FENCE`-th
+    ``hi`` word). The chunks are written as they are (no copy)."""
     header = _header(n)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     sums = [xxhash.xxh3_64(seed=seed), xxhash.xxh3_64(seed=seed)]
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.pwrite(fd, header, 0)
-        at = 0
+        at, fence = 0, []
         for hi, lo in parts:
-            hi_bytes, lo_bytes = hi.astype("<i8").tobytes(), lo.astype("<i8").tobytes()
-            os.pwrite(fd, hi_bytes, len(header) + 8 * at)
-            os.pwrite(fd, lo_bytes, len(header) + 8 * (n + at))
-            sums[0].update(hi_bytes)
-            sums[1].update(lo_bytes)
+            hi, lo = np.ascontiguousarray(hi, dtype="<i8"), np.ascontiguousarray(lo, dtype="<i8")
+            _write_all(fd, hi, len(header) + 8 * at)
+            _write_all(fd, lo, len(header) + 8 * (n + at))
+            sums[0].update(hi.data)
+            sums[1].update(lo.data)
+            fence.append(hi[-at % FENCE :: FENCE].astype(np.int64))
             at += len(hi)
         if at != n:
             raise AssertionError(f"a run of {n} keys got {at}")
@@ -188,7 +206,15 @@ def write_run(path: Path, n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]
     os.close(fd)
     os.replace(tmp, path)
     fsync_directory(path.parent)
-    return sums[0].hexdigest(), sums[1].hexdigest()
+    return (sums[0].hexdigest(), sums[1].hexdigest()), (np.concatenate(fence) if fence else np.zeros(0, np.int64))
+
+
+def _write_all(fd: int, words: np.ndarray, offset: int) -> None:
+    """``os.pwrite`` of the array's bytes, whole (a write may stop short; no copy of the array)."""
+    view = words.data.cast("B")
+    while len(view):
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def merged(older: Run, newer: Run, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

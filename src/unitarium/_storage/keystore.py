@@ -9,11 +9,14 @@ RAM, so a membership query touches one page of the map (binary search inside the
 are merged size-tiered (a new run at least half as large as the one before it is merged into it, in
 chunks read from the files, never whole in RAM), so there are ``O(log)`` of them.
 
-Memory: RAM keys up to ``budget / 4`` (twice that while they are sorted into a run), the pages of the
-maps that queries touched up to ``budget / 4`` (measured as the growth of the process's file-backed
-resident pages, then handed back with ``MADV_DONTNEED``; the maps are ``MADV_RANDOM``), merge buffers
-of ``budget / 16``, and fences of 1/64 byte per key: about ``0.8 * budget`` in all, whatever the
-number of keys.
+Memory: RAM keys up to ``budget / 4`` (about 2.3 times that while they merge into one run:
+:func:`~.._core.keyset.merge_runs`; written without a copy), the pages of the maps that queries
+touched up to ``budget / 4`` (measured as the growth of the process's file-backed resident pages above
+the lowest level seen, handed back with ``MADV_DONTNEED`` past ``budget / 8``, checked after each slice
+of queries that can fault in at most ``budget / 8`` more: a task's queries would otherwise fault in
+every page of a large run at once; the maps are ``MADV_RANDOM``; a run's fence is never read through
+its map), merge buffers of ``budget / 16``, and fences of 1/64 byte per key: under the budget in all,
+whatever the number of keys (plus :data:`MIN_QUERY_STEP`'s slice at budgets below 96 MiB).
 
 The store is part of the dataset's resumable state, never of its content: readers, ``pack`` and
 ``verify`` ignore it. ``keys.json`` lists the runs (written atomically: temporary file, fsync, rename,
@@ -72,6 +75,13 @@ __all__ = [
 LOCK = "lock"
 MIN_BUDGET = 1 << 20
 """The smallest ``--memory``: the store's fixed needs (a run's buffers, a fence page, the listing)."""
+QUERY_PAGES = 3
+"""Pages of a run's map one membership query touches at most: its fenced range of ``hi`` (a 4 KiB page of
+words, not page-aligned: two pages) and one of ``lo``."""
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+MIN_QUERY_STEP = 2048
+"""The fewest queries per slice of a membership test (smaller slices cost more in calls than the pages they
+save): at small budgets a slice may fault in up to ``3 * 2048`` pages (24 MiB), a fixed overhead."""
 DEFAULT_FRACTION = 0.25
 """The default budget: this fraction of the memory this process may use."""
 
@@ -179,6 +189,13 @@ class KeyStore:
         return self.budget // 4
 
     @property
+    def query_step(self) -> int:
+        """Queries per slice of a membership test: each touches at most :data:`QUERY_PAGES` pages of a
+        run's map, so a slice adds at most ``map_limit / 2`` (or :data:`MIN_QUERY_STEP`'s fixed 24 MiB at
+        budgets below 96 MiB) to the pages the maps hold before they are handed back."""
+        return max(MIN_QUERY_STEP, self.map_limit // (2 * QUERY_PAGES * PAGE))
+
+    @property
     def chunk(self) -> int:
         """Keys per chunk of a merge: its buffers (inputs, output, order) stay below ``budget / 16``."""
         return max(FENCE, self.budget // 16 // 64)
@@ -255,19 +272,22 @@ class KeyStore:
         found = self.ram.contains_sorted(hi, lo)
         if not self.runs or not len(hi):
             return found
+        step = self.query_step
         for run in self.runs:
             ask = np.flatnonzero(~found)
-            found[ask] = run.contains(hi[ask], lo[ask])
-        self._bound_maps()
+            for a in range(0, len(ask), step):  # each slice faults in at most map_limit / 2 of pages
+                part = ask[a : a + step]
+                found[part] = run.contains(hi[part], lo[part])
+                self._bound_maps()
         return found
 
     def _bound_maps(self) -> None:
         """Hand back the pages the maps hold once they pass :attr:`map_limit`: measured as the growth of
         this process's file-backed resident pages (``/proc/self/statm``) since the last release."""
         now = file_resident()
-        if self.baseline is None:
-            self.baseline = now
-        if now - self.baseline > self.map_limit:
+        # (the lowest level seen: pages others in this process hand back, the plan's reader, count for it)
+        self.baseline = now if self.baseline is None else min(self.baseline, now)
+        if now - self.baseline > self.map_limit // 2:
             for run in self.runs:
                 run.release()
             self.releases += 1
@@ -322,13 +342,13 @@ class KeyStore:
         self.seq += 1
         path = self.directory / f"run-{self.seq:06d}.npy"
         try:
-            sums = write_run(path, n, parts, self._seed(tasks))
+            sums, fence = write_run(path, n, parts, self._seed(tasks))
         except OSError as exc:
             raise StorageError(
                 f"cannot write the key store {path_text(self.directory)}: {exc.strerror}; free some space, or give "
                 "--memory more room (nothing committed is lost)"
             ) from exc
-        return Run(path, tasks, n, sums)
+        return Run(path, tasks, n, sums, fence)
 
     # -- commits and listing ------------------------------------------------------------------------
 
