@@ -194,3 +194,22 @@ def test_a_kernel_5_dataset_resumes_with_kernel_5_and_an_older_one_is_refused(tm
     line = one_error_line(proc.stderr)
     assert proc.returncode != 0 and "kernel version 4" in line and "new path" in line, line
     assert file_digests(older) == before
+
+
+@pytest.mark.parametrize("command", [["show", "3"], ["verify"], ["export", "OUT"]])
+def test_a_computed_dataset_of_a_kernel_not_computed_here_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    """A ``--unitaries computed`` dataset of a kernel this code does not compute (made by a later unitarium, or
+    edited) cannot have its unitaries recomputed: one line, no traceback, the file unchanged."""
+    path = tmp_path / "c.db"
+    unitarium.generate(path, unitarium.make_spec(gates="h,t,cx", qubits=2, count=100, length=5, unitaries="computed"))
+    spec = json.loads(json.dumps(unitarium.open(path).meta["spec"]))
+    spec["kernel_version"] = 99
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'spec'", (json.dumps(spec),))
+    conn.close()
+    before = file_digests(path)
+    proc = cli(*[str(tmp_path / "out") if a == "OUT" else a for a in [command[0], path, *command[1:]]], check=False)
+    line = one_error_line(proc.stderr)
+    assert proc.returncode != 0 and "kernel version 99" in line, line
+    assert file_digests(path) == before

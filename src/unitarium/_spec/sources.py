@@ -57,9 +57,10 @@ import numpy as np
 from .._core.codec import code_dtype
 from .._core.cost import LEVEL_STRIDE, move_weights
 from .._core.exact import dedup_keys
-from .._core.kernels import ProductTable, extend
+from .._core.kernels import KERNELS, ProductTable, extend
 from .._core.ringmoves import RingMoves
 from .._core.tableau import TableauRules
+from .._errors import SpecError
 from .spec import Enumeration, RandomSource, Spec
 
 __all__ = ["TABLEAU_RULES_ENV", "Task", "TaskContext", "TaskResult", "recompute", "run_task"]
@@ -164,6 +165,11 @@ class TaskContext:
 
     @cached_property
     def table(self) -> ProductTable:
+        if self.spec.kernel not in KERNELS:  # (a dataset of another unitarium's kernel: read from its JSON)
+            raise SpecError(
+                f"unitaries of kernel version {self.spec.kernel!r} cannot be computed by this unitarium (it computes "
+                f"versions {', '.join(map(str, KERNELS))}): read the dataset with the unitarium that made it"
+            )
         return ProductTable(self.spec.gateset.move_matrices, self.compute_dtype, kernel=self.spec.kernel)
 
     @cached_property
