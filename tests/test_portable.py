@@ -157,6 +157,16 @@ def test_extensions_follow_their_definition_and_the_table_its_products() -> None
     assert np.array_equal(kids, apply_moves(units, moves, allowed))
 
 
+def _set_kernel(path: Path, version: int) -> None:
+    """Edit the kernel version in the spec stored in dataset file ``path`` (the test's tampering tool)."""
+    spec = json.loads(json.dumps(unitarium.open(path).meta["spec"]))
+    spec["kernel_version"] = version
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'spec'", (json.dumps(spec),))
+    conn.close()
+
+
 SPEC = dict(gates="h,t,cx", qubits=3, count=20_000, length="0:14", seed=4, dtype="complex128", task_size=100)
 
 
@@ -181,12 +191,7 @@ def test_a_kernel_5_dataset_resumes_with_kernel_5_and_an_older_one_is_refused(tm
 
     older = tmp_path / "older.db"
     stopped_after(older, old, reports=1, workers=1)
-    spec = json.loads(json.dumps(unitarium.open(older).meta["spec"]))
-    spec["kernel_version"] = 4
-    conn = sqlite3.connect(older)
-    with conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'spec'", (json.dumps(spec),))
-    conn.close()
+    _set_kernel(older, 4)
     before = file_digests(older)
     args = ["generate", older, "--gates", "h,t,cx", "--qubits", "3", "--count", "20000", "--length", "0:14"]
     args += ["--seed", "4", "--dtype", "complex128", "--task-size", "100"]
@@ -202,12 +207,7 @@ def test_a_computed_dataset_of_a_kernel_not_computed_here_is_one_line(tmp_path: 
     edited) cannot have its unitaries recomputed: one line, no traceback, the file unchanged."""
     path = tmp_path / "c.db"
     unitarium.generate(path, unitarium.make_spec(gates="h,t,cx", qubits=2, count=100, length=5, unitaries="computed"))
-    spec = json.loads(json.dumps(unitarium.open(path).meta["spec"]))
-    spec["kernel_version"] = 99
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'spec'", (json.dumps(spec),))
-    conn.close()
+    _set_kernel(path, 99)
     before = file_digests(path)
     proc = cli(*[str(tmp_path / "out") if a == "OUT" else a for a in [command[0], path, *command[1:]]], check=False)
     line = one_error_line(proc.stderr)
