@@ -235,7 +235,7 @@ class BlockStore:
             raise self.damaged(rows, f"task {task_id}: {exc.detail}") from None
 
     def column_reader(self, shard: int, task_id: int) -> Reader:
-        blob_part = self._blob_reader(shard, task_id)
+        blob_part = _blob_reader(self.shard(shard), task_id, self.path)
 
         def read(column: str, at: int, size: int, total: int | None) -> bytes:
             if column not in _SMALL_COLUMNS or total is None:
@@ -250,31 +250,6 @@ class BlockStore:
             if at + size > len(whole):
                 raise Damage(f"its {column} end at byte {len(whole)}, before byte {at + size}")
             return whole[at : at + size]
-
-        return read
-
-    def _blob_reader(self, shard: int, task_id: int) -> Reader:
-        conn = self.shard(shard)
-
-        def read(column: str, at: int, size: int, total: int | None) -> bytes:
-            try:
-                with conn.blobopen("blocks", column, task_id, readonly=True) as blob:
-                    length = len(blob)
-                    if total is not None and length != total:
-                        raise Damage(f"its {column} hold {length} bytes, expected {total}")
-                    if at + size > length:
-                        raise Damage(f"its {column} end at byte {length}, before byte {at + size}")
-                    blob.seek(at)
-                    data = blob.read(size)
-            except sqlite3.Error as exc:
-                # SQLITE_ERROR from a checked schema: no such row, or a value that is not a BLOB
-                mapped = storage_error(exc, self.path, "reading")
-                if getattr(exc, "sqlite_errorname", None) == "SQLITE_ERROR" or isinstance(mapped, DatasetDamagedError):
-                    raise Damage(f"its {column} cannot be read ({exc})") from exc
-                raise mapped from exc
-            if len(data) != size:
-                raise Damage(f"its {column} gave {len(data)} bytes, expected {size}")
-            return data
 
         return read
 
@@ -305,3 +280,29 @@ class BlockStore:
         self._small.clear()
         self.maps = Maps(self)
         self._conn = None
+
+
+def _blob_reader(conn: sqlite3.Connection, task_id: int, path: Path) -> Reader:
+    """Pieces of task ``task_id``'s block columns in ``conn`` (a dataset at ``path``), by incremental BLOB I/O."""
+
+    def read(column: str, at: int, size: int, total: int | None) -> bytes:
+        try:
+            with conn.blobopen("blocks", column, task_id, readonly=True) as blob:
+                length = len(blob)
+                if total is not None and length != total:
+                    raise Damage(f"its {column} hold {length} bytes, expected {total}")
+                if at + size > length:
+                    raise Damage(f"its {column} end at byte {length}, before byte {at + size}")
+                blob.seek(at)
+                data = blob.read(size)
+        except sqlite3.Error as exc:
+            # SQLITE_ERROR from a checked schema: no such row, or a value that is not a BLOB
+            mapped = storage_error(exc, path, "reading")
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_ERROR" or isinstance(mapped, DatasetDamagedError):
+                raise Damage(f"its {column} cannot be read ({exc})") from exc
+            raise mapped from exc
+        if len(data) != size:
+            raise Damage(f"its {column} gave {len(data)} bytes, expected {size}")
+        return data
+
+    return read

@@ -11,7 +11,6 @@ import gc
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,69 +109,6 @@ Run 'unitarium COMMAND --help' for a command's options."""
 @click.version_option(package_name="unitarium")
 def main() -> None:
     """Generate, inspect and query datasets of quantum circuits and their unitaries."""
-
-
-def _progress_printer(quiet: bool) -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
-    if quiet:  # no progress, but what a stalled run waits for is still said
-        return _print_note, lambda: None
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-        from rich.progress import Progress as Bar
-
-        bar = Bar(
-            TextColumn("[bold]generate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        bar.start()
-        task = bar.add_task("generate", total=None, rate="")
-        t0 = time.monotonic()
-
-        def update(p: Progress) -> None:
-            if p.note is not None:
-                bar.console.print(f"unitarium: {p.note}", highlight=False, markup=False)
-                return
-            rate = p.candidates / max(time.monotonic() - t0, 1e-9)
-            extra = f"{rate:,.0f}/s  {p.records:,} records" + (f"  {_level(p.level)}" if p.total is None else "")
-            bar.update(task, completed=p.candidates, total=p.total, rate=extra)
-
-        return update, bar.stop
-    last = [0.0]
-    t0 = time.monotonic()
-
-    def plain(p: Progress) -> None:
-        if p.note is not None:
-            _print_note(p)
-            return
-        now = time.monotonic()
-        if now - last[0] >= 2.0:
-            last[0] = now
-            of = f"/{p.total:,}" if p.total else f" ({_level(p.level)})"
-            click.echo(
-                f"progress: {p.candidates:,}{of} candidates, {p.records:,} records, "
-                f"{p.candidates / max(now - t0, 1e-9):,.0f}/s",
-                err=True,
-            )
-
-    return plain, lambda: None
-
-
-def _print_note(p: Progress) -> None:
-    """What a stalled run waits for (:attr:`Progress.note`), one line on stderr."""
-    if p.note is not None:
-        click.echo(f"unitarium: {p.note}", err=True)
-
-
-def _level(level: int) -> str:
-    """``level 7``; under a cost model past cost 0 (levels ``cost * LEVEL_STRIDE + length``), ``cost 2, length 7``."""
-    from .._core.cost import split_level
-
-    cost, length = split_level(level)
-    return f"level {level}" if cost == 0 else f"cost {cost}, length {length}"
 
 
 _GENERATE_EXAMPLES = """Examples:
@@ -320,8 +256,9 @@ def generate_cmd(
         task_size=task_size,
     )
     from .._run.engine import generate
+    from .progress import progress_printer
 
-    update, close = _progress_printer(quiet)
+    update, close = progress_printer(quiet)
     update, said = _with_layout_note(path, update, quiet)
     try:
         summary = generate(
