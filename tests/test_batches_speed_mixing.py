@@ -188,6 +188,19 @@ def test_batches_kept_by_the_main_process_stay_intact(ds: unitarium.Dataset) -> 
     assert max(len(r.slots) for r in ut._RECEIVED.values()) == ut._SLOTS  # all slots held, the rest by value
 
 
+def test_a_field_kept_alone_holds_its_slot(ds: unitarium.Dataset) -> None:
+    """Keeping one field of each batch (the rest dropped at once) keeps its whole slot: no later batch
+    is built over it (every kept field still equals the dataset's records)."""
+    sb = ShuffledBatches(ds, 500, seed=4, buffer_size=4000)
+    kept = []
+    for batch in DataLoader(sb, batch_size=None, num_workers=2):
+        kept.append((batch["id"].numpy().copy(), batch["unitary"]))
+        del batch
+    assert len(kept) == 60
+    for ids, u in kept:
+        assert np.array_equal(u.numpy(), ds.unitaries(ids).astype(np.complex64))
+
+
 class _Relabelled(ShuffledBatches):
     """Batches changed in the worker (a field that is not in the slot): they travel by value."""
 

@@ -61,7 +61,7 @@ class _Ring:
     The worker builds a batch directly in a free slot and sends only ``(ring, slot, layout)``; the
     slot's tensor (and the ring's flags) travel once, the first time, through torch's descriptor
     passing. The main process hands out the batch's fields as views of the slot (no copy) and
-    frees the slot when the last of them is garbage (a ``weakref.finalize`` on the slot's view):
+    frees the slot when the last of them is garbage (a ``weakref.finalize`` on the one array they all view):
     a batch stays valid as long as it is referenced, and only then may the worker reuse its slot.
     A worker never waits: with no free slot (e.g. while the main process keeps many batches) it
     builds the batch in ordinary memory and it travels as one ``bytes`` (:func:`_pack`)."""
@@ -143,35 +143,23 @@ def _from_slot(
     if slot is not None:
         ring.slots[s] = slot
     end = max((at + math.prod(shape) * np.dtype(dtype).itemsize for _, dtype, shape, at in layout), default=0)
-    buffer = ring.slots[s].numpy()[:end]
-    lease = _Lease(ring.free, s, len(layout))
+    if not layout:
+        ring.free[s] = 0
+        return Batch()
+    # one array per batch over the slot's bytes: every field is a view whose base is this array (numpy
+    # stops collapsing view chains at an array over a foreign buffer), so the slot is free when it is garbage
+    buffer = np.frombuffer(ring.slots[s].numpy().data[:end], dtype=np.uint8)
+    weakref.finalize(buffer, ring.free.__setitem__, s, 0)
     out = Batch()
     for key_, dtype, shape, at in layout:
         size = math.prod(shape) * np.dtype(dtype).itemsize
-        field = buffer[at : at + size].view(np.dtype(dtype)).reshape(shape)
-        weakref.finalize(field, lease.drop)  # (torch.from_numpy keeps this very array alive)
-        out[key_] = torch.from_numpy(field)
-    if not layout:
-        lease.free[s] = 0
+        out[key_] = torch.from_numpy(buffer[at : at + size].view(dtype).reshape(shape))
     return out
 
 
 _NUMPY_DTYPES = {
     "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64", "complex128"
 }  # fmt: skip
-
-
-class _Lease:
-    """Slot ``s`` of a ring lent to the fields of one batch: freed when the last of them is garbage
-    (numpy views point at the array that owns the memory, so each field is watched, not the slot)."""
-
-    def __init__(self, free: np.ndarray, s: int, fields: int) -> None:
-        self.free, self.s, self.left = free, s, fields
-
-    def drop(self) -> None:
-        self.left -= 1
-        if self.left == 0:
-            self.free[self.s] = 0
 
 
 def _alive(pid: int) -> bool:
