@@ -44,6 +44,8 @@ with tempfile.TemporaryDirectory() as d:
         with unitarium.open(path) as ds:  # ds[i]: the single-record road (computed: a record's own product)
             ids = range(0, len(ds), 97)
             out[name + " [i]"] = [ds[i].unitary.tobytes().hex() for i in ids]
+from unitarium._core import compiled
+out["compiled loop loaded"] = compiled._kernel.cache_info().currsize > 0 and compiled._kernel() is not None
 print(json.dumps(out))
 """
 
@@ -69,17 +71,28 @@ def _dispatched() -> str:
     return " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f))
 
 
+def _has_numba() -> bool:
+    """Whether the compiled products can run here (the test extra installs numba: CI runs them)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
     "env",
     [
         {"OPENBLAS_CORETYPE": "Haswell"},
         {"OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": _dispatched()},
+        pytest.param({"UNITARIUM_JIT": "always"}, marks=pytest.mark.skipif(not _has_numba(), reason="numba")),
     ],
-    ids=["avx2-blas", "baseline-simd-generic-blas"],
+    ids=["avx2-blas", "baseline-simd-generic-blas", "compiled"],
 )
 def test_every_machine_computes_the_pinned_bits(made, env: dict[str, str]) -> None:
     """The pinned specs' digests, and ``ds[i]``'s unitaries, from a process computing as another machine would."""
     theirs = _other_machine(env)
+    assert theirs["compiled loop loaded"] == (env.get("UNITARIUM_JIT") == "always")  # (3 qubits: products of d = 8)
     for name, digest in PINNED_DIGESTS.items():
         assert theirs[name] == digest, (name, env)
     for name, kw in PINNED_SPECS.items():
@@ -103,9 +116,13 @@ def _reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize(
+    "jit", ["never", pytest.param("always", marks=pytest.mark.skipif(not _has_numba(), reason="numba"))]
+)
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("d", [2, 4, 8])
-def test_products_follow_the_definition(dtype, d: int) -> None:
+def test_products_follow_the_definition(dtype, d: int, jit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNITARIUM_JIT", jit)
     rng = np.random.default_rng(d)
     a = (rng.normal(size=(5, d, d)) + 1j * rng.normal(size=(5, d, d))).astype(dtype)
     b = (rng.normal(size=(5, d, d)) + 1j * rng.normal(size=(5, d, d))).astype(dtype)
@@ -115,6 +132,49 @@ def test_products_follow_the_definition(dtype, d: int) -> None:
         assert stack[n].tobytes() == want.tobytes()
         assert product_one(a[n], b[n]).tobytes() == want.tobytes()
     np.testing.assert_allclose(stack, a @ b, rtol=0, atol=1e-5 if dtype == np.complex64 else 1e-12)
+
+
+def _awkward(rng: np.random.Generator, shape: tuple[int, ...], dtype, zeros: float) -> np.ndarray:
+    """Complex entries with exact zeros of both signs in either part (a fraction ``zeros`` of them), subnormals,
+    huge values and infinities."""
+    real = np.dtype(dtype).type(0).real.dtype
+    info = np.finfo(real)
+    parts = []
+    for _ in range(2):
+        x = rng.normal(size=shape).astype(real)
+        pick = rng.random(shape)
+        x[pick < zeros] = 0
+        x[(pick >= zeros) & (pick < zeros + 0.05)] = info.smallest_subnormal * 3
+        x[(pick >= zeros + 0.05) & (pick < zeros + 0.07)] = info.max / 4
+        x[(pick >= zeros + 0.07) & (pick < zeros + 0.08)] = np.inf
+        parts.append(x * np.where(rng.random(shape) < 0.5, -1, 1).astype(real))
+    out = np.empty(shape, dtype)
+    out.real, out.imag = parts
+    return out
+
+
+@pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("d", [8, 16])
+def test_compiled_products_are_the_numpy_products_bit_for_bit(dtype, d: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled loop against the numpy path (each float operation one ufunc call): the same bits, signed
+    zeros, subnormals, overflow to infinity and NaN included, with either side one matrix for the whole stack."""
+    rng = np.random.default_rng(d + np.dtype(dtype).itemsize)
+    for zeros in (0.3, 0.9):  # (mostly zero, as gates are: results that are exact zeros of either sign)
+        a, b = _awkward(rng, (700, d, d), dtype, zeros), _awkward(rng, (700, d, d), dtype, zeros)
+        a[:5], b[:5] = complex(-0.0, 0.0), 1  # (-0 + 0j) @ ones: every term's real part is -0, so is the sum
+        results = {}
+        for mode in ("never", "always"):
+            monkeypatch.setenv("UNITARIUM_JIT", mode)
+            with np.errstate(all="ignore"):
+                results[mode] = [matmul_stack(a, b), matmul_stack(a[:1], b), matmul_stack(a, b[:1])]
+        for numpy_way, compiled in zip(results["never"], results["always"], strict=True):
+            assert numpy_way.tobytes() == compiled.tobytes()
+        made = results["never"][0].real
+        if zeros > 0.5:
+            assert np.signbit(made[:5]).all() and (made[:5] == 0).all() and (~np.signbit(made[made == 0])).any()
+        else:
+            assert np.isnan(made).any() and np.isinf(made).any()
 
 
 def test_extensions_follow_their_definition_and_the_table_its_products() -> None:
