@@ -344,23 +344,42 @@ finalizer then calls :func:`release` in the same thread (a plain lock deadlocked
 _PROC_LOCKS = Path("/proc/locks")
 
 
-def _locked_here(key: tuple[int, int]) -> bool | None:
-    """Whether this process holds a POSIX lock on the file ``key`` (None: cannot tell)."""
-    dev, ino = key
-    where = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino} "
-    pid = f" {os.getpid()} "
+def _locked_files() -> set[tuple[int, int]] | None:
+    """The files ``(device, inode)`` on which this process holds a POSIX lock (None: cannot tell),
+    from one read of ``/proc/locks``."""
+    pid = str(os.getpid())
     try:
         text = _PROC_LOCKS.read_text()
     except OSError:
         return None
-    return any(pid in line and where in line and " POSIX " in line for line in text.splitlines())
+    found = set()
+    for line in text.splitlines():  # "1: POSIX  ADVISORY  READ 1234 08:01:5678 1073741824 1073741824"
+        fields = line.split()
+        if "POSIX" not in fields or pid not in fields:
+            continue
+        try:
+            at = fields.index(pid)
+            major, minor, ino = fields[at + 1].split(":")
+            found.add((os.makedev(int(major, 16), int(minor, 16)), int(ino)))
+        except (ValueError, IndexError):
+            continue
+    return found
 
 
-def _close_when_unlocked(item: FileMap | int, key: tuple[int, int], *, unknown: bool = False) -> None:
+def _locked_here(key: tuple[int, int], locked: set[tuple[int, int]] | None = None) -> bool | None:
+    """Whether this process holds a POSIX lock on the file ``key`` (None: cannot tell); ``locked``: a
+    :func:`_locked_files` already read."""
+    locked = _locked_files() if locked is None else locked
+    return None if locked is None else key in locked
+
+
+def _close_when_unlocked(
+    item: FileMap | int, key: tuple[int, int], *, unknown: bool = False, locked: set[tuple[int, int]] | None = None
+) -> None:
     """Close ``item`` (a map, or a descriptor) now if that drops no lock of this process, else park
     it (``unknown``: what to do where that cannot be told: close, as before)."""
-    locked = _locked_here(key)
-    if locked is False or (locked is None and unknown):
+    held = _locked_here(key, locked)
+    if held is False or (held is None and unknown):
         if isinstance(item, FileMap):
             item.close()
         else:
@@ -372,10 +391,24 @@ def _close_when_unlocked(item: FileMap | int, key: tuple[int, int], *, unknown: 
 def settle() -> None:
     """Close what was parked, where this process now holds no POSIX lock on its file."""
     with _FILES_LOCK:
+        if not _PARKED:
+            return
         parked = list(_PARKED)
         _PARKED.clear()
+        locked = _locked_files()  # (once for all of them)
         for item, key in parked:
-            _close_when_unlocked(item, key)
+            _close_when_unlocked(item, key, locked=locked)
+
+
+def _parked(key: tuple[int, int], kind: type) -> FileMap | int | None:
+    """Take back a parked map (``kind`` FileMap) or descriptor (``int``) of the file ``key``, if any:
+    reused instead of opening another that would have to be parked too (while this process holds a
+    lock on a file, e.g. the writer's in WAL mode all run long, every release would park one more)."""
+    for k, (item, parked_key) in enumerate(_PARKED):
+        if parked_key == key and isinstance(item, kind):
+            del _PARKED[k]
+            return item
+    return None
 
 
 def _key(stat: os.stat_result) -> tuple[int, int]:
@@ -390,10 +423,15 @@ def acquire(path: str | os.PathLike[str]) -> FileMap | None:
         return None
     try:
         with _FILES_LOCK:
-            found = _FILES.get(_key(os.stat(path)))
+            key = _key(os.stat(path))
+            found = _FILES.get(key)
             if found is not None:
                 _FILES[found[0].key] = (found[0], found[1] + 1)
                 return found[0]
+            revived = _parked(key, FileMap)
+            if isinstance(revived, FileMap):  # (the same file: its maps follow its growth)
+                _FILES[key] = (revived, 1)
+                return revived
             file = FileMap(path, lockable=True)  # (opening a descriptor drops nothing)
             found = _FILES.get(file.key)
             if found is not None:  # (replaced meanwhile by a file mapped already)
@@ -421,7 +459,12 @@ def release(file: FileMap) -> None:
 def read_header(path: str | os.PathLike[str], size: int = 100) -> tuple[bytes, int]:
     """The first ``size`` bytes of the file at ``path`` and its length, its descriptor closed only
     once that drops no lock of this process (see the module docstring)."""
-    fd = os.open(path, os.O_RDONLY)
+    with _FILES_LOCK:
+        try:
+            reused = _parked(_key(os.stat(path)), int)
+        except OSError:
+            reused = None
+    fd = reused if isinstance(reused, int) else os.open(path, os.O_RDONLY)
     stat = os.fstat(fd)
     try:
         data = os.pread(fd, size, 0)
