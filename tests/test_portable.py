@@ -177,6 +177,29 @@ def test_compiled_products_are_the_numpy_products_bit_for_bit(dtype, d: int, mon
             assert np.isnan(made).any() and np.isinf(made).any()
 
 
+@pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize(("gates", "qubits"), [("clifford+t", 3), ("h,s,sdg,x,y,z,cx,cz,swap", 3), ("h,t,cx", 4)])
+def test_compiled_extensions_are_the_numpy_extensions_bit_for_bit(
+    gates: str, qubits: int, dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``apply_moves`` compiled against the numpy path over gate sets whose entries are real, imaginary or both
+    (h, s, t, y...), on parents with exact zeros of both signs, subnormals and infinities: the same bits."""
+    rng = np.random.default_rng(qubits)
+    moves = unitarium.make_spec(gates=gates, qubits=qubits, max_length=1).gateset.move_matrices.astype(dtype)
+    d = moves.shape[1]
+    parents = _awkward(rng, (400, d, d), dtype, 0.5)
+    parents[:3] = complex(-0.0, -0.0)
+    allowed = rng.random((400, len(moves))) < 0.6
+    got = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv("UNITARIUM_JIT", mode)
+        with np.errstate(all="ignore"):
+            got[mode] = apply_moves(parents, moves, allowed)
+    assert got["never"].shape == (int(allowed.sum()), d, d)
+    assert got["never"].tobytes() == got["always"].tobytes()
+
+
 def test_extensions_follow_their_definition_and_the_table_its_products() -> None:
     """``apply_moves`` omits a move's zero parts; the product table chains the definition's products."""
     spec = unitarium.make_spec(gates="h,s,t,cx", qubits=2, count=10, length="0:9")

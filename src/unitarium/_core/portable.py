@@ -111,7 +111,11 @@ def apply_moves(parents: np.ndarray, moves: np.ndarray, allowed: np.ndarray) -> 
     """:func:`~.kernels.extend` in this arithmetic: ``moves[k] @ parents[p]`` for each allowed
     ``(p, k)``, parent-major, as an ``(allowed.sum(), d, d)`` array. A move is a fixed, mostly sparse
     matrix: row ``i`` of a child is the sum over ``j`` ascending of ``moves[k][i, j] * parents[p][j]``
-    over the move's nonzero entries only (a part that is zero drops its two products)."""
+    over the move's nonzero entries only (a part that is zero drops its two products). Compiled where
+    numba is installed and ``d >= 8`` (:mod:`.compiled`, the same bits)."""
+    fast = compiled.apply_moves(parents, moves, allowed)
+    if fast is not None:
+        return fast
     batch, d, _ = parents.shape
     m = len(moves)
     real = parents.real.dtype
