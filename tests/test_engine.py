@@ -186,9 +186,12 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
 
 # -- kill -9 and concurrent readers ----------------------------------------------------------
 
-# Slow enough per record that a kill lands mid-run: 4 qubits, 256 records per task, ~40 tasks.
+# A run a kill lands in mid-run: 4 qubits, 256 records per task, 40 tasks; killed at most half way, it has 20 tasks
+# (~1.5 s of 2 workers on this machine) left after the commit that triggers the kill. Lengths 60-100 (were 150-250:
+# the same tasks at 2.5 times the cost of every run, verify and resume here).
 KILL_COUNT = 10_000
-KILL_ARGS = ["--gates", "clifford+t", "--qubits", "4", "--count", str(KILL_COUNT), "--length", "150:250", "--seed", "4"]
+KILL_MIN_LENGTH = 60
+KILL_ARGS = ["--gates", "clifford+t", "--qubits", "4", "--count", str(KILL_COUNT), "--length", "60:100", "--seed", "4"]
 
 
 def start_generate(path: Path, workers: int) -> subprocess.Popen:
@@ -244,7 +247,7 @@ READER = r"""
 import json, sys, time
 import unitarium
 
-path = sys.argv[1]
+path, min_length = sys.argv[1], int(sys.argv[2])
 ds = unitarium.open(path)
 seen = []
 deadline = time.monotonic() + 120
@@ -256,7 +259,7 @@ while time.monotonic() < deadline:
     if n:
         rec = ds[n - 1]
         assert rec.id == n - 1 and rec.unitary.shape == (16, 16), rec
-        assert len(rec.circuit) >= 150
+        assert len(rec.circuit) >= min_length
     seen.append(n)
     if complete:
         break
@@ -271,7 +274,11 @@ def test_acceptance_reader_during_a_run_sees_non_decreasing_lengths(tmp_path: Pa
     try:
         wait_until(lambda: _is_dataset(path), timeout=60, what="the dataset file")
         reader = subprocess.run(
-            [sys.executable, "-c", READER, str(path)], capture_output=True, text=True, timeout=180, check=False
+            [sys.executable, "-c", READER, str(path), str(KILL_MIN_LENGTH)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
         assert writer.wait(timeout=180) == 0, writer.stderr.read().decode() if writer.stderr else ""
     finally:
