@@ -27,6 +27,8 @@ SECONDS = {
     "test_crash.py": 20,
     "test_clifford_fast.py": 20,
     "test_exact_keys.py": 19,
+    "test_ray_nodes.py": 18,
+    "test_portable.py": 16,
     "test_security.py": 17,
     "test_executors.py": 15,
     "test_fuzz.py": 12,
