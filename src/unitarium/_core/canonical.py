@@ -95,9 +95,13 @@ class KeyScheme:
 
     def project_flat(self, flat: np.ndarray, d: int) -> np.ndarray:
         """:meth:`project` of :func:`phased_flat` ``(batch, 2 d^2)`` (one phase for several schemes)."""
-        proj, _ = self._projection(d)
         with one_blas_thread():
-            return (flat @ proj) / self.delta
+            return self._project(flat, d)
+
+    def _project(self, flat: np.ndarray, d: int) -> np.ndarray:
+        """:meth:`project_flat`, BLAS already on one thread."""
+        proj, _ = self._projection(d)
+        return (flat @ proj) / self.delta
 
     def grid(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Integer cells of coordinates ``y`` (grid units), the neighbouring cell of
@@ -147,8 +151,9 @@ class KeyScheme:
     def wide_keys_of(self, y: np.ndarray, d: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """:meth:`wide_keys` from the coordinates ``y`` (:meth:`project`): the alternates' keys of
         every near row at once, neighbours formed for those rows only (the same cells as :meth:`grid`)."""
-        cells = np.floor(y + 0.5)
-        frac = y + 0.5 - cells
+        shifted = y + 0.5
+        cells = np.floor(shifted)
+        frac = shifted - cells
         near = np.minimum(frac, 1 - frac) < self.eta / self.delta
         rows = np.flatnonzero(near.any(axis=1))
         primary = self._wide(cells.astype(np.int64), d)
@@ -231,8 +236,10 @@ def grid_keys(u: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray], np.ndar
     """Unique mode's grid keys of ``(batch, d, d)`` unitaries: ``DEDUP.wide_keys(u)`` and
     ``LOOKUP.primary(u)``, bit for bit, with the phase fixed once for both."""
     flat, d = phased_flat(u), np.shape(u)[-1]
-    primary, alternates = DEDUP.wide_keys_of(DEDUP.project_flat(flat, d), d)
-    return primary, alternates, LOOKUP._mix(LOOKUP.grid(LOOKUP.project_flat(flat, d))[0], d)
+    with one_blas_thread():
+        dedup, lookup = DEDUP._project(flat, d), LOOKUP._project(flat, d)
+    primary, alternates = DEDUP.wide_keys_of(dedup, d)
+    return primary, alternates, LOOKUP._mix(np.floor(lookup + 0.5).astype(np.int64), d)
 
 
 DEDUP = KeyScheme("dedup", dims=16, delta=2.0**-20, eta=2.0**-32)

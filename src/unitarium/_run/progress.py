@@ -7,8 +7,10 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .._spec.spec import RandomSource, Spec
+if TYPE_CHECKING:  # (imported where used: a key partition's process imports this module, and needs no spec)
+    from .._spec.spec import Spec
 
 __all__ = ["SLOW_NOTE_S", "STOPPED_NOTE_S", "Progress", "StallWatch", "Summary", "announce", "process_state"]
 
@@ -101,5 +103,7 @@ class Summary:
 def announce(progress: Callable[[Progress], None] | None, note: str | None, spec: Spec) -> None:
     """Say ``note`` (from :func:`check_size`) through ``progress``, before the first task."""
     if note is not None and progress is not None:
+        from .._spec.spec import RandomSource
+
         total = spec.source.count if isinstance(spec.source, RandomSource) else None
         progress(Progress(0, 0, total, 0, note=note))

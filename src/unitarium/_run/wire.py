@@ -15,7 +15,9 @@ import queue
 import select
 import signal
 import struct
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -162,17 +164,35 @@ def start_worker(
 ) -> BaseProcess:
     """Start a worker process (``ctx``: a ``spawn`` context) with SIGINT blocked while it starts (a
     Ctrl-C while it imports would print its traceback; the worker unblocks it itself) and one BLAS
-    thread (:func:`single_threaded_blas`); then close this process's copies of ``child_ends``."""
+    thread (:func:`single_threaded_blas`), without this process's ``__main__`` (:func:`_without_main`);
+    then close this process's copies of ``child_ends``."""
     proc = ctx.Process(target=target, args=args, daemon=True)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        with single_threaded_blas():
+        with single_threaded_blas(), _without_main():
             proc.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         for end in child_ends:
             end.close()
     return proc
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """A spawned process runs this process's ``__main__`` again before its target (the ``unitarium`` script:
+    the CLI's imports, ~0.1 CPU-s of each worker and partition process; a user's script: all of its
+    top-level code). Our targets are functions of this package, which need none of it: while a process
+    starts, ``__main__`` is a bare module, so it has nothing to run."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is None:
+            del sys.modules["__main__"]
+        else:
+            sys.modules["__main__"] = main
 
 
 _BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -1,5 +1,6 @@
 """Sorted runs of dedup keys on disk, and the listing that makes them resumable: the files under a
-:class:`.keystore.KeyStore` (see its module's docstring for the format, the budget and the rules of trust)."""
+:class:`.keystore.KeyStore` (see its module's docstring for the format, the budget and the rules of trust),
+and :class:`RunStack`, a store's runs: written, merged size-tiered, searched under the maps' share."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import mmap
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,12 @@ from .sqlite import path_text
 __all__ = [
     "FENCE",
     "LISTING",
+    "MIN_QUERY_STEP",
+    "QUERY_PAGES",
     "RUN",
     "TEMPORARY",
     "Run",
+    "RunStack",
     "StoreRejected",
     "file_resident",
     "merged",
@@ -40,6 +44,12 @@ FENCE = 512
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _READ = 1 << 16
 """Keys per read when checking a run's checksum."""
+QUERY_PAGES = 3
+"""Pages of a run's map one membership query touches at most: its fenced range of ``hi`` (a 4 KiB page of
+words, not page-aligned: two pages) and one of ``lo``."""
+MIN_QUERY_STEP = 2048
+"""The fewest queries per slice of a membership test (smaller slices cost more in calls than the pages they
+save): at small budgets a slice may fault in up to ``3 * 2048`` pages (24 MiB), a fixed overhead."""
 RUN = re.compile(r"run-(\d{6,})\.npy")
 TEMPORARY = re.compile(r"\.run-\d{6,}\.npy\.[0-9a-f]+\.tmp|\.keys\.json\.[0-9a-f]+\.tmp")
 
@@ -239,6 +249,102 @@ def merged(older: Run, newer: Run, size: int) -> Iterator[tuple[np.ndarray, np.n
         yield hi[order], lo[order]
         a = (a[0][i:], a[1][i:]) if i < len(a[0]) else next(a_chunks, None)
         b = (b[0][j:], b[1][j:]) if j < len(b[0]) else next(b_chunks, None)
+
+
+class RunStack:
+    """A key store's runs on disk, oldest (largest) first, under its ``budget``: each spill is written as a
+    run and merged size-tiered (a run at least half its elder's size merges into it, in chunks of
+    :attr:`chunk` keys read from the files); membership goes through every run in slices of
+    :attr:`query_step` queries, after each of which the maps' pages are handed back once they pass
+    ``map_limit / 2`` (see :mod:`.keystore`)."""
+
+    def __init__(self, directory: Path, identity: bytes, budget: int) -> None:
+        self.directory, self.identity, self.budget = directory, identity, budget
+        self.runs: list[Run] = []
+        self.seq = 0
+        """The highest run number used."""
+        self.baseline: int | None = None
+        self.releases = 0
+        self.merges = 0
+
+    @property
+    def map_limit(self) -> int:
+        return self.budget // 4
+
+    @property
+    def query_step(self) -> int:
+        """Queries per slice of a membership test: each touches at most :data:`QUERY_PAGES` pages of a
+        run's map, so a slice adds at most ``map_limit / 2`` (or :data:`MIN_QUERY_STEP`'s fixed 24 MiB at
+        budgets below 96 MiB) to the pages the maps hold before they are handed back."""
+        return max(MIN_QUERY_STEP, self.map_limit // (2 * QUERY_PAGES * _PAGE))
+
+    @property
+    def chunk(self) -> int:
+        """Keys per chunk of a merge: its buffers (inputs, output, order) stay below ``budget / 16``."""
+        return max(FENCE, self.budget // 16 // 64)
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(16 * r.n for r in self.runs)
+
+    def seed(self, tasks: tuple[int, int]) -> int:
+        """The checksum seed of a run of tasks ``tasks[0] .. tasks[1]-1``: the identity and the range."""
+        return xxhash.xxh3_64_intdigest(self.identity + b"".join(int(t).to_bytes(8, "little") for t in tasks))
+
+    def find(self, hi: np.ndarray, lo: np.ndarray, found: np.ndarray) -> None:
+        """Set ``found`` for the keys ``(hi, lo)`` (sorted by ``hi``) not yet found that a run holds."""
+        step = self.query_step
+        for run in self.runs:
+            ask = np.flatnonzero(~found)
+            for a in range(0, len(ask), step):  # each slice faults in at most map_limit / 2 of pages
+                part = ask[a : a + step]
+                found[part] = run.contains(hi[part], lo[part])
+                self._bound_maps()
+
+    def _bound_maps(self) -> None:
+        """Hand back the pages the maps hold once they pass :attr:`map_limit`: measured as the growth of
+        this process's file-backed resident pages (``/proc/self/statm``) since the last release."""
+        now = file_resident()
+        # (the lowest level seen: pages others in this process hand back, the plan's reader, count for it)
+        self.baseline = now if self.baseline is None else min(self.baseline, now)
+        if now - self.baseline > self.map_limit // 2:
+            for run in self.runs:
+                run.release()
+            self.releases += 1
+            self.baseline = file_resident()
+
+    def push(self, tasks: tuple[int, int], hi: np.ndarray, lo: np.ndarray, listed: Container[str]) -> None:
+        """Write the keys ``(hi, lo)`` of tasks ``tasks`` (sorted by ``hi``) as the newest run, then merge
+        size-tiered; merged runs' files go unless ``listed`` (``keys.json`` still names them)."""
+        self.runs.append(self._write(tasks, len(hi), iter([(hi, lo)])))
+        del hi, lo
+        while len(self.runs) > 1 and 2 * self.runs[-1].n >= self.runs[-2].n:
+            newer, older = self.runs.pop(), self.runs.pop()
+            span = (older.tasks[0], newer.tasks[1])
+            self.runs.append(self._write(span, older.n + newer.n, merged(older, newer, self.chunk)))
+            self.merges += 1
+            for run in (older, newer):
+                run.close()
+                if run.name not in listed:
+                    run.path.unlink()
+
+    def _write(self, tasks: tuple[int, int], n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> Run:
+        self.seq += 1
+        path = self.directory / f"run-{self.seq:06d}.npy"
+        try:
+            sums, fence = write_run(path, n, parts, self.seed(tasks))
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the key store {path_text(self.directory)}: {exc.strerror}; free some space, or give "
+                "--memory more room (nothing committed is lost)"
+            ) from exc
+        return Run(path, tasks, n, sums, fence)
+
+    def close(self) -> None:
+        """Unmap every run (the files stay)."""
+        for run in self.runs:
+            run.close()
+        self.runs = []
 
 
 def read_listing(

@@ -16,7 +16,7 @@ the lowest level seen, handed back with ``MADV_DONTNEED`` past ``budget / 8``, c
 of queries that can fault in at most ``budget / 8`` more: a task's queries would otherwise fault in
 every page of a large run at once; the maps are ``MADV_RANDOM``; a run's fence is never read through
 its map), merge buffers of ``budget / 16``, and fences of 1/64 byte per key: under the budget in all,
-whatever the number of keys (plus :data:`MIN_QUERY_STEP`'s slice at budgets below 96 MiB).
+whatever the number of keys (plus :data:`.keyruns.MIN_QUERY_STEP`'s slice at budgets below 96 MiB).
 
 The store is part of the dataset's resumable state, never of its content: readers, ``pack`` and
 ``verify`` ignore it. ``keys.json`` lists the runs (written atomically: temporary file, fsync, rename,
@@ -37,28 +37,14 @@ import contextlib
 import fcntl
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import xxhash
 
 from .._core.keyset import KeySet, select_new
 from .._errors import SpecError, StorageError
-from .._spec.spec import memory_limit
-from .keyruns import (
-    FENCE,
-    LISTING,
-    RUN,
-    TEMPORARY,
-    Run,
-    StoreRejected,
-    file_resident,
-    merged,
-    read_listing,
-    write_listing,
-    write_run,
-)
+from .keyruns import LISTING, RUN, TEMPORARY, RunStack, StoreRejected, read_listing, write_listing
 from .sqlite import path_text
 
 __all__ = [
@@ -75,13 +61,6 @@ __all__ = [
 LOCK = "lock"
 MIN_BUDGET = 1 << 20
 """The smallest ``--memory``: the store's fixed needs (a run's buffers, a fence page, the listing)."""
-QUERY_PAGES = 3
-"""Pages of a run's map one membership query touches at most: its fenced range of ``hi`` (a 4 KiB page of
-words, not page-aligned: two pages) and one of ``lo``."""
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-MIN_QUERY_STEP = 2048
-"""The fewest queries per slice of a membership test (smaller slices cost more in calls than the pages they
-save): at small budgets a slice may fault in up to ``3 * 2048`` pages (24 MiB), a fixed overhead."""
 DEFAULT_FRACTION = 0.25
 """The default budget: this fraction of the memory this process may use."""
 
@@ -116,6 +95,8 @@ def memory_budget(value: int | str | None) -> int:
     ``500MiB``, ``1.5G`` (K, M, G, T alone are binary), ``25%`` (of the memory this process may use);
     None: :data:`DEFAULT_FRACTION` of it (1 GiB where it cannot be told). A clear :class:`SpecError`
     for anything else, below :data:`MIN_BUDGET`, or above this machine's memory."""
+    from .._spec.spec import memory_limit  # (here: a partition's process never needs the spec's imports)
+
     total = memory_limit()
     if value is None:
         return max(MIN_BUDGET, int(DEFAULT_FRACTION * total)) if total else 1 << 30
@@ -151,7 +132,8 @@ def memory_budget(value: int | str | None) -> int:
 
 
 class KeyStore:
-    """The dedup keys of one unique run, under ``budget`` bytes (see the module's docstring).
+    """The dedup keys of one unique run, under ``budget`` bytes (see the module's docstring): the newest in
+    RAM, the rest in :attr:`disk` (:class:`~.keyruns.RunStack`), and the listing that makes them resumable.
 
     ``directory`` is where runs go (created at the first spill); ``identity`` binds them to the dataset
     (its id and its spec's digest). Feed it with :meth:`add` in task order (``through``: the tasks whose
@@ -161,7 +143,7 @@ class KeyStore:
     def __init__(self, directory: Path, identity: bytes, budget: int) -> None:
         self.directory, self.identity, self.budget = directory, identity, budget
         self.ram = KeySet()
-        self.runs: list[Run] = []
+        self.disk = RunStack(directory, identity, budget)
         self.decided = 0
         """Tasks whose keys are all in the store."""
         self.spilled = 0
@@ -170,42 +152,24 @@ class KeyStore:
         self.listed: dict[str, int] = {}
         """Runs in ``keys.json`` (name -> keys)."""
         self.listed_tasks = 0
-        self.seq = 0
-        self.baseline: int | None = None
         self._lock_fd: int | None = None
-        self.releases = 0
         self.spills = 0
-        self.merges = 0
         self._count = 0
-
-    # -- budget shares --------------------------------------------------------------------------
 
     @property
     def ram_limit(self) -> int:
         return self.budget // 4
 
     @property
-    def map_limit(self) -> int:
-        return self.budget // 4
-
-    @property
-    def query_step(self) -> int:
-        """Queries per slice of a membership test: each touches at most :data:`QUERY_PAGES` pages of a
-        run's map, so a slice adds at most ``map_limit / 2`` (or :data:`MIN_QUERY_STEP`'s fixed 24 MiB at
-        budgets below 96 MiB) to the pages the maps hold before they are handed back."""
-        return max(MIN_QUERY_STEP, self.map_limit // (2 * QUERY_PAGES * PAGE))
-
-    @property
-    def chunk(self) -> int:
-        """Keys per chunk of a merge: its buffers (inputs, output, order) stay below ``budget / 16``."""
-        return max(FENCE, self.budget // 16 // 64)
-
-    def __len__(self) -> int:
-        return self._count
+    def merges(self) -> int:
+        return self.disk.merges
 
     @property
     def disk_bytes(self) -> int:
-        return sum(16 * r.n for r in self.runs)
+        return self.disk.disk_bytes
+
+    def __len__(self) -> int:
+        return self._count
 
     # -- resume -----------------------------------------------------------------------------------
 
@@ -248,11 +212,11 @@ class KeyStore:
         self._lock_fd = fd
 
     def _take_up(self, committed: int, records_before: Callable[[int], int], share: bool) -> int:
-        taken = read_listing(self.directory, self.identity, committed, records_before, share, self._seed)
+        taken = read_listing(self.directory, self.identity, committed, records_before, share, self.disk.seed)
         if taken is None:
             return 0
-        self.runs, tasks, total, self.seq = taken
-        self.listed = {r.name: r.n for r in self.runs}
+        self.disk.runs, tasks, total, self.disk.seq = taken
+        self.listed = {r.name: r.n for r in self.disk.runs}
         self.listed_tasks = self.decided = self.spilled = tasks
         self._count = total
         return tasks
@@ -270,28 +234,9 @@ class KeyStore:
     def contains_sorted(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """:meth:`contains` of keys sorted by their first word ``hi`` (the mask in that order)."""
         found = self.ram.contains_sorted(hi, lo)
-        if not self.runs or not len(hi):
-            return found
-        step = self.query_step
-        for run in self.runs:
-            ask = np.flatnonzero(~found)
-            for a in range(0, len(ask), step):  # each slice faults in at most map_limit / 2 of pages
-                part = ask[a : a + step]
-                found[part] = run.contains(hi[part], lo[part])
-                self._bound_maps()
+        if self.disk.runs and len(hi):
+            self.disk.find(hi, lo, found)
         return found
-
-    def _bound_maps(self) -> None:
-        """Hand back the pages the maps hold once they pass :attr:`map_limit`: measured as the growth of
-        this process's file-backed resident pages (``/proc/self/statm``) since the last release."""
-        now = file_resident()
-        # (the lowest level seen: pages others in this process hand back, the plan's reader, count for it)
-        self.baseline = now if self.baseline is None else min(self.baseline, now)
-        if now - self.baseline > self.map_limit // 2:
-            for run in self.runs:
-                run.release()
-            self.releases += 1
-            self.baseline = file_resident()
 
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new (:func:`.._core.keyset.select_new` against the store)."""
@@ -319,48 +264,22 @@ class KeyStore:
         if not len(self.ram):
             return
         self._lock()
-        hi, lo = self.ram.drain()
-        self.runs.append(self._write((self.spilled, self.decided), len(hi), iter([(hi, lo)])))
-        del hi, lo
+        self.disk.push((self.spilled, self.decided), *self.ram.drain(), self.listed)
         self.spilled = self.decided
         self.spills += 1
-        while len(self.runs) > 1 and 2 * self.runs[-1].n >= self.runs[-2].n:
-            newer, older = self.runs.pop(), self.runs.pop()
-            tasks = (older.tasks[0], newer.tasks[1])
-            self.runs.append(self._write(tasks, older.n + newer.n, merged(older, newer, self.chunk)))
-            self.merges += 1
-            for run in (older, newer):
-                run.close()
-                if run.name not in self.listed:
-                    run.path.unlink()
         self._list()
-
-    def _seed(self, tasks: tuple[int, int]) -> int:
-        return xxhash.xxh3_64_intdigest(self.identity + b"".join(int(t).to_bytes(8, "little") for t in tasks))
-
-    def _write(self, tasks: tuple[int, int], n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> Run:
-        self.seq += 1
-        path = self.directory / f"run-{self.seq:06d}.npy"
-        try:
-            sums, fence = write_run(path, n, parts, self._seed(tasks))
-        except OSError as exc:
-            raise StorageError(
-                f"cannot write the key store {path_text(self.directory)}: {exc.strerror}; free some space, or give "
-                "--memory more room (nothing committed is lost)"
-            ) from exc
-        return Run(path, tasks, n, sums, fence)
 
     # -- commits and listing ------------------------------------------------------------------------
 
     def committed(self, tasks: int) -> None:
         """Tasks ``0 .. tasks-1`` are committed: list the runs that now cover only committed tasks."""
         self.committed_tasks = tasks
-        if self.runs and self.runs[-1].tasks[1] > self.listed_tasks:
+        if self.disk.runs and self.disk.runs[-1].tasks[1] > self.listed_tasks:
             self._list()
 
     def _list(self) -> None:
         prefix = []
-        for run in self.runs:
+        for run in self.disk.runs:
             if run.tasks[1] > self.committed_tasks:
                 break
             prefix.append(run)
@@ -369,7 +288,7 @@ class KeyStore:
             return
         write_listing(self.directory, self.identity, prefix, tasks)
         old, self.listed, self.listed_tasks = self.listed, {r.name: r.n for r in prefix}, tasks
-        in_use = {r.name for r in self.runs}
+        in_use = {r.name for r in self.disk.runs}
         for name in old.keys() - self.listed.keys() - in_use:
             with contextlib.suppress(OSError):
                 (self.directory / name).unlink()
@@ -383,20 +302,15 @@ class KeyStore:
                 with contextlib.suppress(OSError):
                     p.unlink()
 
-    def _unmap(self) -> None:
-        for run in self.runs:
-            run.close()
-        self.runs = []
-
     def close(self) -> None:
-        self._unmap()
+        self.disk.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
     def clear(self) -> None:
         """Forget everything, on disk too (the store is rebuilt from the dataset); the lock is kept."""
-        self._unmap()
+        self.disk.close()
         self.ram = KeySet()
         self.listed, self.listed_tasks = {}, 0
         self.decided = self.spilled = self._count = 0
