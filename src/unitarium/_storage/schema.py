@@ -123,16 +123,28 @@ def _read_header(path: Path) -> tuple[bytes, int]:
         raise StorageError(f"cannot read {path_text(path)}: {exc.strerror}") from exc
 
 
+_LOOKS = 20  # looks at a file's header and length: a mismatch that moves between two was a commit under way
+
+
 def check_file(path: Path) -> int:
     """Refuse a missing or irregular file, a non-SQLite file, a foreign SQLite file, or another
     schema (:func:`check_schema`); returns its schema version."""
     header, size = _read_header(path)
     if header[:16] != _SQLITE_HEADER:
         raise NotADatasetError(f"{path_text(path)} is not a unitarium dataset (not an SQLite file)")
-    if _settled(path):  # else SQLite first replays its WAL or rolls back its hot journal
-        check_length(path, header, size)
-    else:
-        roll_back_hot_journal(path)
+    for _ in range(_LOOKS):
+        if not _settled(path):  # SQLite first replays its WAL or rolls back its hot journal
+            roll_back_hot_journal(path)
+            break
+        try:
+            check_length(path, header, size)
+            break
+        except DatasetDamagedError:
+            # a rollback-journal writer mid-commit at the header's read, done by _settled(): a cut file stays cut
+            again = _read_header(path)
+            if again == (header, size) and _settled(path):
+                raise
+            header, size = again
     with sqlite_errors(path, "opening"):
         conn = connect(path, readonly=True)
         try:
