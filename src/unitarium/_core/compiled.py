@@ -47,12 +47,20 @@ def _warm(work: int) -> bool:
     return True
 
 
-@cache
-def _kernel() -> Callable[..., None] | None:
-    """The compiled loop, or None (numba not installed)."""
+def _numba() -> Any:
+    """The numba module, or None where it is not installed."""
     try:
         import numba
     except ImportError:
+        return None
+    return numba
+
+
+@cache
+def _kernel() -> Callable[..., None] | None:
+    """The compiled loop, or None (numba not installed)."""
+    numba = _numba()
+    if numba is None:
         return None
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=False)  # type: ignore[misc]
@@ -92,9 +100,8 @@ def matmul_planes(
 @cache
 def _moves_kernel() -> Callable[..., None] | None:
     """The compiled loop of :func:`apply_moves`, or None (numba not installed)."""
-    try:
-        import numba
-    except ImportError:
+    numba = _numba()
+    if numba is None:
         return None
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=False)  # type: ignore[misc]
