@@ -19,7 +19,9 @@ in the manifest is kept.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
+import os
 import signal
 import time
 from collections import deque
@@ -31,7 +33,7 @@ from typing import Any
 
 from .._core.codec import BlockFormat
 from .._core.kernels import pin_one_blas_thread
-from .._errors import UnitariumError
+from .._errors import SpecError, UnitariumError
 from .._spec.sources import Task, TaskContext, TaskResult, run_task
 from .._spec.spec import Spec
 from .._storage.schema import block_format
@@ -40,12 +42,14 @@ from .driver import Driver
 from .progress import StallWatch
 from .wire import Outbox, Wait, grow_pipe, recv_message, send_message, start_worker, stop_workers
 
-__all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "run_directory"]
+__all__ = ["SEGMENT_BYTES", "SEGMENT_SECONDS", "SEGMENT_SECONDS_ENV", "run_directory", "segment_seconds"]
 
 SEGMENT_BYTES = 256 << 20
 """A worker publishes its segment once it holds this many bytes of records..."""
 SEGMENT_SECONDS = 2.0
-"""...or once its first block is this old: what a crash can lose, and how fresh readers are."""
+"""...or once its first block is this old: what a crash can lose, and how fresh readers are
+(the default of :func:`segment_seconds`)."""
+SEGMENT_SECONDS_ENV = "UNITARIUM_SEGMENT_SECONDS"
 _QUEUED = 4
 """Tasks sent to a worker and not yet computed."""
 _ACKS = 4
@@ -58,11 +62,30 @@ _UNCOMMITTED = 1 << 16
 _POLL_S = 0.2
 
 
-class _Segments:
-    """A worker's current segment, published by size, age or request."""
+def segment_seconds() -> float:
+    """How old a worker's segment may grow before it is published: :data:`SEGMENT_SECONDS`, or
+    ``UNITARIUM_SEGMENT_SECONDS`` (0.01 to 3600: lower, fresher readers and less lost to a crash, more
+    segment files; never the content). Checked before the run opens anything."""
+    raw = os.environ.get(SEGMENT_SECONDS_ENV, "").strip()
+    if not raw:
+        return SEGMENT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.01 <= value <= 3600:
+        raise SpecError(f"{SEGMENT_SECONDS_ENV}={raw!r} is not a number of seconds from 0.01 to 3600")
+    return value
 
-    def __init__(self, directory: Path, fmt: BlockFormat, namer: Callable[[int], str], network: bool) -> None:
+
+class _Segments:
+    """A worker's current segment, published by size, age (``seconds``) or request."""
+
+    def __init__(
+        self, directory: Path, fmt: BlockFormat, namer: Callable[[int], str], network: bool, seconds: float
+    ) -> None:
         self.directory, self.fmt, self.namer, self.network = directory, fmt, namer, network
+        self.seconds = seconds
         self.seq = 0
         self.current = SegmentWriter(directory, namer(0), self.fmt, network=network)
         self.opened: float | None = None
@@ -75,7 +98,7 @@ class _Segments:
 
     def due(self) -> float | None:
         """Seconds until the segment must be published (None: nothing in it)."""
-        return None if self.opened is None else max(0.0, self.opened + SEGMENT_SECONDS - time.monotonic())
+        return None if self.opened is None else max(0.0, self.opened + self.seconds - time.monotonic())
 
     def publish(self) -> list[Published]:
         """Publish the segment (if it holds any block, its name is used up: the next gets a new one)."""
@@ -103,6 +126,7 @@ def _serve(
     run: int,
     network: bool,
     dataset: str | None,
+    seconds: float,
 ) -> None:
     """A worker: compute tasks, write segments (of the dataset of id ``dataset``, hex), report;
     return at end-of-file on ``tasks``."""
@@ -115,7 +139,7 @@ def _serve(
         spec = Spec.from_json(spec_json)
         ctx = TaskContext(spec)
         fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))
-        segments = _Segments(Path(directory), fmt, lambda seq: segment_name(run, worker, seq), network)
+        segments = _Segments(Path(directory), fmt, lambda seq: segment_name(run, worker, seq), network, seconds)
         _loop(tasks, outbox, ctx, segments)
     except Exception as exc:  # reported as one line by the driver, never a worker's traceback
         outbox.put(("error", None, f"{type(exc).__name__}: {exc}"))
@@ -169,7 +193,7 @@ def _loop(tasks: Connection, outbox: Outbox, ctx: TaskContext, segments: _Segmen
 class _Workers:
     """Worker processes (``spawn``) with a task pipe and a result pipe each."""
 
-    def __init__(self, count: int, writer: DirectoryWriter) -> None:
+    def __init__(self, count: int, writer: DirectoryWriter, seconds: float) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self.send: list[Connection] = []
@@ -193,6 +217,7 @@ class _Workers:
                     writer.run,
                     _build_locally(writer),
                     dataset,
+                    seconds,
                 )
                 proc = start_worker(ctx, _serve, args, (task_r, result_w))
                 self.procs.append(proc)
@@ -218,10 +243,11 @@ class _Died(Exception):
     """A worker's pipe closed (``args = (worker,)``)."""
 
 
-def _run_inline(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | None]) -> None:
+def _run_inline(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | None], seconds: float) -> None:
     ctx = TaskContext(driver.spec)
     run = writer.run
-    segments = _Segments(writer.directory, writer.fmt, lambda seq: segment_name(run, 0, seq), _build_locally(writer))
+    network = _build_locally(writer)
+    segments = _Segments(writer.directory, writer.fmt, lambda seq: segment_name(run, 0, seq), network, seconds)
     try:
         for task in tasks:
             driver.check_stop()
@@ -245,8 +271,10 @@ def _run_inline(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | 
         segments.discard()
 
 
-def _run_pool(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | None], count: int) -> None:
-    pool = _Workers(count, writer)
+def _run_pool(
+    driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | None], count: int, seconds: float
+) -> None:
+    pool = _Workers(count, writer, seconds)
     owner: dict[int, int] = {}
     submitted = driver.next_commit
     watch = StallWatch(driver.progress, driver.counts)
@@ -373,12 +401,12 @@ def _remove_run_temporaries(writer: DirectoryWriter) -> None:
                     entry.unlink()
 
 
-def run_directory(driver: Driver, tasks: Iterator[Task | None], workers: int) -> None:
+def run_directory(driver: Driver, tasks: Iterator[Task | None], workers: int, seconds: float = SEGMENT_SECONDS) -> None:
     """Run ``tasks`` for the directory ``writer`` writes: in this process (``workers`` 1) or
-    on ``workers`` processes, each writing its own segments."""
+    on ``workers`` processes, each writing its own segments, published at least every ``seconds``."""
     writer = driver.writer
     assert isinstance(writer, DirectoryWriter)
     if workers == 1:
-        _run_inline(driver, writer, tasks)
+        _run_inline(driver, writer, tasks, seconds)
     else:
-        _run_pool(driver, writer, tasks, workers)
+        _run_pool(driver, writer, tasks, workers, seconds)

@@ -20,7 +20,7 @@ from .._spec.spec import Spec
 from .._storage.layout import Layout
 from . import jobs, ray
 from .actors import RayActors
-from .directory import run_directory
+from .directory import run_directory, segment_seconds
 from .driver import Execute
 from .file import run_file
 from .partitions import LocalProcesses, PartitionsFactory
@@ -60,8 +60,11 @@ def _local(request: Request) -> Iterator[Execute]:
     directory = request.layout.kind == "directory"
     workers = request.workers
     count = check_workers(request.spec, (default_workers() + directory) if workers is None else workers)
-    run = run_directory if directory else run_file
-    yield lambda driver, tasks: run(driver, tasks, count)
+    if directory:
+        seconds = segment_seconds()  # before anything is opened
+        yield lambda driver, tasks: run_directory(driver, tasks, count, seconds)
+    else:
+        yield lambda driver, tasks: run_file(driver, tasks, count)
 
 
 ENGINES: dict[str, Engine] = {
