@@ -14,34 +14,33 @@ import pytest
 from xdist.scheduler import LoadFileScheduling
 
 SECONDS = {
-    "test_ray.py": 95,
-    "test_engine.py": 75,
-    "test_keystore.py": 69,
-    "test_shards.py": 59,
-    "test_cost.py": 47,
-    "test_labels.py": 38,
-    "test_memory_bound.py": 33,
-    "test_enumerate.py": 32,
-    "test_signals.py": 30,
+    "test_ray.py": 82,
+    "test_keystore.py": 65,
+    "test_engine.py": 51,
+    "test_memory_bound.py": 40,
+    "test_cost.py": 37,
+    "test_shards.py": 35,
     "test_hardening.py": 26,
-    "test_crash.py": 20,
-    "test_clifford_fast.py": 20,
-    "test_exact_keys.py": 19,
-    "test_ray_nodes.py": 18,
-    "test_portable.py": 16,
-    "test_security.py": 17,
-    "test_executors.py": 15,
-    "test_fuzz.py": 12,
-    "test_diskfull.py": 11,
-    "test_growing.py": 11,
-    "test_frictions.py": 11,
-    "test_fuzz_growing.py": 10,
-    "test_bad_input.py": 10,
-    "test_batches_speed_mixing.py": 10,
+    "test_enumerate.py": 23,
+    "test_fuzz_growing.py": 20,
+    "test_signals.py": 15,
+    "test_labels.py": 15,
+    "test_crash.py": 14,
+    "test_ray_nodes.py": 13,
+    "test_clifford_fast.py": 12,
+    "test_exact_keys.py": 11,
+    "test_portable.py": 10,
+    "test_batches_speed_mixing.py": 9,
+    "test_security.py": 9,
+    "test_growing.py": 9,
+    "test_frictions.py": 9,
+    "test_fuzz.py": 8,
+    "test_executors.py": 7,
+    "test_torch.py": 7,
+    "test_diskfull.py": 6,
 }
-"""Rough summed test time (s) of the longest modules: a whole run's ``--junitxml`` times on the shared 2-core machine
-(2026-12-03 night, under a load of 5-6, scaled by the wall time of an unloaded run: 462 s / 844 s; test_engine's after
-its kill runs got cheaper). Noisy: only their order matters."""
+"""Rough summed test time (s) of the longest modules: a whole run's ``--junitxml`` times on the 2-core machine
+(2026-12-04, `-n 2`, nothing else running: 320 s of pytest). Noisy: only their order matters."""
 
 
 class LongestFirst(LoadFileScheduling):
