@@ -328,7 +328,10 @@ def _kill_when_spilled(
         except (OSError, ValueError):
             return False
 
-    proc = start_cli("generate", path, *args, "--memory", budget, "--workers", str(workers), "--quiet")
+    # a directory run lists its store when it publishes segments: every 0.1 s here, not every 2 s (a run of ~1 s
+    # would list it only at its end, where a kill that lands after the last commit finds the store gone)
+    env = {**os.environ, "UNITARIUM_SEGMENT_SECONDS": "0.1"}
+    proc = start_cli("generate", path, *args, "--memory", budget, "--workers", str(workers), "--quiet", env=env)
     try:
         wait_until(listed, timeout=600, what=f"a key store listing {keys} keys")
         os.kill(proc.pid, signal.SIGKILL)
