@@ -143,9 +143,9 @@ def _loading_numpy(pid: int) -> bool:
 
 def test_a_worker_that_raises_stops_the_run_and_leaves_it_resumable(tmp_path: Path, enum_reference: Snapshot) -> None:
     """A real fault, no test hook: in a sharded dataset each worker writes its own segment files. The driver
-    is paused while its workers import numpy (so nothing can be committed yet), their file-size limit drops
-    to 0 (prlimit) once they are initialised, and the driver resumes: the first segment a worker writes
-    fails with EFBIG."""
+    is paused while its workers import numpy (so nothing past level 0 can be committed yet), their file-size
+    limit drops to 0 (prlimit) once they are initialised, and the driver resumes: the next segment a worker
+    writes fails with EFBIG."""
     path = f"{tmp_path / 'enum'}/"
     proc = start_cli("generate", path, *ENUM_ARGS, "--workers", "2", "--quiet")
     try:
@@ -162,7 +162,9 @@ def test_a_worker_that_raises_stops_the_run_and_leaves_it_resumable(tmp_path: Pa
                 timeout=60,
                 what="two initialised workers",
             )
-            assert records_in(path) == 0, "level 0 was committed before the writer could be paused"
+            # none, or level 0's one record where the pause came late (a loaded machine): every level after it is
+            # still to write, so the fault lands all the same
+            assert records_in(path) <= 1, "a level past 0 was committed before the writer could be paused"
             for pid in workers:
                 resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, 0))
         finally:
