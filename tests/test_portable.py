@@ -155,7 +155,7 @@ def _awkward(rng: np.random.Generator, shape: tuple[int, ...], dtype, zeros: flo
 
 @pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-@pytest.mark.parametrize("d", [8, 16])
+@pytest.mark.parametrize("d", [4, 8, 16])
 def test_compiled_products_are_the_numpy_products_bit_for_bit(dtype, d: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled loop against the numpy path (each float operation one ufunc call): the same bits, signed
     zeros, subnormals, overflow to infinity and NaN included, with either side one matrix for the whole stack."""
@@ -179,7 +179,9 @@ def test_compiled_products_are_the_numpy_products_bit_for_bit(dtype, d: int, mon
 
 @pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-@pytest.mark.parametrize(("gates", "qubits"), [("clifford+t", 3), ("h,s,sdg,x,y,z,cx,cz,swap", 3), ("h,t,cx", 4)])
+@pytest.mark.parametrize(
+    ("gates", "qubits"), [("clifford+t", 2), ("clifford+t", 3), ("h,s,sdg,x,y,z,cx,cz,swap", 3), ("h,t,cx", 4)]
+)
 def test_compiled_extensions_are_the_numpy_extensions_bit_for_bit(
     gates: str, qubits: int, dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:

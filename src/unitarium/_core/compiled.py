@@ -1,15 +1,15 @@
 """Kernel 6's products compiled with numba (``pip install 'unitarium[fast]'``): the same bits, faster.
 
 :func:`.portable.matmul_planes` forms each product from one numpy ufunc call per float operation, a
-pass over memory each: 3-10x slower than BLAS from ``d = 8`` (three qubits) up. The loop here does the
-same operations in the same order on each element (``re = ar*br - ai*bi`` for ``j = 0``, then
+pass over memory each: 3-10x slower than BLAS from ``d = 8`` (three qubits) up, 2-3x at ``d = 4``. The
+loop here does the same operations in the same order on each element (``re = ar*br - ai*bi`` for ``j = 0``, then
 ``re += ar*br - ai*bi`` for each ``j`` ascending; likewise ``im``), compiled by LLVM without fast-math
 flags: LLVM then neither reassociates nor fuses a multiply and an add (no ``contract`` flag), and
 vectorises only across the batch, which does not change any element's arithmetic. So the bits are
 those of the numpy path on every CPU (tests/test_portable.py compares both bit for bit, signed zeros
 included, and the pinned digests hold either way).
 
-When: for ``d >= 8`` once numba imports, from the moment this process has formed products worth
+When: for ``d >= 4`` (two qubits up) once numba imports, from the moment this process has formed products worth
 :data:`WARM_AFTER` multiply-adds the numpy way (importing numba and loading the compiled loop cost
 ~1 s per process: a short job never pays it, a long one switches early; either way the same bits).
 ``UNITARIUM_JIT=always`` compiles from the first product (tests), ``UNITARIUM_JIT=never`` keeps the
@@ -28,11 +28,12 @@ import numpy as np
 
 __all__ = ["MIN_DIM", "WARM_AFTER", "apply_moves", "matmul_planes"]
 
-MIN_DIM = 8
-"""The smallest matrix dimension whose products go through the compiled loop."""
+MIN_DIM = 4
+"""The smallest matrix dimension whose products go through the compiled loop (at ``d = 4``, measured 2026-12-04:
+products 78 -> 24 ns, one-move extensions 145 -> 63 ns per child, complex64)."""
 WARM_AFTER = 500_000_000
 """Complex multiply-adds (``n * d**3`` per ``n`` products) this process forms the numpy way before it
-loads the compiled loop (~1-2 s of numpy products at ``d = 8``)."""
+loads the compiled loop (~1-2 s of numpy products at ``d = 8``, ~0.6 s at ``d = 4``)."""
 
 _done = [0]  # multiply-adds formed the numpy way in this process (under "auto")
 

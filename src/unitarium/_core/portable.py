@@ -36,7 +36,7 @@ def planes(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def matmul_planes(ar: np.ndarray, ai: np.ndarray, br: np.ndarray, bi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``A @ B`` in the batch-last layout: ``(d, d, n)`` planes (either side may be ``(d, d, 1)``);
-    compiled where numba is installed and ``d >= 8`` (:mod:`.compiled`: the same operations, the same bits)."""
+    compiled where numba is installed and ``d >= 4`` (:mod:`.compiled`: the same operations, the same bits)."""
     fast = compiled.matmul_planes(ar, ai, br, bi)
     if fast is not None:
         return fast
@@ -112,7 +112,7 @@ def apply_moves(parents: np.ndarray, moves: np.ndarray, allowed: np.ndarray) -> 
     ``(p, k)``, parent-major, as an ``(allowed.sum(), d, d)`` array. A move is a fixed, mostly sparse
     matrix: row ``i`` of a child is the sum over ``j`` ascending of ``moves[k][i, j] * parents[p][j]``
     over the move's nonzero entries only (a part that is zero drops its two products). Compiled where
-    numba is installed and ``d >= 8`` (:mod:`.compiled`, the same bits)."""
+    numba is installed and ``d >= 4`` (:mod:`.compiled`, the same bits)."""
     fast = compiled.apply_moves(parents, moves, allowed)
     if fast is not None:
         return fast
