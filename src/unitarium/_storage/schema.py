@@ -46,12 +46,7 @@ import numpy as np
 
 from .._core.codec import BlockFormat, code_dtype, encode, page_records
 from .._core.kernels import KERNELS
-from .._errors import (
-    DatasetDamagedError,
-    NotADatasetError,
-    SchemaVersionError,
-    StorageError,
-)
+from .._errors import DatasetDamagedError, NotADatasetError, SchemaVersionError, StorageError
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .filemap import read_header
