@@ -1,6 +1,7 @@
 """Sorted runs of dedup keys on disk, and the listing that makes them resumable: the files under a
 :class:`.keystore.KeyStore` (see its module's docstring for the format, the budget and the rules of trust),
-and :class:`RunStack`, a store's runs: written, merged size-tiered, searched under the maps' share."""
+and :class:`RunStack`, a store's runs: written, merged size-tiered in a background thread, searched under the maps'
+share."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Container, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -254,7 +256,9 @@ def merged(older: Run, newer: Run, size: int) -> Iterator[tuple[np.ndarray, np.n
 class RunStack:
     """A key store's runs on disk, oldest (largest) first, under its ``budget``: each spill is written as a
     run and merged size-tiered (a run at least half its elder's size merges into it, in chunks of
-    :attr:`chunk` keys read from the files); membership goes through every run in slices of
+    :attr:`chunk` keys read from the files) in a background thread while queries go on through the runs as
+    they are (:meth:`settle` swaps a finished merge in; the next spill waits for it); membership goes through
+    every run in slices of
     :attr:`query_step` queries, after each of which the maps' pages are handed back once they pass
     ``map_limit / 2`` (see :mod:`.keystore`)."""
 
@@ -266,6 +270,9 @@ class RunStack:
         self.baseline: int | None = None
         self.releases = 0
         self.merges = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._merging: tuple[Future[Run], Run, Run] | None = None
+        """The merge under way: its result and its inputs (the last two runs)."""
 
     @property
     def map_limit(self) -> int:
@@ -314,23 +321,49 @@ class RunStack:
             self.baseline = file_resident()
 
     def push(self, tasks: tuple[int, int], hi: np.ndarray, lo: np.ndarray, listed: Container[str]) -> None:
-        """Write the keys ``(hi, lo)`` of tasks ``tasks`` (sorted by ``hi``) as the newest run, then merge
-        size-tiered; merged runs' files go unless ``listed`` (``keys.json`` still names them)."""
-        self.runs.append(self._write(tasks, len(hi), iter([(hi, lo)])))
+        """Write the keys ``(hi, lo)`` of tasks ``tasks`` (sorted by ``hi``) as the newest run, once the merges
+        under way are done and swapped in, then start the merge the size tiers call for; merged runs' files
+        go unless ``listed`` (``keys.json`` still names them)."""
+        while self._merging is not None:
+            self.settle(listed, wait=True)
+        self.runs.append(self._write(self._next_path(), tasks, len(hi), iter([(hi, lo)])))
         del hi, lo
-        while len(self.runs) > 1 and 2 * self.runs[-1].n >= self.runs[-2].n:
-            newer, older = self.runs.pop(), self.runs.pop()
-            span = (older.tasks[0], newer.tasks[1])
-            self.runs.append(self._write(span, older.n + newer.n, merged(older, newer, self.chunk)))
-            self.merges += 1
-            for run in (older, newer):
-                run.close()
-                if run.name not in listed:
-                    run.path.unlink()
+        self._start_merge()
 
-    def _write(self, tasks: tuple[int, int], n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> Run:
+    def _start_merge(self) -> None:
+        """Merge the last two runs in the background if the newer is at least half the older's size."""
+        if self._merging is not None or len(self.runs) < 2 or 2 * self.runs[-1].n < self.runs[-2].n:
+            return
+        older, newer = self.runs[-2], self.runs[-1]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="unitarium-merge")
+        parts = merged(older, newer, self.chunk)
+        span = (older.tasks[0], newer.tasks[1])
+        future = self._pool.submit(self._write, self._next_path(), span, older.n + newer.n, parts)
+        self._merging = (future, older, newer)
+
+    def settle(self, listed: Container[str], *, wait: bool = False) -> None:
+        """Swap a finished merge in for its two inputs (``wait``: wait for it to finish), whose files go
+        unless ``listed``, then start the next merge the tiers call for. Raises the merge's
+        :class:`StorageError` (its inputs stay)."""
+        if self._merging is None or not (wait or self._merging[0].done()):
+            return
+        future, older, newer = self._merging
+        self._merging = None
+        run = future.result()
+        self.runs[-2:] = [run]  # (its inputs are still the last two: nothing is pushed while a merge runs)
+        self.merges += 1
+        for old in (older, newer):
+            old.close()
+            if old.name not in listed:
+                old.path.unlink()
+        self._start_merge()
+
+    def _next_path(self) -> Path:
         self.seq += 1
-        path = self.directory / f"run-{self.seq:06d}.npy"
+        return self.directory / f"run-{self.seq:06d}.npy"
+
+    def _write(self, path: Path, tasks: tuple[int, int], n: int, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> Run:
         try:
             sums, fence = write_run(path, n, parts, self.seed(tasks))
         except OSError as exc:
@@ -341,7 +374,18 @@ class RunStack:
         return Run(path, tasks, n, sums, fence)
 
     def close(self) -> None:
-        """Unmap every run (the files stay)."""
+        """Unmap every run (the files stay); a merge under way is finished and dropped (its run was never
+        listed)."""
+        if self._merging is not None:
+            future = self._merging[0]
+            self._merging = None
+            with contextlib.suppress(Exception):  # (a failed merge left nothing behind)
+                run = future.result()
+                run.close()
+                run.path.unlink()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         for run in self.runs:
             run.close()
         self.runs = []

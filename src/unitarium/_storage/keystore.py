@@ -234,6 +234,7 @@ class KeyStore:
     def contains_sorted(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """:meth:`contains` of keys sorted by their first word ``hi`` (the mask in that order)."""
         found = self.ram.contains_sorted(hi, lo)
+        self.disk.settle(self.listed)  # a merge done in the background: its run replaces its inputs
         if self.disk.runs and len(hi):
             self.disk.find(hi, lo, found)
         return found
