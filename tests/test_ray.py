@@ -5,6 +5,7 @@ start their own, or a two-node ``ray.cluster_utils.Cluster``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -226,14 +228,16 @@ def test_kill_9_of_a_ray_worker_mid_task(local_ray, tmp_path: Path, cli_referenc
     killed: list[int] = []
     done = threading.Event()
 
-    def killer() -> None:
+    def killer() -> None:  # paced: polling without pause took a core (and this process's GIL) from the run
         while not done.is_set() and len(killed) < 2:
-            for pid in running_tasks("write_chunk"):
-                if records_in(tmp_path / "ray") > len(killed) * 400_000:  # one mid-run, one later
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+            began = time.perf_counter()
+            if records_in(tmp_path / "ray") > len(killed) * 400_000:  # one mid-run, one later
+                for pid in running_tasks("write_chunk"):
+                    with contextlib.suppress(ProcessLookupError):  # (its task ended meanwhile: try the next poll)
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
                     break
-            done.wait(0.005)
+            done.wait(max(0.005, 3 * (time.perf_counter() - began)))
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
