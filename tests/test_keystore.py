@@ -10,7 +10,6 @@ import shutil
 import signal
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from unitarium._core.keyset import KeySet, first_sorted, keep_mask
 from unitarium._run.authority import KeyAuthority
 from unitarium._run.partition import partition_of, sorted_ranges
 from unitarium._run.partitions import InProcess
+from unitarium._storage import keyruns
 from unitarium._storage.keyruns import RunStack
 from unitarium._storage.keystore import MIN_BUDGET, KeyStore, StoreRejected, memory_budget
 from unitarium._storage.layout import FileWriter
@@ -152,27 +152,44 @@ def test_store_answers_membership_like_a_set_across_spills_and_merges(tmp_path: 
     store.close()
 
 
-@pytest.mark.parametrize("listed", [False, True])
-def test_queries_go_on_while_a_merge_runs_in_the_background(tmp_path: Path, listed: bool) -> None:
-    """A merge under way (held back here until the queries are done) leaves the runs as they are: every answer
-    agrees with a set; once it is swapped in, one run holds both (its inputs' files go unless listed) and the
-    answers are the same."""
-    rng = np.random.default_rng(9)
-    stack = RunStack(tmp_path, b"id", MIN_BUDGET)
+def _held_merges(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Background merges wait for the returned event before their first chunk."""
     gate = threading.Event()
-    stack._pool = ThreadPoolExecutor(1)
-    stack._pool.submit(gate.wait)  # the merge queues behind this
-    runs = []
-    for tasks, n in (((0, 1), 5000), ((1, 2), 4000)):  # 2 * 4000 >= 5000: the second push starts a merge
+    real = keyruns.merged
+
+    def held(*args):
+        gate.wait()
+        yield from real(*args)
+
+    monkeypatch.setattr(keyruns, "merged", held)
+    return gate
+
+
+def _two_runs_merging(stack: RunStack, rng: np.random.Generator) -> set[tuple[int, int]]:
+    """Push two runs whose sizes start a merge (2 * 4000 >= 5000); every key pushed."""
+    every = set()
+    for tasks, n in (((0, 1), 5000), ((1, 2), 4000)):
         hi, lo = rng.integers(-(2**40), 2**40, size=(2, n), dtype=np.int64)
         hi[: n // 4] = hi[n // 4 : n // 2]  # equal first words
         order = np.argsort(hi, kind="stable")
-        runs.append((hi[order], lo[order]))
         stack.push(tasks, hi[order], lo[order], set())
+        every |= set(zip(hi.tolist(), lo.tolist(), strict=True))
+    return every
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_queries_go_on_while_a_merge_runs_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: bool
+) -> None:
+    """A merge under way (held back until the queries are done) leaves the runs as they are: every answer agrees
+    with a set; once it is swapped in, one run holds both (its inputs' files go unless listed), same answers."""
+    rng = np.random.default_rng(9)
+    gate = _held_merges(monkeypatch)
+    stack = RunStack(tmp_path, b"id", MIN_BUDGET)
+    every = _two_runs_merging(stack, rng)
     inputs = [run.path for run in stack.runs]
-    keep = {inputs[0].name} if listed else set()
-    every = {(h, k) for hi, lo in runs for h, k in zip(hi.tolist(), lo.tolist(), strict=True)}
-    probe = np.concatenate([np.stack(r, axis=1)[::3] for r in runs] + [rng.integers(-(2**40), 2**40, (3000, 2))])
+    known = np.array(sorted(every)[::3], dtype=np.int64)
+    probe = np.concatenate([known, rng.integers(-(2**40), 2**40, (3000, 2))])
     probe[-1000:, 0] = probe[:1000, 0]  # known first words, other second words
     probe = probe[np.argsort(probe[:, 0], kind="stable")]
     expect = np.array([(h, k) in every for h, k in probe.tolist()])
@@ -185,11 +202,23 @@ def test_queries_go_on_while_a_merge_runs_in_the_background(tmp_path: Path, list
     assert stack._merging is not None and len(stack.runs) == 2
     assert np.array_equal(answers(), expect)
     gate.set()
-    stack.settle(keep, wait=True)
+    stack.settle({inputs[0].name} if listed else set(), wait=True)
     assert len(stack.runs) == 1 and stack.merges == 1 and stack.runs[0].tasks == (0, 2) and stack.runs[0].n == 9000
     assert [p.exists() for p in inputs] == [listed, False]
     assert np.array_equal(answers(), expect)
     stack.close()
+
+
+def test_closing_gives_up_a_merge_under_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``close()`` during a merge cancels it (released here just after the close began): no merged run, no
+    temporary file; the inputs stay, and a new stack takes them up."""
+    gate = _held_merges(monkeypatch)
+    stack = RunStack(tmp_path, b"id", MIN_BUDGET)
+    _two_runs_merging(stack, np.random.default_rng(10))
+    inputs = sorted(run.name for run in stack.runs)
+    threading.Timer(0.05, gate.set).start()
+    stack.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == inputs and len(inputs) == 2 and stack.runs == []
 
 
 def test_store_resumes_what_it_listed_and_refuses_what_it_cannot_trust(tmp_path: Path) -> None:

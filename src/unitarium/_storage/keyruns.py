@@ -12,8 +12,9 @@ import mmap
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable, Container, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,20 @@ def _write_all(fd: int, words: np.ndarray, offset: int) -> None:
         view, offset = view[done:], offset + done
 
 
+class _Cancelled(Exception):
+    """A merge given up by :meth:`RunStack.close`."""
+
+
+def _unless(
+    cancel: threading.Event, parts: Iterator[tuple[np.ndarray, np.ndarray]]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``parts``, until ``cancel`` is set (then :class:`_Cancelled` is raised, between two chunks)."""
+    for part in parts:
+        if cancel.is_set():
+            raise _Cancelled
+        yield part
+
+
 def merged(older: Run, newer: Run, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The keys of two runs in ``hi`` order, in chunks of about ``size`` (read from the files)."""
     a_chunks, b_chunks = older.chunks(size), newer.chunks(size)
@@ -270,9 +285,8 @@ class RunStack:
         self.baseline: int | None = None
         self.releases = 0
         self.merges = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._merging: tuple[Future[Run], Run, Run] | None = None
-        """The merge under way: its result and its inputs (the last two runs)."""
+        self._merging: tuple[Future[Run], Run, Run, threading.Event] | None = None
+        """The merge under way: its result, its inputs (the last two runs) and what cancels it."""
 
     @property
     def map_limit(self) -> int:
@@ -335,12 +349,20 @@ class RunStack:
         if self._merging is not None or len(self.runs) < 2 or 2 * self.runs[-1].n < self.runs[-2].n:
             return
         older, newer = self.runs[-2], self.runs[-1]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="unitarium-merge")
-        parts = merged(older, newer, self.chunk)
-        span = (older.tasks[0], newer.tasks[1])
-        future = self._pool.submit(self._write, self._next_path(), span, older.n + newer.n, parts)
-        self._merging = (future, older, newer)
+        future: Future[Run] = Future()
+        cancel = threading.Event()
+        parts = _unless(cancel, merged(older, newer, self.chunk))
+        path, span, n = self._next_path(), (older.tasks[0], newer.tasks[1]), older.n + newer.n
+
+        def merge() -> None:
+            try:
+                future.set_result(self._write(path, span, n, parts))
+            except BaseException as exc:  # (given to whoever settles or closes)
+                future.set_exception(exc)
+
+        # a daemon: an exit that skips close() (kill, crash) leaves at most a temporary file, which resume removes
+        threading.Thread(target=merge, name="unitarium-merge", daemon=True).start()
+        self._merging = (future, older, newer, cancel)
 
     def settle(self, listed: Container[str], *, wait: bool = False) -> None:
         """Swap a finished merge in for its two inputs (``wait``: wait for it to finish), whose files go
@@ -348,7 +370,7 @@ class RunStack:
         :class:`StorageError` (its inputs stay)."""
         if self._merging is None or not (wait or self._merging[0].done()):
             return
-        future, older, newer = self._merging
+        future, older, newer, _ = self._merging
         self._merging = None
         run = future.result()
         self.runs[-2:] = [run]  # (its inputs are still the last two: nothing is pushed while a merge runs)
@@ -374,18 +396,16 @@ class RunStack:
         return Run(path, tasks, n, sums, fence)
 
     def close(self) -> None:
-        """Unmap every run (the files stay); a merge under way is finished and dropped (its run was never
-        listed)."""
+        """Unmap every run (the files stay); a merge under way is cancelled at its next chunk (a stop does
+        not wait for it) and its run dropped, never listed."""
         if self._merging is not None:
-            future = self._merging[0]
+            future, _, _, cancel = self._merging
             self._merging = None
-            with contextlib.suppress(Exception):  # (a failed merge left nothing behind)
+            cancel.set()
+            with contextlib.suppress(Exception):  # (cancelled or failed: write_run removed its temporary file)
                 run = future.result()
                 run.close()
                 run.path.unlink()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
         for run in self.runs:
             run.close()
         self.runs = []
