@@ -45,7 +45,8 @@ with tempfile.TemporaryDirectory() as d:
             ids = range(0, len(ds), 97)
             out[name + " [i]"] = [ds[i].unitary.tobytes().hex() for i in ids]
 from unitarium._core import compiled
-out["compiled loop loaded"] = compiled._kernel.cache_info().currsize > 0 and compiled._kernel() is not None
+loops = (compiled._kernel, compiled._chain_kernel)
+out["compiled loop loaded"] = any(k.cache_info().currsize > 0 and k() is not None for k in loops)
 print(json.dumps(out))
 """
 
@@ -175,6 +176,59 @@ def test_compiled_products_are_the_numpy_products_bit_for_bit(dtype, d: int, mon
             assert np.signbit(made[:5]).all() and (made[:5] == 0).all() and (~np.signbit(made[made == 0])).any()
         else:
             assert np.isnan(made).any() and np.isinf(made).any()
+
+
+@pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("qubits", [2, 3, 4])
+def test_compiled_chains_are_the_numpy_chains_bit_for_bit(dtype, qubits: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A product table's unitaries through the compiled chain (every chunk of a few hundred records at once)
+    against the numpy path's products one chunk at a time: the same bits, over tables of awkward entries
+    (signed zeros, subnormals, infinities), records of 0 to 7 chunks, batches not a multiple of the chain's."""
+    spec = unitarium.make_spec(gates="h,t,cx", qubits=qubits, max_length=1)
+    table = ProductTable(spec.gateset.move_matrices, dtype, depth=1)
+    rng = np.random.default_rng(qubits)
+    table.table = _awkward(rng, table.table.shape, dtype, 0.5)
+    table.table[0] = complex(-0.0, 0.0)
+    for chunks in (1, 2, 7):
+        index = rng.integers(0, len(table.table), size=(700, chunks))
+        got = {}
+        for mode in ("never", "always"):
+            monkeypatch.setenv("UNITARIUM_JIT", mode)
+            vars(table).pop("_planes", None)
+            with np.errstate(all="ignore"):
+                got[mode] = table._portable(index)
+        assert got["never"].shape == (700, 2**qubits, 2**qubits)
+        assert got["never"].tobytes() == got["always"].tobytes(), chunks
+
+
+def test_a_large_run_loads_the_compiled_products_in_the_background(tmp_path: Path) -> None:
+    """A run whose products pay for loading the compiled loops starts loading them at once, in a thread, and
+    its products go the numpy way until they are ready: the dataset is the one made without them."""
+    pytest.importorskip("numba")
+    script = (
+        "import sys, unitarium\n"
+        "from unitarium._core import compiled\n"
+        "from unitarium._core.kernels import table_depth\n"
+        "from unitarium._spec.sources import TaskContext\n"
+        "spec = unitarium.make_spec(gates='clifford+t', qubits=3, count=100_000, length='48:50', seed=2)\n"
+        "depth = table_depth(len(spec.gateset.moves), spec.gateset.dim, spec.compute_dtype.itemsize)\n"
+        "assert TaskContext(spec).product_work(depth) >= compiled.PRELOAD_AFTER\n"
+        "unitarium.generate(sys.argv[1], spec, workers=1)\n"
+        "print(compiled._loaded.wait(float(sys.argv[2])), compiled._chain_kernel.cache_info().currsize)\n"
+    )
+    runs = {}
+    for mode in ("auto", "never"):
+        path = tmp_path / f"{mode}.db"
+        env = {**os.environ, "UNITARIUM_JIT": mode}
+        wait = "60" if mode == "auto" else "0"  # (a load under way by the end of the run is waited for)
+        proc = subprocess.run([sys.executable, "-c", script, str(path), wait], env=env, capture_output=True, text=True,
+                              timeout=300, check=True)  # fmt: skip
+        runs[mode] = proc.stdout.split()
+        runs[mode + " digest"] = dataset_digest(path)
+    assert runs["auto"] == ["True", "1"]  # (loaded by the preload: 100,000 records of 16 products of d = 8)
+    assert runs["never"] == ["False", "0"]
+    assert runs["auto digest"] == runs["never digest"]
 
 
 @pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")

@@ -54,6 +54,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .._core import compiled
 from .._core.codec import code_dtype
 from .._core.cost import LEVEL_STRIDE, move_weights
 from .._core.exact import dedup_keys
@@ -170,7 +171,24 @@ class TaskContext:
                 f"unitaries of kernel version {self.spec.kernel!r} cannot be computed by this unitarium (it computes "
                 f"versions {', '.join(map(str, KERNELS))}): read the dataset with the unitarium that made it"
             )
-        return ProductTable(self.spec.gateset.move_matrices, self.compute_dtype, kernel=self.spec.kernel)
+        table = ProductTable(self.spec.gateset.move_matrices, self.compute_dtype, kernel=self.spec.kernel)
+        if (
+            self.spec.kernel != 5
+            and self.spec.gateset.dim >= compiled.MIN_DIM
+            and self.product_work(table.depth) >= (compiled.PRELOAD_AFTER)
+        ):
+            compiled.preload(self.compute_dtype.type(0).real.dtype, moves=isinstance(self.spec.source, Enumeration))
+        return table
+
+    def product_work(self, depth: int) -> int:
+        """Complex multiply-adds the whole run's products take, roughly (a random circuit's chunks of ``depth``
+        moves; an enumeration's candidates, up to ``moves ** max_length``): a run this large loads the
+        compiled products at once, in the background (:func:`.compiled.preload`, from
+        :data:`.compiled.PRELOAD_AFTER`)."""
+        src, d = self.spec.source, self.spec.gateset.dim
+        if isinstance(src, RandomSource):
+            return src.count * max(0, -(-src.max_length // depth) - 1) * d**3
+        return min(self.num_moves**src.max_length, 1 << 50) * d**3
 
     @cached_property
     def moves(self) -> np.ndarray:
