@@ -378,6 +378,26 @@ def test_generate_builds_no_index_too_large_to_build_unasked(tmp, monkeypatch):
     assert "search index" in cli("index", path).stdout and index_path(path).exists()
 
 
+def test_generate_index_options_ask_for_the_index_or_none(tmp, monkeypatch):
+    """``--no-index``: no index and no note (a run whose index is not wanted, or built later); ``--index``: built
+    however large (here past a lowered AUTO_INDEX_BYTES); ``--index`` where there is no search index to build: one
+    note, the dataset made as asked."""
+    import unitarium.cli.search as search_cli
+
+    args = ["--gates", "h,s,cx", "--qubits", "2", "--enumerate", "--max-length", "3", "--unique", "-q"]
+    skipped, forced = tmp / "opt" / "none.db", tmp / "opt" / "forced.db"
+    skipped.parent.mkdir()
+    out = cli("generate", skipped, *args, "--no-index")
+    assert not index_path(skipped).exists() and out.stderr == "" and "search index" not in out.stdout
+    monkeypatch.setattr(search_cli, "AUTO_INDEX_BYTES", 1000)
+    out = cli("generate", forced, *args, "--index")
+    assert "search index" in out.stdout and open_index(unitarium.open(forced))[0] is not None
+    random = tmp / "opt" / "r.db"
+    out = cli("generate", random, "--gates", "h", "--qubits", "1", "--count", "5", "--length", "2", "-q", "--index")
+    assert out.stderr.strip() == "unitarium: note: --index: only a unique enumeration has a search index (none built)"
+    assert not index_path(random).exists() and len(unitarium.open(random)) == 5
+
+
 def test_directory_dataset_gets_its_index_beside_it(tmp):
     path = tmp / "dirs" / "big"
     path.parent.mkdir()

@@ -205,6 +205,13 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
     help="--unique: processes that share the dedup keys by key range (default: one per 8 workers; "
     "1: the driver itself). Never changes the content.",
 )
+@click.option(
+    "--index/--no-index",
+    "index",
+    default=None,
+    help="A complete unique enumeration's search index beside PATH (default: built when it takes at most 4 GiB "
+    "and a quarter of the free disk; --index: whatever its size; --no-index: not built, `unitarium index` later).",
+)
 def generate_cmd(
     path: str,
     gates: str,
@@ -231,6 +238,7 @@ def generate_cmd(
     ray_address: str | None,
     memory: str | None,
     partitions: int | None,
+    index: bool | None,
 ) -> None:
     """Generate (or resume) a dataset into the SQLite file PATH, or into the sharded dataset
     directory PATH (a path ending in / or an existing directory: one writer per worker). A new
@@ -284,7 +292,8 @@ def generate_cmd(
         from .info import print_info
 
         print_info(Dataset(path).info())
-    index_after_generate(path)  # a unique enumeration: its search index beside it (unitarium index)
+    if index is not False:
+        index_after_generate(path, always=bool(index))  # a unique enumeration's search index (unitarium index)
 
 
 def _with_layout_note(

@@ -236,13 +236,16 @@ def _build(ds: Any) -> None:
     )
 
 
-def index_after_generate(path: str) -> None:
-    """At the end of ``generate``: the search index of a complete unique enumeration."""
+def index_after_generate(path: str, *, always: bool = False) -> None:
+    """At the end of ``generate``: the search index of a complete unique enumeration (unless it is large
+    and not asked for: ``always``, ``generate --index``)."""
     from .._dataset import Dataset
     from ..search._build import index_room
     from ..search._index import open_index, searchable_kind
 
     ds = Dataset(path)
+    if always and not (ds.spec.unique and searchable_kind(ds) == "enumeration"):
+        click.echo("unitarium: note: --index: only a unique enumeration has a search index (none built)", err=True)
     if ds.spec.unique and ds.complete and searchable_kind(ds) == "enumeration":
         index, _ = open_index(ds)
         if index is not None:
@@ -251,11 +254,11 @@ def index_after_generate(path: str) -> None:
         # None yet, or not this dataset's as it is now (a finished resume: kept). Built unasked only
         # while it is small: the 3-qubit Clifford group's would take ~133 GiB and an hour.
         need, free = index_room(ds)
-        if need > min(AUTO_INDEX_BYTES, free // 4):
+        if not always and need > min(AUTO_INDEX_BYTES, free // 4):
             click.echo(
                 f"unitarium: note: no search index built for {len(ds):,} records (it would take about "
                 f"{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB free): synth and nearest search the table "
-                f"without it; build it with `unitarium index {path}` where it fits",
+                f"without it; build it with `unitarium index {path}` (or `generate --index`) where it fits",
                 err=True,
             )
             return
