@@ -52,7 +52,4 @@ ensure_venv() {
 compile_src() {
     .venv/bin/python -m compileall -q -j 0 src >/dev/null || true
     env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -c 'import unitarium.cli.main' >/dev/null 2>&1 || true
-    # numba's cache of the compiled products (where numba is installed: [fast], and the test and dev extras): ~5 s
-    # once, instead of each process that first needs a loop compiling it (several at once in a test run).
-    .venv/bin/python -c 'from unitarium._core import compiled; compiled.compile_all()' >/dev/null 2>&1 || true
 }

@@ -29,7 +29,7 @@ from unitarium.torch import ShuffledBatches, UnitaryDataset
 
 from conftest import kill_group, records_in, start_cli, wait_until
 
-SECONDS_PER_LAYOUT = 7
+SECONDS_PER_LAYOUT = 4
 SEED = int(os.environ.get("UNITARIUM_FUZZ_SEED", random.SystemRandom().randrange(2**32)))
 
 

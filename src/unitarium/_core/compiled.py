@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_DIM", "PRELOAD_AFTER", "WARM_AFTER", "apply_moves", "chain", "compile_all", "matmul_planes", "preload"]
+__all__ = ["MIN_DIM", "PRELOAD_AFTER", "WARM_AFTER", "apply_moves", "chain", "matmul_planes", "preload"]
 
 MIN_DIM = 4
 """The smallest matrix dimension whose products go through the compiled loop (at ``d = 4``, measured 2026-12-04:
@@ -115,20 +115,6 @@ def _load_moves(real: np.dtype) -> None:
     bounds, cols, kinds = np.zeros((1, d), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
     none = np.zeros(0, real)
     kernel(one, one, np.zeros((1, 1), np.bool_), bounds, bounds, cols, none, none, kinds, out.real, out.imag)
-
-
-def compile_all() -> bool:
-    """Compile every loop for float32 and float64 into numba's on-disk cache (an installer's step, as
-    bytecode is: scripts/venv.sh); False where numba is not installed."""
-    if _numba() is None:
-        return False
-    for real in (np.dtype(np.float32), np.dtype(np.float64)):
-        _load(real, moves=True)
-        a = np.zeros((MIN_DIM, MIN_DIM, 1), real)
-        kernel = _kernel()
-        assert kernel is not None
-        kernel(a, a, a, a, a.copy(), a.copy())
-    return True
 
 
 def _complex_out(real: np.dtype) -> np.ndarray:
