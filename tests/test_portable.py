@@ -200,6 +200,9 @@ def test_compiled_chains_are_the_numpy_chains_bit_for_bit(dtype, qubits: int, mo
                 got[mode] = table._portable(index)
         assert got["never"].shape == (700, 2**qubits, 2**qubits)
         assert got["never"].tobytes() == got["always"].tobytes(), chunks
+    index[3, -1] = len(table.table)  # (the compiled loop checks no bounds: an entry past the table is refused first)
+    with pytest.raises(IndexError):
+        table._portable(index)
 
 
 def test_a_large_run_loads_the_compiled_products_in_the_background(tmp_path: Path) -> None:

@@ -233,8 +233,11 @@ def chain(real: np.ndarray, imag: np.ndarray, index: np.ndarray) -> np.ndarray |
     kernel = _chain_kernel() if _warm(0, count=False, preloaded=True) else None  # (the numpy path counts its own)
     if kernel is None:
         return None
+    index = np.ascontiguousarray(index, dtype=np.intp)
+    if index.size and not 0 <= int(index.min()) <= int(index.max()) < len(real):  # (the loop checks no bounds)
+        raise IndexError(f"product table index out of range 0..{len(real) - 1}")
     out = np.empty((batch, d, d), dtype=np.result_type(real.dtype, np.complex64))
-    kernel(real, imag, np.ascontiguousarray(index, dtype=np.intp), out.real, out.imag)
+    kernel(real, imag, index, out.real, out.imag)
     return out
 
 
