@@ -175,7 +175,7 @@ class TaskContext:
         if (
             self.spec.kernel != 5
             and self.spec.gateset.dim >= compiled.MIN_DIM
-            and self.product_work(table.depth) >= (compiled.PRELOAD_AFTER)
+            and self.product_work(table.depth) >= compiled.PRELOAD_AFTER
         ):
             compiled.preload(self.compute_dtype.type(0).real.dtype, moves=isinstance(self.spec.source, Enumeration))
         return table
