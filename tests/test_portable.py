@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import unitarium
+from unitarium._core.compiled import chain
 from unitarium._core.kernels import KERNEL_VERSION, ProductTable, extend
 from unitarium._core.portable import apply_moves, matmul_stack, product_one
 from unitarium._read.single import product
@@ -45,7 +46,7 @@ with tempfile.TemporaryDirectory() as d:
             ids = range(0, len(ds), 97)
             out[name + " [i]"] = [ds[i].unitary.tobytes().hex() for i in ids]
 from unitarium._core import compiled
-loops = (compiled._kernel, compiled._chain_kernel)
+loops = (compiled._chain_kernel, compiled._moves_kernel)
 out["compiled loop loaded"] = any(k.cache_info().currsize > 0 and k() is not None for k in loops)
 print(json.dumps(out))
 """
@@ -117,13 +118,9 @@ def _reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize(
-    "jit", ["never", pytest.param("always", marks=pytest.mark.skipif(not _has_numba(), reason="numba"))]
-)
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("d", [2, 4, 8])
-def test_products_follow_the_definition(dtype, d: int, jit: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UNITARIUM_JIT", jit)
+def test_products_follow_the_definition(dtype, d: int) -> None:
     rng = np.random.default_rng(d)
     a = (rng.normal(size=(5, d, d)) + 1j * rng.normal(size=(5, d, d))).astype(dtype)
     b = (rng.normal(size=(5, d, d)) + 1j * rng.normal(size=(5, d, d))).astype(dtype)
@@ -158,20 +155,27 @@ def _awkward(rng: np.random.Generator, shape: tuple[int, ...], dtype, zeros: flo
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("d", [4, 8, 16])
 def test_compiled_products_are_the_numpy_products_bit_for_bit(dtype, d: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The compiled loop against the numpy path (each float operation one ufunc call): the same bits, signed
-    zeros, subnormals, overflow to infinity and NaN included, with either side one matrix for the whole stack."""
+    """The compiled loop (a chain of two chunks over a table holding both sides: ``T[i1] @ T[i0]``) against the
+    numpy path (each float operation one ufunc call): the same bits, signed zeros, subnormals, overflow to
+    infinity and NaN included, with either side one matrix for the whole stack."""
     rng = np.random.default_rng(d + np.dtype(dtype).itemsize)
+    monkeypatch.setenv("UNITARIUM_JIT", "always")
+    n = np.arange(700)
     for zeros in (0.3, 0.9):  # (mostly zero, as gates are: results that are exact zeros of either sign)
         a, b = _awkward(rng, (700, d, d), dtype, zeros), _awkward(rng, (700, d, d), dtype, zeros)
         a[:5], b[:5] = complex(-0.0, 0.0), 1  # (-0 + 0j) @ ones: every term's real part is -0, so is the sum
-        results = {}
-        for mode in ("never", "always"):
-            monkeypatch.setenv("UNITARIUM_JIT", mode)
-            with np.errstate(all="ignore"):
-                results[mode] = [matmul_stack(a, b), matmul_stack(a[:1], b), matmul_stack(a, b[:1])]
-        for numpy_way, compiled in zip(results["never"], results["always"], strict=True):
-            assert numpy_way.tobytes() == compiled.tobytes()
-        made = results["never"][0].real
+        table = np.concatenate([a, b])  # a at 0.., b at 700..
+        planes = np.ascontiguousarray(table.real), np.ascontiguousarray(table.imag)
+        with np.errstate(all="ignore"):
+            numpy_way = [matmul_stack(a, b), matmul_stack(a[:1], b), matmul_stack(a, b[:1])]
+            compiled = [
+                chain(*planes, np.stack([700 + n, n], axis=1)),
+                chain(*planes, np.stack([700 + n, 0 * n], axis=1)),
+                chain(*planes, np.stack([700 + 0 * n, n], axis=1)),
+            ]
+        for ours, theirs in zip(numpy_way, compiled, strict=True):
+            assert ours.tobytes() == theirs.tobytes()
+        made = numpy_way[0].real
         if zeros > 0.5:
             assert np.signbit(made[:5]).all() and (made[:5] == 0).all() and (~np.signbit(made[made == 0])).any()
         else:

@@ -1,17 +1,18 @@
 """Kernel 6's products compiled with numba (``pip install 'unitarium[fast]'``): the same bits, faster.
 
 :func:`.portable.matmul_planes` forms each product from one numpy ufunc call per float operation, a
-pass over memory each: 3-10x slower than BLAS from ``d = 8`` (three qubits) up, 2-3x at ``d = 4``. The
-loop here does the same operations in the same order on each element (``re = ar*br - ai*bi`` for ``j = 0``, then
-``re += ar*br - ai*bi`` for each ``j`` ascending; likewise ``im``), compiled by LLVM without fast-math
-flags: LLVM then neither reassociates nor fuses a multiply and an add (no ``contract`` flag), and
-vectorises only across the batch, which does not change any element's arithmetic. So the bits are
-those of the numpy path on every CPU (tests/test_portable.py compares both bit for bit, signed zeros
-included, and the pinned digests hold either way).
-
-:func:`chain` carries a few hundred records through all their product-table chunks at once (the
-entries gathered from the table inside the loop): a random circuit's whole product in one call, 1.4-6x
-the numpy path (0.5-1.4x kernel 5's BLAS products in task-sized batches, 2x on whole batches).
+pass over memory each: 3-10x slower than BLAS from ``d = 8`` (three qubits) up, 2-3x at ``d = 4``.
+:func:`chain` forms a product table's unitaries (a random circuit's, an enumeration's parents') and
+:func:`apply_moves` enumeration's one-move extensions in loops that do the same operations in the same
+order on each element (``re = ar*br - ai*bi`` for ``j = 0``, then ``re += ar*br - ai*bi`` for each ``j``
+ascending; likewise ``im``), compiled by LLVM without fast-math flags: LLVM then neither reassociates
+nor fuses a multiply and an add (no ``contract`` flag), and vectorises only across the batch, which does
+not change any element's arithmetic. So the bits are those of the numpy path on every CPU
+(tests/test_portable.py compares both bit for bit, signed zeros included, and the pinned digests hold
+either way). The chain carries a few hundred records through all their product-table chunks at once
+(the entries gathered from the table inside the loop): a random circuit's whole product in one call,
+1.4-6x the numpy path (0.5-1.4x kernel 5's BLAS products in task-sized batches, 2x on whole batches).
+Other products (building a table, a single record's) stay on the numpy path: they are few.
 
 When: for ``d >= 4`` (two qubits up) once numba imports. Importing numba and loading the compiled loops
 cost ~0.6 s of CPU per process: a run whose products are known to pay for it loads them at its start in
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_DIM", "PRELOAD_AFTER", "WARM_AFTER", "apply_moves", "chain", "matmul_planes", "preload"]
+__all__ = ["MIN_DIM", "PRELOAD_AFTER", "WARM_AFTER", "apply_moves", "chain", "preload"]
 
 MIN_DIM = 4
 """The smallest matrix dimension whose products go through the compiled loop (at ``d = 4``, measured 2026-12-04:
@@ -131,47 +132,6 @@ def _numba() -> Any:
 
 
 @cache
-def _kernel() -> Callable[..., None] | None:
-    """The compiled loop, or None (numba not installed)."""
-    numba = _numba()
-    if numba is None:
-        return None
-
-    @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=False)  # type: ignore[misc]
-    def planes_product(ar: Any, ai: Any, br: Any, bi: Any, re: Any, im: Any) -> None:  # pragma: no cover - compiled
-        d, n = ar.shape[0], re.shape[2]
-        for i in range(d):
-            for k in range(d):
-                for b in range(n):
-                    re[i, k, b] = ar[i, 0, b] * br[0, k, b] - ai[i, 0, b] * bi[0, k, b]
-                    im[i, k, b] = ar[i, 0, b] * bi[0, k, b] + ai[i, 0, b] * br[0, k, b]
-                for j in range(1, d):
-                    for b in range(n):
-                        re[i, k, b] += ar[i, j, b] * br[j, k, b] - ai[i, j, b] * bi[j, k, b]
-                        im[i, k, b] += ar[i, j, b] * bi[j, k, b] + ai[i, j, b] * br[j, k, b]
-
-    return planes_product  # type: ignore[no-any-return]
-
-
-def matmul_planes(
-    ar: np.ndarray, ai: np.ndarray, br: np.ndarray, bi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """:func:`.portable.matmul_planes` compiled, or None where it does not apply (numba missing or
-    disabled, ``d`` below :data:`MIN_DIM`, mixed dtypes): the caller then takes the numpy path."""
-    d = ar.shape[0]
-    if d < MIN_DIM or not (ar.dtype == ai.dtype == br.dtype == bi.dtype) or ar.dtype.kind != "f":
-        return None
-    kernel = _kernel() if _warm(d**3 * max(ar.shape[2], br.shape[2])) else None
-    if kernel is None:
-        return None
-    shape = np.broadcast_shapes(ar.shape, br.shape)
-    full = [np.ascontiguousarray(np.broadcast_to(x, shape)) for x in (ar, ai, br, bi)]  # (a (d, d, 1) side spread)
-    re, im = np.empty(shape, ar.dtype), np.empty(shape, ar.dtype)
-    kernel(*full, re, im)
-    return re, im
-
-
-@cache
 def _chain_kernel() -> Callable[..., None] | None:
     """The compiled loop of :func:`chain`, or None (numba not installed)."""
     numba = _numba()
@@ -199,7 +159,7 @@ def _chain_kernel() -> Callable[..., None] | None:
                     for i in range(d):
                         for k in range(d):
                             ar[i, k, b], ai[i, k, b] = tr[e, i, k], ti[e, i, k]
-                for i in range(d):  # (planes_product's loop, the same operations in the same order)
+                for i in range(d):  # (portable.matmul_planes's operations, in its order)
                     for k in range(d):
                         for b in range(n):
                             nr[i, k, b] = ar[i, 0, b] * xr[0, k, b] - ai[i, 0, b] * xi[0, k, b]

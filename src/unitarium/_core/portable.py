@@ -13,8 +13,8 @@ The arithmetic (``A @ B``, complex, as real and imaginary planes): entry ``(i, k
 then the difference or sum) of ``a[i, j]`` and ``b[j, k]``. :func:`apply_moves`, whose left factors are
 the gate set's fixed moves, omits the terms of a move's zero entries (parts: a zero real part drops its
 products; an entry without terms is ``+0``); that is its own definition, used wherever its products are
-(generation and recomputation alike). :func:`matmul_planes` runs compiled where numba is installed
-(:mod:`.compiled`, same bits). Measurements: BENCHMARKS.md, "Kernels".
+(generation and recomputation alike). A product table's unitaries and :func:`apply_moves` run
+compiled where numba is installed (:mod:`.compiled`, same bits). Measurements: BENCHMARKS.md, "Kernels".
 """
 
 from __future__ import annotations
@@ -35,11 +35,7 @@ def planes(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def matmul_planes(ar: np.ndarray, ai: np.ndarray, br: np.ndarray, bi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``A @ B`` in the batch-last layout: ``(d, d, n)`` planes (either side may be ``(d, d, 1)``);
-    compiled where numba is installed and ``d >= 4`` (:mod:`.compiled`: the same operations, the same bits)."""
-    fast = compiled.matmul_planes(ar, ai, br, bi)
-    if fast is not None:
-        return fast
+    """``A @ B`` in the batch-last layout: ``(d, d, n)`` planes (either side may be ``(d, d, 1)``)."""
     d = ar.shape[0]
     shape = np.broadcast_shapes(ar.shape, br.shape)
     re, im = np.empty(shape, ar.dtype), np.empty(shape, ar.dtype)
