@@ -210,7 +210,7 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
     "index",
     default=None,
     help="A complete unique enumeration's search index beside PATH (default: built when it takes at most 4 GiB "
-    "and a quarter of the free disk; --index: whatever its size; --no-index: not built, `unitarium index` later).",
+    "and a quarter of the free disk; --index: whatever its size, where the disk holds it; --no-index: none).",
 )
 def generate_cmd(
     path: str,
