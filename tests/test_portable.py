@@ -303,6 +303,31 @@ def test_extensions_follow_their_definition_and_the_table_its_products() -> None
     assert np.array_equal(kids, apply_moves(units, moves, allowed))
 
 
+def test_environment_settings_out_of_range_are_one_line_and_change_nothing(tmp_path: Path) -> None:
+    """``UNITARIUM_JIT`` is auto, always or never: a typo is refused before the run opens anything (no file made,
+    an existing dataset unchanged), not taken silently as the default; likewise ``UNITARIUM_SEGMENT_SECONDS``
+    outside 0.01..3600 s or not a number (a directory run: no directory made)."""
+    path = tmp_path / "j.db"
+    args = ("generate", path, "--gates", "h,cx", "--qubits", "2", "--count", "80", "--length", "3")
+    proc = cli(*args, check=False, env={**os.environ, "UNITARIUM_JIT": "nevr"})
+    assert proc.returncode == 2 and not path.exists()
+    line = one_error_line(proc.stderr)
+    assert line.endswith("UNITARIUM_JIT='nevr' is not one of auto, always, never (the bits are the same either way)")
+    cli(*args)
+    before = file_digests(path)
+    proc = cli(*args, "--count", "90", check=False, env={**os.environ, "UNITARIUM_JIT": "Always"})
+    assert proc.returncode == 2 and "UNITARIUM_JIT='Always'" in one_error_line(proc.stderr)
+    assert file_digests(path) == before
+    directory = tmp_path / "d"  # (the other setting of the environment: a directory run's segment age)
+    for bad in ("0", "ten", "nan", "1e9"):
+        dir_args = ("generate", f"{directory}/", *args[2:])
+        proc = cli(*dir_args, check=False, env={**os.environ, "UNITARIUM_SEGMENT_SECONDS": bad})
+        assert proc.returncode == 2 and not directory.exists(), bad
+        assert one_error_line(proc.stderr).endswith(
+            f"UNITARIUM_SEGMENT_SECONDS={bad!r} is not a number of seconds from 0.01 to 3600"
+        )
+
+
 def _set_kernel(path: Path, version: int) -> None:
     """Edit the kernel version in the spec stored in dataset file ``path`` (the test's tampering tool)."""
     spec = json.loads(json.dumps(unitarium.open(path).meta["spec"]))

@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_DIM", "PRELOAD_AFTER", "WARM_AFTER", "apply_moves", "chain", "preload"]
+from .._errors import SpecError
+
+__all__ = ["JIT_ENV", "MIN_DIM", "PRELOAD_AFTER", "WARM_AFTER", "apply_moves", "chain", "jit_mode", "preload"]
 
 MIN_DIM = 4
 """The smallest matrix dimension whose products go through the compiled loop (at ``d = 4``, measured 2026-12-04:
@@ -56,6 +58,21 @@ at ``d = 8`` in float32, within the L2 cache)."""
 _done = [0]  # multiply-adds formed the numpy way in this process (under "auto")
 
 
+JIT_ENV = "UNITARIUM_JIT"
+JIT_MODES = ("auto", "always", "never")
+
+
+def jit_mode() -> str:
+    """``UNITARIUM_JIT``: ``auto`` (the default, see above), ``always`` (compiled from the first product) or
+    ``never`` (the numpy path); anything else is refused in one line (a run checks it before it opens anything)."""
+    raw = os.environ.get(JIT_ENV, "").strip()
+    if not raw:
+        return "auto"
+    if raw not in JIT_MODES:
+        raise SpecError(f"{JIT_ENV}={raw!r} is not one of {', '.join(JIT_MODES)} (the bits are the same either way)")
+    return raw
+
+
 _loaded = threading.Event()  # set once a :func:`preload` has loaded the compiled loops
 _moves_loaded = threading.Event()  # (and that of :func:`apply_moves`)
 
@@ -64,7 +81,7 @@ def _warm(work: int, *, count: bool = True, preloaded: bool = False) -> bool:
     """Whether to use the compiled loops for a job of ``work`` multiply-adds (else, with ``count``, it
     counts towards :data:`WARM_AFTER`: the caller forms it the numpy way); ``preloaded``: a loop that
     :func:`preload` loads (used once it has, without waiting)."""
-    mode = os.environ.get("UNITARIUM_JIT", "auto")
+    mode = jit_mode()
     ready = preloaded and _loaded.is_set()
     if mode == "never" or (mode != "always" and not ready and _done[0] < WARM_AFTER):
         _done[0] += work if count else 0
@@ -78,7 +95,7 @@ def preload(real: np.dtype | type, *, moves: bool = False) -> bool:
     until the loops are ready and compiled from then on, never waiting for them (the same bits either way).
     ``moves``: also :func:`apply_moves`'s loop (enumeration). Returns whether a load was started (not
     under ``UNITARIUM_JIT=never``, nor where numba is not installed or a load was started already)."""
-    if os.environ.get("UNITARIUM_JIT", "auto") == "never" or _preloading.locked() or _loaded.is_set():
+    if jit_mode() == "never" or _preloading.locked() or _loaded.is_set():
         return False
     if importlib.util.find_spec("numba") is None:
         return False

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from .._core.compiled import jit_mode
 from .._errors import SpecError
 from .._spec.spec import Spec
 from .._storage.keystore import memory_budget
@@ -69,6 +70,7 @@ def generate(
     with ``memory / partitions``; 1: in this process; with ``engine="ray"``: Ray actors). Default: one
     per 8 workers (``workers``, else this machine's cores). Never changes the content.
     """
+    jit_mode()  # (UNITARIUM_JIT checked before anything is opened)
     summary, _ = drive(
         path,
         spec,
