@@ -202,10 +202,10 @@ def chain(real: np.ndarray, imag: np.ndarray, index: np.ndarray) -> np.ndarray |
     to left by :func:`.portable.matmul_planes`'s operations (the same bits), a few hundred records at a time
     through every chunk (no pass over memory between two products; 1.4-6x the numpy path, measured
     2026-12-04: 0.15 us a record of two ``d = 4`` products, 4.4 us of sixteen ``d = 8``). None where it does
-    not apply (numba missing or not yet worth loading, ``d`` below :data:`MIN_DIM`)."""
-    batch = len(index)
+    not apply (numba missing or not yet worth loading, ``d`` below :data:`MIN_DIM`, no chunks)."""
+    batch, chunks = index.shape
     d = real.shape[1]
-    if d < MIN_DIM or real.dtype != imag.dtype or real.dtype.kind != "f":
+    if d < MIN_DIM or chunks == 0 or real.dtype != imag.dtype or real.dtype.kind != "f":
         return None
     kernel = _chain_kernel() if _warm(0, count=False, preloaded=True) else None  # (the numpy path counts its own)
     if kernel is None:
