@@ -69,15 +69,32 @@ def resume_and_compare(path: str | Path, args: list[str], reference: Snapshot) -
 
 def kill_at_random_moment(tmp_path: Path, seed: int, target: str) -> tuple[Path, str, int, list[int]]:
     """Start a two-worker run, wait until a seeded random number of records is committed (plus a random
-    sub-commit delay), SIGKILL ``target``; return path, stderr, exit status and the worker pids."""
+    sub-commit delay), SIGKILL ``target``; return path, stderr, exit status and the worker pids.
+
+    The process group is stopped (SIGSTOP) just before the kill, so nothing commits between the decision and
+    the kill; a run that ended before it (its last records committed within the random delay, on a loaded
+    machine) is made again with a threshold half as high, for the writer and the group (for a worker, a run
+    that ends first is one of the outcomes its test accepts)."""
     rng = random.Random(seed)
-    path = tmp_path / "crash.db"
     threshold = rng.randrange(0, int(0.8 * COUNT))
+    for attempt in range(4):
+        done = _kill_once(tmp_path / f"crash-{attempt}.db", threshold, target, rng)
+        if done is not None:
+            return done
+        threshold //= 2
+    raise AssertionError(f"the run ended before its kill 4 times, the last at {threshold * 2} records")
+
+
+def _kill_once(path: Path, threshold: int, target: str, rng: random.Random) -> tuple[Path, str, int, list[int]] | None:
+    """One run of :func:`kill_at_random_moment`, or None where it ended before its kill (writer, group)."""
     proc = start_cli("generate", path, *RANDOM_ARGS, "--workers", "2", "--quiet")
     try:
         workers = wait_until(lambda: len(w := worker_pids(proc.pid)) == 2 and w, timeout=60, what="two workers")
         wait_until(lambda: records_in(path) >= threshold, timeout=120, what=f"{threshold} committed records")
         time.sleep(rng.uniform(0, 0.03))  # land anywhere between two commits
+        os.killpg(proc.pid, signal.SIGSTOP)
+        if proc.poll() is not None and target != "worker":
+            return None
         if target == "writer":
             os.kill(proc.pid, signal.SIGKILL)
         elif target == "group":
@@ -85,6 +102,8 @@ def kill_at_random_moment(tmp_path: Path, seed: int, target: str) -> tuple[Path,
         else:  # (a worker already gone: the run ended before the kill, as it can on a loaded machine)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rng.choice(workers), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)  # (the writer's orphans, or the writer and the other worker)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
