@@ -209,6 +209,31 @@ def test_compiled_chains_are_the_numpy_chains_bit_for_bit(dtype, qubits: int, mo
         table._portable(index)
 
 
+def test_a_process_switches_to_the_compiled_chain_once_its_numpy_products_passed_warm_after() -> None:
+    """Rent or buy: without a preload, a process forms products the numpy way until they add up to ``WARM_AFTER``
+    multiply-adds, then loads the chain (the same bits before and after)."""
+    pytest.importorskip("numba")
+    script = (
+        "import numpy as np, unitarium\n"
+        "from unitarium._core import compiled\n"
+        "from unitarium._core.kernels import ProductTable\n"
+        "compiled.WARM_AFTER = 1_000_000\n"
+        "spec = unitarium.make_spec(gates='h,t,cx', qubits=2, max_length=1)\n"
+        "table = ProductTable(spec.gateset.move_matrices, np.complex64)\n"
+        "seqs = np.random.default_rng(3).integers(0, 7, size=(3000, 12))\n"
+        "first = table.unitaries(seqs)\n"  # 3000 x 2 products x 64 = 384,000 multiply-adds: the numpy way
+        "assert compiled._chain_kernel.cache_info().currsize == 0\n"
+        "for _ in range(3):\n"
+        "    again = table.unitaries(seqs)\n"
+        "assert again.tobytes() == first.tobytes()\n"
+        "print(compiled._chain_kernel.cache_info().currsize, compiled._done[0] >= compiled.WARM_AFTER)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "UNITARIUM_JIT"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "True"]
+
+
 def test_a_large_run_loads_the_compiled_products_in_the_background(tmp_path: Path) -> None:
     """A run whose products pay for loading the compiled loops starts loading them at once, in a thread, and
     its products go the numpy way until they are ready: the dataset is the one made without them."""

@@ -77,14 +77,14 @@ _loaded = threading.Event()  # set once a :func:`preload` has loaded the compile
 _moves_loaded = threading.Event()  # (and that of :func:`apply_moves`)
 
 
-def _warm(work: int, *, count: bool = True, preloaded: bool = False) -> bool:
-    """Whether to use the compiled loops for a job of ``work`` multiply-adds (else, with ``count``, it
-    counts towards :data:`WARM_AFTER`: the caller forms it the numpy way); ``preloaded``: a loop that
-    :func:`preload` loads (used once it has, without waiting)."""
+def _warm(work: int, *, preloaded: bool = False) -> bool:
+    """Whether to use the compiled loops for a job of ``work`` multiply-adds (else it counts towards
+    :data:`WARM_AFTER`: the caller forms it the numpy way); ``preloaded``: a loop that :func:`preload` loads
+    (used once it has, without waiting)."""
     mode = jit_mode()
     ready = preloaded and _loaded.is_set()
     if mode == "never" or (mode != "always" and not ready and _done[0] < WARM_AFTER):
-        _done[0] += work if count else 0
+        _done[0] += work
         return False
     return True
 
@@ -207,7 +207,7 @@ def chain(real: np.ndarray, imag: np.ndarray, index: np.ndarray) -> np.ndarray |
     d = real.shape[1]
     if d < MIN_DIM or chunks == 0 or real.dtype != imag.dtype or real.dtype.kind != "f":
         return None
-    kernel = _chain_kernel() if _warm(0, count=False, preloaded=True) else None  # (the numpy path counts its own)
+    kernel = _chain_kernel() if _warm(batch * (chunks - 1) * d**3, preloaded=True) else None
     if kernel is None:
         return None
     index = np.ascontiguousarray(index, dtype=np.intp)
