@@ -16,7 +16,7 @@ Other products (building a table, a single record's) stay on the numpy path: the
 
 When: for ``d >= 4`` (two qubits up) once numba imports. Importing numba and loading the compiled loops
 cost ~0.6 s of CPU per process: a run whose products are known to pay for it loads them at its start in
-a background thread (:func:`preload`; products go the numpy way until they are ready), any other
+a background thread (:func:`preload`; its first products wait for them), any other
 process once it has formed :data:`WARM_AFTER` multiply-adds the numpy way (a short job never pays
 it); either way the same bits.
 ``UNITARIUM_JIT=always`` compiles from the first product (tests), ``UNITARIUM_JIT=never`` keeps the
@@ -47,13 +47,17 @@ WARM_AFTER = 200_000_000
 loads the compiled loops: about what loading them costs (~0.6 s: importing numba 0.3 s, loading the cached
 loop 0.3 s), ~0.8 s of numpy products at ``d = 4`` and ~0.4 s at ``d = 8`` (measured 2026-12-04); a process
 that forms more then runs 1.4-6x faster (the rent-or-buy rule: at most twice the better of the two)."""
-PRELOAD_AFTER = 4 * WARM_AFTER
+PRELOAD_AFTER = 2 * WARM_AFTER
 """Complex multiply-adds a run's products must be known to take for its processes to load the compiled
-loops at their start (:func:`preload`): ~2 s of numpy products at ``d = 4`` (a run's processes share them;
-below it, each switches once its own products have passed :data:`WARM_AFTER`)."""
+loops at their start (:func:`preload`): ~1 s of numpy products at ``d = 4``, where the loops are 5-7x faster
+(0.35 against 2.3 ns a multiply-add, 2-qubit complex64, measured 2026-12-04) and so pay for their load from
+about 3e8; below it, each process switches once its own products have passed :data:`WARM_AFTER`."""
 _CHAIN_BATCH = 256
-"""Records a :func:`chain` call carries through all its chunks at once (six ``(d, d, 256)`` planes: 384 KiB
-at ``d = 8`` in float32, within the L2 cache)."""
+"""Records a :func:`chain` call carries through all its chunks at once (six ``(d, d, 256)`` planes: 1.5 MiB
+at ``d = 16`` in float32, within the L2 cache)."""
+_FIXED_DIMS = (4, 8)
+"""Dimensions whose :func:`chain` loop is compiled for that ``d``, carrying 64 records at once (the planes
+within the L1 cache at ``d = 4``; 64 measured best at both, against 16, 32, 128 and 256, 2026-12-04)."""
 
 _done = [0]  # multiply-adds formed the numpy way in this process (under "auto")
 
@@ -75,24 +79,30 @@ def jit_mode() -> str:
 
 _loaded = threading.Event()  # set once a :func:`preload` has loaded the compiled loops
 _moves_loaded = threading.Event()  # (and that of :func:`apply_moves`)
+_settled = threading.Event()  # set once a :func:`preload`'s load has ended, loaded or not
+_LOAD_WAIT = 60.0  # seconds a product waits for a load under way (past it, the numpy way: a stuck import)
 
 
-def _warm(work: int, *, preloaded: bool = False) -> bool:
+def _warm(work: int, loaded: threading.Event | None = None) -> bool:
     """Whether to use the compiled loops for a job of ``work`` multiply-adds (else it counts towards
-    :data:`WARM_AFTER`: the caller forms it the numpy way); ``preloaded``: a loop that :func:`preload` loads
-    (used once it has, without waiting)."""
+    :data:`WARM_AFTER`: the caller forms it the numpy way); ``loaded``: the event :func:`preload` sets once it
+    has loaded this loop (a load under way is waited for: the loops form products 2-4x faster than the numpy
+    way, so a large run's first products are made sooner after the load than during it)."""
     mode = jit_mode()
-    ready = preloaded and _loaded.is_set()
+    if loaded is not None and _preloading.locked():
+        _settled.wait(_LOAD_WAIT)
+    ready = loaded is not None and loaded.is_set()
     if mode == "never" or (mode != "always" and not ready and _done[0] < WARM_AFTER):
         _done[0] += work
         return False
     return True
 
 
-def preload(real: np.dtype | type, *, moves: bool = False) -> bool:
-    """Load the compiled loops for products of the float type ``real`` in a background thread: for a job
-    known to be large (its products pay for the load many times over), whose products go the numpy way
-    until the loops are ready and compiled from then on, never waiting for them (the same bits either way).
+def preload(real: np.dtype | type, d: int, *, moves: bool = False) -> bool:
+    """Load the compiled loops for products of ``d x d`` matrices of the float type ``real`` in a background
+    thread: for a job known to be large (its products pay for the load many times over), which goes on with
+    what precedes its products (opening its dataset, its first gates drawn) while they load; its first
+    products wait for them (the same bits either way).
     ``moves``: also :func:`apply_moves`'s loop (enumeration). Returns whether a load was started (not
     under ``UNITARIUM_JIT=never``, nor where numba is not installed or a load was started already)."""
     if jit_mode() == "never" or _preloading.locked() or _loaded.is_set():
@@ -100,22 +110,22 @@ def preload(real: np.dtype | type, *, moves: bool = False) -> bool:
     if importlib.util.find_spec("numba") is None:
         return False
     _preloading.acquire()
-    threading.Thread(target=_load, args=(np.dtype(real), moves), name="unitarium-jit", daemon=True).start()
+    threading.Thread(target=_load, args=(np.dtype(real), d, moves), name="unitarium-jit", daemon=True).start()
     return True
 
 
 _preloading = threading.Lock()
 
 
-def _load(real: np.dtype, moves: bool) -> None:
+def _load(real: np.dtype, d: int, moves: bool) -> None:
     """:func:`preload`'s thread: each loop called once on a tiny input of ``real`` (numba loads the
     compiled code of a signature at its first call; compiles it where no cache has it)."""
     try:
-        chained = _chain_kernel()
+        chained = _chain_kernel(d)
         if chained is None:
             return
-        table = np.zeros((1, MIN_DIM, MIN_DIM), real)
-        out = _complex_out(real)  # (the outputs are the planes of a complex array, as in :func:`chain`)
+        table = np.zeros((1, d, d), real)
+        out = _complex_out(real, d)  # (the outputs are the planes of a complex array, as in :func:`chain`)
         chained(table, table, np.zeros((1, 2), np.intp), out.real, out.imag)
         if moves:
             _load_moves(real)
@@ -123,20 +133,22 @@ def _load(real: np.dtype, moves: bool) -> None:
         _loaded.set()
     except Exception:  # pragma: no cover - (a broken numba install: the numpy path goes on, same bits)
         return
+    finally:
+        _settled.set()
 
 
 def _load_moves(real: np.dtype) -> None:
     kernel = _moves_kernel()
     assert kernel is not None
     d = MIN_DIM
-    one, out = np.zeros((1, d, d), real), _complex_out(real)
+    one, out = np.zeros((1, d, d), real), _complex_out(real, d)
     bounds, cols, kinds = np.zeros((1, d), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
     none = np.zeros(0, real)
     kernel(one, one, np.zeros((1, 1), np.bool_), bounds, bounds, cols, none, none, kinds, out.real, out.imag)
 
 
-def _complex_out(real: np.dtype) -> np.ndarray:
-    return np.zeros((1, MIN_DIM, MIN_DIM), np.result_type(real, np.complex64))
+def _complex_out(real: np.dtype, d: int) -> np.ndarray:
+    return np.zeros((1, d, d), np.result_type(real, np.complex64))
 
 
 def _numba() -> Any:
@@ -149,17 +161,20 @@ def _numba() -> Any:
 
 
 @cache
-def _chain_kernel() -> Callable[..., None] | None:
-    """The compiled loop of :func:`chain`, or None (numba not installed)."""
+def _chain_kernel(d: int) -> Callable[..., None] | None:
+    """The compiled loop of :func:`chain` for ``d x d`` matrices, or None (numba not installed)."""
     numba = _numba()
     if numba is None:
         return None
-    step = _CHAIN_BATCH
+    # d = 4 and 8: compiled for that d (a constant: each element's sum over j unrolled and kept in registers,
+    # vectorised across the records; 1.5-2.6x the other loop, measured 2026-12-04); others: for any d, in
+    # passes over the planes (at d = 16 the unrolled sums would not fit the registers: 0.35x)
+    fixed, step = (d, 64) if d in _FIXED_DIMS else (0, _CHAIN_BATCH)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=False)  # type: ignore[misc]
     def products(tr: Any, ti: Any, index: Any, ore: Any, oim: Any) -> None:  # pragma: no cover - compiled
         batch, chunks = index.shape
-        d = tr.shape[1]
+        d = fixed if fixed else tr.shape[1]
         xr, xi = np.empty((d, d, step), tr.dtype), np.empty((d, d, step), tr.dtype)  # the product so far (right)
         ar, ai = np.empty((d, d, step), tr.dtype), np.empty((d, d, step), tr.dtype)  # the next chunk's entry (left)
         nr, ni = np.empty((d, d, step), tr.dtype), np.empty((d, d, step), tr.dtype)
@@ -176,15 +191,28 @@ def _chain_kernel() -> Callable[..., None] | None:
                     for i in range(d):
                         for k in range(d):
                             ar[i, k, b], ai[i, k, b] = tr[e, i, k], ti[e, i, k]
-                for i in range(d):  # (portable.matmul_planes's operations, in its order)
-                    for k in range(d):
-                        for b in range(n):
-                            nr[i, k, b] = ar[i, 0, b] * xr[0, k, b] - ai[i, 0, b] * xi[0, k, b]
-                            ni[i, k, b] = ar[i, 0, b] * xi[0, k, b] + ai[i, 0, b] * xr[0, k, b]
-                        for j in range(1, d):
+                # portable.matmul_planes's operations, in its order: re = ar*br - ai*bi at j = 0, then
+                # re += ar*br - ai*bi for each j ascending (likewise im), whichever loop runs them
+                if fixed:
+                    for i in range(d):
+                        for k in range(d):
                             for b in range(n):
-                                nr[i, k, b] += ar[i, j, b] * xr[j, k, b] - ai[i, j, b] * xi[j, k, b]
-                                ni[i, k, b] += ar[i, j, b] * xi[j, k, b] + ai[i, j, b] * xr[j, k, b]
+                                rr = ar[i, 0, b] * xr[0, k, b] - ai[i, 0, b] * xi[0, k, b]
+                                ri = ar[i, 0, b] * xi[0, k, b] + ai[i, 0, b] * xr[0, k, b]
+                                for j in range(1, d):
+                                    rr += ar[i, j, b] * xr[j, k, b] - ai[i, j, b] * xi[j, k, b]
+                                    ri += ar[i, j, b] * xi[j, k, b] + ai[i, j, b] * xr[j, k, b]
+                                nr[i, k, b], ni[i, k, b] = rr, ri
+                else:
+                    for i in range(d):
+                        for k in range(d):
+                            for b in range(n):
+                                nr[i, k, b] = ar[i, 0, b] * xr[0, k, b] - ai[i, 0, b] * xi[0, k, b]
+                                ni[i, k, b] = ar[i, 0, b] * xi[0, k, b] + ai[i, 0, b] * xr[0, k, b]
+                            for j in range(1, d):
+                                for b in range(n):
+                                    nr[i, k, b] += ar[i, j, b] * xr[j, k, b] - ai[i, j, b] * xi[j, k, b]
+                                    ni[i, k, b] += ar[i, j, b] * xi[j, k, b] + ai[i, j, b] * xr[j, k, b]
                 xr, nr = nr, xr
                 xi, ni = ni, xi
             for b in range(n):
@@ -207,7 +235,7 @@ def chain(real: np.ndarray, imag: np.ndarray, index: np.ndarray) -> np.ndarray |
     d = real.shape[1]
     if d < MIN_DIM or chunks == 0 or real.dtype != imag.dtype or real.dtype.kind != "f":
         return None
-    kernel = _chain_kernel() if _warm(batch * (chunks - 1) * d**3, preloaded=True) else None
+    kernel = _chain_kernel(d) if _warm(batch * (chunks - 1) * d**3, _loaded) else None
     if kernel is None:
         return None
     index = np.ascontiguousarray(index, dtype=np.intp)
@@ -270,7 +298,7 @@ def apply_moves(parents: np.ndarray, moves: np.ndarray, allowed: np.ndarray) -> 
     count = int(np.count_nonzero(allowed))
     if d < MIN_DIM or parents.dtype.kind != "c":
         return None
-    kernel = _moves_kernel() if _warm(count * d**3, preloaded=_moves_loaded.is_set()) else None
+    kernel = _moves_kernel() if _warm(count * d**3, _moves_loaded) else None
     if kernel is None:
         return None
     first, last, col, cr, ci, kind = _terms(moves.tobytes(), moves.shape, moves.dtype.str, parents.real.dtype.str)

@@ -137,7 +137,7 @@ def _serve(
     try:
         pin_one_blas_thread()
         spec = Spec.from_json(spec_json)
-        ctx = TaskContext(spec)
+        ctx = TaskContext(spec, run=True)
         fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))
         segments = _Segments(Path(directory), fmt, lambda seq: segment_name(run, worker, seq), network, seconds)
         _loop(tasks, outbox, ctx, segments)
@@ -244,7 +244,7 @@ class _Died(Exception):
 
 
 def _run_inline(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | None], seconds: float) -> None:
-    ctx = TaskContext(driver.spec)
+    ctx = TaskContext(driver.spec, run=True)
     run = writer.run
     network = _build_locally(writer)
     segments = _Segments(writer.directory, writer.fmt, lambda seq: segment_name(run, 0, seq), network, seconds)

@@ -57,7 +57,7 @@ def _init_worker(spec_json: dict[str, Any], path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the writer decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _Pool while it started us
     pin_one_blas_thread()
-    _CONTEXT = TaskContext(Spec.from_json(spec_json))
+    _CONTEXT = TaskContext(Spec.from_json(spec_json), run=True)
     del path
 
 
@@ -253,7 +253,7 @@ class _Run:
             self.driver.check_stop()
 
     def run_inline(self, tasks: Iterator[Task | None]) -> None:
-        ctx = TaskContext(self.spec)
+        ctx = TaskContext(self.spec, run=True)
         for task in tasks:
             self.check_stop()
             if task is BARRIER:

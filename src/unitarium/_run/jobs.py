@@ -72,7 +72,7 @@ POLL_S = 0.2
 @functools.lru_cache(maxsize=4)
 def _context(spec_text: str) -> TaskContext:
     """The task context of a spec, built once per worker process (the product table)."""
-    return TaskContext(Spec.from_json(json.loads(spec_text)))
+    return TaskContext(Spec.from_json(json.loads(spec_text)), run=True)
 
 
 def chunk_keys(spec_text: str, tasks: list[Task]) -> tuple[list[tuple[np.ndarray, dict[int, np.ndarray]]], float]:

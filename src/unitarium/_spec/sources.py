@@ -58,7 +58,7 @@ from .._core import compiled
 from .._core.codec import code_dtype
 from .._core.cost import LEVEL_STRIDE, move_weights
 from .._core.exact import dedup_keys
-from .._core.kernels import KERNELS, ProductTable, extend
+from .._core.kernels import KERNELS, ProductTable, extend, table_depth
 from .._core.ringmoves import RingMoves
 from .._core.tableau import TableauRules
 from .._errors import SpecError
@@ -137,12 +137,26 @@ class TaskResult:
 class TaskContext:
     """What a process derives once per spec: move matrices and the product table."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, *, run: bool = False) -> None:
         self.spec = spec
         self.num_moves = len(spec.gateset.moves)
         self.compute_dtype = spec.compute_dtype
         self.code_dtype = code_dtype(self.num_moves)
         self.weights = move_weights(spec.gateset, spec.cost)
+        if run:
+            self._preload()
+
+    def _preload(self) -> None:
+        """A run's process (not a reader's): where the run's products are known to pay for the compiled loops,
+        start loading them now, in the background (:func:`.compiled.preload`: the process builds its table and
+        receives its first task meanwhile)."""
+        spec, d = self.spec, self.spec.gateset.dim
+        if spec.kernel == 5 or spec.kernel not in KERNELS or d < compiled.MIN_DIM or not self.need_unitaries:
+            return
+        depth = table_depth(self.num_moves, d, self.compute_dtype.itemsize)  # (the table's)
+        if self.product_work(depth) >= compiled.PRELOAD_AFTER:
+            real = self.compute_dtype.type(0).real.dtype
+            compiled.preload(real, d, moves=isinstance(spec.source, Enumeration))
 
     @cached_property
     def rules(self) -> TableauRules | None:
@@ -171,20 +185,12 @@ class TaskContext:
                 f"unitaries of kernel version {self.spec.kernel!r} cannot be computed by this unitarium (it computes "
                 f"versions {', '.join(map(str, KERNELS))}): read the dataset with the unitarium that made it"
             )
-        table = ProductTable(self.spec.gateset.move_matrices, self.compute_dtype, kernel=self.spec.kernel)
-        if (
-            self.spec.kernel != 5
-            and self.spec.gateset.dim >= compiled.MIN_DIM
-            and self.product_work(table.depth) >= compiled.PRELOAD_AFTER
-        ):
-            compiled.preload(self.compute_dtype.type(0).real.dtype, moves=isinstance(self.spec.source, Enumeration))
-        return table
+        return ProductTable(self.spec.gateset.move_matrices, self.compute_dtype, kernel=self.spec.kernel)
 
     def product_work(self, depth: int) -> int:
         """Complex multiply-adds the whole run's products take, roughly (a random circuit's chunks of ``depth``
         moves; an enumeration's candidates, up to ``moves ** max_length``): a run this large loads the
-        compiled products at once, in the background (:func:`.compiled.preload`, from
-        :data:`.compiled.PRELOAD_AFTER`)."""
+        compiled products at its start (:meth:`_preload`, from :data:`.compiled.PRELOAD_AFTER`)."""
         src, d = self.spec.source, self.spec.gateset.dim
         if isinstance(src, RandomSource):
             return src.count * max(0, -(-src.max_length // depth) - 1) * d**3
