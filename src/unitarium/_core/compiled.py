@@ -11,7 +11,7 @@ not change any element's arithmetic. So the bits are those of the numpy path on 
 (tests/test_portable.py compares both bit for bit, signed zeros included, and the pinned digests hold
 either way). The chain carries a few hundred records through all their product-table chunks at once
 (the entries gathered from the table inside the loop): a random circuit's whole product in one call,
-1.4-6x the numpy path (0.5-1.4x kernel 5's BLAS products in task-sized batches, 2x on whole batches).
+3-8x the numpy path, 1.4-2.3x kernel 5's BLAS products at 2 and 3 qubits (0.44x at 4: BENCHMARKS.md).
 Other products (building a table, a single record's) stay on the numpy path: they are few.
 
 When: for ``d >= 4`` (two qubits up) once numba imports. Importing numba and loading the compiled loops
@@ -46,7 +46,7 @@ WARM_AFTER = 200_000_000
 """Complex multiply-adds (``n * d**3`` per ``n`` products) this process forms the numpy way before it
 loads the compiled loops: about what loading them costs (~0.6 s: importing numba 0.3 s, loading the cached
 loop 0.3 s), ~0.8 s of numpy products at ``d = 4`` and ~0.4 s at ``d = 8`` (measured 2026-12-04); a process
-that forms more then runs 1.4-6x faster (the rent-or-buy rule: at most twice the better of the two)."""
+that forms more then runs 3-8x faster (the rent-or-buy rule: at most twice the better of the two)."""
 PRELOAD_AFTER = 2 * WARM_AFTER
 """Complex multiply-adds a run's products must be known to take for its processes to load the compiled
 loops at their start (:func:`preload`): ~1 s of numpy products at ``d = 4``, where the loops are 5-7x faster
@@ -228,8 +228,8 @@ def chain(real: np.ndarray, imag: np.ndarray, index: np.ndarray) -> np.ndarray |
     ``T[i_{c-1}] @ ... @ T[i_1] @ T[i_0]`` of the table's entries (``real`` and ``imag``: its ``(E, d, d)``
     planes, contiguous; the result is complex of their float type), formed right
     to left by :func:`.portable.matmul_planes`'s operations (the same bits), a few hundred records at a time
-    through every chunk (no pass over memory between two products; 1.4-6x the numpy path, measured
-    2026-12-04: 0.15 us a record of two ``d = 4`` products, 4.4 us of sixteen ``d = 8``). None where it does
+    through every chunk (no pass over memory between two products; measured 2026-12-04: 68 ns a record of two
+    ``d = 4`` complex64 products, 2 us of sixteen ``d = 8``). None where it does
     not apply (numba missing or not yet worth loading, ``d`` below :data:`MIN_DIM`, no chunks)."""
     batch, chunks = index.shape
     d = real.shape[1]
