@@ -234,6 +234,23 @@ def test_a_process_switches_to_the_compiled_chain_once_its_numpy_products_passed
     assert proc.stdout.split() == ["1", "True"]
 
 
+def test_a_child_forked_during_a_load_does_not_wait_for_it() -> None:
+    """A process forked while a preload's thread loads numba has no such thread: its products must not wait for a
+    load that will never end (they would, for :data:`compiled._LOAD_WAIT` seconds each)."""
+    script = (
+        "import os, sys\n"
+        "from unitarium._core import compiled\n"
+        "compiled._preloading.acquire()\n"  # (a load under way, as preload() leaves it while its thread runs)
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if compiled._settled.is_set() and not compiled._loaded.is_set() else 1)\n"
+        "assert not compiled._settled.is_set()\n"  # (the parent's load is still under way)
+        "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_a_large_run_loads_the_compiled_products_in_the_background(tmp_path: Path) -> None:
     """A run whose products pay for loading the compiled loops starts loading them at once, in a thread, and
     its first products wait for them: the dataset is the one made without them. A reader of the same spec

@@ -83,6 +83,15 @@ _settled = threading.Event()  # set once a :func:`preload`'s load has ended, loa
 _LOAD_WAIT = 60.0  # seconds a product waits for a load under way (past it, the numpy way: a stuck import)
 
 
+def _forked() -> None:
+    """In a child forked while a load was under way: the loading thread is not there, so nothing waits for it
+    (what it had loaded stays usable; otherwise the numpy way, then the switch after :data:`WARM_AFTER`)."""
+    _settled.set()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _warm(work: int, loaded: threading.Event | None = None) -> bool:
     """Whether to use the compiled loops for a job of ``work`` multiply-adds (else it counts towards
     :data:`WARM_AFTER`: the caller forms it the numpy way); ``loaded``: the event :func:`preload` sets once it
