@@ -47,7 +47,7 @@ with tempfile.TemporaryDirectory() as d:
             out[name + " [i]"] = [ds[i].unitary.tobytes().hex() for i in ids]
 from unitarium._core import compiled
 loops = (compiled._chain_kernel, compiled._moves_kernel)
-out["compiled loop loaded"] = compiled._numba() is not None and any(k.cache_info().currsize > 0 for k in loops)
+out["compiled loop loaded"] = any(k.cache_info().currsize > 0 for k in loops) and compiled._numba() is not None
 print(json.dumps(out))
 """
 
