@@ -17,7 +17,7 @@ SECONDS = {
     "test_ray.py": 82,
     "test_keystore.py": 65,
     "test_engine.py": 51,
-    "test_memory_bound.py": 15,
+    "test_memory_bound.py": 30,
     "test_cost.py": 37,
     "test_shards.py": 35,
     "test_hardening.py": 26,
