@@ -183,6 +183,49 @@ def test_compiled_products_are_the_numpy_products_bit_for_bit(dtype, d: int, mon
 
 
 @pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
+@pytest.mark.parametrize("scheme", ["dedup", "lookup"])
+def test_compiled_grid_words_are_the_numpy_keys_bit_for_bit(scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grid keys' cells, near rows and 128-bit words compiled (:func:`compiled.grid_words`): the numpy path's keys
+    and alternates, bit for bit, on real coordinates with coordinates set near a boundary (one and several per row,
+    either side, negative cells); a row of cells past int64 (or NaN) leaves the whole batch to the numpy path."""
+    from unitarium._core import compiled
+    from unitarium._core.canonical import DEDUP, LOOKUP, phased_flat
+
+    keys = DEDUP if scheme == "dedup" else LOOKUP
+    d = 4
+    u = unitarium.make_spec(gates="h,t,cx", qubits=2, max_length=1).gateset.move_matrices
+    rng = np.random.default_rng(11)
+    mixed = np.linalg.qr(rng.normal(size=(3000, d, d)) + 1j * rng.normal(size=(3000, d, d)))[0]
+    y = keys._project(phased_flat(np.concatenate([u, mixed])), d)
+    eta = keys.eta / keys.delta
+    y[::40, 3] = np.floor(y[::40, 3]) + 0.5 + eta / 2  # just above a boundary
+    y[::70, 5] = np.floor(y[::70, 5]) + 0.5 - eta / 4  # just below one, and a second near coordinate
+    y[::70, 0] = np.floor(y[::70, 0]) + 0.5 + eta / 3
+    y[7, :] = -np.abs(y[7, :])  # negative cells
+    y[::90, 1] = np.floor(y[::90, 1]) + 0.5 + eta  # exactly eta from a boundary: not near (eta is a power of 2)
+    got = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv("UNITARIUM_JIT", mode)
+        got[mode] = keys.wide_keys_of(y, d)
+    assert compiled._words_kernel.cache_info().currsize == 1  # (made: the compiled path ran)
+    primary, alternates = got["never"]
+    assert len(alternates) >= len(y) // 40
+    assert got["always"][0].tobytes() == primary.tobytes()
+    assert got["always"][1].keys() == alternates.keys()
+    assert all(got["always"][1][r].tobytes() == a.tobytes() for r, a in alternates.items())
+    for bad in (2.0**63, -(2.0**70), np.nan):
+        far = y.copy()
+        far[5, 2] = bad
+        assert compiled.grid_words(far, eta, np.zeros((keys.dims, 2), np.uint64)) is None
+        with np.errstate(invalid="ignore"):  # (numpy's casts of such cells: whatever they are, on both paths)
+            both = [keys.wide_keys_of(far, d)[0].tobytes()]
+            monkeypatch.setenv("UNITARIUM_JIT", "never")
+            both.append(keys.wide_keys_of(far, d)[0].tobytes())
+        monkeypatch.setenv("UNITARIUM_JIT", "always")
+        assert both[0] == both[1]
+
+
+@pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("qubits", [2, 3, 4])
 def test_compiled_chains_are_the_numpy_chains_bit_for_bit(dtype, qubits: int, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,7 @@ from itertools import combinations
 
 import numpy as np
 
+from . import compiled
 from .kernels import one_blas_thread
 
 __all__ = ["DEDUP", "LOOKUP", "KeyScheme", "canonical_phase", "equal_up_to_phase", "grid_keys", "phased_flat"]
@@ -150,22 +151,31 @@ class KeyScheme:
 
     def wide_keys_of(self, y: np.ndarray, d: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """:meth:`wide_keys` from the coordinates ``y`` (:meth:`project`): the alternates' keys of
-        every near row at once, neighbours formed for those rows only (the same cells as :meth:`grid`)."""
-        shifted = y + 0.5
-        cells = np.floor(shifted)
-        frac = shifted - cells
-        near = np.minimum(frac, 1 - frac) < self.eta / self.delta
-        rows = np.flatnonzero(near.any(axis=1))
-        primary = self._wide(cells.astype(np.int64), d)
+        every near row at once, neighbours formed for those rows only (the same cells as :meth:`grid`).
+        The primary keys and near rows go through :func:`.compiled.grid_words` where it applies (the same bits)."""
+        fast = compiled.grid_words(y, self.eta / self.delta, _wide_salts(self.name, self.dims, d))
+        if fast is None:
+            cells, _, near = self._near(y)
+            primary = self._wide(cells.astype(np.int64), d)
+            rows = np.flatnonzero(near.any(axis=1))
+        else:
+            primary, rows = fast[0], np.flatnonzero(fast[1])
         if not len(rows):
             return primary, {}
-        at = cells[rows]
-        neighbour = np.where(frac[rows] < 0.5, at - 1, at + 1).astype(np.int64)
-        moved = self._moved(at.astype(np.int64), neighbour, near[rows])
+        at, frac, near = self._near(y[rows])  # (element by element: the rows' own cells)
+        neighbour = np.where(frac < 0.5, at - 1, at + 1).astype(np.int64)
+        moved = self._moved(at.astype(np.int64), neighbour, near)
         stacked = [moved[r] for r in range(len(rows))]
         keys = self._wide(np.concatenate(stacked), d)
         ends = np.cumsum([len(m) for m in stacked])
         return primary, {int(r): keys[e - len(m) : e] for r, m, e in zip(rows, stacked, ends, strict=True)}
+
+    def _near(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cells (float), positions inside them and the near mask of coordinates ``y``."""
+        shifted = y + 0.5
+        cells = np.floor(shifted)
+        frac = shifted - cells
+        return cells, frac, np.minimum(frac, 1 - frac) < self.eta / self.delta
 
     def keys_of_cells(
         self, cells: np.ndarray, neighbour: np.ndarray, near: np.ndarray, d: int

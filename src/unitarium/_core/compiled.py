@@ -12,7 +12,8 @@ not change any element's arithmetic. So the bits are those of the numpy path on 
 either way). The chain carries a few hundred records through all their product-table chunks at once
 (the entries gathered from the table inside the loop): a random circuit's whole product in one call,
 3-8x the numpy path, 1.4-2.3x kernel 5's BLAS products at 2 and 3 qubits (0.44x at 4: BENCHMARKS.md).
-Other products (building a table, a single record's) stay on the numpy path: they are few.
+Other products (building a table, a single record's) stay on the numpy path: they are few. Grid keys' exact
+part (:func:`grid_words`: cells, near rows, 128-bit words) is compiled too, where numba is loaded already.
 
 When: for ``d >= 4`` (two qubits up) once numba imports. Importing numba and loading the compiled loops
 cost ~0.6 s of CPU per process: a run whose products are known to pay for it loads them at its start in
@@ -37,7 +38,17 @@ import numpy as np
 
 from .._errors import SpecError
 
-__all__ = ["JIT_ENV", "MIN_DIM", "PRELOAD_AFTER", "WARM_AFTER", "apply_moves", "chain", "jit_mode", "preload"]
+__all__ = [
+    "JIT_ENV",
+    "MIN_DIM",
+    "PRELOAD_AFTER",
+    "WARM_AFTER",
+    "apply_moves",
+    "chain",
+    "grid_words",
+    "jit_mode",
+    "preload",
+]
 
 MIN_DIM = 4
 """The smallest matrix dimension whose products go through the compiled loop (at ``d = 4``, measured 2026-12-04:
@@ -352,3 +363,65 @@ def _terms(data: bytes, shape: tuple[int, ...], dtype: str, real: str) -> tuple[
                     kind.append(0 if c.imag == 0 else 1 if c.real == 0 else 2)
             last[k, i] = len(col)
     return first, last, np.array(col, np.int64), np.array(cr, real), np.array(ci, real), np.array(kind, np.int8)
+
+
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))  # splitmix64's (canonical._splitmix)
+_CELL_LIMIT = 2.0**62  # |cell| below which a cell's int64 is exact on every path (a key's cells are < 2**30)
+
+
+@cache
+def _words_kernel() -> Callable[..., bool] | None:
+    """The compiled loop of :func:`grid_words`, or None (numba not installed)."""
+    numba = _numba()
+    if numba is None:
+        return None
+    m1, m2 = _MIX
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=False)  # type: ignore[misc]
+    def words(y: Any, limit: float, salts: Any, out: Any, near: Any) -> bool:  # pragma: no cover - compiled
+        n, dims = y.shape
+        for r in range(n):
+            a0, a1 = np.uint64(0), np.uint64(0)
+            close = False
+            for c in range(dims):
+                shifted = y[r, c] + 0.5
+                cell = np.floor(shifted)
+                frac = shifted - cell
+                other = 1 - frac
+                if (frac if frac < other else other) < limit:  # (np.minimum: the same for numbers)
+                    close = True
+                if not -_CELL_LIMIT < cell < _CELL_LIMIT:  # (NaN included: the numpy path decides)
+                    return False
+                k = np.uint64(np.int64(cell))
+                a0 += k * salts[c, 0]
+                a1 += k * salts[c, 1]
+            for w, x in ((0, a0), (1, a1)):
+                x = x ^ (x >> np.uint64(30))
+                x = x * m1
+                x = x ^ (x >> np.uint64(27))
+                x = x * m2
+                out[r, w] = x ^ (x >> np.uint64(31))
+            near[r] = close
+        return True
+
+    return words  # type: ignore[no-any-return]
+
+
+def grid_words(y: np.ndarray, limit: float, salts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:meth:`.canonical.KeyScheme.wide_keys_of`'s exact part compiled: for coordinates ``y`` ``(n, dims)`` (grid
+    units), each row's 128-bit key ``(n, 2)`` int64 (cells ``floor(y + 0.5)``, salted sums modulo 2**64 with
+    ``salts`` ``(dims, 2)`` uint64, splitmix64) and whether any of its coordinates lies within ``limit`` of a
+    cell boundary; the numpy path's float operations on each element, in its order, and integer sums (the
+    same bits in any order). Only where this process loaded numba already (never a load of its own: the keys
+    alone would not pay for it), and None elsewhere or for cells beyond int64's exact range."""
+    if jit_mode() == "never" or not (jit_mode() == "always" or _loaded.is_set() or _chain_kernel.cache_info().currsize):
+        return None
+    kernel = _words_kernel()
+    if kernel is None:
+        return None
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    out = np.empty((len(y), 2), np.uint64)
+    near = np.empty(len(y), np.bool_)
+    if not kernel(y, float(limit), np.ascontiguousarray(salts, dtype=np.uint64), out, near):
+        return None
+    return out.view(np.int64), near
