@@ -216,7 +216,7 @@ def test_compiled_grid_words_are_the_numpy_keys_bit_for_bit(scheme: str, monkeyp
     for bad in (2.0**63, -(2.0**70), np.nan):
         far = y.copy()
         far[5, 2] = bad
-        assert compiled.grid_words(far, eta, np.zeros((keys.dims, 2), np.uint64)) is None
+        assert compiled.grid_words(far, eta, np.zeros((keys.dims, 2), np.uint64), (np.uint64(3), np.uint64(5))) is None
         with np.errstate(invalid="ignore"):  # (numpy's casts of such cells: whatever they are, on both paths)
             both = [keys.wide_keys_of(far, d)[0].tobytes()]
             monkeypatch.setenv("UNITARIUM_JIT", "never")

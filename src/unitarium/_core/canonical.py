@@ -68,12 +68,16 @@ def equal_up_to_phase(a: np.ndarray, b: np.ndarray, *, atol: float = 1e-5) -> bo
     return bool(np.abs(a - phase * b).max() <= atol)
 
 
+_SPLITMIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+"""splitmix64's multipliers (:func:`_splitmix`, and :func:`.compiled.grid_words`'s loop)."""
+
+
 def _splitmix(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         x = x ^ (x >> np.uint64(30))
-        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x * _SPLITMIX[0]
         x = x ^ (x >> np.uint64(27))
-        x = x * np.uint64(0x94D049BB133111EB)
+        x = x * _SPLITMIX[1]
         return x ^ (x >> np.uint64(31))
 
 
@@ -153,7 +157,7 @@ class KeyScheme:
         """:meth:`wide_keys` from the coordinates ``y`` (:meth:`project`): the alternates' keys of
         every near row at once, neighbours formed for those rows only (the same cells as :meth:`grid`).
         The primary keys and near rows go through :func:`.compiled.grid_words` where it applies (the same bits)."""
-        fast = compiled.grid_words(y, self.eta / self.delta, _wide_salts(self.name, self.dims, d))
+        fast = compiled.grid_words(y, self.eta / self.delta, _wide_salts(self.name, self.dims, d), _SPLITMIX)
         if fast is None:
             cells, _, near = self._near(y)
             primary = self._wide(cells.astype(np.int64), d)

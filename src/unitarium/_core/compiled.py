@@ -365,7 +365,6 @@ def _terms(data: bytes, shape: tuple[int, ...], dtype: str, real: str) -> tuple[
     return first, last, np.array(col, np.int64), np.array(cr, real), np.array(ci, real), np.array(kind, np.int8)
 
 
-_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))  # splitmix64's (canonical._splitmix)
 _CELL_LIMIT = 2.0**62  # |cell| below which a cell's int64 is exact on every path (a key's cells are < 2**30)
 
 
@@ -375,10 +374,8 @@ def _words_kernel() -> Callable[..., bool] | None:
     numba = _numba()
     if numba is None:
         return None
-    m1, m2 = _MIX
-
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=False)  # type: ignore[misc]
-    def words(y: Any, limit: float, salts: Any, out: Any, near: Any) -> bool:  # pragma: no cover - compiled
+    def words(y: Any, limit: float, salts: Any, m1: Any, m2: Any, out: Any, near: Any) -> bool:  # pragma: no cover
         n, dims = y.shape
         for r in range(n):
             a0, a1 = np.uint64(0), np.uint64(0)
@@ -407,14 +404,17 @@ def _words_kernel() -> Callable[..., bool] | None:
     return words  # type: ignore[no-any-return]
 
 
-def grid_words(y: np.ndarray, limit: float, salts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def grid_words(
+    y: np.ndarray, limit: float, salts: np.ndarray, mix: tuple[np.uint64, np.uint64]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """:meth:`.canonical.KeyScheme.wide_keys_of`'s exact part compiled: for coordinates ``y`` ``(n, dims)`` (grid
     units), each row's 128-bit key ``(n, 2)`` int64 (cells ``floor(y + 0.5)``, salted sums modulo 2**64 with
-    ``salts`` ``(dims, 2)`` uint64, splitmix64) and whether any of its coordinates lies within ``limit`` of a
-    cell boundary; the numpy path's float operations on each element, in its order, and integer sums (the
-    same bits in any order). Only where this process loaded numba already (never a load of its own: the keys
+    ``salts`` ``(dims, 2)`` uint64, splitmix64 with the multipliers ``mix``) and whether any of its
+    coordinates lies within ``limit`` of a cell boundary; the numpy path's float operations on each element,
+    in its order, and integer sums (the same bits in any order). Only where this process loaded numba already (never a load of its own: the keys
     alone would not pay for it), and None elsewhere or for cells beyond int64's exact range."""
-    if jit_mode() == "never" or not (jit_mode() == "always" or _loaded.is_set() or _chain_kernel.cache_info().currsize):
+    mode = jit_mode()
+    if mode == "never" or (mode == "auto" and not (_loaded.is_set() or _chain_kernel.cache_info().currsize)):
         return None
     kernel = _words_kernel()
     if kernel is None:
@@ -422,6 +422,6 @@ def grid_words(y: np.ndarray, limit: float, salts: np.ndarray) -> tuple[np.ndarr
     y = np.ascontiguousarray(y, dtype=np.float64)
     out = np.empty((len(y), 2), np.uint64)
     near = np.empty(len(y), np.bool_)
-    if not kernel(y, float(limit), np.ascontiguousarray(salts, dtype=np.uint64), out, near):
+    if not kernel(y, float(limit), np.ascontiguousarray(salts, dtype=np.uint64), *mix, out, near):
         return None
     return out.view(np.int64), near
