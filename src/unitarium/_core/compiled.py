@@ -374,6 +374,7 @@ def _words_kernel() -> Callable[..., bool] | None:
     numba = _numba()
     if numba is None:
         return None
+
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=False)  # type: ignore[misc]
     def words(y: Any, limit: float, salts: Any, m1: Any, m2: Any, out: Any, near: Any) -> bool:  # pragma: no cover
         n, dims = y.shape
@@ -411,8 +412,9 @@ def grid_words(
     units), each row's 128-bit key ``(n, 2)`` int64 (cells ``floor(y + 0.5)``, salted sums modulo 2**64 with
     ``salts`` ``(dims, 2)`` uint64, splitmix64 with the multipliers ``mix``) and whether any of its
     coordinates lies within ``limit`` of a cell boundary; the numpy path's float operations on each element,
-    in its order, and integer sums (the same bits in any order). Only where this process loaded numba already (never a load of its own: the keys
-    alone would not pay for it), and None elsewhere or for cells beyond int64's exact range."""
+    in its order, and integer sums (the same bits in any order). Only where this process loaded numba already
+    (never a load of its own: the keys alone would not pay for it), and None elsewhere or for cells beyond
+    int64's exact range."""
     mode = jit_mode()
     if mode == "never" or (mode == "auto" and not (_loaded.is_set() or _chain_kernel.cache_info().currsize)):
         return None
