@@ -277,6 +277,39 @@ def test_a_process_switches_to_the_compiled_chain_once_its_numpy_products_passed
     assert proc.stdout.split() == ["1", "True"]
 
 
+def test_a_run_process_loads_the_compiled_chain_only_for_a_share_that_pays() -> None:
+    """A run's process that shares the run with others: it preloads only where its own share of the products passes
+    ``PRELOAD_AFTER``; below, past ``WARM_AFTER`` it stays on the numpy way while its share's end is within
+    ``WARM_AFTER``, and switches once it has formed more than its share (the estimate was wrong). Same bits."""
+    pytest.importorskip("numba")
+    script = (
+        "import numpy as np, unitarium\n"
+        "from unitarium._core import compiled\n"
+        "from unitarium._core.kernels import table_depth\n"
+        "from unitarium._spec.sources import TaskContext\n"
+        "compiled.WARM_AFTER, compiled.PRELOAD_AFTER = 1_000_000, 2_000_000\n"
+        "spec = unitarium.make_spec(gates='h,t,cx', qubits=2, count=100_000, length=12)\n"
+        "depth = table_depth(len(spec.gateset.moves), spec.gateset.dim, spec.compute_dtype.itemsize)\n"
+        "assert TaskContext(spec).product_work(depth) == 100_000 * 2 * 64\n"  # (two products of 4 x 4 a record)
+        "ctx = TaskContext(spec, run=True, processes=10)\n"  # its share: 1,280,000 multiply-adds
+        "assert not compiled._preloading.locked() and compiled._expected[0] == 1_280_000\n"
+        "seqs = np.random.default_rng(3).integers(0, 7, size=(3000, 12))\n"  # 384,000 multiply-adds a call
+        "first = ctx.table.unitaries(seqs)\n"
+        "sizes = []\n"
+        "for _ in range(4):\n"
+        "    assert ctx.table.unitaries(seqs).tobytes() == first.tobytes()\n"
+        "    sizes.append(compiled._chain_kernel.cache_info().currsize)\n"
+        "print(*sizes, compiled._expected[0])\n"
+        "TaskContext(spec, run=True, processes=1)\n"  # (the whole run: 12.8M, past PRELOAD_AFTER)
+        "print(compiled._loaded.wait(60))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "UNITARIUM_JIT"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # calls 1-4 the numpy way (1,536,000 > WARM_AFTER, but the share's end within it); the fifth: past the share
+    assert proc.stdout.split() == ["0", "0", "0", "1", "None", "True"]
+
+
 def test_a_child_forked_during_a_load_does_not_wait_for_it() -> None:
     """A process forked while a preload's thread loads numba has no such thread: its products must not wait for a
     load that will never end (they would, for :data:`compiled._LOAD_WAIT` seconds each)."""

@@ -123,13 +123,14 @@ def _serve(
     spec_json: dict[str, Any],
     directory: str,
     worker: int,
+    workers: int,
     run: int,
     network: bool,
     dataset: str | None,
     seconds: float,
 ) -> None:
-    """A worker: compute tasks, write segments (of the dataset of id ``dataset``, hex), report;
-    return at end-of-file on ``tasks``."""
+    """A worker (number ``worker`` of ``workers``): compute tasks, write segments (of the dataset of id ``dataset``,
+    hex), report; return at end-of-file on ``tasks``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     segments = None
@@ -137,7 +138,7 @@ def _serve(
     try:
         pin_one_blas_thread()
         spec = Spec.from_json(spec_json)
-        ctx = TaskContext(spec, run=True)
+        ctx = TaskContext(spec, run=True, processes=workers)
         fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))
         segments = _Segments(Path(directory), fmt, lambda seq: segment_name(run, worker, seq), network, seconds)
         _loop(tasks, outbox, ctx, segments)
@@ -214,6 +215,7 @@ class _Workers:
                     spec_json,
                     str(writer.directory),
                     w,
+                    count,
                     writer.run,
                     _build_locally(writer),
                     dataset,

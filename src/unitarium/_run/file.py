@@ -52,13 +52,12 @@ _PER_WORKER = 2
 _CONTEXT: TaskContext | None = None
 
 
-def _init_worker(spec_json: dict[str, Any], path: str) -> None:
+def _init_worker(spec_json: dict[str, Any], workers: int) -> None:
     global _CONTEXT
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the writer decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _Pool while it started us
     pin_one_blas_thread()
-    _CONTEXT = TaskContext(Spec.from_json(spec_json), run=True)
-    del path
+    _CONTEXT = TaskContext(Spec.from_json(spec_json), run=True, processes=workers)
 
 
 def _work(task: Task) -> TaskResult:
@@ -66,11 +65,11 @@ def _work(task: Task) -> TaskResult:
     return run_task(_CONTEXT, task)
 
 
-def _serve(tasks: Connection, results: Connection, spec_json: dict[str, Any], path: str) -> None:
+def _serve(tasks: Connection, results: Connection, spec_json: dict[str, Any], workers: int) -> None:
     """A worker process: receive tasks, send back ``(task_id, result, error)``; return at
     end-of-file (the writer closed its end, or died). ``error`` is ``"Type: message"``."""
     try:
-        _init_worker(spec_json, path)
+        _init_worker(spec_json, workers)
     except Exception as exc:
         _reply(results, (None, None, f"could not start: {type(exc).__name__}: {exc}"))
         return
@@ -113,7 +112,7 @@ class _Pool:
     """Worker processes (``spawn``), each with a task pipe and a result pipe, at most
     :data:`_PER_WORKER` tasks outstanding per worker; results are kept by task id until taken."""
 
-    def __init__(self, workers: int, spec_json: dict[str, Any], path: str) -> None:
+    def __init__(self, workers: int, spec_json: dict[str, Any]) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[multiprocessing.process.BaseProcess] = []
         self.outstanding: dict[Connection, deque[int]] = {}  # by result pipe
@@ -126,7 +125,7 @@ class _Pool:
                 task_r, task_w = ctx.Pipe(duplex=False)
                 result_r, result_w = ctx.Pipe(duplex=False)
                 grow_pipe(result_r)
-                proc = start_worker(ctx, _serve, (task_r, result_w, spec_json, path), (task_r, result_w))
+                proc = start_worker(ctx, _serve, (task_r, result_w, spec_json, workers), (task_r, result_w))
                 self.procs.append(proc)
                 self.outstanding[result_r] = deque()
                 self.senders[result_r] = task_w
@@ -272,7 +271,7 @@ class _Run:
             raise self._worker_error(task.task_id, f"{type(exc).__name__}: {exc}") from exc
 
     def run_pool(self, tasks: Iterator[Task | None]) -> None:
-        pool = _Pool(self.workers, self.spec.to_json(), str(self.writer.path))
+        pool = _Pool(self.workers, self.spec.to_json())
         window: deque[Task] = deque()  # submitted and not yet accepted, in task order
         try:
             for task in tasks:

@@ -137,26 +137,30 @@ class TaskResult:
 class TaskContext:
     """What a process derives once per spec: move matrices and the product table."""
 
-    def __init__(self, spec: Spec, *, run: bool = False) -> None:
+    def __init__(self, spec: Spec, *, run: bool = False, processes: int = 1) -> None:
+        """``run``: the context of a process that computes a run's tasks, one of ``processes`` that share them."""
         self.spec = spec
         self.num_moves = len(spec.gateset.moves)
         self.compute_dtype = spec.compute_dtype
         self.code_dtype = code_dtype(self.num_moves)
         self.weights = move_weights(spec.gateset, spec.cost)
         if run:
-            self._preload()
+            self._preload(processes)
 
-    def _preload(self) -> None:
-        """A run's process (not a reader's): where the run's products are known to pay for the compiled loops,
-        start loading them now, in the background (:func:`.compiled.preload`: the process builds its table and
-        receives its first task meanwhile)."""
+    def _preload(self, processes: int) -> None:
+        """A run's process (not a reader's): where its share of the run's products is known to pay for the
+        compiled loops, start loading them now, in the background (:func:`.compiled.preload`: the process builds
+        its table and receives its first task meanwhile); else say how much it expects (:func:`.compiled.expect`)."""
         spec, d = self.spec, self.spec.gateset.dim
         if spec.kernel == 5 or spec.kernel not in KERNELS or d < compiled.MIN_DIM or not self.need_unitaries:
             return
         depth = table_depth(self.num_moves, d, self.compute_dtype.itemsize)  # (the table's)
-        if self.product_work(depth) >= compiled.PRELOAD_AFTER:
+        share = self.product_work(depth) // max(1, processes)  # (tasks go to whichever process is free: about even)
+        if share >= compiled.PRELOAD_AFTER:
             real = self.compute_dtype.type(0).real.dtype
             compiled.preload(real, d, moves=isinstance(spec.source, Enumeration))
+        else:
+            compiled.expect(share)
 
     @cached_property
     def rules(self) -> TableauRules | None:
