@@ -61,11 +61,14 @@ WARM_AFTER = 200_000_000
 loads the compiled loops: about what loading them costs (~0.6 s: importing numba 0.3 s, loading the cached
 loop 0.3 s), ~0.8 s of numpy products at ``d = 4`` and ~0.4 s at ``d = 8`` (measured 2026-12-04); a process
 that forms more then runs 3-8x faster (the rent-or-buy rule: at most twice the better of the two)."""
-PRELOAD_AFTER = 2 * WARM_AFTER
-"""Complex multiply-adds a run's products must be known to take for its processes to load the compiled
-loops at their start (:func:`preload`): ~1 s of numpy products at ``d = 4``, where the loops are 5-7x faster
-(0.35 against 2.3 ns a multiply-add, 2-qubit complex64, measured 2026-12-04) and so pay for their load from
-about 3e8; below it, each process switches once its own products have passed :data:`WARM_AFTER`."""
+PRELOAD_AFTER = WARM_AFTER
+"""Complex multiply-adds a run's process must be known to form (its share of the run's products) for it to load
+the compiled loops at its start (:func:`preload`), where the loops are 5-7x faster than the numpy way (0.35
+against 2.3 ns a multiply-add, 2-qubit complex64, measured 2026-12-04) and the load overlaps the process's own
+start. Measured 2026-12-04 night, 4M-record 2-qubit file runs in 2 workers (2.56e8 each), 5 alternating rounds:
+preloading 1.48M records/s (median; 1.12-1.57M), the numpy way 1.40M/s (1.35-1.47M): about even there, so the bound
+is that of the switch; below it, a process switches once its own products have passed :data:`WARM_AFTER`, unless
+its share ends soon after (:func:`expect`)."""
 _CHAIN_BATCH = 256
 """Records a :func:`chain` call carries through all its chunks at once (six ``(d, d, 256)`` planes: 1.5 MiB
 at ``d = 16`` in float32, within the L2 cache)."""
@@ -136,8 +139,7 @@ def _ending() -> bool:
 def expect(work: int) -> None:
     """A run's process that expects to form about ``work`` multiply-adds (its share of the run's products, too few
     for a :func:`preload`): past :data:`WARM_AFTER`, the compiled loops are loaded only while at least
-    ``WARM_AFTER`` of them are left. A 4M-record 2-qubit run in 2 workers (2.6e8 each) measured 1.31-1.41M
-    records/s the numpy way, 1.10-1.18M/s with each worker loading numba (~0.6 s of CPU) for its last fifth."""
+    ``WARM_AFTER`` of them are left (a load for fewer costs more than it saves)."""
     _expected[0] = _done[0] + work
 
 
