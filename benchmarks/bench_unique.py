@@ -1,0 +1,86 @@
+"""Unique random against plain on the same candidates (issue #19's targets), alternating, in one run.
+
+    .venv/bin/python benchmarks/bench_unique.py                      # 5M candidates, 5 rounds
+    .venv/bin/python benchmarks/bench_unique.py --count 25000000 --rounds 3 --rev 6c1f742
+
+The CLI on random h,t,tdg,cx circuits of length 12 on 2 qubits (seed 1) into a directory with ``--workers 2``:
+plain, then the same command with ``--unique``, and with ``--rev`` the older commit's ``--unique`` (its CLI with
+``PYTHONPATH=<worktree>/src``), alternating for ``--rounds`` rounds. Reports per mode the engine's candidates/s
+(the CLI's summary line), the wall time and the CPU of the whole process tree (user + sys), medians (min-max),
+and the ratios unique/plain by CPU and by wall (#19: at least 0.5x) and unique new/old by candidates/s
+(#19: at least 2x the 0.47M/s of 6c1f742's era). Writes benchmarks/out/unique.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from statistics import median
+
+from _common import ROOT, engine_seconds, machine, run_timed, scratch_dir, summarize, write_json
+
+ARGS = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--length", "12", "--seed", "1", "--workers", "2", "-q"]
+
+
+def once(src: Path, tmp: Path, count: int, unique: bool) -> dict[str, float]:
+    path = tmp / "u"
+    cmd = [sys.executable, "-m", "unitarium", "generate", f"{path}/", *ARGS, "--count", str(count)]
+    t = run_timed([*cmd, "--unique"] if unique else cmd, env={**os.environ, "PYTHONPATH": str(src)})
+    shutil.rmtree(path)
+    return {"rate": count / engine_seconds(t.stdout), "wall": t.wall, "cpu": t.user + t.sys}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=5_000_000, help="candidates per run")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rev", help="also the unique run of this older commit")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as wt, scratch_dir() as tmp:
+        modes = {"plain": (ROOT / "src", False), "unique": (ROOT / "src", True)}
+        git = ["git", "-C", str(ROOT), "worktree"]
+        if args.rev:
+            subprocess.run([*git, "add", "--detach", wt, args.rev], check=True, capture_output=True)
+            modes[f"unique ({args.rev})"] = (Path(wt) / "src", True)
+        try:
+            runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+            for r in range(args.rounds):
+                for mode, (src, unique) in modes.items():
+                    runs[mode].append(once(src, Path(tmp), args.count, unique))
+                print(f"round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+            info = machine(tmp)
+        finally:
+            if args.rev:
+                subprocess.run([*git, "remove", "--force", wt], check=False)
+    agg = {m: {k: summarize([x[k] for x in v]) for k in ("rate", "wall", "cpu")} for m, v in runs.items()}
+    by_round = [u["cpu"] / p["cpu"] for u, p in zip(runs["unique"], runs["plain"], strict=True)]
+    ratios = {
+        "unique/plain by CPU (median of the sums)": agg["plain"]["cpu"]["median"] / agg["unique"]["cpu"]["median"],
+        "unique/plain by wall": agg["plain"]["wall"]["median"] / agg["unique"]["wall"]["median"],
+        "unique/plain by CPU, per round (median)": 1 / median(by_round),
+    }
+    if args.rev:
+        old = agg[f"unique ({args.rev})"]["rate"]["median"]
+        ratios[f"unique candidates/s new/old ({args.rev})"] = agg["unique"]["rate"]["median"] / old
+    out = write_json("unique.json", {"machine": info, "count": args.count, "rounds": args.rounds, "runs": agg,
+                                     "ratios": ratios})  # fmt: skip
+    cpus = f"{info['nproc']} CPUs ({info['cpu_model']})"
+    print(f"\n{args.count:,} candidates, medians (min-max) of {args.rounds}; {cpus}\n")
+    print("| mode | candidates/s | wall s | CPU s |\n|---|---|---|---|")
+    for mode, a in agg.items():
+        cells = [f"{a[k]['median']:,.{p}f} ({a[k]['min']:,.{p}f}-{a[k]['max']:,.{p}f})" for k, p in
+                 (("rate", 0), ("wall", 2), ("cpu", 2))]  # fmt: skip
+        print(f"| {mode} | {' | '.join(cells)} |")
+    print()
+    for name, value in ratios.items():
+        print(f"{name}: {value:.3f}")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
