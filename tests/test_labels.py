@@ -165,6 +165,10 @@ def test_exports_carry_labels(labelled: Path, tmp_path: Path, exact: dict[bytes,
     assert "`label`" not in (tmp_path / "hf2" / "README.md").read_text()
 
 
+LABELLED = 4800
+"""Records of the kill -9 test: 24 chunks of 200 (about 0.05 s each), so that the kill lands mid-way."""
+
+
 def test_incomplete_labels_are_not_carried_and_resume_completes_them(
     tmp_path: Path, table: Path, exact: dict[bytes, tuple[int, int]]
 ) -> None:
@@ -178,7 +182,7 @@ def test_incomplete_labels_are_not_carried_and_resume_completes_them(
     from unitarium.torch import ShuffledBatches
 
     data = tmp_path / "big.db"
-    cli("generate", data, "--count", "2400", *RANDOM)
+    cli("generate", data, "--count", str(LABELLED), *RANDOM)
     copy = tmp_path / "copy.db"
     shutil.copy(data, copy)
     proc = start_cli("label", data, "--table", table, "-q", "--chunk", "200")
@@ -187,7 +191,7 @@ def test_incomplete_labels_are_not_carried_and_resume_completes_them(
     finally:
         kill_group(proc)
     rows = label_rows(data)
-    assert 2 <= rows < 12
+    assert 2 <= rows < LABELLED // 200
     ds = unitarium.open(data)
     want = oracle(ds, exact)
     with pytest.warns(LabelsWarning, match="incomplete"):
@@ -204,14 +208,14 @@ def test_incomplete_labels_are_not_carried_and_resume_completes_them(
     (f,) = (tmp_path / "early" / "data").glob("*.parquet")
     assert "label" not in pq.read_table(f).schema.names
     out = cli("label", data, "--table", table, "-q", "--chunk", "200").stdout
-    assert f"{2400 - rows * 200:,} new" in out
+    assert f"{LABELLED - rows * 200:,} new" in out
     cli("label", copy, "--table", table, "-q")
     done = unitarium.open(data)
     assert [r.label for r in done] == want.tolist() == unitarium.open(copy).labels().tolist()
     got = {}
     for batch in ShuffledBatches(done, batch_size=256):
         got.update(zip(batch["id"].tolist(), batch["label"].tolist(), strict=True))
-    assert [got[i] for i in range(2400)] == want.tolist()
+    assert [got[i] for i in range(LABELLED)] == want.tolist()
     cli("export", data, tmp_path / "late")
     (f,) = (tmp_path / "late" / "data").glob("*.parquet")
     t = pq.read_table(f)

@@ -316,11 +316,40 @@ def _settle(
     best: np.ndarray,
     atol: float,
 ) -> None:
-    """Verify the candidates of :func:`_candidates` and lower ``best`` where they win."""
-    ok = _verify(table, targets[t], i, rows, atol)
-    a, b = i[ok], rows[ok]
-    cost, length = costs[a].astype(np.int64) + costs[b], table.lengths[a].astype(np.int64) + table.lengths[b]
-    _improve(best, t[ok], cost, length, a, b)
+    """Verify the candidates of :func:`_candidates` and lower ``best`` where they win: per target, in the order of
+    ``(cost, length, id of A, id of B)``, the first that verifies is the least, so the ones after it are never
+    formed. Verified in rounds of at most ``1, 2, 4, ...`` per target (a false key match is rare: about one round);
+    verifying them all, as before, formed every match of a Clifford target, thousands per target at a level (1.3 GB
+    for 2,400 targets on a 5,760-record table), for the same answer."""
+    if not len(t):
+        return
+    cost = costs[i].astype(np.int64) + costs[rows]
+    length = table.lengths[i].astype(np.int64) + table.lengths[rows]
+    order = np.lexsort((rows, i, length, cost, t))
+    cand = np.stack([t, cost, length, i, rows], axis=1)[order]
+    cand = cand[_below(cand[:, 1:], best[cand[:, 0]])]  # only a candidate below the best so far can change it
+    width = 1
+    while len(cand):
+        owner = cand[:, 0]
+        starts = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+        rank = np.arange(len(cand)) - np.repeat(starts, np.diff(np.append(starts, len(cand))))
+        now = np.flatnonzero(rank < width)
+        ok = _verify(table, targets[owner[now]], cand[now, 3], cand[now, 4], atol)
+        won = now[ok]
+        first = won[np.concatenate([[True], owner[won][1:] != owner[won][:-1]])] if len(won) else won
+        best[owner[first]] = cand[first, 1:]  # (below the best: filtered above)
+        cand = cand[(rank >= width) & ~np.isin(owner, owner[first])]
+        width *= 2
+
+
+def _below(cand: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Whether each row of ``cand`` is lexicographically less than the same row of ``best`` (both ``(n, 4)``)."""
+    less = np.zeros(len(cand), dtype=bool)
+    equal = np.ones(len(cand), dtype=bool)
+    for k in range(cand.shape[1]):
+        less |= equal & (cand[:, k] < best[:, k])
+        equal &= cand[:, k] == best[:, k]
+    return less
 
 
 def directory(packed: np.ndarray, row_bits: int) -> tuple[np.ndarray, int]:
@@ -432,20 +461,6 @@ def _verify(table: SearchTable, targets: np.ndarray, a: np.ndarray, b: np.ndarra
     mag = np.abs(overlap)
     phase = np.where(mag > 0, overlap / np.where(mag > 0, mag, 1), 1)
     return np.abs(targets - phase[:, None, None] * product).max(axis=(1, 2)) <= atol
-
-
-def _improve(
-    best: np.ndarray, t: np.ndarray, cost: np.ndarray, length: np.ndarray, a: np.ndarray, b: np.ndarray
-) -> None:
-    """Lower ``best[t]`` to ``(cost, length, a, b)`` where that is lexicographically smaller."""
-    if not len(t):
-        return
-    order = np.lexsort((b, a, length, cost, t))
-    t, cost, length, a, b = t[order], cost[order], length[order], a[order], b[order]
-    first = np.concatenate([[True], t[1:] != t[:-1]])  # the least candidate of each target
-    for target, cand in zip(t[first], np.stack([cost, length, a, b], axis=1)[first], strict=True):
-        if tuple(cand) < tuple(best[target]):
-            best[target] = cand
 
 
 class CostView:
