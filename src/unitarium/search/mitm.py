@@ -160,11 +160,11 @@ class _Run:
         state = [active]  # the targets still looking, read by each chunk when it starts
 
         def work(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            return _candidates_of(table, self.targets, state[0], start, stop)
+            return _candidates_of(table, self.costs, self.targets, state[0], start, stop, self.atol)
 
         with contextlib.closing(scan(work, spans)) as results:
             for (lo, hi), (t, i, b) in zip(spans, results, strict=False):
-                _settle(table, self.costs, self.targets, t, i, b, best, self.atol)
+                _settle(table, self.costs, t, i, b, best)
                 self.bar.advance(len(state[0]) * (hi - lo))
                 self.tried[state[0]] += hi - lo
                 if enough is not None:
@@ -271,19 +271,27 @@ def _cost_levels(table: SearchTable, spec: Spec | None) -> tuple[np.ndarray, lis
 
 
 def _candidates_of(
-    table: SearchTable, targets: np.ndarray, active: np.ndarray, start: int, stop: int
+    table: SearchTable, costs: np.ndarray, targets: np.ndarray, active: np.ndarray, start: int, stop: int, atol: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_candidates` of the prefixes ``start .. stop - 1`` (a span of :meth:`SearchTable.spans`)."""
     with table.coarse(start, stop) as block:
-        return _candidates(table, targets, active, start, block)
+        return _candidates(table, costs, targets, active, start, block, atol)
 
 
 def _candidates(
-    table: SearchTable, targets: np.ndarray, active: np.ndarray, first: int, block: np.ndarray
+    table: SearchTable,
+    costs: np.ndarray,
+    targets: np.ndarray,
+    active: np.ndarray,
+    first: int,
+    block: np.ndarray,
+    atol: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(target, id of A, id of B)`` for records ``A`` of ids ``first .. first + len(block) - 1``
     (``block``: their unitaries in complex64) and ``B`` whose key matches that of ``U A^dag``
-    (``U`` an active target): the candidates, to verify (:func:`_settle`). Runs on any thread."""
+    (``U`` an active target) and with ``B A = U`` (verified, :func:`_least_verified`): per batch of targets, the
+    least of each target, for :func:`_settle`. Runs on any thread; its memory is bounded by the batch (a Clifford
+    target matches nearly every prefix of a level)."""
     m, d = len(block), table.dim
     empty = np.zeros(0, dtype=np.int64)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(empty, empty, empty)]
@@ -302,32 +310,32 @@ def _candidates(
             assert prefixes is not None
             keys = primary_keys((targets[chunk][:, None] @ prefixes[None]).reshape(-1, d, d))  # U A^dag
         query, rows = find(table, keys)
-        found.append((chunk[query // m], first + query % m, rows))
+        found.append(_least_verified(table, costs, targets, chunk[query // m], first + query % m, rows, atol))
     return tuple(np.concatenate(x) for x in zip(*found, strict=True))  # type: ignore[return-value]
 
 
-def _settle(
+def _order(table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Candidates as rows ``(target, cost, length, id of A, id of B)``, sorted (each target's least first)."""
+    cost = costs[i].astype(np.int64) + costs[rows]
+    length = table.lengths[i].astype(np.int64) + table.lengths[rows]
+    return np.stack([t, cost, length, i, rows], axis=1)[np.lexsort((rows, i, length, cost, t))]
+
+
+def _least_verified(
     table: SearchTable,
     costs: np.ndarray,
     targets: np.ndarray,
     t: np.ndarray,
     i: np.ndarray,
     rows: np.ndarray,
-    best: np.ndarray,
     atol: float,
-) -> None:
-    """Verify the candidates of :func:`_candidates` and lower ``best`` where they win: per target, in the order of
-    ``(cost, length, id of A, id of B)``, the first that verifies is the least, so the ones after it are never
-    formed. Verified in rounds of at most ``1, 2, 4, ...`` per target (a false key match is rare: about one round);
-    verifying them all, as before, formed every match of a Clifford target, thousands per target at a level (1.3 GB
-    for 2,400 targets on a 5,760-record table), for the same answer."""
-    if not len(t):
-        return
-    cost = costs[i].astype(np.int64) + costs[rows]
-    length = table.lengths[i].astype(np.int64) + table.lengths[rows]
-    order = np.lexsort((rows, i, length, cost, t))
-    cand = np.stack([t, cost, length, i, rows], axis=1)[order]
-    cand = cand[_below(cand[:, 1:], best[cand[:, 0]])]  # only a candidate below the best so far can change it
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of the candidates ``(t, i, rows)``, the least ``(cost, length, id of A, id of B)`` of each target whose
+    ``B A`` equals it (:func:`_verify`): each target's candidates in that order, verified in rounds of at most
+    ``1, 2, 4, ...`` a target; the first that holds is the least, the ones after it are never formed (a false key
+    match is rare: about one round). Forming them all, as before, formed every match of a Clifford target."""
+    cand = _order(table, costs, t, i, rows)
+    wins = []
     width = 1
     while len(cand):
         owner = cand[:, 0]
@@ -337,9 +345,23 @@ def _settle(
         ok = _verify(table, targets[owner[now]], cand[now, 3], cand[now, 4], atol)
         won = now[ok]
         first = won[np.concatenate([[True], owner[won][1:] != owner[won][:-1]])] if len(won) else won
-        best[owner[first]] = cand[first, 1:]  # (below the best: filtered above)
+        wins.append(cand[first])
         cand = cand[(rank >= width) & ~np.isin(owner, owner[first])]
         width *= 2
+    out = np.concatenate(wins) if wins else np.zeros((0, 5), np.int64)
+    return out[:, 0], out[:, 3], out[:, 4]
+
+
+def _settle(
+    table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray, rows: np.ndarray, best: np.ndarray
+) -> None:
+    """Lower ``best`` to the least of the verified candidates ``(t, i, rows)`` of :func:`_candidates` where it wins."""
+    if not len(t):
+        return
+    cand = _order(table, costs, t, i, rows)
+    cand = cand[np.concatenate([[True], cand[1:, 0] != cand[:-1, 0]])]  # each target's least
+    cand = cand[_below(cand[:, 1:], best[cand[:, 0]])]
+    best[cand[:, 0]] = cand[:, 1:]
 
 
 def _below(cand: np.ndarray, best: np.ndarray) -> np.ndarray:
