@@ -295,3 +295,36 @@ def test_approximate_kd_tree_and_brute_force_agree(ht8):
             kd = nearest._approximate_one(table, u, budget, kd=True)
             brute = nearest._approximate_one(table, u, budget, kd=False)
             assert kd[2] == pytest.approx(brute[2], abs=1e-9)
+
+
+def test_the_least_candidate_is_the_same_by_packed_picks_and_by_sorting(cliff3, made, monkeypatch) -> None:
+    """Synthesis takes each target's least verified (cost, length, A, B): by packed picks (the usual road), by
+    sorting every candidate (the road past ``_PICKS`` failed picks, or where the fields do not pack), and with a
+    third of the candidates failing their check (false key matches, simulated: later rounds must settle them): the
+    same circuits on every road."""
+    from unitarium.search import mitm
+
+    targets = unitarium.open(made(gates="h,s,cx", qubits=2, max_length=6, unique=True))
+    u = targets.unitaries(0, len(targets)).astype(np.complex128)
+
+    def circuits() -> list[list[int] | None]:
+        return [None if c is None else c.codes.tolist() for c in cliff3.synthesize_many(u)]
+
+    usual = circuits()
+    assert all(c is not None for c in usual)
+    monkeypatch.setattr(mitm, "_packed", lambda *args: None)
+    assert circuits() == usual
+    monkeypatch.undo()
+    verify = mitm._verify
+
+    def some_fail(table, targets, a, b, atol):  # a candidate fails by its ids alone: the same on every road
+        return verify(table, targets, a, b, atol) & ((a + b) % 3 != 1)
+
+    got = {}
+    for picks in (mitm._PICKS, 1, 0):
+        monkeypatch.setattr(mitm, "_PICKS", picks)
+        monkeypatch.setattr(mitm, "_verify", some_fail)
+        got[picks] = circuits()
+        monkeypatch.undo()
+    assert got[mitm._PICKS] == got[1] == got[0]
+    assert got[0] != usual  # (the failures changed some answers: the later rounds were taken)

@@ -331,9 +331,71 @@ def _least_verified(
     atol: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of the candidates ``(t, i, rows)``, the least ``(cost, length, id of A, id of B)`` of each target whose
-    ``B A`` equals it (:func:`_verify`): each target's candidates in that order, verified in rounds of at most
-    ``1, 2, 4, ...`` a target; the first that holds is the least, the ones after it are never formed (a false key
-    match is rare: about one round). Forming them all, as before, formed every match of a Clifford target."""
+    ``B A`` equals it (:func:`_verify`): each target's least candidate is verified, and where it fails (a false
+    key match: rare) the next; the first that holds is the least, the ones after it are never formed (forming them
+    all, as before, formed every match of a Clifford target). The least is found without a sort where the four
+    fields pack into one int64 (:func:`_packed`); past :data:`_PICKS` rounds, or where they do not pack, the
+    candidates left are sorted (:func:`_by_rounds`)."""
+    packed = _packed(table, costs, t, i, rows)
+    if packed is None:
+        return _by_rounds(table, costs, targets, t, i, rows, atol)
+    if len(t) > 1 and np.any(t[1:] < t[:-1]):  # (find() hands them grouped by target: kept as a guard)
+        order = np.argsort(t, kind="stable")
+        t, i, rows, packed = t[order], i[order], rows[order], packed[order]
+    starts = np.flatnonzero(np.concatenate([[True], t[1:] != t[:-1]]))
+    group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(t))))
+    dead = np.iinfo(np.int64).max
+    wins: list[np.ndarray] = []
+    for _ in range(_PICKS):
+        least = np.minimum.reduceat(packed, starts)
+        pick = np.flatnonzero((packed == least[group]) & (packed != dead))  # (one per target: (A, B) unique)
+        if not len(pick):
+            break
+        ok = _verify(table, targets[t[pick]], i[pick], rows[pick], atol)
+        wins.append(pick[ok])
+        done = np.zeros(len(starts), dtype=bool)
+        done[group[pick[ok]]] = True
+        packed[pick[~ok]] = dead
+        packed[done[group]] = dead
+    won = np.concatenate(wins) if wins else np.zeros(0, np.int64)
+    left = np.flatnonzero(packed != dead)
+    if len(left):  # (targets whose first _PICKS candidates all failed)
+        more = _by_rounds(table, costs, targets, t[left], i[left], rows[left], atol)
+        return tuple(np.concatenate([x[won], y]) for x, y in zip((t, i, rows), more, strict=True))  # type: ignore[return-value]
+    return t[won], i[won], rows[won]
+
+
+_PICKS = 4
+"""Rounds of :func:`_least_verified` that verify each target's least candidate left before the rest are sorted."""
+
+
+def _packed(table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+    """``(cost, length, id of A, id of B)`` of each candidate as one non-negative int64 in the same order, or None
+    where they do not fit in 63 bits (a table of more than about 2^26 records)."""
+    if not len(t):
+        return None
+    cost = costs[i].astype(np.int64) + costs[rows]
+    length = table.lengths[i].astype(np.int64) + table.lengths[rows]
+    if cost.min() < 0:
+        return None
+    ids = max(1, (len(table) - 1).bit_length())
+    lbits = max(1, int(length.max()).bit_length())
+    if int(cost.max()).bit_length() + lbits + 2 * ids > 63:
+        return None
+    return (cost << (lbits + 2 * ids)) | (length << (2 * ids)) | (i.astype(np.int64) << ids) | rows.astype(np.int64)
+
+
+def _by_rounds(
+    table: SearchTable,
+    costs: np.ndarray,
+    targets: np.ndarray,
+    t: np.ndarray,
+    i: np.ndarray,
+    rows: np.ndarray,
+    atol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_least_verified` by sorting: each target's candidates in order, verified in rounds of at most
+    ``1, 2, 4, ...`` a target."""
     cand = _order(table, costs, t, i, rows)
     wins = []
     width = 1
