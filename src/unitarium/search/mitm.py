@@ -338,7 +338,7 @@ def _least_verified(
     candidates left are sorted (:func:`_by_rounds`)."""
     packed = _packed(table, costs, t, i, rows)
     if packed is None:
-        return _by_rounds(table, costs, targets, t, i, rows, atol)
+        return _by_rounds(table, targets, _order(table, costs, t, i, rows), atol)
     if len(t) > 1 and np.any(t[1:] < t[:-1]):  # (find() hands them grouped by target: kept as a guard)
         order = np.argsort(t, kind="stable")
         t, i, rows, packed = t[order], i[order], rows[order], packed[order]
@@ -360,7 +360,7 @@ def _least_verified(
     won = np.concatenate(wins) if wins else np.zeros(0, np.int64)
     left = np.flatnonzero(packed != dead)
     if len(left):  # (targets whose first _PICKS candidates all failed)
-        more = _by_rounds(table, costs, targets, t[left], i[left], rows[left], atol)
+        more = _by_rounds(table, targets, _order(table, costs, t[left], i[left], rows[left]), atol)
         return tuple(np.concatenate([x[won], y]) for x, y in zip((t, i, rows), more, strict=True))  # type: ignore[return-value]
     return t[won], i[won], rows[won]
 
@@ -386,17 +386,10 @@ def _packed(table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray,
 
 
 def _by_rounds(
-    table: SearchTable,
-    costs: np.ndarray,
-    targets: np.ndarray,
-    t: np.ndarray,
-    i: np.ndarray,
-    rows: np.ndarray,
-    atol: float,
+    table: SearchTable, targets: np.ndarray, cand: np.ndarray, atol: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_least_verified` by sorting: each target's candidates in order, verified in rounds of at most
-    ``1, 2, 4, ...`` a target."""
-    cand = _order(table, costs, t, i, rows)
+    """:func:`_least_verified` by sorting: each target's candidates in order (``cand``: :func:`_order`'s rows),
+    verified in rounds of at most ``1, 2, 4, ...`` a target."""
     wins = []
     width = 1
     while len(cand):
