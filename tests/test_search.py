@@ -302,7 +302,7 @@ def test_the_least_candidate_is_the_same_by_packed_picks_and_by_sorting(cliff3, 
     sorting every candidate (the road past ``_PICKS`` failed picks, or where the fields do not pack), and with a
     third of the candidates failing their check (false key matches, simulated: later rounds must settle them): the
     same circuits on every road."""
-    from unitarium.search import mitm
+    from unitarium.search import _verify as checks
 
     targets = unitarium.open(made(gates="h,s,cx", qubits=2, max_length=6, unique=True))
     u = targets.unitaries(0, len(targets)).astype(np.complex128)
@@ -312,19 +312,19 @@ def test_the_least_candidate_is_the_same_by_packed_picks_and_by_sorting(cliff3, 
 
     usual = circuits()
     assert all(c is not None for c in usual)
-    monkeypatch.setattr(mitm, "_packed", lambda *args: None)
+    monkeypatch.setattr(checks, "_packed", lambda *args: None)
     assert circuits() == usual
     monkeypatch.undo()
-    verify = mitm._verify
+    verify = checks.verify
 
     def some_fail(table, targets, a, b, atol):  # a candidate fails by its ids alone: the same on every road
         return verify(table, targets, a, b, atol) & ((a + b) % 3 != 1)
 
     got = {}
-    for picks in (mitm._PICKS, 1, 0):
-        monkeypatch.setattr(mitm, "_PICKS", picks)
-        monkeypatch.setattr(mitm, "_verify", some_fail)
+    for picks in (checks._PICKS, 1, 0):
+        monkeypatch.setattr(checks, "_PICKS", picks)
+        monkeypatch.setattr(checks, "verify", some_fail)
         got[picks] = circuits()
         monkeypatch.undo()
-    assert got[mitm._PICKS] == got[1] == got[0]
+    assert got[checks._PICKS] == got[1] == got[0]
     assert got[0] != usual  # (the failures changed some answers: the later rounds were taken)
