@@ -75,7 +75,8 @@ _PICKS = 4
 
 def _packed(table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
     """``(cost, length, id of A, id of B)`` of each candidate as one non-negative int64 in the same order, or None
-    where they do not fit in 63 bits (a table of more than about 2^26 records)."""
+    where they do not fit in 62 bits (a table of more than about 2^25 records; 63 bits all set would be the mark of a
+    candidate checked and failed)."""
     if not len(t):
         return None
     cost = costs[i].astype(np.int64) + costs[rows]
@@ -84,7 +85,7 @@ def _packed(table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray,
         return None
     ids = max(1, (len(table) - 1).bit_length())
     lbits = max(1, int(length.max()).bit_length())
-    if int(cost.max()).bit_length() + lbits + 2 * ids > 63:
+    if int(cost.max()).bit_length() + lbits + 2 * ids > 62:
         return None
     return (cost << (lbits + 2 * ids)) | (length << (2 * ids)) | (i.astype(np.int64) << ids) | rows.astype(np.int64)
 
