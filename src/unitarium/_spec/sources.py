@@ -51,7 +51,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
 
 import numpy as np
 
@@ -65,7 +64,7 @@ from .._core.tableau import TableauRules
 from .._errors import SpecError
 from .spec import Enumeration, RandomSource, Spec
 
-__all__ = ["TABLEAU_RULES_ENV", "Task", "TaskContext", "TaskLookup", "TaskResult", "recompute", "run_task"]
+__all__ = ["TABLEAU_RULES_ENV", "Task", "TaskContext", "TaskResult", "recompute", "run_task"]
 
 TABLEAU_RULES_ENV = "UNITARIUM_TABLEAU_RULES"
 """Set to ``0`` to compute tableau keys from the unitaries even where the update rules apply (the
@@ -133,13 +132,6 @@ class TaskResult:
         """``{circuit length: records}`` of this task."""
         values, counts = np.unique(np.diff(self.offsets.astype(np.int64)), return_counts=True)
         return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
-
-
-class TaskLookup(NamedTuple):
-    """A task's lookup keys (unique mode) without its block: what a segment keeps until it inserts them."""
-
-    task_id: int
-    lookup: np.ndarray | None
 
 
 class TaskContext:

@@ -47,7 +47,7 @@ import numpy as np
 from .._core.codec import BlockFormat, code_dtype, encode, page_records
 from .._core.kernels import KERNELS
 from .._errors import DatasetDamagedError, NotADatasetError, SchemaVersionError, StorageError
-from .._spec.sources import TaskLookup, TaskResult
+from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .filemap import read_header
 from .sqlite import (
@@ -440,7 +440,7 @@ def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult, *, l
         insert_lookup(conn, [r])
 
 
-def insert_lookup(conn: sqlite3.Connection, results: Sequence[TaskResult | TaskLookup]) -> None:
+def insert_lookup(conn: sqlite3.Connection, results: Sequence[TaskResult]) -> None:
     """The lookup rows ``(key, task, row)`` of ``results`` (unique mode), in key order over all of them:
     each insert lands next to the last one in the index's b-tree (random order touched a random leaf
     per row: ~3x slower once the index outgrows the page cache; sorted per task rather than per

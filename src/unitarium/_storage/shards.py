@@ -46,18 +46,10 @@ from pathlib import Path
 
 from .._core.codec import BlockFormat
 from .._errors import DatasetDamagedError, NotADatasetError, StorageError
-from .._spec.sources import TaskLookup, TaskResult
+from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .manifest import Manifest, ManifestHolder, make_parents
-from .schema import (
-    check_schema,
-    create_tables,
-    insert_block,
-    insert_lookup,
-    merge_state,
-    page_size,
-    segment_schema,
-)
+from .schema import check_schema, create_tables, insert_block, merge_state, page_size, segment_schema
 from .sqlite import atomic, bounded, connect, path_text, sqlite_errors
 
 __all__ = [
@@ -156,9 +148,6 @@ class SegmentWriter:
         self.attempt = f"{os.getpid()}.{secrets.token_hex(4)}"  # unique per attempt, even across hosts
         self.tmp = build_dir / f".{name}.{self.attempt}.tmp"
         self.tasks: list[Published] = []
-        self.lookups: list[TaskLookup] = []
-        """Unique mode: the tasks whose lookup rows wait for :meth:`publish` (appended to the index in key order
-        over the whole segment: 1.2-1.4x faster than per task, whose keys land all over the growing index)."""
         self.nbytes = 0
         self.conn: sqlite3.Connection | None = None
         self.task_range: tuple[int, int] | None = None
@@ -184,9 +173,7 @@ class SegmentWriter:
             if self.conn is None:
                 self.conn = self._open()
             with sqlite_errors(self.final, "writing"):
-                insert_block(self.conn, self.fmt, result, lookup=False)
-            if result.lookup is not None and len(result.lookup):
-                self.lookups.append(TaskLookup(result.task_id, result.lookup))  # (inserted at publication)
+                insert_block(self.conn, self.fmt, result)
             self.nbytes += result.offsets.nbytes + result.codes.nbytes
             self.nbytes += 0 if result.unitaries is None else result.unitaries.nbytes
             a, b = self.task_range or (result.task_id, result.task_id)
@@ -201,10 +188,8 @@ class SegmentWriter:
             return tasks
         conn, self.conn = self.conn, None
         task_range, self.task_range = self.task_range, None
-        lookups, self.lookups = self.lookups, []
         try:
             with sqlite_errors(self.final, "writing"):
-                insert_lookup(conn, lookups)
                 if self.fmt.dataset is not None and task_range is not None:
                     conn.execute("INSERT INTO segment VALUES (?, ?, ?)", (self.fmt.dataset.hex(), *task_range))
                 conn.execute("COMMIT")
@@ -248,7 +233,7 @@ class SegmentWriter:
             self.conn = None
         with contextlib.suppress(OSError):
             self.tmp.unlink()
-        self.tasks, self.lookups, self.nbytes, self.task_range = [], [], 0, None
+        self.tasks, self.nbytes, self.task_range = [], 0, None
 
 
 class DirectoryWriter(ManifestHolder):
