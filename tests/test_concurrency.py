@@ -112,28 +112,36 @@ def test_readers_in_other_processes_never_fail_and_never_see_a_partial_task(
 
 
 def test_a_second_generate_is_refused_while_one_runs(tmp_path: Path, reference: tuple[Snapshot, Path]) -> None:
+    """While a run holds the file (stopped mid-run by SIGSTOP), the same command and another spec are refused in one
+    line, reading is fine; the run then completes. (A run that completed between its first commit being seen and
+    the stop, as once on CI's busy cores, proves nothing: it is started again, on a new file, at most 3 times.)"""
     ref, _ = reference
-    path = tmp_path / "busy.db"
-    first = start_cli("generate", path, *ARGS, "--workers", "2", "--quiet")
-    try:
-        wait_until(lambda: records_in(path) >= 1, timeout=120, what="the first run to commit")
-        os.kill(first.pid, signal.SIGSTOP)  # keep it mid-run, holding the file, whatever the machine's speed
+    for attempt in range(3):
+        path = tmp_path / f"busy-{attempt}.db"
+        first = start_cli("generate", path, *ARGS, "--workers", "2", "--quiet")
         try:
-            for args in (ARGS, OTHER_SPEC):  # the same command (a resume), and another spec
-                second = cli("generate", path, *args, "--workers", "1", "--quiet", check=False, timeout=120)
-                assert second.returncode == 2
-                line = one_error_line(second.stderr)
-                assert "another unitarium process is writing" in line and str(path) in line
-            info = cli("info", path, timeout=120)  # reading is fine meanwhile
-            assert "complete:    no" in info.stdout
+            wait_until(lambda p=path: records_in(p) >= 1, timeout=120, what="the first run to commit")
+            os.kill(first.pid, signal.SIGSTOP)  # keep it mid-run, holding the file, whatever the machine's speed
+            try:
+                info = cli("info", path, timeout=120)  # reading is fine meanwhile
+                caught = "complete:    no" in info.stdout
+                for args in (ARGS, OTHER_SPEC) if caught else ():  # the same command (a resume), and another spec
+                    second = cli("generate", path, *args, "--workers", "1", "--quiet", check=False, timeout=120)
+                    assert second.returncode == 2
+                    line = one_error_line(second.stderr)
+                    assert "another unitarium process is writing" in line and str(path) in line
+            finally:
+                os.kill(first.pid, signal.SIGCONT)
+            _, err = first.communicate(timeout=240)
         finally:
-            os.kill(first.pid, signal.SIGCONT)
-        _, err = first.communicate(timeout=240)
-    finally:
-        if first.poll() is None:
-            kill_group(first)
-    assert first.returncode == 0, err
-    assert Snapshot.of(path).equals(ref)
+            if first.poll() is None:
+                kill_group(first)
+        assert first.returncode == 0, err
+        assert Snapshot.of(path).equals(ref)
+        if caught:
+            break
+    else:
+        pytest.fail("the first run completed before it could be stopped, 3 times")
 
 
 def test_two_generates_started_together_on_a_new_file(tmp_path: Path, reference: tuple[Snapshot, Path]) -> None:
