@@ -18,10 +18,23 @@ from ._table import SearchTable
 __all__ = ["least_verified", "settle", "verify"]
 
 
+def _cost_length(
+    table: SearchTable, costs: np.ndarray, i: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cost and the length of each candidate circuit ``A; B`` (int64)."""
+    return costs[i].astype(np.int64) + costs[rows], table.lengths[i].astype(np.int64) + table.lengths[rows]
+
+
+def _firsts(x: np.ndarray) -> np.ndarray:
+    """Whether each entry of ``x`` (grouped: equal entries adjacent) is the first of its group."""
+    first = np.ones(len(x), dtype=bool)
+    first[1:] = x[1:] != x[:-1]
+    return first
+
+
 def _order(table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Candidates as rows ``(target, cost, length, id of A, id of B)``, sorted (each target's least first)."""
-    cost = costs[i].astype(np.int64) + costs[rows]
-    length = table.lengths[i].astype(np.int64) + table.lengths[rows]
+    cost, length = _cost_length(table, costs, i, rows)
     return np.stack([t, cost, length, i, rows], axis=1)[np.lexsort((rows, i, length, cost, t))]
 
 
@@ -46,7 +59,7 @@ def least_verified(
     if len(t) > 1 and np.any(t[1:] < t[:-1]):  # (find() hands them grouped by target: kept as a guard)
         order = np.argsort(t, kind="stable")
         t, i, rows, packed = t[order], i[order], rows[order], packed[order]
-    starts = np.flatnonzero(np.concatenate([[True], t[1:] != t[:-1]]))
+    starts = np.flatnonzero(_firsts(t))
     group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(t))))
     dead = np.iinfo(np.int64).max
     wins: list[np.ndarray] = []
@@ -79,8 +92,7 @@ def _packed(table: SearchTable, costs: np.ndarray, t: np.ndarray, i: np.ndarray,
     candidate checked and failed)."""
     if not len(t):
         return None
-    cost = costs[i].astype(np.int64) + costs[rows]
-    length = table.lengths[i].astype(np.int64) + table.lengths[rows]
+    cost, length = _cost_length(table, costs, i, rows)
     if cost.min() < 0:
         return None
     ids = max(1, (len(table) - 1).bit_length())
@@ -99,12 +111,12 @@ def _by_rounds(
     width = 1
     while len(cand):
         owner = cand[:, 0]
-        starts = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+        starts = np.flatnonzero(_firsts(owner))
         rank = np.arange(len(cand)) - np.repeat(starts, np.diff(np.append(starts, len(cand))))
         now = np.flatnonzero(rank < width)
         ok = verify(table, targets[owner[now]], cand[now, 3], cand[now, 4], atol)
         won = now[ok]
-        first = won[np.concatenate([[True], owner[won][1:] != owner[won][:-1]])] if len(won) else won
+        first = won[_firsts(owner[won])]
         wins.append(cand[first])
         cand = cand[(rank >= width) & ~np.isin(owner, owner[first])]
         width *= 2
@@ -120,7 +132,7 @@ def settle(
     if not len(t):
         return
     cand = _order(table, costs, t, i, rows)
-    cand = cand[np.concatenate([[True], cand[1:, 0] != cand[:-1, 0]])]  # each target's least
+    cand = cand[_firsts(cand[:, 0])]  # each target's least
     cand = cand[_below(cand[:, 1:], best[cand[:, 0]])]
     best[cand[:, 0]] = cand[:, 1:]
 
