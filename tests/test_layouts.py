@@ -95,3 +95,37 @@ def test_an_unreachable_ray_cluster_is_a_cluster_error(tmp_path: Path) -> None:
     with pytest.raises(unitarium.ClusterError, match="cannot reach the Ray cluster"):
         unitarium.generate(f"{tmp_path}/d/", spec, engine="ray", ray_address="127.0.0.1:9")
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("page_size", [4096, 65536])
+def test_lookup_rows_in_64_row_statements_write_the_bytes_of_one_row_at_a_time(tmp_path: Path, page_size: int) -> None:
+    """A segment's lookup rows go in 64 at a time (then 32, 16, ... 1): the same rows in the same order as one
+    ``INSERT`` per row, so the same b-tree, byte for byte, as before (tasks of every size around 64)."""
+    import sqlite3
+
+    import numpy as np
+
+    from unitarium._storage.schema import _BLOCK_SCHEMA, _insert_lookup_rows
+
+    rng = np.random.default_rng(5)
+    tasks = []
+    for task, n in enumerate([0, 1, 63, 64, 65, 127, 200, 3000, 7]):
+        keys = np.sort(rng.integers(-(2**63), 2**63 - 1, n))
+        tasks.append(np.stack([keys, np.full(n, task), rng.permutation(n)], axis=1).astype(np.int64))
+    files = []
+    for way in ("one row at a time", "64 at a time"):
+        path = tmp_path / f"{way}.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute(f"PRAGMA page_size={page_size}")
+        conn.executescript(_BLOCK_SCHEMA)
+        conn.execute("BEGIN")
+        for rows in tasks:
+            if way == "64 at a time":
+                _insert_lookup_rows(conn, rows)
+            else:
+                conn.executemany("INSERT INTO lookup VALUES (?, ?, ?)", rows.tolist())
+        conn.execute("COMMIT")
+        conn.close()
+        files.append(path.read_bytes())
+    assert files[0] == files[1]
+    assert len(files[0]) >= 3 * page_size  # (a tree of several pages)

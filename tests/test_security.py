@@ -236,6 +236,8 @@ SQL_EXCEPTIONS = {
     ): "the Dataset's pass-through to BlockStore.query: its callers are checked here",
     ("_read/lookup.py", "lookup", "f'SELECT task_id, row FROM lookup WHERE key IN ({marks})'"): "marks is only '?' "
     "placeholders (checked below); the keys are bound",
+    ("_storage/schema.py", "_insert_lookup_rows", "statement"): "_lookup_insert's literal INSERT and literal "
+    "placeholder groups (checked below); every value is bound",
 }
 
 
@@ -294,6 +296,11 @@ def test_the_interpolated_sql_pieces_are_what_the_exceptions_say() -> None:
     assert isinstance(store["_BLOCK_SCHEMA"], ast.Constant) and isinstance(store["_BLOCK_SCHEMA"].value, str)
     lookup = next(f for f in _functions(TREES["_read/lookup.py"]) if f.name == "lookup")
     assert [ast.unparse(v) for v in _assigned(lookup, "marks")] == ["','.join('?' * len(probes))"]
+    rows = next(f for f in _functions(TREES["_storage/schema.py"]) if f.name == "_insert_lookup_rows")
+    assert [ast.unparse(v) for v in _assigned(rows, "statement")] == ["_lookup_insert(size)"]
+    insert = next(f for f in _functions(TREES["_storage/schema.py"]) if f.name == "_lookup_insert")
+    returned = [ast.unparse(n.value) for n in ast.walk(insert) if isinstance(n, ast.Return) and n.value is not None]
+    assert returned == ["'INSERT INTO lookup VALUES ' + ', '.join(['(?, ?, ?)'] * rows)"]
     # BLOBs are opened in one place, by a literal table and the column of the reader callback (_codec.Reader)
     opens = [(m, c) for m, tree in TREES.items() for c in _calls(tree) if _call_name(c) == "blobopen"]
     assert [m for m, _ in opens] == ["_storage/blocks.py"]
