@@ -9,7 +9,7 @@ import pytest
 from qiskit.quantum_info import random_unitary
 
 from unitarium._core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase, grid_keys
-from unitarium._core.keyset import KeySet, first_occurrences, first_sorted, keep_mask
+from unitarium._core.keyset import MAX_LOAD, KeySet, first_occurrences, first_sorted, keep_mask
 
 
 def haar(n: int, d: int, seed: int) -> np.ndarray:
@@ -109,8 +109,39 @@ def test_keyset_membership_and_merging():
         probe = np.concatenate([batch, pairs(50)])
         assert keys.contains(probe).tolist() == [tuple(k) in seen for k in probe.tolist()]
     assert len(keys) == len(seen)
-    assert keys.nbytes == 16 * len(seen)
-    assert len(keys._runs) <= 64 - int(np.log2(len(seen))) + 2
+    # a slot is 16 bytes (and a count byte per bucket of 8); the table grown to a load of at least a half
+    assert 16 * len(seen) / MAX_LOAD <= keys.nbytes <= 16.125 * 2 * len(seen)
+    hi, lo = keys.drain()
+    assert len(keys) == 0 and sorted(zip(hi.tolist(), lo.tolist(), strict=True)) == sorted(seen)
+
+
+@pytest.mark.parametrize("where", ["last buckets", "one bucket", "spread"])
+def test_keyset_chains_of_full_buckets_and_the_wrap_around(where: str):
+    """Keys crowded into the last buckets (their chains of full buckets wrap around to bucket 0), or into one
+    bucket with shared first words (a query's first word in several slots of a bucket), or spread: every key
+    added is found, no other key is, and the set drains to exactly its keys, sorted, through its growth."""
+    rng = np.random.default_rng(11)
+    keys, seen = KeySet(), set()
+    for _ in range(30):
+        n = int(rng.integers(1, 300))
+        if where == "last buckets":
+            hi = (2**63 - 1) - rng.integers(0, 2**40, n)
+        elif where == "one bucket":
+            hi = rng.integers(0, 6, n)
+        else:
+            hi = rng.integers(-(2**63), 2**63 - 1, n)
+        batch = np.stack([hi, rng.integers(-(2**63), 2**63 - 1, n)], axis=1).astype(np.int64)
+        batch = batch[np.unique(batch, axis=0, return_index=True)[1]]
+        new = batch[~keys.contains(batch)]
+        keys.add(new)
+        seen.update(map(tuple, new.tolist()))
+        absent = batch.copy()
+        absent[:, 1] ^= 1  # the same first words, other second words
+        probe = np.concatenate([batch, absent])
+        assert keys.contains(probe).tolist() == [tuple(k) in seen for k in probe.tolist()]
+    assert len(keys) == len(seen)
+    hi, lo = keys.drain()
+    assert np.all(np.diff(hi) >= 0) and sorted(zip(hi.tolist(), lo.tolist(), strict=True)) == sorted(seen)
 
 
 def test_a_64_bit_collision_never_drops_a_distinct_unitary():

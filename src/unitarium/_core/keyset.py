@@ -1,11 +1,21 @@
-"""A set of 128-bit keys held as sorted numpy arrays (no Python object per key).
+"""A set of 128-bit keys: a hash table of numpy arrays (no Python object per key).
 
 A key is a pair of int64 words ``(hi, lo)`` (``KeyScheme.wide_keys``): 64-bit keys alone would
 collide (~2,400 pairs among 3e11 unitaries), and a collision would drop a distinct unitary;
-with 128 bits the chance is ~1e-16 at that scale. Keys live in a few runs sorted by ``hi``
-(``lo`` alongside) whose sizes at least double from newest to oldest (a log-structured merge):
-adding ``k`` keys costs an ``O(k log k)`` sort plus amortised linear merges, a membership query
-``O(log^2 n)``. Memory is 16 bytes per key, plus about 1.3 times the largest run while it merges (:func:`merge_runs`).
+with 128 bits the chance is ~1e-16 at that scale.
+
+Every key scheme spreads both words evenly (``exact``'s module docstring), so a key's
+bucket is its first word scaled: the top 32 bits of ``hi`` (sign flipped, so that keys sorted by ``hi``
+come in bucket order) times the bucket count, over 2^32. A bucket holds :data:`SLOTS` keys; a full one
+passes new keys on to the next (linear probing; nothing is ever deleted, so a query stops at the first
+bucket that has it or is not full). A membership query is a few passes over the queries whatever the
+set's size: one gather of its bucket's 8 first words, compared as one 8-byte mask, then, for the few
+whose bucket was full, the next buckets. The table grows by half (:data:`GROWTH`) once :data:`MAX_LOAD`
+of its slots are used: 16 bytes a slot and a count byte per bucket, 21.5-32 bytes a key; while it grows,
+the old table beside the new one (2.5 times the old's bytes at most).
+
+Measured against the sorted runs that this replaced (a log-structured merge of O(log n) runs, each searched
+per query), 5M queries against ~700k keys in tasks of 4,096: membership 1.07 -> 0.45 s, inserts 0.17 -> 0.3 s.
 """
 
 from __future__ import annotations
@@ -25,82 +35,191 @@ __all__ = [
     "select_new",
 ]
 
+SLOTS = 8
+"""Keys per bucket: a bucket's first words are one gather of 64 bytes, compared as one 8-byte mask."""
+MAX_LOAD = 0.75
+"""The share of slots in use past which the table grows (a bucket is then full with probability ~0.2)."""
+GROWTH = 1.5
+"""How much the bucket count grows by (at least to a load of a half)."""
+_BUCKET_BYTES = SLOTS * 16 + 1
+_MIN_BUCKETS = 16
+_FLIP = np.uint64(1 << 63)
+_SLOT = np.arange(SLOTS)
+_AHEAD = 4
+"""Buckets read at once by a query whose own bucket is full and lacks it (the chain of full buckets it may be in)."""
+_MOVE = 1 << 16
+"""Buckets moved at once when the table grows (the old table's keys go over in slices: no whole copy)."""
+
 
 def _pairs(keys: np.ndarray) -> np.ndarray:
     return np.asarray(keys, dtype=np.int64).reshape(-1, 2)
 
 
+class _Table:
+    """The hash table of a :class:`KeySet` (see the module's docstring)."""
+
+    def __init__(self, buckets: int = _MIN_BUCKETS) -> None:
+        if buckets >= 1 << 32:
+            raise MemoryError(f"a key table of {buckets:,} buckets is past the bucket rule's 2^32")
+        self.hi = np.zeros((buckets, SLOTS), dtype=np.int64)
+        self.lo = np.zeros((buckets, SLOTS), dtype=np.int64)
+        self.count = np.zeros(buckets, dtype=np.uint8)
+        """Slots in use per bucket (slots ``0 .. count-1``; the others are zero)."""
+        self.n = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.hi.nbytes + self.lo.nbytes + self.count.nbytes
+
+    def grown(self, n: int) -> int | None:
+        """The bucket count the table needs to hold ``n`` keys, None if it has it."""
+        buckets = len(self.count)
+        if n <= MAX_LOAD * buckets * SLOTS:
+            return None
+        return max(int(buckets * GROWTH), -(-n * 2 // SLOTS))
+
+    def bucket(self, hi: np.ndarray) -> np.ndarray:
+        """Each first word's home bucket: monotone in ``hi`` (signed), evenly spread for spread keys."""
+        top = (hi.view(np.uint64) ^ _FLIP) >> np.uint64(32)
+        return ((top * np.uint64(len(self.count))) >> np.uint64(32)).astype(np.intp)
+
+    def find(self, hi: np.ndarray, lo: np.ndarray, found: np.ndarray) -> None:
+        """Set ``found`` where ``(hi, lo)`` (contiguous int64) is in the table. First each query's own bucket:
+        its 8 first words compared at once (an 8-byte mask whose lowest set byte is the first slot with the
+        query's first word); then, for the queries whose bucket is full and lacks them, :data:`_AHEAD`
+        buckets at once, and so on."""
+        bucket = self.bucket(hi)
+        count = self.count[bucket]
+        same = np.take(self.hi, bucket, axis=0) == hi[:, None]
+        mask = same.view(np.uint64).ravel()  # byte j is 1 where slot j has the query's first word
+        rows = np.flatnonzero(mask)
+        bits = mask[rows]
+        lowest = bits & (~bits + np.uint64(1))
+        slot = np.log2(lowest.astype(np.float64)).astype(np.intp) >> 3  # (a power of two: exact)
+        hit = (slot < count[rows]) & (np.take(self.lo.ravel(), bucket[rows] * SLOTS + slot) == lo[rows])
+        found[rows[hit]] = True
+        go_on = (count == SLOTS) & ~found
+        go_on[rows[(bits != lowest) & ~hit]] = True  # more than one slot with its first word (~never)
+        ask = np.flatnonzero(go_on)
+        start = bucket[ask]
+        buckets = len(self.count)
+        while len(ask):  # (the few left: several buckets at once, from their own)
+            at = (start[:, None] + np.arange(_AHEAD)) % buckets
+            counts = self.count[at]
+            both = (self.hi[at] == hi[ask, None, None]) & (self.lo[at] == lo[ask, None, None])
+            hit = (both & (counts[..., None] > _SLOT)).any(axis=(1, 2))
+            found[ask[hit]] = True
+            more = ~hit & (counts == SLOTS).all(axis=1)
+            ask, start = ask[more], (start[more] + _AHEAD) % buckets
+
+    def place(self, hi: np.ndarray, lo: np.ndarray, bucket: np.ndarray) -> None:
+        """Put keys in the first free slots of their buckets, in order; those past a full bucket go on
+        to the next one, until every key has a slot (the table is never more than :data:`MAX_LOAD` full)."""
+        self.n += len(bucket)
+        buckets = len(self.count)
+        while len(bucket):
+            n = len(bucket)
+            if n > 1 and np.any(bucket[1:] < bucket[:-1]):
+                order = np.argsort(bucket, kind="stable")
+                hi, lo, bucket = hi[order], lo[order], bucket[order]
+            starts = np.empty(n, dtype=bool)
+            starts[0] = True
+            np.not_equal(bucket[1:], bucket[:-1], out=starts[1:])
+            index = np.arange(n)
+            rank = index - np.maximum.accumulate(np.where(starts, index, 0))  # place among its bucket's keys
+            slot = self.count[bucket].astype(np.intp) + rank
+            fits = slot < SLOTS
+            placed = bucket[fits] * SLOTS + slot[fits]
+            self.hi.ravel()[placed] = hi[fits]
+            self.lo.ravel()[placed] = lo[fits]
+            last = fits.copy()  # the last key placed in each bucket sets its count
+            last[:-1] &= ~(fits[1:] & ~starts[1:])
+            self.count[bucket[last]] = slot[last] + 1
+            over = ~fits
+            hi, lo, bucket = hi[over], lo[over], bucket[over]
+            ahead = (bucket[:, None] + np.arange(1, _AHEAD + 1)) % buckets  # on to the first of these not full
+            bucket = (bucket + 1 + np.argmin(self.count[ahead] == SLOTS, axis=1)) % buckets
+
+    def moved(self, buckets: int) -> _Table:
+        """A table of ``buckets`` buckets with every key of this one, moved a slice at a time."""
+        table = _Table(buckets)
+        for a in range(0, len(self.count), _MOVE):
+            used = self.count[a : a + _MOVE, None] > _SLOT
+            hi, lo = self.hi[a : a + _MOVE][used], self.lo[a : a + _MOVE][used]
+            table.place(hi, lo, table.bucket(hi))
+        return table
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every key, in bucket order (nearly sorted by ``hi``)."""
+        used = self.count[:, None] > _SLOT
+        return self.hi[used], self.lo[used]
+
+
 class KeySet:
-    """Membership of 128-bit keys ``(n, 2)`` int64, for deduplication in the driver."""
+    """Membership of 128-bit keys ``(n, 2)`` int64, for deduplication (a unique run's keys in RAM): a hash
+    table (see the module's docstring)."""
 
     def __init__(self, keys: np.ndarray | None = None) -> None:
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._table = _Table()
         if keys is not None and len(keys):
             self.add(np.unique(_pairs(keys), axis=0))
 
     def __len__(self) -> int:
-        return sum(len(hi) for hi, _ in self._runs)
+        return self._table.n
 
     @property
     def nbytes(self) -> int:
-        return sum(hi.nbytes + lo.nbytes for hi, lo in self._runs)
+        return self._table.nbytes
+
+    def bytes_after(self, more: int) -> int:
+        """:attr:`nbytes` once ``more`` keys are added (the table grown, where they take it past :data:`MAX_LOAD`)."""
+        buckets = self._table.grown(len(self) + more)
+        return self.nbytes if buckets is None else buckets * _BUCKET_BYTES
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of the ``(n, 2)`` keys are in the set."""
         keys = _pairs(keys)
-        order = np.argsort(keys[:, 0], kind="stable")  # sorted queries walk each run in order: ~4x faster
-        found = self.contains_sorted(keys[order, 0], keys[order, 1])
-        out = np.empty_like(found)
-        out[order] = found
-        return out
+        order = np.argsort(keys[:, 0], kind="stable")  # (the table's buckets then read in order)
+        found = np.empty(len(keys), dtype=bool)
+        found[order] = self.contains_sorted(keys[order, 0], keys[order, 1])
+        return found
 
     def contains_sorted(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """:meth:`contains` of keys already sorted by their first word ``hi`` (mask in that order)."""
+        """:meth:`contains` of keys sorted by their first word ``hi`` (mask in that order; unsorted keys
+        get the same answer, only more slowly)."""
         found = np.zeros(len(hi), dtype=bool)
-        for run_hi, run_lo in self._runs:
-            # One search per query: the first entry with the same first word, if any, is at ``left``;
-            # a query whose first word occurs more than once there (~never) scans all of them.
-            left = np.searchsorted(run_hi, hi, side="left")
-            at = np.minimum(left, len(run_hi) - 1)
-            hit = run_hi[at] == hi
-            found |= hit & (run_lo[at] == lo)
-            more = np.flatnonzero(hit & (at + 1 < len(run_hi)))
-            more = more[run_hi[at[more] + 1] == hi[more]]
-            for r in more:
-                right = np.searchsorted(run_hi, hi[r], side="right")
-                found[r] |= bool(np.any(run_lo[left[r] : right] == lo[r]))
+        if len(hi) and len(self):
+            self._table.find(np.ascontiguousarray(hi, dtype=np.int64), np.ascontiguousarray(lo, dtype=np.int64), found)
         return found
 
     def add(self, keys: np.ndarray) -> None:
-        """Add keys not yet in the set (the caller filters; duplicates waste space only)."""
+        """Add keys not yet in the set (the caller filters; a key added twice takes two slots)."""
         keys = _pairs(keys)
         order = np.argsort(keys[:, 0], kind="stable")
         self.add_sorted(keys[order, 0], keys[order, 1])
 
     def add_sorted(self, hi: np.ndarray, lo: np.ndarray) -> None:
-        """:meth:`add` of keys already sorted by their first word ``hi`` (no sort: the decision path
-        sorts a task's keys once)."""
+        """:meth:`add` of keys sorted by their first word ``hi`` (their buckets then come in order)."""
         if not len(hi):
             return
-        self._runs.append((np.array(hi, dtype=np.int64), np.array(lo, dtype=np.int64)))
-        while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
-            newer = self._runs.pop()
-            self._runs.append(merge_runs(self._runs.pop(), newer))
+        buckets = self._table.grown(len(self) + len(hi))
+        if buckets is not None:
+            self._table = self._table.moved(buckets)
+        hi = np.ascontiguousarray(hi, dtype=np.int64)
+        self._table.place(hi, np.ascontiguousarray(lo, dtype=np.int64), self._table.bucket(hi))
 
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new (:func:`select_new` against this set)."""
         return select_new(self.contains, primary, alternates)
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every key as one run ``(hi, lo)`` sorted by ``hi``; the set is left empty (for spilling
-        to disk: transient memory about 2.3 times the set's, :func:`merge_runs`)."""
-        runs, self._runs = self._runs, []
-        if not runs:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        merged = runs.pop()
-        while runs:  # newest (smallest) first: each input is freed once merged
-            merged = merge_runs(runs.pop(), merged)
-        return merged
+        """Every key as one run ``(hi, lo)`` sorted by ``hi``; the set is left empty (for spilling to disk).
+        The keys are taken out in bucket order (nearly sorted already) and the table freed before they
+        are sorted: at most about 1.8 times the table's bytes at once."""
+        hi, lo = self._table.keys()
+        self._table = _Table()
+        order = np.argsort(hi, kind="stable")
+        return hi[order], lo[order]
 
 
 def merge_runs(

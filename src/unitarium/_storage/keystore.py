@@ -9,8 +9,9 @@ RAM, so a membership query touches one page of the map (binary search inside the
 are merged size-tiered (a new run at least half as large as the one before it is merged into it, in
 chunks read from the files, never whole in RAM), so there are ``O(log)`` of them.
 
-Memory: RAM keys up to ``budget / 4`` (about 2.3 times that while they merge into one run:
-:func:`~.._core.keyset.merge_runs`; written without a copy), the pages of the maps that queries
+Memory: RAM keys up to ``budget / 4`` (a hash table: about 1.7 times that while it grows, the old table
+beside the new, spilled first where the new would pass ``budget / 4``; about 1.8 times while it is drained
+into a sorted run, written without a copy), the pages of the maps that queries
 touched up to ``budget / 4`` (measured as the growth of the process's file-backed resident pages above
 the lowest level seen, handed back with ``MADV_DONTNEED`` past ``budget / 8``, checked after each slice
 of queries that can fault in at most ``budget / 8`` more: a task's queries would otherwise fault in
@@ -252,7 +253,11 @@ class KeyStore:
         self.add_sorted(keys[order, 0], keys[order, 1], through)
 
     def add_sorted(self, hi: np.ndarray, lo: np.ndarray, through: int) -> None:
-        """:meth:`add` of keys sorted by their first word ``hi``."""
+        """:meth:`add` of keys sorted by their first word ``hi``: the keys in RAM are spilled first where
+        they would grow past :attr:`ram_limit` (so the table's growth, the old beside the new, stays
+        within about 1.7 times it), and after, where these keys alone take more."""
+        if len(self.ram) and self.ram.bytes_after(len(hi)) > self.ram_limit:
+            self.spill()
         self.ram.add_sorted(hi, lo)
         self._count += len(hi)
         self.decided = through
