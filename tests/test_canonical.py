@@ -144,6 +144,41 @@ def test_keyset_chains_of_full_buckets_and_the_wrap_around(where: str):
     assert np.all(np.diff(hi) >= 0) and sorted(zip(hi.tolist(), lo.tolist(), strict=True)) == sorted(seen)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 8])
+def test_keyset_of_a_partitions_share_spreads_over_the_whole_table(parts: int):
+    """A partition owns a range of first words (their top bits are its own): its keys still spread over every
+    bucket, so chains of full buckets stay short (a bucket taken from the top bits would crowd a 1/parts share
+    of the table and chain through the rest: a partition of a 2-partition run then spun for minutes)."""
+    rng = np.random.default_rng(parts)
+    keys = KeySet()
+    for _ in range(20):
+        hi = rng.integers(0, 2**63 // parts, 5000, dtype=np.int64) + (parts - 1) * (2**63 // parts)
+        keys.add(np.stack([hi, rng.integers(-(2**63), 2**63 - 1, 5000)], axis=1))
+    full = np.concatenate([[0], (keys._table.count == 8).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(full))
+    longest = int((edges[1::2] - edges[::2]).max(initial=0))
+    assert len(keys) == 100_000 and longest <= 40, longest
+
+
+def test_a_keyset_under_a_limit_fills_its_last_table_before_it_refuses():
+    """Under a byte limit (a key store's RAM share) the table's last growth goes to the limit, then it fills to
+    FULL_LOAD: what it holds when it first refuses a batch is ~16 bytes a slot / 0.9, not the 21.5-32 of a table
+    that stopped growing by half short of the limit; every key is still found."""
+    rng = np.random.default_rng(4)
+    limit = 3_000_000
+    keys, added = KeySet(limit=limit), []
+    while True:
+        batch = rng.integers(-(2**63), 2**63 - 1, size=(int(rng.integers(100, 3000)), 2), dtype=np.int64)
+        if not keys.fits(len(batch)):
+            break
+        keys.add(batch)
+        added.append(batch)
+        assert keys.nbytes <= limit
+    every = np.concatenate(added)
+    assert len(keys) == len(every) and keys.contains(every).all()
+    assert keys.nbytes > limit - 2 * 129 and len(keys) >= 0.85 * keys.nbytes / 16.125, (len(keys), keys.nbytes)
+
+
 def test_a_64_bit_collision_never_drops_a_distinct_unitary():
     """Keys equal in their first 64 bits but not the second word are different keys (128-bit keys)."""
     ks = KeySet(np.array([[7, 1], [7, 2], [8, 1]], dtype=np.int64))

@@ -4,18 +4,23 @@ A key is a pair of int64 words ``(hi, lo)`` (``KeyScheme.wide_keys``): 64-bit ke
 collide (~2,400 pairs among 3e11 unitaries), and a collision would drop a distinct unitary;
 with 128 bits the chance is ~1e-16 at that scale.
 
-Every key scheme spreads both words evenly (``exact``'s module docstring), so a key's
-bucket is its first word scaled: the top 32 bits of ``hi`` (sign flipped, so that keys sorted by ``hi``
-come in bucket order) times the bucket count, over 2^32. A bucket holds :data:`SLOTS` keys; a full one
-passes new keys on to the next (linear probing; nothing is ever deleted, so a query stops at the first
-bucket that has it or is not full). A membership query is a few passes over the queries whatever the
-set's size: one gather of its bucket's 8 first words, compared as one 8-byte mask, then, for the few
-whose bucket was full, the next buckets. The table grows by half (:data:`GROWTH`) once :data:`MAX_LOAD`
-of its slots are used: 16 bytes a slot and a count byte per bucket, 21.5-32 bytes a key; while it grows,
-the old table beside the new one (2.5 times the old's bytes at most).
+Every key scheme spreads both words evenly (``exact``'s module docstring), so a key's bucket is its first
+word scaled: the 32 bits of ``hi`` below its top 6 (:data:`_SHIFT`), times the bucket count, over 2^32. Not the
+top bits: a partition owns a range of first words, and its keys would crowd a share of the buckets (chains of
+full buckets through the rest); a range of a partition of at most 64 is at least 2^58 wide, so its keys spread
+over every bucket, and keys sorted by ``hi`` read the buckets in at most 64 ascending sweeps. A bucket holds
+:data:`SLOTS` keys; a full one passes new keys on to the next (linear probing; nothing is ever deleted, so a
+query stops at the first bucket that has it or is not full). A membership query is a few passes over the
+queries whatever the set's size: one gather of its bucket's 8 first words, compared as one 8-byte mask, then,
+for the few whose bucket was full, the next buckets. The table grows by half (:data:`GROWTH`) once
+:data:`MAX_LOAD` of its slots are used: 16 bytes a slot and a count byte per bucket, 21.5-32 bytes a key; while
+it grows, the old table beside the new one (2.5 times the old's bytes at most). Under a byte limit (a key
+store's share of the budget) the last growth goes to the limit, and the table then fills to :data:`FULL_LOAD`
+(17.9 bytes a key) before the caller spills it; a spilled set's next table starts at its last size.
 
 Measured against the sorted runs that this replaced (a log-structured merge of O(log n) runs, each searched
-per query), 5M queries against ~700k keys in tasks of 4,096: membership 1.07 -> 0.45 s, inserts 0.17 -> 0.3 s.
+per query), 5M queries against ~700k keys in tasks of 4,096: membership 1.07 -> 0.43 s, inserts 0.17 -> 0.37 s;
+whole runs in BENCHMARKS.md ("Unique runs with a hash table of keys").
 """
 
 from __future__ import annotations
@@ -39,11 +44,17 @@ SLOTS = 8
 """Keys per bucket: a bucket's first words are one gather of 64 bytes, compared as one 8-byte mask."""
 MAX_LOAD = 0.75
 """The share of slots in use past which the table grows (a bucket is then full with probability ~0.2)."""
+FULL_LOAD = 0.9
+"""The share of slots a table at its byte limit fills before it can take no more (the caller then spills it)."""
 GROWTH = 1.5
-"""How much the bucket count grows by (at least to a load of a half)."""
+"""How much the bucket count grows by (at least to a load of a half; to the limit at most)."""
+_AT_LIMIT = 1.2
+"""A table within this factor of its limit's bucket count grows no more: it fills to :data:`FULL_LOAD`."""
 _BUCKET_BYTES = SLOTS * 16 + 1
 _MIN_BUCKETS = 16
-_FLIP = np.uint64(1 << 63)
+_SHIFT = np.uint64(6)
+"""Bucket bits: the 32 below the top 6 of the first word (a partition of at most 64 owns a range of first words at
+least 2^58 wide, so its keys spread over every bucket; keys sorted by ``hi`` read buckets in at most 64 sweeps)."""
 _SLOT = np.arange(SLOTS)
 _AHEAD = 4
 """Buckets read at once by a query whose own bucket is full and lacks it (the chain of full buckets it may be in)."""
@@ -71,17 +82,11 @@ class _Table:
     def nbytes(self) -> int:
         return self.hi.nbytes + self.lo.nbytes + self.count.nbytes
 
-    def grown(self, n: int) -> int | None:
-        """The bucket count the table needs to hold ``n`` keys, None if it has it."""
-        buckets = len(self.count)
-        if n <= MAX_LOAD * buckets * SLOTS:
-            return None
-        return max(int(buckets * GROWTH), -(-n * 2 // SLOTS))
-
     def bucket(self, hi: np.ndarray) -> np.ndarray:
-        """Each first word's home bucket: monotone in ``hi`` (signed), evenly spread for spread keys."""
-        top = (hi.view(np.uint64) ^ _FLIP) >> np.uint64(32)
-        return ((top * np.uint64(len(self.count))) >> np.uint64(32)).astype(np.intp)
+        """Each first word's home bucket: its low 32 bits scaled to the bucket count (a partition's keys share
+        the top bits of their first word, never the low ones)."""
+        low = (hi.view(np.uint64) << _SHIFT) >> np.uint64(32)
+        return ((low * np.uint64(len(self.count))) >> np.uint64(32)).astype(np.intp)
 
     def find(self, hi: np.ndarray, lo: np.ndarray, found: np.ndarray) -> None:
         """Set ``found`` where ``(hi, lo)`` (contiguous int64) is in the table. First each query's own bucket:
@@ -114,7 +119,7 @@ class _Table:
 
     def place(self, hi: np.ndarray, lo: np.ndarray, bucket: np.ndarray) -> None:
         """Put keys in the first free slots of their buckets, in order; those past a full bucket go on
-        to the next one, until every key has a slot (the table is never more than :data:`MAX_LOAD` full)."""
+        to the next one, until every key has a slot (the table is never more than :data:`FULL_LOAD` full)."""
         self.n += len(bucket)
         buckets = len(self.count)
         while len(bucket):
@@ -150,17 +155,21 @@ class _Table:
         return table
 
     def keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every key, in bucket order (nearly sorted by ``hi``)."""
+        """Every key, in bucket order."""
         used = self.count[:, None] > _SLOT
         return self.hi[used], self.lo[used]
 
 
 class KeySet:
     """Membership of 128-bit keys ``(n, 2)`` int64, for deduplication (a unique run's keys in RAM): a hash
-    table (see the module's docstring)."""
+    table (see the module's docstring). ``limit``: the bytes the table may grow to (None: no limit); a table
+    at its limit fills to :data:`FULL_LOAD` and then takes no more keys than :meth:`fits` says (the key store
+    spills it first), unless a single batch needs more."""
 
-    def __init__(self, keys: np.ndarray | None = None) -> None:
+    def __init__(self, keys: np.ndarray | None = None, *, limit: int | None = None) -> None:
         self._table = _Table()
+        self._cap = None if limit is None else max(_MIN_BUCKETS, limit // _BUCKET_BYTES)
+        self._again = 0
         if keys is not None and len(keys):
             self.add(np.unique(_pairs(keys), axis=0))
 
@@ -171,22 +180,35 @@ class KeySet:
     def nbytes(self) -> int:
         return self._table.nbytes
 
-    def bytes_after(self, more: int) -> int:
-        """:attr:`nbytes` once ``more`` keys are added (the table grown, where they take it past :data:`MAX_LOAD`)."""
-        buckets = self._table.grown(len(self) + more)
-        return self.nbytes if buckets is None else buckets * _BUCKET_BYTES
+    def _room(self, buckets: int) -> int:
+        """Keys a table of ``buckets`` buckets holds before it grows (or, at the limit, before it is full)."""
+        at_limit = self._cap is not None and buckets * _AT_LIMIT > self._cap
+        return int((FULL_LOAD if at_limit else MAX_LOAD) * buckets * SLOTS)
+
+    def _buckets_for(self, n: int) -> int | None:
+        """The bucket count to hold ``n`` keys: None where the table holds them as it is; else grown by
+        :data:`GROWTH` (at least to a load of a half), to the limit at most, unless even that is too few."""
+        buckets = len(self._table.count)
+        if n <= self._room(buckets):
+            return None
+        grown = max(int(buckets * GROWTH), -(-n * 2 // SLOTS))
+        if self._cap is not None and grown > self._cap and n <= self._room(max(self._cap, buckets)):
+            grown = max(self._cap, buckets)
+        return None if grown == buckets else grown
+
+    def fits(self, more: int) -> bool:
+        """Whether ``more`` keys can be added within the limit (always, without one)."""
+        n = len(self) + more
+        buckets = self._buckets_for(n) or len(self._table.count)
+        return self._cap is None or (buckets <= max(self._cap, len(self._table.count)) and n <= self._room(buckets))
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of the ``(n, 2)`` keys are in the set."""
         keys = _pairs(keys)
-        order = np.argsort(keys[:, 0], kind="stable")  # (the table's buckets then read in order)
-        found = np.empty(len(keys), dtype=bool)
-        found[order] = self.contains_sorted(keys[order, 0], keys[order, 1])
-        return found
+        return self.contains_sorted(keys[:, 0], keys[:, 1])
 
     def contains_sorted(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """:meth:`contains` of keys sorted by their first word ``hi`` (mask in that order; unsorted keys
-        get the same answer, only more slowly)."""
+        """:meth:`contains` of keys given as their two words (sorted by ``hi`` or not: the same)."""
         found = np.zeros(len(hi), dtype=bool)
         if len(hi) and len(self):
             self._table.find(np.ascontiguousarray(hi, dtype=np.int64), np.ascontiguousarray(lo, dtype=np.int64), found)
@@ -195,14 +217,15 @@ class KeySet:
     def add(self, keys: np.ndarray) -> None:
         """Add keys not yet in the set (the caller filters; a key added twice takes two slots)."""
         keys = _pairs(keys)
-        order = np.argsort(keys[:, 0], kind="stable")
-        self.add_sorted(keys[order, 0], keys[order, 1])
+        self.add_sorted(keys[:, 0], keys[:, 1])
 
     def add_sorted(self, hi: np.ndarray, lo: np.ndarray) -> None:
-        """:meth:`add` of keys sorted by their first word ``hi`` (their buckets then come in order)."""
+        """:meth:`add` of keys given as their two words (the key store's come sorted by ``hi``; no matter)."""
         if not len(hi):
             return
-        buckets = self._table.grown(len(self) + len(hi))
+        if not len(self) and self._again:  # (allocated zero: its pages are taken as keys land)
+            self._table, self._again = _Table(self._again), 0
+        buckets = self._buckets_for(len(self) + len(hi))
         if buckets is not None:
             self._table = self._table.moved(buckets)
         hi = np.ascontiguousarray(hi, dtype=np.int64)
@@ -214,9 +237,10 @@ class KeySet:
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         """Every key as one run ``(hi, lo)`` sorted by ``hi``; the set is left empty (for spilling to disk).
-        The keys are taken out in bucket order (nearly sorted already) and the table freed before they
-        are sorted: at most about 1.8 times the table's bytes at once."""
+        The keys are taken out and the table freed before they are sorted: at most about 2.2 times the
+        table's bytes at once (at :data:`FULL_LOAD`)."""
         hi, lo = self._table.keys()
+        self._again = len(self._table.count)  # (a spilled set fills again: its next table starts this size)
         self._table = _Table()
         order = np.argsort(hi, kind="stable")
         return hi[order], lo[order]

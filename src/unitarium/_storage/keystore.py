@@ -9,9 +9,9 @@ RAM, so a membership query touches one page of the map (binary search inside the
 are merged size-tiered (a new run at least half as large as the one before it is merged into it, in
 chunks read from the files, never whole in RAM), so there are ``O(log)`` of them.
 
-Memory: RAM keys up to ``budget / 4`` (a hash table: about 1.7 times that while it grows, the old table
-beside the new, spilled first where the new would pass ``budget / 4``; about 1.8 times while it is drained
-into a sorted run, written without a copy), the pages of the maps that queries
+Memory: RAM keys up to ``budget / 4`` (a hash table: about 1.8 times that while it grows, the old table
+beside the new, its last growth to ``budget / 4``, then filled to 90% and spilled; about 2.2 times while it is
+drained into a sorted run, written without a copy), the pages of the maps that queries
 touched up to ``budget / 4`` (measured as the growth of the process's file-backed resident pages above
 the lowest level seen, handed back with ``MADV_DONTNEED`` past ``budget / 8``, checked after each slice
 of queries that can fault in at most ``budget / 8`` more: a task's queries would otherwise fault in
@@ -143,7 +143,7 @@ class KeyStore:
 
     def __init__(self, directory: Path, identity: bytes, budget: int) -> None:
         self.directory, self.identity, self.budget = directory, identity, budget
-        self.ram = KeySet()
+        self.ram = KeySet(limit=self.ram_limit)
         self.disk = RunStack(directory, identity, budget)
         self.decided = 0
         """Tasks whose keys are all in the store."""
@@ -254,9 +254,9 @@ class KeyStore:
 
     def add_sorted(self, hi: np.ndarray, lo: np.ndarray, through: int) -> None:
         """:meth:`add` of keys sorted by their first word ``hi``: the keys in RAM are spilled first where
-        they would grow past :attr:`ram_limit` (so the table's growth, the old beside the new, stays
-        within about 1.7 times it), and after, where these keys alone take more."""
-        if len(self.ram) and self.ram.bytes_after(len(hi)) > self.ram_limit:
+        their table could not take these within :attr:`ram_limit` (its last growth goes to the limit, then it
+        fills to ``FULL_LOAD``), and after, where these keys alone take more."""
+        if len(self.ram) and not self.ram.fits(len(hi)):
             self.spill()
         self.ram.add_sorted(hi, lo)
         self._count += len(hi)
@@ -317,7 +317,7 @@ class KeyStore:
     def clear(self) -> None:
         """Forget everything, on disk too (the store is rebuilt from the dataset); the lock is kept."""
         self.disk.close()
-        self.ram = KeySet()
+        self.ram = KeySet(limit=self.ram_limit)
         self.listed, self.listed_tasks = {}, 0
         self.decided = self.spilled = self._count = 0
         if self.directory.is_dir() and not self.directory.is_symlink():
