@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from .._core.keyset import merge_runs
 from .._errors import StorageError
 from .sqlite import path_text
 
@@ -260,10 +261,7 @@ def merged(older: Run, newer: Run, size: int) -> Iterator[tuple[np.ndarray, np.n
         limit = min(a[0][-1], b[0][-1])
         i = int(np.searchsorted(a[0], limit, side="right"))
         j = int(np.searchsorted(b[0], limit, side="right"))
-        hi = np.concatenate([a[0][:i], b[0][:j]])
-        lo = np.concatenate([a[1][:i], b[1][:j]])
-        order = np.argsort(hi, kind="stable")
-        yield hi[order], lo[order]
+        yield merge_runs((a[0][:i], a[1][:i]), (b[0][:j], b[1][:j]))  # (placed, not sorted: equal words older first)
         a = (a[0][i:], a[1][i:]) if i < len(a[0]) else next(a_chunks, None)
         b = (b[0][j:], b[1][j:]) if j < len(b[0]) else next(b_chunks, None)
 
