@@ -154,10 +154,15 @@ class _Table:
             table.place(hi, lo, table.bucket(hi))
         return table
 
-    def keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every key, in bucket order."""
+    def take_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every key, in bucket order; the table is left empty, each word's slots freed once taken (at most
+        the table and one word of its keys at once, besides the words taken)."""
         used = self.count[:, None] > _SLOT
-        return self.hi[used], self.lo[used]
+        hi = self.hi[used]
+        self.hi = np.zeros((0, SLOTS), dtype=np.int64)
+        lo = self.lo[used]
+        self.lo, self.count, self.n = np.zeros((0, SLOTS), dtype=np.int64), np.zeros(0, dtype=np.uint8), 0
+        return hi, lo
 
 
 class KeySet:
@@ -237,13 +242,15 @@ class KeySet:
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         """Every key as one run ``(hi, lo)`` sorted by ``hi``; the set is left empty (for spilling to disk).
-        The keys are taken out and the table freed before they are sorted: at most about 2.2 times the
-        table's bytes at once (at :data:`FULL_LOAD`)."""
-        hi, lo = self._table.keys()
+        The keys are taken out (the table freed as they are) and sorted one word at a time: at most about 1.8
+        times the table's bytes at once (at :data:`FULL_LOAD`: 32 bytes a key while sorted, the table 17.9)."""
         self._again = len(self._table.count)  # (a spilled set fills again: its next table starts this size)
+        hi, lo = self._table.take_keys()
         self._table = _Table()
         order = np.argsort(hi, kind="stable")
-        return hi[order], lo[order]
+        hi = hi[order]
+        lo = lo[order]
+        return hi, lo
 
 
 def merge_runs(

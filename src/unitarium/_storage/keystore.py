@@ -10,7 +10,7 @@ are merged size-tiered (a new run at least half as large as the one before it is
 chunks read from the files, never whole in RAM), so there are ``O(log)`` of them.
 
 Memory: RAM keys up to ``budget / 4`` (a hash table: about 1.8 times that while it grows, the old table
-beside the new, its last growth to ``budget / 4``, then filled to 90% and spilled; about 2.2 times while it is
+beside the new, its last growth to ``budget / 4``, then filled to 90% and spilled; about 1.8 times while it is
 drained into a sorted run, written without a copy), the pages of the maps that queries
 touched up to ``budget / 4`` (measured as the growth of the process's file-backed resident pages above
 the lowest level seen, handed back with ``MADV_DONTNEED`` past ``budget / 8``, checked after each slice
