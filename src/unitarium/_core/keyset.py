@@ -83,8 +83,8 @@ class _Table:
         return self.hi.nbytes + self.lo.nbytes + self.count.nbytes
 
     def bucket(self, hi: np.ndarray) -> np.ndarray:
-        """Each first word's home bucket: its low 32 bits scaled to the bucket count (a partition's keys share
-        the top bits of their first word, never the low ones)."""
+        """Each first word's home bucket: its 32 bits below the top 6 (:data:`_SHIFT`) scaled to the bucket count
+        (a partition's keys share the top bits of their first word, not these)."""
         low = (hi.view(np.uint64) << _SHIFT) >> np.uint64(32)
         return ((low * np.uint64(len(self.count))) >> np.uint64(32)).astype(np.intp)
 
