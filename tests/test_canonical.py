@@ -265,3 +265,9 @@ def test_wide_keys_equal_their_definition_row_by_row(eta: float):
     reference = DEDUP.wide_keys(u)
     assert np.array_equal(dedup, reference[0]) and np.array_equal(lookup, LOOKUP.primary(u))
     assert alts.keys() == reference[1].keys() and all(np.array_equal(alts[r], reference[1][r]) for r in alts)
+    kept = [dedup.copy(), lookup.copy(), {r: a.copy() for r, a in alts.items()}]
+    other = haar(300, 4, 12)
+    again = grid_keys(other)  # (the same scratch arrays: what the first call returned is its own)
+    assert np.array_equal(again[0], DEDUP.wide_keys(other)[0]) and np.array_equal(again[2], LOOKUP.primary(other))
+    assert np.array_equal(dedup, kept[0]) and np.array_equal(lookup, kept[1])
+    assert all(np.array_equal(alts[r], kept[2][r]) for r in alts)

@@ -203,11 +203,14 @@ def test_compiled_grid_words_are_the_numpy_keys_bit_for_bit(scheme: str, monkeyp
     y[::70, 0] = np.floor(y[::70, 0]) + 0.5 + eta / 3
     y[7, :] = -np.abs(y[7, :])  # negative cells
     y[::90, 1] = np.floor(y[::90, 1]) + 0.5 + eta  # exactly eta from a boundary: not near (eta is a power of 2)
-    got = {}
+    got, primary_of = {}, {}
     for mode in ("never", "always"):
         monkeypatch.setenv("UNITARIUM_JIT", mode)
         got[mode] = keys.wide_keys_of(y, d)
+        primary_of[mode] = keys.primary_of(y, d)  # (one word, through the same loop)
     assert compiled._words_kernel.cache_info().currsize == 1  # (made: the compiled path ran)
+    assert primary_of["always"].tobytes() == primary_of["never"].tobytes()
+    assert primary_of["never"].tobytes() == keys._mix(np.floor(y + 0.5).astype(np.int64), d).tobytes()
     primary, alternates = got["never"]
     assert len(alternates) >= len(y) // 40
     assert got["always"][0].tobytes() == primary.tobytes()
