@@ -333,6 +333,36 @@ def test_worker_messages_round_trip_and_a_cut_message_is_end_of_file() -> None:
             os.close(w)
 
 
+def test_messages_of_many_arrays_small_and_large_round_trip_aligned() -> None:
+    """A unique task's keys message (one large array, ~30 small alternates: those travel in the pickle), and
+    more large arrays than one ``writev`` or ``readv`` takes (``_IOV_MAX``), of odd byte sizes between them: every
+    array comes back equal, of its dtype, aligned, and writable; empty arrays too."""
+    import threading
+
+    from unitarium._run import wire
+
+    rng = np.random.default_rng(1)
+    alternates = {int(r): rng.integers(-(2**63), 2**63 - 1, (int(rng.integers(1, 4)), 2)) for r in range(0, 4000, 130)}
+    large = [rng.integers(0, 2**62, 4096 // 8 + k) if k % 2 else rng.random(wire.IN_BAND_BYTES + k) < 0.5
+             for k in range(wire._IOV_MAX + 40)]  # fmt: skip
+    message = ("keys", 5, rng.integers(-(2**63), 2**63 - 1, (4096, 2)), alternates, large, np.zeros(0), np.ones((0, 2)))
+    r, w = os.pipe()
+    try:
+        sender = threading.Thread(target=wire.send_message, args=(w, message))
+        sender.start()
+        got = wire.recv_message(r)
+        sender.join()
+    finally:
+        os.close(r)
+        os.close(w)
+    assert got[:2] == ("keys", 5) and np.array_equal(got[2], message[2]) and got[3].keys() == alternates.keys()
+    arrays = [got[2], *got[3].values(), *got[4], got[5], got[6]]
+    sent = [message[2], *alternates.values(), *large, message[5], message[6]]
+    for a, b in zip(arrays, sent, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+        assert a.flags.aligned and a.flags.writeable
+
+
 def test_workers_start_with_one_blas_thread(tmp_path: Path) -> None:
     """BLAS reads its thread count when numpy loads, so it must be in a worker's starting environment."""
     from conftest import start_cli, worker_pids

@@ -1,7 +1,7 @@
 """The pipe protocol between a driver and the worker processes it spawned.
 
-A message is pickled (protocol 5) with its numpy arrays out of band, sent as raw bytes after the
-pickle, so arrays are copied once (into the pipe). Only our own processes are at either end:
+A message is pickled (protocol 5) with its numpy arrays (but small ones) out of band, sent as raw
+bytes after the pickle, so arrays are copied once (into the pipe). Only our own processes are at either end:
 nothing stored, and nothing another program wrote, is ever unpickled (see ``test_security``).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import pickle
 import queue
@@ -37,30 +38,47 @@ Wait = Callable[[], None]
 
 
 def send_message(fd: int, obj: object, *, wait: Wait | None = None) -> None:
-    """Write ``obj`` to the pipe ``fd``: pickle protocol 5 with its numpy arrays out of band,
-    as raw bytes after the pickle, so they are copied once (into the pipe), not four times
-    (pickled, framed, read into a buffer, unpickled). Between our own processes only:
-    nothing stored is ever pickled. With ``wait``, never blocks for long: ``wait()`` is called
-    every :data:`WAIT_S` while the pipe is full (without it, blocks until the reader reads)."""
-    buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    raws = [b.raw() for b in buffers]
+    """Write ``obj`` to the pipe ``fd``: pickle protocol 5 with its numpy arrays of at least
+    :data:`IN_BAND_BYTES` out of band, as raw bytes after the pickle (one ``writev``), so they are
+    copied once (into the pipe), not four times (pickled, framed, read into a buffer, unpickled).
+    Between our own processes only: nothing stored is ever pickled. With ``wait``, never blocks for
+    long: ``wait()`` is called every :data:`WAIT_S` while the pipe is full (without it, blocks until
+    the reader reads)."""
+    raws: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()
+        if raw.nbytes < IN_BAND_BYTES:
+            return True  # (a true value: pickled in band)
+        raws.append(raw)
+        return False
+
+    data = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
     head = _HEADER.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws))
-    parts: list[bytes | memoryview] = [head + data, *raws]
+    parts = [memoryview(head + data), *(r.cast("B") for r in raws)]
     blocking = os.get_blocking(fd)
     if wait is not None:
         os.set_blocking(fd, False)  # a blocking write of a large part would wait for the reader in the kernel
     try:
-        for part in parts:
-            view = memoryview(part).cast("B")
-            while view:
-                try:
-                    view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    _await(fd, select.POLLOUT, wait)
+        while parts:
+            try:
+                written = os.writev(fd, parts[:_IOV_MAX])
+            except BlockingIOError:
+                _await(fd, select.POLLOUT, wait)
+                continue
+            while written and written >= parts[0].nbytes:  # (the parts written whole)
+                written -= parts.pop(0).nbytes
+            if written:
+                parts[0] = parts[0][written:]
     finally:
         if wait is not None:
             os.set_blocking(fd, blocking)
+
+
+IN_BAND_BYTES = 4096
+"""Arrays smaller than this travel inside the pickle (a unique task's alternates: ~30 arrays of a few keys each,
+one read and one write of the pipe each when out of band); larger ones after it, copied once."""
+_IOV_MAX = 512
 
 
 class Outbox:
@@ -125,20 +143,37 @@ def recv_message(fd: int, *, wait: Wait | None = None) -> Any:
     size, count = _HEADER.unpack(_read_exact(fd, _HEADER.size, wait))
     sizes = struct.unpack(f"<{count}Q", _read_exact(fd, 8 * count, wait))
     data = _read_exact(fd, size, wait)
-    return pickle.loads(data, buffers=[_read_exact(fd, n, wait) for n in sizes])
+    starts = [0, *itertools.accumulate(-(-n // _ALIGN) * _ALIGN for n in sizes)]  # (each array's bytes aligned)
+    whole = memoryview(bytearray(starts[-1]))
+    buffers = [whole[a : a + n] for a, n in zip(starts, sizes, strict=False)]
+    _read_into(fd, [b for b in buffers if b.nbytes], wait)  # (every array's bytes in one read, mostly)
+    return pickle.loads(data, buffers=buffers)
+
+
+_ALIGN = 16
+"""Where each received array starts in the message's buffer (a multiple of this: as aligned as an array of its
+own bytes would be)."""
 
 
 def _read_exact(fd: int, size: int, wait: Wait | None = None) -> bytearray:
     buf = bytearray(size)
-    view = memoryview(buf)
-    while view:
+    _read_into(fd, [memoryview(buf)], wait)
+    return buf
+
+
+def _read_into(fd: int, views: list[memoryview], wait: Wait | None) -> None:
+    """Fill ``views`` in order from ``fd`` (``readv``: as many at once as the pipe holds)."""
+    views = [v for v in views if v.nbytes]
+    while views:
         if wait is not None:
             _await(fd, select.POLLIN, wait)  # readable or hung up: the read below returns at once
-        n = os.readv(fd, [view])
+        n = os.readv(fd, views[:_IOV_MAX])
         if n == 0:
             raise EOFError("the pipe was closed halfway through a message")
-        view = view[n:]
-    return buf
+        while n and n >= views[0].nbytes:
+            n -= views.pop(0).nbytes
+        if n:
+            views[0] = views[0][n:]
 
 
 def stop_workers(procs: Sequence[BaseProcess], *, graceful: bool, wait_s: float) -> None:
