@@ -508,3 +508,35 @@ def test_a_computed_dataset_of_a_kernel_not_computed_here_is_one_line(tmp_path: 
     line = one_error_line(proc.stderr)
     assert proc.returncode != 0 and "kernel version 99" in line, line
     assert file_digests(path) == before
+
+
+_LOAD = """
+import sys
+import numpy as np
+from unitarium._core import compiled
+if sys.argv[1] == "own":
+    compiled.own_process()
+compiled._load(np.dtype(np.float64), 4, False)
+assert compiled._loaded.is_set()
+loaded = "scipy.linalg" in sys.modules
+import scipy.linalg  # (importable afterwards either way)
+table = np.random.default_rng(1).normal(size=(2, 3, 4, 4))
+index = np.array([[0, 1, 2], [2, 2, 0]], dtype=np.intp)
+got = compiled.chain(table[0], table[1], index)
+print(loaded, got.tobytes().hex())
+"""
+
+
+@pytest.mark.skipif(not _has_numba(), reason="numba (the test extra installs it)")
+def test_unitariums_own_processes_load_the_loops_without_scipys_blas() -> None:
+    """The CLI and its workers (``compiled.own_process``) load numba's compiled loops without its probe for SciPy's
+    BLAS (``scipy.linalg``, ~0.2 CPU-s of each worker's load); a user's process loads them as numba does. The
+    loops' products are the same bits either way, and SciPy imports afterwards."""
+    pytest.importorskip("scipy")
+    runs = {}
+    for mode in ("own", "user"):
+        proc = subprocess.run([sys.executable, "-c", _LOAD, mode], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        runs[mode] = proc.stdout.split()
+    assert runs["own"][0] == "False" and runs["user"][0] == "True"
+    assert runs["own"][1] == runs["user"][1]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Callable
 from functools import cache, lru_cache
@@ -203,7 +204,36 @@ def _numba() -> Any:
         import numba
     except ImportError:
         return None
+    if _own[0] and "numba.np.arraymath" not in sys.modules:
+        _arraymath_without_scipy()
     return numba
+
+
+_own = [False]
+
+
+def own_process() -> None:
+    """Say that this process runs only unitarium (its CLI, the workers it starts): numba's load here then skips
+    its probe for SciPy's BLAS. ``numba.np.arraymath``, imported at numba's first compile or cached load, imports
+    ``scipy.linalg`` where SciPy is installed (0.2 of the ~0.55 CPU-s a worker spends loading the compiled loops,
+    measured 2026-12-04) only to serve BLAS calls in compiled code, which these loops never make (numba's
+    ``np.dot`` still imports it when compiled; the probe's one other use is an inner product of
+    ``np.convolve``/``np.correlate``, which then loops). Not done in a user's process, whose own numba code is
+    left as numba makes it."""
+    _own[0] = True
+
+
+def _arraymath_without_scipy() -> None:
+    """Import ``numba.np.arraymath`` with SciPy's BLAS unimportable (unless SciPy's linalg is imported already:
+    then the probe costs nothing), as if SciPy were not installed; SciPy imports as before afterwards."""
+    blocked = next((name for name in ("scipy", "scipy.linalg") if name not in sys.modules), None)
+    if blocked is not None:
+        sys.modules[blocked] = None  # type: ignore[assignment]  # (None in sys.modules: the import fails at once)
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if blocked is not None and sys.modules.get(blocked, 0) is None:
+            del sys.modules[blocked]
 
 
 @cache

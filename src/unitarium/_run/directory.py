@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.codec import BlockFormat
+from .._core.compiled import own_process
 from .._core.kernels import pin_one_blas_thread
 from .._errors import SpecError, UnitariumError
 from .._spec.sources import Task, TaskContext, TaskResult, run_task
@@ -137,6 +138,7 @@ def _serve(
     outbox = Outbox(results.fileno())
     try:
         pin_one_blas_thread()
+        own_process()
         spec = Spec.from_json(spec_json)
         ctx = TaskContext(spec, run=True, processes=workers)
         fmt = block_format(spec, None if dataset is None else bytes.fromhex(dataset))

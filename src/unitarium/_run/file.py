@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from typing import Any
 
+from .._core.compiled import own_process
 from .._core.kernels import pin_one_blas_thread
 from .._errors import UnitariumError, WorkerError
 from .._spec.sources import Task, TaskContext, TaskResult, run_task
@@ -57,6 +58,7 @@ def _init_worker(spec_json: dict[str, Any], workers: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the writer decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _Pool while it started us
     pin_one_blas_thread()
+    own_process()
     _CONTEXT = TaskContext(Spec.from_json(spec_json), run=True, processes=workers)
 
 

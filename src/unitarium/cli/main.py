@@ -37,6 +37,7 @@ finally:
         for _var in _BLAS_THREADS:
             os.environ.pop(_var, None)
 
+from .._core.compiled import own_process  # noqa: E402  (after numpy: _BLAS_THREADS)
 from .._dataset import Dataset  # noqa: E402  (after numpy: _BLAS_THREADS)
 from .._errors import Interrupted, SpecError, UnitariumError  # noqa: E402  (after numpy: _BLAS_THREADS)
 from .._spec.spec import DTYPES, KEYS, UNITARIES, make_spec  # noqa: E402  (after numpy: _BLAS_THREADS)
@@ -64,6 +65,7 @@ class _Group(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        own_process()  # (the CLI's process runs only unitarium)
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.Exit as exc:
