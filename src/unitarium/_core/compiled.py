@@ -69,7 +69,9 @@ against 2.3 ns a multiply-add, 2-qubit complex64, measured 2026-12-04) and the l
 start. Measured 2026-12-04 night, 4M-record 2-qubit file runs in 2 workers (2.56e8 each), 5 alternating rounds:
 preloading 1.48M records/s (median; 1.12-1.57M), the numpy way 1.40M/s (1.35-1.47M): about even there, so the bound
 is that of the switch; below it, a process switches once its own products have passed :data:`WARM_AFTER`, unless
-its share ends soon after (:func:`expect`)."""
+its share ends soon after (:func:`expect`). Since the CLI's processes load without numba's SciPy probe
+(:func:`own_process`: ~0.35 CPU-s a load), preloading wins at 2.56e8 (4M-record directory runs, 2 workers: 2.0-2.1
+user-s against 2.35-2.6 the numpy way) and is even at 1.28e8 (2M: 1.10-1.13 s against 1.00-1.05 s): unchanged."""
 _CHAIN_BATCH = 256
 """Records a :func:`chain` call carries through all its chunks at once (six ``(d, d, 256)`` planes: 1.5 MiB
 at ``d = 16`` in float32, within the L2 cache)."""
