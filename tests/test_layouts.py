@@ -105,7 +105,8 @@ def test_lookup_rows_in_64_row_statements_write_the_bytes_of_one_row_at_a_time(t
 
     import numpy as np
 
-    from unitarium._storage.schema import _BLOCK_SCHEMA, _insert_lookup_rows
+    from unitarium._storage.rows import _insert_lookup_rows
+    from unitarium._storage.schema import _BLOCK_SCHEMA
 
     rng = np.random.default_rng(5)
     tasks = []

@@ -236,7 +236,7 @@ SQL_EXCEPTIONS = {
     ): "the Dataset's pass-through to BlockStore.query: its callers are checked here",
     ("_read/lookup.py", "lookup", "f'SELECT task_id, row FROM lookup WHERE key IN ({marks})'"): "marks is only '?' "
     "placeholders (checked below); the keys are bound",
-    ("_storage/schema.py", "_insert_lookup_rows", "statement"): "_lookup_insert's literal INSERT and literal "
+    ("_storage/rows.py", "_insert_lookup_rows", "statement"): "_lookup_insert's literal INSERT and literal "
     "placeholder groups (checked below); every value is bound",
 }
 
@@ -296,9 +296,9 @@ def test_the_interpolated_sql_pieces_are_what_the_exceptions_say() -> None:
     assert isinstance(store["_BLOCK_SCHEMA"], ast.Constant) and isinstance(store["_BLOCK_SCHEMA"].value, str)
     lookup = next(f for f in _functions(TREES["_read/lookup.py"]) if f.name == "lookup")
     assert [ast.unparse(v) for v in _assigned(lookup, "marks")] == ["','.join('?' * len(probes))"]
-    rows = next(f for f in _functions(TREES["_storage/schema.py"]) if f.name == "_insert_lookup_rows")
+    rows = next(f for f in _functions(TREES["_storage/rows.py"]) if f.name == "_insert_lookup_rows")
     assert [ast.unparse(v) for v in _assigned(rows, "statement")] == ["_lookup_insert(size)"]
-    insert = next(f for f in _functions(TREES["_storage/schema.py"]) if f.name == "_lookup_insert")
+    insert = next(f for f in _functions(TREES["_storage/rows.py"]) if f.name == "_lookup_insert")
     returned = [ast.unparse(n.value) for n in ast.walk(insert) if isinstance(n, ast.Return) and n.value is not None]
     assert returned == ["'INSERT INTO lookup VALUES ' + ', '.join(['(?, ?, ?)'] * rows)"]
     # BLOBs are opened in one place, by a literal table and the column of the reader callback (_codec.Reader)

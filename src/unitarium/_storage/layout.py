@@ -19,7 +19,7 @@ from .._core.codec import BlockFormat
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .manifest import Manifest, ManifestHolder
-from .schema import insert_block, insert_lookup
+from .rows import insert_block, insert_lookup
 from .shards import MANIFEST, DirectoryWriter, is_directory_path
 
 __all__ = ["DirectoryLayout", "FileLayout", "FileWriter", "Layout", "layout_of"]

@@ -1,5 +1,5 @@
-"""The dataset schema, the checks every reader and writer runs before trusting a file, and the
-rows a writer adds.
+"""The dataset schema, the checks every reader and writer runs before trusting a file, and its metadata
+(a task's rows: :mod:`.rows`).
 
 Schema (version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``; versions from
 :data:`OLDEST_SCHEMA` are read and resumed; ``PRAGMA application_id`` is :data:`APPLICATION_ID`
@@ -33,7 +33,6 @@ they must be (ids ``0..n-1``, first ids the running sum of the counts) with one 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -43,12 +42,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .._core.codec import BlockFormat, code_dtype, encode, page_records
+from .._core.codec import BlockFormat, code_dtype, page_records
 from .._core.kernels import KERNELS
 from .._errors import DatasetDamagedError, NotADatasetError, SchemaVersionError, StorageError
-from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .filemap import read_header
 from .sqlite import (
@@ -425,63 +421,6 @@ def write_header(conn: sqlite3.Connection, spec: Spec, layout: str, fmt: BlockFo
         "INSERT INTO moves VALUES (?, ?, ?, ?)",
         [(i, m.text, m.gate, " ".join(map(str, m.qubits))) for i, m in enumerate(gs.moves)],
     )
-
-
-def insert_block(conn: sqlite3.Connection, fmt: BlockFormat, r: TaskResult, *, lookup: bool = True) -> None:
-    """Task ``r``'s block (and, unless not ``lookup``, its lookup rows in unique mode) into ``conn``'s
-    ``blocks`` table."""
-    if not r.count:
-        return
-    blobs = encode(fmt, r.task_id, r.offsets, r.codes, r.unitaries, r.dedup)
-    conn.execute(
-        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (r.task_id, r.count, blobs["offsets"], blobs["codes"], blobs["unitaries"], blobs["keys"], blobs["checks"]),
-    )
-    if lookup:
-        insert_lookup(conn, [r])
-
-
-def insert_lookup(conn: sqlite3.Connection, results: Sequence[TaskResult]) -> None:
-    """The lookup rows ``(key, task, row)`` of ``results`` (unique mode), in key order over all of them:
-    each insert lands next to the last one in the index's b-tree (random order touched a random leaf
-    per row: ~3x slower once the index outgrows the page cache; sorted per task rather than per
-    commit: 1.2x slower, measured on 1.2M rows in commits of 50 tasks)."""
-    done = [r for r in results if r.lookup is not None and len(r.lookup)]
-    if not done:
-        return
-    keys = np.concatenate([r.lookup for r in done])  # type: ignore[misc]  # not None: filtered above
-    sizes = [len(r.lookup) for r in done]  # type: ignore[arg-type]
-    tasks = np.repeat(np.array([r.task_id for r in done], dtype=np.int64), sizes)
-    rows = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
-    order = np.argsort(keys, kind="stable")  # ties: task then row, as given
-    _insert_lookup_rows(conn, np.stack([keys[order], tasks[order], rows[order]], axis=1))
-
-
-_ROWS_AT_ONCE = 64
-"""Lookup rows in one ``INSERT INTO lookup VALUES (?, ?, ?), (?, ?, ?), ...`` (then 32, 16, ... 1 for the rest:
-at most seven statements, each compiled once and cached by ``sqlite3``)."""
-
-
-@functools.cache
-def _lookup_insert(rows: int) -> str:
-    """The statement that inserts ``rows`` lookup rows: placeholders only, every value bound."""
-    return "INSERT INTO lookup VALUES " + ", ".join(["(?, ?, ?)"] * rows)
-
-
-def _insert_lookup_rows(conn: sqlite3.Connection, rows: np.ndarray) -> None:
-    """Insert the lookup rows ``(n, 3)`` in order: the same rows in the same order as ``executemany`` of one
-    row each, so the same b-tree and file bytes, with less CPU (a statement binds 64 rows: measured on
-    360,000 rows in tasks of 600, 0.46-0.53 -> 0.30 s with 4 KiB pages, 0.60-0.75 -> 0.28 s with 64 KiB)."""
-    n = len(rows)
-    flat = rows.ravel().tolist()
-    at, size = 0, _ROWS_AT_ONCE
-    while at < n:
-        while size > n - at:
-            size //= 2
-        whole = (n - at) // size * size
-        statement = _lookup_insert(size)
-        conn.executemany(statement, (flat[i : i + 3 * size] for i in range(3 * at, 3 * (at + whole), 3 * size)))
-        at += whole
 
 
 def update_summary(conn: sqlite3.Connection, entries: Sequence[tuple[int, int, dict[int, int]]]) -> int:

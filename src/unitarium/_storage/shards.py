@@ -49,7 +49,8 @@ from .._errors import DatasetDamagedError, NotADatasetError, StorageError
 from .._spec.sources import TaskResult
 from .._spec.spec import Spec
 from .manifest import Manifest, ManifestHolder, make_parents
-from .schema import check_schema, create_tables, insert_block, merge_state, page_size, segment_schema
+from .rows import insert_block
+from .schema import check_schema, create_tables, merge_state, page_size, segment_schema
 from .sqlite import atomic, bounded, connect, path_text, sqlite_errors
 
 __all__ = [
