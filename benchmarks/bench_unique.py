@@ -8,12 +8,14 @@ plain, then the same command with ``--unique``, and with ``--rev`` the older com
 ``PYTHONPATH=<worktree>/src``), alternating for ``--rounds`` rounds. Reports per mode the engine's candidates/s
 (the CLI's summary line), the wall time and the CPU of the whole process tree (user + sys), medians (min-max),
 and the ratios unique/plain by CPU and by wall (#19: at least 0.5x) and unique new/old by candidates/s
-(#19: at least 2x the 0.47M/s of 6c1f742's era). Writes benchmarks/out/unique.json.
+(#19: at least 2x the 0.47M/s of 6c1f742's era). ``--settle``: every run from the same page cache (sync,
+drop it where root may, a 20k-candidate warm-up of the same command). Writes benchmarks/out/unique.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -27,12 +29,27 @@ from _common import ROOT, engine_seconds, machine, run_timed, scratch_dir, summa
 ARGS = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--length", "12", "--seed", "1", "--workers", "2", "-q"]
 
 
-def once(src: Path, tmp: Path, count: int, unique: bool) -> dict[str, float]:
+def once(src: Path, tmp: Path, count: int, unique: bool, settle: bool) -> dict[str, float]:
     path = tmp / "u"
-    cmd = [sys.executable, "-m", "unitarium", "generate", f"{path}/", *ARGS, "--count", str(count)]
-    t = run_timed([*cmd, "--unique"] if unique else cmd, env={**os.environ, "PYTHONPATH": str(src)})
+    cmd = [sys.executable, "-m", "unitarium", "generate", f"{path}/", *ARGS]
+    cmd = [*cmd, "--unique"] if unique else cmd
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    if settle:
+        _settle()
+        run_timed([*cmd, "--count", "20000"], env=env)  # (the code's pages and numba's cache read again)
+        shutil.rmtree(path)
+    t = run_timed([*cmd, "--count", str(count)], env=env)
     shutil.rmtree(path)
     return {"rate": count / engine_seconds(t.stdout), "wall": t.wall, "cpu": t.user + t.sys}
+
+
+def _settle() -> None:
+    """Every run from the same state of the page cache: dirty pages written, the cache dropped (as root; else only
+    written). A plain run writes 0.7 GB per 5M records: how much of the cache the kernel must first reclaim moved its
+    system time by 60% between runs (4.8-7.6 s at 25M)."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
 
 
 def main() -> None:
@@ -40,6 +57,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5_000_000, help="candidates per run")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rev", help="also the unique run of this older commit")
+    parser.add_argument(
+        "--settle", action="store_true", help="before each run: sync, drop the page cache (as root), a 20k warm-up run"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as wt, scratch_dir() as tmp:
         modes = {"plain": (ROOT / "src", False), "unique": (ROOT / "src", True)}
@@ -51,7 +71,7 @@ def main() -> None:
             runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
             for r in range(args.rounds):
                 for mode, (src, unique) in modes.items():
-                    runs[mode].append(once(src, Path(tmp), args.count, unique))
+                    runs[mode].append(once(src, Path(tmp), args.count, unique, args.settle))
                 print(f"round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
             info = machine(tmp)
         finally:
@@ -67,8 +87,8 @@ def main() -> None:
     if args.rev:
         old = agg[f"unique ({args.rev})"]["rate"]["median"]
         ratios[f"unique candidates/s new/old ({args.rev})"] = agg["unique"]["rate"]["median"] / old
-    out = write_json("unique.json", {"machine": info, "count": args.count, "rounds": args.rounds, "runs": agg,
-                                     "ratios": ratios})  # fmt: skip
+    out = write_json("unique.json", {"machine": info, "count": args.count, "rounds": args.rounds,
+                                     "settle": args.settle, "runs": agg, "ratios": ratios})  # fmt: skip
     cpus = f"{info['nproc']} CPUs ({info['cpu_model']})"
     print(f"\n{args.count:,} candidates, medians (min-max) of {args.rounds}; {cpus}\n")
     print("| mode | candidates/s | wall s | CPU s |\n|---|---|---|---|")

@@ -363,6 +363,41 @@ def test_messages_of_many_arrays_small_and_large_round_trip_aligned() -> None:
         assert a.flags.aligned and a.flags.writeable
 
 
+def test_an_outbox_keeps_the_order_of_messages_written_at_once_and_by_its_thread() -> None:
+    """``wire.Outbox``: a message that fits the pipe's room with nothing queued is written by ``put`` itself, one
+    larger than the pipe goes to the thread, and later small ones queue behind it: the reader, slow on purpose,
+    gets every message once, whole, in the order put."""
+    import threading
+    import time
+
+    from unitarium._run import wire
+
+    rng = np.random.default_rng(2)
+    sizes = [10, 3000, 200_000, 5, 70_000, 8, 900_000, 1, 2, 40_000, 3]  # (the pipe: 64 KiB)
+    messages = [(i, rng.integers(0, 2**62, n)) for i, n in enumerate(sizes)]
+    r, w = os.pipe()
+    got: list[tuple[int, np.ndarray]] = []
+
+    def read() -> None:
+        for _ in messages:
+            time.sleep(0.01)
+            got.append(wire.recv_message(r))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        outbox = wire.Outbox(w)
+        for message in messages:
+            assert outbox.put(message)
+        assert outbox.close()
+        reader.join(60)
+    finally:
+        os.close(w)
+        os.close(r)
+    assert [i for i, _ in got] == list(range(len(sizes)))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, messages, strict=True))
+
+
 def test_workers_start_with_one_blas_thread(tmp_path: Path) -> None:
     """BLAS reads its thread count when numpy loads, so it must be in a worker's starting environment."""
     from conftest import start_cli, worker_pids

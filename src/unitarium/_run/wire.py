@@ -7,9 +7,11 @@ nothing stored, and nothing another program wrote, is ever unpickled (see ``test
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import itertools
+import mmap
 import os
 import pickle
 import queue
@@ -17,6 +19,7 @@ import select
 import signal
 import struct
 import sys
+import termios
 import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +47,11 @@ def send_message(fd: int, obj: object, *, wait: Wait | None = None) -> None:
     Between our own processes only: nothing stored is ever pickled. With ``wait``, never blocks for
     long: ``wait()`` is called every :data:`WAIT_S` while the pipe is full (without it, blocks until
     the reader reads)."""
+    _write_parts(fd, _encode(obj), wait)
+
+
+def _encode(obj: object) -> list[memoryview]:
+    """:func:`send_message`'s bytes of ``obj``: the header and the pickle, then each out-of-band array."""
     raws: list[memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -55,7 +63,10 @@ def send_message(fd: int, obj: object, *, wait: Wait | None = None) -> None:
 
     data = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
     head = _HEADER.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws))
-    parts = [memoryview(head + data), *(r.cast("B") for r in raws)]
+    return [memoryview(head + data), *(r.cast("B") for r in raws)]
+
+
+def _write_parts(fd: int, parts: list[memoryview], wait: Wait | None) -> None:
     blocking = os.get_blocking(fd)
     if wait is not None:
         os.set_blocking(fd, False)  # a blocking write of a large part would wait for the reader in the kernel
@@ -75,6 +86,17 @@ def send_message(fd: int, obj: object, *, wait: Wait | None = None) -> None:
             os.set_blocking(fd, blocking)
 
 
+def _room(fd: int) -> int:
+    """Bytes the pipe ``fd`` takes now without blocking a writer: its capacity less its unread bytes and two pages
+    (a pipe holds pages: the first and the last may be partly used); 0 where either cannot be known."""
+    try:
+        unread = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, unread, True)
+        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)) - unread[0] - 2 * mmap.PAGESIZE
+    except (OSError, AttributeError):  # (not Linux)
+        return 0
+
+
 IN_BAND_BYTES = 4096
 """Arrays smaller than this travel inside the pickle (a unique task's alternates: ~30 arrays of a few keys each,
 one read and one write of the pipe each when out of band); larger ones after it, copied once."""
@@ -82,34 +104,50 @@ _IOV_MAX = 512
 
 
 class Outbox:
-    """A worker's messages to its driver, written in the order given by a thread of their own: the
-    worker computes its next task while a message larger than the pipe (a unique task's 2 MiB of keys)
-    waits for a driver busy deciding another task. Sending inline, workers of the 3-qubit Clifford
-    enumeration spent a third of their time blocked in writes (BENCHMARKS.md, "The 3-qubit Clifford
-    group"). :meth:`put` returns at once unless :data:`OUTBOX` messages already wait (memory stays
-    bounded); :meth:`close` returns once every message is written. A write that fails (the driver is
-    gone) ends the sending: ``put`` and ``close`` then return False. Messages must not change after
-    ``put`` (results are fresh arrays)."""
+    """A worker's messages to its driver, written in the order given, by a thread of their own where
+    they would wait: the worker computes its next task while a message larger than the pipe's room (a
+    unique task's 2 MiB of keys) waits for a driver busy deciding another task. Sending inline, workers
+    of the 3-qubit Clifford enumeration spent a third of their time blocked in writes (BENCHMARKS.md,
+    "The 3-qubit Clifford group"). A message that finds nothing queued before it and fits in the pipe's
+    room is written at once by :meth:`put` (a write that cannot block: no hand-over to the thread, which
+    cost 3-4% of a 2-qubit unique run's wall time). :meth:`put` returns at once unless :data:`OUTBOX`
+    messages already wait (memory stays bounded); :meth:`close` returns once every message is written.
+    A write that fails (the driver is gone) ends the sending: ``put`` and ``close`` then return False.
+    Messages must not change after ``put`` (results are fresh arrays)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=OUTBOX)
+        self._queue: queue.Queue[list[memoryview] | object] = queue.Queue(maxsize=OUTBOX)
+        self._lock = threading.Lock()
+        self._queued = 0  # messages put in the queue and not yet written whole (under _lock)
         self.failed = False
         self._thread = threading.Thread(target=self._send, name="unitarium-outbox", daemon=True)
         self._thread.start()
 
     def _send(self) -> None:
-        while (message := self._queue.get()) is not _CLOSE:
+        while (parts := self._queue.get()) is not _CLOSE:
             if not self.failed:
                 try:
-                    send_message(self._fd, message)
+                    _write_parts(self._fd, parts, None)  # type: ignore[arg-type]
                 except OSError:
                     self.failed = True
+            with self._lock:
+                self._queued -= 1
 
     def put(self, message: object) -> bool:
         if self.failed:
             return False
-        self._queue.put(message)
+        parts = _encode(message)
+        with self._lock:
+            if not self._queued and sum(p.nbytes for p in parts) <= _room(self._fd):
+                try:  # (nothing before it is unwritten, and it fits: this write does not block)
+                    _write_parts(self._fd, parts, None)
+                except OSError:
+                    self.failed = True
+                    return False
+                return True
+            self._queued += 1
+        self._queue.put(parts)
         return True
 
     def close(self) -> bool:
