@@ -271,3 +271,24 @@ def test_wide_keys_equal_their_definition_row_by_row(eta: float):
     assert np.array_equal(again[0], DEDUP.wide_keys(other)[0]) and np.array_equal(again[2], LOOKUP.primary(other))
     assert np.array_equal(dedup, kept[0]) and np.array_equal(lookup, kept[1])
     assert all(np.array_equal(alts[r], kept[2][r]) for r in alts)
+
+
+def test_alternates_pickle_as_three_arrays_and_come_back_equal() -> None:
+    """A task's alternates (``keyset.Alternates``, what ``wide_keys`` returns) cross a pipe as three arrays, not an
+    array per row: the same rows in the same order, each with its keys, dtype and shape; none too."""
+    import pickle
+
+    from unitarium._core.keyset import Alternates
+
+    u = haar(3000, 4, 5)
+    _, alternates = KeyScheme("dedup", dims=16, delta=DEDUP.delta, eta=2.0**-23).wide_keys(u)
+    assert isinstance(alternates, Alternates) and len(alternates) > 100
+    assert any(len(a) > 1 for a in alternates.values())
+    for value in (alternates, Alternates()):
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        assert len(buffers) <= 3  # (three arrays, not one a row: a dict of them gives one a row)
+        back = pickle.loads(data, buffers=buffers)
+        assert isinstance(back, Alternates) and list(back) == list(value)
+        for row, keys in value.items():
+            assert back[row].dtype == np.int64 and back[row].shape == keys.shape and np.array_equal(back[row], keys)

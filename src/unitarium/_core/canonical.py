@@ -36,6 +36,7 @@ import numpy as np
 
 from . import compiled
 from .kernels import one_blas_thread
+from .keyset import Alternates
 
 __all__ = ["DEDUP", "LOOKUP", "KeyScheme", "canonical_phase", "equal_up_to_phase", "grid_keys", "phased_flat"]
 
@@ -182,7 +183,7 @@ class KeyScheme:
         stacked = [moved[r] for r in range(len(rows))]
         keys = self._wide(np.concatenate(stacked), d)
         ends = np.cumsum([len(m) for m in stacked])
-        return primary, {int(r): keys[e - len(m) : e] for r, m, e in zip(rows, stacked, ends, strict=True)}
+        return primary, Alternates((int(r), keys[e - len(m) : e]) for r, m, e in zip(rows, stacked, ends, strict=True))
 
     def _near(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cells (float), positions inside them and the near mask of coordinates ``y``."""

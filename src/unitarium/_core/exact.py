@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .kernels import one_blas_thread
+from .keyset import Alternates
 
 if TYPE_CHECKING:
     from .ringmoves import RingMoves
@@ -431,7 +432,7 @@ def dedup_keys(
             deep = np.flatnonzero(~good)
             grid, alts = DEDUP.wide_keys(u[deep])
             keys[deep] = grid
-            alternates = {int(deep[r]): a for r, a in alts.items()}
+            alternates = Alternates((int(deep[r]), a) for r, a in alts.items())
         return keys, alternates, LOOKUP.primary(u)
     if scheme != "grid":
         raise ValueError(f"unknown key scheme {scheme!r}")
