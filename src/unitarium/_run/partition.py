@@ -123,12 +123,14 @@ class Share:
         None: the task has alternates) which of ``alt_keys`` are stored. Without alternates the new
         keys are added now (all of tasks ``0 .. through-1`` are then in); with them they are held
         until :meth:`drop`."""
-        new = ~self.store.contains_sorted(hi, lo)
         if alt_keys is None:
+            new = ~self.store.contains_sorted(hi, lo)
             self.store.add_sorted(hi[new], lo[new], through)
             return new, None
+        found, alt_found = self.store.contains_both(hi, lo, alt_keys)
+        new = ~found
         self.held = (hi, lo, new.copy(), through)
-        return new, self.store.contains(alt_keys)
+        return new, alt_found
 
     def drop(self, positions: np.ndarray) -> None:
         """Add the held new keys but those at ``positions`` (rows that an alternate drops)."""

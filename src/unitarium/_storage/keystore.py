@@ -240,6 +240,23 @@ class KeyStore:
             self.disk.find(hi, lo, found)
         return found
 
+    def contains_both(self, hi: np.ndarray, lo: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`contains_sorted` of ``(hi, lo)`` and :meth:`contains` of the keys ``others`` ``(m, 2)``, with one
+        query of the keys in RAM for both (a task's keys and its alternates: one pass over the table's buckets)."""
+        others = np.asarray(others, dtype=np.int64).reshape(-1, 2)
+        n = len(hi)
+        found = self.ram.contains_sorted(np.concatenate([hi, others[:, 0]]), np.concatenate([lo, others[:, 1]]))
+        self.disk.settle(self.listed)
+        if self.disk.runs:
+            if n:
+                self.disk.find(hi, lo, found[:n])
+            if len(others):
+                order = np.argsort(others[:, 0], kind="stable")
+                mine = found[n:][order]
+                self.disk.find(others[order, 0], others[order, 1], mine)
+                found[n + order] = mine
+        return found[:n], found[n:]
+
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new (:func:`.._core.keyset.select_new` against the store)."""
         return select_new(self.contains, primary, alternates)
