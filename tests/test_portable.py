@@ -540,3 +540,31 @@ def test_unitariums_own_processes_load_the_loops_without_scipys_blas() -> None:
         runs[mode] = proc.stdout.split()
     assert runs["own"][0] == "False" and runs["user"][0] == "True"
     assert runs["own"][1] == runs["user"][1]
+
+
+_OWN = """
+import sys
+from click.testing import CliRunner
+from unitarium._core import compiled
+from unitarium.cli.main import main
+if sys.argv[1] == "runner":
+    CliRunner().invoke(main, ["--version"])
+else:
+    sys.argv = ["unitarium", "--version"]
+    try:
+        main()
+    except SystemExit:
+        pass
+print(compiled._own[0])
+"""
+
+
+def test_the_cli_program_says_its_process_is_its_own_and_a_cli_runner_does_not() -> None:
+    """``unitarium`` run as the program marks its process (``compiled.own_process``); the same command invoked in
+    another program's process (click's ``CliRunner``) leaves that process as numba makes it."""
+    got = {}
+    for how in ("program", "runner"):
+        proc = subprocess.run([sys.executable, "-c", _OWN, how], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        got[how] = proc.stdout.split()[-1]
+    assert got == {"program": "True", "runner": "False"}

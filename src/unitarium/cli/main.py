@@ -65,7 +65,8 @@ class _Group(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        own_process()  # (the CLI's process runs only unitarium)
+        if not args and "args" not in kwargs:  # run as the program (`unitarium`, `python -m unitarium`), not
+            own_process()  # called in another's process (click's CliRunner): that process runs only unitarium
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.Exit as exc:
