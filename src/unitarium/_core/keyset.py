@@ -291,8 +291,8 @@ def select_new(
 
 class Alternates(dict[int, np.ndarray]):
     """A task's alternate keys, row -> ``(k, 2)`` int64 (a dict), pickled as three arrays (its rows, their counts,
-    the keys concatenated) rather than an array per row: a unique task's ~40 alternates went over a pipe in 90 us
-    of pickling, 14 us so (and fewer to unpickle); unpickled, each row's keys are a view of the one array."""
+    the keys concatenated) rather than an array per row: a unique task's keys message with ~40 alternates took 90 us
+    to pickle, 43 us so (and fewer objects to unpickle); unpickled, each row's keys are a view of the one array."""
 
     def __reduce__(self) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         rows = np.fromiter(self, dtype=np.int64, count=len(self))
