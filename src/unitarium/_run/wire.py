@@ -86,15 +86,24 @@ def _write_parts(fd: int, parts: list[memoryview], wait: Wait | None) -> None:
             os.set_blocking(fd, blocking)
 
 
-def _room(fd: int) -> int:
-    """Bytes the pipe ``fd`` takes now without blocking a writer: its capacity less its unread bytes and two pages
-    (a pipe holds pages: the first and the last may be partly used); 0 where either cannot be known."""
+def _capacity(fd: int) -> int:
+    """The bytes the pipe ``fd`` holds, less two pages (a pipe holds pages: the first and the last in use may be
+    partly filled); 0 where it cannot be known (not Linux)."""
     try:
-        unread = array.array("i", [0])
-        fcntl.ioctl(fd, termios.FIONREAD, unread, True)
-        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)) - unread[0] - 2 * mmap.PAGESIZE
-    except (OSError, AttributeError):  # (not Linux)
+        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)) - 2 * mmap.PAGESIZE
+    except (OSError, AttributeError):
         return 0
+
+
+def _unread(fd: int) -> int:
+    """The bytes written to the pipe ``fd`` and not yet read (where that cannot be known: more than any pipe holds,
+    so the message goes the thread's way, whose write reports what is wrong)."""
+    unread = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, unread, True)
+    except OSError:
+        return sys.maxsize
+    return unread[0]
 
 
 IN_BAND_BYTES = 4096
@@ -120,6 +129,7 @@ class Outbox:
         self._queue: queue.Queue[list[memoryview] | object] = queue.Queue(maxsize=OUTBOX)
         self._lock = threading.Lock()
         self._queued = 0  # messages put in the queue and not yet written whole (under _lock)
+        self._capacity = _capacity(fd)
         self.failed = False
         self._thread = threading.Thread(target=self._send, name="unitarium-outbox", daemon=True)
         self._thread.start()
@@ -139,7 +149,8 @@ class Outbox:
             return False
         parts = _encode(message)
         with self._lock:
-            if not self._queued and sum(p.nbytes for p in parts) <= _room(self._fd):
+            size = sum(p.nbytes for p in parts)  # (the capacity first: a message that never fits costs no ioctl)
+            if not self._queued and size <= self._capacity and size <= self._capacity - _unread(self._fd):
                 try:  # (nothing before it is unwritten, and it fits: this write does not block)
                     _write_parts(self._fd, parts, None)
                 except OSError:
