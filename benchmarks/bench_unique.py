@@ -8,8 +8,10 @@ plain, then the same command with ``--unique``, and with ``--rev`` the older com
 ``PYTHONPATH=<worktree>/src``), alternating for ``--rounds`` rounds. Reports per mode the engine's candidates/s
 (the CLI's summary line), the wall time and the CPU of the whole process tree (user + sys), medians (min-max),
 and the ratios unique/plain by CPU and by wall (#19: at least 0.5x) and unique new/old by candidates/s
-(#19: at least 2x the 0.47M/s of 6c1f742's era). ``--settle``: every run from the same page cache (sync,
-drop it where root may, a 20k-candidate warm-up of the same command). Writes benchmarks/out/unique.json.
+(#19: at least 2x the 0.47M/s of 6c1f742's era). ``--partitions P``: also the unique run with ``P`` key
+partitions, and its CPU against the unique run's one (#19: at most 1.15x for 2). ``--settle``: every run
+from the same page cache (sync, drop it where root may, a 20k-candidate warm-up of the same command).
+Writes benchmarks/out/unique.json.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from _common import ROOT, engine_seconds, machine, run_timed, scratch_dir, summa
 ARGS = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--length", "12", "--seed", "1", "--workers", "2", "-q"]
 
 
-def once(src: Path, tmp: Path, count: int, unique: bool, settle: bool) -> dict[str, float]:
+def once(src: Path, tmp: Path, count: int, unique: bool | int, settle: bool) -> dict[str, float]:
+    """One run (``unique``: False, True, or a partition count for a unique run)."""
     path = tmp / "u"
     cmd = [sys.executable, "-m", "unitarium", "generate", f"{path}/", *ARGS]
     cmd = [*cmd, "--unique"] if unique else cmd
+    cmd = [*cmd, "--partitions", str(unique)] if unique is not True and unique else cmd
     env = {**os.environ, "PYTHONPATH": str(src)}
     if settle:
         _settle()
@@ -57,12 +61,15 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5_000_000, help="candidates per run")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rev", help="also the unique run of this older commit")
+    parser.add_argument("--partitions", type=int, help="also the unique run with this many key partitions")
     parser.add_argument(
         "--settle", action="store_true", help="before each run: sync, drop the page cache (as root), a 20k warm-up run"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as wt, scratch_dir() as tmp:
-        modes = {"plain": (ROOT / "src", False), "unique": (ROOT / "src", True)}
+        modes: dict[str, tuple[Path, bool | int]] = {"plain": (ROOT / "src", False), "unique": (ROOT / "src", True)}
+        if args.partitions:
+            modes[f"unique, {args.partitions} partitions"] = (ROOT / "src", args.partitions)
         git = ["git", "-C", str(ROOT), "worktree"]
         if args.rev:
             subprocess.run([*git, "add", "--detach", wt, args.rev], check=True, capture_output=True)
@@ -84,6 +91,13 @@ def main() -> None:
         "unique/plain by wall": agg["plain"]["wall"]["median"] / agg["unique"]["wall"]["median"],
         "unique/plain by CPU, per round (median)": 1 / median(by_round),
     }
+    if args.partitions:
+        mine = f"unique, {args.partitions} partitions"
+        per = [p["cpu"] / u["cpu"] for p, u in zip(runs[mine], runs["unique"], strict=True)]
+        ratios[f"{args.partitions} partitions/1 by CPU (median of the sums)"] = (
+            agg[mine]["cpu"]["median"] / agg["unique"]["cpu"]["median"]
+        )
+        ratios[f"{args.partitions} partitions/1 by CPU, per round (median)"] = median(per)
     if args.rev:
         old = agg[f"unique ({args.rev})"]["rate"]["median"]
         ratios[f"unique candidates/s new/old ({args.rev})"] = agg["unique"]["rate"]["median"] / old

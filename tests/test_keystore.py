@@ -607,7 +607,9 @@ def test_a_killed_partition_is_one_error_line_and_the_run_resumes(tmp_path_facto
     args = [*KILL, "--memory", "2MiB", "--partitions", "2"]
     proc = start_cli("generate", path, *args, "--workers", "1", "--quiet")
     try:
-        parts = wait_until(lambda: len(w := worker_pids(proc.pid)) == 2 and w, timeout=300, what="two partitions")
+        parts = wait_until(  # (partition 0 is the driver's own)
+            lambda: len(w := worker_pids(proc.pid)) == 1 and w, timeout=300, what="partition 1's process"
+        )
         wait_until(lambda: records_in(path) >= 20_000, timeout=300, what="20,000 committed records")
         os.kill(parts[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
@@ -645,16 +647,18 @@ def test_a_stopped_partition_is_named_and_the_run_completes_once_continued(tmp_p
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
     try:
-        parts = wait_until(lambda: len(w := worker_pids(proc.pid)) == 2 and w, timeout=300, what="two partitions")
+        parts = wait_until(  # (partition 0 is the driver's own)
+            lambda: len(w := worker_pids(proc.pid)) == 1 and w, timeout=300, what="partition 1's process"
+        )
         wait_until(lambda: records_in(path) > 0, timeout=300, what="the first commit")
-        os.kill(parts[1], signal.SIGSTOP)
+        os.kill(parts[0], signal.SIGSTOP)
         try:
             while "waiting" not in (note := lines.get(timeout=120)):
                 pass
         finally:
-            os.kill(parts[1], signal.SIGCONT)
-        assert "key partition 1" in note and f"process {parts[1]} is stopped" in note, note
-        assert f"kill -CONT {parts[1]}" in note, note
+            os.kill(parts[0], signal.SIGCONT)
+        assert "key partition 1" in note and f"process {parts[0]} is stopped" in note, note
+        assert f"kill -CONT {parts[0]}" in note, note
         assert proc.wait(timeout=300) == 0
     finally:
         if proc.poll() is None:

@@ -8,7 +8,8 @@ task. The keys live in :class:`~.._storage.keystore.KeyStore` s (in RAM up to a 
 
 **Partitions.** With ``P`` partitions, partition ``i`` owns the keys whose high word (unsigned) lies
 in the ``i``-th of ``P`` equal ranges, in a process of its own or a Ray actor, whichever the engine
-hands the authority (:mod:`.partitions`, :mod:`.actors`; ``P = 1``: in this process). The
+hands the authority (:mod:`.partitions`, :mod:`.actors`; ``P = 1``, and partition 0 of the local
+engines: in this process, which answers its share while the others answer theirs). The
 driver sorts a task's keys once by their first word and keeps each key's first row; each partition
 gets its range of those, already sorted (only keys travel), answers which are new and adds them:
 one message each way, no sort in the partition. A task with alternates (grid keys near a cell
@@ -139,6 +140,9 @@ class KeyAuthority:
         self.opened = False
         self.told = 0
         self.partitions: Partitions = InProcess() if parts == 1 else partitions(failed, watch)
+        self.order = range(parts - 1, -1, -1)
+        """The order of a message to every partition: partition 0 last (it may answer when sent, in this
+        process, while the others work: :class:`~.partitions.LocalProcesses`)."""
         self.ranges: list[list[tuple[int, int]]] = []
         """Each partition's share of the last decision's sorted keys: position ranges (:func:`sorted_ranges`)."""
         self.drops: list[np.ndarray | None] = [None] * parts
@@ -197,7 +201,8 @@ class KeyAuthority:
         are stored, from each partition's share; without alternates the new keys are added at once."""
         self.ranges = sorted_ranges(hi, self.parts)
         alt_part = None if alt_keys is None else partition_of(alt_keys[:, 0], self.parts)
-        for i, spans in enumerate(self.ranges):
+        for i in self.order:
+            spans = self.ranges[i]
             alt_mine = None if alt_part is None or alt_keys is None else alt_keys[alt_part == i]
             drop, self.drops[i] = self.drops[i], None
             self.partitions.send(i, ("decide", gather(hi, spans), gather(lo, spans), alt_mine, through, drop))
@@ -226,8 +231,8 @@ class KeyAuthority:
 
     def _flush(self) -> None:
         """Say the drops not yet said (before a message that is not a decision)."""
-        for i, drop in enumerate(self.drops):
-            if drop is not None:
+        for i in self.order:
+            if (drop := self.drops[i]) is not None:
                 self.drops[i] = None
                 self.partitions.send(i, ("drop", drop))
 
@@ -248,7 +253,7 @@ class KeyAuthority:
         part = partition_of(keys[:, 0], self.parts)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
-        for i in range(self.parts):
+        for i in self.order:
             self.partitions.send(i, ("query", keys[order[bounds[i] : bounds[i + 1]]]))
         found = np.empty(len(keys), dtype=bool)
         for i in range(self.parts):
@@ -257,7 +262,7 @@ class KeyAuthority:
 
     def _add(self, keys: np.ndarray, through: int) -> None:
         part = partition_of(keys[:, 0], self.parts)
-        for i in range(self.parts):
+        for i in self.order:
             self.partitions.send(i, ("add", keys[part == i], through))
 
     # -- opening ------------------------------------------------------------------------------------
@@ -274,7 +279,7 @@ class KeyAuthority:
                 for i in range(self.parts)
             ]
         )
-        for i in range(self.parts):
+        for i in self.order:
             self.partitions.send(i, ("open", firsts))
         notes = [self.partitions.reply(i)[1] for i in range(self.parts)]
         for text in dict.fromkeys(n for n in notes if n):
@@ -302,14 +307,14 @@ class KeyAuthority:
             return
         self.told = tasks
         self._flush()
-        for i in range(self.parts):
+        for i in self.order:
             self.partitions.send(i, ("committed", tasks))
 
     def finish(self) -> None:
         """The dataset is complete: its key store goes."""
         if self.opened:
             self._flush()
-            for i in range(self.parts):
+            for i in self.order:
                 self.partitions.send(i, ("finish",))
             for i in range(self.parts):
                 self.partitions.reply(i)
