@@ -12,7 +12,8 @@ over every bucket, and keys sorted by ``hi`` read the buckets in at most 64 asce
 :data:`SLOTS` keys; a full one passes new keys on to the next (linear probing; nothing is ever deleted, so a
 query stops at the first bucket that has it or is not full). A membership query is a few passes over the
 queries whatever the set's size: one gather of its bucket's 8 first words, compared as one 8-byte mask, then,
-for the few whose bucket was full, the next buckets. The table grows by half (:data:`GROWTH`) once
+for the few whose bucket was full, the next buckets (the last few queries, and an insert's last few keys, one at
+a time: a pass over arrays costs ~50 us whatever their length). The table grows by half (:data:`GROWTH`) once
 :data:`MAX_LOAD` of its slots are used: 16 bytes a slot and a count byte per bucket, 21.5-32 bytes a key; while
 it grows, the old table beside the new one (2.5 times the old's bytes at most). Under a byte limit (a key
 store's share of the budget) the last growth goes to the limit, and the table then fills to :data:`FULL_LOAD`
@@ -60,6 +61,12 @@ least 2^58 wide, so its keys spread over every bucket; keys sorted by ``hi`` rea
 _SLOT = np.arange(SLOTS)
 _AHEAD = 4
 """Buckets read at once by a query whose own bucket is full and lacks it (the chain of full buckets it may be in)."""
+_ONE_BY_ONE = 64
+"""Keys :meth:`_Table.place` puts one at a time (a pass over arrays costs ~50 us whatever their length, one key
+~1 us): the ~30 left after a task's first pass at 75% load, and the few that then go on from bucket to bucket."""
+_ONE_BY_ONE_FIND = 8
+"""Queries :meth:`_Table.find` follows one at a time past their own bucket (~2 us a bucket; a pass over arrays
+~45 us): a task's first pass past its own buckets leaves ~40 (in 4 buckets, most are answered), then a few."""
 _MOVE = 1 << 16
 """Buckets moved at once when the table grows (the old table's keys go over in slices: no whole copy)."""
 
@@ -111,6 +118,9 @@ class _Table:
         start = bucket[ask]
         buckets = len(self.count)
         while len(ask):  # (the few left: several buckets at once, from their own)
+            if len(ask) <= _ONE_BY_ONE_FIND:
+                self._find_each(hi[ask].tolist(), lo[ask].tolist(), start.tolist(), ask, found)
+                return
             at = (start[:, None] + np.arange(_AHEAD)) % buckets
             counts = self.count[at]
             both = (self.hi[at] == hi[ask, None, None]) & (self.lo[at] == lo[ask, None, None])
@@ -119,13 +129,32 @@ class _Table:
             more = ~hit & (counts == SLOTS).all(axis=1)
             ask, start = ask[more], (start[more] + _AHEAD) % buckets
 
+    def _find_each(self, hi: list[int], lo: list[int], start: list[int], ask: np.ndarray, found: np.ndarray) -> None:
+        """:meth:`find` one query at a time (query ``ask[i]`` from bucket ``start[i]``): bucket after bucket
+        until one has it or is not full."""
+        count, buckets = self.count, len(self.count)
+        for i, (h, lo_, b) in enumerate(zip(hi, lo, start, strict=True)):
+            while True:
+                used = int(count[b])
+                words = self.hi[b, :used].tolist()
+                if h in words and any(w == h and self.lo[b, j] == lo_ for j, w in enumerate(words)):
+                    found[ask[i]] = True
+                    break
+                if used < SLOTS:
+                    break
+                b = b + 1 if b + 1 < buckets else 0
+
     def place(self, hi: np.ndarray, lo: np.ndarray, bucket: np.ndarray) -> None:
         """Put keys in the first free slots of their buckets, in order; those past a full bucket go on
-        to the next one, until every key has a slot (the table is never more than :data:`FULL_LOAD` full)."""
+        to the next one, until every key has a slot (the table is never more than :data:`FULL_LOAD` full).
+        The last few (at most :data:`_ONE_BY_ONE`) one at a time."""
         self.n += len(bucket)
         buckets = len(self.count)
         while len(bucket):
             n = len(bucket)
+            if n <= _ONE_BY_ONE:
+                self._place_each(hi.tolist(), lo.tolist(), bucket.tolist())
+                return
             if n > 1 and np.any(bucket[1:] < bucket[:-1]):
                 order = np.argsort(bucket, kind="stable")
                 hi, lo, bucket = hi[order], lo[order], bucket[order]
@@ -146,6 +175,16 @@ class _Table:
             hi, lo, bucket = hi[over], lo[over], bucket[over]
             ahead = (bucket[:, None] + np.arange(1, _AHEAD + 1)) % buckets  # on to the first of these not full
             bucket = (bucket + 1 + np.argmin(self.count[ahead] == SLOTS, axis=1)) % buckets
+
+    def _place_each(self, hi: list[int], lo: list[int], bucket: list[int]) -> None:
+        """:meth:`place` one key at a time: each in the first bucket from its own that is not full."""
+        count, buckets = self.count, len(self.count)
+        for h, lo_, b in zip(hi, lo, bucket, strict=True):
+            while (used := int(count[b])) == SLOTS:
+                b = b + 1 if b + 1 < buckets else 0
+            self.hi[b, used] = h
+            self.lo[b, used] = lo_
+            count[b] = used + 1
 
     def moved(self, buckets: int) -> _Table:
         """A table of ``buckets`` buckets with every key of this one, moved a slice at a time."""
