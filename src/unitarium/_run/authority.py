@@ -152,8 +152,9 @@ class KeyAuthority:
         return self.base / f"part-{index}-of-{self.parts}"
 
     def decide(self, task_id: int, keys: Any) -> np.ndarray:
-        """The keep-mask of task ``task_id``'s candidates (``keys``: primary keys and alternates);
-        called in task order.
+        """The keep-mask of task ``task_id``'s candidates (``keys``: primary keys and alternates, and the
+        primary keys' stable order by first word if the caller has it, as
+        :meth:`~.._spec.sources.TaskResult.decision_keys` gives them); called in task order.
 
         One sort of the task's keys by their first word serves everything: its first occurrences, and
         their membership and insert, each partition getting its share already sorted (a range of the
@@ -166,9 +167,9 @@ class KeyAuthority:
         different keys share a first word (~never)."""
         if not self.opened:
             self._open()
-        primary, alternates = keys
+        primary, alternates, *given = keys
         primary = np.asarray(primary, dtype=np.int64).reshape(-1, 2)
-        order = np.argsort(primary[:, 0], kind="stable")
+        order = given[0] if given else np.argsort(primary[:, 0], kind="stable")
         hi, lo = primary[order, 0], primary[order, 1]
         first = first_sorted(hi, lo)
         if first is None:

@@ -180,7 +180,7 @@ def _loop(tasks: Connection, outbox: Outbox, ctx: TaskContext, segments: _Segmen
                 return
             if ctx.spec.unique:
                 pending[task.task_id] = result
-                if not outbox.put(("computed", [task.task_id], [(result.dedup, result.alternates)])):
+                if not outbox.put(("computed", [task.task_id], [result.decision_keys()])):
                     return
             else:
                 acks.append(task.task_id)
@@ -265,7 +265,7 @@ def _run_inline(driver: Driver, writer: DirectoryWriter, tasks: Iterator[Task | 
             except Exception as exc:
                 raise driver.failed(task.task_id, f"{type(exc).__name__}: {exc}") from exc
             if driver.keys is not None:
-                result = result.select(driver.decide(task.task_id, (result.dedup, result.alternates)))
+                result = result.select(driver.decide(task.task_id, result.decision_keys()))
             published = segments.add(result)
             if not published and segments.due() == 0.0:
                 published = segments.publish()

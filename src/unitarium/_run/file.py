@@ -193,7 +193,7 @@ class _Run:
 
     def accept(self, result: TaskResult) -> None:
         if self.driver.keys is not None:
-            result = result.select(self.driver.decide(result.task_id, (result.dedup, result.alternates)))
+            result = result.select(self.driver.decide(result.task_id, result.decision_keys()))
         self._batch.append(result)
         self._batch_bytes += result_bytes(result)
         self._batch_records += result.count

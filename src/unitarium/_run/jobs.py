@@ -75,16 +75,14 @@ def _context(spec_text: str) -> TaskContext:
     return TaskContext(Spec.from_json(json.loads(spec_text)), run=True)
 
 
-def chunk_keys(spec_text: str, tasks: list[Task]) -> tuple[list[tuple[np.ndarray, dict[int, np.ndarray]]], float]:
-    """Phase 1 of a unique job: the dedup keys ``(candidates, 2)`` and alternates of each task,
-    and the seconds it took."""
+def chunk_keys(
+    spec_text: str, tasks: list[Task]
+) -> tuple[list[tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]], float]:
+    """Phase 1 of a unique job: each task's :meth:`~.._spec.sources.TaskResult.decision_keys` (its dedup keys
+    ``(candidates, 2)``, their alternates and order), and the seconds it took."""
     t0 = time.perf_counter()
     ctx = _context(spec_text)
-    keys = []
-    for task in tasks:
-        result = run_task(ctx, task)
-        assert result.dedup is not None
-        keys.append((result.dedup, result.alternates or {}))
+    keys = [run_task(ctx, task).decision_keys() for task in tasks]
     return keys, time.perf_counter() - t0
 
 
