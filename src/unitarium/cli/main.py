@@ -206,7 +206,8 @@ Re-running the same command resumes an interrupted run (with any --workers)."""
     "--partitions",
     type=int,
     help="--unique: processes that share the dedup keys by key range (default: one per 8 workers; "
-    "1: the driver itself). Never changes the content.",
+    "1: the driver itself; P: the driver holds the first range, P-1 processes the others). "
+    "Never changes the content.",
 )
 @click.option(
     "--index/--no-index",
