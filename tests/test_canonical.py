@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from itertools import combinations
 
 import numpy as np
 import pytest
 from qiskit.quantum_info import random_unitary
 
-from unitarium._core import keyset
+from unitarium._core import keykernels, keyset
 from unitarium._core.canonical import DEDUP, LOOKUP, KeyScheme, canonical_phase, equal_up_to_phase, grid_keys
 from unitarium._core.keyset import MAX_LOAD, KeySet, first_occurrences, first_sorted, keep_mask
 
@@ -116,17 +117,25 @@ def test_keyset_membership_and_merging():
     assert len(keys) == 0 and sorted(zip(hi.tolist(), lo.tolist(), strict=True)) == sorted(seen)
 
 
-@pytest.mark.parametrize("one_by_one", ["as set", "never", "always"])
+@pytest.mark.parametrize("one_by_one", ["as set", "never", "always", "compiled", "compiled and not"])
 @pytest.mark.parametrize("where", ["last buckets", "one bucket", "spread"])
 def test_keyset_chains_of_full_buckets_and_the_wrap_around(where: str, one_by_one: str, monkeypatch):
     """Keys crowded into the last buckets (their chains of full buckets wrap around to bucket 0), or into one
     bucket with shared first words (a query's first word in several slots of a bucket), or spread: every key
     added is found, no other key is, and the set drains to exactly its keys, sorted, through its growth. The
     table's inserts and queries past their own bucket go one key at a time when few are left: that way
-    ``always``, the array passes ``never``, and as the module sets it (both, by how many are left)."""
-    if one_by_one != "as set":
+    ``always``, the array passes ``never``, and as the module sets it (both, by how many are left); or every
+    insert and query by the compiled loops (:mod:`unitarium._core.keykernels`), or those and the numpy way
+    in turn, call by call (a process switches in the middle of a run, its table half filled)."""
+    if one_by_one in ("never", "always"):
         for name in ("_ONE_BY_ONE", "_ONE_BY_ONE_FIND"):
             monkeypatch.setattr(keyset, name, 0 if one_by_one == "never" else 1 << 30)
+    elif one_by_one != "as set":
+        pair = keykernels._kernels()
+        assert pair is not None, "numba is one of the test extras"
+        calls = itertools.count()
+        every = one_by_one == "compiled"
+        monkeypatch.setattr(keyset, "kernels", lambda: pair if every or next(calls) % 2 else None)
     rng = np.random.default_rng(11)
     keys, seen = KeySet(), set()
     for _ in range(30):

@@ -688,3 +688,20 @@ def test_lookup_rows_written_per_commit_equal_those_written_per_task(tmp_path: P
         assert len(rows) == len(ds) and ds.summary["tasks"] > 3
     assert rows == _lookup_rows(tmp_path / "d")
     assert len({(t, r) for _, t, r in rows}) == len(rows)
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_the_compiled_key_table_decides_as_the_numpy_one(tmp_path: Path, parts: int) -> None:
+    """Every decision through the compiled table (``UNITARIUM_JIT=always``: loaded at the first query, in the driver
+    and in the partition's process) against the numpy way (``never``): the same dataset, grid keys with alternates,
+    a directory with 2 workers, one partition (the driver) and two (one of them a process of its own). A run
+    switches mid-way where it decides more than ``keykernels.SWITCH_AFTER`` tasks; the table half filled each way
+    is the unit test's (test_canonical's chains test)."""
+    base = ["--gates", "h,t,tdg,cx", "--qubits", "2", "--count", "30000", "--length", "12", "--seed", "3"]
+    base += ["--unique", "--task-size", "256", "--workers", "2", "--partitions", str(parts), "--quiet"]
+    digests = []
+    for mode in ("never", "always"):
+        path = f"{tmp_path / mode}/"
+        cli("generate", path, *base, env={**os.environ, "UNITARIUM_JIT": mode})
+        digests.append(dataset_digest(path))
+    assert digests[0] == digests[1]

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .keykernels import kernels
+
 __all__ = [
     "Alternates",
     "KeySet",
@@ -101,7 +103,10 @@ class _Table:
         """Set ``found`` where ``(hi, lo)`` (contiguous int64) is in the table. First each query's own bucket:
         its 8 first words compared at once (an 8-byte mask whose lowest set byte is the first slot with the
         query's first word); then, for the queries whose bucket is full and lacks them, :data:`_AHEAD`
-        buckets at once, and so on."""
+        buckets at once, and so on. Compiled where this process has loaded :mod:`.keykernels`."""
+        if (compiled := kernels()) is not None:
+            compiled[0](self.hi, self.lo, self.count, hi, lo, found)
+            return
         bucket = self.bucket(hi)
         count = self.count[bucket]
         same = np.take(self.hi, bucket, axis=0) == hi[:, None]
@@ -144,11 +149,16 @@ class _Table:
                     break
                 b = b + 1 if b + 1 < buckets else 0
 
-    def place(self, hi: np.ndarray, lo: np.ndarray, bucket: np.ndarray) -> None:
+    def place(self, hi: np.ndarray, lo: np.ndarray) -> None:
         """Put keys in the first free slots of their buckets, in order; those past a full bucket go on
         to the next one, until every key has a slot (the table is never more than :data:`FULL_LOAD` full).
-        The last few (at most :data:`_ONE_BY_ONE`) one at a time."""
-        self.n += len(bucket)
+        The last few (at most :data:`_ONE_BY_ONE`) one at a time; all of them so where this process has loaded
+        :mod:`.keykernels`."""
+        self.n += len(hi)
+        if (compiled := kernels()) is not None:
+            compiled[1](self.hi, self.lo, self.count, hi, lo)
+            return
+        bucket = self.bucket(hi)
         buckets = len(self.count)
         while len(bucket):
             n = len(bucket)
@@ -192,7 +202,7 @@ class _Table:
         for a in range(0, len(self.count), _MOVE):
             used = self.count[a : a + _MOVE, None] > _SLOT
             hi, lo = self.hi[a : a + _MOVE][used], self.lo[a : a + _MOVE][used]
-            table.place(hi, lo, table.bucket(hi))
+            table.place(hi, lo)
         return table
 
     def take_keys(self) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +285,7 @@ class KeySet:
         if buckets is not None:
             self._table = self._table.moved(buckets)
         hi = np.ascontiguousarray(hi, dtype=np.int64)
-        self._table.place(hi, np.ascontiguousarray(lo, dtype=np.int64), self._table.bucket(hi))
+        self._table.place(hi, np.ascontiguousarray(lo, dtype=np.int64))
 
     def select_new(self, primary: np.ndarray, alternates: dict[int, np.ndarray]) -> np.ndarray:
         """Which rows of a batch are new (:func:`select_new` against this set)."""

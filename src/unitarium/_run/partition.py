@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .._core.compiled import own_process
+from .._core.keykernels import SWITCH_AFTER, load_in_background
 from .._storage.keystore import KeyStore, StoreRejected, remove_store
 from .._storage.sqlite import path_text
 from .wire import recv_message, send_message
@@ -174,6 +176,8 @@ class KeyPartition:
         self.args = args
         self.store = KeyStore(Path(args.directory), args.identity, args.budget)
         self.share = Share(self.store)
+        self.decided = 0
+        """Decisions answered (past :data:`~.._core.keykernels.SWITCH_AFTER`, the compiled table is loaded)."""
 
     def handle(self, message: tuple[Any, ...]) -> Any:
         """The answer to ``message``, or None for the :data:`SILENT` ones."""
@@ -181,6 +185,9 @@ class KeyPartition:
         if kind == "decide":
             if message[5] is not None:  # the previous decision's drops
                 self.share.drop(message[5])
+            self.decided += 1
+            if self.decided == SWITCH_AFTER:
+                load_in_background()
             return self.share.decide(*message[1:5])
         if kind == "drop":
             self.share.drop(message[1])
@@ -210,6 +217,7 @@ def serve(conn: Connection, args: PartitionArgs) -> None:
     sent; return at end-of-file (the driver is done, or gone). A failure is sent as ``("error", line)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    own_process()  # (only unitarium runs here: numba's load may skip its SciPy probe)
     partition = KeyPartition(args)
     fd = conn.fileno()
     try:
