@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -705,3 +707,32 @@ def test_the_compiled_key_table_decides_as_the_numpy_one(tmp_path: Path, parts: 
         cli("generate", path, *base, env={**os.environ, "UNITARIUM_JIT": mode})
         digests.append(dataset_digest(path))
     assert digests[0] == digests[1]
+
+
+_SWITCH = """
+import sys, threading
+import unitarium
+from unitarium._core import keykernels
+spec = unitarium.make_spec(gates="h,s,cx", qubits=2, count=20000, length=8, seed=2, unique=True, task_size=64)
+unitarium.generate(sys.argv[1], spec, workers=1, memory=sys.argv[2])
+for thread in threading.enumerate():
+    if thread.name == "unitarium-jit-keys":
+        thread.join()
+print("compiled" if keykernels._loaded else "numpy")
+"""
+
+
+@pytest.mark.parametrize(("memory", "table"), [("2GiB", "compiled"), ("64MiB", "numpy")])
+def test_a_long_run_switches_to_the_compiled_table_where_its_budget_allows(tmp_path: Path, memory: str, table: str):
+    """313 decisions (past SWITCH_AFTER) in the driver: with a key budget of at least MIN_SHARE it loads the compiled
+    table (numba's ~110 MiB); under a smaller ``--memory`` it keeps the numpy way (its fixed overhead holds)."""
+    from unitarium._core.keykernels import MIN_SHARE, SWITCH_AFTER
+
+    assert SWITCH_AFTER < 20000 // 64 and (2 << 30) >= MIN_SHARE > (64 << 20)
+    env = {key: value for key, value in os.environ.items() if key != "UNITARIUM_JIT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SWITCH, str(tmp_path / "d.db"), memory], capture_output=True, text=True, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [table]

@@ -9,9 +9,10 @@ from its own that is not full. A table may be filled partly one way and partly t
 found from its own bucket through full buckets either way; where it sits within them does not matter to any
 answer, nor to what is stored: the key store's runs are sorted).
 
-Loading costs ~0.3 CPU-s a process (numba's import and the cached loops), so a process switches only once it
-has decided :data:`SWITCH_AFTER` tasks (:func:`load_in_background`; until the loops are loaded, the numpy way):
-a short run never pays it. ``UNITARIUM_JIT`` as for the products: ``always`` loads them at the first query
+Loading costs ~0.3 CPU-s and ~110 MiB a process (numba's import and the cached loops), so a process switches
+only once it has decided :data:`SWITCH_AFTER` tasks (:func:`load_in_background`; until the loops are loaded,
+the numpy way), and only where its key budget is at least :data:`MIN_SHARE`: a short run, or one under a small
+``--memory``, never pays it. ``UNITARIUM_JIT`` as for the products: ``always`` loads them at the first query
 (tests), ``never`` keeps the numpy way. Measured (BENCHMARKS.md, "The key table compiled"): the 5M-candidate
 run's decisions replayed, 0.61 -> 0.20 s in one partition, 0.35 -> 0.10 s in partition 0 of two.
 """
@@ -28,11 +29,15 @@ import numpy as np
 
 from .compiled import _numba, jit_mode
 
-__all__ = ["SWITCH_AFTER", "Kernels", "kernels", "load_in_background"]
+__all__ = ["MIN_SHARE", "SWITCH_AFTER", "Kernels", "kernels", "load_in_background"]
 
 SWITCH_AFTER = 256
 """Decisions a process makes the numpy way before it loads the compiled table (rent or buy: the numpy way's
 passes cost ~0.3-0.5 ms more a decision in a run, the load ~0.3 s)."""
+MIN_SHARE = 1 << 30
+"""The smallest key budget (a partition's share of ``--memory``) whose process loads the compiled table: numba
+and LLVM take ~110 MiB of RSS in a process (measured: 25 -> 139 MiB at the load), which a run under a small
+budget has not got (docs/design.md, "Memory of a unique run": budget plus a fixed 120 MiB a process)."""
 
 Kernels = tuple[Callable[..., None], Callable[..., None]]
 """The compiled ``find(hi_table, lo_table, count, hi, lo, found)`` and ``place(hi_table, lo_table, count, hi,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._core.compiled import own_process
-from .._core.keykernels import SWITCH_AFTER, load_in_background
+from .._core.keykernels import MIN_SHARE, SWITCH_AFTER, load_in_background
 from .._storage.keystore import KeyStore, StoreRejected, remove_store
 from .._storage.sqlite import path_text
 from .wire import recv_message, send_message
@@ -177,7 +177,8 @@ class KeyPartition:
         self.store = KeyStore(Path(args.directory), args.identity, args.budget)
         self.share = Share(self.store)
         self.decided = 0
-        """Decisions answered (past :data:`~.._core.keykernels.SWITCH_AFTER`, the compiled table is loaded)."""
+        """Decisions answered (past :data:`~.._core.keykernels.SWITCH_AFTER`, the compiled table is loaded where
+        the budget is at least :data:`~.._core.keykernels.MIN_SHARE`)."""
 
     def handle(self, message: tuple[Any, ...]) -> Any:
         """The answer to ``message``, or None for the :data:`SILENT` ones."""
@@ -186,7 +187,7 @@ class KeyPartition:
             if message[5] is not None:  # the previous decision's drops
                 self.share.drop(message[5])
             self.decided += 1
-            if self.decided == SWITCH_AFTER:
+            if self.decided == SWITCH_AFTER and self.args.budget >= MIN_SHARE:
                 load_in_background()
             return self.share.decide(*message[1:5])
         if kind == "drop":
